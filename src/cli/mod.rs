@@ -1,0 +1,96 @@
+//! The command line: argument definitions and dispatch. Each subcommand lives in its own module
+//! and returns [`CliError`]; `main` prints the error chain.
+
+mod envelope;
+mod keys;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// fedq: federated analyses whose data never leaves the organizations that hold it.
+#[derive(Debug, Parser)]
+#[command(name = "fedq", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create and inspect organization keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Seal, inspect and open envelopes by hand.
+    #[command(subcommand)]
+    Envelope(envelope::EnvelopeCommand),
+}
+
+/// Everything a command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A private key file could not be written or read.
+    #[error(transparent)]
+    KeyFile(#[from] crate::keys::KeyFileError),
+    /// A public key or fingerprint given on the command line is malformed.
+    #[error("invalid public key: {0}")]
+    PublicKey(#[from] crate::keys::KeyParseError),
+    /// Sealing failed.
+    #[error(transparent)]
+    Seal(#[from] crate::envelope::SealError),
+    /// The envelope was refused.
+    #[error("envelope refused ({code}): {0}", code = .0.code())]
+    Open(#[from] crate::envelope::OpenError),
+    /// The envelope's header could not be read.
+    #[error("envelope refused: {0}")]
+    Format(#[from] crate::envelope::FormatError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file, or `-` for standard input and output.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Keys(command) => keys::run(command),
+        Command::Envelope(command) => envelope::run(command),
+    }
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Reads a file, or standard input for `-`.
+fn read_input(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    use std::io::Read as _;
+    let io = |source| CliError::Io { path: path.to_owned(), source };
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map_err(io)?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).map_err(io)
+    }
+}
+
+/// Writes a file, or standard output for `-`.
+fn write_output(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let io = |source| CliError::Io { path: path.to_owned(), source };
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).and_then(|()| out.flush()).map_err(io)
+    } else {
+        std::fs::write(path, bytes).map_err(io)
+    }
+}

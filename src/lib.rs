@@ -1,0 +1,14 @@
+//! fedq: federated orchestration over AMQP.
+//!
+//! Organizations run analyses together on data that never leaves them. Every message between
+//! them travels as a sealed [`envelope`] through a central server that routes it blindly.
+//! `docs/ARCHITECTURE.md` maps the modules to the parts of the design.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod envelope;
+pub mod ids;
+pub mod keys;
+pub mod protocol;
+pub mod time;
