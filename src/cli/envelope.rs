@@ -137,7 +137,7 @@ pub(super) fn run(command: EnvelopeCommand) -> Result<(), CliError> {
             let sealed =
                 envelope::seal(&me, to_org, &to_public_key, &route, &payload, &options, Timestamp::now())?;
             write_output(&out, &sealed.bytes)?;
-            tracing::info!(id = %sealed.header.id, bytes = sealed.bytes.len(), "sealed");
+            tracing::debug!(id = %sealed.header.id, bytes = sealed.bytes.len(), "sealed");
         }
         EnvelopeCommand::Inspect { file } => {
             let bytes = read_input(&file)?;

