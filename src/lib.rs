@@ -6,9 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod cli;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
 pub mod protocol;
+pub mod server;
 pub mod time;

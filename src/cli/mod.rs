@@ -24,6 +24,12 @@ enum Command {
     /// Seal, inspect and open envelopes by hand.
     #[command(subcommand)]
     Envelope(envelope::EnvelopeCommand),
+    /// Run the central server: REST API and blind router.
+    Server {
+        /// Settings file (TOML); `FEDQ_…` environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Everything a command can fail with.
@@ -44,6 +50,12 @@ pub enum CliError {
     /// The envelope's header could not be read.
     #[error("envelope refused: {0}")]
     Format(#[from] crate::envelope::FormatError),
+    /// The server's settings are invalid.
+    #[error(transparent)]
+    ServerConfig(#[from] crate::server::config::ConfigError),
+    /// The server could not start.
+    #[error("the server could not start: {0}")]
+    Server(#[from] crate::server::ServerError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -60,6 +72,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Keys(command) => keys::run(command),
         Command::Envelope(command) => envelope::run(command),
+        Command::Server { config } => {
+            let config = crate::server::config::ServerConfig::load(config.as_deref())?;
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
+            runtime.block_on(async {
+                let server = crate::server::start(config).await?;
+                server.run_until_signal().await;
+                Ok(())
+            })
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, OrgId, TaskId};
 
+pub mod control;
 mod payload;
 
 #[cfg(test)]

@@ -1,0 +1,289 @@
+//! The REST API, `/api/v1`: JSON in and out, one error type rendered in one place
+//! (`error::recover`). Every route and its permissions are listed in `routes`; the handlers live
+//! in one module per resource.
+
+pub mod auth;
+mod collaborations;
+pub mod error;
+mod nodes;
+mod organizations;
+mod system;
+mod tasks;
+mod users;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use warp::Filter;
+use warp::http::StatusCode;
+
+pub use error::ApiError;
+
+use crate::broker::management::Management;
+use crate::ids::{CollaborationId, NodeId, OrgId, TaskId};
+use crate::server::BrokerLink;
+use crate::server::config::ServerConfig;
+use crate::server::router::Router;
+use uuid::Uuid;
+
+/// What every handler can reach.
+pub struct AppState {
+    /// PostgreSQL.
+    pub db: Pool,
+    /// The router, shared with the ingress consumer (task creation routes through it too).
+    pub router: Router,
+    /// The broker channel the API publishes on.
+    pub broker: BrokerLink,
+    /// The RabbitMQ management API.
+    pub management: Management,
+    /// Settings.
+    pub config: ServerConfig,
+}
+
+/// Shared state handed to handlers.
+pub type State = Arc<AppState>;
+
+/// A filter that provides the state.
+pub fn with_state(state: State) -> impl Filter<Extract = (State,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// A JSON body of at most the configured size.
+fn json_body<T: serde::de::DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(limit).and(warp::body::json())
+}
+
+/// A JSON reply with a status.
+pub fn reply<T: Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
+    use warp::Reply as _;
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// The result type of handlers.
+pub type Response = Result<warp::reply::Response, warp::Rejection>;
+
+/// Gets a database connection, mapping failure to `unavailable`.
+pub async fn db(state: &State) -> Result<deadpool_postgres::Object, ApiError> {
+    state.db.get().await.map_err(|e| ApiError::from(crate::server::db::DbError::from(e)))
+}
+
+/// A route, type-erased.
+type BoxedRoute = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
+/// Every route of the API.
+pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
+    let limit = state.config.http.max_body_bytes;
+    let v1 = warp::path("api").and(warp::path("v1"));
+    let auth = auth::authenticated(state.clone());
+    let st = with_state(state.clone());
+
+    let login = v1
+        .and(warp::path!("login"))
+        .and(warp::post())
+        .and(json_body(4096))
+        .and(st.clone())
+        .and_then(auth::login);
+    let logout = v1
+        .and(warp::path!("logout"))
+        .and(warp::post())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(st.clone())
+        .and_then(auth::logout);
+    let health = v1.and(warp::path!("health")).and(warp::get()).and(st.clone()).and_then(system::health);
+    let openapi = v1.and(warp::path!("openapi.json")).and(warp::get()).and_then(system::openapi);
+
+    let orgs_create = v1
+        .and(warp::path!("organizations"))
+        .and(warp::post())
+        .and(auth.clone())
+        .and(json_body(limit))
+        .and(st.clone())
+        .and_then(organizations::create);
+    let orgs_list = v1
+        .and(warp::path!("organizations"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(organizations::list);
+    let orgs_get = v1
+        .and(warp::path!("organizations" / OrgId))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(organizations::get);
+    let orgs_key = v1
+        .and(warp::path!("organizations" / OrgId / "public-key"))
+        .and(warp::put())
+        .and(auth.clone())
+        .and(json_body(limit))
+        .and(st.clone())
+        .and_then(organizations::publish_key);
+    let orgs_keys = v1
+        .and(warp::path!("organizations" / OrgId / "keys"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(organizations::key_history);
+
+    let users_create = v1
+        .and(warp::path!("users"))
+        .and(warp::post())
+        .and(auth.clone())
+        .and(json_body(limit))
+        .and(st.clone())
+        .and_then(users::create);
+    let users_list =
+        v1.and(warp::path!("users")).and(warp::get()).and(auth.clone()).and(st.clone()).and_then(users::list);
+    let users_me = v1.and(warp::path!("users" / "me")).and(warp::get()).and(auth.clone()).and_then(users::me);
+    let users_delete = v1
+        .and(warp::path!("users" / Uuid))
+        .and(warp::delete())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(users::delete);
+
+    let collab_create = v1
+        .and(warp::path!("collaborations"))
+        .and(warp::post())
+        .and(auth.clone())
+        .and(json_body(limit))
+        .and(st.clone())
+        .and_then(collaborations::create);
+    let collab_list = v1
+        .and(warp::path!("collaborations"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(collaborations::list);
+    let collab_get = v1
+        .and(warp::path!("collaborations" / CollaborationId))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(collaborations::get);
+    let collab_member_add = v1
+        .and(warp::path!("collaborations" / CollaborationId / "organizations" / OrgId))
+        .and(warp::put())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(|c, o, p, s| collaborations::set_member(c, o, p, s, true));
+    let collab_member_remove = v1
+        .and(warp::path!("collaborations" / CollaborationId / "organizations" / OrgId))
+        .and(warp::delete())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(|c, o, p, s| collaborations::set_member(c, o, p, s, false));
+    let collab_keys = v1
+        .and(warp::path!("collaborations" / CollaborationId / "public-keys"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(collaborations::public_keys);
+
+    let nodes_create = v1
+        .and(warp::path!("nodes"))
+        .and(warp::post())
+        .and(auth.clone())
+        .and(json_body(limit))
+        .and(st.clone())
+        .and_then(nodes::create);
+    let nodes_list =
+        v1.and(warp::path!("nodes")).and(warp::get()).and(auth.clone()).and(st.clone()).and_then(nodes::list);
+    let nodes_get = v1
+        .and(warp::path!("nodes" / NodeId))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(nodes::get);
+    let nodes_delete = v1
+        .and(warp::path!("nodes" / NodeId))
+        .and(warp::delete())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(nodes::revoke);
+    let nodes_heartbeat = v1
+        .and(warp::path!("node" / "heartbeat"))
+        .and(warp::post())
+        .and(auth.clone())
+        .and(json_body(4096))
+        .and(st.clone())
+        .and_then(nodes::heartbeat);
+
+    let tasks_create = v1
+        .and(warp::path!("tasks"))
+        .and(warp::post())
+        .and(auth.clone())
+        .and(json_body(limit))
+        .and(st.clone())
+        .and_then(tasks::create);
+    let tasks_list = v1
+        .and(warp::path!("tasks"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<tasks::ListQuery>())
+        .and(st.clone())
+        .and_then(tasks::list);
+    let tasks_get = v1
+        .and(warp::path!("tasks" / TaskId))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(tasks::get);
+    let tasks_kill = v1
+        .and(warp::path!("tasks" / TaskId / "kill"))
+        .and(warp::post())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(tasks::kill);
+    let tasks_results = v1
+        .and(warp::path!("tasks" / TaskId / "results"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<tasks::ResultsQuery>())
+        .and(st.clone())
+        .and_then(tasks::results);
+
+    // Each route is boxed before combining: a long chain of unboxed `or` filters makes the
+    // compiler's type checking explode.
+    let all: Vec<BoxedRoute> = vec![
+        login.boxed(),
+        logout.boxed(),
+        health.boxed(),
+        openapi.boxed(),
+        orgs_create.boxed(),
+        orgs_list.boxed(),
+        orgs_get.boxed(),
+        orgs_key.boxed(),
+        orgs_keys.boxed(),
+        users_create.boxed(),
+        users_list.boxed(),
+        users_me.boxed(),
+        users_delete.boxed(),
+        collab_create.boxed(),
+        collab_list.boxed(),
+        collab_get.boxed(),
+        collab_member_add.boxed(),
+        collab_member_remove.boxed(),
+        collab_keys.boxed(),
+        nodes_create.boxed(),
+        nodes_list.boxed(),
+        nodes_get.boxed(),
+        nodes_delete.boxed(),
+        nodes_heartbeat.boxed(),
+        tasks_create.boxed(),
+        tasks_list.boxed(),
+        tasks_get.boxed(),
+        tasks_kill.boxed(),
+        tasks_results.boxed(),
+    ];
+    all.into_iter()
+        .reduce(|a, b| a.or(b).unify().boxed())
+        .expect("there are routes")
+        .recover(error::recover)
+        .unify()
+        .with(warp::trace::request())
+}

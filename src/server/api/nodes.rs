@@ -1,0 +1,157 @@
+//! `/nodes`: register a node (its API key and broker credentials are shown once), list, revoke;
+//! `/node/heartbeat`: a node reports itself.
+
+use secrecy::ExposeSecret as _;
+use serde::Deserialize;
+use warp::http::StatusCode;
+
+use super::auth::{self, Principal};
+use super::{ApiError, Response, State, db, reply};
+use crate::broker;
+use crate::ids::{NodeId, OrgId};
+use crate::server::db::directory;
+
+/// `POST /nodes` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNode {
+    organization: OrgId,
+    name: String,
+}
+
+/// An administrator of the organization (or root) registers a node. The server creates the
+/// node's broker user with least privilege: configure nothing, publish only to ingress, consume
+/// only the organization's queue.
+pub async fn create(principal: Principal, body: CreateNode, state: State) -> Response {
+    principal.require_admin_of(body.organization)?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::invalid("a node name is 1 to 100 characters").into());
+    }
+    let client = db(&state).await?;
+    if directory::org(&**client, body.organization).await.map_err(ApiError::from)?.is_none() {
+        return Err(ApiError::not_found(format!("organization {}", body.organization)).into());
+    }
+    let id = NodeId::new();
+    let api_key = auth::new_node_key();
+    let broker_user = format!("fedq-node-{id}");
+    let broker_password = auth::new_node_key();
+    let vhost = &state.config.broker.vhost;
+    let mgmt = &state.management;
+    let broker_error = |e: crate::broker::management::ManagementError| {
+        tracing::warn!(error = %e, "could not create the node's broker user");
+        ApiError::unavailable("the broker's management API is unavailable; retry later")
+    };
+    state.broker.declare_org_queue(body.organization).await?;
+    mgmt.put_user(&broker_user, &broker_password).await.map_err(broker_error)?;
+    if let Err(e) =
+        mgmt.set_permissions(vhost, &broker_user, &broker::node_permissions(body.organization)).await
+    {
+        let _ = mgmt.delete_user(&broker_user).await;
+        return Err(broker_error(e).into());
+    }
+    let inserted = directory::insert_node(
+        &**client,
+        id,
+        body.organization,
+        name,
+        &auth::secret_hash(api_key.expose_secret()),
+        &broker_user,
+    )
+    .await;
+    let node = match inserted {
+        Ok(node) => node,
+        Err(e) => {
+            // No node row means no way to revoke the user later: remove it now.
+            let _ = mgmt.delete_user(&broker_user).await;
+            return Err(if e.is_unique_violation() {
+                ApiError::conflict(format!(
+                    "organization {} already has a node named {name:?}",
+                    body.organization
+                ))
+            } else {
+                e.into()
+            }
+            .into());
+        }
+    };
+    tracing::info!(node = %node.id, org = %node.organization, "node registered");
+    Ok(reply(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "node": node,
+            "api_key": api_key.expose_secret(),
+            "broker": {
+                "url": state.broker.node_url(),
+                "vhost": vhost,
+                "username": broker_user,
+                "password": broker_password.expose_secret(),
+                "queue": broker::org_queue(body.organization),
+                "exchange": broker::INGRESS_EXCHANGE,
+                "server_user": state.broker.server_user(),
+            },
+        }),
+    ))
+}
+
+/// Nodes of the caller's organization (all for root).
+pub async fn list(principal: Principal, state: State) -> Response {
+    let client = db(&state).await?;
+    let nodes = directory::nodes(&**client, principal.scope()).await.map_err(ApiError::from)?;
+    Ok(reply(StatusCode::OK, &nodes))
+}
+
+async fn visible(principal: &Principal, id: NodeId, state: &State) -> Result<directory::Node, ApiError> {
+    let client = db(state).await?;
+    directory::node(&**client, id)
+        .await?
+        .filter(|n| principal.is_root() || principal.org() == Some(n.organization))
+        .ok_or_else(|| ApiError::not_found(format!("node {id}")))
+}
+
+/// One node.
+pub async fn get(id: NodeId, principal: Principal, state: State) -> Response {
+    Ok(reply(StatusCode::OK, &visible(&principal, id, &state).await?))
+}
+
+/// Revokes a node: its API key stops working, its broker user is deleted and its open broker
+/// connections are closed.
+pub async fn revoke(id: NodeId, principal: Principal, state: State) -> Response {
+    let node = visible(&principal, id, &state).await?;
+    principal.require_admin_of(node.organization)?;
+    let client = db(&state).await?;
+    directory::revoke_node(&**client, id).await.map_err(ApiError::from)?;
+    let unavailable = |e: crate::broker::management::ManagementError| {
+        tracing::warn!(error = %e, node = %id, "could not revoke the node's broker user");
+        ApiError::unavailable("the node is revoked at the server, but the broker could not be reached; retry")
+    };
+    state.management.delete_user(&node.broker_user).await.map_err(unavailable)?;
+    state.management.close_connections(&node.broker_user).await.map_err(unavailable)?;
+    tracing::info!(node = %id, "node revoked");
+    let node = visible(&principal, id, &state).await?;
+    Ok(reply(StatusCode::OK, &node))
+}
+
+/// `POST /node/heartbeat` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    version: String,
+    #[serde(default = "yes")]
+    online: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A node reports that it is online (or going offline) and its version.
+pub async fn heartbeat(principal: Principal, body: Heartbeat, state: State) -> Response {
+    let node = principal.require_node()?;
+    if body.version.len() > 100 {
+        return Err(ApiError::invalid("version is at most 100 characters").into());
+    }
+    let client = db(&state).await?;
+    directory::heartbeat(&**client, node.id, &body.version, body.online).await.map_err(ApiError::from)?;
+    Ok(reply(StatusCode::OK, &serde_json::json!({ "node": node.id, "online": body.online })))
+}

@@ -1,0 +1,87 @@
+//! `/users`: people, their organizations and roles.
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use uuid::Uuid;
+use warp::http::StatusCode;
+
+use super::auth::{self, Principal};
+use super::{ApiError, Response, State, db, reply};
+use crate::ids::OrgId;
+use crate::server::db::users::{self, Role};
+
+/// `POST /users` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    username: String,
+    password: SecretString,
+    role: Role,
+    #[serde(default)]
+    organization: Option<OrgId>,
+}
+
+/// Root creates any user; an organization administrator creates users of their organization
+/// (not root administrators).
+pub async fn create(principal: Principal, body: CreateUser, state: State) -> Response {
+    match (body.role, body.organization) {
+        (Role::Root, None) => principal.require_root()?,
+        (Role::Root, Some(_)) => {
+            return Err(ApiError::invalid("a root administrator has no organization").into());
+        }
+        (_, None) => return Err(ApiError::invalid("this role needs an organization").into()),
+        (_, Some(org)) => principal.require_admin_of(org)?,
+    }
+    let username = body.username.trim();
+    if username.is_empty() || username.len() > 100 || username.chars().any(char::is_whitespace) {
+        return Err(ApiError::invalid("a user name is 1 to 100 characters without spaces").into());
+    }
+    if body.password.expose_secret().chars().count() < 12 {
+        return Err(ApiError::invalid("a password has at least 12 characters").into());
+    }
+    let password = body.password;
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|_| ApiError::internal())??;
+    let client = db(&state).await?;
+    let user =
+        users::insert(&**client, body.organization, username, &hash, body.role).await.map_err(|e| {
+            if e.is_unique_violation() {
+                ApiError::conflict(format!("user name {username:?} is taken"))
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(reply(StatusCode::CREATED, &user))
+}
+
+/// Users of the caller's organization (all users for root).
+pub async fn list(principal: Principal, state: State) -> Response {
+    principal.require_user()?;
+    let client = db(&state).await?;
+    let users = users::list(&**client, principal.scope()).await.map_err(ApiError::from)?;
+    Ok(reply(StatusCode::OK, &users))
+}
+
+/// The caller.
+pub async fn me(principal: Principal) -> Response {
+    match &principal {
+        Principal::User(u) => Ok(reply(StatusCode::OK, u)),
+        Principal::Node(n) => Ok(reply(StatusCode::OK, n)),
+    }
+}
+
+/// Root deletes anyone; an organization administrator deletes users of their organization.
+pub async fn delete(id: Uuid, principal: Principal, state: State) -> Response {
+    let client = db(&state).await?;
+    let user = users::get(&**client, id).await.map_err(ApiError::from)?;
+    let user = user
+        .filter(|u| auth::user_visible(&principal, u))
+        .ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
+    match user.organization {
+        Some(org) => principal.require_admin_of(org)?,
+        None => principal.require_root()?,
+    }
+    users::delete(&**client, id).await.map_err(ApiError::from)?;
+    Ok(reply(StatusCode::OK, &user))
+}

@@ -1,0 +1,152 @@
+//! Server settings: a TOML file, then `FEDQ_…` environment variables (`FEDQ_DATABASE__URL`
+//! overrides `[database] url`). Secrets are `SecretString`s, so they never reach a log through
+//! `Debug`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The HTTP listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// PostgreSQL.
+    pub database: DatabaseConfig,
+    /// RabbitMQ.
+    pub broker: BrokerConfig,
+    /// The blind router.
+    #[serde(default)]
+    pub router: RouterConfig,
+    /// Logins.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// A root administrator created at start-up if none exists.
+    #[serde(default)]
+    pub bootstrap: Option<BootstrapConfig>,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (task creation carries sealed inputs).
+    pub max_body_bytes: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A `postgres://user:password@host:port/database` URL.
+    pub url: SecretString,
+    /// Connections in the pool.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_pool_size() -> usize {
+    32
+}
+
+/// RabbitMQ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// AMQP URL of the server's own broker user, with the virtual host:
+    /// `amqp://user:password@host:5672/fedq`.
+    pub url: SecretString,
+    /// The virtual host, as in `url`.
+    pub vhost: String,
+    /// Base URL of the management HTTP API, used to create and revoke node users.
+    pub management_url: String,
+    /// Management API user (administrator tag).
+    pub management_user: String,
+    /// Its password.
+    pub management_password: SecretString,
+    /// The AMQP URL nodes are told to connect to (host and port only; they get their own
+    /// credentials). Defaults to the host of `management_url` on port 5672.
+    #[serde(default)]
+    pub node_url: Option<String>,
+}
+
+/// The blind router.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Envelopes routed at once by one server (and the consumer's prefetch).
+    pub concurrency: u16,
+    /// Largest envelope routed, in bytes.
+    pub max_envelope_bytes: usize,
+    /// Allowed clock difference when checking expiry, in seconds.
+    pub clock_skew_secs: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self { concurrency: 64, max_envelope_bytes: 16 * 1024 * 1024, clock_skew_secs: 120 }
+    }
+}
+
+impl RouterConfig {
+    /// The clock skew as a duration.
+    pub fn clock_skew(&self) -> Duration {
+        Duration::from_secs(self.clock_skew_secs)
+    }
+}
+
+/// Logins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long a login token is valid, in seconds.
+    pub session_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { session_ttl_secs: 12 * 3600 }
+    }
+}
+
+/// A root administrator to create if there is none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapConfig {
+    /// User name.
+    pub root_username: String,
+    /// Password; set it through `FEDQ_BOOTSTRAP__ROOT_PASSWORD` rather than the file.
+    pub root_password: SecretString,
+}
+
+/// Settings that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid server configuration: {0}")]
+pub struct ConfigError(#[from] config::ConfigError);
+
+impl ServerConfig {
+    /// Reads `path` (if given), then `FEDQ_…` environment variables.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let settings = builder
+            .add_source(config::Environment::with_prefix("FEDQ").prefix_separator("_").separator("__"))
+            .build()?;
+        Ok(settings.try_deserialize()?)
+    }
+}

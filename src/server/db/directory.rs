@@ -1,0 +1,395 @@
+//! Organizations and their keys, collaborations and their members, nodes.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::ids::{CollaborationId, NodeId, OrgId};
+use crate::keys::{KeyId, PublicKey};
+
+/// An organization.
+#[derive(Debug, Clone, Serialize)]
+pub struct Organization {
+    /// Identifier.
+    pub id: OrgId,
+    /// Display name, unique.
+    pub name: String,
+    /// Current public key, if one is published.
+    pub public_key: Option<String>,
+    /// Its fingerprint.
+    pub fingerprint: Option<String>,
+}
+
+/// One published key of an organization.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedKey {
+    /// Organization.
+    pub organization: OrgId,
+    /// Fingerprint (hex).
+    pub key_id: String,
+    /// The key (`fedq-pk1:…`).
+    pub public_key: String,
+    /// When it was published.
+    pub published_at: SystemTime,
+    /// When a newer key replaced it.
+    pub retired_at: Option<SystemTime>,
+}
+
+const ORG_SELECT: &str = "SELECT o.id, o.name, k.public_key, k.key_id FROM organizations o
+     LEFT JOIN LATERAL (SELECT public_key, key_id FROM organization_keys
+                        WHERE org_id = o.id AND retired_at IS NULL
+                        ORDER BY published_at DESC LIMIT 1) k ON true";
+
+fn org_from_row(row: &tokio_postgres::Row) -> Organization {
+    Organization {
+        id: OrgId::from_uuid(row.get("id")),
+        name: row.get("name"),
+        public_key: row.get("public_key"),
+        fingerprint: row.get::<_, Option<Vec<u8>>>("key_id").map(hex::encode),
+    }
+}
+
+/// Inserts an organization.
+pub async fn insert_org(db: &impl GenericClient, name: &str) -> Result<Organization, DbError> {
+    let id = OrgId::new();
+    db.execute("INSERT INTO organizations (id, name) VALUES ($1, $2)", &[id.as_uuid(), &name]).await?;
+    Ok(Organization { id, name: name.to_owned(), public_key: None, fingerprint: None })
+}
+
+/// An organization by id.
+pub async fn org(db: &impl GenericClient, id: OrgId) -> Result<Option<Organization>, DbError> {
+    let row = db.query_opt(&format!("{ORG_SELECT} WHERE o.id = $1"), &[id.as_uuid()]).await?;
+    Ok(row.as_ref().map(org_from_row))
+}
+
+/// All organizations, or those sharing a collaboration with `visible_to` (and itself).
+pub async fn orgs(db: &impl GenericClient, visible_to: Option<OrgId>) -> Result<Vec<Organization>, DbError> {
+    let rows = db
+        .query(
+            &format!(
+                "{ORG_SELECT} WHERE $1::uuid IS NULL OR o.id = $1 OR o.id IN (
+                   SELECT m2.org_id FROM collaboration_members m1
+                   JOIN collaboration_members m2 ON m2.collaboration_id = m1.collaboration_id
+                   WHERE m1.org_id = $1)
+                 ORDER BY o.name"
+            ),
+            &[&visible_to.map(|o| *o.as_uuid())],
+        )
+        .await?;
+    Ok(rows.iter().map(org_from_row).collect())
+}
+
+/// Publishes `key` as the organization's current key, retiring the previous one. Publishing the
+/// current key again changes nothing.
+pub async fn publish_key(
+    db: &mut deadpool_postgres::Object,
+    org: OrgId,
+    key: &PublicKey,
+) -> Result<(), DbError> {
+    let tx = db.transaction().await?;
+    let key_id = key.id().as_bytes().to_vec();
+    let existing = tx
+        .query_opt(
+            "SELECT retired_at IS NULL AS current FROM organization_keys WHERE org_id = $1 AND key_id = $2",
+            &[org.as_uuid(), &key_id],
+        )
+        .await?;
+    if existing.is_none() {
+        tx.execute(
+            "UPDATE organization_keys SET retired_at = now() WHERE org_id = $1 AND retired_at IS NULL",
+            &[org.as_uuid()],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
+            &[org.as_uuid(), &key_id, &key.to_string()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Every key an organization has published, newest first.
+pub async fn key_history(db: &impl GenericClient, org: OrgId) -> Result<Vec<PublishedKey>, DbError> {
+    let rows = db
+        .query(
+            "SELECT org_id, key_id, public_key, published_at, retired_at FROM organization_keys
+             WHERE org_id = $1 ORDER BY published_at DESC",
+            &[org.as_uuid()],
+        )
+        .await?;
+    Ok(rows.iter().map(key_from_row).collect())
+}
+
+fn key_from_row(row: &tokio_postgres::Row) -> PublishedKey {
+    PublishedKey {
+        organization: OrgId::from_uuid(row.get("org_id")),
+        key_id: hex::encode(row.get::<_, Vec<u8>>("key_id")),
+        public_key: row.get("public_key"),
+        published_at: row.get("published_at"),
+        retired_at: row.get("retired_at"),
+    }
+}
+
+/// The current keys of a collaboration's members.
+pub async fn collaboration_keys(
+    db: &impl GenericClient,
+    collaboration: CollaborationId,
+) -> Result<Vec<PublishedKey>, DbError> {
+    let rows = db
+        .query(
+            "SELECT k.org_id, k.key_id, k.public_key, k.published_at, k.retired_at
+             FROM collaboration_members m JOIN organization_keys k ON k.org_id = m.org_id
+             WHERE m.collaboration_id = $1 AND k.retired_at IS NULL ORDER BY k.org_id",
+            &[collaboration.as_uuid()],
+        )
+        .await?;
+    Ok(rows.iter().map(key_from_row).collect())
+}
+
+/// The key `key` of `org`, if it may sign an envelope created at `created_at`: current, or
+/// retired after that time (so envelopes in flight during a rotation still route).
+pub async fn signing_key(
+    db: &impl GenericClient,
+    org: OrgId,
+    key: &KeyId,
+    created_at: SystemTime,
+) -> Result<Option<PublicKey>, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT public_key FROM organization_keys
+             WHERE org_id = $1 AND key_id = $2 AND (retired_at IS NULL OR retired_at > $3)",
+            &[org.as_uuid(), &key.as_bytes().as_slice(), &created_at],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
+}
+
+/// A collaboration with its members.
+#[derive(Debug, Clone, Serialize)]
+pub struct Collaboration {
+    /// Identifier.
+    pub id: CollaborationId,
+    /// Display name, unique.
+    pub name: String,
+    /// Member organizations.
+    pub organizations: Vec<OrgId>,
+}
+
+/// Inserts a collaboration with its members.
+pub async fn insert_collaboration(
+    db: &mut deadpool_postgres::Object,
+    name: &str,
+    members: &[OrgId],
+) -> Result<Collaboration, DbError> {
+    let id = CollaborationId::new();
+    let tx = db.transaction().await?;
+    tx.execute("INSERT INTO collaborations (id, name) VALUES ($1, $2)", &[id.as_uuid(), &name]).await?;
+    for org in members {
+        tx.execute(
+            "INSERT INTO collaboration_members (collaboration_id, org_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[id.as_uuid(), org.as_uuid()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    let mut organizations = members.to_vec();
+    organizations.sort();
+    organizations.dedup();
+    Ok(Collaboration { id, name: name.to_owned(), organizations })
+}
+
+/// Collaborations, all or those `member` belongs to.
+pub async fn collaborations(
+    db: &impl GenericClient,
+    member: Option<OrgId>,
+) -> Result<Vec<Collaboration>, DbError> {
+    let rows = db
+        .query(
+            "SELECT c.id, c.name, coalesce(array_agg(m.org_id ORDER BY m.org_id) FILTER (WHERE m.org_id IS NOT NULL), '{}') AS members
+             FROM collaborations c LEFT JOIN collaboration_members m ON m.collaboration_id = c.id
+             WHERE $1::uuid IS NULL OR c.id IN (SELECT collaboration_id FROM collaboration_members WHERE org_id = $1)
+             GROUP BY c.id, c.name ORDER BY c.name",
+            &[&member.map(|o| *o.as_uuid())],
+        )
+        .await?;
+    Ok(rows.iter().map(collaboration_from_row).collect())
+}
+
+/// One collaboration.
+pub async fn collaboration(
+    db: &impl GenericClient,
+    id: CollaborationId,
+) -> Result<Option<Collaboration>, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT c.id, c.name, coalesce(array_agg(m.org_id ORDER BY m.org_id) FILTER (WHERE m.org_id IS NOT NULL), '{}') AS members
+             FROM collaborations c LEFT JOIN collaboration_members m ON m.collaboration_id = c.id
+             WHERE c.id = $1 GROUP BY c.id, c.name",
+            &[id.as_uuid()],
+        )
+        .await?;
+    Ok(row.as_ref().map(collaboration_from_row))
+}
+
+fn collaboration_from_row(row: &tokio_postgres::Row) -> Collaboration {
+    Collaboration {
+        id: CollaborationId::from_uuid(row.get("id")),
+        name: row.get("name"),
+        organizations: row.get::<_, Vec<Uuid>>("members").into_iter().map(OrgId::from_uuid).collect(),
+    }
+}
+
+/// Adds or removes a member; returns whether anything changed.
+pub async fn set_member(
+    db: &impl GenericClient,
+    collaboration: CollaborationId,
+    org: OrgId,
+    member: bool,
+) -> Result<bool, DbError> {
+    let changed = if member {
+        db.execute(
+            "INSERT INTO collaboration_members (collaboration_id, org_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[collaboration.as_uuid(), org.as_uuid()],
+        )
+        .await?
+    } else {
+        db.execute(
+            "DELETE FROM collaboration_members WHERE collaboration_id = $1 AND org_id = $2",
+            &[collaboration.as_uuid(), org.as_uuid()],
+        )
+        .await?
+    };
+    Ok(changed == 1)
+}
+
+/// Whether `org` is a member of `collaboration`.
+pub async fn is_member(
+    db: &impl GenericClient,
+    collaboration: CollaborationId,
+    org: OrgId,
+) -> Result<bool, DbError> {
+    let row = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM collaboration_members WHERE collaboration_id = $1 AND org_id = $2)",
+            &[collaboration.as_uuid(), org.as_uuid()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// A node, without its credentials.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    /// Identifier.
+    pub id: NodeId,
+    /// Its organization.
+    pub organization: OrgId,
+    /// Name, unique within the organization.
+    pub name: String,
+    /// Its broker user name.
+    pub broker_user: String,
+    /// Version it last reported.
+    pub version: Option<String>,
+    /// When it last reported.
+    pub last_seen_at: Option<SystemTime>,
+    /// Whether it reported itself online.
+    pub online: bool,
+    /// When it was revoked.
+    pub revoked_at: Option<SystemTime>,
+}
+
+const NODE_COLUMNS: &str = "id, org_id, name, broker_user, version, last_seen_at, online, revoked_at";
+
+fn node_from_row(row: &tokio_postgres::Row) -> Node {
+    Node {
+        id: NodeId::from_uuid(row.get("id")),
+        organization: OrgId::from_uuid(row.get("org_id")),
+        name: row.get("name"),
+        broker_user: row.get("broker_user"),
+        version: row.get("version"),
+        last_seen_at: row.get("last_seen_at"),
+        online: row.get("online"),
+        revoked_at: row.get("revoked_at"),
+    }
+}
+
+/// Inserts a node.
+pub async fn insert_node(
+    db: &impl GenericClient,
+    id: NodeId,
+    org: OrgId,
+    name: &str,
+    api_key_hash: &[u8],
+    broker_user: &str,
+) -> Result<Node, DbError> {
+    let row = db
+        .query_one(
+            &format!(
+                "INSERT INTO nodes (id, org_id, name, api_key_hash, broker_user) VALUES ($1, $2, $3, $4, $5)
+                 RETURNING {NODE_COLUMNS}"
+            ),
+            &[id.as_uuid(), org.as_uuid(), &name, &api_key_hash, &broker_user],
+        )
+        .await?;
+    Ok(node_from_row(&row))
+}
+
+/// Nodes, all or of one organization.
+pub async fn nodes(db: &impl GenericClient, org: Option<OrgId>) -> Result<Vec<Node>, DbError> {
+    let rows = db
+        .query(
+            &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE $1::uuid IS NULL OR org_id = $1 ORDER BY name"),
+            &[&org.map(|o| *o.as_uuid())],
+        )
+        .await?;
+    Ok(rows.iter().map(node_from_row).collect())
+}
+
+/// One node.
+pub async fn node(db: &impl GenericClient, id: NodeId) -> Result<Option<Node>, DbError> {
+    let row =
+        db.query_opt(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1"), &[id.as_uuid()]).await?;
+    Ok(row.as_ref().map(node_from_row))
+}
+
+/// The live (not revoked) node holding an API key.
+pub async fn node_by_key(db: &impl GenericClient, api_key_hash: &[u8]) -> Result<Option<Node>, DbError> {
+    let row = db
+        .query_opt(
+            &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE api_key_hash = $1 AND revoked_at IS NULL"),
+            &[&api_key_hash],
+        )
+        .await?;
+    Ok(row.as_ref().map(node_from_row))
+}
+
+/// Marks a node revoked; returns whether it was live.
+pub async fn revoke_node(db: &impl GenericClient, id: NodeId) -> Result<bool, DbError> {
+    Ok(db
+        .execute(
+            "UPDATE nodes SET revoked_at = now(), online = false WHERE id = $1 AND revoked_at IS NULL",
+            &[id.as_uuid()],
+        )
+        .await?
+        == 1)
+}
+
+/// Records a node's report of itself.
+pub async fn heartbeat(
+    db: &impl GenericClient,
+    id: NodeId,
+    version: &str,
+    online: bool,
+) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE nodes SET last_seen_at = now(), version = $2, online = $3 WHERE id = $1",
+        &[id.as_uuid(), &version, &online],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! Tasks, their jobs, and sealed results.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::ids::{CollaborationId, JobId, NodeId, OrgId, RunId, TaskId};
+use crate::protocol::JobStatus;
+
+/// A task as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    /// Identifier.
+    pub id: TaskId,
+    /// Collaboration.
+    pub collaboration: CollaborationId,
+    /// Run.
+    pub run: RunId,
+    /// The task that created it, for subtasks.
+    pub parent: Option<TaskId>,
+    /// Algorithm image.
+    pub image: String,
+    /// Free-form name.
+    pub name: String,
+    /// The organization that created it; results are sealed for it.
+    pub creator_organization: OrgId,
+    /// The researcher who created it.
+    pub creator_user: Option<Uuid>,
+    /// The node that created it (subtasks).
+    pub creator_node: Option<NodeId>,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// Its jobs, one per organization.
+    pub jobs: Vec<Job>,
+}
+
+/// One organization's job of a task.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    /// Identifier.
+    pub id: JobId,
+    /// Organization.
+    pub organization: OrgId,
+    /// Status.
+    pub status: JobStatus,
+    /// When the status last changed.
+    pub status_changed_at: SystemTime,
+}
+
+/// What is needed to insert a task.
+#[derive(Debug, Clone)]
+pub struct NewTask<'a> {
+    /// Identifier chosen by the client (it sealed the inputs under it).
+    pub id: TaskId,
+    /// Collaboration.
+    pub collaboration: CollaborationId,
+    /// Run.
+    pub run: RunId,
+    /// Parent task, for subtasks.
+    pub parent: Option<TaskId>,
+    /// Algorithm image.
+    pub image: &'a str,
+    /// Free-form name.
+    pub name: &'a str,
+    /// Creating organization.
+    pub creator_org: OrgId,
+    /// Creating user.
+    pub creator_user: Option<Uuid>,
+    /// Creating node.
+    pub creator_node: Option<NodeId>,
+    /// Jobs: (job id, organization).
+    pub jobs: &'a [(JobId, OrgId)],
+}
+
+pub(crate) fn parse_status(s: &str) -> JobStatus {
+    match s {
+        "delivered" => JobStatus::Delivered,
+        "running" => JobStatus::Running,
+        "completed" => JobStatus::Completed,
+        "failed" => JobStatus::Failed,
+        "crashed" => JobStatus::Crashed,
+        "killed" => JobStatus::Killed,
+        "refused" => JobStatus::Refused,
+        // The column's CHECK constraint allows nothing else.
+        _ => JobStatus::Pending,
+    }
+}
+
+/// Inserts a task and its jobs in one transaction (inside the caller's transaction).
+pub async fn insert(tx: &impl GenericClient, task: &NewTask<'_>) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO tasks (id, collaboration_id, run_id, parent_task_id, image, name, creator_org_id,
+                            creator_user_id, creator_node_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            task.id.as_uuid(),
+            task.collaboration.as_uuid(),
+            task.run.as_uuid(),
+            &task.parent.map(|p| *p.as_uuid()),
+            &task.image,
+            &task.name,
+            task.creator_org.as_uuid(),
+            &task.creator_user,
+            &task.creator_node.map(|n| *n.as_uuid()),
+        ],
+    )
+    .await?;
+    for (job, org) in task.jobs {
+        tx.execute(
+            "INSERT INTO jobs (id, task_id, org_id) VALUES ($1, $2, $3)",
+            &[job.as_uuid(), task.id.as_uuid(), org.as_uuid()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+const TASK_COLUMNS: &str =
+    "t.id, t.collaboration_id, t.run_id, t.parent_task_id, t.image, t.name, t.creator_org_id,
+     t.creator_user_id, t.creator_node_id, t.created_at,
+     coalesce((SELECT json_agg(json_build_object(
+                 'id', j.id, 'organization', j.org_id, 'status', j.status,
+                 'changed_ms', (extract(epoch FROM j.status_changed_at) * 1000)::bigint) ORDER BY j.org_id)
+               FROM jobs j WHERE j.task_id = t.id), '[]') AS jobs";
+
+fn task_from_row(row: &tokio_postgres::Row) -> Task {
+    let jobs: serde_json::Value = row.get("jobs");
+    let jobs = jobs
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .filter_map(|j| {
+                    Some(Job {
+                        id: j["id"].as_str()?.parse().ok()?,
+                        organization: j["organization"].as_str()?.parse().ok()?,
+                        status: parse_status(j["status"].as_str()?),
+                        status_changed_at: SystemTime::UNIX_EPOCH
+                            + std::time::Duration::from_millis(j["changed_ms"].as_u64().unwrap_or(0)),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Task {
+        id: TaskId::from_uuid(row.get("id")),
+        collaboration: CollaborationId::from_uuid(row.get("collaboration_id")),
+        run: RunId::from_uuid(row.get("run_id")),
+        parent: row.get::<_, Option<Uuid>>("parent_task_id").map(TaskId::from_uuid),
+        image: row.get("image"),
+        name: row.get("name"),
+        creator_organization: OrgId::from_uuid(row.get("creator_org_id")),
+        creator_user: row.get("creator_user_id"),
+        creator_node: row.get::<_, Option<Uuid>>("creator_node_id").map(NodeId::from_uuid),
+        created_at: row.get("created_at"),
+        jobs,
+    }
+}
+
+/// One task with its jobs.
+pub async fn get(db: &impl GenericClient, id: TaskId) -> Result<Option<Task>, DbError> {
+    let row =
+        db.query_opt(&format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = $1"), &[id.as_uuid()]).await?;
+    Ok(row.as_ref().map(task_from_row))
+}
+
+/// Filters of the task list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only tasks visible to this organization (in its collaborations); `None` for all.
+    pub visible_to: Option<OrgId>,
+    /// Only this collaboration.
+    pub collaboration: Option<CollaborationId>,
+    /// Only tasks with a job at this organization.
+    pub organization: Option<OrgId>,
+    /// Only tasks with a job in this status.
+    pub status: Option<JobStatus>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// Tasks, newest first.
+pub async fn list(db: &impl GenericClient, f: &TaskFilter) -> Result<Vec<Task>, DbError> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks t
+                 WHERE ($1::uuid IS NULL OR t.collaboration_id IN
+                          (SELECT collaboration_id FROM collaboration_members WHERE org_id = $1))
+                   AND ($2::uuid IS NULL OR t.collaboration_id = $2)
+                   AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.org_id = $3))
+                   AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.status = $4))
+                 ORDER BY t.created_at DESC, t.id LIMIT $5 OFFSET $6"
+            ),
+            &[
+                &f.visible_to.map(|o| *o.as_uuid()),
+                &f.collaboration.map(|c| *c.as_uuid()),
+                &f.organization.map(|o| *o.as_uuid()),
+                &f.status.map(|s| s.as_str()),
+                &f.limit,
+                &f.offset,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(task_from_row).collect())
+}
+
+/// Marks every unfinished job of a task and of all its descendant subtasks killed. Returns the
+/// (organization, task, run) of each job that changed, so their nodes can be told.
+pub async fn kill_tree(db: &impl GenericClient, id: TaskId) -> Result<Vec<(OrgId, TaskId, RunId)>, DbError> {
+    let rows = db
+        .query(
+            "WITH RECURSIVE tree AS (
+                 SELECT id, run_id FROM tasks WHERE id = $1
+                 UNION ALL SELECT t.id, t.run_id FROM tasks t JOIN tree ON t.parent_task_id = tree.id)
+             UPDATE jobs j SET status = 'killed', status_changed_at = now()
+             FROM tree WHERE j.task_id = tree.id
+               AND j.status NOT IN ('completed', 'failed', 'crashed', 'killed', 'refused')
+             RETURNING j.org_id, j.task_id, tree.run_id",
+            &[id.as_uuid()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (OrgId::from_uuid(r.get(0)), TaskId::from_uuid(r.get(1)), RunId::from_uuid(r.get(2))))
+        .collect())
+}
+
+/// A sealed result as stored.
+#[derive(Debug, Clone)]
+pub struct StoredResult {
+    /// The job.
+    pub job: JobId,
+    /// Its organization.
+    pub organization: OrgId,
+    /// The job's status.
+    pub status: JobStatus,
+    /// The sealed envelope, as the node sent it.
+    pub envelope: Vec<u8>,
+}
+
+/// The results stored for a task, and whether every job has finished.
+pub async fn results(db: &impl GenericClient, task: TaskId) -> Result<(Vec<StoredResult>, bool), DbError> {
+    let rows = db
+        .query(
+            "SELECT j.id, j.org_id, j.status, r.envelope FROM jobs j LEFT JOIN results r ON r.job_id = j.id
+             WHERE j.task_id = $1 ORDER BY j.org_id",
+            &[task.as_uuid()],
+        )
+        .await?;
+    let mut all_done = !rows.is_empty();
+    let mut results = Vec::new();
+    for row in &rows {
+        let status = parse_status(row.get(2));
+        all_done &= status.is_terminal();
+        if let Some(envelope) = row.get::<_, Option<Vec<u8>>>(3) {
+            results.push(StoredResult {
+                job: JobId::from_uuid(row.get(0)),
+                organization: OrgId::from_uuid(row.get(1)),
+                status,
+                envelope,
+            });
+        }
+    }
+    Ok((results, all_done))
+}

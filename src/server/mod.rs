@@ -1,0 +1,289 @@
+//! The central server: the REST API for people and nodes, and the blind router. It holds no
+//! private key and has no code path that opens an envelope.
+//!
+//! `start` wires the parts: the PostgreSQL pool (migrated under a lock), the broker link (one
+//! connection, re-established after a broker restart, carrying the router's consumer and the
+//! API's publishing channel) and the HTTP listener. Several servers can run against the same
+//! database and broker: they compete on the ingress queue.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod router;
+
+use std::net::SocketAddr;
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::Confirmation;
+use lapin::options::BasicPublishOptions;
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use secrecy::ExposeSecret as _;
+use tokio::sync::{RwLock, watch};
+use tokio::task::JoinHandle;
+
+use crate::broker::{self, management::Management};
+use crate::ids::OrgId;
+use crate::protocol::control::{CONTROL_TYPE, Control};
+use api::ApiError;
+use config::ServerConfig;
+use router::Router;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The database could not be prepared.
+    #[error(transparent)]
+    Database(#[from] db::DbError),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The broker as the API sees it: the current publishing channel, replaced after reconnects.
+#[derive(Clone)]
+pub struct BrokerLink {
+    inner: Arc<LinkInner>,
+}
+
+struct LinkInner {
+    channel: RwLock<Option<Channel>>,
+    server_user: String,
+    node_url: String,
+}
+
+impl BrokerLink {
+    fn new(server_user: String, node_url: String) -> Self {
+        Self { inner: Arc::new(LinkInner { channel: RwLock::new(None), server_user, node_url }) }
+    }
+
+    /// The current channel (in confirm mode), or `unavailable` while the broker is down.
+    pub async fn channel(&self) -> Result<Channel, ApiError> {
+        let guard = self.inner.channel.read().await;
+        match guard.as_ref() {
+            Some(channel) if channel.status().connected() => Ok(channel.clone()),
+            _ => Err(ApiError::unavailable("the broker is unavailable; retry later")),
+        }
+    }
+
+    /// Whether a channel is open.
+    pub async fn is_connected(&self) -> bool {
+        self.channel().await.is_ok()
+    }
+
+    /// Declares an organization's queue.
+    pub async fn declare_org_queue(&self, org: OrgId) -> Result<(), ApiError> {
+        let channel = self.channel().await?;
+        broker::declare_org_queue(&channel, org).await.map_err(|e| {
+            tracing::warn!(error = %e, %org, "could not declare an organization queue");
+            ApiError::unavailable("the broker is unavailable; retry later")
+        })
+    }
+
+    /// Publishes a control message to an organization's queue and waits for the confirm.
+    pub async fn publish_control(&self, org: OrgId, control: &Control) -> Result<(), ApiError> {
+        let channel = self.channel().await?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_type(CONTROL_TYPE.into())
+            .with_user_id(self.inner.server_user.as_str().into());
+        let key = broker::org_routing_key(org);
+        let confirm = async {
+            channel
+                .basic_publish(
+                    broker::DELIVER_EXCHANGE.into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &control.to_bytes(),
+                    properties,
+                )
+                .await?
+                .await
+        }
+        .await;
+        match confirm {
+            Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => Ok(()),
+            Ok(Confirmation::Nack(_)) | Err(_) => {
+                Err(ApiError::unavailable("the broker did not take the message"))
+            }
+        }
+    }
+
+    /// The AMQP URL nodes connect to (without credentials).
+    pub fn node_url(&self) -> &str {
+        &self.inner.node_url
+    }
+
+    /// The server's broker user: control messages come from it.
+    pub fn server_user(&self) -> &str {
+        &self.inner.server_user
+    }
+
+    async fn set(&self, channel: Option<Channel>) {
+        *self.inner.channel.write().await = channel;
+    }
+}
+
+/// A started server.
+pub struct RunningServer {
+    /// The HTTP address it listens on.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops taking requests and envelopes, finishes those in flight, closes connections.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler works on Unix");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+        }
+        self.shutdown().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Starts the server: migrations, broker link and router, HTTP.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let amqp = AMQPUri::from_str(config.broker.url.expose_secret())
+        .map_err(|e| ServerError::Config(format!("broker.url is not an AMQP URL: {e}")))?;
+    let node_url = config
+        .broker
+        .node_url
+        .clone()
+        .unwrap_or_else(|| format!("amqp://{}:{}", amqp.authority.host, amqp.authority.port));
+    let link = BrokerLink::new(amqp.authority.userinfo.username.clone(), node_url);
+
+    let pool = db::pool(&config.database.url, config.database.pool_size)?;
+    migrate_when_ready(&pool).await?;
+
+    let router = Router::new(pool.clone(), router::policy(&config.router));
+    let management = Management::new(
+        &config.broker.management_url,
+        &config.broker.management_user,
+        config.broker.management_password.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| ServerError::Listen { addr: config.http.listen, source })?;
+    let addr =
+        listener.local_addr().map_err(|source| ServerError::Listen { addr: config.http.listen, source })?;
+    let state = Arc::new(api::AppState {
+        db: pool.clone(),
+        router: router.clone(),
+        broker: link.clone(),
+        management,
+        config: config.clone(),
+    });
+    if let Err(e) = api::auth::bootstrap_root(&state).await {
+        tracing::warn!(error = %e.message, "could not create the bootstrap root administrator");
+    }
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let broker_task = tokio::spawn(supervise_broker(config.clone(), link, router, pool, shutdown_rx.clone()));
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_task = tokio::spawn(
+        warp::serve(api::routes(state))
+            .incoming(listener)
+            .graceful(async move {
+                let _ = http_shutdown.wait_for(|stop| *stop).await;
+            })
+            .run(),
+    );
+    tracing::info!(%addr, "server listening");
+    Ok(RunningServer { addr, shutdown, tasks: vec![broker_task, http_task] })
+}
+
+/// Applies migrations, waiting up to a minute for the database to accept connections.
+async fn migrate_when_ready(pool: &deadpool_postgres::Pool) -> Result<(), ServerError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match db::migrate(pool).await {
+            Ok(()) => return Ok(()),
+            Err(db::DbError::Pool(e)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "database not ready; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Keeps a broker connection up: declares the topology, hands the API a channel and runs the
+/// router's consumer; after a failure, reconnects with backoff. Returns at shutdown.
+async fn supervise_broker(
+    config: ServerConfig,
+    link: BrokerLink,
+    router: Router,
+    db: deadpool_postgres::Pool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match connect(&config, &db).await {
+            Ok((connection, api_channel, router_channel)) => {
+                backoff = Duration::from_millis(200);
+                link.set(Some(api_channel)).await;
+                tracing::info!("connected to the broker");
+                let result =
+                    router.consume(router_channel, config.router.concurrency, shutdown.clone()).await;
+                link.set(None).await;
+                let _ = connection.close(200, "shutting down".into()).await;
+                match result {
+                    Ok(()) if *shutdown.borrow() => return,
+                    Ok(()) => tracing::warn!("the ingress consumer was cancelled; reconnecting"),
+                    Err(e) => tracing::warn!(error = %e, "broker connection lost; reconnecting"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reach the broker; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn connect(
+    config: &ServerConfig,
+    db: &deadpool_postgres::Pool,
+) -> Result<(Connection, Channel, Channel), Box<dyn std::error::Error + Send + Sync>> {
+    let connection =
+        Connection::connect(config.broker.url.expose_secret(), ConnectionProperties::default()).await?;
+    let api_channel = connection.create_channel().await?;
+    api_channel.confirm_select(Default::default()).await?;
+    broker::declare_topology(&api_channel).await?;
+    // Queues of organizations registered while the broker was unreachable.
+    let client = db.get().await?;
+    for org in db::directory::orgs(&**client, None).await? {
+        broker::declare_org_queue(&api_channel, org.id).await?;
+    }
+    let router_channel = connection.create_channel().await?;
+    Ok((connection, api_channel, router_channel))
+}

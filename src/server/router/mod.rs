@@ -1,0 +1,307 @@
+//! The blind router: consumes the ingress queue, reads only envelope headers, checks them, records
+//! metadata, and forwards the unchanged bytes to the recipient organization's queue.
+//!
+//! Delivery guarantees. An ingress message is acknowledged only after everything it caused is
+//! durable: the routing-log row and job status committed, the forwarded copy confirmed by the
+//! broker. Routing runs inside a transaction whose first statement inserts the message id into
+//! the routing log; a redelivered or duplicated envelope finds the id and is dropped, and two
+//! replicas handling copies of one envelope serialize on that row. If a server dies after the
+//! broker confirmed the forwarded copy but before the commit, the redelivery forwards it again;
+//! the receiving node's replay guard drops that copy.
+
+pub mod check;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures_util::StreamExt as _;
+use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+use tokio::sync::{Semaphore, watch};
+
+pub use check::{Publisher, Refusal};
+
+use crate::broker;
+use crate::envelope::{FormatError, Header, OpenPolicy, parse};
+use crate::server::db::{DbError, routing};
+use crate::time::Timestamp;
+
+/// What happened to a routed envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// Published to the recipient organization's queue.
+    Forwarded,
+    /// Kept for the REST API (a researcher's result or status).
+    Stored,
+    /// Routed before: dropped.
+    Duplicate,
+}
+
+/// Why an envelope was not routed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The envelope breaks a rule: it is dead-lettered and never retried.
+    #[error("refused ({}): {}", .refusal.code, .refusal.message)]
+    Refused {
+        /// Why.
+        refusal: Refusal,
+        /// Its header, when it could be read.
+        header: Option<Box<Header>>,
+    },
+    /// The database failed: retry later.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// The broker failed or did not confirm: retry later.
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+impl From<lapin::Error> for RouteError {
+    fn from(e: lapin::Error) -> Self {
+        RouteError::Broker(e.to_string())
+    }
+}
+
+/// The router's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Pool,
+    policy: OpenPolicy,
+    /// Bumped whenever a result is stored, to wake long-polling API requests.
+    results: watch::Sender<u64>,
+}
+
+impl Router {
+    /// A router over `db` that checks envelopes against `policy` (its `max_len` and
+    /// `clock_skew`).
+    pub fn new(db: Pool, policy: OpenPolicy) -> Self {
+        let (results, _) = watch::channel(0);
+        Self { inner: Arc::new(Inner { db, policy, results }) }
+    }
+
+    /// A receiver that changes whenever this server stores a result.
+    pub fn results_changed(&self) -> watch::Receiver<u64> {
+        self.inner.results.subscribe()
+    }
+
+    /// Routes one envelope published by `publisher` (`publisher_name` goes into the log),
+    /// publishing forwarded copies on `channel` (in confirm mode).
+    pub async fn route(
+        &self,
+        bytes: &[u8],
+        publisher: Publisher,
+        publisher_name: &str,
+        channel: &Channel,
+    ) -> Result<Routed, RouteError> {
+        let parsed = parse(bytes, self.inner.policy.max_len).map_err(|e| {
+            let code = if matches!(e, FormatError::TooLarge { .. }) { "too_large" } else { "malformed" };
+            RouteError::Refused { refusal: Refusal::new(code, e.to_string()), header: None }
+        })?;
+        let header = &parsed.header;
+        let mut client = self.inner.db.get().await.map_err(DbError::from)?;
+        let broker_user = matches!(publisher, Publisher::Node(_)).then_some(publisher_name);
+        let facts = routing::facts(&**client, header, broker_user).await?;
+        let publisher = match publisher {
+            Publisher::Node(_) => Publisher::Node(facts.publisher_org),
+            api => api,
+        };
+        let outcome = check::decide(&parsed, publisher, &facts, &self.inner.policy, Timestamp::now())
+            .map_err(|refusal| RouteError::Refused { refusal, header: Some(Box::new(header.clone())) })?;
+
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        let via = if matches!(publisher, Publisher::Api(_)) { "api" } else { "broker" };
+        if !routing::record(&*tx, header, bytes, outcome, via, publisher_name).await? {
+            tx.rollback().await.map_err(DbError::from)?;
+            return Ok(Routed::Duplicate);
+        }
+        if outcome == routing::Outcome::Forwarded {
+            forward(channel, header, bytes).await?;
+        }
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(match outcome {
+            routing::Outcome::Forwarded => Routed::Forwarded,
+            routing::Outcome::Stored => {
+                self.inner.results.send_modify(|n| *n = n.wrapping_add(1));
+                Routed::Stored
+            }
+        })
+    }
+
+    /// Consumes the ingress queue on `channel` until `shutdown` turns true or the channel fails.
+    /// At most `concurrency` envelopes are in flight (the prefetch). Returns when every
+    /// envelope in flight has been settled.
+    pub async fn consume(
+        &self,
+        channel: Channel,
+        concurrency: u16,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), lapin::Error> {
+        channel.basic_qos(concurrency, BasicQosOptions::default()).await?;
+        channel.confirm_select(Default::default()).await?;
+        let mut consumer = channel
+            .basic_consume(
+                broker::INGRESS_QUEUE.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let slots = Arc::new(Semaphore::new(usize::from(concurrency)));
+        let result = loop {
+            let delivery = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+                next = consumer.next() => next,
+            };
+            let delivery = match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            };
+            let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let router = self.clone();
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                router.handle(delivery, &channel).await;
+                drop(permit);
+            });
+        };
+        // Let in-flight envelopes finish before the caller closes the channel.
+        let _ = slots.acquire_many(u32::from(concurrency)).await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(tag = delivery.delivery_tag))]
+    async fn handle(&self, delivery: lapin::message::Delivery, channel: &Channel) {
+        let publisher_name = delivery.properties.user_id().as_ref().map(|u| u.to_string());
+        let result = match &publisher_name {
+            Some(user) => self.route(&delivery.data, Publisher::Node(None), user, channel).await,
+            None => Err(RouteError::Refused {
+                refusal: Refusal::new("missing_user_id", "published without a validated user id"),
+                header: None,
+            }),
+        };
+        let publisher_name = publisher_name.as_deref().unwrap_or("");
+        let settled = match result {
+            Ok(routed) => {
+                tracing::debug!(?routed, "routed");
+                delivery.acker.ack(BasicAckOptions::default()).await
+            }
+            Err(RouteError::Refused { refusal, header }) => {
+                tracing::warn!(code = refusal.code, reason = %refusal.message, "envelope refused");
+                match self
+                    .dead_letter(channel, &delivery.data, &refusal, header.as_deref(), publisher_name)
+                    .await
+                {
+                    Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not dead-letter; will retry");
+                        retry_later(&delivery).await
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "routing failed; will retry");
+                retry_later(&delivery).await
+            }
+        };
+        if let Err(e) = settled {
+            // The channel is gone; the broker redelivers the message to another consumer.
+            tracing::warn!(error = %e, "could not settle a delivery");
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        channel: &Channel,
+        bytes: &[u8],
+        refusal: &Refusal,
+        header: Option<&Header>,
+        publisher: &str,
+    ) -> Result<(), RouteError> {
+        let client = self.inner.db.get().await.map_err(DbError::from)?;
+        let record = routing::DeadLetter {
+            header,
+            code: refusal.code,
+            reason: &refusal.message,
+            publisher,
+            size: bytes.len(),
+        };
+        routing::record_dead_letter(&**client, &record).await?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from(broker::REASON_CODE_HEADER),
+            AMQPValue::LongString(refusal.code.into()),
+        );
+        headers.insert(
+            ShortString::from(broker::REASON_HEADER),
+            AMQPValue::LongString(refusal.message.as_str().into()),
+        );
+        headers.insert(ShortString::from(broker::PUBLISHER_HEADER), AMQPValue::LongString(publisher.into()));
+        let properties = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+        let confirm = channel
+            .basic_publish(
+                broker::DEAD_EXCHANGE.into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                bytes,
+                properties,
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            other => Err(RouteError::Broker(format!("dead letter not confirmed: {other:?}"))),
+        }
+    }
+}
+
+/// Publishes `bytes` unchanged to the recipient's queue and waits for the broker's confirm.
+async fn forward(channel: &Channel, header: &Header, bytes: &[u8]) -> Result<(), RouteError> {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_message_id(header.id.to_string().as_str().into())
+        .with_type(header.kind.as_str().into());
+    // Mandatory: if the recipient's queue does not exist the broker returns the message instead
+    // of dropping it, and routing fails (to be retried) rather than losing it.
+    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+    let key = broker::org_routing_key(header.recipient);
+    let confirm = channel
+        .basic_publish(broker::DELIVER_EXCHANGE.into(), key.as_str().into(), options, bytes, properties)
+        .await?
+        .await?;
+    match confirm {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_)) => {
+            // The organization's queue is missing (registered while the broker was unreachable,
+            // say): declare it so the retry succeeds.
+            broker::declare_org_queue(channel, header.recipient).await?;
+            Err(RouteError::Broker(format!("no queue for organization {}; declared it", header.recipient)))
+        }
+        Confirmation::Nack(_) => Err(RouteError::Broker("the broker refused the forwarded copy".into())),
+    }
+}
+
+/// Returns a delivery to the queue after a pause, so a database outage holds traffic instead of
+/// spinning on it.
+async fn retry_later(delivery: &lapin::message::Delivery) -> Result<bool, lapin::Error> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await
+}
+
+/// The envelope checks the router shares with opening.
+pub fn policy(config: &crate::server::config::RouterConfig) -> OpenPolicy {
+    OpenPolicy {
+        max_len: config.max_envelope_bytes,
+        clock_skew: config.clock_skew(),
+        ..OpenPolicy::default()
+    }
+}

@@ -1,0 +1,388 @@
+//! The server against real PostgreSQL and RabbitMQ: the REST API, the blind router, broker
+//! credentials. Each test has its own database and virtual host.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use fedq::envelope::{self, MemoryReplayGuard, OpenPolicy, SealOptions};
+use fedq::ids::{JobId, OrgId, RunId, TaskId};
+use fedq::keys::{Identity, Keyring, OrgKey};
+use fedq::protocol::{JobResult, JobStatus, Kind, Payload};
+use fedq::time::Timestamp;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::json;
+use support::*;
+
+/// Researcher of A runs a task at B: the job_start reaches B's queue byte for byte, B's node
+/// opens it, B's sealed result comes back through ingress and the API, and only ciphertext
+/// touches the server's database.
+#[tokio::test]
+async fn a_task_travels_sealed_from_researcher_to_node_and_back() {
+    let app = spawn_app().await;
+    let a = app.org("registry-a").await;
+    let b = app.org("registry-b").await;
+    let collab = app.collaboration("counts", &[a.org(), b.org()]).await;
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let node_b = NodeBroker::connect(&app, &app.node(b.org(), "b-1").await).await.unwrap();
+
+    let (task, run) = (TaskId::new(), RunId::new());
+    let marker = b"CANARY-7d1f0e-count-4242";
+    let r = route(Kind::JobStart, collab, task, run);
+    let (job, entry, sealed) = job_entry(&a, b.org(), b.current().public(), &r, marker, &[b.org()]);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "fedq/test@sha256:00", "jobs": [entry]});
+    let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["jobs"][0]["status"], "pending");
+
+    let delivery = node_b.next(10).await;
+    assert_eq!(delivery.data, sealed, "forwarded byte for byte");
+    let mut b_trusts = Keyring::new();
+    b_trusts.insert(a.org(), a.current().public().clone());
+    let opened = envelope::open(
+        &delivery.data,
+        &b,
+        &b_trusts,
+        &mut MemoryReplayGuard::new(),
+        &OpenPolicy::default(),
+        Timestamp::now(),
+    )
+    .unwrap();
+    match opened.decode().unwrap() {
+        Payload::JobStart(start) => assert_eq!(start.input.as_ref(), marker),
+        other => panic!("expected a job start, got {other:?}"),
+    }
+
+    // Retrying the same request routes nothing twice.
+    let (status, _) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(node_b.is_empty().await, "a retried task is not delivered twice");
+
+    // B's node reports the result, sealed for A.
+    let result = Payload::JobResult(JobResult {
+        job,
+        status: JobStatus::Completed,
+        output: serde_bytes::ByteBuf::from(b"N = CANARY-result-9931".to_vec()),
+        log: "CANARY-log-line".into(),
+        reason: None,
+    });
+    let r = route(Kind::JobResult, collab, task, run);
+    let sealed = envelope::seal(
+        &b,
+        a.org(),
+        a.current().public(),
+        &r,
+        &result.to_bytes(),
+        &SealOptions::default(),
+        Timestamp::now(),
+    )
+    .unwrap();
+    node_b.publish(&sealed.bytes).await.unwrap();
+    node_b.publish(&sealed.bytes).await.unwrap(); // a duplicate is dropped
+
+    let (status, results) =
+        app.call("GET", &format!("/tasks/{task}/results?wait=20"), Some(&researcher), None).await;
+    assert_eq!(status, 200, "{results}");
+    assert_eq!(results["complete"], true, "{results}");
+    let envelope_bytes = STANDARD.decode(results["results"][0]["envelope"].as_str().unwrap()).unwrap();
+    let mut a_trusts = Keyring::new();
+    a_trusts.insert(b.org(), b.current().public().clone());
+    let opened = envelope::open(
+        &envelope_bytes,
+        &a,
+        &a_trusts,
+        &mut MemoryReplayGuard::new(),
+        &OpenPolicy::default(),
+        Timestamp::now(),
+    )
+    .unwrap();
+    assert_eq!(opened.decode().unwrap(), result);
+
+    let (_, shown) = app.call("GET", &format!("/tasks/{task}"), Some(&researcher), None).await;
+    assert_eq!(shown["jobs"][0]["status"], "completed");
+    let sql = app.sql().await;
+    let routed: i64 = sql
+        .query_one("SELECT count(*) FROM routing_log WHERE task_id = $1", &[task.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(routed, 2, "one job_start and one result, duplicates dropped");
+
+    // The canary: no marker in any encoding in a dump of the server's database.
+    let dump = std::process::Command::new("su")
+        .args(["postgres", "-c", &format!("pg_dump --data-only {}", app.db_name)])
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let dump = String::from_utf8_lossy(&dump.stdout).to_string();
+    assert!(dump.contains(&task.to_string()), "the dump holds the task's metadata");
+    for secret in ["CANARY-7d1f0e-count-4242", "CANARY-result-9931", "CANARY-log-line"] {
+        assert!(!dump.contains(secret), "{secret} in the database dump");
+        assert!(!dump.contains(&hex::encode(secret)), "{secret} (hex) in the database dump");
+    }
+    app.cleanup().await;
+}
+
+/// Envelopes that break a rule go to the dead-letter queue with a reason, are recorded without
+/// payload, and the router keeps routing.
+#[tokio::test]
+async fn refused_envelopes_are_dead_lettered_with_a_reason_and_routing_goes_on() {
+    let app = spawn_app().await;
+    let a = app.org("a").await;
+    let b = app.org("b").await;
+    let c = app.org("c-outsider").await;
+    let collab = app.collaboration("ab", &[a.org(), b.org()]).await;
+    app.collaboration("c-alone", &[c.org()]).await;
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let node_a = NodeBroker::connect(&app, &app.node(a.org(), "a-1").await).await.unwrap();
+    let node_b = NodeBroker::connect(&app, &app.node(b.org(), "b-1").await).await.unwrap();
+    let node_c = NodeBroker::connect(&app, &app.node(c.org(), "c-1").await).await.unwrap();
+
+    let (task, run) = (TaskId::new(), RunId::new());
+    let r = route(Kind::JobStart, collab, task, run);
+    let all = [a.org(), b.org()];
+    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &r, b"in-a", &all);
+    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &r, b"in-b", &all);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
+    let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    node_a.next(10).await;
+    node_b.next(10).await;
+
+    let msg = route(Kind::RunMessage, collab, task, run);
+    let seal = |from: &Identity, to: &Identity, at: Timestamp, ttl: Duration| {
+        let options = SealOptions { ttl, ..SealOptions::default() };
+        envelope::seal(from, to.org(), to.current().public(), &msg, b"x1", &options, at).unwrap().bytes
+    };
+    let hour = Duration::from_secs(3600);
+    // B's node publishes an envelope whose header claims A as sender.
+    let b_as_a = Identity::new(a.org(), OrgKey::generate());
+    node_b.publish(&seal(&b_as_a, &a, Timestamp::now(), hour)).await.unwrap();
+    // The outsider C writes into the run.
+    node_c.publish(&seal(&c, &a, Timestamp::now(), hour)).await.unwrap();
+    // Expired an hour ago.
+    node_b.publish(&seal(&b, &a, Timestamp::now().saturating_sub(2 * hour), hour)).await.unwrap();
+    // Not an envelope.
+    node_b.publish(b"definitely not an envelope").await.unwrap();
+    // And then a good one.
+    let good = seal(&b, &a, Timestamp::now(), hour);
+    node_b.publish(&good).await.unwrap();
+    assert_eq!(node_a.next(10).await.data, good, "the router still routes after refusals");
+
+    let sql = app.sql().await;
+    let codes: Vec<String> = eventually(10, "four dead letters", || async {
+        let rows = sql.query("SELECT reason_code FROM dead_letters ORDER BY id", &[]).await.ok()?;
+        (rows.len() == 4).then(|| rows.iter().map(|r| r.get(0)).collect())
+    })
+    .await;
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["expired", "malformed", "not_a_member", "publisher_mismatch"], "{codes:?}");
+
+    let admin = app.amqp("guest", "guest").await.unwrap();
+    let ch = admin.create_channel().await.unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..4 {
+        let m = ch
+            .basic_get("fedq.dead-letters".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("a dead letter");
+        let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+        match headers.inner().get("x-fedq-reason-code") {
+            Some(AMQPValue::LongString(code)) => reasons.push(code.to_string()),
+            other => panic!("dead letter without reason code: {other:?}"),
+        }
+        assert!(headers.inner().contains_key("x-fedq-reason"));
+    }
+    reasons.sort();
+    assert_eq!(reasons, sorted);
+    app.cleanup().await;
+}
+
+/// A node's broker user can consume only its organization's queue and publish only to ingress;
+/// RabbitMQ itself refuses the rest. After revocation it cannot connect.
+#[tokio::test]
+async fn node_credentials_are_least_privilege_and_revocable() {
+    let app = spawn_app().await;
+    let a = app.org("a").await;
+    let b = app.org("b").await;
+    let reg_b = app.node(b.org(), "b-1").await;
+    let node_b = NodeBroker::connect(&app, &reg_b).await.unwrap();
+    let a_queue = fedq::broker::org_queue(a.org());
+
+    let err = node_b.channel.basic_get(a_queue.as_str().into(), BasicGetOptions::default()).await;
+    assert!(err.is_err(), "B must not read A's queue");
+
+    let ch = node_b.connection.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let publish = async {
+        ch.basic_publish(
+            "fedq.deliver".into(),
+            a.org().to_string().as_str().into(),
+            Default::default(),
+            b"x",
+            Default::default(),
+        )
+        .await?
+        .await
+    }
+    .await;
+    assert!(publish.is_err(), "B must not publish to the delivery exchange");
+
+    let ch = node_b.connection.create_channel().await.unwrap();
+    let declared =
+        ch.queue_declare("sneaky".into(), QueueDeclareOptions::default(), FieldTable::default()).await;
+    assert!(declared.is_err(), "B must not declare queues");
+
+    let ch = node_b.connection.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let spoof = async {
+        ch.basic_publish(
+            "fedq.ingress".into(),
+            "".into(),
+            Default::default(),
+            b"x",
+            lapin::BasicProperties::default().with_user_id("fedq-node-someone-else".into()),
+        )
+        .await?
+        .await
+    }
+    .await;
+    assert!(spoof.is_err(), "RabbitMQ refuses a user id that is not the publisher's");
+
+    // Its own queue and ingress work.
+    let ch = node_b.connection.create_channel().await.unwrap();
+    assert!(ch.basic_get(node_b.queue.as_str().into(), BasicGetOptions::default()).await.is_ok());
+
+    let node_id = reg_b["node"]["id"].as_str().unwrap();
+    let (status, revoked) =
+        app.call("DELETE", &format!("/nodes/{node_id}"), Some(&app.root_token), None).await;
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revoked_at"].is_array() || !revoked["revoked_at"].is_null());
+    eventually(10, "the revoked node's connection to close", || async {
+        (!node_b.connection.status().connected()).then_some(())
+    })
+    .await;
+    let again = NodeBroker::connect(&app, &reg_b).await;
+    assert!(again.is_err(), "a revoked node cannot connect");
+    let key = reg_b["api_key"].as_str().unwrap();
+    let (status, _) = app.call("POST", "/node/heartbeat", Some(key), Some(json!({"version": "1"}))).await;
+    assert_eq!(status, 401, "a revoked node's API key no longer works");
+    app.cleanup().await;
+}
+
+/// Each resource: success, unauthenticated, forbidden across organizations, malformed body.
+#[tokio::test]
+async fn api_resources_answer_with_documented_codes() {
+    let app = spawn_app().await;
+    let a = app.org("a").await;
+    let b = app.org("b").await;
+    let collab = app.collaboration("ab-only-a", &[a.org()]).await;
+    let admin_a = app.user(a.org(), "admin-a", "org_admin").await;
+    let researcher_b = app.user(b.org(), "res-b", "researcher").await;
+    let root = app.root_token.clone();
+
+    // Unauthenticated.
+    for (method, path) in
+        [("GET", "/organizations"), ("POST", "/tasks"), ("GET", "/nodes"), ("GET", "/collaborations")]
+    {
+        let (status, body) = app.call(method, path, None, Some(json!({}))).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthenticated")), "{method} {path}");
+    }
+    let (status, body) = app.call("GET", "/organizations", Some("fedq_u_forged"), None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthenticated")));
+
+    // Forbidden.
+    let (status, body) =
+        app.call("POST", "/organizations", Some(&researcher_b), Some(json!({"name": "x"}))).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, body) =
+        app.call("POST", "/nodes", Some(&admin_a), Some(json!({"organization": b.org(), "name": "n"}))).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, body) = app
+        .call("POST", "/users", Some(&admin_a), Some(json!({"username": "u", "password": "a-long-password-1", "role": "researcher", "organization": b.org()})))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    // B cannot see A's collaboration (not found, not forbidden: its existence is not revealed).
+    let (status, body) =
+        app.call("GET", &format!("/collaborations/{collab}"), Some(&researcher_b), None).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+
+    // Malformed bodies.
+    let resp = app
+        .http
+        .post(app.url("/organizations"))
+        .bearer_auth(&root)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "malformed_body");
+    let (status, body) = app
+        .call("POST", "/organizations", Some(&root), Some(json!({"name": "x", "public_key": "nope"})))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let (status, body) = app.call("POST", "/organizations", Some(&root), Some(json!({"nmae": "x"}))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("malformed_body")), "{body}");
+
+    // Conflicts and successes.
+    let (status, body) = app.call("POST", "/organizations", Some(&root), Some(json!({"name": "a"}))).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+    let (status, orgs) = app.call("GET", "/organizations", Some(&admin_a), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(orgs.as_array().unwrap().len(), 1, "A sees itself only: B shares no collaboration");
+    let (status, keys) =
+        app.call("GET", &format!("/collaborations/{collab}/public-keys"), Some(&admin_a), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(keys[0]["public_key"], a.current().public().to_string());
+
+    // Key rotation keeps history.
+    let new_key = OrgKey::generate();
+    let (status, org) = app
+        .call(
+            "PUT",
+            &format!("/organizations/{}/public-key", a.org()),
+            Some(&admin_a),
+            Some(json!({"public_key": new_key.public().to_string()})),
+        )
+        .await;
+    assert_eq!(status, 200, "{org}");
+    assert_eq!(org["fingerprint"], new_key.id().to_string());
+    let (_, history) =
+        app.call("GET", &format!("/organizations/{}/keys", a.org()), Some(&admin_a), None).await;
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    let (status, _) = app
+        .call(
+            "PUT",
+            &format!("/organizations/{}/public-key", a.org()),
+            Some(&researcher_b),
+            Some(json!({"public_key": new_key.public().to_string()})),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // A task naming an organization outside the collaboration.
+    let researcher_a = app.user(a.org(), "res-a", "researcher").await;
+    let (task, run) = (TaskId::new(), RunId::new());
+    let r = route(Kind::JobStart, collab, task, run);
+    let (_, entry, _) = job_entry(&a, b.org(), b.current().public(), &r, b"x", &[b.org()]);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [entry]});
+    let (status, body) = app.call("POST", "/tasks", Some(&researcher_a), Some(body)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let (status, body) = app
+        .call("POST", "/login", None, Some(json!({"username": "res-a", "password": "wrong-password-1"})))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("bad_credentials")));
+    let (status, body) = app.call("GET", "/health", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let _ = (JobId::new(), OrgId::new());
+    app.cleanup().await;
+}

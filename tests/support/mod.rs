@@ -1,0 +1,350 @@
+//! The integration-test harness: every test gets its own PostgreSQL database and RabbitMQ
+//! virtual host, and a server on a free port, started in-process against the real services
+//! (which `scripts/services` starts if they are not running).
+
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::sync::Once;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use fedq::broker::management::{Management, Permissions};
+use fedq::envelope::{self, Route, SealOptions};
+use fedq::ids::{CollaborationId, JobId, OrgId, RunId, TaskId};
+use fedq::keys::{Identity, OrgKey, PublicKey};
+use fedq::protocol::{JobStart, Kind, Payload, Requester};
+use fedq::server::config::{
+    AuthConfig, BootstrapConfig, BrokerConfig, DatabaseConfig, HttpConfig, RouterConfig, ServerConfig,
+};
+use fedq::server::{RunningServer, start};
+use fedq::time::Timestamp;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+pub const PG_ADMIN_URL: &str = "postgres://fedq:fedq-dev@127.0.0.1:5432/postgres";
+pub const ROOT_PASSWORD: &str = "root-password-for-tests";
+
+/// Starts the services once per test binary; fails loudly if they cannot be started.
+pub fn ensure_services() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services");
+        let out = Command::new(script).output().expect("scripts/services runs");
+        assert!(
+            out.status.success(),
+            "scripts/services failed; the integration tests need RabbitMQ and PostgreSQL:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+pub fn management() -> Management {
+    Management::new("http://127.0.0.1:15672", "guest", SecretString::from("guest"))
+}
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A server with its own database and virtual host.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub server: Option<RunningServer>,
+    pub config: ServerConfig,
+    pub db_name: String,
+    pub vhost: String,
+    pub http: reqwest::Client,
+    pub root_token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    ensure_services();
+    let id = suffix();
+    let db_name = format!("fedq_test_{id}");
+    let vhost = format!("fedq-test-{id}");
+
+    let (admin, conn) =
+        tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls).await.expect("PostgreSQL is up");
+    tokio::spawn(conn);
+    admin.batch_execute(&format!("CREATE DATABASE {db_name}")).await.unwrap();
+
+    let mgmt = management();
+    mgmt.create_vhost(&vhost).await.expect("RabbitMQ management API is up");
+    let all = Permissions { configure: ".*".into(), write: ".*".into(), read: ".*".into() };
+    mgmt.set_permissions(&vhost, "guest", &all).await.unwrap();
+
+    let config = ServerConfig {
+        http: HttpConfig { listen: "127.0.0.1:0".parse().unwrap(), ..HttpConfig::default() },
+        database: DatabaseConfig {
+            url: SecretString::from(format!("postgres://fedq:fedq-dev@127.0.0.1:5432/{db_name}")),
+            pool_size: 16,
+        },
+        broker: BrokerConfig {
+            url: SecretString::from(format!("amqp://guest:guest@127.0.0.1:5672/{vhost}")),
+            vhost: vhost.clone(),
+            management_url: "http://127.0.0.1:15672".into(),
+            management_user: "guest".into(),
+            management_password: SecretString::from("guest"),
+            node_url: None,
+        },
+        router: RouterConfig::default(),
+        auth: AuthConfig::default(),
+        bootstrap: Some(BootstrapConfig {
+            root_username: "root".into(),
+            root_password: SecretString::from(ROOT_PASSWORD),
+        }),
+    };
+    let server = start(config.clone()).await.expect("the server starts");
+    let mut app = TestApp {
+        addr: server.addr,
+        server: Some(server),
+        config,
+        db_name,
+        vhost,
+        http: reqwest::Client::new(),
+        root_token: String::new(),
+    };
+    app.wait_healthy().await;
+    app.root_token = app.login("root", ROOT_PASSWORD).await;
+    app
+}
+
+/// Polls `check` until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/api/v1{path}", self.addr)
+    }
+
+    async fn wait_healthy(&self) {
+        eventually(30, "the server to be healthy", || async {
+            let resp = self.http.get(self.url("/health")).send().await.ok()?;
+            (resp.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null if none).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let (status, body) =
+            self.call("POST", "/login", None, Some(json!({"username": user, "password": password}))).await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates an organization with a fresh key; returns its identity.
+    pub async fn org(&self, name: &str) -> Identity {
+        let key = OrgKey::generate();
+        let (status, body) = self
+            .call(
+                "POST",
+                "/organizations",
+                Some(&self.root_token),
+                Some(json!({"name": name, "public_key": key.public().to_string()})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        Identity::new(body["id"].as_str().unwrap().parse().unwrap(), key)
+    }
+
+    /// Creates a user with a role in an organization and logs in.
+    pub async fn user(&self, org: OrgId, name: &str, role: &str) -> String {
+        let password = "a-long-password-123";
+        let (status, body) = self
+            .call(
+                "POST",
+                "/users",
+                Some(&self.root_token),
+                Some(json!({"username": name, "password": password, "role": role, "organization": org})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        self.login(name, password).await
+    }
+
+    pub async fn collaboration(&self, name: &str, orgs: &[OrgId]) -> CollaborationId {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/collaborations",
+                Some(&self.root_token),
+                Some(json!({"name": name, "organizations": orgs})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Registers a node; returns the registration answer (API key, broker credentials).
+    pub async fn node(&self, org: OrgId, name: &str) -> Value {
+        let (status, body) = self
+            .call("POST", "/nodes", Some(&self.root_token), Some(json!({"organization": org, "name": name})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// A plain SQL connection to this test's database.
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        let url = format!("postgres://fedq:fedq-dev@127.0.0.1:5432/{}", self.db_name);
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// An AMQP connection to this test's virtual host as `user`.
+    pub async fn amqp(&self, user: &str, password: &str) -> Result<Connection, lapin::Error> {
+        let url = format!("amqp://{user}:{password}@127.0.0.1:5672/{}", self.vhost);
+        Connection::connect(&url, ConnectionProperties::default()).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    /// Stops the server and removes the test's database and virtual host.
+    pub async fn cleanup(mut self) {
+        self.stop().await;
+        let _ = management().delete_vhost(&self.vhost).await;
+        if let Ok((admin, conn)) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            let _ =
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name)).await;
+        }
+    }
+}
+
+/// A node's broker session, from its registration answer.
+pub struct NodeBroker {
+    pub connection: Connection,
+    pub channel: Channel,
+    pub user: String,
+    pub queue: String,
+}
+
+impl NodeBroker {
+    pub async fn connect(app: &TestApp, registration: &Value) -> Result<Self, lapin::Error> {
+        let b = &registration["broker"];
+        let user = b["username"].as_str().unwrap().to_owned();
+        let connection = app.amqp(&user, b["password"].as_str().unwrap()).await?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { connection, channel, user, queue: b["queue"].as_str().unwrap().to_owned() })
+    }
+
+    /// Publishes to ingress with the validated user id, as a node does.
+    pub async fn publish(&self, bytes: &[u8]) -> Result<(), lapin::Error> {
+        self.publish_as(bytes, &self.user.clone()).await
+    }
+
+    pub async fn publish_as(&self, bytes: &[u8], user_id: &str) -> Result<(), lapin::Error> {
+        let props = BasicProperties::default().with_delivery_mode(2).with_user_id(user_id.into());
+        self.channel
+            .basic_publish("fedq.ingress".into(), "".into(), BasicPublishOptions::default(), bytes, props)
+            .await?
+            .await?;
+        Ok(())
+    }
+
+    /// Waits for the next message on this node's queue.
+    pub async fn next(&self, secs: u64) -> lapin::message::Delivery {
+        eventually(secs, "a message on the node's queue", || async {
+            let got = self
+                .channel
+                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .ok()?;
+            got.map(|m| m.delivery)
+        })
+        .await
+    }
+
+    /// Whether the queue is empty now.
+    pub async fn is_empty(&self) -> bool {
+        self.channel
+            .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .is_none()
+    }
+}
+
+/// Seals a `job_start` for `to` and returns the JSON job entry of `POST /tasks`.
+pub fn job_entry(
+    from: &Identity,
+    to: OrgId,
+    to_key: &PublicKey,
+    route: &Route,
+    input: &[u8],
+    all: &[OrgId],
+) -> (JobId, Value, Vec<u8>) {
+    let job = JobId::new();
+    let payload = Payload::JobStart(JobStart {
+        job,
+        image: "fedq/test@sha256:00".into(),
+        requester: Requester::User { org: from.org(), user: "researcher".into() },
+        organizations: all.to_vec(),
+        input: serde_bytes::ByteBuf::from(input.to_vec()),
+    });
+    let sealed = envelope::seal(
+        from,
+        to,
+        to_key,
+        route,
+        &payload.to_bytes(),
+        &SealOptions::default(),
+        Timestamp::now(),
+    )
+    .unwrap();
+    (job, json!({"id": job, "organization": to, "envelope": STANDARD.encode(&sealed.bytes)}), sealed.bytes)
+}
+
+pub fn route(kind: Kind, collaboration: CollaborationId, task: TaskId, run: RunId) -> Route {
+    Route {
+        kind,
+        collaboration,
+        task,
+        run,
+        status: kind.carries_status().then_some(fedq::protocol::JobStatus::Completed),
+    }
+}
