@@ -61,6 +61,19 @@ def envelope_table():
     return "\n".join(rows)
 
 
+def router_table():
+    data = json.loads((ROOT / "target" / "bench-router.json").read_text())
+    ratio = data["router_per_sec"] / data["noop_per_sec"]
+    return "\n".join([
+        f"Measured {machine()}; {data['n']} envelopes of 1 KiB, {data['concurrency']} in flight.",
+        "",
+        "| forwarder | envelopes per second | ratio to no-op |",
+        "|---|---|---|",
+        f"| no-op (consume, publish with confirm, ack) | {data['noop_per_sec']:.0f} | 1.00 |",
+        f"| fedq router | {data['router_per_sec']:.0f} | {ratio:.2f} |",
+    ])
+
+
 def replace(text, name, table):
     pattern = re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -71,6 +84,7 @@ def replace(text, name, table):
 def main():
     text = DOC.read_text()
     text = replace(text, "envelope", envelope_table())
+    text = replace(text, "router", router_table())
     DOC.write_text(text)
 
 

@@ -386,3 +386,55 @@ async fn api_resources_answer_with_documented_codes() {
     let _ = (JobId::new(), OrgId::new());
     app.cleanup().await;
 }
+
+/// Envelopes published while the server is down wait in the durable ingress queue and are
+/// routed, each once, when it comes back.
+#[tokio::test]
+async fn envelopes_published_while_the_server_is_down_are_routed_when_it_returns() {
+    let mut app = spawn_app().await;
+    let a = app.org("a").await;
+    let b = app.org("b").await;
+    let collab = app.collaboration("ab", &[a.org(), b.org()]).await;
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let node_a = NodeBroker::connect(&app, &app.node(a.org(), "a-1").await).await.unwrap();
+    let node_b = NodeBroker::connect(&app, &app.node(b.org(), "b-1").await).await.unwrap();
+    let (task, run) = (TaskId::new(), RunId::new());
+    let r = route(Kind::JobStart, collab, task, run);
+    let all = [a.org(), b.org()];
+    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &r, b"in-a", &all);
+    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &r, b"in-b", &all);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
+    assert_eq!(app.call("POST", "/tasks", Some(&researcher), Some(body)).await.0, 201);
+    node_a.next(10).await;
+    node_b.next(10).await;
+
+    app.stop().await;
+    let msg = route(Kind::RunMessage, collab, task, run);
+    let mut sent = Vec::new();
+    for i in 0..20u8 {
+        let bytes = envelope::seal(
+            &b,
+            a.org(),
+            a.current().public(),
+            &msg,
+            &[i],
+            &SealOptions::default(),
+            Timestamp::now(),
+        )
+        .unwrap()
+        .bytes;
+        node_b.publish(&bytes).await.unwrap();
+        sent.push(bytes);
+    }
+    app.restart().await;
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        received.push(node_a.next(20).await.data);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(node_a.is_empty().await, "nothing delivered twice");
+    sent.sort();
+    received.sort();
+    assert_eq!(sent, received);
+    app.cleanup().await;
+}

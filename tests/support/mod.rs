@@ -236,6 +236,14 @@ impl TestApp {
         Connection::connect(&url, ConnectionProperties::default()).await
     }
 
+    /// Starts the server again with the same settings (after `stop`).
+    pub async fn restart(&mut self) {
+        let server = start(self.config.clone()).await.expect("the server starts again");
+        self.addr = server.addr;
+        self.server = Some(server);
+        self.wait_healthy().await;
+    }
+
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
