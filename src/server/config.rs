@@ -33,7 +33,7 @@ pub struct ServerConfig {
 
 /// The HTTP listener.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address and port to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
@@ -85,7 +85,7 @@ pub struct BrokerConfig {
 
 /// The blind router.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
     /// Envelopes routed at once by one server (and the consumer's prefetch).
     pub concurrency: u16,
@@ -110,7 +110,7 @@ impl RouterConfig {
 
 /// Logins.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// How long a login token is valid, in seconds.
     pub session_ttl_secs: u64,

@@ -62,6 +62,45 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    let (config, db_name, vhost) = prepare().await;
+    let server = start(config.clone()).await.expect("the server starts");
+    let mut app = TestApp {
+        addr: server.addr,
+        server: Some(server),
+        config,
+        db_name,
+        vhost,
+        http: reqwest::Client::new(),
+        root_token: String::new(),
+    };
+    app.wait_healthy().await;
+    app.root_token = app.login("root", ROOT_PASSWORD).await;
+    app
+}
+
+/// A `TestApp` for a server that runs elsewhere (a `fedq server` process) at `addr`.
+pub async fn attach(
+    config: ServerConfig,
+    db_name: String,
+    vhost: String,
+    addr: std::net::SocketAddr,
+) -> TestApp {
+    let mut app = TestApp {
+        addr,
+        server: None,
+        config,
+        db_name,
+        vhost,
+        http: reqwest::Client::new(),
+        root_token: String::new(),
+    };
+    app.wait_healthy().await;
+    app.root_token = app.login("root", ROOT_PASSWORD).await;
+    app
+}
+
+/// Creates this test's database and virtual host; returns the server settings for them.
+pub async fn prepare() -> (ServerConfig, String, String) {
     ensure_services();
     let id = suffix();
     let db_name = format!("fedq_test_{id}");
@@ -98,19 +137,7 @@ pub async fn spawn_app() -> TestApp {
             root_password: SecretString::from(ROOT_PASSWORD),
         }),
     };
-    let server = start(config.clone()).await.expect("the server starts");
-    let mut app = TestApp {
-        addr: server.addr,
-        server: Some(server),
-        config,
-        db_name,
-        vhost,
-        http: reqwest::Client::new(),
-        root_token: String::new(),
-    };
-    app.wait_healthy().await;
-    app.root_token = app.login("root", ROOT_PASSWORD).await;
-    app
+    (config, db_name, vhost)
 }
 
 /// Polls `check` until it returns `Some`, for at most `secs` seconds.
@@ -134,7 +161,7 @@ impl TestApp {
         format!("http://{}/api/v1{path}", self.addr)
     }
 
-    async fn wait_healthy(&self) {
+    pub async fn wait_healthy(&self) {
         eventually(30, "the server to be healthy", || async {
             let resp = self.http.get(self.url("/health")).send().await.ok()?;
             (resp.status() == 200).then_some(())
@@ -307,13 +334,19 @@ impl NodeBroker {
         .await
     }
 
-    /// Whether the queue is empty now.
-    pub async fn is_empty(&self) -> bool {
-        self.channel
+    /// Takes the next message if there is one now.
+    pub async fn try_next(&self) -> Option<lapin::message::Delivery> {
+        let got = self
+            .channel
             .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
             .await
-            .unwrap()
-            .is_none()
+            .unwrap();
+        got.map(|m| m.delivery)
+    }
+
+    /// Whether the queue is empty now (takes a message if there is one).
+    pub async fn is_empty(&self) -> bool {
+        self.try_next().await.is_none()
     }
 }
 
