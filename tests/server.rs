@@ -438,3 +438,119 @@ async fn envelopes_published_while_the_server_is_down_are_routed_when_it_returns
     assert_eq!(sent, received);
     app.cleanup().await;
 }
+
+/// Two server replicas consume ingress together: every envelope is routed exactly once.
+#[tokio::test]
+async fn two_replicas_share_ingress_without_routing_anything_twice() {
+    let app = spawn_app().await;
+    let second = fedq::server::start(app.config.clone()).await.expect("a second replica starts");
+    let a = app.org("a").await;
+    let b = app.org("b").await;
+    let collab = app.collaboration("ab", &[a.org(), b.org()]).await;
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let node_a = NodeBroker::connect(&app, &app.node(a.org(), "a-1").await).await.unwrap();
+    let node_b = NodeBroker::connect(&app, &app.node(b.org(), "b-1").await).await.unwrap();
+    let (task, run) = (TaskId::new(), RunId::new());
+    let r = route(Kind::JobStart, collab, task, run);
+    let all = [a.org(), b.org()];
+    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &r, b"a", &all);
+    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &r, b"b", &all);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
+    assert_eq!(app.call("POST", "/tasks", Some(&researcher), Some(body)).await.0, 201);
+    node_a.next(10).await;
+    node_b.next(10).await;
+
+    let msg = route(Kind::RunMessage, collab, task, run);
+    let mut sent = Vec::new();
+    for i in 0..200u8 {
+        let bytes = envelope::seal(
+            &b,
+            a.org(),
+            a.current().public(),
+            &msg,
+            &[i],
+            &SealOptions::default(),
+            Timestamp::now(),
+        )
+        .unwrap()
+        .bytes;
+        node_b.publish(&bytes).await.unwrap();
+        // Every tenth envelope is published twice, as a retrying node would.
+        if i % 10 == 0 {
+            node_b.publish(&bytes).await.unwrap();
+        }
+        sent.push(bytes);
+    }
+    let mut received = Vec::new();
+    for _ in 0..sent.len() {
+        received.push(node_a.next(20).await.data);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(node_a.is_empty().await, "nothing routed twice");
+    sent.sort();
+    received.sort();
+    assert_eq!(sent, received);
+    let sql = app.sql().await;
+    let publishers: i64 = sql
+        .query_one("SELECT count(*) FROM routing_log WHERE kind = 'run_message'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(publishers, 200);
+    second.shutdown().await;
+    app.cleanup().await;
+}
+
+/// A node creates a subtask; killing the researcher's task kills the subtask's jobs too, and
+/// every affected node is told by a control message from the server's broker user.
+#[tokio::test]
+async fn kill_reaches_subtasks_and_their_nodes() {
+    let app = spawn_app().await;
+    let a = app.org("a").await;
+    let b = app.org("b").await;
+    let collab = app.collaboration("ab", &[a.org(), b.org()]).await;
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let viewer_b = app.user(b.org(), "vic", "viewer").await;
+    let reg_a = app.node(a.org(), "a-1").await;
+    let node_a = NodeBroker::connect(&app, &reg_a).await.unwrap();
+    let node_b = NodeBroker::connect(&app, &app.node(b.org(), "b-1").await).await.unwrap();
+    let (task, run) = (TaskId::new(), RunId::new());
+    let r = route(Kind::JobStart, collab, task, run);
+    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &r, b"a", &[a.org()]);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea]});
+    assert_eq!(app.call("POST", "/tasks", Some(&researcher), Some(body)).await.0, 201);
+    node_a.next(10).await;
+
+    // A's node creates a subtask at B in the same run.
+    let sub = TaskId::new();
+    let r = route(Kind::JobStart, collab, sub, run);
+    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &r, b"sub", &[b.org()]);
+    let key_a = reg_a["api_key"].as_str().unwrap();
+    let body =
+        json!({"id": sub, "run": run, "collaboration": collab, "image": "img", "parent": task, "jobs": [eb]});
+    let (status, created) = app.call("POST", "/tasks", Some(key_a), Some(body.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["parent"], task.to_string());
+    node_b.next(10).await;
+    // A researcher cannot create a subtask, and a node cannot create a top-level task.
+    let (status, _) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+    assert_eq!(status, 400);
+
+    // A viewer of another organization may not kill it.
+    let (status, _) = app.call("POST", &format!("/tasks/{task}/kill"), Some(&viewer_b), None).await;
+    assert_eq!(status, 403);
+    let (status, killed) = app.call("POST", &format!("/tasks/{task}/kill"), Some(&researcher), None).await;
+    assert_eq!(status, 200, "{killed}");
+    assert_eq!(killed["jobs"][0]["status"], "killed");
+    let (_, sub_task) = app.call("GET", &format!("/tasks/{sub}"), Some(&researcher), None).await;
+    assert_eq!(sub_task["jobs"][0]["status"], "killed");
+
+    for (node, expected) in [(&node_a, task), (&node_b, sub)] {
+        let delivery = node.next(10).await;
+        assert_eq!(delivery.properties.kind().as_ref().map(|k| k.as_str()), Some("control"));
+        assert_eq!(delivery.properties.user_id().as_ref().map(|u| u.as_str()), Some("guest"));
+        let control = fedq::protocol::control::Control::from_bytes(&delivery.data).unwrap();
+        assert_eq!(control, fedq::protocol::control::Control::Kill { task: expected, run });
+    }
+    app.cleanup().await;
+}
