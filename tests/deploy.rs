@@ -1,0 +1,69 @@
+//! Deployment files: the RabbitMQ definitions agree with the topology the server declares, and
+//! the compose file validates.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+/// Loads `broker/definitions.json` into a fresh virtual host, then starts a server on it: the
+/// server's own declarations must match the loaded ones exactly (RabbitMQ refuses a queue
+/// redeclared with other arguments), or it never becomes healthy.
+#[tokio::test]
+async fn broker_definitions_match_the_servers_topology() {
+    let (config, db_name, vhost) = prepare().await;
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/broker/definitions.json")).unwrap();
+    let mut definitions: serde_json::Value = serde_json::from_str(&text).unwrap();
+    definitions["vhosts"] = serde_json::json!([{ "name": vhost }]);
+    for section in ["exchanges", "queues", "bindings"] {
+        for item in definitions[section].as_array_mut().unwrap() {
+            item["vhost"] = serde_json::Value::String(vhost.clone());
+        }
+    }
+    let resp = reqwest::Client::new()
+        .post("http://127.0.0.1:15672/api/definitions")
+        .basic_auth("guest", Some("guest"))
+        .json(&definitions)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "definitions load: {}", resp.status());
+    let queue = eventually(10, "the ingress queue from the definitions", || async {
+        management().queue(&vhost, "fedq.ingress").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(queue.messages, 0);
+
+    let server = fedq::server::start(config.clone()).await.unwrap();
+    let app = attach(config, db_name, vhost, server.addr).await;
+    let (status, health) = app.call("GET", "/health", None, None).await;
+    assert_eq!(status, 200, "{health}");
+    server.shutdown().await;
+    app.cleanup().await;
+}
+
+#[test]
+fn the_compose_file_validates() {
+    ensure_services();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/compose");
+    let env_text = std::fs::read_to_string(format!("{dir}/.env.example")).unwrap();
+    let mut cmd = Command::new("docker-compose");
+    cmd.args(["-f", "docker-compose.yml", "config", "-q"]).current_dir(dir);
+    for line in env_text.lines().filter(|l| !l.starts_with('#') && l.contains('=')) {
+        let (k, v) = line.split_once('=').unwrap();
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("docker-compose runs (scripts/services installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Without the secrets it refuses to run rather than start with empty passwords.
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .current_dir(dir)
+        .env_remove("FEDQ_DATABASE_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
