@@ -554,3 +554,78 @@ async fn kill_reaches_subtasks_and_their_nodes() {
     }
     app.cleanup().await;
 }
+
+/// Listing and reading across organizations: each organization sees its own users, nodes and
+/// the tasks of its collaborations, and nothing of the others'.
+#[tokio::test]
+async fn organizations_see_only_their_own_users_nodes_and_tasks() {
+    let app = spawn_app().await;
+    let a = app.org("a").await;
+    let b = app.org("b").await;
+    let collab = app.collaboration("a-only", &[a.org()]).await;
+    let admin_a = app.user(a.org(), "admin-a", "org_admin").await;
+    let admin_b = app.user(b.org(), "admin-b", "org_admin").await;
+    let viewer_b = app.user(b.org(), "viewer-b", "viewer").await;
+    let researcher_a = app.user(a.org(), "res-a", "researcher").await;
+    let reg_a = app.node(a.org(), "a-1").await;
+    let node_a_id = reg_a["node"]["id"].as_str().unwrap().to_owned();
+
+    let (task, run) = (TaskId::new(), RunId::new());
+    let r = route(Kind::JobStart, collab, task, run);
+    let (_, entry, _) = job_entry(&a, a.org(), a.current().public(), &r, b"x", &[a.org()]);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [entry]});
+    assert_eq!(app.call("POST", "/tasks", Some(&researcher_a), Some(body.clone())).await.0, 201);
+    // A viewer may not create tasks; B's researcher-less admin may not use A's collaboration.
+    let (status, _) = app.call("POST", "/tasks", Some(&viewer_b), Some(body)).await;
+    assert_eq!(status, 403);
+
+    let (_, users_b) = app.call("GET", "/users", Some(&admin_b), None).await;
+    let names: Vec<&str> =
+        users_b.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    assert_eq!(names, ["admin-b", "viewer-b"]);
+    let (_, nodes_b) = app.call("GET", "/nodes", Some(&admin_b), None).await;
+    assert_eq!(nodes_b.as_array().unwrap().len(), 0);
+    let (status, _) = app.call("GET", &format!("/nodes/{node_a_id}"), Some(&admin_b), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = app.call("DELETE", &format!("/nodes/{node_a_id}"), Some(&admin_b), None).await;
+    assert_eq!(status, 404);
+    let (_, tasks_b) = app.call("GET", "/tasks", Some(&admin_b), None).await;
+    assert_eq!(tasks_b.as_array().unwrap().len(), 0);
+    let (status, _) = app.call("GET", &format!("/tasks/{task}"), Some(&viewer_b), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = app.call("GET", &format!("/tasks/{task}/results"), Some(&admin_b), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = app.call("POST", &format!("/tasks/{task}/kill"), Some(&admin_b), None).await;
+    assert_eq!(status, 404);
+
+    let (_, tasks_a) =
+        app.call("GET", &format!("/tasks?collaboration={collab}&status=pending"), Some(&admin_a), None).await;
+    assert_eq!(tasks_a.as_array().unwrap().len(), 1);
+    let (status, body) = app.call("GET", "/tasks?limit=0", Some(&admin_a), None).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")));
+    let (status, body) = app.call("GET", "/tasks?status=bogus", Some(&admin_a), None).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+
+    // Users: an admin deletes their own users only.
+    let (_, me) = app.call("GET", "/users/me", Some(&viewer_b), None).await;
+    let viewer_id = me["id"].as_str().unwrap().to_owned();
+    let (status, _) = app.call("DELETE", &format!("/users/{viewer_id}"), Some(&admin_a), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = app.call("DELETE", &format!("/users/{viewer_id}"), Some(&admin_b), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.call("GET", "/users/me", Some(&viewer_b), None).await;
+    assert_eq!(status, 401, "a deleted user's session ends");
+
+    // Heartbeats are for nodes.
+    let (status, _) =
+        app.call("POST", "/node/heartbeat", Some(&admin_a), Some(json!({"version": "1"}))).await;
+    assert_eq!(status, 403);
+    let key = reg_a["api_key"].as_str().unwrap();
+    let (status, _) = app.call("POST", "/node/heartbeat", Some(key), Some(json!({"version": "0.1.0"}))).await;
+    assert_eq!(status, 200);
+    let (_, node) = app.call("GET", &format!("/nodes/{node_a_id}"), Some(&admin_a), None).await;
+    assert_eq!((node["online"].as_bool(), node["version"].as_str()), (Some(true), Some("0.1.0")));
+    let (status, body) = app.call("POST", "/node/heartbeat", Some(key), Some(json!({"versoin": "1"}))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("malformed_body")));
+    app.cleanup().await;
+}
