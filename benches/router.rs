@@ -18,17 +18,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedq::envelope::{self, SealOptions};
-use fedq::ids::{RunId, TaskId};
-use fedq::protocol::Kind;
-use fedq::time::Timestamp;
 use futures_util::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
-use serde_json::json;
 use support::*;
 
 const N: usize = 4000;
@@ -149,35 +144,12 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut app = spawn_app().await;
-        let a = app.org("a").await;
-        let b = app.org("b").await;
-        let collab = app.collaboration("bench", &[a.org(), b.org()]).await;
-        let researcher = app.user(a.org(), "ada", "researcher").await;
-        let reg_a = app.node(a.org(), "a-1").await;
-        let reg_b = app.node(b.org(), "b-1").await;
-        let (task, run) = (TaskId::new(), RunId::new());
-        let r = route(Kind::JobStart, collab, task, run);
-        let all = [a.org(), b.org()];
-        let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &r, b"a", &all);
-        let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &r, b"b", &all);
-        let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
-        assert_eq!(app.call("POST", "/tasks", Some(&researcher), Some(body)).await.0, 201);
-        let node_a = NodeBroker::connect(&app, &reg_a).await.unwrap();
-        node_a.next(10).await;
-
-        let msg = route(Kind::RunMessage, collab, task, run);
+        let fixture = TwoOrgRun::start(&app).await;
         let payload = vec![7u8; 1024];
-        let messages: Vec<Vec<u8>> = (0..N)
-            .map(|_| {
-                envelope::seal(&b, a.org(), a.current().public(), &msg, &payload, &SealOptions::default(), Timestamp::now())
-                    .unwrap()
-                    .bytes
-            })
-            .collect();
-        let node_b = NodeBroker::connect(&app, &reg_b).await.unwrap();
+        let messages: Vec<Vec<u8>> = (0..N).map(|_| fixture.b_to_a(&payload)).collect();
 
         let noop = noop_forwarder(&app, &messages).await;
-        let routed = router(&mut app, &messages, &node_b, &node_a.queue).await;
+        let routed = router(&mut app, &messages, &fixture.node_b, &fixture.node_a.queue).await;
         let noop_rate = N as f64 / noop.as_secs_f64();
         let router_rate = N as f64 / routed.as_secs_f64();
         println!("noop forwarder: {N} messages in {noop:?} = {noop_rate:.0}/s");

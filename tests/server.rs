@@ -392,41 +392,16 @@ async fn api_resources_answer_with_documented_codes() {
 #[tokio::test]
 async fn envelopes_published_while_the_server_is_down_are_routed_when_it_returns() {
     let mut app = spawn_app().await;
-    let a = app.org("a").await;
-    let b = app.org("b").await;
-    let collab = app.collaboration("ab", &[a.org(), b.org()]).await;
-    let researcher = app.user(a.org(), "ada", "researcher").await;
-    let node_a = NodeBroker::connect(&app, &app.node(a.org(), "a-1").await).await.unwrap();
-    let node_b = NodeBroker::connect(&app, &app.node(b.org(), "b-1").await).await.unwrap();
-    let (task, run) = (TaskId::new(), RunId::new());
-    let r = route(Kind::JobStart, collab, task, run);
-    let all = [a.org(), b.org()];
-    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &r, b"in-a", &all);
-    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &r, b"in-b", &all);
-    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
-    assert_eq!(app.call("POST", "/tasks", Some(&researcher), Some(body)).await.0, 201);
-    node_a.next(10).await;
-    node_b.next(10).await;
-
+    let fixture = TwoOrgRun::start(&app).await;
     app.stop().await;
-    let msg = route(Kind::RunMessage, collab, task, run);
     let mut sent = Vec::new();
     for i in 0..20u8 {
-        let bytes = envelope::seal(
-            &b,
-            a.org(),
-            a.current().public(),
-            &msg,
-            &[i],
-            &SealOptions::default(),
-            Timestamp::now(),
-        )
-        .unwrap()
-        .bytes;
-        node_b.publish(&bytes).await.unwrap();
+        let bytes = fixture.b_to_a(&[i]);
+        fixture.node_b.publish(&bytes).await.unwrap();
         sent.push(bytes);
     }
     app.restart().await;
+    let node_a = &fixture.node_a;
     let mut received = Vec::new();
     for _ in 0..20 {
         received.push(node_a.next(20).await.data);
@@ -444,36 +419,11 @@ async fn envelopes_published_while_the_server_is_down_are_routed_when_it_returns
 async fn two_replicas_share_ingress_without_routing_anything_twice() {
     let app = spawn_app().await;
     let second = fedq::server::start(app.config.clone()).await.expect("a second replica starts");
-    let a = app.org("a").await;
-    let b = app.org("b").await;
-    let collab = app.collaboration("ab", &[a.org(), b.org()]).await;
-    let researcher = app.user(a.org(), "ada", "researcher").await;
-    let node_a = NodeBroker::connect(&app, &app.node(a.org(), "a-1").await).await.unwrap();
-    let node_b = NodeBroker::connect(&app, &app.node(b.org(), "b-1").await).await.unwrap();
-    let (task, run) = (TaskId::new(), RunId::new());
-    let r = route(Kind::JobStart, collab, task, run);
-    let all = [a.org(), b.org()];
-    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &r, b"a", &all);
-    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &r, b"b", &all);
-    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
-    assert_eq!(app.call("POST", "/tasks", Some(&researcher), Some(body)).await.0, 201);
-    node_a.next(10).await;
-    node_b.next(10).await;
-
-    let msg = route(Kind::RunMessage, collab, task, run);
+    let fixture = TwoOrgRun::start(&app).await;
+    let (node_a, node_b) = (&fixture.node_a, &fixture.node_b);
     let mut sent = Vec::new();
     for i in 0..200u8 {
-        let bytes = envelope::seal(
-            &b,
-            a.org(),
-            a.current().public(),
-            &msg,
-            &[i],
-            &SealOptions::default(),
-            Timestamp::now(),
-        )
-        .unwrap()
-        .bytes;
+        let bytes = fixture.b_to_a(&[i]);
         node_b.publish(&bytes).await.unwrap();
         // Every tenth envelope is published twice, as a retrying node would.
         if i % 10 == 0 {

@@ -9,14 +9,11 @@ use std::fs::File;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fedq::envelope::{self, MemoryReplayGuard, OpenPolicy, SealOptions};
-use fedq::ids::{RunId, TaskId};
+use fedq::envelope::{self, MemoryReplayGuard, OpenPolicy};
 use fedq::keys::Keyring;
-use fedq::protocol::Kind;
 use fedq::server::config::ServerConfig;
 use fedq::time::Timestamp;
 use secrecy::ExposeSecret as _;
-use serde_json::json;
 use support::*;
 
 fn free_port() -> u16 {
@@ -53,42 +50,12 @@ async fn a_killed_server_loses_nothing_and_a_terminated_one_stops_cleanly_withou
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let app = attach(config.clone(), db_name, vhost, addr).await;
 
-    let a = app.org("a").await;
-    let b = app.org("b").await;
-    let collab = app.collaboration("ab", &[a.org(), b.org()]).await;
-    let researcher = app.user(a.org(), "ada", "researcher").await;
-    let reg_a = app.node(a.org(), "a-1").await;
-    let reg_b = app.node(b.org(), "b-1").await;
-    let node_a = NodeBroker::connect(&app, &reg_a).await.unwrap();
-    let node_b = NodeBroker::connect(&app, &reg_b).await.unwrap();
-    let (task, run) = (TaskId::new(), RunId::new());
-    let r = route(Kind::JobStart, collab, task, run);
-    let all = [a.org(), b.org()];
-    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &r, b"CANARY-input-a", &all);
-    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &r, b"CANARY-input-b", &all);
-    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
-    assert_eq!(app.call("POST", "/tasks", Some(&researcher), Some(body)).await.0, 201);
-    node_a.next(10).await;
-    node_b.next(10).await;
+    let fixture = TwoOrgRun::start(&app).await;
+    let TwoOrgRun { a, b, researcher, reg_b, node_a, node_b, .. } = &fixture;
 
     // 300 envelopes in flight; the server is killed with SIGKILL once some have arrived.
-    let msg = route(Kind::RunMessage, collab, task, run);
-    let sent: Vec<Vec<u8>> = (0..300u16)
-        .map(|i| {
-            let body = format!("CANARY-message-{i}");
-            envelope::seal(
-                &b,
-                a.org(),
-                a.current().public(),
-                &msg,
-                body.as_bytes(),
-                &SealOptions::default(),
-                Timestamp::now(),
-            )
-            .unwrap()
-            .bytes
-        })
-        .collect();
+    let sent: Vec<Vec<u8>> =
+        (0..300u16).map(|i| fixture.b_to_a(format!("CANARY-message-{i}").as_bytes())).collect();
     for bytes in &sent {
         node_b.publish(bytes).await.unwrap();
     }
@@ -119,7 +86,7 @@ async fn a_killed_server_loses_nothing_and_a_terminated_one_stops_cleanly_withou
     let mut guard = MemoryReplayGuard::new();
     let (mut accepted, mut replays) = (0, 0);
     for bytes in &received {
-        match envelope::open(bytes, &a, &a_trusts, &mut guard, &OpenPolicy::default(), Timestamp::now()) {
+        match envelope::open(bytes, a, &a_trusts, &mut guard, &OpenPolicy::default(), Timestamp::now()) {
             Ok(_) => accepted += 1,
             Err(fedq::envelope::OpenError::Replay { .. }) => replays += 1,
             Err(e) => panic!("unexpected refusal: {e}"),

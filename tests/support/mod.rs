@@ -389,3 +389,60 @@ pub fn route(kind: Kind, collaboration: CollaborationId, task: TaskId, run: RunI
         status: kind.carries_status().then_some(fedq::protocol::JobStatus::Completed),
     }
 }
+
+/// Two organizations A and B in one collaboration, a researcher of A, a node each, and a task
+/// with a job at both whose `job_start` envelopes the nodes have already taken: a run in which
+/// A and B can exchange run messages.
+pub struct TwoOrgRun {
+    pub a: Identity,
+    pub b: Identity,
+    pub collaboration: CollaborationId,
+    pub researcher: String,
+    pub reg_a: Value,
+    pub reg_b: Value,
+    pub node_a: NodeBroker,
+    pub node_b: NodeBroker,
+    pub task: TaskId,
+    pub run: RunId,
+}
+
+impl TwoOrgRun {
+    pub async fn start(app: &TestApp) -> Self {
+        let a = app.org("a").await;
+        let b = app.org("b").await;
+        let collaboration = app.collaboration("ab", &[a.org(), b.org()]).await;
+        let researcher = app.user(a.org(), "ada", "researcher").await;
+        let reg_a = app.node(a.org(), "a-1").await;
+        let reg_b = app.node(b.org(), "b-1").await;
+        let node_a = NodeBroker::connect(app, &reg_a).await.unwrap();
+        let node_b = NodeBroker::connect(app, &reg_b).await.unwrap();
+        let (task, run) = (TaskId::new(), RunId::new());
+        let r = route(Kind::JobStart, collaboration, task, run);
+        let all = [a.org(), b.org()];
+        let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &r, b"input-a", &all);
+        let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &r, b"input-b", &all);
+        let body =
+            json!({"id": task, "run": run, "collaboration": collaboration, "image": "img", "jobs": [ea, eb]});
+        let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+        node_a.next(10).await;
+        node_b.next(10).await;
+        Self { a, b, collaboration, researcher, reg_a, reg_b, node_a, node_b, task, run }
+    }
+
+    /// A run message from B to A carrying `body`.
+    pub fn b_to_a(&self, body: &[u8]) -> Vec<u8> {
+        let msg = route(Kind::RunMessage, self.collaboration, self.task, self.run);
+        envelope::seal(
+            &self.b,
+            self.a.org(),
+            self.a.current().public(),
+            &msg,
+            body,
+            &SealOptions::default(),
+            Timestamp::now(),
+        )
+        .unwrap()
+        .bytes
+    }
+}
