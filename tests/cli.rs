@@ -92,40 +92,32 @@ fn seal_inspect_open_round_trip_and_tampering_is_refused() {
     assert_eq!(header["recipient"], org_b.as_str());
     assert_eq!(header["kind"], "run_message");
 
-    let opened = ok(&[
-        "envelope",
-        "open",
-        "--key",
-        &p("b.key"),
-        "--org",
-        &org_b,
-        "--from-org",
-        &org_a,
-        "--from-public-key",
-        &pk_a,
-        "--in",
-        &p("msg.env"),
-    ]);
+    let open_at_b = |file: &str| {
+        vec![
+            "envelope".to_owned(),
+            "open".into(),
+            "--key".into(),
+            p("b.key"),
+            "--org".into(),
+            org_b.clone(),
+            "--from-org".into(),
+            org_a.clone(),
+            "--from-public-key".into(),
+            pk_a.clone(),
+            "--in".into(),
+            p(file),
+        ]
+    };
+    let args = open_at_b("msg.env");
+    let opened = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(opened, "x1 = 18446744073709551000");
 
     let mut tampered = envelope.clone();
     let last = tampered.len() - 100;
     tampered[last] ^= 1;
     fs::write(p("bad.env"), tampered).unwrap();
-    let out = fedq(&[
-        "envelope",
-        "open",
-        "--key",
-        &p("b.key"),
-        "--org",
-        &org_b,
-        "--from-org",
-        &org_a,
-        "--from-public-key",
-        &pk_a,
-        "--in",
-        &p("bad.env"),
-    ]);
+    let args = open_at_b("bad.env");
+    let out = fedq(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad_signature"));
     assert!(out.stdout.is_empty(), "nothing of a refused envelope is written");
