@@ -64,17 +64,8 @@ pub struct TestApp {
 pub async fn spawn_app() -> TestApp {
     let (config, db_name, vhost) = prepare().await;
     let server = start(config.clone()).await.expect("the server starts");
-    let mut app = TestApp {
-        addr: server.addr,
-        server: Some(server),
-        config,
-        db_name,
-        vhost,
-        http: reqwest::Client::new(),
-        root_token: String::new(),
-    };
-    app.wait_healthy().await;
-    app.root_token = app.login("root", ROOT_PASSWORD).await;
+    let mut app = attach(config, db_name, vhost, server.addr).await;
+    app.server = Some(server);
     app
 }
 
