@@ -138,7 +138,7 @@ pub fn authenticated(state: State) -> impl Filter<Extract = (Principal,), Error 
                 .and_then(|h| h.strip_prefix("Bearer "))
                 .map(str::trim)
                 .ok_or_else(ApiError::unauthenticated)?;
-            let db = state.db.get().await.map_err(|e| ApiError::from(crate::server::db::DbError::from(e)))?;
+            let db = super::db(&state).await?;
             let hash = secret_hash(token);
             let principal = if token.starts_with(NODE_KEY_PREFIX) {
                 directory::node_by_key(&**db, &hash).await.map_err(ApiError::from)?.map(Principal::Node)
@@ -162,7 +162,7 @@ pub struct Login {
 
 /// `POST /login`: a bearer token for a user name and password.
 pub async fn login(body: Login, state: State) -> Result<warp::reply::Response, warp::Rejection> {
-    let db = state.db.get().await.map_err(|e| ApiError::from(crate::server::db::DbError::from(e)))?;
+    let db = super::db(&state).await?;
     let found = users::by_username(&**db, &body.username).await.map_err(ApiError::from)?;
     // Verify against a dummy hash when the user does not exist, so timing does not reveal which
     // user names exist.
@@ -203,7 +203,7 @@ pub async fn login(body: Login, state: State) -> Result<warp::reply::Response, w
 /// `POST /logout`: ends the caller's session.
 pub async fn logout(header: Option<String>, state: State) -> Result<warp::reply::Response, warp::Rejection> {
     if let Some(token) = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")) {
-        let db = state.db.get().await.map_err(|e| ApiError::from(crate::server::db::DbError::from(e)))?;
+        let db = super::db(&state).await?;
         users::delete_session(&**db, &secret_hash(token.trim())).await.map_err(ApiError::from)?;
     }
     Ok(warp::reply::with_status(warp::reply(), warp::http::StatusCode::NO_CONTENT).into_response())
@@ -221,7 +221,7 @@ fn dummy_hash() -> &'static str {
 /// Creates the bootstrap root administrator if no root exists.
 pub async fn bootstrap_root(state: &State) -> Result<(), ApiError> {
     let Some(bootstrap) = &state.config.bootstrap else { return Ok(()) };
-    let db = state.db.get().await.map_err(|e| ApiError::from(crate::server::db::DbError::from(e)))?;
+    let db = super::db(state).await?;
     if users::root_exists(&**db).await.map_err(ApiError::from)? {
         return Ok(());
     }

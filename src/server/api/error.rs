@@ -87,6 +87,18 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        DbError::from(e).into()
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DbError::from(e).into()
+    }
+}
+
 /// Renders any rejection as the API's JSON error body.
 pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     let error = if let Some(e) = rejection.find::<ApiError>() {

@@ -68,7 +68,7 @@ pub type Response = Result<warp::reply::Response, warp::Rejection>;
 
 /// Gets a database connection, mapping failure to `unavailable`.
 pub async fn db(state: &State) -> Result<deadpool_postgres::Object, ApiError> {
-    state.db.get().await.map_err(|e| ApiError::from(crate::server::db::DbError::from(e)))
+    Ok(state.db.get().await?)
 }
 
 /// A route, type-erased.

@@ -138,10 +138,7 @@ pub async fn create(principal: Principal, body: CreateTask, state: State) -> Res
         Some(task) if task.creator_organization == creator && task.run == body.run => {}
         Some(_) => return Err(ApiError::conflict(format!("task {} exists", body.id)).into()),
         None => {
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| ApiError::from(crate::server::db::DbError::from(e)))?;
+            let tx = client.transaction().await.map_err(ApiError::from)?;
             store::insert(&*tx, &new).await.map_err(|e| {
                 if e.is_unique_violation() {
                     ApiError::conflict("a job id is already in use")
@@ -149,7 +146,7 @@ pub async fn create(principal: Principal, body: CreateTask, state: State) -> Res
                     e.into()
                 }
             })?;
-            tx.commit().await.map_err(|e| ApiError::from(crate::server::db::DbError::from(e)))?;
+            tx.commit().await.map_err(ApiError::from)?;
         }
     }
     drop(client);

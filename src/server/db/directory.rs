@@ -180,6 +180,10 @@ pub struct Collaboration {
     pub organizations: Vec<OrgId>,
 }
 
+const COLLABORATION_SELECT: &str = "SELECT c.id, c.name,
+       coalesce(array_agg(m.org_id ORDER BY m.org_id) FILTER (WHERE m.org_id IS NOT NULL), '{}') AS members
+     FROM collaborations c LEFT JOIN collaboration_members m ON m.collaboration_id = c.id";
+
 /// Inserts a collaboration with its members.
 pub async fn insert_collaboration(
     db: &mut deadpool_postgres::Object,
@@ -210,10 +214,11 @@ pub async fn collaborations(
 ) -> Result<Vec<Collaboration>, DbError> {
     let rows = db
         .query(
-            "SELECT c.id, c.name, coalesce(array_agg(m.org_id ORDER BY m.org_id) FILTER (WHERE m.org_id IS NOT NULL), '{}') AS members
-             FROM collaborations c LEFT JOIN collaboration_members m ON m.collaboration_id = c.id
-             WHERE $1::uuid IS NULL OR c.id IN (SELECT collaboration_id FROM collaboration_members WHERE org_id = $1)
-             GROUP BY c.id, c.name ORDER BY c.name",
+            &format!(
+                "{COLLABORATION_SELECT}
+                 WHERE $1::uuid IS NULL OR c.id IN (SELECT collaboration_id FROM collaboration_members WHERE org_id = $1)
+                 GROUP BY c.id, c.name ORDER BY c.name"
+            ),
             &[&member.map(|o| *o.as_uuid())],
         )
         .await?;
@@ -226,12 +231,7 @@ pub async fn collaboration(
     id: CollaborationId,
 ) -> Result<Option<Collaboration>, DbError> {
     let row = db
-        .query_opt(
-            "SELECT c.id, c.name, coalesce(array_agg(m.org_id ORDER BY m.org_id) FILTER (WHERE m.org_id IS NOT NULL), '{}') AS members
-             FROM collaborations c LEFT JOIN collaboration_members m ON m.collaboration_id = c.id
-             WHERE c.id = $1 GROUP BY c.id, c.name",
-            &[id.as_uuid()],
-        )
+        .query_opt(&format!("{COLLABORATION_SELECT} WHERE c.id = $1 GROUP BY c.id, c.name"), &[id.as_uuid()])
         .await?;
     Ok(row.as_ref().map(collaboration_from_row))
 }
