@@ -11,6 +11,7 @@ pub mod cli;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
+pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod time;

@@ -30,6 +30,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run a node worker for an organization (meant to run as a systemd service).
+    Node(NodeArgs),
+}
+
+/// `fedq node`: run the worker, or clean up after it.
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// Settings file (TOML); `FEDQ_…` environment variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<NodeCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Remove this node's leftover containers and expired run volumes.
+    Gc {
+        /// Remove every run volume and container of this node, expired or not (run it only
+        /// while the node is stopped).
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// Everything a command can fail with.
@@ -56,6 +79,12 @@ pub enum CliError {
     /// The server could not start.
     #[error("the server could not start: {0}")]
     Server(#[from] crate::server::ServerError),
+    /// The node's settings are invalid.
+    #[error(transparent)]
+    NodeConfig(#[from] crate::node::config::ConfigError),
+    /// The node could not start.
+    #[error("the node could not start: {0}")]
+    Node(#[from] crate::node::NodeError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -79,6 +108,24 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             runtime.block_on(async {
                 let server = crate::server::start(config).await?;
                 server.run_until_signal().await;
+                Ok(())
+            })
+        }
+        Command::Node(args) => {
+            let config = crate::node::config::NodeConfig::load(args.config.as_deref())?;
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
+            runtime.block_on(async {
+                match args.command {
+                    None => {
+                        let node = crate::node::start(config).await?;
+                        node.run_until_signal().await;
+                    }
+                    Some(NodeCommand::Gc { all }) => {
+                        let (containers, volumes) = crate::node::gc(&config, all).await?;
+                        println!("removed {containers} containers and {volumes} run volumes");
+                    }
+                }
                 Ok(())
             })
         }

@@ -24,6 +24,11 @@ pub enum Control {
         /// Its run.
         run: RunId,
     },
+    /// The run is over: remove its volume and everything kept for it.
+    RunFinished {
+        /// The run.
+        run: RunId,
+    },
 }
 
 impl Control {

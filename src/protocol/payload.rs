@@ -20,6 +20,10 @@ pub struct JobStart {
     pub organizations: Vec<OrgId>,
     /// The input for this organization, opaque to fedq.
     pub input: ByteBuf,
+    /// Whether the requester asks for the container's log with the result (the node sends it
+    /// only if its policy shares logs).
+    #[serde(default)]
+    pub return_log: bool,
 }
 
 /// The final result of a job, sealed for the requester.
@@ -158,6 +162,7 @@ pub(crate) mod tests {
                 requester: Requester::User { org, user: "ada".into() },
                 organizations: vec![org, OrgId::new(), OrgId::new()],
                 input: ByteBuf::from(b"{\"column\":\"age\"}".to_vec()),
+                return_log: false,
             }),
             Payload::JobResult(JobResult {
                 job: JobId::new(),

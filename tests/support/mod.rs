@@ -357,6 +357,7 @@ pub fn job_entry(
         requester: Requester::User { org: from.org(), user: "researcher".into() },
         organizations: all.to_vec(),
         input: serde_bytes::ByteBuf::from(input.to_vec()),
+        return_log: false,
     });
     let sealed = envelope::seal(
         from,

@@ -1,0 +1,159 @@
+//! `fedq-probe`: a diagnostic algorithm. Its input is a JSON list of steps (try a TCP
+//! connection, write a file, allocate memory, read the run volume, talk to the endpoint…); it
+//! runs them in order and posts what each one found as its result. The node's isolation tests
+//! and its benchmark run it; an operator can run it to check a node's sandbox.
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use fedq_sdk::Node;
+use serde_json::{Value, json};
+
+fn main() {
+    let node = match Node::from_env() {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("fedq-probe: {e}");
+            std::process::exit(2);
+        }
+    };
+    let input = node.input().unwrap_or_else(|e| fail(&format!("cannot read input: {e}")));
+    let steps: Vec<Value> = if input.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&input).unwrap_or_else(|e| fail(&format!("input is not a JSON list: {e}")))
+    };
+    let mut found = Vec::with_capacity(steps.len());
+    let mut exit_code = 0;
+    for step in &steps {
+        eprintln!("fedq-probe: {step}");
+        let op = step["op"].as_str().unwrap_or("");
+        let outcome = match op {
+            "connect" => connect(step),
+            "listen" => listen(step),
+            "write" => write(step),
+            "read" => read(step),
+            "uid" => uid(),
+            "alloc" => alloc(step),
+            "sleep" => {
+                std::thread::sleep(Duration::from_millis(step["ms"].as_u64().unwrap_or(0)));
+                json!("ok")
+            }
+            "endpoint" => json!(std::env::var("FEDQ_ENDPOINT").unwrap_or_default()),
+            "token" => json!(std::env::var("FEDQ_TOKEN").unwrap_or_default()),
+            "job" => node.job().map(|j| json!(j)).unwrap_or_else(|e| json!(format!("error: {e}"))),
+            "orgs" => node.organizations().map(|o| json!(o)).unwrap_or_else(|e| json!(format!("error: {e}"))),
+            "send" => {
+                let body = step["body"].as_str().unwrap_or("").as_bytes();
+                let sent =
+                    node.send(step["to"].as_str().unwrap_or(""), step["topic"].as_str().unwrap_or(""), body);
+                json!(sent.map(|()| "ok".to_owned()).unwrap_or_else(|e| format!("error: {e}")))
+            }
+            "receive" => match node.receive_one(step["topic"].as_str().unwrap_or("")) {
+                Ok(m) => json!({"from": m.from, "body": String::from_utf8_lossy(&m.body)}),
+                Err(e) => json!(format!("error: {e}")),
+            },
+            "print" => {
+                let text = step["text"].as_str().unwrap_or("");
+                println!("{text}");
+                json!("ok")
+            }
+            "exit" => {
+                exit_code = step["code"].as_i64().unwrap_or(0) as i32;
+                break;
+            }
+            "no_result" => {
+                // Exit without posting a result.
+                std::process::exit(step["code"].as_i64().unwrap_or(0) as i32);
+            }
+            other => json!(format!("error: unknown step {other:?}")),
+        };
+        found.push(outcome);
+    }
+    let result = serde_json::to_vec(&found).expect("JSON values encode");
+    if let Err(e) = node.post_result(&result) {
+        fail(&format!("cannot post the result: {e}"));
+    }
+    std::process::exit(exit_code);
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("fedq-probe: {message}");
+    std::process::exit(3);
+}
+
+/// Tries a TCP connection: "open", "refused", "timeout" or another error.
+fn connect(step: &Value) -> Value {
+    let Some(addr) = step["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok()) else {
+        return json!("error: addr must be ip:port");
+    };
+    let timeout = Duration::from_millis(step["timeout_ms"].as_u64().unwrap_or(1500));
+    match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(mut stream) => {
+            let _ = stream.write_all(b"probe\n");
+            json!("open")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => json!("refused"),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {
+            json!("timeout")
+        }
+        Err(e) => json!(format!("error: {e}")),
+    }
+}
+
+/// Listens on a port for `ms` milliseconds: "accepted" if anything connected, else "idle".
+fn listen(step: &Value) -> Value {
+    let port = step["port"].as_u64().unwrap_or(0) as u16;
+    let listener = match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(l) => l,
+        Err(e) => return json!(format!("error: {e}")),
+    };
+    let _ = listener.set_nonblocking(true);
+    let deadline = Instant::now() + Duration::from_millis(step["ms"].as_u64().unwrap_or(1000));
+    while Instant::now() < deadline {
+        if listener.accept().is_ok() {
+            return json!("accepted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    json!("idle")
+}
+
+fn write(step: &Value) -> Value {
+    let path = step["path"].as_str().unwrap_or("");
+    let data = step["data"].as_str().unwrap_or("");
+    match std::fs::write(path, data) {
+        Ok(()) => json!("ok"),
+        Err(e) => json!(format!("error: {e}")),
+    }
+}
+
+fn read(step: &Value) -> Value {
+    match std::fs::read_to_string(step["path"].as_str().unwrap_or("")) {
+        Ok(text) => json!(text),
+        Err(e) => json!(format!("error: {e}")),
+    }
+}
+
+/// The real user id, from the kernel (no libc call needed).
+fn uid() -> Value {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|u| u.parse::<u64>().ok());
+    json!(uid)
+}
+
+/// Allocates and touches `mib` MiB, one MiB at a time, so the memory is really used.
+fn alloc(step: &Value) -> Value {
+    let mib = step["mib"].as_u64().unwrap_or(0) as usize;
+    let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(mib);
+    for i in 0..mib {
+        blocks.push(vec![(i % 251) as u8 + 1; 1024 * 1024]);
+    }
+    let sum: u64 = blocks.iter().map(|b| u64::from(b[0])).sum();
+    json!(format!("allocated {mib} MiB ({sum})"))
+}

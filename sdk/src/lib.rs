@@ -1,0 +1,407 @@
+//! Write fedq algorithms in Rust.
+//!
+//! An algorithm is a plain program in a container that its organization's node starts for one
+//! job. It talks to the world only through the node-local endpoint, whose address and the job's
+//! bearer token the node passes in the environment (`FEDQ_ENDPOINT`, `FEDQ_TOKEN`). The node seals
+//! and opens every envelope; the algorithm sees plaintext and organization ids only.
+//!
+//! ```no_run
+//! let node = fedq_sdk::Node::from_env()?;
+//! let input = node.input()?;
+//! node.post_result(&input)?;
+//! # Ok::<(), fedq_sdk::Error>(())
+//! ```
+//!
+//! The HTTP API this wraps is documented in `docs/algorithm-api.md`; any language that speaks
+//! HTTP can use it directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+/// Where the node mounts this run's volume, shared by the run's containers at this node.
+pub const RUN_DIR: &str = "/fedq/run";
+/// Where the node mounts its data sources, read-only, one entry per label.
+pub const DATA_DIR: &str = "/data";
+/// The largest response read (a subtask's results can be large).
+const MAX_RESPONSE: u64 = 256 * 1024 * 1024;
+
+/// What went wrong talking to the node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `FEDQ_ENDPOINT` or `FEDQ_TOKEN` is missing: not running under a fedq node.
+    #[error("{0} is not set: this program must be started by a fedq node")]
+    MissingEnv(&'static str),
+    /// The request did not complete.
+    #[error("request to the node failed: {0}")]
+    Transport(#[from] ureq::Error),
+    /// The node answered with an error.
+    #[error("the node refused ({status} {code}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code.
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+    /// The node's answer is not what this SDK expects.
+    #[error("unexpected answer from the node: {0}")]
+    Decode(String),
+}
+
+/// The job this container runs, as the node describes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Job {
+    /// This job.
+    pub job: String,
+    /// Its task.
+    pub task: String,
+    /// The run: every task and subtask of one analysis.
+    pub run: String,
+    /// The collaboration.
+    pub collaboration: String,
+    /// This node's organization.
+    pub organization: String,
+    /// The organizations of the task, in the order the requester gave.
+    pub organizations: Vec<String>,
+    /// The organization that asked for the task.
+    pub requester: String,
+    /// The image this container runs.
+    pub image: String,
+}
+
+/// A message from another organization's container in the same run.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The sending organization.
+    pub from: String,
+    /// The sending job.
+    pub from_job: String,
+    /// The label both sides agreed on.
+    pub topic: String,
+    /// The content.
+    pub body: Vec<u8>,
+}
+
+/// A member organization of the collaboration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Organization {
+    /// Its id.
+    pub id: String,
+    /// Fingerprint of the key the node seals to.
+    pub key_id: String,
+}
+
+/// A subtask just created.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Subtask {
+    /// Its task id.
+    pub task: String,
+    /// Its jobs, one per organization.
+    pub jobs: Vec<SubtaskJob>,
+}
+
+/// One job of a subtask.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SubtaskJob {
+    /// The job.
+    pub job: String,
+    /// Where it runs.
+    pub organization: String,
+}
+
+/// The result of one job of a subtask.
+#[derive(Debug, Clone)]
+pub struct SubtaskResult {
+    /// The job.
+    pub job: String,
+    /// Where it ran.
+    pub organization: String,
+    /// Its terminal status (`completed`, `failed`, …).
+    pub status: String,
+    /// What it posted.
+    pub output: Vec<u8>,
+    /// Why it did not complete.
+    pub reason: Option<String>,
+}
+
+/// The results of a subtask so far.
+#[derive(Debug, Clone)]
+pub struct SubtaskResults {
+    /// Whether every job has finished.
+    pub complete: bool,
+    /// The finished jobs.
+    pub results: Vec<SubtaskResult>,
+}
+
+/// A client of the node-local endpoint for this container's job.
+#[derive(Debug, Clone)]
+pub struct Node {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct MessageBody {
+    from: String,
+    from_job: String,
+    topic: String,
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct Messages {
+    messages: Vec<MessageBody>,
+}
+
+#[derive(Deserialize)]
+struct ResultBody {
+    job: String,
+    organization: String,
+    status: String,
+    output: String,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResultsBody {
+    complete: bool,
+    results: Vec<ResultBody>,
+}
+
+#[derive(Deserialize)]
+struct Organizations {
+    organizations: Vec<Organization>,
+}
+
+fn decode_b64(text: &str) -> Result<Vec<u8>, Error> {
+    STANDARD.decode(text).map_err(|e| Error::Decode(format!("invalid base64: {e}")))
+}
+
+impl Node {
+    /// The client for this container, from `FEDQ_ENDPOINT` and `FEDQ_TOKEN`.
+    pub fn from_env() -> Result<Self, Error> {
+        let base = std::env::var("FEDQ_ENDPOINT").map_err(|_| Error::MissingEnv("FEDQ_ENDPOINT"))?;
+        let token = std::env::var("FEDQ_TOKEN").map_err(|_| Error::MissingEnv("FEDQ_TOKEN"))?;
+        Ok(Self::new(&base, &token))
+    }
+
+    /// A client of the endpoint at `base` (`http://host:port`) with `token`.
+    pub fn new(base: &str, token: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // Long polls wait up to 60 s at the node; leave room for that.
+            .timeout_global(Some(Duration::from_secs(90)))
+            .build();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1{path}", self.base)
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn check(response: ureq::http::Response<ureq::Body>) -> Result<ureq::http::Response<ureq::Body>, Error> {
+        let status = response.status().as_u16();
+        if status < 400 {
+            return Ok(response);
+        }
+        let mut response = response;
+        let (code, message) = match response.body_mut().read_json::<ErrorBody>() {
+            Ok(e) => (e.code, e.message),
+            Err(_) => ("http".to_owned(), format!("status {status}")),
+        };
+        Err(Error::Refused { status, code, message })
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let response = self.agent.get(&self.url(path)).header("Authorization", &self.auth()).call()?;
+        let mut response = Self::check(response)?;
+        let bytes = response.body_mut().with_config().limit(MAX_RESPONSE).read_to_vec()?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, Error> {
+        let response =
+            self.agent.post(&self.url(path)).header("Authorization", &self.auth()).send_json(body)?;
+        let mut response = Self::check(response)?;
+        let bytes = response.body_mut().with_config().limit(MAX_RESPONSE).read_to_vec()?;
+        if bytes.is_empty() {
+            return serde_json::from_value(serde_json::Value::Null).map_err(|e| Error::Decode(e.to_string()));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// This job's description.
+    pub fn job(&self) -> Result<Job, Error> {
+        self.get_json("/job")
+    }
+
+    /// This job's input, as the requester sealed it for this organization.
+    pub fn input(&self) -> Result<Vec<u8>, Error> {
+        let response = self.agent.get(&self.url("/input")).header("Authorization", &self.auth()).call()?;
+        let mut response = Self::check(response)?;
+        Ok(response.body_mut().with_config().limit(MAX_RESPONSE).read_to_vec()?)
+    }
+
+    /// Sends `body` to this run's job at organization `to`, labelled `topic`.
+    pub fn send(&self, to: &str, topic: &str, body: &[u8]) -> Result<(), Error> {
+        let request = serde_json::json!({ "to": to, "topic": topic, "body": STANDARD.encode(body) });
+        let _: serde_json::Value = self.post_json("/messages", &request)?;
+        Ok(())
+    }
+
+    /// Takes the messages that arrived for this run (with `topic`, if given), waiting up to
+    /// `wait` (at most 60 s) for at least one.
+    pub fn receive(&self, topic: Option<&str>, wait: Duration) -> Result<Vec<Message>, Error> {
+        let mut path = format!("/messages?wait={}", wait.as_secs().min(60));
+        if let Some(topic) = topic {
+            path.push_str("&topic=");
+            path.push_str(&encode_query(topic));
+        }
+        let messages: Messages = self.get_json(&path)?;
+        messages
+            .messages
+            .into_iter()
+            .map(|m| {
+                Ok(Message { from: m.from, from_job: m.from_job, topic: m.topic, body: decode_b64(&m.body)? })
+            })
+            .collect()
+    }
+
+    /// Waits, as long as it takes, for one message with `topic`.
+    pub fn receive_one(&self, topic: &str) -> Result<Message, Error> {
+        loop {
+            let mut messages = self.receive(Some(topic), Duration::from_secs(30))?;
+            if !messages.is_empty() {
+                return Ok(messages.remove(0));
+            }
+        }
+    }
+
+    /// Creates a subtask of this job's task at `organizations` running `image` (this job's own
+    /// image if `None`), each organization getting `input`.
+    pub fn create_subtask(
+        &self,
+        organizations: &[&str],
+        image: Option<&str>,
+        input: &[u8],
+    ) -> Result<Subtask, Error> {
+        let request = serde_json::json!({
+            "organizations": organizations,
+            "image": image,
+            "input": STANDARD.encode(input),
+        });
+        self.post_json("/subtasks", &request)
+    }
+
+    /// The results of subtask `task`, waiting up to `wait` (at most 60 s) for all of them.
+    pub fn subtask_results(&self, task: &str, wait: Duration) -> Result<SubtaskResults, Error> {
+        let body: ResultsBody =
+            self.get_json(&format!("/subtasks/{}/results?wait={}", encode_query(task), wait.as_secs()))?;
+        let results = body
+            .results
+            .into_iter()
+            .map(|r| {
+                Ok(SubtaskResult {
+                    job: r.job,
+                    organization: r.organization,
+                    status: r.status,
+                    output: decode_b64(&r.output)?,
+                    reason: r.reason,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(SubtaskResults { complete: body.complete, results })
+    }
+
+    /// Waits, as long as it takes, for every job of subtask `task`.
+    pub fn wait_subtask(&self, task: &str) -> Result<Vec<SubtaskResult>, Error> {
+        loop {
+            let results = self.subtask_results(task, Duration::from_secs(30))?;
+            if results.complete {
+                return Ok(results.results);
+            }
+        }
+    }
+
+    /// Posts this job's result (once), which the node seals for the requester.
+    pub fn post_result(&self, output: &[u8]) -> Result<(), Error> {
+        let response = self
+            .agent
+            .post(&self.url("/result"))
+            .header("Authorization", &self.auth())
+            .header("Content-Type", "application/octet-stream")
+            .send(output)?;
+        Self::check(response).map(drop)
+    }
+
+    /// The organizations of this job's collaboration.
+    pub fn organizations(&self) -> Result<Vec<Organization>, Error> {
+        let orgs: Organizations = self.get_json("/organizations")?;
+        Ok(orgs.organizations)
+    }
+
+    /// This run's volume at this node.
+    pub fn run_dir() -> PathBuf {
+        PathBuf::from(RUN_DIR)
+    }
+
+    /// The data source mounted under `label`.
+    pub fn data(label: &str) -> PathBuf {
+        PathBuf::from(DATA_DIR).join(label)
+    }
+}
+
+/// Percent-encodes a query value (ids and topics are usually plain; this keeps any text safe).
+fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode_query("x1"), "x1");
+        assert_eq!(encode_query("a b&c"), "a%20b%26c");
+    }
+
+    #[test]
+    fn missing_environment_is_a_clear_error() {
+        // The test process is not started by a node, so the variables are unset.
+        let err = Node::from_env().unwrap_err();
+        assert!(err.to_string().contains("FEDQ_ENDPOINT"), "{err}");
+    }
+}

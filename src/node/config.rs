@@ -1,0 +1,337 @@
+//! Node settings: a TOML file, then `FEDQ_…` environment variables (`FEDQ_SERVER__API_KEY`
+//! overrides `[server] api_key`), as for the server. Secrets are `SecretString`s.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::ids::OrgId;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Who this node is.
+    pub node: NodeSection,
+    /// The central server's REST API.
+    pub server: ServerSection,
+    /// RabbitMQ, with the credentials the server issued at registration.
+    pub broker: BrokerSection,
+    /// The algorithm network and the node-local endpoint.
+    #[serde(default)]
+    pub network: NetworkSection,
+    /// Resources of each job.
+    #[serde(default)]
+    pub limits: Limits,
+    /// What this node agrees to run, and for whom.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Data sources: a label and the host path mounted read-only at `/data/<label>`.
+    #[serde(default)]
+    pub data: BTreeMap<String, PathBuf>,
+    /// Trust in other organizations' keys.
+    #[serde(default)]
+    pub peers: PeersSection,
+}
+
+/// Who this node is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// A name unique on this host: it names the node's Docker network, containers and volumes.
+    pub name: String,
+    /// The organization the node works for.
+    pub organization: OrgId,
+    /// The organization's private key file (`fedq keys generate`), mode 0600.
+    pub key_file: PathBuf,
+    /// Where the node keeps what must survive a restart: replay guard, job results, run inboxes,
+    /// and the host side of run volumes.
+    pub state_dir: PathBuf,
+    /// Seconds between heartbeats to the server.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    /// Seconds running jobs get to finish when the node is asked to stop.
+    #[serde(default = "default_grace_secs")]
+    pub shutdown_grace_secs: u64,
+    /// Seconds a run volume is kept after its last job if no run-finished message arrives.
+    #[serde(default = "default_run_ttl_secs")]
+    pub run_ttl_secs: u64,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    3
+}
+fn default_grace_secs() -> u64 {
+    30
+}
+fn default_run_ttl_secs() -> u64 {
+    24 * 3600
+}
+
+/// The central server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Base URL, e.g. `https://fedq.example.org` (the API is under `/api/v1`).
+    pub url: String,
+    /// The node's API key from registration (`fedq_n_…`).
+    pub api_key: SecretString,
+}
+
+/// RabbitMQ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    /// `amqp://user:password@host:5672/vhost` with the node's own broker user.
+    pub url: SecretString,
+    /// The node's broker user name (stamped as the validated user id of every publish).
+    pub username: String,
+    /// The server's broker user: control messages are accepted from it only.
+    pub server_user: String,
+}
+
+/// The algorithm network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    /// Subnet of the node's internal Docker network (CIDR); Docker picks one if unset.
+    pub subnet: Option<String>,
+    /// Port of the node-local endpoint on the network's gateway address.
+    pub endpoint_port: u16,
+    /// Manage firewall rules so that containers reach only the endpoint. Turn off only where
+    /// another firewall already does this.
+    pub firewall: bool,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self { subnet: None, endpoint_port: 8650, firewall: true }
+    }
+}
+
+/// Resources of each job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Jobs run at once (also the broker prefetch).
+    pub concurrent_jobs: u16,
+    /// Memory per container, in MiB (no swap beyond it).
+    pub memory_mib: u64,
+    /// CPUs per container.
+    pub cpus: f64,
+    /// Processes and threads per container.
+    pub pids: i64,
+    /// Wall-clock limit per job, in seconds.
+    pub timeout_secs: u64,
+    /// Size of the writable `/tmp` tmpfs, in MiB.
+    pub tmpfs_mib: u64,
+    /// Largest result an algorithm may post, in bytes.
+    pub max_result_bytes: usize,
+    /// User (`uid:gid`) containers run as.
+    pub user: String,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            concurrent_jobs: 4,
+            memory_mib: 512,
+            cpus: 1.0,
+            pids: 128,
+            timeout_secs: 3600,
+            tmpfs_mib: 64,
+            max_result_bytes: 8 * 1024 * 1024,
+            user: "65534:65534".into(),
+        }
+    }
+}
+
+impl Limits {
+    /// The wall-clock limit.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    /// The numeric user and group containers run as.
+    pub fn uid_gid(&self) -> Option<(u32, u32)> {
+        let (u, g) = self.user.split_once(':')?;
+        Some((u.parse().ok()?, g.parse().ok()?))
+    }
+}
+
+/// What the node agrees to run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Images allowed, by name pattern and digest pattern. Empty: nothing runs.
+    pub images: Vec<ImageRule>,
+    /// Organizations whose tasks may run here (`*` for every member of a collaboration).
+    pub requesters: Vec<String>,
+    /// Send the container log to the requester when the task asks for it.
+    pub share_logs: bool,
+}
+
+/// One allowed image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRule {
+    /// Repository name, `*` matching any run of characters (`fedq/*`).
+    pub name: String,
+    /// Image id or repository digest (`sha256:…`), `*` allowed; `*` alone accepts any digest.
+    #[serde(default = "any")]
+    pub digest: String,
+}
+
+fn any() -> String {
+    "*".into()
+}
+
+/// Trust in other organizations' keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersSection {
+    /// Key fingerprints (hex) per organization: a key the server hands out for a pinned
+    /// organization must be one of these, or it is refused.
+    pub pins: BTreeMap<OrgId, Vec<String>>,
+}
+
+/// Settings that could not be read or do not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read.
+    #[error("invalid node configuration: {0}")]
+    Read(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("invalid node configuration: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Reads `path` (if given), then `FEDQ_…` environment variables, and checks the values.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let settings = builder
+            .add_source(config::Environment::with_prefix("FEDQ").prefix_separator("_").separator("__"))
+            .build()?;
+        let config: Self = settings.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that deserialize but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        let name = &self.node.name;
+        if name.is_empty()
+            || name.len() > 40
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid("node.name is 1 to 40 letters, digits, '-' or '_'");
+        }
+        if self.limits.concurrent_jobs == 0 {
+            return invalid("limits.concurrent_jobs must be at least 1");
+        }
+        if self.limits.memory_mib < 6 {
+            return invalid("limits.memory_mib must be at least 6 (Docker's minimum)");
+        }
+        if !(self.limits.cpus > 0.0 && self.limits.cpus <= 1024.0) {
+            return invalid("limits.cpus must be above 0");
+        }
+        if self.limits.pids < 1 {
+            return invalid("limits.pids must be at least 1");
+        }
+        if self.limits.uid_gid().is_none_or(|(u, _)| u == 0) {
+            return invalid("limits.user must be a numeric uid:gid other than root");
+        }
+        if self.node.heartbeat_secs == 0 || self.node.heartbeat_secs > 5 {
+            // The server shows a node offline 10 s after its last heartbeat.
+            return invalid("node.heartbeat_secs must be 1 to 5");
+        }
+        for label in self.data.keys() {
+            if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return invalid("data labels are letters, digits, '-' or '_'");
+            }
+        }
+        if let Some(subnet) = &self.network.subnet {
+            let ok = subnet.split_once('/').is_some_and(|(ip, bits)| {
+                ip.parse::<Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 29)
+            });
+            if !ok {
+                return invalid("network.subnet must be an IPv4 CIDR of at most /29");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> &'static str {
+        r#"
+        [node]
+        name = "registry-a-1"
+        organization = "6c5b1b1e-6f39-4d53-9f51-8f0a8a43a1aa"
+        key_file = "/etc/fedq/org.key"
+        state_dir = "/var/lib/fedq/node"
+
+        [server]
+        url = "http://127.0.0.1:8080"
+        api_key = "fedq_n_secret"
+
+        [broker]
+        url = "amqp://node:pw@127.0.0.1:5672/fedq"
+        username = "node"
+        server_user = "fedq-server"
+
+        [limits]
+        memory_mib = 256
+
+        [policy]
+        requesters = ["*"]
+        [[policy.images]]
+        name = "fedq/*"
+
+        [data]
+        patients = "/srv/patients.csv"
+        "#
+    }
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let settings = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?;
+        let config: NodeConfig = settings.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn an_example_parses_with_defaults() {
+        let config = parse(example()).unwrap();
+        assert_eq!(config.limits.memory_mib, 256);
+        assert_eq!(config.limits.concurrent_jobs, 4);
+        assert_eq!(config.network.endpoint_port, 8650);
+        assert_eq!(config.policy.images[0].digest, "*");
+        assert!(!format!("{config:?}").contains("fedq_n_secret"), "secrets stay out of Debug");
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_the_setting_named() {
+        let root = example().replace("[limits]", "[limits]\nuser = \"0:0\"");
+        let err = parse(&root).unwrap_err().to_string();
+        assert!(err.contains("limits.user"), "{err}");
+        let name = example().replace("registry-a-1", "bad name");
+        assert!(parse(&name).unwrap_err().to_string().contains("node.name"));
+        let unknown = example().replace("[limits]", "[limits]\nmemroy_mib = 3");
+        assert!(parse(&unknown).is_err());
+    }
+}

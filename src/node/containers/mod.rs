@@ -1,0 +1,452 @@
+//! Algorithm containers through the Docker API (bollard): the node's internal network and its
+//! firewall, per-run volumes, and hardened containers with limits.
+
+mod firewall;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Ipam, IpamConfig, Mount, MountType, NetworkCreateRequest,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use futures_util::StreamExt as _;
+use sha2::Digest as _;
+
+pub use firewall::{Firewall, FirewallError};
+
+use super::config::{Limits, NodeConfig};
+use super::policy::LocalImage;
+use crate::ids::{JobId, OrgId, RunId, TaskId};
+use crate::time::Timestamp;
+
+/// Where the run volume is mounted in every container of the run.
+pub const RUN_DIR: &str = "/fedq/run";
+/// Where data sources are mounted, one entry per label.
+pub const DATA_DIR: &str = "/data";
+
+/// Labels on everything the node creates, so that it (and `fedq node gc`) can find it.
+pub mod label {
+    /// The node's name.
+    pub const NODE: &str = "org.fedq.node";
+    /// The organization.
+    pub const ORGANIZATION: &str = "org.fedq.organization";
+    /// The task.
+    pub const TASK: &str = "org.fedq.task";
+    /// The job.
+    pub const JOB: &str = "org.fedq.job";
+    /// The run.
+    pub const RUN: &str = "org.fedq.run";
+    /// When a run volume may be removed if no run-finished message came (ms since the epoch).
+    pub const EXPIRES: &str = "org.fedq.expires-at";
+}
+
+/// A Docker call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The Docker engine refused or is unreachable.
+    #[error("docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    /// The firewall could not be set up.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    /// The network is not as expected.
+    #[error("the algorithm network {0}")]
+    Network(String),
+    /// Host-side preparation failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The node's sandbox: Docker, its internal network, and the rules around it.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    docker: Docker,
+    node: String,
+    org: OrgId,
+    network: String,
+    gateway: Ipv4Addr,
+    firewall: Option<Firewall>,
+    limits: Limits,
+    data: Vec<(String, std::path::PathBuf)>,
+    endpoint_port: u16,
+}
+
+/// What a job's container needs.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// The job.
+    pub job: JobId,
+    /// Its task.
+    pub task: TaskId,
+    /// Its run.
+    pub run: RunId,
+    /// The image id to run (already checked against policy).
+    pub image_id: String,
+    /// The job's endpoint token.
+    pub token: String,
+    /// The run's volume.
+    pub volume: String,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Its exit code.
+    pub code: i64,
+    /// Whether the kernel killed it at its memory limit.
+    pub oom_killed: bool,
+}
+
+/// A stable short tag for host-wide names (bridge interface, firewall chain).
+fn tag(node: &str) -> String {
+    hex::encode(&sha2::Sha256::digest(node.as_bytes())[..5])
+}
+
+impl Sandbox {
+    /// Connects to Docker and sets up the node's network and firewall.
+    pub async fn setup(config: &NodeConfig) -> Result<Self, ContainerError> {
+        let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
+        let node = config.node.name.clone();
+        let network = format!("fedq-{node}");
+        let bridge = format!("fq-{}", tag(&node));
+        let gateway =
+            ensure_network(&docker, &network, &bridge, &node, config.network.subnet.as_deref()).await?;
+        let firewall = if config.network.firewall {
+            let firewall = Firewall::new(&tag(&node), &bridge, gateway, config.network.endpoint_port);
+            firewall.install().await?;
+            Some(firewall)
+        } else {
+            None
+        };
+        Ok(Self {
+            docker,
+            node,
+            org: config.node.organization,
+            network,
+            gateway,
+            firewall,
+            limits: config.limits.clone(),
+            data: config.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            endpoint_port: config.network.endpoint_port,
+        })
+    }
+
+    /// Only the Docker connection, for `fedq node gc`.
+    pub async fn connect_for_gc(config: &NodeConfig) -> Result<Self, ContainerError> {
+        let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
+        Ok(Self {
+            docker,
+            node: config.node.name.clone(),
+            org: config.node.organization,
+            network: format!("fedq-{}", config.node.name),
+            gateway: Ipv4Addr::UNSPECIFIED,
+            firewall: None,
+            limits: config.limits.clone(),
+            data: Vec::new(),
+            endpoint_port: config.network.endpoint_port,
+        })
+    }
+
+    /// The gateway address of the algorithm network: where the endpoint listens.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
+    /// The name of the algorithm network.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The Docker client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Removes the firewall rules and the network (when no container is attached any more).
+    pub async fn teardown(&self) {
+        if let Some(firewall) = &self.firewall {
+            firewall.remove().await;
+        }
+        if let Err(e) = self.docker.remove_network(&self.network).await {
+            tracing::debug!(error = %e, "the algorithm network stays");
+        }
+    }
+
+    /// The local image `reference`, if Docker has it. Never pulls.
+    pub async fn image(&self, reference: &str) -> Result<Option<LocalImage>, ContainerError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(Some(LocalImage {
+                id: image.id.unwrap_or_default(),
+                tags: image.repo_tags.unwrap_or_default(),
+                digests: image.repo_digests.unwrap_or_default(),
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The name of the volume of `run` at this node.
+    pub fn volume_name(&self, run: RunId) -> String {
+        format!("fedq-{}-run-{run}", self.node)
+    }
+
+    /// The name of the container of `job`.
+    pub fn container_name(&self, job: JobId) -> String {
+        format!("fedq-{}-{job}", self.node)
+    }
+
+    /// Creates the run's volume (a Docker volume over `host_dir`, so the node controls its
+    /// owner), or pushes its expiry further if it exists.
+    pub async fn ensure_run_volume(
+        &self,
+        run: RunId,
+        host_dir: &Path,
+        expires_at: Timestamp,
+    ) -> Result<String, ContainerError> {
+        let name = self.volume_name(run);
+        let labels = HashMap::from([
+            (label::NODE.to_owned(), self.node.clone()),
+            (label::ORGANIZATION.to_owned(), self.org.to_string()),
+            (label::RUN.to_owned(), run.to_string()),
+            (label::EXPIRES.to_owned(), expires_at.as_millis().to_string()),
+        ]);
+        if self.docker.inspect_volume(&name).await.is_ok() {
+            // Labels cannot change; the expiry that counts is the latest job's, kept by the
+            // node's own records. Docker's label is the floor `gc` uses.
+            return Ok(name);
+        }
+        let options = HashMap::from([
+            ("type".to_owned(), "none".to_owned()),
+            ("o".to_owned(), "bind".to_owned()),
+            ("device".to_owned(), host_dir.display().to_string()),
+        ]);
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.clone()),
+                driver: Some("local".into()),
+                driver_opts: Some(options),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await?;
+        Ok(name)
+    }
+
+    /// Removes the run's volume. Returns whether it existed.
+    pub async fn remove_run_volume(&self, run: RunId) -> Result<bool, ContainerError> {
+        match self
+            .docker
+            .remove_volume(&self.volume_name(run), None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates and starts the job's container, hardened and limited. A container of the same
+    /// job left by a previous run of the node is removed first.
+    pub async fn start(&self, spec: &ContainerSpec) -> Result<String, ContainerError> {
+        let name = self.container_name(spec.job);
+        self.remove(&name).await;
+        let limits = &self.limits;
+        let memory = i64::try_from(limits.memory_mib * 1024 * 1024).unwrap_or(i64::MAX);
+        let mut mounts = vec![Mount {
+            target: Some(RUN_DIR.into()),
+            source: Some(spec.volume.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(false),
+            ..Default::default()
+        }];
+        for (label, path) in &self.data {
+            mounts.push(Mount {
+                target: Some(format!("{DATA_DIR}/{label}")),
+                source: Some(path.display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        let labels = HashMap::from([
+            (label::NODE.to_owned(), self.node.clone()),
+            (label::ORGANIZATION.to_owned(), self.org.to_string()),
+            (label::TASK.to_owned(), spec.task.to_string()),
+            (label::JOB.to_owned(), spec.job.to_string()),
+            (label::RUN.to_owned(), spec.run.to_string()),
+        ]);
+        let host = HostConfig {
+            network_mode: Some(self.network.clone()),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_owned(),
+                format!("rw,noexec,nosuid,nodev,size={}m", limits.tmpfs_mib),
+            )])),
+            memory: Some(memory),
+            // Equal to memory: no swap, so the limit is a real limit.
+            memory_swap: Some(memory),
+            nano_cpus: Some((limits.cpus * 1e9) as i64),
+            pids_limit: Some(limits.pids),
+            mounts: Some(mounts),
+            ipc_mode: Some("private".into()),
+            sysctls: Some(HashMap::from([("net.ipv6.conf.all.disable_ipv6".to_owned(), "1".to_owned())])),
+            ..Default::default()
+        };
+        let endpoint = format!("http://{}:{}", self.gateway, self.endpoint_port);
+        let body = ContainerCreateBody {
+            image: Some(spec.image_id.clone()),
+            user: Some(limits.user.clone()),
+            env: Some(vec![
+                format!("FEDQ_ENDPOINT={endpoint}"),
+                format!("FEDQ_TOKEN={}", spec.token),
+                format!("FEDQ_RUN_DIR={RUN_DIR}"),
+                format!("FEDQ_DATA_DIR={DATA_DIR}"),
+            ]),
+            labels: Some(labels),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker.create_container(Some(options), body).await?;
+        self.docker.start_container(&name, None).await?;
+        Ok(name)
+    }
+
+    /// Waits for the container to stop and says how it ended.
+    pub async fn wait(&self, name: &str) -> Result<Exit, ContainerError> {
+        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let mut waits = self.docker.wait_container(name, Some(options));
+        // A non-zero exit arrives as an error; either way the inspection below is the truth.
+        let _ = waits.next().await;
+        let state = self.docker.inspect_container(name, None).await?.state.unwrap_or_default();
+        Ok(Exit { code: state.exit_code.unwrap_or(-1), oom_killed: state.oom_killed.unwrap_or(false) })
+    }
+
+    /// Kills the container (it may already have stopped).
+    pub async fn kill(&self, name: &str) {
+        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        if let Err(e) = self.docker.kill_container(name, Some(options)).await {
+            tracing::debug!(container = name, error = %e, "kill");
+        }
+    }
+
+    /// The container's output (stdout and stderr), its last `max` bytes.
+    pub async fn logs(&self, name: &str, max: usize) -> Vec<u8> {
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).build();
+        let mut stream = self.docker.logs(name, Some(options));
+        let mut out = Vec::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.extend_from_slice(&chunk.into_bytes());
+            if out.len() > 2 * max {
+                out.drain(..out.len() - max);
+            }
+        }
+        if out.len() > max {
+            out.drain(..out.len() - max);
+        }
+        out
+    }
+
+    /// Removes a container, ignoring one that is gone.
+    pub async fn remove(&self, name: &str) {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = self.docker.remove_container(name, Some(options)).await;
+    }
+
+    /// Containers of this node, with their job label and whether they are running.
+    pub async fn containers(&self) -> Result<Vec<(String, Option<String>, bool)>, ContainerError> {
+        let filters = HashMap::from([("label", vec![format!("{}={}", label::NODE, self.node)])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let list = self.docker.list_containers(Some(options)).await?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let name = c.names.and_then(|n| n.first().cloned()).unwrap_or_default();
+                let job = c.labels.and_then(|l| l.get(label::JOB).cloned());
+                let running = c.state.is_some_and(|s| s.to_string() == "running");
+                (name.trim_start_matches('/').to_owned(), job, running)
+            })
+            .collect())
+    }
+
+    /// Run volumes of this node: name, run, expiry label.
+    pub async fn volumes(&self) -> Result<Vec<(String, Option<RunId>, Option<Timestamp>)>, ContainerError> {
+        let filters = HashMap::from([("label", vec![format!("{}={}", label::NODE, self.node)])]);
+        let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+        let list = self.docker.list_volumes(Some(options)).await?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                let run = v.labels.get(label::RUN).and_then(|r| r.parse().ok());
+                let expires =
+                    v.labels.get(label::EXPIRES).and_then(|e| e.parse().ok()).map(Timestamp::from_millis);
+                (v.name, run, expires)
+            })
+            .collect())
+    }
+}
+
+/// Creates the node's internal network if it does not exist; returns its gateway address.
+async fn ensure_network(
+    docker: &Docker,
+    network: &str,
+    bridge: &str,
+    node: &str,
+    subnet: Option<&str>,
+) -> Result<Ipv4Addr, ContainerError> {
+    if docker.inspect_network(network, None).await.is_err() {
+        let options = HashMap::from([
+            // No traffic between containers on this network.
+            ("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned()),
+            ("com.docker.network.bridge.name".to_owned(), bridge.to_owned()),
+        ]);
+        let ipam = subnet.map(|s| Ipam {
+            config: Some(vec![IpamConfig { subnet: Some(s.to_owned()), ..Default::default() }]),
+            ..Default::default()
+        });
+        let request = NetworkCreateRequest {
+            name: network.to_owned(),
+            driver: Some("bridge".into()),
+            // No route out of the host.
+            internal: Some(true),
+            ipam,
+            options: Some(options),
+            labels: Some(HashMap::from([(label::NODE.to_owned(), node.to_owned())])),
+            ..Default::default()
+        };
+        if let Err(e) = docker.create_network(request).await {
+            // Another start of the same node may have created it a moment ago.
+            if docker.inspect_network(network, None).await.is_err() {
+                return Err(e.into());
+            }
+        }
+    }
+    let inspect = docker.inspect_network(network, None).await?;
+    let options = inspect.options.unwrap_or_default();
+    if options.get("com.docker.network.bridge.enable_icc").map(String::as_str) != Some("false")
+        || inspect.internal != Some(true)
+    {
+        return Err(ContainerError::Network(format!(
+            "{network} exists but is not internal with inter-container traffic disabled; remove it"
+        )));
+    }
+    let gateway = inspect
+        .ipam
+        .and_then(|i| i.config)
+        .and_then(|c| c.into_iter().find_map(|c| c.gateway))
+        .and_then(|g| g.parse().ok())
+        .ok_or_else(|| ContainerError::Network(format!("{network} has no IPv4 gateway")))?;
+    Ok(gateway)
+}

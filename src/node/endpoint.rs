@@ -1,0 +1,460 @@
+//! The node-local endpoint: the only thing an algorithm container can reach. It listens on the
+//! algorithm network's gateway address; every request carries the job's bearer token, which
+//! names the job and through it the only input, run and subtasks the request may touch.
+//! Documented in `docs/algorithm-api.md`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_bytes::ByteBuf;
+use serde_json::{Value, json};
+use warp::Filter as _;
+use warp::http::StatusCode;
+use warp::reply::{Reply as _, Response};
+
+use super::Core;
+use super::jobs::{self, ActiveJob};
+use super::server::NewJob;
+use super::state::SubtaskRecord;
+use crate::envelope::Route;
+use crate::ids::{JobId, OrgId, TaskId};
+use crate::protocol::{JobStart, Kind, Payload, Requester, RunMessage};
+
+/// The longest a long poll waits.
+const MAX_WAIT_SECS: u64 = 60;
+
+/// An error answer: status, stable code, message.
+struct Failure(StatusCode, &'static str, String);
+
+type Answer = Result<Response, Failure>;
+
+fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
+    Failure(status, code, message.into())
+}
+
+fn finish(answer: Answer) -> Result<Response, Infallible> {
+    Ok(match answer {
+        Ok(response) => response,
+        Err(Failure(status, code, message)) => {
+            warp::reply::with_status(warp::reply::json(&json!({"code": code, "message": message})), status)
+                .into_response()
+        }
+    })
+}
+
+fn ok_json(status: StatusCode, value: &Value) -> Answer {
+    Ok(warp::reply::with_status(warp::reply::json(value), status).into_response())
+}
+
+fn authorize(core: &Core, header: Option<String>) -> Result<Arc<ActiveJob>, Failure> {
+    let token = header
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| fail(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token"))?;
+    jobs::by_token(core, token.trim())
+        .ok_or_else(|| fail(StatusCode::UNAUTHORIZED, "unauthorized", "unknown or expired token"))
+}
+
+/// Every route of the endpoint.
+pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)> {
+    let with_core = {
+        let core = core.clone();
+        warp::any().map(move || core.clone())
+    };
+    let auth = warp::header::optional::<String>("authorization");
+    let v1 = warp::path("v1");
+    let max_body = u64::try_from(core.config.limits.max_result_bytes).unwrap_or(u64::MAX) * 2 + 4096;
+
+    let job = v1
+        .and(warp::path!("job"))
+        .and(warp::get())
+        .and(with_core.clone())
+        .and(auth)
+        .map(|core: Arc<Core>, auth| describe(&core, auth))
+        .boxed();
+    let input = v1
+        .and(warp::path!("input"))
+        .and(warp::get())
+        .and(with_core.clone())
+        .and(auth)
+        .map(|core: Arc<Core>, auth| {
+            authorize(&core, auth).map(|job| {
+                warp::reply::with_header(job.start.input.to_vec(), "content-type", "application/octet-stream")
+                    .into_response()
+            })
+        })
+        .boxed();
+    let organizations = v1
+        .and(warp::path!("organizations"))
+        .and(warp::get())
+        .and(with_core.clone())
+        .and(auth)
+        .then(|core: Arc<Core>, auth| async move { members(&core, auth).await })
+        .boxed();
+    let send = v1
+        .and(warp::path!("messages"))
+        .and(warp::post())
+        .and(with_core.clone())
+        .and(auth)
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(|core: Arc<Core>, auth, body: warp::hyper::body::Bytes| async move {
+            send(&core, auth, &body).await
+        })
+        .boxed();
+    let receive = v1
+        .and(warp::path!("messages"))
+        .and(warp::get())
+        .and(with_core.clone())
+        .and(auth)
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|core: Arc<Core>, auth, q| async move { receive(&core, auth, q).await })
+        .boxed();
+    let subtask = v1
+        .and(warp::path!("subtasks"))
+        .and(warp::post())
+        .and(with_core.clone())
+        .and(auth)
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(|core: Arc<Core>, auth, body: warp::hyper::body::Bytes| async move {
+            create_subtask(&core, auth, &body).await
+        })
+        .boxed();
+    let results =
+        v1.and(warp::path!("subtasks" / String / "results"))
+            .and(warp::get())
+            .and(with_core.clone())
+            .and(auth)
+            .and(warp::query::<HashMap<String, String>>())
+            .then(|task: String, core: Arc<Core>, auth, q| async move {
+                subtask_results(&core, auth, &task, q).await
+            })
+            .boxed();
+    let result = v1
+        .and(warp::path!("result"))
+        .and(warp::post())
+        .and(with_core)
+        .and(auth)
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .map(|core: Arc<Core>, auth, kind: Option<String>, body: warp::hyper::body::Bytes| {
+            post_result(&core, auth, kind, &body)
+        })
+        .boxed();
+
+    job.or(input)
+        .unify()
+        .or(organizations)
+        .unify()
+        .or(send)
+        .unify()
+        .or(receive)
+        .unify()
+        .or(subtask)
+        .unify()
+        .or(results)
+        .unify()
+        .or(result)
+        .unify()
+        .and_then(|answer| async move { finish(answer) })
+        .recover(recover)
+        .unify()
+        .boxed()
+}
+
+/// Turns warp's own rejections (unknown route, body too large, bad query) into the same JSON.
+async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
+    let failure = if rejection.is_not_found() {
+        fail(StatusCode::NOT_FOUND, "not_found", "no such route")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        fail(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the body is too large")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        fail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    } else {
+        fail(StatusCode::BAD_REQUEST, "malformed", format!("{rejection:?}"))
+    };
+    finish(Err(failure))
+}
+
+fn describe(core: &Core, auth: Option<String>) -> Answer {
+    let job = authorize(core, auth)?;
+    ok_json(
+        StatusCode::OK,
+        &json!({
+            "job": job.record.job,
+            "task": job.record.task,
+            "run": job.record.run,
+            "collaboration": job.record.collaboration,
+            "organization": core.org(),
+            "organizations": job.start.organizations,
+            "requester": job.record.requester,
+            "image": job.start.image,
+        }),
+    )
+}
+
+async fn members(core: &Core, auth: Option<String>) -> Answer {
+    let job = authorize(core, auth)?;
+    let collaboration = job.record.collaboration;
+    if core.peers.members(collaboration).is_none() {
+        core.refresh_keys(collaboration).await;
+    }
+    let members = core.peers.members(collaboration).ok_or_else(|| {
+        fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server's key directory is unreachable")
+    })?;
+    let list: Vec<Value> =
+        members.iter().map(|(org, key)| json!({"id": org, "key_id": key.to_string()})).collect();
+    ok_json(StatusCode::OK, &json!({"collaboration": collaboration, "organizations": list}))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, "malformed", format!("invalid JSON body: {e}")))
+}
+
+fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>, Failure> {
+    STANDARD
+        .decode(text)
+        .map_err(|_| fail(StatusCode::BAD_REQUEST, "malformed", format!("{what} is not base64")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    to: OrgId,
+    topic: String,
+    body: String,
+}
+
+async fn send(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
+    let job = authorize(core, auth)?;
+    let request: SendBody = parse_json(body)?;
+    let content = decode_b64(&request.body, "body")?;
+    if request.topic.len() > 200 {
+        return Err(fail(StatusCode::BAD_REQUEST, "malformed", "a topic is at most 200 characters"));
+    }
+    let route = Route {
+        kind: Kind::RunMessage,
+        collaboration: job.record.collaboration,
+        task: job.record.task,
+        run: job.record.run,
+        status: None,
+    };
+    let payload = Payload::RunMessage(RunMessage {
+        from_job: job.record.job,
+        topic: request.topic,
+        body: ByteBuf::from(content),
+    });
+    let sealed = jobs::seal_to(core, request.to, &route, &payload).await.ok_or_else(|| {
+        fail(
+            StatusCode::NOT_FOUND,
+            "unknown_organization",
+            format!("no trusted key for organization {}", request.to),
+        )
+    })?;
+    let mut stop = core.stop.clone();
+    let publish = core.link.publish(&sealed.header, &sealed.bytes, &mut stop);
+    match tokio::time::timeout(Duration::from_secs(30), publish).await {
+        Ok(Ok(())) => ok_json(StatusCode::ACCEPTED, &json!({"id": sealed.header.id.to_string()})),
+        _ => Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the broker did not take the message; retry",
+        )),
+    }
+}
+
+fn wait_of(query: &HashMap<String, String>) -> Result<Duration, Failure> {
+    let wait = match query.get("wait") {
+        Some(w) => w
+            .parse::<u64>()
+            .map_err(|_| fail(StatusCode::BAD_REQUEST, "malformed", "wait is whole seconds"))?,
+        None => 0,
+    };
+    Ok(Duration::from_secs(wait.min(MAX_WAIT_SECS)))
+}
+
+async fn receive(core: &Core, auth: Option<String>, query: HashMap<String, String>) -> Answer {
+    let job = authorize(core, auth)?;
+    let wait = wait_of(&query)?;
+    let max = match query.get("max") {
+        Some(m) => {
+            m.parse::<usize>().map_err(|_| fail(StatusCode::BAD_REQUEST, "malformed", "max is a number"))?
+        }
+        None => 100,
+    };
+    let topic = query.get("topic").map(String::as_str);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut arrivals = core.arrivals.subscribe();
+    loop {
+        arrivals.borrow_and_update();
+        let taken = core.state.take_messages(job.record.run, topic, max.max(1)).map_err(internal)?;
+        if !taken.is_empty() || tokio::time::Instant::now() >= deadline {
+            let messages: Vec<Value> = taken
+                .iter()
+                .map(|m| {
+                    json!({"id": m.id.to_string(), "from": m.from, "from_job": m.from_job,
+                           "topic": m.topic, "body": STANDARD.encode(&m.body)})
+                })
+                .collect();
+            return ok_json(StatusCode::OK, &json!({"messages": messages}));
+        }
+        let _ = tokio::time::timeout_at(deadline, arrivals.changed()).await;
+    }
+}
+
+fn internal(e: std::io::Error) -> Failure {
+    tracing::error!(error = %e, "state directory failed");
+    fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the node's state directory failed")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubtaskBody {
+    organizations: Vec<OrgId>,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    input: Option<String>,
+    #[serde(default)]
+    inputs: Option<HashMap<OrgId, String>>,
+}
+
+async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
+    let job = authorize(core, auth)?;
+    let request: SubtaskBody = parse_json(body)?;
+    if request.organizations.is_empty() || request.organizations.len() > 1000 {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "organizations lists 1 to 1000 organizations",
+        ));
+    }
+    let image = request.image.unwrap_or_else(|| job.start.image.clone());
+    let common = request.input.as_deref().map(|i| decode_b64(i, "input")).transpose()?;
+    let task = TaskId::new();
+    let route = Route {
+        kind: Kind::JobStart,
+        collaboration: job.record.collaboration,
+        task,
+        run: job.record.run,
+        status: None,
+    };
+    let mut new_jobs = Vec::with_capacity(request.organizations.len());
+    for &org in &request.organizations {
+        let input = match (&request.inputs, &common) {
+            (Some(inputs), _) if inputs.contains_key(&org) => decode_b64(&inputs[&org], "inputs")?,
+            (_, Some(common)) => common.clone(),
+            _ => Vec::new(),
+        };
+        let id = JobId::new();
+        let payload = Payload::JobStart(JobStart {
+            job: id,
+            image: image.clone(),
+            requester: Requester::Job { org: core.org(), job: job.record.job, task: job.record.task },
+            organizations: request.organizations.clone(),
+            input: ByteBuf::from(input),
+            return_log: false,
+        });
+        let sealed = jobs::seal_to(core, org, &route, &payload).await.ok_or_else(|| {
+            fail(
+                StatusCode::NOT_FOUND,
+                "unknown_organization",
+                format!("no trusted key for organization {org}"),
+            )
+        })?;
+        new_jobs.push(NewJob { id, organization: org, envelope: sealed.bytes });
+    }
+    let record = SubtaskRecord {
+        task,
+        run: job.record.run,
+        jobs: new_jobs.iter().map(|j| (j.id, j.organization)).collect(),
+    };
+    // Recorded before the server sees it, so that no result can arrive unrecognised.
+    core.state.save_subtask(&record).map_err(internal)?;
+    core.server
+        .create_subtask(task, job.record.run, job.record.task, job.record.collaboration, &image, &new_jobs)
+        .await
+        .map_err(|e| match e.status() {
+            Some(status @ 400..=499) => fail(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                "refused",
+                e.to_string(),
+            ),
+            _ => fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+        })?;
+    let jobs: Vec<Value> = record.jobs.iter().map(|(j, o)| json!({"job": j, "organization": o})).collect();
+    ok_json(StatusCode::CREATED, &json!({"task": task, "jobs": jobs}))
+}
+
+async fn subtask_results(
+    core: &Core,
+    auth: Option<String>,
+    task: &str,
+    query: HashMap<String, String>,
+) -> Answer {
+    let job = authorize(core, auth)?;
+    let wait = wait_of(&query)?;
+    let not_found = || fail(StatusCode::NOT_FOUND, "not_found", format!("no subtask {task} in this run"));
+    let task: TaskId = task.parse().map_err(|_| not_found())?;
+    let record = core
+        .state
+        .subtask(task)
+        .map_err(internal)?
+        .filter(|r| r.run == job.record.run)
+        .ok_or_else(not_found)?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut arrivals = core.arrivals.subscribe();
+    loop {
+        arrivals.borrow_and_update();
+        let results = core.state.subtask_results(&record).map_err(internal)?;
+        let complete = results.len() == record.jobs.len();
+        if complete || tokio::time::Instant::now() >= deadline {
+            let list: Vec<Value> = results
+                .iter()
+                .map(|r| {
+                    json!({"job": r.job, "organization": r.organization, "status": r.status,
+                           "output": STANDARD.encode(&r.output), "reason": r.reason})
+                })
+                .collect();
+            return ok_json(StatusCode::OK, &json!({"complete": complete, "results": list}));
+        }
+        let _ = tokio::time::timeout_at(deadline, arrivals.changed()).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultBody {
+    output: String,
+}
+
+fn post_result(core: &Core, auth: Option<String>, content_type: Option<String>, body: &[u8]) -> Answer {
+    let job = authorize(core, auth)?;
+    let output = if content_type.as_deref().is_some_and(|c| c.starts_with("application/json")) {
+        let parsed: ResultBody = parse_json(body)?;
+        decode_b64(&parsed.output, "output")?
+    } else {
+        body.to_vec()
+    };
+    if output.len() > core.config.limits.max_result_bytes {
+        return Err(fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a result is at most {} bytes", core.config.limits.max_result_bytes),
+        ));
+    }
+    let mut slot = job.output.lock().expect("not poisoned");
+    if slot.is_some() {
+        return Err(fail(StatusCode::CONFLICT, "already_posted", "this job already posted its result"));
+    }
+    *slot = Some(output);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,421 @@
+//! One job's life at a node: accepted (or refused by policy), its container started with a
+//! fresh endpoint token, waited for under its limits, and its result sealed, stored, published
+//! with a confirm, and only then its `job_start` delivery acknowledged.
+//!
+//! A redelivered `job_start` (after a broker reconnection or a node restart) is recognised by
+//! its job id: a job still running takes over the new delivery; a job whose result was stored
+//! re-sends that result (the router drops the copy if the first one got through); a job that was
+//! running when the node died starts again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::Acker;
+use lapin::options::BasicAckOptions;
+use serde_bytes::ByteBuf;
+use sha2::Digest as _;
+
+use super::Core;
+use super::containers::ContainerSpec;
+use super::policy::{self, ImageRefusal};
+use super::state::JobRecord;
+use crate::envelope::{self, Header, Route, SealOptions};
+use crate::ids::{OrgId, RunId};
+use crate::protocol::{JobResult, JobStart, JobStatus, JobStatusUpdate, Kind, Payload};
+use crate::time::Timestamp;
+
+/// The largest container log kept (its end).
+const MAX_LOG: usize = 1024 * 1024;
+
+/// Why a job stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// A kill envelope or control message.
+    Killed(String),
+    /// The node is shutting down: the job will be redelivered.
+    Abandoned,
+}
+
+/// A job accepted and not finished.
+pub(crate) struct ActiveJob {
+    pub(crate) record: JobRecord,
+    pub(crate) start: JobStart,
+    /// The id of the `job_start` envelope, and when it may be forgotten.
+    start_id: (crate::ids::MessageId, Timestamp),
+    /// The delivery to acknowledge when the result is confirmed (the latest one).
+    acker: Mutex<Option<Acker>>,
+    /// What the algorithm posted.
+    pub(crate) output: Mutex<Option<Vec<u8>>>,
+    /// Set to stop the container.
+    stop: tokio::sync::watch::Sender<Option<Stop>>,
+    container: Mutex<Option<String>>,
+}
+
+impl ActiveJob {
+    /// Stops the job's container because the node is shutting down; its delivery stays
+    /// unacknowledged.
+    pub(crate) async fn abandon(&self, core: &Core) {
+        self.stop.send_replace(Some(Stop::Abandoned));
+        let name = self.container.lock().expect("not poisoned").clone();
+        if let Some(name) = name {
+            core.sandbox.kill(&name).await;
+        }
+    }
+
+    /// Stops the job's container because its task was killed.
+    pub(crate) async fn kill(&self, core: &Core, reason: String) {
+        self.stop.send_if_modified(|s| {
+            if s.is_none() {
+                *s = Some(Stop::Killed(reason));
+                true
+            } else {
+                false
+            }
+        });
+        let name = self.container.lock().expect("not poisoned").clone();
+        if let Some(name) = name {
+            core.sandbox.kill(&name).await;
+        }
+    }
+}
+
+/// Handles a `job_start` that passed every envelope check.
+pub(crate) async fn accept(core: Arc<Core>, header: Header, start: JobStart, acker: Acker) {
+    let job = start.job;
+    if let Some(active) = core.jobs.lock().expect("not poisoned").get(&job) {
+        // Redelivered after a reconnection while the job runs: the old delivery's channel is
+        // gone, so the new one is what to acknowledge.
+        tracing::info!(%job, "job_start redelivered while the job runs");
+        *active.acker.lock().expect("not poisoned") = Some(acker);
+        return;
+    }
+    match core.state.result(job) {
+        Ok(Some(result)) => {
+            tracing::info!(%job, "job_start redelivered after its result was stored; re-sending the result");
+            resend(&core, &result, acker, &header).await;
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(%job, error = %e, "cannot read the state directory; the job will be redelivered");
+            return;
+        }
+    }
+    let record = JobRecord {
+        job,
+        task: header.task,
+        run: header.run,
+        collaboration: header.collaboration,
+        requester: header.sender,
+        expires_at: header.expires_at,
+    };
+    let active = Arc::new(ActiveJob {
+        record,
+        start,
+        start_id: (header.id, header.expires_at.saturating_add(core.policy.clock_skew)),
+        acker: Mutex::new(Some(acker)),
+        output: Mutex::new(None),
+        stop: tokio::sync::watch::channel(None).0,
+        container: Mutex::new(None),
+    });
+    core.jobs.lock().expect("not poisoned").insert(job, active.clone());
+    tokio::spawn(async move {
+        let outcome = run(&core, &active).await;
+        match outcome {
+            Some((status, reason, log)) => finish(&core, &active, status, reason, log).await,
+            None => tracing::info!(job = %active.record.job, "job left for redelivery"),
+        }
+        core.jobs.lock().expect("not poisoned").remove(&active.record.job);
+    });
+}
+
+/// Re-publishes a stored result and acknowledges the delivery.
+async fn resend(core: &Core, result: &[u8], acker: Acker, start: &Header) {
+    let Ok(header) = envelope::peek_header(result, usize::MAX) else {
+        tracing::error!(job_start = %start.id, "a stored result is unreadable");
+        return;
+    };
+    let mut stop = core.stop.clone();
+    if core.link.publish(&header, result, &mut stop).await.is_ok() {
+        let _ = acker.ack(BasicAckOptions::default()).await;
+        let _ = core.state.record_seen(start.id, start.expires_at.saturating_add(core.policy.clock_skew));
+    }
+}
+
+/// Checks policy, runs the container and returns its final status, or `None` if the job was
+/// abandoned at shutdown.
+async fn run(core: &Core, job: &ActiveJob) -> Option<(JobStatus, Option<String>, Vec<u8>)> {
+    let requester = job.record.requester;
+    if job.start.requester.org() != requester {
+        return Some((
+            JobStatus::Refused,
+            Some("the job's requester is not the envelope's sender".into()),
+            vec![],
+        ));
+    }
+    if !policy::requester_allowed(&core.config.policy, requester) {
+        let reason = format!("organization {requester} may not run jobs at this node");
+        return Some((JobStatus::Refused, Some(reason), vec![]));
+    }
+    let image = match core.sandbox.image(&job.start.image).await {
+        Ok(Some(image)) => image,
+        Ok(None) => {
+            let reason = ImageRefusal::Missing(job.start.image.clone()).to_string();
+            return Some((JobStatus::Refused, Some(reason), vec![]));
+        }
+        Err(e) => {
+            return Some((JobStatus::Crashed, Some(format!("could not inspect the image: {e}")), vec![]));
+        }
+    };
+    if let Err(refusal) = policy::check_image(&core.config.policy.images, &job.start.image, &image) {
+        return Some((JobStatus::Refused, Some(refusal.to_string()), vec![]));
+    }
+    if let Err(e) = core.state.save_job(&job.record) {
+        tracing::error!(job = %job.record.job, error = %e, "cannot record the job");
+        return None;
+    }
+    send_status(core, job, JobStatus::Delivered, Some("accepted; waiting for a slot".into())).await;
+
+    let mut stop = job.stop.subscribe();
+    let _slot = tokio::select! {
+        slot = core.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        () = async { let _ = stop.wait_for(Option::is_some).await; } => return stopped_before_start(job),
+    };
+    if job.stop.borrow().is_some() {
+        return stopped_before_start(job);
+    }
+    let expires = Timestamp::now().saturating_add(Duration::from_secs(core.config.node.run_ttl_secs));
+    let owner = core.config.limits.uid_gid().expect("validated at load");
+    let volume = match core.state.run_volume_dir(job.record.run, owner) {
+        Ok(dir) => core.sandbox.ensure_run_volume(job.record.run, &dir, expires).await,
+        Err(e) => Err(e.into()),
+    };
+    let volume = match volume {
+        Ok(v) => v,
+        Err(e) => {
+            return Some((JobStatus::Crashed, Some(format!("could not prepare the run volume: {e}")), vec![]));
+        }
+    };
+    let token = hex::encode(random_bytes());
+    let token_hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+    let spec = ContainerSpec {
+        job: job.record.job,
+        task: job.record.task,
+        run: job.record.run,
+        image_id: image.id.clone(),
+        token,
+        volume,
+    };
+    let active = core.jobs.lock().expect("not poisoned").get(&job.record.job).cloned();
+    if let Some(active) = active {
+        core.tokens.lock().expect("not poisoned").insert(token_hash, active);
+    }
+    let outcome = run_container(core, job, &spec, &mut stop).await;
+    // The token dies with the job.
+    core.tokens.lock().expect("not poisoned").remove(&token_hash);
+    outcome
+}
+
+fn stopped_before_start(job: &ActiveJob) -> Option<(JobStatus, Option<String>, Vec<u8>)> {
+    match job.stop.borrow().clone() {
+        Some(Stop::Killed(reason)) => Some((JobStatus::Killed, Some(reason), vec![])),
+        _ => None,
+    }
+}
+
+async fn run_container(
+    core: &Core,
+    job: &ActiveJob,
+    spec: &ContainerSpec,
+    stop: &mut tokio::sync::watch::Receiver<Option<Stop>>,
+) -> Option<(JobStatus, Option<String>, Vec<u8>)> {
+    let name = match core.sandbox.start(spec).await {
+        Ok(name) => name,
+        Err(e) => {
+            core.sandbox.remove(&core.sandbox.container_name(spec.job)).await;
+            return Some((JobStatus::Crashed, Some(format!("the container did not start: {e}")), vec![]));
+        }
+    };
+    *job.container.lock().expect("not poisoned") = Some(name.clone());
+    // A kill that arrived while the container was being created.
+    if job.stop.borrow().is_some() {
+        core.sandbox.kill(&name).await;
+    }
+    send_status(core, job, JobStatus::Running, Some("container started".into())).await;
+    let limit = core.config.limits.timeout();
+    let mut timed_out = false;
+    let exit = tokio::select! {
+        exit = core.sandbox.wait(&name) => exit,
+        () = tokio::time::sleep(limit) => {
+            timed_out = true;
+            core.sandbox.kill(&name).await;
+            core.sandbox.wait(&name).await
+        }
+    };
+    let log = core.sandbox.logs(&name, MAX_LOG).await;
+    core.sandbox.remove(&name).await;
+    *job.container.lock().expect("not poisoned") = None;
+    if let Err(e) = core.state.save_log(job.record.job, &log) {
+        tracing::warn!(job = %job.record.job, error = %e, "could not keep the container log");
+    }
+    let stopped = stop.borrow_and_update().clone();
+    let outcome = match (stopped, exit) {
+        (Some(Stop::Abandoned), _) => return None,
+        (Some(Stop::Killed(reason)), _) => (JobStatus::Killed, Some(reason)),
+        (None, _) if timed_out => {
+            (JobStatus::Failed, Some(format!("stopped at the wall-clock limit of {} s", limit.as_secs())))
+        }
+        (None, Ok(exit)) if exit.oom_killed => (
+            JobStatus::Failed,
+            Some(format!("killed at the memory limit of {} MiB", core.config.limits.memory_mib)),
+        ),
+        (None, Ok(exit)) if exit.code == 0 => (JobStatus::Completed, None),
+        (None, Ok(exit)) => {
+            (JobStatus::Failed, Some(format!("the algorithm exited with code {}", exit.code)))
+        }
+        (None, Err(e)) => (JobStatus::Crashed, Some(format!("lost the container: {e}"))),
+    };
+    Some((outcome.0, outcome.1, log))
+}
+
+/// Seals the result, stores it, publishes it with a confirm, then acknowledges the delivery.
+async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<String>, log: Vec<u8>) {
+    let output = job.output.lock().expect("not poisoned").take().unwrap_or_default();
+    let share_log = core.config.policy.share_logs && job.start.return_log;
+    let result = JobResult {
+        job: job.record.job,
+        status,
+        output: ByteBuf::from(output),
+        log: if share_log { String::from_utf8_lossy(&log).into_owned() } else { String::new() },
+        reason: reason.clone(),
+    };
+    tracing::info!(job = %job.record.job, %status, reason = reason.as_deref().unwrap_or(""), "job finished");
+    let Some(sealed) =
+        seal_for_requester(core, job, Kind::JobResult, Some(status), &Payload::JobResult(result)).await
+    else {
+        return;
+    };
+    if let Err(e) =
+        core.state.save_job(&job.record).and_then(|()| core.state.save_result(job.record.job, &sealed.bytes))
+    {
+        tracing::error!(job = %job.record.job, error = %e, "cannot store the result; the job will be redelivered");
+        return;
+    }
+    let mut stop = core.stop.clone();
+    if core.link.publish(&sealed.header, &sealed.bytes, &mut stop).await.is_err() {
+        // Stored: the redelivered job_start re-sends it after the restart.
+        return;
+    }
+    let acker = job.acker.lock().expect("not poisoned").take();
+    if let Some(acker) = acker {
+        if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+            // The channel closed: the job_start comes again and the stored result is re-sent.
+            tracing::warn!(job = %job.record.job, error = %e, "could not acknowledge the job_start");
+        }
+    }
+    let (id, until) = job.start_id;
+    if let Err(e) = core.state.record_seen(id, until) {
+        tracing::warn!(error = %e, "could not record a handled envelope");
+    }
+}
+
+/// Tells the requester (and through the router, the server) about a status change. Best
+/// effort: the final result is what must arrive.
+async fn send_status(core: &Core, job: &ActiveJob, status: JobStatus, detail: Option<String>) {
+    let update = Payload::JobStatus(JobStatusUpdate { job: job.record.job, status, detail });
+    let Some(sealed) = seal_for_requester(core, job, Kind::JobStatus, Some(status), &update).await else {
+        return;
+    };
+    let mut stop = core.stop.clone();
+    let publish = core.link.publish(&sealed.header, &sealed.bytes, &mut stop);
+    if tokio::time::timeout(Duration::from_secs(10), publish).await.is_err() {
+        tracing::warn!(job = %job.record.job, %status, "status not published within 10 s");
+    }
+}
+
+async fn seal_for_requester(
+    core: &Core,
+    job: &ActiveJob,
+    kind: Kind,
+    status: Option<JobStatus>,
+    payload: &Payload,
+) -> Option<envelope::Sealed> {
+    let route = Route {
+        kind,
+        collaboration: job.record.collaboration,
+        task: job.record.task,
+        run: job.record.run,
+        status,
+    };
+    seal_to(core, job.record.requester, &route, payload).await
+}
+
+/// Seals `payload` for `org`, fetching its key if the cache lacks it.
+pub(crate) async fn seal_to(
+    core: &Core,
+    org: OrgId,
+    route: &Route,
+    payload: &Payload,
+) -> Option<envelope::Sealed> {
+    if core.peers.current(org).is_none() {
+        core.refresh_keys(route.collaboration).await;
+    }
+    let Some(key) = core.peers.current(org) else {
+        tracing::error!(%org, "no trusted key for the organization; cannot seal");
+        return None;
+    };
+    match envelope::seal(
+        &core.me,
+        org,
+        &key,
+        route,
+        &payload.to_bytes(),
+        &SealOptions::default(),
+        Timestamp::now(),
+    ) {
+        Ok(sealed) => Some(sealed),
+        Err(e) => {
+            tracing::error!(%org, error = %e, "sealing failed");
+            None
+        }
+    }
+}
+
+/// Stops every job of `task` at this node.
+pub(crate) async fn kill_task(core: &Core, task: crate::ids::TaskId, reason: &str) {
+    let targets: Vec<Arc<ActiveJob>> =
+        core.jobs.lock().expect("not poisoned").values().filter(|j| j.record.task == task).cloned().collect();
+    for job in targets {
+        tracing::info!(job = %job.record.job, %task, "killing");
+        job.kill(core, reason.to_owned()).await;
+    }
+}
+
+/// Removes a run's volume and everything kept for it, unless one of its jobs still runs here.
+pub(crate) async fn finish_run(core: &Core, run: RunId) {
+    let busy = core.jobs.lock().expect("not poisoned").values().any(|j| j.record.run == run);
+    if busy {
+        tracing::info!(%run, "run finished but a job of it still runs here; its volume stays until gc");
+        return;
+    }
+    match core.sandbox.remove_run_volume(run).await {
+        Ok(_) => {
+            if let Err(e) = core.state.remove_run(run) {
+                tracing::warn!(%run, error = %e, "could not remove the run's files");
+            }
+        }
+        Err(e) => tracing::warn!(%run, error = %e, "could not remove the run volume"),
+    }
+}
+
+fn random_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
+    bytes
+}
+
+/// Which job a token belongs to, for the endpoint.
+pub(crate) fn by_token(core: &Core, token: &str) -> Option<Arc<ActiveJob>> {
+    let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+    core.tokens.lock().expect("not poisoned").get(&hash).cloned()
+}

@@ -1,0 +1,177 @@
+//! What a node agrees to run: images by name and digest, tasks by requesting organization.
+//! Pure functions over the settings and what Docker says about the local image, so every rule is
+//! unit-tested.
+
+use super::config::{ImageRule, Policy};
+use crate::ids::OrgId;
+
+/// A local image as Docker describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalImage {
+    /// The image id (`sha256:…` of its configuration): content-addressed, what containers are
+    /// created from so that a re-tag between check and start changes nothing.
+    pub id: String,
+    /// Its repository tags (`name:tag`).
+    pub tags: Vec<String>,
+    /// Its repository digests (`name@sha256:…`), for images that came from a registry.
+    pub digests: Vec<String>,
+}
+
+/// A requested image reference split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef<'a> {
+    /// Repository name (`fedq/secure-sum`).
+    pub name: &'a str,
+    /// Digest, if the reference pins one (`sha256:…`).
+    pub digest: Option<&'a str>,
+}
+
+/// Splits `name[:tag][@digest]`. A `:` after the last `/` starts the tag (a registry host may
+/// have a port: `host:5000/name:tag`).
+pub fn parse_reference(reference: &str) -> ImageRef<'_> {
+    let (rest, digest) = match reference.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (reference, None),
+    };
+    let name_end = match rest.rfind(':') {
+        Some(colon) if !rest[colon..].contains('/') => colon,
+        _ => rest.len(),
+    };
+    ImageRef { name: &rest[..name_end], digest }
+}
+
+/// `*` matches any run of characters, everything else itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Why an image may not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefusal {
+    /// No rule names it.
+    #[error("image {0:?} is not allowed by this node's policy")]
+    NotAllowed(String),
+    /// A rule names it but its digest is not the pinned one.
+    #[error("image {name:?} has digest {id}, which this node's policy does not allow")]
+    WrongDigest {
+        /// The name.
+        name: String,
+        /// The local image id.
+        id: String,
+    },
+    /// The reference pins a digest the local image does not have.
+    #[error("image {0:?} is present but not with the digest the task asked for")]
+    DigestMismatch(String),
+    /// Nodes never pull: the image must be loaded at the node beforehand.
+    #[error("image {0:?} is not available at this node (nodes never pull images)")]
+    Missing(String),
+}
+
+/// Whether `reference`, present locally as `image`, may run under `rules`.
+pub fn check_image(rules: &[ImageRule], reference: &str, image: &LocalImage) -> Result<(), ImageRefusal> {
+    let wanted = parse_reference(reference);
+    if let Some(digest) = wanted.digest {
+        let matches = image.id == digest || image.digests.iter().any(|d| d.ends_with(&format!("@{digest}")));
+        if !matches {
+            return Err(ImageRefusal::DigestMismatch(reference.to_owned()));
+        }
+    }
+    let named: Vec<&ImageRule> = rules.iter().filter(|r| glob(&r.name, wanted.name)).collect();
+    if named.is_empty() {
+        return Err(ImageRefusal::NotAllowed(reference.to_owned()));
+    }
+    let digest_ok = named.iter().any(|r| {
+        r.digest == "*"
+            || glob(&r.digest, &image.id)
+            || image.digests.iter().any(|d| d.split_once('@').is_some_and(|(_, d)| glob(&r.digest, d)))
+    });
+    if digest_ok {
+        Ok(())
+    } else {
+        Err(ImageRefusal::WrongDigest { name: wanted.name.to_owned(), id: image.id.clone() })
+    }
+}
+
+/// Whether organization `requester` may have jobs run here.
+pub fn requester_allowed(policy: &Policy, requester: OrgId) -> bool {
+    policy.requesters.iter().any(|r| r == "*" || r.parse::<OrgId>().is_ok_and(|o| o == requester))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, digest: &str) -> ImageRule {
+        ImageRule { name: name.into(), digest: digest.into() }
+    }
+
+    fn image() -> LocalImage {
+        LocalImage { id: "sha256:abcd".into(), tags: vec!["fedq/probe:0.1.0".into()], digests: vec![] }
+    }
+
+    #[test]
+    fn references_split() {
+        assert_eq!(parse_reference("fedq/probe:0.1.0").name, "fedq/probe");
+        assert_eq!(parse_reference("host:5000/fedq/probe").name, "host:5000/fedq/probe");
+        let pinned = parse_reference("host:5000/fedq/probe:1@sha256:ff");
+        assert_eq!((pinned.name, pinned.digest), ("host:5000/fedq/probe", Some("sha256:ff")));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("fedq/*", "fedq/probe"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b*c", "aXXcYYb"));
+        assert!(!glob("fedq/probe", "fedq/probe2"));
+        assert!(glob("sha256:ab*", "sha256:abcd"));
+    }
+
+    #[test]
+    fn images_are_checked_by_name_then_digest() {
+        let img = image();
+        assert_eq!(check_image(&[rule("fedq/*", "*")], "fedq/probe:0.1.0", &img), Ok(()));
+        assert_eq!(check_image(&[rule("fedq/probe", "sha256:abcd")], "fedq/probe:0.1.0", &img), Ok(()));
+        assert!(matches!(
+            check_image(&[rule("other/*", "*")], "fedq/probe:0.1.0", &img),
+            Err(ImageRefusal::NotAllowed(_))
+        ));
+        assert!(matches!(
+            check_image(&[rule("fedq/probe", "sha256:ffff")], "fedq/probe:0.1.0", &img),
+            Err(ImageRefusal::WrongDigest { .. })
+        ));
+        assert!(matches!(
+            check_image(&[rule("fedq/*", "*")], "fedq/probe@sha256:0000", &img),
+            Err(ImageRefusal::DigestMismatch(_))
+        ));
+        assert_eq!(check_image(&[rule("fedq/*", "*")], "fedq/probe@sha256:abcd", &img), Ok(()));
+        assert!(check_image(&[], "fedq/probe:0.1.0", &img).is_err(), "no rule, nothing runs");
+    }
+
+    #[test]
+    fn requesters() {
+        let me = OrgId::new();
+        let mut policy = Policy { requesters: vec![me.to_string()], ..Policy::default() };
+        assert!(requester_allowed(&policy, me));
+        assert!(!requester_allowed(&policy, OrgId::new()));
+        policy.requesters = vec!["*".into()];
+        assert!(requester_allowed(&policy, OrgId::new()));
+        policy.requesters = vec![];
+        assert!(!requester_allowed(&policy, me));
+    }
+}

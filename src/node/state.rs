@@ -1,0 +1,440 @@
+//! What a node keeps on disk so that a restart (or `kill -9`) loses nothing and repeats nothing:
+//!
+//! - `seen.log`: the replay guard, one 24-byte record (message id, forget-after) per envelope
+//!   handled, appended and synced before the delivery is acknowledged;
+//! - `jobs/<job>/`: the job's record, its sealed result (written before it is published, so a
+//!   redelivered `job_start` re-sends it instead of running again) and its container log;
+//! - `runs/<run>/inbox/`: run messages that arrived before a container asked for them;
+//! - `runs/<run>/volume/`: the host side of the run's Docker volume;
+//! - `subtasks/<task>/`: subtasks created by this node's jobs and the results that came back.
+//!
+//! Files are written to a temporary name, synced and renamed, so a crash leaves either the old
+//! or the new content. The directory is mode 0700: it holds plaintext run messages and results.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CollaborationId, JobId, MessageId, OrgId, RunId, TaskId};
+use crate::time::Timestamp;
+
+const SEEN_RECORD: usize = 24;
+
+/// The node's state directory.
+#[derive(Debug)]
+pub struct StateDir {
+    root: PathBuf,
+    seen: Mutex<SeenLog>,
+}
+
+#[derive(Debug)]
+struct SeenLog {
+    file: File,
+    ids: HashMap<MessageId, Timestamp>,
+}
+
+/// What the node remembers about a job it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job.
+    pub job: JobId,
+    /// Its task.
+    pub task: TaskId,
+    /// Its run.
+    pub run: RunId,
+    /// Its collaboration.
+    pub collaboration: CollaborationId,
+    /// The organization results go to.
+    pub requester: OrgId,
+    /// When the `job_start` envelope expires: the record is kept that long.
+    pub expires_at: Timestamp,
+}
+
+/// A run message waiting for a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// The envelope's id (also the file name).
+    pub id: MessageId,
+    /// The sending organization.
+    pub from: OrgId,
+    /// The sending job.
+    pub from_job: JobId,
+    /// The topic.
+    pub topic: String,
+    /// The content.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// A subtask one of this node's jobs created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtaskRecord {
+    /// The subtask.
+    pub task: TaskId,
+    /// Its run (the creating job's).
+    pub run: RunId,
+    /// Its jobs and where they run.
+    pub jobs: Vec<(JobId, OrgId)>,
+}
+
+/// The opened result of one job of a subtask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtaskResult {
+    /// The job.
+    pub job: JobId,
+    /// Where it ran.
+    pub organization: OrgId,
+    /// Its terminal status.
+    pub status: crate::protocol::JobStatus,
+    /// What it posted.
+    #[serde(with = "serde_bytes")]
+    pub output: Vec<u8>,
+    /// Why it did not complete.
+    pub reason: Option<String>,
+}
+
+impl StateDir {
+    /// Opens (creating) the state directory and loads the replay guard, dropping ids whose time
+    /// has passed.
+    pub fn open(root: &Path, now: Timestamp) -> io::Result<Self> {
+        for dir in ["", "jobs", "runs", "subtasks"] {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(root.join(dir))?;
+        }
+        let seen = SeenLog::open(&root.join("seen.log"), now)?;
+        Ok(Self { root: root.to_owned(), seen: Mutex::new(seen) })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether envelope `id` was handled before (and is still remembered).
+    pub fn seen(&self, id: MessageId, now: Timestamp) -> bool {
+        let seen = self.seen.lock().expect("not poisoned");
+        seen.ids.get(&id).is_some_and(|&until| until >= now)
+    }
+
+    /// Remembers envelope `id` until `forget_after`, durably.
+    pub fn record_seen(&self, id: MessageId, forget_after: Timestamp) -> io::Result<()> {
+        let mut seen = self.seen.lock().expect("not poisoned");
+        if seen.ids.contains_key(&id) {
+            return Ok(());
+        }
+        let mut record = [0u8; SEEN_RECORD];
+        record[..16].copy_from_slice(id.as_bytes());
+        record[16..].copy_from_slice(&forget_after.as_millis().to_le_bytes());
+        seen.file.write_all(&record)?;
+        seen.file.sync_data()?;
+        seen.ids.insert(id, forget_after);
+        Ok(())
+    }
+
+    fn job_dir(&self, job: JobId) -> PathBuf {
+        self.root.join("jobs").join(job.to_string())
+    }
+
+    /// Records that the node accepted `record.job`.
+    pub fn save_job(&self, record: &JobRecord) -> io::Result<()> {
+        let dir = self.job_dir(record.job);
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        write_atomic(&dir.join("job.json"), &serde_json::to_vec(record).expect("records encode"))
+    }
+
+    /// The record of `job`, if the node accepted it before.
+    pub fn job(&self, job: JobId) -> io::Result<Option<JobRecord>> {
+        Ok(read_optional(&self.job_dir(job).join("job.json"))?.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Stores the sealed result envelope of `job` before it is published.
+    pub fn save_result(&self, job: JobId, envelope: &[u8]) -> io::Result<()> {
+        write_atomic(&self.job_dir(job).join("result.env"), envelope)
+    }
+
+    /// The sealed result of `job`, if one was stored.
+    pub fn result(&self, job: JobId) -> io::Result<Option<Vec<u8>>> {
+        read_optional(&self.job_dir(job).join("result.env"))
+    }
+
+    /// Keeps the container log of `job` at the node.
+    pub fn save_log(&self, job: JobId, log: &[u8]) -> io::Result<()> {
+        write_atomic(&self.job_dir(job).join("container.log"), log)
+    }
+
+    /// Removes job records whose `job_start` has expired (a redelivery would be refused anyway).
+    pub fn forget_expired_jobs(&self, now: Timestamp) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(self.root.join("jobs"))? {
+            let dir = entry?.path();
+            let record: Option<JobRecord> =
+                read_optional(&dir.join("job.json"))?.and_then(|b| serde_json::from_slice(&b).ok());
+            if record.is_none_or(|r| r.expires_at < now) {
+                fs::remove_dir_all(&dir)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn inbox(&self, run: RunId) -> PathBuf {
+        self.root.join("runs").join(run.to_string()).join("inbox")
+    }
+
+    /// Keeps a run message for the run's containers. Returns `false` if it was kept (or taken)
+    /// before: storing is idempotent, so a redelivery never duplicates a message.
+    pub fn put_message(&self, run: RunId, message: &StoredMessage) -> io::Result<bool> {
+        let dir = self.inbox(run);
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let name = message.id.to_string();
+        if dir.join(format!("{name}.msg")).exists() || dir.join(format!("{name}.taken")).exists() {
+            return Ok(false);
+        }
+        let bytes = rmp_serde::to_vec_named(message).expect("messages encode");
+        write_atomic(&dir.join(format!("{name}.msg")), &bytes)?;
+        Ok(true)
+    }
+
+    /// Takes the waiting messages of `run` (with `topic`, if given), oldest first, at most `max`.
+    /// A taken message is marked, not deleted, so that its redelivery is still recognised.
+    pub fn take_messages(
+        &self,
+        run: RunId,
+        topic: Option<&str>,
+        max: usize,
+    ) -> io::Result<Vec<StoredMessage>> {
+        let dir = self.inbox(run);
+        let mut waiting = Vec::new();
+        match fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry?;
+                    let path = entry.path();
+                    if path.extension().is_some_and(|e| e == "msg") {
+                        let modified = entry.metadata()?.modified()?;
+                        waiting.push((modified, path));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+        waiting.sort();
+        let mut taken = Vec::new();
+        for (_, path) in waiting {
+            if taken.len() >= max {
+                break;
+            }
+            let Some(bytes) = read_optional(&path)? else { continue };
+            let Ok(message) = rmp_serde::from_slice::<StoredMessage>(&bytes) else { continue };
+            if topic.is_some_and(|t| t != message.topic) {
+                continue;
+            }
+            fs::rename(&path, path.with_extension("taken"))?;
+            taken.push(message);
+        }
+        Ok(taken)
+    }
+
+    /// The host directory behind the run's Docker volume, created owned by `owner`.
+    pub fn run_volume_dir(&self, run: RunId, owner: (u32, u32)) -> io::Result<PathBuf> {
+        let dir = self.root.join("runs").join(run.to_string()).join("volume");
+        if !dir.exists() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+            std::os::unix::fs::chown(&dir, Some(owner.0), Some(owner.1))?;
+        }
+        Ok(dir)
+    }
+
+    /// Removes everything the node keeps for `run` (inbox and volume contents).
+    pub fn remove_run(&self, run: RunId) -> io::Result<()> {
+        match fs::remove_dir_all(self.root.join("runs").join(run.to_string())) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn subtask_dir(&self, task: TaskId) -> PathBuf {
+        self.root.join("subtasks").join(task.to_string())
+    }
+
+    /// Records a subtask created by one of this node's jobs.
+    pub fn save_subtask(&self, record: &SubtaskRecord) -> io::Result<()> {
+        let dir = self.subtask_dir(record.task);
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        write_atomic(&dir.join("task.json"), &serde_json::to_vec(record).expect("records encode"))
+    }
+
+    /// A subtask this node created.
+    pub fn subtask(&self, task: TaskId) -> io::Result<Option<SubtaskRecord>> {
+        Ok(read_optional(&self.subtask_dir(task).join("task.json"))?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Stores the opened result of one job of a subtask (idempotent).
+    pub fn save_subtask_result(&self, task: TaskId, result: &SubtaskResult) -> io::Result<()> {
+        let dir = self.subtask_dir(task);
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let bytes = rmp_serde::to_vec_named(result).expect("results encode");
+        write_atomic(&dir.join(format!("{}.result", result.job)), &bytes)
+    }
+
+    /// The results of a subtask that arrived so far.
+    pub fn subtask_results(&self, record: &SubtaskRecord) -> io::Result<Vec<SubtaskResult>> {
+        let dir = self.subtask_dir(record.task);
+        let mut results = Vec::new();
+        for (job, _) in &record.jobs {
+            if let Some(bytes) = read_optional(&dir.join(format!("{job}.result")))? {
+                if let Ok(result) = rmp_serde::from_slice(&bytes) {
+                    results.push(result);
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+impl SeenLog {
+    fn open(path: &Path, now: Timestamp) -> io::Result<Self> {
+        let mut ids = HashMap::new();
+        if let Some(bytes) = read_optional(path)? {
+            // A torn last record (a crash mid-write) is ignored: its envelope was not acked.
+            for record in bytes.chunks_exact(SEEN_RECORD) {
+                let id = MessageId::from_bytes(record[..16].try_into().expect("16 bytes"));
+                let until =
+                    Timestamp::from_millis(i64::from_le_bytes(record[16..].try_into().expect("8 bytes")));
+                if until >= now {
+                    ids.insert(id, until);
+                }
+            }
+        }
+        // Rewrite without the forgotten ids, so the log does not grow forever.
+        let mut compact = Vec::with_capacity(ids.len() * SEEN_RECORD);
+        for (id, until) in &ids {
+            compact.extend_from_slice(id.as_bytes());
+            compact.extend_from_slice(&until.as_millis().to_le_bytes());
+        }
+        write_atomic(path, &compact)?;
+        let file = OpenOptions::new().append(true).mode(0o600).open(path)?;
+        Ok(Self { file, ids })
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        // The rename is durable only once the directory is synced.
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match File::open(path) {
+        Ok(mut file) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            Ok(Some(bytes))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_replay_guard_survives_a_restart_and_forgets_expired_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        let (kept, expired) = (MessageId::random(), MessageId::random());
+        {
+            let state = StateDir::open(dir.path(), now).unwrap();
+            assert!(!state.seen(kept, now));
+            state.record_seen(kept, now.saturating_add(Duration::from_secs(60))).unwrap();
+            state.record_seen(expired, now.saturating_add(Duration::from_millis(1))).unwrap();
+            assert!(state.seen(kept, now));
+        }
+        let later = now.saturating_add(Duration::from_secs(1));
+        let state = StateDir::open(dir.path(), later).unwrap();
+        assert!(state.seen(kept, later));
+        assert!(!state.seen(expired, later));
+        assert_eq!(fs::metadata(dir.path().join("seen.log")).unwrap().len(), SEEN_RECORD as u64);
+    }
+
+    #[test]
+    fn a_torn_record_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        let id = MessageId::random();
+        {
+            let state = StateDir::open(dir.path(), now).unwrap();
+            state.record_seen(id, now.saturating_add(Duration::from_secs(60))).unwrap();
+        }
+        let mut file = OpenOptions::new().append(true).open(dir.path().join("seen.log")).unwrap();
+        file.write_all(&[7; 10]).unwrap();
+        let state = StateDir::open(dir.path(), now).unwrap();
+        assert!(state.seen(id, now));
+    }
+
+    #[test]
+    fn run_messages_are_stored_once_and_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Timestamp::now()).unwrap();
+        let run = RunId::new();
+        let message = |topic: &str| StoredMessage {
+            id: MessageId::random(),
+            from: OrgId::new(),
+            from_job: JobId::new(),
+            topic: topic.into(),
+            body: b"x".to_vec(),
+        };
+        let (x1, other) = (message("x1"), message("other"));
+        assert!(state.put_message(run, &x1).unwrap());
+        assert!(!state.put_message(run, &x1).unwrap(), "a redelivery is not stored twice");
+        assert!(state.put_message(run, &other).unwrap());
+        assert_eq!(state.take_messages(RunId::new(), None, 10).unwrap(), vec![]);
+        assert_eq!(state.take_messages(run, Some("x1"), 10).unwrap(), vec![x1.clone()]);
+        assert!(state.take_messages(run, Some("x1"), 10).unwrap().is_empty());
+        assert!(!state.put_message(run, &x1).unwrap(), "nor after it was taken");
+        assert_eq!(state.take_messages(run, None, 10).unwrap(), vec![other]);
+    }
+
+    #[test]
+    fn job_results_and_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        let state = StateDir::open(dir.path(), now).unwrap();
+        let record = JobRecord {
+            job: JobId::new(),
+            task: TaskId::new(),
+            run: RunId::new(),
+            collaboration: CollaborationId::new(),
+            requester: OrgId::new(),
+            expires_at: now.saturating_add(Duration::from_secs(5)),
+        };
+        state.save_job(&record).unwrap();
+        assert_eq!(state.result(record.job).unwrap(), None);
+        state.save_result(record.job, b"sealed").unwrap();
+        assert_eq!(state.job(record.job).unwrap(), Some(record.clone()));
+        assert_eq!(state.result(record.job).unwrap().as_deref(), Some(&b"sealed"[..]));
+        assert_eq!(state.forget_expired_jobs(now).unwrap(), 0);
+        assert_eq!(state.forget_expired_jobs(now.saturating_add(Duration::from_secs(6))).unwrap(), 1);
+        assert_eq!(state.job(record.job).unwrap(), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! The broker side of the node: one connection at a time, reconnecting by itself, consuming the
+//! organization's queue with manual acknowledgements, and what each kind of envelope does.
+//!
+//! Replay protection has two layers. A `job_start` is recognised by its job id (see `jobs`);
+//! every other envelope is checked against the persistent guard before it is handled and
+//! recorded only after its effect is durable, then acknowledged. A crash between the effect and
+//! the record redelivers the envelope, and every effect is idempotent (a run message is stored
+//! under its envelope id, a kill of a stopped job does nothing), so nothing is lost or doubled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use secrecy::ExposeSecret as _;
+
+use super::state::{StoredMessage, SubtaskResult};
+use super::{Core, jobs};
+use crate::envelope::{self, OpenError, Opened, ReplayGuard, ReplayGuardError, Seen};
+use crate::ids::MessageId;
+use crate::protocol::control::{CONTROL_TYPE, Control};
+use crate::protocol::{Kind, Payload};
+use crate::time::Timestamp;
+
+/// Envelopes other than job starts that may be in flight beside the running jobs. Job starts
+/// hold their delivery until the result is confirmed, so a prefetch of exactly the job limit
+/// would leave no room for the run messages those jobs wait for.
+const MESSAGE_HEADROOM: u16 = 64;
+
+/// Connects, consumes until the connection fails, and connects again, until the node stops.
+pub(crate) async fn consume_forever(core: Arc<Core>) {
+    let mut delay = Duration::from_millis(200);
+    let mut stop = core.stop.clone();
+    loop {
+        if core.stopping() {
+            return;
+        }
+        match consume_once(&core).await {
+            Ok(()) => return,
+            Err(e) => {
+                core.link.set(None);
+                tracing::warn!(error = %e, "broker connection lost; reconnecting");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = super::until_stopped(&mut stop) => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn consume_once(core: &Arc<Core>) -> Result<(), lapin::Error> {
+    let connection =
+        Connection::connect(core.config.broker.url.expose_secret(), ConnectionProperties::default()).await?;
+    let publish = connection.create_channel().await?;
+    publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    core.link.set(Some(publish));
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(
+            core.config.limits.concurrent_jobs.saturating_add(MESSAGE_HEADROOM),
+            BasicQosOptions::default(),
+        )
+        .await?;
+    let queue = crate::broker::org_queue(core.org());
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            core.config.node.name.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(%queue, "consuming");
+    // Tell the server at once rather than at the next heartbeat.
+    let _ = core.server.heartbeat(true).await;
+    let mut stop = core.stop.clone();
+    loop {
+        let next = tokio::select! {
+            next = consumer.next() => next,
+            () = super::until_stopped(&mut stop) => {
+                // Running jobs keep their deliveries until shutdown decides; nothing new comes.
+                let _ = channel.basic_cancel(core.config.node.name.as_str().into(), Default::default()).await;
+                return Ok(());
+            }
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                let core = core.clone();
+                tokio::spawn(async move { handle(core, delivery).await });
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into());
+            }
+        }
+    }
+}
+
+async fn handle(core: Arc<Core>, delivery: Delivery) {
+    let kind = delivery.properties.kind().as_ref().map(|k| k.to_string());
+    if kind.as_deref() == Some(CONTROL_TYPE) {
+        return handle_control(&core, delivery).await;
+    }
+    let opened = match open(&core, &delivery.data).await {
+        Ok(opened) => opened,
+        Err(OpenError::Replay { id }) => {
+            // Handled before; its acknowledgement was lost.
+            tracing::info!(%id, "duplicate envelope dropped");
+            core.rejections.record(&OpenError::Replay { id });
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(code = e.code(), error = %e, "envelope refused");
+            core.rejections.record(&e);
+            // To the dead-letter exchange: kept for operators, never retried.
+            let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+            return;
+        }
+    };
+    let header = opened.header.clone();
+    let payload = match opened.decode() {
+        Ok(payload) => payload,
+        Err(e) => {
+            tracing::warn!(id = %header.id, error = %e, "payload refused");
+            let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+            return;
+        }
+    };
+    let forget_after = header.expires_at.saturating_add(core.policy.clock_skew);
+    let handled: std::io::Result<()> = match payload {
+        Payload::JobStart(start) => {
+            return jobs::accept(core.clone(), header, start, delivery.acker).await;
+        }
+        Payload::RunMessage(message) => {
+            let stored = StoredMessage {
+                id: header.id,
+                from: header.sender,
+                from_job: message.from_job,
+                topic: message.topic,
+                body: message.body.into_vec(),
+            };
+            core.state.put_message(header.run, &stored).map(|fresh| {
+                if fresh {
+                    core.notify_arrival();
+                }
+            })
+        }
+        Payload::Kill(kill) => {
+            let reason = kill.reason.unwrap_or_else(|| "killed by the requester".into());
+            jobs::kill_task(&core, kill.task, &reason).await;
+            Ok(())
+        }
+        Payload::RunFinished(finished) => {
+            jobs::finish_run(&core, finished.run).await;
+            Ok(())
+        }
+        Payload::JobResult(result) => match core.state.subtask(header.task) {
+            Ok(Some(_)) => {
+                let stored = SubtaskResult {
+                    job: result.job,
+                    organization: header.sender,
+                    status: result.status,
+                    output: result.output.into_vec(),
+                    reason: result.reason,
+                };
+                core.state.save_subtask_result(header.task, &stored).map(|()| core.notify_arrival())
+            }
+            Ok(None) => {
+                tracing::warn!(task = %header.task, "a result for a task this node did not create");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        Payload::JobStatus(status) => {
+            tracing::debug!(job = %status.job, status = %status.status, "subtask status");
+            Ok(())
+        }
+    };
+    match handled.and_then(|()| core.state.record_seen(header.id, forget_after)) {
+        Ok(()) => {
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+        }
+        Err(e) => {
+            // Not durable: let the broker deliver it again later.
+            tracing::error!(id = %header.id, error = %e, "state directory failed; envelope requeued");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        }
+    }
+}
+
+/// Opens an envelope, fetching the collaboration's keys once if the sender's is unknown.
+async fn open(core: &Core, bytes: &[u8]) -> Result<Opened, OpenError> {
+    // Job starts are recognised by job id instead (see `jobs`), so that a redelivered one can
+    // re-send its stored result.
+    let is_start = envelope::peek_header(bytes, core.policy.max_len).is_ok_and(|h| h.kind == Kind::JobStart);
+    let attempt = |core: &Core| {
+        let mut guard = CheckOnly { core, skip: is_start };
+        envelope::open(bytes, &core.me, &core.peers, &mut guard, &core.policy, Timestamp::now())
+    };
+    match attempt(core) {
+        Err(OpenError::UnknownSenderKey { .. }) => {
+            if let Ok(header) = envelope::peek_header(bytes, core.policy.max_len) {
+                core.refresh_keys(header.collaboration).await;
+            }
+            attempt(core)
+        }
+        other => other,
+    }
+}
+
+/// Asks the persistent guard without recording: the id is recorded once the effect is durable.
+struct CheckOnly<'a> {
+    core: &'a Core,
+    skip: bool,
+}
+
+impl ReplayGuard for CheckOnly<'_> {
+    fn check_and_record(
+        &mut self,
+        id: MessageId,
+        _: Timestamp,
+        now: Timestamp,
+    ) -> Result<Seen, ReplayGuardError> {
+        Ok(if !self.skip && self.core.state.seen(id, now) { Seen::Before } else { Seen::New })
+    }
+}
+
+async fn handle_control(core: &Core, delivery: Delivery) {
+    let user = delivery.properties.user_id().as_ref().map(|u| u.to_string());
+    if user.as_deref() != Some(core.config.broker.server_user.as_str()) {
+        tracing::warn!(user = user.as_deref().unwrap_or(""), "control message not from the server; refused");
+        let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+        return;
+    }
+    match Control::from_bytes(&delivery.data) {
+        Ok(Control::Kill { task, .. }) => jobs::kill_task(core, task, "killed through the server").await,
+        Ok(Control::RunFinished { run }) => jobs::finish_run(core, run).await,
+        Err(e) => tracing::warn!(error = %e, "unreadable control message dropped"),
+    }
+    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+}
