@@ -129,6 +129,39 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
+/// Publishes a control message (from the server, in the clear) to an organization's queue, with
+/// the server's broker user as validated user id, and waits for the confirm.
+pub async fn publish_control(
+    channel: &Channel,
+    server_user: &str,
+    org: OrgId,
+    control: &crate::protocol::control::Control,
+) -> Result<(), lapin::Error> {
+    let properties = lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_type(crate::protocol::control::CONTROL_TYPE.into())
+        .with_user_id(server_user.into());
+    let key = org_routing_key(org);
+    let confirm = channel
+        .basic_publish(
+            DELIVER_EXCHANGE.into(),
+            key.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            &control.to_bytes(),
+            properties,
+        )
+        .await?
+        .await?;
+    match confirm {
+        lapin::Confirmation::Nack(_) => Err(lapin::ErrorKind::InvalidChannelState(
+            lapin::ChannelState::Error,
+            "the broker refused a control message",
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,7 +193,11 @@ async fn run(core: &Core, job: &ActiveJob) -> Option<(JobStatus, Option<String>,
     let volume = match volume {
         Ok(v) => v,
         Err(e) => {
-            return Some((JobStatus::Crashed, Some(format!("could not prepare the run volume: {e}")), vec![]));
+            return Some((
+                JobStatus::Crashed,
+                Some(format!("could not prepare the run volume: {e}")),
+                vec![],
+            ));
         }
     };
     let token = hex::encode(random_bytes());

@@ -16,17 +16,15 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::Confirmation;
-use lapin::options::BasicPublishOptions;
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use secrecy::ExposeSecret as _;
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 
 use crate::broker::{self, management::Management};
 use crate::ids::OrgId;
-use crate::protocol::control::{CONTROL_TYPE, Control};
+use crate::protocol::control::Control;
 use api::ApiError;
 use config::ServerConfig;
 use router::Router;
@@ -94,30 +92,9 @@ impl BrokerLink {
     /// Publishes a control message to an organization's queue and waits for the confirm.
     pub async fn publish_control(&self, org: OrgId, control: &Control) -> Result<(), ApiError> {
         let channel = self.channel().await?;
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_type(CONTROL_TYPE.into())
-            .with_user_id(self.inner.server_user.as_str().into());
-        let key = broker::org_routing_key(org);
-        let confirm = async {
-            channel
-                .basic_publish(
-                    broker::DELIVER_EXCHANGE.into(),
-                    key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &control.to_bytes(),
-                    properties,
-                )
-                .await?
-                .await
-        }
-        .await;
-        match confirm {
-            Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => Ok(()),
-            Ok(Confirmation::Nack(_)) | Err(_) => {
-                Err(ApiError::unavailable("the broker did not take the message"))
-            }
-        }
+        broker::publish_control(&channel, &self.inner.server_user, org, control)
+            .await
+            .map_err(|_| ApiError::unavailable("the broker did not take the message"))
     }
 
     /// The AMQP URL nodes connect to (without credentials).
@@ -179,7 +156,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let pool = db::pool(&config.database.url, config.database.pool_size)?;
     migrate_when_ready(&pool).await?;
 
-    let router = Router::new(pool.clone(), router::policy(&config.router));
+    let router = Router::new(pool.clone(), router::policy(&config.router), link.server_user().to_owned());
     let management = Management::new(
         &config.broker.management_url,
         &config.broker.management_user,

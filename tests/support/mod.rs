@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;

@@ -11,6 +11,18 @@ use fedq_sdk::Node;
 use serde_json::{Value, json};
 
 fn main() {
+    // `fedq-probe listen PORT`: a plain TCP listener, the target of isolation tests.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("listen") {
+        let port = args.get(2).and_then(|p| p.parse::<u16>().ok()).unwrap_or(9000);
+        let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| fail(&format!("listen: {e}")));
+        for stream in listener.incoming() {
+            if let Ok(mut stream) = stream {
+                let _ = stream.write_all(b"hello\n");
+            }
+        }
+        return;
+    }
     let node = match Node::from_env() {
         Ok(node) => node,
         Err(e) => {
@@ -54,6 +66,7 @@ fn main() {
                 Ok(m) => json!({"from": m.from, "body": String::from_utf8_lossy(&m.body)}),
                 Err(e) => json!(format!("error: {e}")),
             },
+            "subtask" => subtask(&node, step),
             "print" => {
                 let text = step["text"].as_str().unwrap_or("");
                 println!("{text}");
@@ -81,6 +94,43 @@ fn main() {
 fn fail(message: &str) -> ! {
     eprintln!("fedq-probe: {message}");
     std::process::exit(3);
+}
+
+/// Creates a subtask running this image with `steps` at `orgs` (`"self"` for this node's
+/// organization), waits for it, and returns each job's status and output.
+fn subtask(node: &Node, step: &Value) -> Value {
+    let me = match node.job() {
+        Ok(job) => job.organization,
+        Err(e) => return json!(format!("error: {e}")),
+    };
+    let orgs: Vec<String> = step["orgs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|o| if o == "self" { me.clone() } else { o.to_owned() })
+                .collect()
+        })
+        .unwrap_or_default();
+    let orgs: Vec<&str> = orgs.iter().map(String::as_str).collect();
+    let input = serde_json::to_vec(&step["steps"]).expect("JSON values encode");
+    let created = match node.create_subtask(&orgs, None, &input) {
+        Ok(created) => created,
+        Err(e) => return json!(format!("error: {e}")),
+    };
+    match node.wait_subtask(&created.task) {
+        Ok(results) => json!(
+            results
+                .iter()
+                .map(|r| json!({
+                    "status": r.status,
+                    "output": serde_json::from_slice::<Value>(&r.output).unwrap_or(Value::Null),
+                    "reason": r.reason,
+                }))
+                .collect::<Vec<_>>()
+        ),
+        Err(e) => json!(format!("error: {e}")),
+    }
 }
 
 /// Tries a TCP connection: "open", "refused", "timeout" or another error.

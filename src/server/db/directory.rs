@@ -303,7 +303,13 @@ pub struct Node {
     pub revoked_at: Option<SystemTime>,
 }
 
-const NODE_COLUMNS: &str = "id, org_id, name, broker_user, version, last_seen_at, online, revoked_at";
+/// A node is online while it says so and its last heartbeat is recent: nodes beat every few
+/// seconds, so one that died shows offline within `NODE_OFFLINE_AFTER`.
+const NODE_COLUMNS: &str = "id, org_id, name, broker_user, version, last_seen_at,
+     (online AND revoked_at IS NULL AND last_seen_at > now() - interval '9 seconds') AS online, revoked_at";
+
+/// How long after its last heartbeat a node shows offline.
+pub const NODE_OFFLINE_AFTER: std::time::Duration = std::time::Duration::from_secs(9);
 
 fn node_from_row(row: &tokio_postgres::Row) -> Node {
     Node {

@@ -268,3 +268,29 @@ pub async fn results(db: &impl GenericClient, task: TaskId) -> Result<(Vec<Store
     }
     Ok((results, all_done))
 }
+
+/// If every job of `task`'s run (its own and those of every other task and subtask in the run)
+/// has finished, the run is over: the run and the organizations with a job in it, to be told to
+/// clean up.
+pub async fn finished_run(
+    db: &impl GenericClient,
+    task: TaskId,
+) -> Result<Option<(RunId, Vec<OrgId>)>, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT t.run_id,
+                    ARRAY(SELECT DISTINCT j2.org_id FROM jobs j2 JOIN tasks t2 ON t2.id = j2.task_id
+                          WHERE t2.run_id = t.run_id) AS orgs
+             FROM tasks t
+             WHERE t.id = $1
+               AND NOT EXISTS (SELECT 1 FROM jobs j JOIN tasks t3 ON t3.id = j.task_id
+                               WHERE t3.run_id = t.run_id
+                                 AND j.status NOT IN ('completed', 'failed', 'crashed', 'killed', 'refused'))",
+            &[task.as_uuid()],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let orgs: Vec<Uuid> = r.get(1);
+        (RunId::from_uuid(r.get(0)), orgs.into_iter().map(OrgId::from_uuid).collect())
+    }))
+}

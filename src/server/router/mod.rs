@@ -75,6 +75,8 @@ pub struct Router {
 
 struct Inner {
     db: Pool,
+    /// The server's broker user: the validated user id of control messages.
+    server_user: String,
     policy: OpenPolicy,
     facts: FactsCache,
     /// Bumped whenever a result is stored, to wake long-polling API requests.
@@ -84,9 +86,10 @@ struct Inner {
 impl Router {
     /// A router over `db` that checks envelopes against `policy` (its `max_len` and
     /// `clock_skew`).
-    pub fn new(db: Pool, policy: OpenPolicy) -> Self {
+    /// `server_user` is the server's broker user, stamped on the control messages it publishes.
+    pub fn new(db: Pool, policy: OpenPolicy, server_user: String) -> Self {
         let (results, _) = watch::channel(0);
-        Self { inner: Arc::new(Inner { db, policy, facts: FactsCache::default(), results }) }
+        Self { inner: Arc::new(Inner { db, server_user, policy, facts: FactsCache::default(), results }) }
     }
 
     /// A receiver that changes whenever this server stores a result.
@@ -132,9 +135,38 @@ impl Router {
             routing::Outcome::Forwarded => Routed::Forwarded,
             routing::Outcome::Stored => {
                 self.inner.results.send_modify(|n| *n = n.wrapping_add(1));
+                if header.kind == crate::protocol::Kind::JobResult {
+                    self.announce_if_run_finished(&client, header.task, channel).await;
+                }
                 Routed::Stored
             }
         })
+    }
+
+    /// When the last job of a researcher's task has reported, tells every node with a job in
+    /// the run that the run is over, so they remove its volumes. Best effort: a node that misses
+    /// it removes the volume when its time-to-live passes.
+    async fn announce_if_run_finished(
+        &self,
+        db: &tokio_postgres::Client,
+        task: crate::ids::TaskId,
+        channel: &Channel,
+    ) {
+        let finished = match crate::server::db::tasks::finished_run(db, task).await {
+            Ok(Some(finished)) => finished,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, %task, "could not check whether the run finished");
+                return;
+            }
+        };
+        let (run, orgs) = finished;
+        let control = crate::protocol::control::Control::RunFinished { run };
+        for org in orgs {
+            if let Err(e) = broker::publish_control(channel, &self.inner.server_user, org, &control).await {
+                tracing::warn!(error = %e, %org, %run, "could not announce the end of a run");
+            }
+        }
     }
 
     /// Consumes the ingress queue on `channel` until `shutdown` turns true or the channel fails.

@@ -1,0 +1,354 @@
+//! Node fixtures: a server (as in `mod.rs`), a researcher organization A, a data organization B
+//! with a real node (in-process or as a `fedq node` process) running the `fedq/probe` image in
+//! real Docker containers.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Once;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use fedq::envelope::{self, MemoryReplayGuard, OpenPolicy, Route, SealOptions};
+use fedq::ids::{CollaborationId, JobId, RunId, TaskId};
+use fedq::keys::{Identity, Keyring};
+use fedq::node::config::{
+    BrokerSection, ImageRule, Limits, NetworkSection, NodeConfig, NodeSection, PeersSection, Policy,
+    ServerSection,
+};
+use fedq::node::{RunningNode, start};
+use fedq::protocol::{JobResult, JobStart, Kind, Payload, Requester};
+use fedq::time::Timestamp;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use super::{TestApp, eventually, spawn_app};
+
+/// The probe image, as `scripts/images` tags it.
+pub const PROBE: &str = "fedq/probe:0.1.0";
+
+/// Builds the algorithm images once per test binary (quick when nothing changed).
+pub fn ensure_images() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        super::ensure_services();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/images");
+        let out = Command::new(script).output().expect("scripts/images runs");
+        assert!(out.status.success(), "scripts/images failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}
+
+/// A federation of two organizations with a node at B.
+pub struct Fed {
+    pub app: TestApp,
+    pub a: Identity,
+    pub b: Identity,
+    pub collaboration: CollaborationId,
+    pub researcher: String,
+    pub registration: Value,
+    pub config: NodeConfig,
+    pub config_path: PathBuf,
+    pub node: Option<RunningNode>,
+    pub guard: NodeGuard,
+    pub dir: tempfile::TempDir,
+    keys: Keyring,
+}
+
+/// A submitted probe job.
+pub struct Submitted {
+    pub task: TaskId,
+    pub run: RunId,
+    pub job: JobId,
+}
+
+impl Fed {
+    /// Everything but the node, which `start_node` or `spawn_node_process` starts.
+    pub async fn new(limits: Limits) -> Self {
+        ensure_images();
+        let app = spawn_app().await;
+        let a = app.org("a").await;
+        let b = app.org("b").await;
+        let collaboration = app.collaboration("ab", &[a.org(), b.org()]).await;
+        let researcher = app.user(a.org(), "ada", "researcher").await;
+        let name = format!("t-{}", suffix());
+        let registration = app.node(b.org(), &name).await;
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("org.key");
+        b.current().write_new(&key_file).unwrap();
+        let broker = &registration["broker"];
+        let user = broker["username"].as_str().unwrap().to_owned();
+        let password = broker["password"].as_str().unwrap();
+        let config = NodeConfig {
+            node: NodeSection {
+                name,
+                organization: b.org(),
+                key_file,
+                state_dir: dir.path().join("state"),
+                heartbeat_secs: 1,
+                shutdown_grace_secs: 5,
+                run_ttl_secs: 3600,
+            },
+            server: ServerSection {
+                url: format!("http://{}", app.addr),
+                api_key: SecretString::from(registration["api_key"].as_str().unwrap().to_owned()),
+            },
+            broker: BrokerSection {
+                url: SecretString::from(format!("amqp://{user}:{password}@127.0.0.1:5672/{}", app.vhost)),
+                username: user,
+                server_user: broker["server_user"].as_str().unwrap().to_owned(),
+            },
+            network: NetworkSection::default(),
+            limits,
+            policy: Policy {
+                images: vec![ImageRule { name: "fedq/probe".into(), digest: "*".into() }],
+                requesters: vec!["*".into()],
+                share_logs: true,
+            },
+            data: Default::default(),
+            peers: PeersSection::default(),
+        };
+        let config_path = dir.path().join("node.toml");
+        let name_for_guard = config.node.name.clone();
+        std::fs::write(
+            &config_path,
+            to_toml(&config, password, registration["api_key"].as_str().unwrap(), &app.vhost),
+        )
+        .unwrap();
+        let mut keys = Keyring::new();
+        keys.insert(a.org(), a.current().public().clone());
+        keys.insert(b.org(), b.current().public().clone());
+        Self {
+            app,
+            a,
+            b,
+            collaboration,
+            researcher,
+            registration,
+            config,
+            config_path,
+            node: None,
+            guard: NodeGuard { name: name_for_guard, process: None },
+            dir,
+            keys,
+        }
+    }
+
+    /// Test limits: small and quick.
+    pub fn limits() -> Limits {
+        Limits { memory_mib: 64, concurrent_jobs: 2, timeout_secs: 60, ..Limits::default() }
+    }
+
+    /// Starts the node in this process.
+    pub async fn start_node(&mut self) {
+        self.node = Some(start(self.config.clone()).await.expect("the node starts"));
+    }
+
+    /// Starts the node as a `fedq node` process.
+    pub fn spawn_node_process(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_fedq"))
+            .args(["node", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("node.log")).unwrap())
+            .spawn()
+            .expect("fedq node starts");
+        self.guard.process = Some(child);
+    }
+
+    /// The node-local endpoint's address.
+    pub fn endpoint(&self) -> std::net::SocketAddr {
+        self.node.as_ref().expect("an in-process node").endpoint()
+    }
+
+    /// Submits a probe job at B with `steps`, in a new run.
+    pub async fn submit(&self, steps: Value) -> Submitted {
+        self.submit_image(PROBE, RunId::new(), steps).await
+    }
+
+    /// Submits a job at B running `image` with input `steps`, in `run`.
+    pub async fn submit_image(&self, image: &str, run: RunId, steps: Value) -> Submitted {
+        let (task, job) = (TaskId::new(), JobId::new());
+        let route =
+            Route { kind: Kind::JobStart, collaboration: self.collaboration, task, run, status: None };
+        let payload = Payload::JobStart(JobStart {
+            job,
+            image: image.into(),
+            requester: Requester::User { org: self.a.org(), user: "ada".into() },
+            organizations: vec![self.b.org()],
+            input: serde_bytes::ByteBuf::from(serde_json::to_vec(&steps).unwrap()),
+            return_log: true,
+        });
+        let sealed = envelope::seal(
+            &self.a,
+            self.b.org(),
+            self.b.current().public(),
+            &route,
+            &payload.to_bytes(),
+            &SealOptions::default(),
+            Timestamp::now(),
+        )
+        .unwrap();
+        let body = json!({
+            "id": task, "run": run, "collaboration": self.collaboration, "image": image,
+            "jobs": [{"id": job, "organization": self.b.org(), "envelope": STANDARD.encode(&sealed.bytes)}],
+        });
+        let (status, created) = self.app.call("POST", "/tasks", Some(&self.researcher), Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+        Submitted { task, run, job }
+    }
+
+    /// Waits for the job's result and opens it as the researcher's organization.
+    pub async fn result(&self, task: TaskId) -> JobResult {
+        let envelope = eventually(120, "the job's result", || async {
+            let (status, body) = self
+                .app
+                .call("GET", &format!("/tasks/{task}/results?wait=10"), Some(&self.researcher), None)
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let result = body["results"].as_array()?.first()?.clone();
+            Some(STANDARD.decode(result["envelope"].as_str()?).unwrap())
+        })
+        .await;
+        let mut guard = MemoryReplayGuard::new();
+        let opened = envelope::open(
+            &envelope,
+            &self.a,
+            &self.keys,
+            &mut guard,
+            &OpenPolicy::default(),
+            Timestamp::now(),
+        )
+        .expect("the result opens");
+        match opened.decode().unwrap() {
+            Payload::JobResult(result) => result,
+            other => panic!("not a result: {other:?}"),
+        }
+    }
+
+    /// Runs a probe and returns its result and what each step found.
+    pub async fn probe(&self, steps: Value) -> (JobResult, Vec<Value>) {
+        let submitted = self.submit(steps).await;
+        let result = self.result(submitted.task).await;
+        let found = serde_json::from_slice(&result.output).unwrap_or_default();
+        (result, found)
+    }
+
+    /// The running container of `job`, by its label.
+    pub fn container_of(&self, job: JobId) -> Option<String> {
+        let out = Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label=org.fedq.job={job}")])
+            .output()
+            .unwrap();
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (!id.is_empty()).then_some(id)
+    }
+
+    /// Waits until the job's container runs; returns its id.
+    pub async fn wait_running(&self, job: JobId) -> String {
+        eventually(60, "the job's container to run", || async { self.container_of(job) }).await
+    }
+
+    /// Stops the node (in-process or process) and removes what the test created.
+    pub async fn cleanup(mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+        drop(self.guard);
+        self.app.cleanup().await;
+    }
+}
+
+/// A test node's process and name: dropping it (a failed test too) stops the process and
+/// removes its containers, volumes, network and firewall rules, so that failures do not exhaust
+/// Docker's address pools.
+pub struct NodeGuard {
+    pub name: String,
+    pub process: Option<Child>,
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        remove_docker_leftovers(&self.name);
+    }
+}
+
+/// Removes everything Docker and the firewall hold for a test node. Idempotent.
+fn remove_docker_leftovers(name: &str) {
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker rm -f $(docker ps -aq --filter label=org.fedq.node={name}) 2>/dev/null; \
+             docker volume rm $(docker volume ls -q --filter label=org.fedq.node={name}) 2>/dev/null; \
+             docker network rm fedq-{name} 2>/dev/null; true"
+        ))
+        .output();
+    fedq_firewall_cleanup(name);
+}
+
+/// Removes a test node's firewall chain if its process died without doing so.
+fn fedq_firewall_cleanup(node: &str) {
+    use sha2::Digest as _;
+    let tag = hex::encode(&sha2::Sha256::digest(node.as_bytes())[..5]);
+    let script = format!(
+        "for t in iptables ip6tables; do \
+           while $t -w -D INPUT -i fq-{tag} -j FEDQ-{tag} 2>/dev/null; do :; done; \
+           $t -w -F FEDQ-{tag} 2>/dev/null; $t -w -X FEDQ-{tag} 2>/dev/null; done; true"
+    );
+    let _ = Command::new("sh").arg("-c").arg(script).output();
+}
+
+/// The node's settings as a TOML file, for `fedq node --config`.
+fn to_toml(config: &NodeConfig, broker_password: &str, api_key: &str, vhost: &str) -> String {
+    let n = &config.node;
+    let l = &config.limits;
+    format!(
+        r#"[node]
+name = "{name}"
+organization = "{org}"
+key_file = "{key}"
+state_dir = "{state}"
+heartbeat_secs = {hb}
+shutdown_grace_secs = {grace}
+
+[server]
+url = "{server}"
+api_key = "{api_key}"
+
+[broker]
+url = "amqp://{user}:{broker_password}@127.0.0.1:5672/{vhost}"
+username = "{user}"
+server_user = "{server_user}"
+
+[limits]
+memory_mib = {memory}
+concurrent_jobs = {jobs}
+timeout_secs = {timeout}
+
+[policy]
+requesters = ["*"]
+share_logs = true
+[[policy.images]]
+name = "fedq/probe"
+"#,
+        name = n.name,
+        org = n.organization,
+        key = n.key_file.display(),
+        state = n.state_dir.display(),
+        hb = n.heartbeat_secs,
+        grace = n.shutdown_grace_secs,
+        server = config.server.url,
+        user = config.broker.username,
+        server_user = config.broker.server_user,
+        memory = l.memory_mib,
+        jobs = l.concurrent_jobs,
+        timeout = l.timeout_secs,
+    )
+}
