@@ -1,0 +1,62 @@
+//! `fedq node` as a process: `kill -9` while a job runs, restart, and the job's result arrives
+//! exactly once; the server shows the node offline within 10 s of its death and online again
+//! after it reconnects.
+
+mod support;
+
+use std::time::Instant;
+
+use fedq::protocol::JobStatus;
+use serde_json::{Value, json};
+use support::node::Fed;
+
+async fn online(fed: &Fed) -> bool {
+    let id = fed.registration["node"]["id"].as_str().unwrap();
+    let (status, nodes) = fed.app.call("GET", "/nodes", Some(&fed.app.root_token), None).await;
+    assert_eq!(status, 200, "{nodes}");
+    nodes.as_array().unwrap().iter().find(|n| n["id"] == id).is_some_and(|n| n["online"] == Value::Bool(true))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_mid_job_reruns_it_after_a_restart_and_the_result_arrives_once() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    fed.spawn_node_process();
+    support::eventually(30, "the node to show online", || async { online(&fed).await.then_some(()) }).await;
+
+    let submitted = fed.submit(json!([{"op": "sleep", "ms": 3000}, {"op": "print", "text": "done"}])).await;
+    let first = fed.wait_running(submitted.job).await;
+    let mut process = fed.guard.process.take().unwrap();
+    process.kill().unwrap(); // SIGKILL
+    process.wait().unwrap();
+    let died = Instant::now();
+    support::eventually(10, "the server to show the node offline", || async {
+        (!online(&fed).await).then_some(())
+    })
+    .await;
+    let offline_after = died.elapsed();
+
+    fed.spawn_node_process();
+    support::eventually(30, "the node to show online again", || async { online(&fed).await.then_some(()) })
+        .await;
+    let result = fed.result(submitted.task).await;
+    assert_eq!(result.status, JobStatus::Completed, "{result:?}");
+    assert!(fed.container_of(submitted.job).is_none_or(|c| c != first), "the orphaned container was removed");
+
+    // Exactly once: one result routed for the job, however many times it ran.
+    let db = fed.app.sql().await;
+    let routed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM routing_log WHERE task_id = $1 AND kind = 'job_result'",
+            &[submitted.task.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(routed, 1);
+    // And it stays once: a later look finds no second result.
+    let (_, body) =
+        fed.app.call("GET", &format!("/tasks/{}/results", submitted.task), Some(&fed.researcher), None).await;
+    assert_eq!(body["results"].as_array().unwrap().len(), 1, "{body}");
+    eprintln!("node shown offline {offline_after:?} after kill -9");
+    fed.cleanup().await;
+}
