@@ -1,0 +1,60 @@
+//! RabbitMQ restarts under a node: while it is idle and while a job runs. The node reconnects by
+//! itself (no restart of the node), and the running job's result arrives exactly once.
+//!
+//! One test in its own binary: restarting the shared broker must not overlap other tests
+//! (test binaries run one after another).
+
+mod support;
+
+use std::process::Command;
+
+use fedq::protocol::JobStatus;
+use serde_json::json;
+use support::node::Fed;
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Stops and starts the broker application: every connection drops, queues come back from disk.
+async fn restart_broker() {
+    rabbitmqctl(&["stop_app"]);
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_recovers_from_broker_restarts_while_idle_and_while_busy() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    fed.start_node().await;
+    let (result, _) = fed.probe(json!([{"op": "uid"}])).await;
+    assert_eq!(result.status, JobStatus::Completed);
+
+    // Idle.
+    restart_broker().await;
+    fed.app.wait_healthy().await;
+    let (result, found) = fed.probe(json!([{"op": "uid"}])).await;
+    assert_eq!(result.status, JobStatus::Completed, "{result:?}");
+    assert_eq!(found[0], 65534);
+
+    // Busy: the container runs across the restart and posts its result afterwards.
+    let submitted =
+        fed.submit(json!([{"op": "sleep", "ms": 6000}, {"op": "print", "text": "survived"}])).await;
+    fed.wait_running(submitted.job).await;
+    restart_broker().await;
+    let result = fed.result(submitted.task).await;
+    assert_eq!(result.status, JobStatus::Completed, "{result:?}");
+    assert!(result.log.contains("survived"));
+    let db = fed.app.sql().await;
+    let routed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM routing_log WHERE task_id = $1 AND kind = 'job_result'",
+            &[submitted.task.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(routed, 1, "the result was routed exactly once");
+    fed.cleanup().await;
+}
