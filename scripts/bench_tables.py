@@ -74,6 +74,24 @@ def router_table():
     ])
 
 
+def node_table():
+    d = json.loads((ROOT / "target" / "bench-node.json").read_text())
+    return "\n".join([
+        f"Measured {machine()}; {d['jobs']} jobs of the probe image, one at a time, medians (p90).",
+        "",
+        "| span | time |",
+        "|---|---|",
+        f"| job_start reaches the node → container running | {d['to_running_ms']:.1f} ms ({d['to_running_p90_ms']:.1f}) |",
+        f"| of which Docker creates and starts the hardened container | {d['docker_start_ms']:.1f} ms |",
+        f"| container exit → result confirmed by the broker | {d['exit_to_confirm_ms']:.1f} ms ({d['exit_to_confirm_p90_ms']:.1f}) |",
+        f"| **node overhead** (both spans minus Docker's create and start) | **{d['overhead_ms']:.1f} ms** ({d['overhead_p90_ms']:.1f}) |",
+        f"| bare `docker run --rm` of the same image (create, start, exit, remove) | {d['bare_docker_run_ms']:.1f} ms ({d['bare_docker_run_p90_ms']:.1f}) |",
+        "",
+        f"Node overhead ÷ bare `docker run --rm`: {d['overhead_ms'] / d['bare_docker_run_ms']:.3f}. "
+        f"Goal: overhead under 50 ms at the median — {'met' if d['overhead_ms'] < 50 else 'NOT met'}.",
+    ])
+
+
 def replace(text, name, table):
     pattern = re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -85,6 +103,7 @@ def main():
     text = DOC.read_text()
     text = replace(text, "envelope", envelope_table())
     text = replace(text, "router", router_table())
+    text = replace(text, "node", node_table())
     DOC.write_text(text)
 
 

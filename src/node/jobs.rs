@@ -8,7 +8,7 @@
 //! running when the node died starts again.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::Acker;
 use lapin::options::BasicAckOptions;
@@ -20,12 +20,35 @@ use super::containers::ContainerSpec;
 use super::policy::{self, ImageRefusal};
 use super::state::JobRecord;
 use crate::envelope::{self, Header, Route, SealOptions};
-use crate::ids::{OrgId, RunId};
+use crate::ids::{JobId, OrgId, RunId};
 use crate::protocol::{JobResult, JobStart, JobStatus, JobStatusUpdate, Kind, Payload};
 use crate::time::Timestamp;
 
 /// The largest container log kept (its end).
 const MAX_LOG: usize = 1024 * 1024;
+
+/// Where a job's time went at the node, for the benchmark and for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobTiming {
+    /// The job.
+    pub job: JobId,
+    /// From its `job_start` delivery reaching the node to its container running.
+    pub to_running: Duration,
+    /// Of `to_running`, the time Docker took to create and start the container.
+    pub docker_start: Duration,
+    /// From its container's exit to the broker's confirm of its result.
+    pub exit_to_confirm: Duration,
+}
+
+impl JobTiming {
+    /// What the node itself added: everything but Docker's create and start.
+    pub fn overhead(&self) -> Duration {
+        self.to_running.saturating_sub(self.docker_start) + self.exit_to_confirm
+    }
+}
+
+/// Timings kept (the newest).
+pub(crate) const TIMINGS_KEPT: usize = 1000;
 
 /// Why a job stopped early.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +72,11 @@ pub(crate) struct ActiveJob {
     /// Set to stop the container.
     stop: tokio::sync::watch::Sender<Option<Stop>>,
     container: Mutex<Option<String>>,
+    /// When its delivery reached the node, its container started, and exited.
+    received: Instant,
+    started: Mutex<Option<Instant>>,
+    docker_start: Mutex<Duration>,
+    exited: Mutex<Option<Instant>>,
 }
 
 impl ActiveJob {
@@ -80,7 +108,13 @@ impl ActiveJob {
 }
 
 /// Handles a `job_start` that passed every envelope check.
-pub(crate) async fn accept(core: Arc<Core>, header: Header, start: JobStart, acker: Acker) {
+pub(crate) async fn accept(
+    core: Arc<Core>,
+    header: Header,
+    start: JobStart,
+    acker: Acker,
+    received: Instant,
+) {
     let job = start.job;
     if let Some(active) = core.jobs.lock().expect("not poisoned").get(&job) {
         // Redelivered after a reconnection while the job runs: the old delivery's channel is
@@ -117,6 +151,10 @@ pub(crate) async fn accept(core: Arc<Core>, header: Header, start: JobStart, ack
         output: Mutex::new(None),
         stop: tokio::sync::watch::channel(None).0,
         container: Mutex::new(None),
+        received,
+        started: Mutex::new(None),
+        docker_start: Mutex::new(Duration::ZERO),
+        exited: Mutex::new(None),
     });
     core.jobs.lock().expect("not poisoned").insert(job, active.clone());
     tokio::spawn(async move {
@@ -124,6 +162,11 @@ pub(crate) async fn accept(core: Arc<Core>, header: Header, start: JobStart, ack
         match outcome {
             Some((status, reason, log)) => finish(&core, &active, status, reason, log).await,
             None => tracing::info!(job = %active.record.job, "job left for redelivery"),
+        }
+        // Removed after the result is out, so that the removal does not delay it.
+        let container = active.container.lock().expect("not poisoned").take();
+        if let Some(name) = container {
+            core.sandbox.remove(&name).await;
         }
         core.jobs.lock().expect("not poisoned").remove(&active.record.job);
     });
@@ -233,6 +276,7 @@ async fn run_container(
     spec: &ContainerSpec,
     stop: &mut tokio::sync::watch::Receiver<Option<Stop>>,
 ) -> Option<(JobStatus, Option<String>, Vec<u8>)> {
+    let creating = Instant::now();
     let name = match core.sandbox.start(spec).await {
         Ok(name) => name,
         Err(e) => {
@@ -241,6 +285,8 @@ async fn run_container(
         }
     };
     *job.container.lock().expect("not poisoned") = Some(name.clone());
+    *job.started.lock().expect("not poisoned") = Some(Instant::now());
+    *job.docker_start.lock().expect("not poisoned") = creating.elapsed();
     // A kill that arrived while the container was being created.
     if job.stop.borrow().is_some() {
         core.sandbox.kill(&name).await;
@@ -256,9 +302,8 @@ async fn run_container(
             core.sandbox.wait(&name).await
         }
     };
+    *job.exited.lock().expect("not poisoned") = Some(Instant::now());
     let log = core.sandbox.logs(&name, MAX_LOG).await;
-    core.sandbox.remove(&name).await;
-    *job.container.lock().expect("not poisoned") = None;
     if let Err(e) = core.state.save_log(job.record.job, &log) {
         tracing::warn!(job = %job.record.job, error = %e, "could not keep the container log");
     }
@@ -310,6 +355,7 @@ async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<
         // Stored: the redelivered job_start re-sends it after the restart.
         return;
     }
+    record_timing(core, job);
     let acker = job.acker.lock().expect("not poisoned").take();
     if let Some(acker) = acker {
         if let Err(e) = acker.ack(BasicAckOptions::default()).await {
@@ -320,6 +366,24 @@ async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<
     let (id, until) = job.start_id;
     if let Err(e) = core.state.record_seen(id, until) {
         tracing::warn!(error = %e, "could not record a handled envelope");
+    }
+}
+
+fn record_timing(core: &Core, job: &ActiveJob) {
+    let started = *job.started.lock().expect("not poisoned");
+    let exited = *job.exited.lock().expect("not poisoned");
+    if let (Some(started), Some(exited)) = (started, exited) {
+        let timing = JobTiming {
+            job: job.record.job,
+            to_running: started.duration_since(job.received),
+            docker_start: *job.docker_start.lock().expect("not poisoned"),
+            exit_to_confirm: exited.elapsed(),
+        };
+        let mut timings = core.timings.lock().expect("not poisoned");
+        if timings.len() >= TIMINGS_KEPT {
+            timings.pop_front();
+        }
+        timings.push_back(timing);
     }
 }
 

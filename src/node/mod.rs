@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use self::config::NodeConfig;
 use self::containers::{ContainerError, Sandbox};
 use self::jobs::ActiveJob;
+pub use self::jobs::JobTiming;
 use self::link::BrokerLink;
 use self::server::{PeerKeys, ServerClient};
 use self::state::StateDir;
@@ -95,6 +96,8 @@ pub(crate) struct Core {
     arrivals: watch::Sender<u64>,
     /// Turns true when the node is asked to stop.
     stop: watch::Receiver<bool>,
+    /// Where recent jobs' time went.
+    timings: Mutex<std::collections::VecDeque<JobTiming>>,
 }
 
 impl Core {
@@ -140,6 +143,11 @@ impl RunningNode {
     /// Where the node-local endpoint listens (the algorithm network's gateway).
     pub fn endpoint(&self) -> std::net::SocketAddr {
         self.endpoint
+    }
+
+    /// Where the time of recent jobs went (the newest 1000).
+    pub fn timings(&self) -> Vec<JobTiming> {
+        self.core.timings.lock().expect("not poisoned").iter().copied().collect()
     }
 
     /// Envelopes this node refused, by reason code.
@@ -228,6 +236,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         slots: Arc::new(Semaphore::new(usize::from(config.limits.concurrent_jobs))),
         arrivals: watch::channel(0).0,
         stop,
+        timings: Mutex::new(std::collections::VecDeque::new()),
         me,
         state,
         server,

@@ -104,6 +104,7 @@ async fn consume_once(core: &Arc<Core>) -> Result<(), lapin::Error> {
 }
 
 async fn handle(core: Arc<Core>, delivery: Delivery) {
+    let received = std::time::Instant::now();
     let kind = delivery.properties.kind().as_ref().map(|k| k.to_string());
     if kind.as_deref() == Some(CONTROL_TYPE) {
         return handle_control(&core, delivery).await;
@@ -137,7 +138,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
     let forget_after = header.expires_at.saturating_add(core.policy.clock_skew);
     let handled: std::io::Result<()> = match payload {
         Payload::JobStart(start) => {
-            return jobs::accept(core.clone(), header, start, delivery.acker).await;
+            return jobs::accept(core.clone(), header, start, delivery.acker, received).await;
         }
         Payload::RunMessage(message) => {
             let stored = StoredMessage {
