@@ -75,3 +75,38 @@ fn the_compose_file_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The example node settings load as they are, with every section the node knows.
+#[test]
+fn the_example_node_settings_load() {
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/node/node.toml"));
+    let config = fedq::node::config::NodeConfig::load(Some(path)).expect("compose/node/node.toml loads");
+    assert_eq!(config.node.name, "registry-a-1");
+    assert_eq!(config.policy.images.len(), 1);
+    assert!(config.data.contains_key("patients"));
+}
+
+/// The systemd unit asks for what the node provides: readiness and watchdog notifications, a
+/// restart on failure, and a stop timeout longer than the default grace period.
+#[test]
+fn the_node_unit_is_a_notify_service_with_a_watchdog() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/node/fedq-node.service"))
+            .unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(value("Type"), "notify");
+    assert_eq!(value("Restart"), "on-failure");
+    assert!(value("WatchdogSec").ends_with('s'));
+    let stop: u64 = value("TimeoutStopSec").trim_end_matches('s').parse().unwrap();
+    assert!(stop > 30, "TimeoutStopSec must exceed the default shutdown grace of 30 s");
+    for hardening in ["NoNewPrivileges", "ProtectSystem", "CapabilityBoundingSet", "PrivateTmp"] {
+        assert!(!value(hardening).is_empty(), "{hardening} is set");
+    }
+    assert!(value("ExecStart").contains("fedq node --config"));
+}

@@ -202,3 +202,149 @@ fn docker(args: &[&str]) -> String {
 fn docker_ip(container: &str) -> String {
     docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container])
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_sources_are_mounted_read_only() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    let data = fed.dir.path().join("patients.csv");
+    std::fs::write(&data, "id,age\n1,70\n").unwrap();
+    fed.config.data.insert("patients".into(), data);
+    fed.start_node().await;
+    let (_, found) = fed
+        .probe(json!([
+            {"op": "read", "path": "/data/patients"},
+            {"op": "write", "path": "/data/patients", "data": "overwritten"},
+        ]))
+        .await;
+    assert_eq!(found[0], "id,age\n1,70\n");
+    assert!(found[1].as_str().unwrap().contains("Read-only file system"), "{found:?}");
+    fed.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_is_stopped_at_its_wall_clock_limit() {
+    let mut fed = Fed::new(fedq::node::config::Limits { timeout_secs: 2, ..Fed::limits() }).await;
+    fed.start_node().await;
+    let (result, _) = fed.probe(json!([{"op": "sleep", "ms": 60000}])).await;
+    assert_eq!(result.status, JobStatus::Failed);
+    assert_eq!(result.reason.as_deref(), Some("stopped at the wall-clock limit of 2 s"));
+    fed.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_stay_at_the_node_unless_its_policy_shares_them() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    fed.config.policy.share_logs = false;
+    fed.start_node().await;
+    let submitted = fed.submit(json!([{"op": "print", "text": "patient 17 looked odd"}])).await;
+    let result = fed.result(submitted.task).await;
+    assert_eq!(result.status, JobStatus::Completed);
+    assert_eq!(result.log, "", "the task asked for the log, the policy does not share it");
+    let kept = fed.config.node.state_dir.join("jobs").join(submitted.job.to_string()).join("container.log");
+    let kept = std::fs::read(kept).unwrap();
+    assert!(String::from_utf8_lossy(&kept).contains("patient 17 looked odd"));
+    fed.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_lets_a_running_job_finish_and_deliver() {
+    let mut fed = fed().await;
+    let submitted =
+        fed.submit(json!([{"op": "sleep", "ms": 2000}, {"op": "print", "text": "finished"}])).await;
+    fed.wait_running(submitted.job).await;
+    fed.node.take().unwrap().shutdown().await;
+    let result = fed.result(submitted.task).await;
+    assert_eq!(result.status, JobStatus::Completed, "{result:?}");
+    assert!(result.log.contains("finished"));
+    fed.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_still_running_after_the_grace_period_is_redelivered_to_the_next_start() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    fed.config.node.shutdown_grace_secs = 1;
+    fed.start_node().await;
+    let submitted =
+        fed.submit(json!([{"op": "sleep", "ms": 4000}, {"op": "print", "text": "second try"}])).await;
+    fed.wait_running(submitted.job).await;
+    fed.node.take().unwrap().shutdown().await;
+    assert!(fed.container_of(submitted.job).is_none(), "the container was stopped");
+    fed.start_node().await;
+    let result = fed.result(submitted.task).await;
+    assert_eq!(result.status, JobStatus::Completed, "{result:?}");
+    fed.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_organization_key_the_server_swaps_is_refused() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    // The node pins another key for A than the one the server hands out.
+    let pinned = fedq::keys::OrgKey::generate().id().to_string();
+    fed.config.peers.pins.insert(fed.a.org(), vec![pinned]);
+    fed.start_node().await;
+    let submitted = fed.submit(json!([])).await;
+    support::eventually(30, "the node to refuse the envelope", || async {
+        let refused = fed.node.as_ref().unwrap().rejections();
+        refused.iter().any(|(code, n)| *code == "unknown_sender_key" && *n > 0).then_some(())
+    })
+    .await;
+    assert!(fed.container_of(submitted.job).is_none());
+    let dead = support::eventually(10, "the refused envelope in the dead-letter queue", || async {
+        let queue = support::management().queue(&fed.app.vhost, "fedq.dead-letters").await.ok().flatten()?;
+        (queue.messages > 0).then_some(queue.messages)
+    })
+    .await;
+    assert_eq!(dead, 1);
+    fed.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_gc_removes_expired_run_volumes_and_stopped_containers() {
+    let fed = Fed::new(Fed::limits()).await;
+    let name = fed.config.node.name.clone();
+    // A run volume as the node labels it, expiring at `expires_at` (ms since the epoch).
+    let run_volume = |expires_at: &str| {
+        let run = fedq::ids::RunId::new();
+        let volume = format!("fedq-{name}-run-{run}");
+        let labels = [
+            format!("org.fedq.node={name}"),
+            format!("org.fedq.run={run}"),
+            format!("org.fedq.expires-at={expires_at}"),
+        ];
+        docker(&[
+            "volume", "create", "--label", &labels[0], "--label", &labels[1], "--label", &labels[2], &volume,
+        ]);
+        volume
+    };
+    let volume = run_volume("0");
+    let fresh = run_volume("99999999999999");
+    let stopped = format!("fedq-{name}-leftover");
+    docker(&[
+        "create",
+        "--name",
+        &stopped,
+        "--label",
+        &format!("org.fedq.node={name}"),
+        support::node::PROBE,
+    ]);
+
+    let gc = |all: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fedq"));
+        command.args(["node", "gc", "--config"]).arg(&fed.config_path);
+        if all {
+            command.arg("--all");
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(gc(false), "removed 1 containers and 1 run volumes");
+    let exists = |v: &str| {
+        std::process::Command::new("docker").args(["volume", "inspect", v]).output().unwrap().status.success()
+    };
+    assert!(!exists(&volume), "the expired volume is gone");
+    assert!(exists(&fresh), "a volume within its time stays");
+    assert_eq!(gc(true), "removed 0 containers and 1 run volumes");
+    assert!(!exists(&fresh));
+    fed.cleanup().await;
+}

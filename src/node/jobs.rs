@@ -168,7 +168,19 @@ pub(crate) async fn accept(
         if let Some(name) = container {
             core.sandbox.remove(&name).await;
         }
-        core.jobs.lock().expect("not poisoned").remove(&active.record.job);
+        let run = active.record.run;
+        // The run's end is often announced the moment this job's result is stored, before the
+        // job has wound down here. Both sides decide under the jobs lock, so the end is
+        // acted on exactly once.
+        let clean_up = {
+            let mut jobs = core.jobs.lock().expect("not poisoned");
+            jobs.remove(&active.record.job);
+            !jobs.values().any(|j| j.record.run == run)
+                && core.ended_runs.lock().expect("not poisoned").remove(&run)
+        };
+        if clean_up {
+            remove_run(&core, run).await;
+        }
     });
 }
 
@@ -178,8 +190,8 @@ async fn resend(core: &Core, result: &[u8], acker: Acker, start: &Header) {
         tracing::error!(job_start = %start.id, "a stored result is unreadable");
         return;
     };
-    let mut stop = core.stop.clone();
-    if core.link.publish(&header, result, &mut stop).await.is_ok() {
+    let mut halt = core.halt.clone();
+    if core.link.publish(&header, result, &mut halt).await.is_ok() {
         let _ = acker.ack(BasicAckOptions::default()).await;
         let _ = core.state.record_seen(start.id, start.expires_at.saturating_add(core.policy.clock_skew));
     }
@@ -226,6 +238,10 @@ async fn run(core: &Core, job: &ActiveJob) -> Option<(JobStatus, Option<String>,
     };
     if job.stop.borrow().is_some() {
         return stopped_before_start(job);
+    }
+    if core.stopping() {
+        // Taken from the queue just before the stop: left for the next start.
+        return None;
     }
     let expires = Timestamp::now().saturating_add(Duration::from_secs(core.config.node.run_ttl_secs));
     let owner = core.config.limits.uid_gid().expect("validated at load");
@@ -350,8 +366,8 @@ async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<
         tracing::error!(job = %job.record.job, error = %e, "cannot store the result; the job will be redelivered");
         return;
     }
-    let mut stop = core.stop.clone();
-    if core.link.publish(&sealed.header, &sealed.bytes, &mut stop).await.is_err() {
+    let mut halt = core.halt.clone();
+    if core.link.publish(&sealed.header, &sealed.bytes, &mut halt).await.is_err() {
         // Stored: the redelivered job_start re-sends it after the restart.
         return;
     }
@@ -394,8 +410,8 @@ async fn send_status(core: &Core, job: &ActiveJob, status: JobStatus, detail: Op
     let Some(sealed) = seal_for_requester(core, job, Kind::JobStatus, Some(status), &update).await else {
         return;
     };
-    let mut stop = core.stop.clone();
-    let publish = core.link.publish(&sealed.header, &sealed.bytes, &mut stop);
+    let mut halt = core.halt.clone();
+    let publish = core.link.publish(&sealed.header, &sealed.bytes, &mut halt);
     if tokio::time::timeout(Duration::from_secs(10), publish).await.is_err() {
         tracing::warn!(job = %job.record.job, %status, "status not published within 10 s");
     }
@@ -461,11 +477,18 @@ pub(crate) async fn kill_task(core: &Core, task: crate::ids::TaskId, reason: &st
 
 /// Removes a run's volume and everything kept for it, unless one of its jobs still runs here.
 pub(crate) async fn finish_run(core: &Core, run: RunId) {
-    let busy = core.jobs.lock().expect("not poisoned").values().any(|j| j.record.run == run);
-    if busy {
-        tracing::info!(%run, "run finished but a job of it still runs here; its volume stays until gc");
-        return;
+    {
+        let jobs = core.jobs.lock().expect("not poisoned");
+        if jobs.values().any(|j| j.record.run == run) {
+            tracing::debug!(%run, "run finished; cleaning up once its last job here is done");
+            core.ended_runs.lock().expect("not poisoned").insert(run);
+            return;
+        }
     }
+    remove_run(core, run).await;
+}
+
+async fn remove_run(core: &Core, run: RunId) {
     match core.sandbox.remove_run_volume(run).await {
         Ok(_) => {
             if let Err(e) = core.state.remove_run(run) {

@@ -94,8 +94,14 @@ pub(crate) struct Core {
     slots: Arc<Semaphore>,
     /// Bumped when a run message or a subtask result is stored, to wake long polls.
     arrivals: watch::Sender<u64>,
-    /// Turns true when the node is asked to stop.
+    /// Turns true when the node is asked to stop: no new work is taken.
     stop: watch::Receiver<bool>,
+    /// Turns true when the grace period after a stop is over: running jobs are abandoned and
+    /// publishing gives up.
+    halt: watch::Receiver<bool>,
+    /// Runs announced finished while one of their jobs was still winding down here: cleaned
+    /// up when it is done.
+    ended_runs: Mutex<std::collections::HashSet<crate::ids::RunId>>,
     /// Where recent jobs' time went.
     timings: Mutex<std::collections::VecDeque<JobTiming>>,
 }
@@ -135,6 +141,7 @@ pub(crate) async fn until_stopped(stop: &mut watch::Receiver<bool>) {
 pub struct RunningNode {
     core: Arc<Core>,
     stop: watch::Sender<bool>,
+    halt: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     endpoint: std::net::SocketAddr,
 }
@@ -170,11 +177,19 @@ impl RunningNode {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let _ = self.halt.send(true);
         let left: Vec<Arc<ActiveJob>> =
             self.core.jobs.lock().expect("not poisoned").values().cloned().collect();
         for job in left {
             tracing::warn!(job = %job.record.job, "stopping a job at shutdown; it will be redelivered");
             job.abandon(&self.core).await;
+        }
+        // Let the abandoned jobs remove their containers before the network goes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.core.jobs.lock().expect("not poisoned").is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for task in self.tasks {
             task.abort();
@@ -226,6 +241,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     }
 
     let (stop_tx, stop) = watch::channel(false);
+    let (halt_tx, halt) = watch::channel(false);
     let core = Arc::new(Core {
         policy: OpenPolicy::default(),
         rejections: Rejections::new(),
@@ -236,7 +252,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         slots: Arc::new(Semaphore::new(usize::from(config.limits.concurrent_jobs))),
         arrivals: watch::channel(0).0,
         stop,
+        halt,
         timings: Mutex::new(std::collections::VecDeque::new()),
+        ended_runs: Mutex::new(std::collections::HashSet::new()),
         me,
         state,
         server,
@@ -248,7 +266,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Endpoint { addr, source })?;
     let mut tasks = Vec::new();
-    let mut stop_http = core.stop.clone();
+    // The endpoint serves running jobs until the grace period ends.
+    let mut stop_http = core.halt.clone();
     tasks.push(tokio::spawn(
         warp::serve(endpoint::routes(core.clone()))
             .incoming(listener)
@@ -270,7 +289,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(endpoint = %addr, network = core.sandbox.network(), "node started");
-    Ok(RunningNode { core, stop: stop_tx, tasks, endpoint: addr })
+    Ok(RunningNode { core, stop: stop_tx, halt: halt_tx, tasks, endpoint: addr })
 }
 
 /// Tells the server the node is online, every `heartbeat_secs`, while the broker is connected

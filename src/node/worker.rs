@@ -85,8 +85,22 @@ async fn consume_once(core: &Arc<Core>) -> Result<(), lapin::Error> {
         let next = tokio::select! {
             next = consumer.next() => next,
             () = super::until_stopped(&mut stop) => {
-                // Running jobs keep their deliveries until shutdown decides; nothing new comes.
+                // Nothing new comes; running jobs keep the connection to publish their results
+                // and acknowledge their deliveries until they finish or the grace period ends.
                 let _ = channel.basic_cancel(core.config.node.name.as_str().into(), Default::default()).await;
+                let mut halt = core.halt.clone();
+                loop {
+                    if core.jobs.lock().expect("not poisoned").is_empty() {
+                        break;
+                    }
+                    tokio::select! {
+                        () = super::until_stopped(&mut halt) => break,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+                // Whatever is still unacknowledged goes back to the queue for the next start.
+                let _ = connection.close(200, "node stopping".into()).await;
+                core.link.set(None);
                 return Ok(());
             }
         };

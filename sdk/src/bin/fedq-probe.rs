@@ -16,10 +16,8 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("listen") {
         let port = args.get(2).and_then(|p| p.parse::<u16>().ok()).unwrap_or(9000);
         let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| fail(&format!("listen: {e}")));
-        for stream in listener.incoming() {
-            if let Ok(mut stream) = stream {
-                let _ = stream.write_all(b"hello\n");
-            }
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"hello\n");
         }
         return;
     }
