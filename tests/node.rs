@@ -184,6 +184,13 @@ async fn a_killed_task_stops_its_container() {
     let fed = fed().await;
     let submitted = fed.submit(json!([{"op": "sleep", "ms": 120000}])).await;
     fed.wait_running(submitted.job).await;
+    // The node's status envelopes reach the server.
+    support::eventually(30, "the server to show the job running", || async {
+        let (_, task) =
+            fed.app.call("GET", &format!("/tasks/{}", submitted.task), Some(&fed.researcher), None).await;
+        (task["jobs"][0]["status"] == "running").then_some(())
+    })
+    .await;
     let (status, body) =
         fed.app.call("POST", &format!("/tasks/{}/kill", submitted.task), Some(&fed.researcher), None).await;
     assert_eq!(status, 200, "{body}");
