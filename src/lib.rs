@@ -8,6 +8,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod envelope;
 pub mod ids;
 pub mod keys;

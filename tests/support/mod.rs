@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod federation;
 pub mod node;
 
 use std::process::Command;

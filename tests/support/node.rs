@@ -64,6 +64,57 @@ pub struct Submitted {
     pub job: JobId,
 }
 
+/// Registers a node for `org` at the server and writes its key and settings under `dir`;
+/// returns its settings, the settings file (for `fedq node --config`) and the registration.
+pub async fn register_node(
+    app: &TestApp,
+    org: &Identity,
+    dir: &std::path::Path,
+    limits: Limits,
+    images: &[&str],
+) -> (NodeConfig, PathBuf, Value) {
+    let name = format!("t-{}", suffix());
+    let registration = app.node(org.org(), &name).await;
+    let key_file = dir.join("org.key");
+    org.current().write_new(&key_file).unwrap();
+    let broker = &registration["broker"];
+    let user = broker["username"].as_str().unwrap().to_owned();
+    let password = broker["password"].as_str().unwrap();
+    let config = NodeConfig {
+        node: NodeSection {
+            name,
+            organization: org.org(),
+            key_file,
+            state_dir: dir.join("state"),
+            heartbeat_secs: 1,
+            shutdown_grace_secs: 5,
+            run_ttl_secs: 3600,
+        },
+        server: ServerSection {
+            url: format!("http://{}", app.addr),
+            api_key: SecretString::from(registration["api_key"].as_str().unwrap().to_owned()),
+        },
+        broker: BrokerSection {
+            url: SecretString::from(format!("amqp://{user}:{password}@127.0.0.1:5672/{}", app.vhost)),
+            username: user,
+            server_user: broker["server_user"].as_str().unwrap().to_owned(),
+        },
+        network: NetworkSection::default(),
+        limits,
+        policy: Policy {
+            images: images.iter().map(|i| ImageRule { name: (*i).into(), digest: "*".into() }).collect(),
+            requesters: vec!["*".into()],
+            share_logs: true,
+        },
+        data: Default::default(),
+        peers: PeersSection::default(),
+    };
+    let config_path = dir.join("node.toml");
+    let toml = to_toml(&config, password, registration["api_key"].as_str().unwrap(), &app.vhost);
+    std::fs::write(&config_path, toml).unwrap();
+    (config, config_path, registration)
+}
+
 impl Fed {
     /// Everything but the node, which `start_node` or `spawn_node_process` starts.
     pub async fn new(limits: Limits) -> Self {
@@ -73,50 +124,10 @@ impl Fed {
         let b = app.org("b").await;
         let collaboration = app.collaboration("ab", &[a.org(), b.org()]).await;
         let researcher = app.user(a.org(), "ada", "researcher").await;
-        let name = format!("t-{}", suffix());
-        let registration = app.node(b.org(), &name).await;
         let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("org.key");
-        b.current().write_new(&key_file).unwrap();
-        let broker = &registration["broker"];
-        let user = broker["username"].as_str().unwrap().to_owned();
-        let password = broker["password"].as_str().unwrap();
-        let config = NodeConfig {
-            node: NodeSection {
-                name,
-                organization: b.org(),
-                key_file,
-                state_dir: dir.path().join("state"),
-                heartbeat_secs: 1,
-                shutdown_grace_secs: 5,
-                run_ttl_secs: 3600,
-            },
-            server: ServerSection {
-                url: format!("http://{}", app.addr),
-                api_key: SecretString::from(registration["api_key"].as_str().unwrap().to_owned()),
-            },
-            broker: BrokerSection {
-                url: SecretString::from(format!("amqp://{user}:{password}@127.0.0.1:5672/{}", app.vhost)),
-                username: user,
-                server_user: broker["server_user"].as_str().unwrap().to_owned(),
-            },
-            network: NetworkSection::default(),
-            limits,
-            policy: Policy {
-                images: vec![ImageRule { name: "fedq/probe".into(), digest: "*".into() }],
-                requesters: vec!["*".into()],
-                share_logs: true,
-            },
-            data: Default::default(),
-            peers: PeersSection::default(),
-        };
-        let config_path = dir.path().join("node.toml");
+        let (config, config_path, registration) =
+            register_node(&app, &b, dir.path(), limits, &["fedq/probe"]).await;
         let name_for_guard = config.node.name.clone();
-        std::fs::write(
-            &config_path,
-            to_toml(&config, password, registration["api_key"].as_str().unwrap(), &app.vhost),
-        )
-        .unwrap();
         let mut keys = Keyring::new();
         keys.insert(a.org(), a.current().public().clone());
         keys.insert(b.org(), b.current().public().clone());
@@ -335,9 +346,7 @@ timeout_secs = {timeout}
 [policy]
 requesters = ["*"]
 share_logs = true
-[[policy.images]]
-name = "fedq/probe"
-"#,
+{images}"#,
         name = n.name,
         org = n.organization,
         key = n.key_file.display(),
@@ -350,5 +359,11 @@ name = "fedq/probe"
         memory = l.memory_mib,
         jobs = l.concurrent_jobs,
         timeout = l.timeout_secs,
+        images = config
+            .policy
+            .images
+            .iter()
+            .map(|i| format!("[[policy.images]]\nname = \"{}\"\n", i.name))
+            .collect::<String>(),
     )
 }

@@ -1,0 +1,243 @@
+//! Secure Sum end to end, with real services and containers: three and five registries each
+//! count the patients in their own CSV; the researcher gets the total; a tap on every envelope
+//! the broker carried and a dump of the server's database contain none of the counts, R, the
+//! partial sums or the total, in any encoding the project uses.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fedq::client::{Inputs, TaskSpec};
+use fedq::protocol::JobStatus;
+use futures_util::StreamExt as _;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+use support::federation::Federation;
+
+const IMAGE: &str = "fedq/secure-sum:0.1.0";
+
+fn random_count() -> u64 {
+    // Above 65535, so that every binary encoding is at least five bytes long and a chance match
+    // in random ciphertext is negligible.
+    66_000 + (uuid::Uuid::new_v4().as_u128() % 30_000) as u64
+}
+
+fn write_patients(path: &std::path::Path, rows: u64) {
+    use std::fmt::Write as _;
+    let mut csv = String::from("id,age,diagnosis\n");
+    for i in 0..rows {
+        let _ = writeln!(csv, "p{i:07},{},{}", 20 + i % 70, if i % 3 == 0 { "E11" } else { "I10" });
+    }
+    std::fs::write(path, csv).unwrap();
+}
+
+/// Every encoding of `value` the project could put on the wire or in the database.
+fn encodings(value: u64) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("little-endian", value.to_le_bytes().to_vec()),
+        ("big-endian", value.to_be_bytes().to_vec()),
+        ("MessagePack", rmp_serde::to_vec(&value).unwrap()),
+    ]
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Decimal `text` in `hay`, not part of a longer run of hex digits.
+fn contains_decimal(hay: &str, text: &str) -> bool {
+    hay.match_indices(text).any(|(at, _)| {
+        let before = hay[..at].chars().next_back();
+        let after = hay[at + text.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_hexdigit()) && !after.is_some_and(|c| c.is_ascii_hexdigit())
+    })
+}
+
+/// Values after `key=` in the audit lines of the nodes' own logs.
+fn audited(logs: &str, key: &str) -> Vec<u64> {
+    logs.lines()
+        .filter(|l| l.starts_with("secure-sum audit:"))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|w| w.strip_prefix(&format!("{key}=")))
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+async fn run_secure_sum(n: usize) {
+    let counts: Vec<u64> = (0..n).map(|_| random_count()).collect();
+    let data_counts = counts.clone();
+    let fed = Federation::new(n, &["fedq/secure-sum"], move |i, dir| {
+        let path = dir.join("patients.csv");
+        write_patients(&path, data_counts[i]);
+        BTreeMap::from([("patients".to_owned(), path)])
+    })
+    .await;
+
+    // A tap on everything the broker carries: a queue bound to ingress and to every delivery key.
+    let tap_connection = fed.app.amqp("guest", "guest").await.unwrap();
+    let tap = tap_connection.create_channel().await.unwrap();
+    tap.queue_declare("tap".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    tap.queue_bind(
+        "tap".into(),
+        "fedq.ingress".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for org in &fed.orgs {
+        let key = org.org().to_string();
+        tap.queue_bind(
+            "tap".into(),
+            "fedq.deliver".into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+
+    let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
+    let input = json!({"data": "patients", "share": true, "audit": true}).to_string().into_bytes();
+    let spec = TaskSpec {
+        collaboration: fed.collaboration,
+        image: IMAGE.into(),
+        organizations: organizations.clone(),
+        inputs: Inputs::Same(input),
+        name: format!("secure sum of {n}"),
+        return_log: false,
+    };
+    let created = fed.researcher.create_task(&fed.orgs[0], &spec).await.expect("the task is created");
+    let results = fed
+        .researcher
+        .wait_and_open(&fed.orgs[0], fed.collaboration, created.task, Duration::from_secs(180))
+        .await
+        .expect("the results open");
+    let total: u64 = counts.iter().sum();
+    assert_eq!(results.len(), n);
+    for result in &results {
+        assert_eq!(result.status, JobStatus::Completed, "{result:?}");
+        let output: Value = serde_json::from_slice(&result.output).unwrap();
+        assert_eq!(output["N"], total, "every registry learns N: {output}");
+    }
+
+    // What each party handled, from its own node's logs (which never leave it).
+    let logs = fed.node_logs();
+    let mut secrets: Vec<(String, u64)> = counts.iter().map(|c| ("a count".to_owned(), *c)).collect();
+    secrets.push(("N".into(), total));
+    for key in ["R", "x1", "received", "sent"] {
+        for value in audited(&logs, key) {
+            secrets.push((key.into(), value));
+        }
+    }
+    assert_eq!(audited(&logs, "R").len(), 1, "A drew R once");
+    assert_eq!(audited(&logs, "sent").len(), n - 1, "every other registry passed a sum on");
+
+    // Everything the broker carried.
+    let mut carried = Vec::new();
+    let mut consumer = tap
+        .basic_consume(
+            "tap".into(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut messages = 0;
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
+        carried.extend_from_slice(&delivery.data);
+        messages += 1;
+    }
+    // job starts, statuses, results, the ring's messages and the subtask all went by.
+    assert!(messages >= 3 * n, "the tap saw {messages} messages");
+
+    // Everything the server stored.
+    let dump = std::process::Command::new("su")
+        .args(["postgres", "-c", &format!("pg_dump --data-only {}", fed.app.db_name)])
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let dump_text = String::from_utf8_lossy(&dump.stdout).to_string();
+    assert!(dump_text.contains(&created.task.to_string()), "the dump holds the task's metadata");
+    // Timestamps are the only decimal runs of the dump that are not identifiers; drop them.
+    let undated = without_timestamps(&dump_text);
+    let dump_bytes: Vec<u8> = hex_runs(&dump_text);
+    assert!(dump_bytes.len() > 1000, "the sealed envelopes are in the dump");
+
+    // The searches find what is there: the task id travels in every clear header.
+    let task_bytes = created.task.as_uuid().as_bytes();
+    assert!(contains(&carried, task_bytes) && contains(&dump_bytes, task_bytes));
+
+    for (what, value) in &secrets {
+        let decimal = value.to_string();
+        assert!(!contains(&carried, decimal.as_bytes()), "{what} {value} as text on the broker");
+        assert!(!contains_decimal(&undated, &decimal), "{what} {value} as text in the database");
+        for (encoding, bytes) in encodings(*value) {
+            assert!(!contains(&carried, &bytes), "{what} {value} ({encoding}) on the broker");
+            assert!(!contains(&dump_bytes, &bytes), "{what} {value} ({encoding}) in the database");
+            assert!(
+                !dump_text.contains(&hex::encode(&bytes)),
+                "{what} {value} ({encoding}, hex) in the database"
+            );
+        }
+    }
+    fed.cleanup().await;
+}
+
+/// The dump with its timestamps (`2026-11-26 20:14:12.81234+00`) blanked out.
+fn without_timestamps(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let looks_like_date = i + 19 <= bytes.len()
+            && bytes[i..i + 4].iter().all(u8::is_ascii_digit)
+            && bytes[i + 4] == b'-'
+            && bytes[i + 7] == b'-'
+            && bytes[i + 10] == b' '
+            && bytes[i + 13] == b':';
+        if looks_like_date {
+            let mut j = i + 19;
+            while j < bytes.len()
+                && (bytes[j].is_ascii_digit() || matches!(bytes[j], b'.' | b'+' | b'-' | b':'))
+            {
+                j += 1;
+            }
+            out.push(' ');
+            i = j;
+        } else {
+            let c = text[i..].chars().next().unwrap();
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// The bytes of every `\x…` hex run (PostgreSQL's text form of `bytea`) in the dump.
+fn hex_runs(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in text.split("\\\\x").skip(1) {
+        let run: String = part.chars().take_while(char::is_ascii_hexdigit).collect();
+        if let Ok(bytes) = hex::decode(&run[..run.len() & !1]) {
+            out.extend_from_slice(&bytes);
+            out.extend_from_slice(b"|");
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_sum_of_three_registries_reveals_only_the_total() {
+    run_secure_sum(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_sum_of_five_registries_reveals_only_the_total() {
+    run_secure_sum(5).await;
+}

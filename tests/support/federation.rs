@@ -1,0 +1,80 @@
+//! A federation of several organizations, each with its own node (in-process, real Docker), a
+//! researcher at the first, and the client the command line uses.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fedq::client::Client;
+use fedq::ids::CollaborationId;
+use fedq::keys::Identity;
+use fedq::node::RunningNode;
+use fedq::node::config::NodeConfig;
+use secrecy::SecretString;
+
+use super::node::{Fed, NodeGuard, ensure_images, register_node};
+use super::{TestApp, spawn_app};
+
+pub struct Federation {
+    pub app: TestApp,
+    pub orgs: Vec<Identity>,
+    pub collaboration: CollaborationId,
+    pub researcher: Client,
+    pub nodes: Vec<RunningNode>,
+    pub configs: Vec<NodeConfig>,
+    pub dirs: Vec<tempfile::TempDir>,
+    guards: Vec<NodeGuard>,
+}
+
+impl Federation {
+    /// `n` organizations in one collaboration, each with a node allowed to run `images`, whose
+    /// data sources `data` writes (given the organization's index and a directory).
+    pub async fn new(
+        n: usize,
+        images: &[&str],
+        data: impl Fn(usize, &Path) -> BTreeMap<String, PathBuf>,
+    ) -> Self {
+        ensure_images();
+        let app = spawn_app().await;
+        let mut orgs = Vec::with_capacity(n);
+        for i in 0..n {
+            orgs.push(app.org(&format!("registry-{i}")).await);
+        }
+        let ids: Vec<_> = orgs.iter().map(Identity::org).collect();
+        let collaboration = app.collaboration("registries", &ids).await;
+        let token = app.user(orgs[0].org(), "ada", "researcher").await;
+        let researcher = Client::with_token(&format!("http://{}", app.addr), SecretString::from(token));
+        let (mut nodes, mut configs, mut dirs, mut guards) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, org) in orgs.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut config, _, _) = register_node(&app, org, dir.path(), Fed::limits(), images).await;
+            config.data = data(i, dir.path());
+            guards.push(NodeGuard { name: config.node.name.clone(), process: None });
+            nodes.push(fedq::node::start(config.clone()).await.expect("the node starts"));
+            configs.push(config);
+            dirs.push(dir);
+        }
+        Self { app, orgs, collaboration, researcher, nodes, configs, dirs, guards }
+    }
+
+    /// Container logs the nodes kept, all of them.
+    pub fn node_logs(&self) -> String {
+        let mut all = String::new();
+        for config in &self.configs {
+            let jobs = config.node.state_dir.join("jobs");
+            for entry in std::fs::read_dir(jobs).into_iter().flatten().flatten() {
+                if let Ok(log) = std::fs::read_to_string(entry.path().join("container.log")) {
+                    all.push_str(&log);
+                }
+            }
+        }
+        all
+    }
+
+    pub async fn cleanup(self) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+        drop(self.guards);
+        self.app.cleanup().await;
+    }
+}
