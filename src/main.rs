@@ -8,7 +8,7 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = fedq::cli::Cli::parse();
-    fedq::cli::init_tracing();
+    fedq::cli::init_tracing(cli.default_log_level());
     match fedq::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

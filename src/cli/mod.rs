@@ -1,8 +1,10 @@
 //! The command line: argument definitions and dispatch. Each subcommand lives in its own module
 //! and returns [`CliError`]; `main` prints the error chain.
 
+mod demo;
 mod envelope;
 mod keys;
+mod research;
 
 use std::path::PathBuf;
 
@@ -32,6 +34,16 @@ enum Command {
     },
     /// Run a node worker for an organization (meant to run as a systemd service).
     Node(NodeArgs),
+    /// Log in to a server; the session is kept for the task and result commands.
+    Login(research::LoginArgs),
+    /// Create, follow and stop tasks.
+    #[command(subcommand)]
+    Task(research::TaskCommand),
+    /// Fetch a task's results and open them with your organization's key.
+    Result(research::ResultArgs),
+    /// A whole federation on this machine, in one command.
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
 }
 
 /// `fedq node`: run the worker, or clean up after it.
@@ -85,6 +97,21 @@ pub enum CliError {
     /// The node could not start.
     #[error("the node could not start: {0}")]
     Node(#[from] crate::node::NodeError),
+    /// A talk with the server failed, or what it returned did not open.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    /// No saved session.
+    #[error("not logged in (no session at {path}); run `fedq login` first")]
+    NotLoggedIn {
+        /// Where the session was looked for.
+        path: PathBuf,
+    },
+    /// The logged-in user belongs to no organization (root), so cannot create tasks.
+    #[error("this user belongs to no organization; log in as a researcher")]
+    NoOrganization,
+    /// An input given on the command line is not usable.
+    #[error("invalid input: {0}")]
+    BadInput(String),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -111,6 +138,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Ok(())
             })
         }
+        Command::Login(args) => research::login(args),
+        Command::Demo(command) => demo::run(command),
+        Command::Task(command) => research::task(command),
+        Command::Result(args) => research::result(args),
         Command::Node(args) => {
             let config = crate::node::config::NodeConfig::load(args.config.as_deref())?;
             let runtime = tokio::runtime::Runtime::new()
@@ -132,10 +163,23 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
+impl Cli {
+    /// The log level when `RUST_LOG` is unset: services log their work; commands a person runs
+    /// interactively log only warnings.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Server { .. } | Command::Node(_) => "info",
+            // The demo runs a server and nodes in-process; their request traces and the broker
+            // client's reconnection chatter would drown what it prints.
+            _ => "warn,warp=off,lapin=off",
+        }
+    }
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `default_level`).
+pub fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -207,6 +207,11 @@ impl Client {
         answer(response).await
     }
 
+    /// Any `POST` of the API (administration: organizations, users, nodes…).
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
     /// Who this session is.
     pub async fn me(&self) -> Result<Me, ClientError> {
         let body = self.call(reqwest::Method::GET, "/users/me", None).await?;

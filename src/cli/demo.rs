@@ -1,0 +1,370 @@
+//! `fedq demo secure-sum`: a whole federation on this machine in one command. It starts the
+//! services if needed, builds the algorithm images, creates a fresh database and broker virtual
+//! host, starts the server and one node per registry (each with its own CSV of patients), runs
+//! Secure Sum as a researcher would, and prints the total beside what the server saw. Everything
+//! it created is removed at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use super::CliError;
+use crate::broker::management::{Management, Permissions};
+use crate::client::{Client, Inputs, TaskSpec};
+use crate::keys::{Identity, OrgKey};
+use crate::node::config::{
+    BrokerSection, ImageRule, Limits, NetworkSection, NodeConfig, NodeSection, PeersSection, Policy,
+    ServerSection,
+};
+use crate::server::config::{
+    AuthConfig, BootstrapConfig, BrokerConfig, DatabaseConfig, HttpConfig, RouterConfig, ServerConfig,
+};
+
+/// `fedq demo …`.
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Secure Sum across registries: nobody, the server included, learns another's count.
+    SecureSum(DemoArgs),
+}
+
+/// Settings of the demo: where the local services are.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Registries in the ring.
+    #[arg(long, default_value_t = 3)]
+    registries: usize,
+    /// PostgreSQL URL of a role that may create databases.
+    #[arg(long, default_value = "postgres://fedq:fedq-dev@127.0.0.1:5432/postgres")]
+    postgres: String,
+    /// RabbitMQ's AMQP host and port.
+    #[arg(long, default_value = "127.0.0.1:5672")]
+    amqp: String,
+    /// RabbitMQ's management API.
+    #[arg(long, default_value = "http://127.0.0.1:15672")]
+    management: String,
+    /// Management user (administrator) and password.
+    #[arg(long, default_value = "guest")]
+    management_user: String,
+    /// Its password.
+    #[arg(long, default_value = "guest")]
+    management_password: String,
+    /// Do not run `scripts/services` and `scripts/images` first.
+    #[arg(long)]
+    no_setup: bool,
+}
+
+/// Runs a demo.
+pub fn run(command: DemoCommand) -> Result<(), CliError> {
+    let DemoCommand::SecureSum(args) = command;
+    if args.registries < 2 {
+        return Err(CliError::BadInput("Secure Sum needs at least two registries".into()));
+    }
+    if !args.no_setup {
+        script("services")?;
+        script("images")?;
+    }
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
+    runtime.block_on(secure_sum(&args))
+}
+
+/// Runs one of the project's scripts (from the working directory's checkout, else the one this
+/// binary was built from).
+fn script(name: &str) -> Result<(), CliError> {
+    let candidates = [
+        PathBuf::from("scripts").join(name),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name),
+    ];
+    let path = candidates.iter().find(|p| p.exists()).ok_or_else(|| {
+        CliError::BadInput(format!(
+            "scripts/{name} not found; run the demo from a fedq checkout or pass --no-setup"
+        ))
+    })?;
+    eprintln!("== scripts/{name}");
+    let status = Command::new(path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|source| CliError::Io { path: path.clone(), source })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(CliError::BadInput(format!("scripts/{name} failed ({status})")))
+    }
+}
+
+fn step(text: &str) {
+    eprintln!("== {text}");
+}
+
+fn demo_err(what: &str, e: impl std::fmt::Display) -> CliError {
+    CliError::BadInput(format!("{what}: {e}"))
+}
+
+async fn secure_sum(args: &DemoArgs) -> Result<(), CliError> {
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let db_name = format!("fedq_demo_{tag}");
+    let vhost = format!("fedq-demo-{tag}");
+    let work = std::env::temp_dir().join(format!("fedq-demo-{tag}"));
+    std::fs::create_dir_all(&work).map_err(|source| CliError::Io { path: work.clone(), source })?;
+
+    step(&format!("a fresh database {db_name} and broker virtual host {vhost}"));
+    let (admin, connection) = tokio_postgres::connect(&args.postgres, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| demo_err("PostgreSQL", e))?;
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db_name}"))
+        .await
+        .map_err(|e| demo_err("PostgreSQL", e))?;
+    let management = Management::new(
+        &args.management,
+        &args.management_user,
+        SecretString::from(args.management_password.clone()),
+    );
+    management.create_vhost(&vhost).await.map_err(|e| demo_err("RabbitMQ", e))?;
+    let all = Permissions { configure: ".*".into(), write: ".*".into(), read: ".*".into() };
+    management
+        .set_permissions(&vhost, &args.management_user, &all)
+        .await
+        .map_err(|e| demo_err("RabbitMQ", e))?;
+
+    let outcome = run_federation(args, &db_name, &vhost, &work).await;
+
+    step("cleaning up");
+    let _ = management.delete_vhost(&vhost).await;
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).await;
+    let _ = std::fs::remove_dir_all(&work);
+    outcome
+}
+
+async fn run_federation(args: &DemoArgs, db_name: &str, vhost: &str, work: &Path) -> Result<(), CliError> {
+    let root_password = hex::encode(uuid::Uuid::new_v4().as_bytes());
+    let db_url =
+        args.postgres.rsplit_once('/').map(|(base, _)| format!("{base}/{db_name}")).unwrap_or_default();
+    let config = ServerConfig {
+        http: HttpConfig { listen: "127.0.0.1:0".parse().expect("an address"), ..HttpConfig::default() },
+        database: DatabaseConfig { url: SecretString::from(db_url), pool_size: 16 },
+        broker: BrokerConfig {
+            url: SecretString::from(format!(
+                "amqp://{}:{}@{}/{vhost}",
+                args.management_user, args.management_password, args.amqp
+            )),
+            vhost: vhost.to_owned(),
+            management_url: args.management.clone(),
+            management_user: args.management_user.clone(),
+            management_password: SecretString::from(args.management_password.clone()),
+            node_url: None,
+        },
+        router: RouterConfig::default(),
+        auth: AuthConfig::default(),
+        bootstrap: Some(BootstrapConfig {
+            root_username: "root".into(),
+            root_password: SecretString::from(root_password.clone()),
+        }),
+    };
+    step("starting the server (REST API and blind router)");
+    let server = crate::server::start(config).await?;
+    let base = format!("http://{}", server.addr);
+    let result = async {
+        // Ready once the database and the broker both answer.
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http.get(format!("{base}/api/v1/health")).send().await.map(|r| r.status().as_u16()).ok()
+            != Some(200)
+        {
+            if Instant::now() > deadline {
+                return Err(CliError::BadInput("the server did not become healthy within 60 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let root = Client::login(&base, "root", &root_password).await?;
+        let n = args.registries;
+        step(&format!("{n} registries: each generates its key, counts its own patients, and starts a node"));
+        let mut orgs = Vec::with_capacity(n);
+        for i in 0..n {
+            let key = OrgKey::generate();
+            let name = format!("registry-{}", (b'a' + i as u8) as char);
+            let body = root
+                .post("/organizations", &json!({"name": name, "public_key": key.public().to_string()}))
+                .await?;
+            let id = body["id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| demo_err("organization", &body))?;
+            orgs.push((name, Identity::new(id, key)));
+        }
+        let ids: Vec<_> = orgs.iter().map(|(_, o)| o.org()).collect();
+        let collaboration =
+            root.post("/collaborations", &json!({"name": "registries", "organizations": ids})).await?;
+        let collaboration = collaboration["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| demo_err("collaboration", &collaboration))?;
+        let password = hex::encode(uuid::Uuid::new_v4().as_bytes());
+        root.post(
+            "/users",
+            &json!({"username": "ada", "password": password, "role": "researcher", "organization": ids[0]}),
+        )
+        .await?;
+
+        let mut nodes = Vec::with_capacity(n);
+        let mut counts = Vec::with_capacity(n);
+        for (i, (name, org)) in orgs.iter().enumerate() {
+            let dir = work.join(name);
+            std::fs::create_dir_all(&dir).map_err(|source| CliError::Io { path: dir.clone(), source })?;
+            let count = 20_000 + u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 37 + i as u64;
+            let mut csv = String::from("patient,age\n");
+            for p in 0..count {
+                csv.push_str(&format!("p{p},{}\n", 30 + p % 60));
+            }
+            let data = dir.join("patients.csv");
+            std::fs::write(&data, csv).map_err(|source| CliError::Io { path: data.clone(), source })?;
+            counts.push(count);
+            let registration = root
+                .post("/nodes", &json!({"organization": org.org(), "name": format!("{name}-node")}))
+                .await?;
+            let key_file = dir.join("org.key");
+            org.current().write_new(&key_file)?;
+            let broker = &registration["broker"];
+            let user = broker["username"].as_str().unwrap_or_default().to_owned();
+            let node = NodeConfig {
+                node: NodeSection {
+                    name: format!("demo-{}-{}", &vhost[10..], (b'a' + i as u8) as char),
+                    organization: org.org(),
+                    key_file,
+                    state_dir: dir.join("state"),
+                    heartbeat_secs: 3,
+                    shutdown_grace_secs: 5,
+                    run_ttl_secs: 3600,
+                },
+                server: ServerSection {
+                    url: base.clone(),
+                    api_key: SecretString::from(
+                        registration["api_key"].as_str().unwrap_or_default().to_owned(),
+                    ),
+                },
+                broker: BrokerSection {
+                    url: SecretString::from(format!(
+                        "amqp://{user}:{}@{}/{vhost}",
+                        broker["password"].as_str().unwrap_or_default(),
+                        args.amqp
+                    )),
+                    username: user,
+                    server_user: broker["server_user"].as_str().unwrap_or_default().to_owned(),
+                },
+                network: NetworkSection::default(),
+                limits: Limits { memory_mib: 128, ..Limits::default() },
+                policy: Policy {
+                    images: vec![ImageRule { name: "fedq/secure-sum".into(), digest: "*".into() }],
+                    requesters: vec![ids[0].to_string()],
+                    share_logs: false,
+                },
+                data: [("patients".to_owned(), data)].into_iter().collect(),
+                peers: PeersSection::default(),
+            };
+            nodes.push(crate::node::start(node).await?);
+            eprintln!("   {name}: {count} patients, node started");
+        }
+
+        step(
+            "the researcher at registry-a submits Secure Sum; inputs are sealed per registry on her machine",
+        );
+        let researcher = Client::login(&base, "ada", &password).await?;
+        let spec = TaskSpec {
+            collaboration,
+            image: format!("fedq/secure-sum:{}", env!("CARGO_PKG_VERSION")),
+            organizations: ids.clone(),
+            inputs: Inputs::Same(json!({"data": "patients", "share": true}).to_string().into_bytes()),
+            name: "secure sum demo".into(),
+            return_log: false,
+        };
+        let started = Instant::now();
+        let created = researcher.create_task(&orgs[0].1, &spec).await?;
+        let results = researcher
+            .wait_and_open(&orgs[0].1, collaboration, created.task, Duration::from_secs(300))
+            .await?;
+        let elapsed = started.elapsed();
+        for node in nodes {
+            node.shutdown().await;
+        }
+
+        let expected: u64 = counts.iter().sum();
+        println!();
+        println!("Secure Sum over {n} registries, in {:.2} s", elapsed.as_secs_f64());
+        for ((name, _), r) in orgs.iter().zip(&results) {
+            let out: Value = serde_json::from_slice(&r.output).unwrap_or(Value::Null);
+            println!("  {name}: {} — learned N = {}", r.status, out["N"]);
+        }
+        let n_value = results
+            .first()
+            .and_then(|r| serde_json::from_slice::<Value>(&r.output).ok())
+            .map(|v| v["N"].clone());
+        println!(
+            "  N = {} (the sum of the counts, which only each registry knows: {})",
+            n_value.unwrap_or(Value::Null),
+            expected
+        );
+
+        let db = tokio_postgres::connect(
+            &format!("{}/{db_name}", args.postgres.rsplit_once('/').map(|(b, _)| b).unwrap_or("")),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .map_err(|e| demo_err("PostgreSQL", e))?;
+        tokio::spawn(db.1);
+        let rows =
+            db.0.query(
+                "SELECT kind, count(*), sum(size)::bigint FROM routing_log GROUP BY kind ORDER BY kind",
+                &[],
+            )
+            .await
+            .map_err(|e| demo_err("PostgreSQL", e))?;
+        println!();
+        println!("What the server saw (its routing log: headers and sizes, never contents):");
+        for row in rows {
+            let (kind, count, bytes): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            println!("  {count:>3} × {kind:<12} {bytes:>7} bytes sealed");
+        }
+        let dump = Command::new("pg_dump")
+            .args([
+                "--data-only",
+                &format!("{}/{db_name}", args.postgres.rsplit_once('/').map(|(b, _)| b).unwrap_or("")),
+            ])
+            .output()
+            .map_err(|source| CliError::Io { path: "pg_dump".into(), source })?;
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        let mut values: Vec<u64> = counts.clone();
+        values.push(expected);
+        let found: Vec<u64> = values.iter().copied().filter(|v| contains_number(&dump, *v)).collect();
+        if found.is_empty() {
+            println!(
+                "  a dump of its database ({} bytes) contains none of the counts nor N, as text or bytes",
+                dump.len()
+            );
+        } else {
+            println!("  WARNING: the database dump contains {found:?}");
+        }
+        Ok::<_, CliError>(())
+    }
+    .await;
+    server.shutdown().await;
+    result
+}
+
+/// Whether `dump` holds `value` as bounded decimal text, or its little/big-endian bytes in hex.
+fn contains_number(dump: &str, value: u64) -> bool {
+    let text = value.to_string();
+    let bounded = dump.match_indices(&text).any(|(at, _)| {
+        let before = dump[..at].chars().next_back();
+        let after = dump[at + text.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '-'))
+            && !after.is_some_and(|c| c.is_ascii_hexdigit())
+    });
+    bounded
+        || dump.contains(&hex::encode(value.to_le_bytes()))
+        || dump.contains(&hex::encode(value.to_be_bytes()))
+}

@@ -1,0 +1,395 @@
+//! The researcher's commands: `fedq login`, `fedq task create|list|show|kill|wait`, and
+//! `fedq result`. Inputs are sealed, and results opened, here on the researcher's machine with
+//! the organization's key; the server sees neither.
+
+use std::io::{IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::CliError;
+use crate::client::{Client, ClientError, Inputs, OpenedResult, TaskSpec};
+use crate::ids::{CollaborationId, OrgId, TaskId};
+use crate::keys::{Identity, OrgKey};
+use crate::protocol::JobStatus;
+
+/// `fedq login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The server's base URL.
+    #[arg(long, env = "FEDQ_SERVER")]
+    server: String,
+    /// User name.
+    #[arg(long)]
+    user: String,
+    /// Read the password from standard input instead of asking for it.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// `fedq task …`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Seal each organization's input and create a task.
+    Create(CreateArgs),
+    /// Tasks visible to you, newest first.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One task with its jobs' statuses.
+    Show {
+        /// The task.
+        task: TaskId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a task and its subtasks.
+    Kill {
+        /// The task.
+        task: TaskId,
+    },
+    /// Wait for a task's jobs, showing progress per organization, then print the results.
+    Wait(ResultArgs),
+}
+
+/// `fedq task create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The collaboration.
+    #[arg(long)]
+    collaboration: CollaborationId,
+    /// The algorithm image (name:tag or name@sha256:…).
+    #[arg(long)]
+    image: String,
+    /// An organization to run at; repeat it, in the order the algorithm expects.
+    #[arg(long = "org", required = true)]
+    organizations: Vec<OrgId>,
+    /// Your organization's private key file.
+    #[arg(long, env = "FEDQ_KEY")]
+    key: PathBuf,
+    /// The input for every organization, from a file (`-` for standard input).
+    #[arg(long, conflicts_with = "input_json")]
+    input: Option<PathBuf>,
+    /// The input for every organization, as JSON text.
+    #[arg(long)]
+    input_json: Option<String>,
+    /// A different input for one organization: ORG=FILE; repeat as needed.
+    #[arg(long = "input-for", value_parser = parse_input_for)]
+    input_for: Vec<(OrgId, PathBuf)>,
+    /// A name for the task.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Ask the nodes for the containers' logs (sent only where a node's policy shares them).
+    #[arg(long)]
+    logs: bool,
+    /// Wait for the results and print them.
+    #[arg(long)]
+    wait: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `fedq task wait` and `fedq result`.
+#[derive(Debug, Args)]
+pub struct ResultArgs {
+    /// The task.
+    task: TaskId,
+    /// Your organization's private key file.
+    #[arg(long, env = "FEDQ_KEY")]
+    key: PathBuf,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_input_for(text: &str) -> Result<(OrgId, PathBuf), String> {
+    let (org, path) = text.split_once('=').ok_or("expected ORG=FILE")?;
+    Ok((org.parse().map_err(|e| format!("{e}"))?, PathBuf::from(path)))
+}
+
+/// A saved login.
+#[derive(Serialize, Deserialize)]
+struct Session {
+    server: String,
+    token: String,
+}
+
+fn session_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("FEDQ_SESSION") {
+        return PathBuf::from(path);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("fedq").join("session.json")
+}
+
+fn client() -> Result<Client, CliError> {
+    let path = session_path();
+    let text = std::fs::read_to_string(&path).map_err(|_| CliError::NotLoggedIn { path: path.clone() })?;
+    let session: Session = serde_json::from_str(&text).map_err(|_| CliError::NotLoggedIn { path })?;
+    Ok(Client::with_token(&session.server, SecretString::from(session.token)))
+}
+
+fn identity(key: &Path, org: OrgId) -> Result<Identity, CliError> {
+    Ok(Identity::new(org, OrgKey::load(key)?))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Runtime::new().map_err(|source| CliError::Io { path: "tokio runtime".into(), source })
+}
+
+/// `fedq login`: asks for the password, stores the session token (mode 0600).
+pub fn login(args: LoginArgs) -> Result<(), CliError> {
+    let password = if args.password_stdin || !std::io::stdin().is_terminal() {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|source| CliError::Io { path: "-".into(), source })?;
+        SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned())
+    } else {
+        SecretString::from(
+            rpassword::prompt_password(format!("password for {}: ", args.user))
+                .map_err(|source| CliError::Io { path: "terminal".into(), source })?,
+        )
+    };
+    let client = runtime()?.block_on(Client::login(&args.server, &args.user, password.expose_secret()))?;
+    let path = session_path();
+    let session = Session { server: args.server, token: client.token().expose_secret().to_owned() };
+    write_private(&path, &serde_json::to_vec_pretty(&session).expect("a session encodes"))?;
+    eprintln!("logged in as {}; session kept in {}", args.user, path.display());
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source| CliError::Io { path: path.to_owned(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(bytes).map_err(io)
+}
+
+/// `fedq task …`.
+pub fn task(command: TaskCommand) -> Result<(), CliError> {
+    let client = client()?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        match command {
+            TaskCommand::Create(args) => create(&client, args).await,
+            TaskCommand::List { limit, json } => {
+                let tasks = client.tasks(limit).await?;
+                if json {
+                    println!("{tasks:#}");
+                } else {
+                    for t in tasks.as_array().into_iter().flatten() {
+                        println!(
+                            "{}  {}  {}  {}",
+                            t["id"].as_str().unwrap_or(""),
+                            summary(t),
+                            t["image"].as_str().unwrap_or(""),
+                            t["name"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                Ok(())
+            }
+            TaskCommand::Show { task, json } => {
+                let shown = client.task(task).await?;
+                if json {
+                    println!("{shown:#}");
+                } else {
+                    println!(
+                        "task {task}  image {}  run {}",
+                        shown["image"].as_str().unwrap_or(""),
+                        shown["run"].as_str().unwrap_or("")
+                    );
+                    for job in shown["jobs"].as_array().into_iter().flatten() {
+                        println!(
+                            "  {}  {}",
+                            job["organization"].as_str().unwrap_or(""),
+                            job["status"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                Ok(())
+            }
+            TaskCommand::Kill { task } => {
+                client.kill(task).await?;
+                eprintln!("task {task} killed");
+                Ok(())
+            }
+            TaskCommand::Wait(args) => wait(&client, &args, true).await,
+        }
+    })
+}
+
+/// `fedq result`: the results as they are now (waiting up to the timeout for all of them).
+pub fn result(args: ResultArgs) -> Result<(), CliError> {
+    let client = client()?;
+    runtime()?.block_on(wait(&client, &args, false))
+}
+
+fn summary(task: &Value) -> String {
+    let jobs = task["jobs"].as_array().cloned().unwrap_or_default();
+    let done = jobs.iter().filter(|j| is_terminal(j["status"].as_str().unwrap_or(""))).count();
+    format!("{done}/{} done", jobs.len())
+}
+
+fn is_terminal(status: &str) -> bool {
+    serde_json::from_value::<JobStatus>(json!(status)).is_ok_and(JobStatus::is_terminal)
+}
+
+async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
+    let me = client.me().await?;
+    let org = me.organization.ok_or(CliError::NoOrganization)?;
+    let me_id = identity(&args.key, org)?;
+    let common = match (&args.input, &args.input_json) {
+        (Some(path), _) => super::read_input(path)?,
+        (None, Some(text)) => {
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| CliError::BadInput(format!("--input-json: {e}")))?;
+            text.clone().into_bytes()
+        }
+        (None, None) => Vec::new(),
+    };
+    let inputs = if args.input_for.is_empty() {
+        Inputs::Same(common)
+    } else {
+        let mut each = Vec::with_capacity(args.organizations.len());
+        for org in &args.organizations {
+            each.push(match args.input_for.iter().find(|(o, _)| o == org) {
+                Some((_, path)) => super::read_input(path)?,
+                None => common.clone(),
+            });
+        }
+        Inputs::Each(each)
+    };
+    let spec = TaskSpec {
+        collaboration: args.collaboration,
+        image: args.image,
+        organizations: args.organizations,
+        inputs,
+        name: args.name,
+        return_log: args.logs,
+    };
+    let created = client.create_task(&me_id, &spec).await?;
+    if args.json && !args.wait {
+        println!("{}", json!({"task": created.task, "run": created.run, "jobs": created.jobs}));
+    } else if !args.json {
+        eprintln!("task {} created in run {}", created.task, created.run);
+        println!("{}", created.task);
+    }
+    if args.wait {
+        let wait_args = ResultArgs { task: created.task, key: args.key, timeout: 600, json: args.json };
+        return wait(client, &wait_args, true).await;
+    }
+    Ok(())
+}
+
+async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), CliError> {
+    let task = client.task(args.task).await?;
+    if let Some(parent) = task["parent"].as_str() {
+        return Err(CliError::BadInput(format!(
+            "task {} is a subtask of {parent}: its results go to the node that created it; ask for {parent}'s",
+            args.task
+        )));
+    }
+    let collaboration: CollaborationId = task["collaboration"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| ClientError::Decode("no collaboration".into()))?;
+    let org: OrgId = task["creator_organization"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| ClientError::Decode("no creator organization".into()))?;
+    let me = identity(&args.key, org)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let show = progress && !args.json && std::io::stderr().is_terminal();
+    let bars = indicatif::MultiProgress::new();
+    let mut lines: Vec<(String, indicatif::ProgressBar)> = Vec::new();
+    loop {
+        let task = client.task(args.task).await?;
+        let jobs = task["jobs"].as_array().cloned().unwrap_or_default();
+        if show {
+            for job in &jobs {
+                let org = job["organization"].as_str().unwrap_or("").to_owned();
+                let status = job["status"].as_str().unwrap_or("").to_owned();
+                let bar = match lines.iter().find(|(o, _)| *o == org) {
+                    Some((_, bar)) => bar.clone(),
+                    None => {
+                        let bar = bars.add(indicatif::ProgressBar::new_spinner());
+                        bar.enable_steady_tick(Duration::from_millis(120));
+                        lines.push((org.clone(), bar.clone()));
+                        bar
+                    }
+                };
+                bar.set_message(format!("{org}  {status}"));
+                if is_terminal(&status) {
+                    bar.finish();
+                }
+            }
+        }
+        let all_done =
+            !jobs.is_empty() && jobs.iter().all(|j| is_terminal(j["status"].as_str().unwrap_or("")));
+        let results = client.results(args.task, Duration::from_secs(if all_done { 0 } else { 2 })).await?;
+        if (all_done && results.sealed.len() == jobs.len()) || tokio::time::Instant::now() >= deadline {
+            let opened = client.open_results(&me, collaboration, &results).await?;
+            print_results(&opened, args.json);
+            return Ok(());
+        }
+    }
+}
+
+fn print_results(results: &[OpenedResult], json: bool) {
+    if json {
+        let list: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                let output = match std::str::from_utf8(&r.output) {
+                    Ok(text) => serde_json::from_str::<Value>(text).unwrap_or_else(|_| json!(text)),
+                    Err(_) => json!({"base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &r.output)}),
+                };
+                json!({"job": r.job, "organization": r.organization, "status": r.status, "output": output,
+                       "reason": r.reason, "log": r.log})
+            })
+            .collect();
+        println!("{}", json!(list));
+        return;
+    }
+    for r in results {
+        let output = String::from_utf8_lossy(&r.output);
+        match &r.reason {
+            Some(reason) => println!("{}  {}  {}  ({reason})", r.organization, r.status, output),
+            None => println!("{}  {}  {}", r.organization, r.status, output),
+        }
+        if !r.log.is_empty() {
+            for line in r.log.lines() {
+                println!("    | {line}");
+            }
+        }
+    }
+}

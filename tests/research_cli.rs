@@ -1,0 +1,146 @@
+//! The researcher's command line against a real federation: log in, create a Secure Sum task
+//! and wait for it, list, show and fetch results; and the clear errors for a wrong key, an
+//! organization outside the collaboration, and an image a node does not have.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use fedq::keys::OrgKey;
+use serde_json::Value;
+use support::federation::Federation;
+
+struct Cli {
+    session: tempfile::TempDir,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fedq"))
+            .args(args)
+            .env("FEDQ_SESSION", self.session.path().join("session.json"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(out.status.success(), "fedq {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(!out.status.success(), "fedq {args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+/// `fedq task create` arguments.
+fn task_create(collaboration: &str, image: &str, key: &str, extra: &[&str]) -> Vec<String> {
+    let base = ["task", "create", "--collaboration", collaboration, "--image", image, "--key", key];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_researcher_runs_secure_sum_from_the_command_line() {
+    let fed = Federation::new(2, &["fedq/secure-sum"], |i, dir| {
+        let path = dir.join("patients.csv");
+        std::fs::write(&path, format!("id\n{}", "p\n".repeat(10 + i))).unwrap();
+        BTreeMap::from([("patients".to_owned(), path)])
+    })
+    .await;
+    let cli = Cli { session: tempfile::tempdir().unwrap() };
+    let server = format!("http://{}", fed.app.addr);
+    let key = cli.session.path().join("org.key");
+    fed.orgs[0].current().write_new(&key).unwrap();
+    let key = key.to_str().unwrap();
+
+    assert!(cli.fails(&["task", "list"]).contains("not logged in"));
+    let login = cli.run(
+        &["login", "--server", &server, "--user", "ada", "--password-stdin"],
+        Some("a-long-password-123\n"),
+    );
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    let bad = cli.run(&["login", "--server", &server, "--user", "ada", "--password-stdin"], Some("wrong\n"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("401"));
+
+    let collaboration = fed.collaboration.to_string();
+    let (a, b) = (fed.orgs[0].org().to_string(), fed.orgs[1].org().to_string());
+    let image = "fedq/secure-sum:0.1.0";
+    let create = |extra: &[&str]| task_create(&collaboration, image, key, extra);
+    let args = create(&["--org", &a, "--org", &b, "--input-json", r#"{"share": true}"#, "--wait", "--json"]);
+    let results: Value = serde_json::from_str(&cli.ok(&strs(&args))).unwrap();
+    assert_eq!(results.as_array().unwrap().len(), 2);
+    for r in results.as_array().unwrap() {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(r["output"]["N"], 21, "10 + 11 patients: {r}");
+    }
+
+    let listed = cli.ok(&["task", "list"]);
+    assert!(listed.contains("2/2 done"), "{listed}");
+    let task: Value = serde_json::from_str(&cli.ok(&["task", "list", "--json"])).unwrap();
+    // The newest task is the subtask Secure Sum's first registry created; the researcher's is
+    // the one without a parent.
+    let root = task.as_array().unwrap().iter().find(|t| t["parent"].is_null()).unwrap();
+    let id = root["id"].as_str().unwrap().to_owned();
+    let sub = task.as_array().unwrap().iter().find(|t| !t["parent"].is_null()).unwrap();
+    let err = cli.fails(&["result", sub["id"].as_str().unwrap(), "--key", key]);
+    assert!(err.contains("subtask"), "{err}");
+    assert!(cli.ok(&["task", "show", &id]).contains("completed"));
+    let fetched = cli.ok(&["result", &id, "--key", key, "--timeout", "30"]);
+    assert!(fetched.contains("\"N\":21"), "{fetched}");
+
+    // A key that is not the organization's published one.
+    let wrong = cli.session.path().join("other.key");
+    OrgKey::generate().write_new(&wrong).unwrap();
+    let args = task_create(&collaboration, image, wrong.to_str().unwrap(), &["--org", &a]);
+    let err = cli.fails(&strs(&args));
+    assert!(err.contains("is not organization") && err.contains("published key"), "{err}");
+
+    // An organization outside the collaboration.
+    let outsider = fed.app.org("outsider").await.org().to_string();
+    let args = create(&["--org", &a, "--org", &outsider]);
+    let err = cli.fails(&strs(&args));
+    assert!(err.contains(&format!("organization {outsider} is not a member")), "{err}");
+
+    // An image the nodes do not have: they refuse it, and the researcher sees why.
+    let args = task_create(&collaboration, "fedq/secure-sum:9.9.9", key, &["--org", &b, "--wait"]);
+    let out = cli.ok(&strs(&args));
+    assert!(out.contains("refused") && out.contains("not available at this node"), "{out}");
+    fed.cleanup().await;
+}
+
+/// `fedq demo secure-sum`, the README's main command, end to end (services and images are
+/// already up, so it skips its setup).
+#[test]
+fn the_demo_runs_secure_sum_and_shows_what_the_server_saw() {
+    support::node::ensure_images();
+    let out = Command::new(env!("CARGO_BIN_EXE_fedq"))
+        .args(["demo", "secure-sum", "--registries", "2", "--no-setup"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Secure Sum over 2 registries"), "{stdout}");
+    assert!(stdout.contains("registry-b: completed"), "{stdout}");
+    assert!(stdout.contains("contains none of the counts nor N"), "{stdout}");
+    // The N the registries learned is the sum of the counts.
+    let line = stdout.lines().find(|l| l.trim_start().starts_with("N = ")).unwrap();
+    let numbers: Vec<&str> = line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
+    assert_eq!(numbers.first(), numbers.last(), "{line}");
+}
