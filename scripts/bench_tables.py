@@ -92,6 +92,32 @@ def node_table():
     ])
 
 
+def secure_sum_table():
+    rows = json.loads((ROOT / "target" / "bench-secure-sum.json").read_text())
+    node = json.loads((ROOT / "target" / "bench-node.json").read_text())
+    single = node["docker_start_ms"]
+    out = [
+        f"Measured {machine()}; median of 3 runs after a warm-up, every node on this one host.",
+        "",
+        "| registries | wall time (task created → all results opened) | median container start during the run |",
+        "|---|---|---|",
+    ]
+    for r in rows:
+        out.append(f"| {r['registries']} | {r['wall_ms']:.0f} ms | {r['container_start_ms']:.0f} ms |")
+    first, last = rows[0], rows[-1]
+    growth = (last["wall_ms"] - first["wall_ms"]) / (last["registries"] - first["registries"])
+    three = next(r for r in rows if r["registries"] == 3)
+    out += [
+        "",
+        f"Growth per added registry ({first['registries']} → {last['registries']}): {growth:.0f} ms, against one "
+        f"container start alone plus 20 ms = {single + 20:.0f} ms (the start measured by the node benchmark, same "
+        f"run of `scripts/bench`): ratio {growth / (single + 20):.2f}. Goals: 3 registries under 2 s — "
+        f"{'met' if three['wall_ms'] < 2000 else 'NOT met'} ({three['wall_ms'] / 2000:.2f} of the budget); growth per "
+        f"registry at most a container start plus 20 ms — {'met' if growth <= single + 20 else 'NOT met'}.",
+    ]
+    return "\n".join(out)
+
+
 def replace(text, name, table):
     pattern = re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -104,6 +130,7 @@ def main():
     text = replace(text, "envelope", envelope_table())
     text = replace(text, "router", router_table())
     text = replace(text, "node", node_table())
+    text = replace(text, "secure-sum", secure_sum_table())
     DOC.write_text(text)
 
 
