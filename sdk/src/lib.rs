@@ -375,6 +375,32 @@ impl Node {
     }
 }
 
+/// Why an algorithm gave up: a message for its log (which stays at its node).
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `n` integers drawn uniformly from the kernel's random source (which every container has).
+pub fn random_u64s(n: usize) -> Result<Vec<u64>, Failure> {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; n * 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Failure(format!("random source: {e}")))?;
+    Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+}
+
 /// Percent-encodes a query value (ids and topics are usually plain; this keeps any text safe).
 fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

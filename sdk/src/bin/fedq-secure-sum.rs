@@ -15,9 +15,7 @@
 //! ring as well. Output (JSON): `{"N": …, "organizations": n}` at A; at the others `{"N": …}` with
 //! `share`, else `{"contributed": true}`.
 
-use std::io::Read as _;
-
-use fedq_sdk::{Error, Node};
+use fedq_sdk::{Failure, Node, random_u64s};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -83,7 +81,7 @@ fn run() -> Result<(), Failure> {
     let next = &ring[(me + 1) % n];
 
     if me == 0 {
-        let r = random_u64()?;
+        let r = random_u64s(1)?[0];
         std::fs::write(Node::run_dir().join(R_FILE), r.to_le_bytes())
             .map_err(|e| Failure(format!("run volume: {e}")))?;
         // Start the second container first, so its start overlaps the trip around the ring.
@@ -166,30 +164,8 @@ fn count_rows(input: &Input) -> Result<u64, Failure> {
     Ok(count as u64)
 }
 
-fn random_u64() -> Result<u64, Failure> {
-    let mut bytes = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Failure(format!("random source: {e}")))?;
-    Ok(u64::from_le_bytes(bytes))
-}
-
 fn read_u64(bytes: &[u8]) -> Result<u64, Failure> {
     let bytes: [u8; 8] =
         bytes.try_into().map_err(|_| Failure(format!("expected 8 bytes, got {}", bytes.len())))?;
     Ok(u64::from_le_bytes(bytes))
-}
-
-struct Failure(String);
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure(e.to_string())
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
