@@ -144,3 +144,16 @@ fn the_demo_runs_secure_sum_and_shows_what_the_server_saw() {
     let numbers: Vec<&str> = line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
     assert_eq!(numbers.first(), numbers.last(), "{line}");
 }
+
+/// `fedq demo vertical`: the count and mean from the shares equal those on the joined data.
+#[test]
+fn the_vertical_demo_matches_the_joined_data() {
+    support::node::ensure_images();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_fedq")).args(["demo", "vertical", "--no-setup"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let computed = stdout.lines().find(|l| l.trim_start().starts_with("count = ")).unwrap();
+    let clear = stdout.lines().find(|l| l.contains("in the clear")).unwrap();
+    assert!(clear.ends_with(computed.trim()), "{computed} vs {clear}");
+}

@@ -29,6 +29,32 @@ use crate::server::config::{
 pub enum DemoCommand {
     /// Secure Sum across registries: nobody, the server included, learns another's count.
     SecureSum(DemoArgs),
+    /// A count and a mean over columns that two registries hold for the same patients (a third
+    /// deals randomness); nobody sees another's columns.
+    Vertical(DemoArgs),
+}
+
+/// Which analysis a demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Analysis {
+    SecureSum,
+    Vertical,
+}
+
+/// Patients of the vertical demo, with the columns A and B hold: id, age, diagnosis, BMI.
+fn vertical_patients() -> Vec<(String, u64, &'static str, u64)> {
+    let salt = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
+    (0..5000u64)
+        .map(|i| {
+            let h = (i + salt).wrapping_mul(2_654_435_761) % 1_000_003;
+            (
+                format!("pt-{:07}", (i * 7919) % 10_000_000),
+                18 + h % 80,
+                if h % 5 == 0 { "E11" } else { "I10" },
+                17 + h % 23,
+            )
+        })
+        .collect()
 }
 
 /// Settings of the demo: where the local services are.
@@ -59,7 +85,14 @@ pub struct DemoArgs {
 
 /// Runs a demo.
 pub fn run(command: DemoCommand) -> Result<(), CliError> {
-    let DemoCommand::SecureSum(args) = command;
+    let (analysis, mut args) = match command {
+        DemoCommand::SecureSum(args) => (Analysis::SecureSum, args),
+        DemoCommand::Vertical(args) => (Analysis::Vertical, args),
+    };
+    if analysis == Analysis::Vertical {
+        // A and B hold the columns, C deals randomness.
+        args.registries = 3;
+    }
     if args.registries < 2 {
         return Err(CliError::BadInput("Secure Sum needs at least two registries".into()));
     }
@@ -69,7 +102,7 @@ pub fn run(command: DemoCommand) -> Result<(), CliError> {
     }
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
-    runtime.block_on(secure_sum(&args))
+    runtime.block_on(demo(&args, analysis))
 }
 
 /// Runs one of the project's scripts (from the working directory's checkout, else the one this
@@ -104,7 +137,7 @@ fn demo_err(what: &str, e: impl std::fmt::Display) -> CliError {
     CliError::BadInput(format!("{what}: {e}"))
 }
 
-async fn secure_sum(args: &DemoArgs) -> Result<(), CliError> {
+async fn demo(args: &DemoArgs, analysis: Analysis) -> Result<(), CliError> {
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let db_name = format!("fedq_demo_{tag}");
     let vhost = format!("fedq-demo-{tag}");
@@ -132,7 +165,7 @@ async fn secure_sum(args: &DemoArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| demo_err("RabbitMQ", e))?;
 
-    let outcome = run_federation(args, &db_name, &vhost, &work).await;
+    let outcome = run_federation(args, analysis, &db_name, &vhost, &work).await;
 
     step("cleaning up");
     let _ = management.delete_vhost(&vhost).await;
@@ -141,7 +174,13 @@ async fn secure_sum(args: &DemoArgs) -> Result<(), CliError> {
     outcome
 }
 
-async fn run_federation(args: &DemoArgs, db_name: &str, vhost: &str, work: &Path) -> Result<(), CliError> {
+async fn run_federation(
+    args: &DemoArgs,
+    analysis: Analysis,
+    db_name: &str,
+    vhost: &str,
+    work: &Path,
+) -> Result<(), CliError> {
     let root_password = hex::encode(uuid::Uuid::new_v4().as_bytes());
     let db_url =
         args.postgres.rsplit_once('/').map(|(base, _)| format!("{base}/{db_name}")).unwrap_or_default();
@@ -183,7 +222,8 @@ async fn run_federation(args: &DemoArgs, db_name: &str, vhost: &str, work: &Path
         }
         let root = Client::login(&base, "root", &root_password).await?;
         let n = args.registries;
-        step(&format!("{n} registries: each generates its key, counts its own patients, and starts a node"));
+        step(&format!("{n} registries: each generates its key, writes its own data, and starts a node"));
+        let patients = vertical_patients();
         let mut orgs = Vec::with_capacity(n);
         for i in 0..n {
             let key = OrgKey::generate();
@@ -216,14 +256,34 @@ async fn run_federation(args: &DemoArgs, db_name: &str, vhost: &str, work: &Path
         for (i, (name, org)) in orgs.iter().enumerate() {
             let dir = work.join(name);
             std::fs::create_dir_all(&dir).map_err(|source| CliError::Io { path: dir.clone(), source })?;
-            let count = 20_000 + u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 37 + i as u64;
-            let mut csv = String::from("patient,age\n");
-            for p in 0..count {
-                csv.push_str(&format!("p{p},{}\n", 30 + p % 60));
-            }
-            let data = dir.join("patients.csv");
+            let (label, csv, about) = match (analysis, i) {
+                (Analysis::SecureSum, _) => {
+                    let count = 20_000 + u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 37 + i as u64;
+                    counts.push(count);
+                    let mut csv = String::from("patient,age\n");
+                    for p in 0..count {
+                        csv.push_str(&format!("p{p},{}\n", 30 + p % 60));
+                    }
+                    ("patients", csv, format!("{count} patients"))
+                }
+                (Analysis::Vertical, 0) => {
+                    let mut csv = String::from("id,age\n");
+                    for p in &patients {
+                        csv.push_str(&format!("{},{}\n", p.0, p.1));
+                    }
+                    ("ages", csv, format!("the age of {} patients", patients.len()))
+                }
+                (Analysis::Vertical, 1) => {
+                    let mut csv = String::from("id,diagnosis,bmi\n");
+                    for p in patients.iter().rev() {
+                        csv.push_str(&format!("{},{},{}\n", p.0, p.2, p.3));
+                    }
+                    ("diagnoses", csv, format!("the diagnosis and BMI of {} patients", patients.len()))
+                }
+                (Analysis::Vertical, _) => ("none", String::new(), "no data: it deals randomness".to_owned()),
+            };
+            let data = dir.join(format!("{label}.csv"));
             std::fs::write(&data, csv).map_err(|source| CliError::Io { path: data.clone(), source })?;
-            counts.push(count);
             let registration = root
                 .post("/nodes", &json!({"organization": org.org(), "name": format!("{name}-node")}))
                 .await?;
@@ -259,27 +319,25 @@ async fn run_federation(args: &DemoArgs, db_name: &str, vhost: &str, work: &Path
                 network: NetworkSection::default(),
                 limits: Limits { memory_mib: 128, ..Limits::default() },
                 policy: Policy {
-                    images: vec![ImageRule { name: "fedq/secure-sum".into(), digest: "*".into() }],
+                    images: vec![ImageRule { name: analysis.image().into(), digest: "*".into() }],
                     requesters: vec![ids[0].to_string()],
                     share_logs: false,
                 },
-                data: [("patients".to_owned(), data)].into_iter().collect(),
+                data: [(label.to_owned(), data)].into_iter().collect(),
                 peers: PeersSection::default(),
             };
             nodes.push(crate::node::start(node).await?);
-            eprintln!("   {name}: {count} patients, node started");
+            eprintln!("   {name}: {about}; node started");
         }
 
-        step(
-            "the researcher at registry-a submits Secure Sum; inputs are sealed per registry on her machine",
-        );
+        step("the researcher at registry-a submits the task; inputs are sealed per registry on her machine");
         let researcher = Client::login(&base, "ada", &password).await?;
         let spec = TaskSpec {
             collaboration,
-            image: format!("fedq/secure-sum:{}", env!("CARGO_PKG_VERSION")),
+            image: format!("{}:{}", analysis.image(), env!("CARGO_PKG_VERSION")),
             organizations: ids.clone(),
-            inputs: Inputs::Same(json!({"data": "patients", "share": true}).to_string().into_bytes()),
-            name: "secure sum demo".into(),
+            inputs: Inputs::Same(analysis.input().to_string().into_bytes()),
+            name: "demo".into(),
             return_log: false,
         };
         let started = Instant::now();
@@ -292,22 +350,45 @@ async fn run_federation(args: &DemoArgs, db_name: &str, vhost: &str, work: &Path
             node.shutdown().await;
         }
 
-        let expected: u64 = counts.iter().sum();
+        let output_of = |org: usize| {
+            results
+                .iter()
+                .find(|r| r.organization == ids[org])
+                .and_then(|r| serde_json::from_slice::<Value>(&r.output).ok())
+                .unwrap_or(Value::Null)
+        };
         println!();
-        println!("Secure Sum over {n} registries, in {:.2} s", elapsed.as_secs_f64());
-        for ((name, _), r) in orgs.iter().zip(&results) {
-            let out: Value = serde_json::from_slice(&r.output).unwrap_or(Value::Null);
-            println!("  {name}: {} — learned N = {}", r.status, out["N"]);
-        }
-        let n_value = results
-            .first()
-            .and_then(|r| serde_json::from_slice::<Value>(&r.output).ok())
-            .map(|v| v["N"].clone());
-        println!(
-            "  N = {} (the sum of the counts, which only each registry knows: {})",
-            n_value.unwrap_or(Value::Null),
-            expected
-        );
+        let secrets: Vec<u64> = match analysis {
+            Analysis::SecureSum => {
+                let expected: u64 = counts.iter().sum();
+                println!("Secure Sum over {n} registries, in {:.2} s", elapsed.as_secs_f64());
+                for ((name, _), r) in orgs.iter().zip(&results) {
+                    let out: Value = serde_json::from_slice(&r.output).unwrap_or(Value::Null);
+                    println!("  {name}: {} — learned N = {}", r.status, out["N"]);
+                }
+                println!(
+                    "  N = {} (the sum of the counts, which only each registry knows: {expected})",
+                    output_of(0)["N"]
+                );
+                counts.iter().copied().chain([expected]).collect()
+            }
+            Analysis::Vertical => {
+                let (a, b) = (output_of(0), output_of(1));
+                let add = |k: &str| a[k].as_u64().unwrap_or(0).wrapping_add(b[k].as_u64().unwrap_or(0));
+                let (count, sum) = (add("count_share"), add("sum_share"));
+                let chosen: Vec<_> = patients.iter().filter(|p| p.1 > 65 && p.2 == "E11").collect();
+                let clear_sum: u64 = chosen.iter().map(|p| p.3).sum();
+                println!("Patients over 65 with diagnosis E11, age at registry-a, diagnosis and BMI at registry-b, in {:.2} s", elapsed.as_secs_f64());
+                println!("  registry-a's share: {}  registry-b's share: {}  (each alone is random)", a["count_share"], b["count_share"]);
+                println!("  count = {count}, mean BMI = {:.2}", sum as f64 / count.max(1) as f64);
+                println!(
+                    "  on the joined data in the clear (which no one holds): count = {}, mean BMI = {:.2}",
+                    chosen.len(),
+                    clear_sum as f64 / chosen.len().max(1) as f64
+                );
+                vec![count, sum]
+            }
+        };
 
         let db = tokio_postgres::connect(
             &format!("{}/{db_name}", args.postgres.rsplit_once('/').map(|(b, _)| b).unwrap_or("")),
@@ -337,13 +418,15 @@ async fn run_federation(args: &DemoArgs, db_name: &str, vhost: &str, work: &Path
             .output()
             .map_err(|source| CliError::Io { path: "pg_dump".into(), source })?;
         let dump = String::from_utf8_lossy(&dump.stdout);
-        let mut values: Vec<u64> = counts.clone();
-        values.push(expected);
-        let found: Vec<u64> = values.iter().copied().filter(|v| contains_number(&dump, *v)).collect();
+        let found: Vec<u64> = secrets.iter().copied().filter(|v| contains_number(&dump, *v)).collect();
         if found.is_empty() {
             println!(
-                "  a dump of its database ({} bytes) contains none of the counts nor N, as text or bytes",
-                dump.len()
+                "  a dump of its database ({} bytes) contains none of the {}, as text or bytes",
+                dump.len(),
+                match analysis {
+                    Analysis::SecureSum => "counts nor N",
+                    Analysis::Vertical => "results",
+                }
             );
         } else {
             println!("  WARNING: the database dump contains {found:?}");
@@ -353,6 +436,25 @@ async fn run_federation(args: &DemoArgs, db_name: &str, vhost: &str, work: &Path
     .await;
     server.shutdown().await;
     result
+}
+
+impl Analysis {
+    fn image(self) -> &'static str {
+        match self {
+            Analysis::SecureSum => "fedq/secure-sum",
+            Analysis::Vertical => "fedq/vertical",
+        }
+    }
+
+    fn input(self) -> Value {
+        match self {
+            Analysis::SecureSum => json!({"data": "patients", "share": true}),
+            Analysis::Vertical => json!({
+                "a": {"data": "ages", "column": "age", "greater_than": 65},
+                "b": {"data": "diagnoses", "column": "diagnosis", "equals": "E11", "value": "bmi"},
+            }),
+        }
+    }
 }
 
 /// Whether `dump` holds `value` as bounded decimal text, or its little/big-endian bytes in hex.
