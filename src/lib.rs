@@ -15,4 +15,5 @@ pub mod keys;
 pub mod node;
 pub mod protocol;
 pub mod server;
+pub mod settings;
 pub mod time;

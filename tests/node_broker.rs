@@ -46,15 +46,7 @@ async fn the_node_recovers_from_broker_restarts_while_idle_and_while_busy() {
     let result = fed.result(submitted.task).await;
     assert_eq!(result.status, JobStatus::Completed, "{result:?}");
     assert!(result.log.contains("survived"));
-    let db = fed.app.sql().await;
-    let routed: i64 = db
-        .query_one(
-            "SELECT count(*) FROM routing_log WHERE task_id = $1 AND kind = 'job_result'",
-            &[submitted.task.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let routed = fed.app.routed(submitted.task, "job_result").await;
     assert_eq!(routed, 1, "the result was routed exactly once");
     fed.cleanup().await;
 }

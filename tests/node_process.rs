@@ -43,15 +43,7 @@ async fn a_node_killed_mid_job_reruns_it_after_a_restart_and_the_result_arrives_
     assert!(fed.container_of(submitted.job).is_none_or(|c| c != first), "the orphaned container was removed");
 
     // Exactly once: one result routed for the job, however many times it ran.
-    let db = fed.app.sql().await;
-    let routed: i64 = db
-        .query_one(
-            "SELECT count(*) FROM routing_log WHERE task_id = $1 AND kind = 'job_result'",
-            &[submitted.task.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let routed = fed.app.routed(submitted.task, "job_result").await;
     assert_eq!(routed, 1);
     // And it stays once: a later look finds no second result.
     let (_, body) =

@@ -186,7 +186,7 @@ async fn run_federation(
         args.postgres.rsplit_once('/').map(|(base, _)| format!("{base}/{db_name}")).unwrap_or_default();
     let config = ServerConfig {
         http: HttpConfig { listen: "127.0.0.1:0".parse().expect("an address"), ..HttpConfig::default() },
-        database: DatabaseConfig { url: SecretString::from(db_url), pool_size: 16 },
+        database: DatabaseConfig { url: SecretString::from(db_url.clone()), pool_size: 16 },
         broker: BrokerConfig {
             url: SecretString::from(format!(
                 "amqp://{}:{}@{}/{vhost}",
@@ -391,7 +391,7 @@ async fn run_federation(
         };
 
         let db = tokio_postgres::connect(
-            &format!("{}/{db_name}", args.postgres.rsplit_once('/').map(|(b, _)| b).unwrap_or("")),
+            &db_url,
             tokio_postgres::NoTls,
         )
         .await
@@ -413,7 +413,7 @@ async fn run_federation(
         let dump = Command::new("pg_dump")
             .args([
                 "--data-only",
-                &format!("{}/{db_name}", args.postgres.rsplit_once('/').map(|(b, _)| b).unwrap_or("")),
+                &db_url,
             ])
             .output()
             .map_err(|source| CliError::Io { path: "pg_dump".into(), source })?;

@@ -76,6 +76,16 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// The HTTP status of a refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 /// A logged-in session.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -205,6 +215,11 @@ impl Client {
         }
         let response = request.send().await.map_err(|e| unreachable(&self.base, e))?;
         answer(response).await
+    }
+
+    /// Any `GET` of the API.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, path, None).await
     }
 
     /// Any `POST` of the API (administration: organizations, users, nodes…).

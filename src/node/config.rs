@@ -213,14 +213,7 @@ pub enum ConfigError {
 impl NodeConfig {
     /// Reads `path` (if given), then `FEDQ_…` environment variables, and checks the values.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = path {
-            builder = builder.add_source(config::File::from(path).required(true));
-        }
-        let settings = builder
-            .add_source(config::Environment::with_prefix("FEDQ").prefix_separator("_").separator("__"))
-            .build()?;
-        let config: Self = settings.try_deserialize()?;
+        let config: Self = crate::settings::load(path)?;
         config.validate()?;
         Ok(config)
     }

@@ -66,22 +66,22 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
         let core = core.clone();
         warp::any().map(move || core.clone())
     };
-    let auth = warp::header::optional::<String>("authorization");
+    // Every route gets the node and the bearer token; handlers look the job up by the token.
+    let authed = with_core.and(warp::header::optional::<String>("authorization"));
     let v1 = warp::path("v1");
     let max_body = u64::try_from(core.config.limits.max_result_bytes).unwrap_or(u64::MAX) * 2 + 4096;
+    let body = warp::body::content_length_limit(max_body).and(warp::body::bytes());
 
     let job = v1
         .and(warp::path!("job"))
         .and(warp::get())
-        .and(with_core.clone())
-        .and(auth)
+        .and(authed.clone())
         .map(|core: Arc<Core>, auth| describe(&core, auth))
         .boxed();
     let input = v1
         .and(warp::path!("input"))
         .and(warp::get())
-        .and(with_core.clone())
-        .and(auth)
+        .and(authed.clone())
         .map(|core: Arc<Core>, auth| {
             authorize(&core, auth).map(|job| {
                 warp::reply::with_header(job.start.input.to_vec(), "content-type", "application/octet-stream")
@@ -92,17 +92,14 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
     let organizations = v1
         .and(warp::path!("organizations"))
         .and(warp::get())
-        .and(with_core.clone())
-        .and(auth)
+        .and(authed.clone())
         .then(|core: Arc<Core>, auth| async move { members(&core, auth).await })
         .boxed();
     let send = v1
         .and(warp::path!("messages"))
         .and(warp::post())
-        .and(with_core.clone())
-        .and(auth)
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(authed.clone())
+        .and(body)
         .then(|core: Arc<Core>, auth, body: warp::hyper::body::Bytes| async move {
             send(&core, auth, &body).await
         })
@@ -110,18 +107,15 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
     let receive = v1
         .and(warp::path!("messages"))
         .and(warp::get())
-        .and(with_core.clone())
-        .and(auth)
+        .and(authed.clone())
         .and(warp::query::<HashMap<String, String>>())
         .then(|core: Arc<Core>, auth, q| async move { receive(&core, auth, q).await })
         .boxed();
     let subtask = v1
         .and(warp::path!("subtasks"))
         .and(warp::post())
-        .and(with_core.clone())
-        .and(auth)
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(authed.clone())
+        .and(body)
         .then(|core: Arc<Core>, auth, body: warp::hyper::body::Bytes| async move {
             create_subtask(&core, auth, &body).await
         })
@@ -129,8 +123,7 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
     let results =
         v1.and(warp::path!("subtasks" / String / "results"))
             .and(warp::get())
-            .and(with_core.clone())
-            .and(auth)
+            .and(authed.clone())
             .and(warp::query::<HashMap<String, String>>())
             .then(|task: String, core: Arc<Core>, auth, q| async move {
                 subtask_results(&core, auth, &task, q).await
@@ -139,11 +132,9 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
     let result = v1
         .and(warp::path!("result"))
         .and(warp::post())
-        .and(with_core)
-        .and(auth)
+        .and(authed)
         .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(body)
         .map(|core: Arc<Core>, auth, kind: Option<String>, body: warp::hyper::body::Bytes| {
             post_result(&core, auth, kind, &body)
         })
@@ -291,20 +282,37 @@ async fn receive(core: &Core, auth: Option<String>, query: HashMap<String, Strin
         None => 100,
     };
     let topic = query.get("topic").map(String::as_str);
+    long_poll(core, wait, |last| {
+        let taken = core.state.take_messages(job.record.run, topic, max.max(1)).map_err(internal)?;
+        if taken.is_empty() && !last {
+            return Ok(None);
+        }
+        let messages: Vec<Value> = taken
+            .iter()
+            .map(|m| {
+                json!({"id": m.id.to_string(), "from": m.from, "from_job": m.from_job,
+                       "topic": m.topic, "body": STANDARD.encode(&m.body)})
+            })
+            .collect();
+        Ok(Some(json!({"messages": messages})))
+    })
+    .await
+}
+
+/// Answers with what `attempt` finds, asking again whenever a run message or a subtask result
+/// arrives, until `wait` has passed; the last attempt (`true`) must answer.
+async fn long_poll(
+    core: &Core,
+    wait: Duration,
+    mut attempt: impl FnMut(bool) -> Result<Option<Value>, Failure>,
+) -> Answer {
     let deadline = tokio::time::Instant::now() + wait;
     let mut arrivals = core.arrivals.subscribe();
     loop {
         arrivals.borrow_and_update();
-        let taken = core.state.take_messages(job.record.run, topic, max.max(1)).map_err(internal)?;
-        if !taken.is_empty() || tokio::time::Instant::now() >= deadline {
-            let messages: Vec<Value> = taken
-                .iter()
-                .map(|m| {
-                    json!({"id": m.id.to_string(), "from": m.from, "from_job": m.from_job,
-                           "topic": m.topic, "body": STANDARD.encode(&m.body)})
-                })
-                .collect();
-            return ok_json(StatusCode::OK, &json!({"messages": messages}));
+        let last = tokio::time::Instant::now() >= deadline;
+        if let Some(answer) = attempt(last)? {
+            return ok_json(StatusCode::OK, &answer);
         }
         let _ = tokio::time::timeout_at(deadline, arrivals.changed()).await;
     }
@@ -410,24 +418,22 @@ async fn subtask_results(
         .map_err(internal)?
         .filter(|r| r.run == job.record.run)
         .ok_or_else(not_found)?;
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut arrivals = core.arrivals.subscribe();
-    loop {
-        arrivals.borrow_and_update();
+    long_poll(core, wait, |last| {
         let results = core.state.subtask_results(&record).map_err(internal)?;
         let complete = results.len() == record.jobs.len();
-        if complete || tokio::time::Instant::now() >= deadline {
-            let list: Vec<Value> = results
-                .iter()
-                .map(|r| {
-                    json!({"job": r.job, "organization": r.organization, "status": r.status,
-                           "output": STANDARD.encode(&r.output), "reason": r.reason})
-                })
-                .collect();
-            return ok_json(StatusCode::OK, &json!({"complete": complete, "results": list}));
+        if !complete && !last {
+            return Ok(None);
         }
-        let _ = tokio::time::timeout_at(deadline, arrivals.changed()).await;
-    }
+        let list: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                json!({"job": r.job, "organization": r.organization, "status": r.status,
+                       "output": STANDARD.encode(&r.output), "reason": r.reason})
+            })
+            .collect();
+        Ok(Some(json!({"complete": complete, "results": list})))
+    })
+    .await
 }
 
 #[derive(Deserialize)]

@@ -199,7 +199,12 @@ async fn resend(core: &Core, result: &[u8], acker: Acker, start: &Header) {
 
 /// Checks policy, runs the container and returns its final status, or `None` if the job was
 /// abandoned at shutdown.
-async fn run(core: &Core, job: &ActiveJob) -> Option<(JobStatus, Option<String>, Vec<u8>)> {
+async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<String>, Vec<u8>)> {
+    // Recorded first, so that even a refusal's result can be re-sent after a restart.
+    if let Err(e) = core.state.save_job(&job.record) {
+        tracing::error!(job = %job.record.job, error = %e, "cannot record the job");
+        return None;
+    }
     let requester = job.record.requester;
     if job.start.requester.org() != requester {
         return Some((
@@ -224,10 +229,6 @@ async fn run(core: &Core, job: &ActiveJob) -> Option<(JobStatus, Option<String>,
     };
     if let Err(refusal) = policy::check_image(&core.config.policy.images, &job.start.image, &image) {
         return Some((JobStatus::Refused, Some(refusal.to_string()), vec![]));
-    }
-    if let Err(e) = core.state.save_job(&job.record) {
-        tracing::error!(job = %job.record.job, error = %e, "cannot record the job");
-        return None;
     }
     send_status(core, job, JobStatus::Delivered, Some("accepted; waiting for a slot".into())).await;
 
@@ -269,10 +270,7 @@ async fn run(core: &Core, job: &ActiveJob) -> Option<(JobStatus, Option<String>,
         token,
         volume,
     };
-    let active = core.jobs.lock().expect("not poisoned").get(&job.record.job).cloned();
-    if let Some(active) = active {
-        core.tokens.lock().expect("not poisoned").insert(token_hash, active);
-    }
+    core.tokens.lock().expect("not poisoned").insert(token_hash, job.clone());
     let outcome = run_container(core, job, &spec, &mut stop).await;
     // The token dies with the job.
     core.tokens.lock().expect("not poisoned").remove(&token_hash);
@@ -360,9 +358,7 @@ async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<
     else {
         return;
     };
-    if let Err(e) =
-        core.state.save_job(&job.record).and_then(|()| core.state.save_result(job.record.job, &sealed.bytes))
-    {
+    if let Err(e) = core.state.save_result(job.record.job, &sealed.bytes) {
         tracing::error!(job = %job.record.job, error = %e, "cannot store the result; the job will be redelivered");
         return;
     }

@@ -1,47 +1,18 @@
-//! The node's client of the server's REST API (heartbeats, peer keys, subtasks), and the cache
-//! of peer keys it fills, with optional pins.
+//! The node's client of the server's REST API (heartbeats, peer keys, subtasks), on top of the
+//! researcher's client with the node's API key as bearer token, and the cache of peer keys it
+//! fills, with optional pins.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use crate::client::{Client, ClientError};
 use crate::ids::{CollaborationId, JobId, OrgId, RunId, TaskId};
 use crate::keys::{KeyId, PublicKey, SenderKeys};
-
-/// A failed call to the server.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// No answer.
-    #[error("the server is unreachable: {0}")]
-    Unreachable(String),
-    /// An error answer.
-    #[error("the server refused ({status}): {message}")]
-    Refused {
-        /// HTTP status.
-        status: u16,
-        /// Its message.
-        message: String,
-    },
-    /// An answer this node cannot read.
-    #[error("unexpected answer from the server: {0}")]
-    Decode(String),
-}
-
-impl ServerError {
-    /// The HTTP status of a refusal.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ServerError::Refused { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
 
 /// One job of a new (sub)task.
 #[derive(Debug, Clone)]
@@ -57,73 +28,36 @@ pub struct NewJob {
 /// The server's REST API, as this node.
 #[derive(Debug, Clone)]
 pub struct ServerClient {
-    base: String,
-    api_key: SecretString,
-    http: reqwest::Client,
-}
-
-#[derive(Deserialize)]
-struct PublishedKey {
-    organization: OrgId,
-    public_key: String,
+    api: Client,
 }
 
 impl ServerClient {
     /// A client of the server at `base` (its root URL).
     pub fn new(base: &str, api_key: SecretString) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("a plain HTTP client builds");
-        Self { base: format!("{}/api/v1", base.trim_end_matches('/')), api_key, http }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ServerError> {
-        let response = request
-            .bearer_auth(self.api_key.expose_secret())
-            .send()
-            .await
-            .map_err(|e| ServerError::Unreachable(e.without_url().to_string()))?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| ServerError::Unreachable(e.to_string()))?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status >= 400 {
-            let message = body["message"].as_str().unwrap_or("no message").to_owned();
-            return Err(ServerError::Refused { status, message });
-        }
-        Ok(body)
+        Self { api: Client::with_token(base, api_key) }
     }
 
     /// Which organization the API key belongs to.
-    pub async fn whoami(&self) -> Result<OrgId, ServerError> {
-        let body = self.send(self.http.get(format!("{}/users/me", self.base))).await?;
-        let org = body["organization"].as_str().or_else(|| body["node"]["organization"].as_str());
-        org.and_then(|o| o.parse().ok())
-            .ok_or_else(|| ServerError::Decode(format!("no organization in {body}")))
+    pub async fn whoami(&self) -> Result<OrgId, ClientError> {
+        let body = self.api.get("/users/me").await?;
+        body["organization"]
+            .as_str()
+            .and_then(|o| o.parse().ok())
+            .ok_or_else(|| ClientError::Decode(format!("no organization in {body}")))
     }
 
     /// Tells the server this node is online (or going offline).
-    pub async fn heartbeat(&self, online: bool) -> Result<(), ServerError> {
+    pub async fn heartbeat(&self, online: bool) -> Result<(), ClientError> {
         let body = json!({ "version": env!("CARGO_PKG_VERSION"), "online": online });
-        self.send(self.http.post(format!("{}/node/heartbeat", self.base)).json(&body)).await.map(drop)
+        self.api.post("/node/heartbeat", &body).await.map(drop)
     }
 
     /// The current public keys of a collaboration's members.
     pub async fn collaboration_keys(
         &self,
         collaboration: CollaborationId,
-    ) -> Result<Vec<(OrgId, PublicKey)>, ServerError> {
-        let body = self
-            .send(self.http.get(format!("{}/collaborations/{collaboration}/public-keys", self.base)))
-            .await?;
-        let keys: Vec<PublishedKey> =
-            serde_json::from_value(body).map_err(|e| ServerError::Decode(e.to_string()))?;
-        keys.into_iter()
-            .map(|k| {
-                let key = k.public_key.parse().map_err(|e| ServerError::Decode(format!("{e}")))?;
-                Ok((k.organization, key))
-            })
-            .collect()
+    ) -> Result<Vec<(OrgId, PublicKey)>, ClientError> {
+        self.api.collaboration_keys(collaboration).await
     }
 
     /// Creates a subtask of `parent` in `run` (its `job_start` envelopes already sealed).
@@ -135,16 +69,18 @@ impl ServerClient {
         collaboration: CollaborationId,
         image: &str,
         jobs: &[NewJob],
-    ) -> Result<(), ServerError> {
+    ) -> Result<(), ClientError> {
         let jobs: Vec<Value> = jobs
             .iter()
-            .map(|j| json!({"id": j.id, "organization": j.organization, "envelope": STANDARD.encode(&j.envelope)}))
+            .map(|j| {
+                json!({"id": j.id, "organization": j.organization, "envelope": STANDARD.encode(&j.envelope)})
+            })
             .collect();
         let body = json!({
             "id": id, "run": run, "parent": parent, "collaboration": collaboration,
             "image": image, "name": "subtask", "jobs": jobs,
         });
-        self.send(self.http.post(format!("{}/tasks", self.base)).json(&body)).await.map(drop)
+        self.api.post("/tasks", &body).await.map(drop)
     }
 }
 

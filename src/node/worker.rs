@@ -216,19 +216,19 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
 async fn open(core: &Core, bytes: &[u8]) -> Result<Opened, OpenError> {
     // Job starts are recognised by job id instead (see `jobs`), so that a redelivered one can
     // re-send its stored result.
-    let is_start = envelope::peek_header(bytes, core.policy.max_len).is_ok_and(|h| h.kind == Kind::JobStart);
+    // A header that does not parse fails `open` with the same format error.
+    let header = envelope::peek_header(bytes, core.policy.max_len).ok();
+    let is_start = header.as_ref().is_some_and(|h| h.kind == Kind::JobStart);
     let attempt = |core: &Core| {
         let mut guard = CheckOnly { core, skip: is_start };
         envelope::open(bytes, &core.me, &core.peers, &mut guard, &core.policy, Timestamp::now())
     };
-    match attempt(core) {
-        Err(OpenError::UnknownSenderKey { .. }) => {
-            if let Ok(header) = envelope::peek_header(bytes, core.policy.max_len) {
-                core.refresh_keys(header.collaboration).await;
-            }
+    match (attempt(core), header) {
+        (Err(OpenError::UnknownSenderKey { .. }), Some(header)) => {
+            core.refresh_keys(header.collaboration).await;
             attempt(core)
         }
-        other => other,
+        (other, _) => other,
     }
 }
 

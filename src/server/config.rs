@@ -140,13 +140,6 @@ pub struct ConfigError(#[from] config::ConfigError);
 impl ServerConfig {
     /// Reads `path` (if given), then `FEDQ_…` environment variables.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = path {
-            builder = builder.add_source(config::File::from(path).required(true));
-        }
-        let settings = builder
-            .add_source(config::Environment::with_prefix("FEDQ").prefix_separator("_").separator("__"))
-            .build()?;
-        Ok(settings.try_deserialize()?)
+        Ok(crate::settings::load(path)?)
     }
 }

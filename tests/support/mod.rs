@@ -251,6 +251,19 @@ impl TestApp {
         client
     }
 
+    /// How many envelopes of `kind` the router logged for `task`.
+    pub async fn routed(&self, task: TaskId, kind: &str) -> i64 {
+        self.sql()
+            .await
+            .query_one(
+                "SELECT count(*) FROM routing_log WHERE task_id = $1 AND kind = $2",
+                &[task.as_uuid(), &kind],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// An AMQP connection to this test's virtual host as `user`.
     pub async fn amqp(&self, user: &str, password: &str) -> Result<Connection, lapin::Error> {
         let url = format!("amqp://{user}:{password}@127.0.0.1:5672/{}", self.vhost);
