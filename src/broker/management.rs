@@ -44,6 +44,50 @@ pub struct QueueStats {
     pub consumers: u64,
 }
 
+/// One queue as the dashboard shows it: depth, consumers and message rates.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub name: String,
+    /// Messages ready and unacknowledged.
+    #[serde(default)]
+    pub messages: u64,
+    /// Messages waiting for a consumer.
+    #[serde(default)]
+    pub messages_ready: u64,
+    /// Messages delivered and not yet acknowledged.
+    #[serde(default)]
+    pub messages_unacknowledged: u64,
+    /// Consumers attached.
+    #[serde(default)]
+    pub consumers: u64,
+    /// Rates over the management plugin's sampling window.
+    #[serde(default)]
+    pub message_stats: MessageStats,
+}
+
+/// Message rates of a queue, per second.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MessageStats {
+    /// Messages published into the queue.
+    #[serde(default)]
+    pub publish_details: Rate,
+    /// Messages delivered to consumers (or fetched).
+    #[serde(default)]
+    pub deliver_get_details: Rate,
+    /// Messages acknowledged.
+    #[serde(default)]
+    pub ack_details: Rate,
+}
+
+/// One rate.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Rate {
+    /// Per second.
+    #[serde(default)]
+    pub rate: f64,
+}
+
 /// The management API client.
 #[derive(Debug, Clone)]
 pub struct Management {
@@ -154,6 +198,12 @@ impl Management {
             Err(ManagementError::Status { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every queue of a virtual host with its depth, consumers and rates.
+    pub async fn queues(&self, vhost: &str) -> Result<Vec<QueueInfo>, ManagementError> {
+        let url = format!("{}/api/queues/{}", self.base, enc(vhost));
+        Ok(self.send(format!("list queues of {vhost}"), self.http.get(url)).await?.json().await?)
     }
 
     /// Whether the API answers.

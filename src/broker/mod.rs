@@ -38,9 +38,12 @@ pub const REASON_HEADER: &str = "x-fedq-reason";
 /// Header of a dead letter: the validated broker user that published it.
 pub const PUBLISHER_HEADER: &str = "x-fedq-publisher";
 
+/// What every organization's queue name starts with.
+pub const ORG_QUEUE_PREFIX: &str = "fedq.org.";
+
 /// The queue of one organization.
 pub fn org_queue(org: OrgId) -> String {
-    format!("fedq.org.{org}")
+    format!("{ORG_QUEUE_PREFIX}{org}")
 }
 
 /// The routing key of one organization on the delivery exchange.

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::ids::OrgId;
+use crate::protocol::heartbeat::PolicySummary;
 
 /// Everything a node needs to run.
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +212,18 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// What this node agrees to run, as it reports it to the server for administrators.
+    pub fn policy_summary(&self) -> PolicySummary {
+        PolicySummary {
+            images: self.policy.images.iter().map(|r| format!("{}@{}", r.name, r.digest)).collect(),
+            requesters: self.policy.requesters.clone(),
+            share_logs: self.policy.share_logs,
+            concurrent_jobs: self.limits.concurrent_jobs,
+            memory_mib: self.limits.memory_mib,
+            timeout_secs: self.limits.timeout_secs,
+        }
+    }
+
     /// Reads `path` (if given), then `FEDQ_…` environment variables, and checks the values.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = crate::settings::load(path)?;

@@ -195,7 +195,7 @@ impl RunningNode {
             task.abort();
             let _ = task.await;
         }
-        let _ = self.core.server.heartbeat(false).await;
+        let _ = self.core.server.heartbeat(false, &self.core.config.policy_summary()).await;
         self.core.sandbox.teardown().await;
         tracing::info!("node stopped");
     }
@@ -299,7 +299,7 @@ async fn heartbeats(core: Arc<Core>) {
     let mut failing = false;
     loop {
         let online = core.link.is_connected();
-        match core.server.heartbeat(online).await {
+        match core.server.heartbeat(online, &core.config.policy_summary()).await {
             Ok(()) => failing = false,
             Err(e) if !failing => {
                 tracing::warn!(error = %e, "heartbeat failed");

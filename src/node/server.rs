@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::client::{Client, ClientError};
 use crate::ids::{CollaborationId, JobId, OrgId, RunId, TaskId};
 use crate::keys::{KeyId, PublicKey, SenderKeys};
+use crate::protocol::heartbeat::{Heartbeat, PolicySummary};
 
 /// One job of a new (sub)task.
 #[derive(Debug, Clone)]
@@ -46,9 +47,11 @@ impl ServerClient {
             .ok_or_else(|| ClientError::Decode(format!("no organization in {body}")))
     }
 
-    /// Tells the server this node is online (or going offline).
-    pub async fn heartbeat(&self, online: bool) -> Result<(), ClientError> {
-        let body = json!({ "version": env!("CARGO_PKG_VERSION"), "online": online });
+    /// Tells the server this node is online (or going offline) and what it agrees to run.
+    pub async fn heartbeat(&self, online: bool, policy: &PolicySummary) -> Result<(), ClientError> {
+        let body =
+            Heartbeat { version: env!("CARGO_PKG_VERSION").into(), online, policy: Some(policy.clone()) };
+        let body = serde_json::to_value(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
         self.api.post("/node/heartbeat", &body).await.map(drop)
     }
 

@@ -79,7 +79,7 @@ async fn consume_once(core: &Arc<Core>) -> Result<(), lapin::Error> {
         .await?;
     tracing::info!(%queue, "consuming");
     // Tell the server at once rather than at the next heartbeat.
-    let _ = core.server.heartbeat(true).await;
+    let _ = core.server.heartbeat(true, &core.config.policy_summary()).await;
     let mut stop = core.stop.clone();
     loop {
         let next = tokio::select! {

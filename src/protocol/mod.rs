@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{JobId, OrgId, TaskId};
 
 pub mod control;
+pub mod heartbeat;
 mod payload;
 
 #[cfg(test)]
@@ -112,6 +113,33 @@ impl JobStatus {
             JobStatus::Killed => "killed",
             JobStatus::Refused => "refused",
         }
+    }
+}
+
+impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 8] = [
+        JobStatus::Pending,
+        JobStatus::Delivered,
+        JobStatus::Running,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Crashed,
+        JobStatus::Killed,
+        JobStatus::Refused,
+    ];
+}
+
+/// A status name that is not one of [`JobStatus::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for JobStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownStatus(s.to_owned()))
     }
 }
 

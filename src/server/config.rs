@@ -39,11 +39,18 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes (task creation carries sealed inputs).
     pub max_body_bytes: u64,
+    /// Mark the dashboard's cookies `Secure`: browsers then send them over HTTPS only (and to
+    /// `localhost`). Turn off only behind a trusted plain-HTTP hop.
+    pub secure_cookies: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 64 * 1024 * 1024 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024 * 1024,
+            secure_cookies: true,
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod router;
 
@@ -172,6 +173,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         router: router.clone(),
         broker: link.clone(),
         management,
+        broker_stats: dashboard::BrokerStats::default(),
         config: config.clone(),
     });
     if let Err(e) = api::auth::bootstrap_root(&state).await {
@@ -182,7 +184,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let broker_task = tokio::spawn(supervise_broker(config.clone(), link, router, pool, shutdown_rx.clone()));
     let mut http_shutdown = shutdown_rx.clone();
     let http_task = tokio::spawn(
-        warp::serve(api::routes(state))
+        warp::serve(routes(state))
             .incoming(listener)
             .graceful(async move {
                 let _ = http_shutdown.wait_for(|stop| *stop).await;
@@ -191,6 +193,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     );
     tracing::info!(%addr, "server listening");
     Ok(RunningServer { addr, shutdown, tasks: vec![broker_task, http_task] })
+}
+
+/// Every HTTP route: the dashboard under `/admin`, the API under `/api/v1`.
+fn routes(
+    state: api::State,
+) -> impl warp::Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    use warp::Filter as _;
+    dashboard::routes(state.clone()).or(api::routes(state))
 }
 
 /// Applies migrations, waiting up to a minute for the database to accept connections.

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod dashboard;
 pub mod federation;
 pub mod node;
 

@@ -160,37 +160,65 @@ pub struct Login {
     password: SecretString,
 }
 
-/// `POST /login`: a bearer token for a user name and password.
-pub async fn login(body: Login, state: State) -> Result<warp::reply::Response, warp::Rejection> {
-    let db = super::db(&state).await?;
-    let found = users::by_username(&**db, &body.username).await.map_err(ApiError::from)?;
+/// Checks a user name and password; the same error, after the same work, whether the user
+/// exists or not.
+pub async fn verify_credentials(
+    state: &State,
+    username: &str,
+    password: &SecretString,
+) -> Result<User, ApiError> {
+    let db = super::db(state).await?;
+    let found = users::by_username(&**db, username).await.map_err(ApiError::from)?;
     // Verify against a dummy hash when the user does not exist, so timing does not reveal which
     // user names exist.
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
         None => (None, dummy_hash().to_owned()),
     };
-    let password = body.password.expose_secret().to_owned();
+    let password = password.expose_secret().to_owned();
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .map_err(|_| ApiError::internal())?;
-    let user = match (user, ok) {
-        (Some(user), true) => user,
-        _ => {
-            return Err(ApiError {
-                status: warp::http::StatusCode::UNAUTHORIZED,
-                code: "bad_credentials",
-                message: "wrong user name or password".into(),
-            }
-            .into());
-        }
-    };
+    match (user, ok) {
+        (Some(user), true) => Ok(user),
+        _ => Err(ApiError {
+            status: warp::http::StatusCode::UNAUTHORIZED,
+            code: "bad_credentials",
+            message: "wrong user name or password".into(),
+        }),
+    }
+}
+
+/// Opens a session for `user`: a new token (only its hash is stored) and when it expires.
+pub async fn create_session(state: &State, user: &User) -> Result<(SecretString, SystemTime), ApiError> {
+    let db = super::db(state).await?;
     let token = new_secret(USER_TOKEN_PREFIX);
-    let ttl = Duration::from_secs(state.config.auth.session_ttl_secs);
-    let expires_at = SystemTime::now() + ttl;
+    let expires_at = SystemTime::now() + Duration::from_secs(state.config.auth.session_ttl_secs);
     users::insert_session(&**db, &secret_hash(token.expose_secret()), user.id, expires_at)
         .await
         .map_err(ApiError::from)?;
+    Ok((token, expires_at))
+}
+
+/// The user of a session token, if the session is live.
+pub async fn session_user(state: &State, token: &str) -> Result<Option<User>, ApiError> {
+    if !token.starts_with(USER_TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    let db = super::db(state).await?;
+    Ok(users::session_user(&**db, &secret_hash(token)).await?)
+}
+
+/// Ends a session.
+pub async fn end_session(state: &State, token: &str) -> Result<(), ApiError> {
+    let db = super::db(state).await?;
+    Ok(users::delete_session(&**db, &secret_hash(token)).await?)
+}
+
+/// `POST /login`: a bearer token for a user name and password.
+pub async fn login(body: Login, state: State) -> Result<warp::reply::Response, warp::Rejection> {
+    let user = verify_credentials(&state, &body.username, &body.password).await?;
+    let (token, expires_at) = create_session(&state, &user).await?;
     let expires_ms = expires_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     Ok(warp::reply::json(&serde_json::json!({
         "token": token.expose_secret(),
@@ -203,8 +231,7 @@ pub async fn login(body: Login, state: State) -> Result<warp::reply::Response, w
 /// `POST /logout`: ends the caller's session.
 pub async fn logout(header: Option<String>, state: State) -> Result<warp::reply::Response, warp::Rejection> {
     if let Some(token) = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")) {
-        let db = super::db(&state).await?;
-        users::delete_session(&**db, &secret_hash(token.trim())).await.map_err(ApiError::from)?;
+        end_session(&state, token.trim()).await?;
     }
     Ok(warp::reply::with_status(warp::reply(), warp::http::StatusCode::NO_CONTENT).into_response())
 }

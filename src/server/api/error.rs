@@ -101,7 +101,12 @@ impl From<tokio_postgres::Error> for ApiError {
 
 /// Renders any rejection as the API's JSON error body.
 pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
-    let error = if let Some(e) = rejection.find::<ApiError>() {
+    Ok(render(&classify(&rejection)))
+}
+
+/// The error a rejection stands for (the dashboard renders the same errors as HTML).
+pub fn classify(rejection: &Rejection) -> ApiError {
+    if let Some(e) = rejection.find::<ApiError>() {
         e.clone()
     } else if rejection.is_not_found() {
         ApiError::not_found("route")
@@ -126,8 +131,7 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
     } else {
         tracing::error!(?rejection, "unhandled rejection");
         ApiError::internal()
-    };
-    Ok(render(&error))
+    }
 }
 
 /// The JSON body of an error.

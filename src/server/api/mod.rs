@@ -5,10 +5,10 @@
 pub mod auth;
 mod collaborations;
 pub mod error;
-mod nodes;
+pub(crate) mod nodes;
 mod organizations;
 mod system;
-mod tasks;
+pub(crate) mod tasks;
 mod users;
 
 use std::convert::Infallible;
@@ -38,6 +38,8 @@ pub struct AppState {
     pub broker: BrokerLink,
     /// The RabbitMQ management API.
     pub management: Management,
+    /// The broker's queue statistics for the dashboard, read at most every two seconds.
+    pub broker_stats: crate::server::dashboard::BrokerStats,
     /// Settings.
     pub config: ServerConfig,
 }

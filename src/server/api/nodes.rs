@@ -9,6 +9,7 @@ use super::auth::{self, Principal};
 use super::{ApiError, Response, State, db, reply};
 use crate::broker;
 use crate::ids::{NodeId, OrgId};
+use crate::protocol::heartbeat::Heartbeat;
 use crate::server::db::directory;
 
 /// `POST /nodes` body.
@@ -117,10 +118,20 @@ pub async fn get(id: NodeId, principal: Principal, state: State) -> Response {
 /// Revokes a node: its API key stops working, its broker user is deleted and its open broker
 /// connections are closed.
 pub async fn revoke(id: NodeId, principal: Principal, state: State) -> Response {
-    let node = visible(&principal, id, &state).await?;
+    Ok(reply(StatusCode::OK, &revoke_node(&principal, id, &state).await?))
+}
+
+/// Revokes a node for `principal` (the API and the dashboard): root or an administrator of the
+/// node's organization. Returns the node as it is afterwards.
+pub async fn revoke_node(
+    principal: &Principal,
+    id: NodeId,
+    state: &State,
+) -> Result<directory::Node, ApiError> {
+    let node = visible(principal, id, state).await?;
     principal.require_admin_of(node.organization)?;
-    let client = db(&state).await?;
-    directory::revoke_node(&**client, id).await.map_err(ApiError::from)?;
+    let client = db(state).await?;
+    directory::revoke_node(&**client, id).await?;
     let unavailable = |e: crate::broker::management::ManagementError| {
         tracing::warn!(error = %e, node = %id, "could not revoke the node's broker user");
         ApiError::unavailable("the node is revoked at the server, but the broker could not be reached; retry")
@@ -128,30 +139,14 @@ pub async fn revoke(id: NodeId, principal: Principal, state: State) -> Response 
     state.management.delete_user(&node.broker_user).await.map_err(unavailable)?;
     state.management.close_connections(&node.broker_user).await.map_err(unavailable)?;
     tracing::info!(node = %id, "node revoked");
-    let node = visible(&principal, id, &state).await?;
-    Ok(reply(StatusCode::OK, &node))
+    visible(principal, id, state).await
 }
 
-/// `POST /node/heartbeat` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    version: String,
-    #[serde(default = "yes")]
-    online: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A node reports that it is online (or going offline) and its version.
+/// A node reports that it is online (or going offline), its version and its policy.
 pub async fn heartbeat(principal: Principal, body: Heartbeat, state: State) -> Response {
     let node = principal.require_node()?;
-    if body.version.len() > 100 {
-        return Err(ApiError::invalid("version is at most 100 characters").into());
-    }
+    body.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
     let client = db(&state).await?;
-    directory::heartbeat(&**client, node.id, &body.version, body.online).await.map_err(ApiError::from)?;
+    directory::heartbeat(&**client, node.id, &body).await.map_err(ApiError::from)?;
     Ok(reply(StatusCode::OK, &serde_json::json!({ "node": node.id, "online": body.online })))
 }

@@ -207,6 +207,7 @@ pub async fn list(principal: Principal, q: ListQuery, state: State) -> Response 
         collaboration: q.collaboration,
         organization: q.organization,
         status: q.status,
+        task_status: None,
         limit: q.limit,
         offset: q.offset,
     };
@@ -214,7 +215,8 @@ pub async fn list(principal: Principal, q: ListQuery, state: State) -> Response 
     Ok(reply(StatusCode::OK, &tasks))
 }
 
-async fn visible(principal: &Principal, id: TaskId, state: &State) -> Result<store::Task, ApiError> {
+/// A task the caller may see, or `not_found` (whether it exists or not).
+pub async fn visible(principal: &Principal, id: TaskId, state: &State) -> Result<store::Task, ApiError> {
     let client = db(state).await?;
     let task = store::get(&**client, id).await?.ok_or_else(|| ApiError::not_found(format!("task {id}")))?;
     if !principal.is_root() {
@@ -232,9 +234,15 @@ pub async fn get(id: TaskId, principal: Principal, state: State) -> Response {
 
 /// Kills every unfinished job of the task and of its subtasks, and tells their nodes.
 pub async fn kill(id: TaskId, principal: Principal, state: State) -> Response {
-    let task = visible(&principal, id, &state).await?;
+    Ok(reply(StatusCode::OK, &kill_task(&principal, id, &state).await?))
+}
+
+/// Kills a task's tree for `principal` (the API and the dashboard): the creating organization's
+/// researchers and administrators, or root. Returns the task as it is afterwards.
+pub async fn kill_task(principal: &Principal, id: TaskId, state: &State) -> Result<store::Task, ApiError> {
+    let task = visible(principal, id, state).await?;
     let allowed = principal.is_root()
-        || match &principal {
+        || match principal {
             Principal::User(u) => {
                 u.organization == Some(task.creator_organization)
                     && matches!(
@@ -247,11 +255,10 @@ pub async fn kill(id: TaskId, principal: Principal, state: State) -> Response {
     if !allowed {
         return Err(ApiError::forbidden(
             "only the creating organization's researchers or administrators kill a task",
-        )
-        .into());
+        ));
     }
-    let client = db(&state).await?;
-    let killed = store::kill_tree(&**client, id).await.map_err(ApiError::from)?;
+    let client = db(state).await?;
+    let killed = store::kill_tree(&**client, id).await?;
     for (org, task, run) in &killed {
         let control = crate::protocol::control::Control::Kill { task: *task, run: *run };
         if let Err(e) = state.broker.publish_control(*org, &control).await {
@@ -261,8 +268,7 @@ pub async fn kill(id: TaskId, principal: Principal, state: State) -> Response {
         }
     }
     tracing::info!(task = %id, jobs = killed.len(), "task killed");
-    let task = visible(&principal, id, &state).await?;
-    Ok(reply(StatusCode::OK, &task))
+    visible(principal, id, state).await
 }
 
 /// `GET /tasks/{id}/results` query.

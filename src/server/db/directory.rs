@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::DbError;
 use crate::ids::{CollaborationId, NodeId, OrgId};
 use crate::keys::{KeyId, PublicKey};
+use crate::protocol::heartbeat::{Heartbeat, PolicySummary};
 
 /// An organization.
 #[derive(Debug, Clone, Serialize)]
@@ -301,12 +302,15 @@ pub struct Node {
     pub online: bool,
     /// When it was revoked.
     pub revoked_at: Option<SystemTime>,
+    /// What it said it agrees to run, with its last heartbeat.
+    pub policy: Option<PolicySummary>,
 }
 
 /// A node is online while it says so and its last heartbeat is recent: nodes beat every few
 /// seconds, so one that died shows offline within `NODE_OFFLINE_AFTER`.
 const NODE_COLUMNS: &str = "id, org_id, name, broker_user, version, last_seen_at,
-     (online AND revoked_at IS NULL AND last_seen_at > now() - interval '9 seconds') AS online, revoked_at";
+     (online AND revoked_at IS NULL AND last_seen_at > now() - interval '9 seconds') AS online, revoked_at,
+     policy";
 
 /// How long after its last heartbeat a node shows offline.
 pub const NODE_OFFLINE_AFTER: std::time::Duration = std::time::Duration::from_secs(9);
@@ -321,6 +325,10 @@ fn node_from_row(row: &tokio_postgres::Row) -> Node {
         last_seen_at: row.get("last_seen_at"),
         online: row.get("online"),
         revoked_at: row.get("revoked_at"),
+        // Written by this server from a validated summary; a row it cannot read shows as none.
+        policy: row
+            .get::<_, Option<serde_json::Value>>("policy")
+            .and_then(|v| serde_json::from_value(v).ok()),
     }
 }
 
@@ -386,15 +394,12 @@ pub async fn revoke_node(db: &impl GenericClient, id: NodeId) -> Result<bool, Db
 }
 
 /// Records a node's report of itself.
-pub async fn heartbeat(
-    db: &impl GenericClient,
-    id: NodeId,
-    version: &str,
-    online: bool,
-) -> Result<(), DbError> {
+pub async fn heartbeat(db: &impl GenericClient, id: NodeId, report: &Heartbeat) -> Result<(), DbError> {
+    let policy = report.policy.as_ref().map(|p| serde_json::to_value(p).unwrap_or_default());
     db.execute(
-        "UPDATE nodes SET last_seen_at = now(), version = $2, online = $3 WHERE id = $1",
-        &[id.as_uuid(), &version, &online],
+        "UPDATE nodes SET last_seen_at = now(), version = $2, online = $3, policy = coalesce($4, policy)
+         WHERE id = $1",
+        &[id.as_uuid(), &report.version, &report.online, &policy],
     )
     .await?;
     Ok(())

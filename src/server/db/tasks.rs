@@ -7,6 +7,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::DbError;
+use super::monitor::TASK_STATUS_SQL;
 use crate::ids::{CollaborationId, JobId, NodeId, OrgId, RunId, TaskId};
 use crate::protocol::JobStatus;
 
@@ -118,7 +119,7 @@ pub async fn insert(tx: &impl GenericClient, task: &NewTask<'_>) -> Result<(), D
     Ok(())
 }
 
-const TASK_COLUMNS: &str =
+pub(crate) const TASK_COLUMNS: &str =
     "t.id, t.collaboration_id, t.run_id, t.parent_task_id, t.image, t.name, t.creator_org_id,
      t.creator_user_id, t.creator_node_id, t.created_at,
      coalesce((SELECT json_agg(json_build_object(
@@ -126,7 +127,7 @@ const TASK_COLUMNS: &str =
                  'changed_ms', (extract(epoch FROM j.status_changed_at) * 1000)::bigint) ORDER BY j.org_id)
                FROM jobs j WHERE j.task_id = t.id), '[]') AS jobs";
 
-fn task_from_row(row: &tokio_postgres::Row) -> Task {
+pub(crate) fn task_from_row(row: &tokio_postgres::Row) -> Task {
     let jobs: serde_json::Value = row.get("jobs");
     let jobs = jobs
         .as_array()
@@ -177,6 +178,8 @@ pub struct TaskFilter {
     pub organization: Option<OrgId>,
     /// Only tasks with a job in this status.
     pub status: Option<JobStatus>,
+    /// Only tasks in this overall status (`monitor::TASK_STATUSES`).
+    pub task_status: Option<String>,
     /// Page size.
     pub limit: i64,
     /// Rows to skip.
@@ -194,6 +197,7 @@ pub async fn list(db: &impl GenericClient, f: &TaskFilter) -> Result<Vec<Task>, 
                    AND ($2::uuid IS NULL OR t.collaboration_id = $2)
                    AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.org_id = $3))
                    AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.status = $4))
+                   AND ($7::text IS NULL OR (SELECT {TASK_STATUS_SQL} FROM jobs j WHERE j.task_id = t.id) = $7)
                  ORDER BY t.created_at DESC, t.id LIMIT $5 OFFSET $6"
             ),
             &[
@@ -203,6 +207,7 @@ pub async fn list(db: &impl GenericClient, f: &TaskFilter) -> Result<Vec<Task>, 
                 &f.status.map(|s| s.as_str()),
                 &f.limit,
                 &f.offset,
+                &f.task_status,
             ],
         )
         .await?;

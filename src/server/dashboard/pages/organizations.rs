@@ -1,0 +1,116 @@
+//! `/admin/organizations`: each organization with its key fingerprint (to compare out of band),
+//! its key history and its nodes (version, last seen, policy), collaborations, and the revoke
+//! action.
+
+use maud::{Markup, html};
+use warp::http::StatusCode;
+
+use super::Page;
+use crate::ids::NodeId;
+use crate::server::api::nodes::revoke_node;
+use crate::server::api::{State, db};
+use crate::server::dashboard::session::Admin;
+use crate::server::dashboard::view::{self, Nav, badge, fingerprint, short, when, when_opt};
+use crate::server::db::directory::{self, Node};
+
+/// `GET /admin/organizations`.
+pub async fn page(admin: Admin, state: State) -> Page {
+    let scope = admin.scope();
+    let client = db(&state).await?;
+    let client = &**client;
+    // An organization administrator sees their own organization only, not its partners.
+    let orgs: Vec<_> = directory::orgs(client, scope)
+        .await?
+        .into_iter()
+        .filter(|o| scope.is_none_or(|s| s == o.id))
+        .collect();
+    let nodes = directory::nodes(client, scope).await?;
+    let collaborations = directory::collaborations(client, scope).await?;
+    let mut sections = Vec::with_capacity(orgs.len());
+    for org in &orgs {
+        let keys = directory::key_history(client, org.id).await?;
+        let org_nodes: Vec<&Node> = nodes.iter().filter(|n| n.organization == org.id).collect();
+        sections.push(html! {
+            section.org data-org=(org.name) {
+                h2 { (org.name) " " small { code { (org.id) } } }
+                dl.facts {
+                    dt { "Key fingerprint" }
+                    dd.fingerprint { @match &org.fingerprint {
+                        Some(f) => code { (fingerprint(f)) },
+                        None => span.muted { "no key published" },
+                    } }
+                }
+                details {
+                    summary { "Key history (" (keys.len()) ")" }
+                    table {
+                        thead { tr { th { "Fingerprint" } th { "Published" } th { "Retired" } } }
+                        tbody { @for key in &keys {
+                            tr { td { code { (fingerprint(&key.key_id)) } } td { (when(key.published_at)) } td { (when_opt(key.retired_at)) } }
+                        } }
+                    }
+                }
+                h3 { "Nodes" }
+                (node_table(&admin, &org_nodes))
+            }
+        });
+    }
+    let body = html! {
+        @for section in sections { (section) }
+        h2 { "Collaborations" }
+        table {
+            thead { tr { th { "Collaboration" } th { "Members" } } }
+            tbody { @for c in &collaborations {
+                tr { td { (c.name) } td { (c.organizations.iter().map(|o| orgs.iter().find(|x| x.id == *o)
+                    .map(|x| x.name.clone()).unwrap_or_else(|| o.to_string()[..8].to_owned())).collect::<Vec<_>>().join(", ")) } }
+            } }
+        }
+    };
+    Ok(view::respond(
+        StatusCode::OK,
+        view::page("Organizations & nodes", Some(&admin), Nav::Organizations, body),
+    ))
+}
+
+fn node_table(admin: &Admin, nodes: &[&Node]) -> Markup {
+    html! {
+        table.nodes {
+            thead { tr { th { "Node" } th { "Status" } th { "Version" } th { "Last seen" } th { "Policy" } th {} } }
+            tbody {
+                @for node in nodes {
+                    tr data-node=(node.name) {
+                        td { (node.name) br; (short(&node.id)) }
+                        td.status { @if node.revoked_at.is_some() { (badge("revoked")) } @else { (badge(if node.online { "online" } else { "offline" })) } }
+                        td { (node.version.as_deref().unwrap_or("–")) }
+                        td { (when_opt(node.last_seen_at)) }
+                        td.policy { @match &node.policy {
+                            Some(p) => {
+                                div { "images: " @for (i, image) in p.images.iter().enumerate() { @if i > 0 { ", " } code { (image) } } }
+                                div { "requesters: " (p.requesters.join(", ")) }
+                                div { (p.concurrent_jobs) " jobs at once, " (p.memory_mib) " MiB, " (p.timeout_secs) " s; logs "
+                                    (if p.share_logs { "shared on request" } else { "kept at the node" }) }
+                            }
+                            None => span.muted { "not reported" },
+                        } }
+                        td {
+                            @if node.revoked_at.is_none() {
+                                form method="post" action={ "/admin/nodes/" (node.id) "/revoke" }
+                                    data-confirm={ "Revoke node " (node.name) "? Its API key and broker user stop working at once." } {
+                                    input type="hidden" name="csrf" value=(admin.csrf());
+                                    button.danger type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if nodes.is_empty() { tr { td colspan="6" .muted { "No node registered." } } }
+            }
+        }
+    }
+}
+
+/// `POST /admin/nodes/{id}/revoke`.
+pub async fn revoke(id: NodeId, admin: Admin, state: State) -> Page {
+    let node = revoke_node(&admin.principal(), id, &state).await?;
+    tracing::info!(node = %id, name = %node.name, by = %admin.user.username, "node revoked from the dashboard");
+    Ok(view::redirect("/admin/organizations"))
+}
