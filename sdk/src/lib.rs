@@ -48,6 +48,14 @@ pub enum Error {
         /// Explanation.
         message: String,
     },
+    /// The result is larger than the node accepts.
+    #[error("a result of {size} bytes exceeds this node's limit of {limit} bytes")]
+    ResultTooLarge {
+        /// The result's size.
+        size: u64,
+        /// The node's limit.
+        limit: u64,
+    },
     /// The node's answer is not what this SDK expects.
     #[error("unexpected answer from the node: {0}")]
     Decode(String),
@@ -72,6 +80,9 @@ pub struct Job {
     pub requester: String,
     /// The image this container runs.
     pub image: String,
+    /// The largest result the node accepts, in bytes.
+    #[serde(default)]
+    pub max_result_bytes: Option<u64>,
 }
 
 /// A message from another organization's container in the same run.
@@ -349,6 +360,14 @@ impl Node {
 
     /// Posts this job's result (once), which the node seals for the requester.
     pub fn post_result(&self, output: &[u8]) -> Result<(), Error> {
+        // A large result is checked against the node's limit first: the node would refuse it
+        // after the first bytes and close the connection, which reads as a broken pipe here.
+        if output.len() > 1024 * 1024
+            && let Some(limit) = self.job()?.max_result_bytes
+            && output.len() as u64 > limit
+        {
+            return Err(Error::ResultTooLarge { size: output.len() as u64, limit });
+        }
         let response = self
             .agent
             .post(&self.url("/result"))

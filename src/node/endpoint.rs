@@ -187,6 +187,7 @@ fn describe(core: &Core, auth: Option<String>) -> Answer {
             "organizations": job.start.organizations,
             "requester": job.record.requester,
             "image": job.start.image,
+            "max_result_bytes": core.config.limits.max_result_bytes,
         }),
     )
 }

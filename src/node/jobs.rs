@@ -369,11 +369,11 @@ async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<
     }
     record_timing(core, job);
     let acker = job.acker.lock().expect("not poisoned").take();
-    if let Some(acker) = acker {
-        if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-            // The channel closed: the job_start comes again and the stored result is re-sent.
-            tracing::warn!(job = %job.record.job, error = %e, "could not acknowledge the job_start");
-        }
+    if let Some(acker) = acker
+        && let Err(e) = acker.ack(BasicAckOptions::default()).await
+    {
+        // The channel closed: the job_start comes again and the stored result is re-sent.
+        tracing::warn!(job = %job.record.job, error = %e, "could not acknowledge the job_start");
     }
     let (id, until) = job.start_id;
     if let Err(e) = core.state.record_seen(id, until) {

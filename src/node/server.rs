@@ -126,11 +126,11 @@ impl PeerKeys {
         let mut keys = self.keys.write().expect("not poisoned");
         let mut members = Vec::new();
         for (org, key) in listed {
-            if let Some(pinned) = self.pins.get(&org) {
-                if !pinned.contains(&key.id()) {
-                    violations.push(PinViolation { org, key: key.id() });
-                    continue;
-                }
+            if let Some(pinned) = self.pins.get(&org)
+                && !pinned.contains(&key.id())
+            {
+                violations.push(PinViolation { org, key: key.id() });
+                continue;
             }
             members.push((org, key.id()));
             let entry = keys.entry(org).or_default();

@@ -288,10 +288,10 @@ impl StateDir {
         let dir = self.subtask_dir(record.task);
         let mut results = Vec::new();
         for (job, _) in &record.jobs {
-            if let Some(bytes) = read_optional(&dir.join(format!("{job}.result")))? {
-                if let Ok(result) = rmp_serde::from_slice(&bytes) {
-                    results.push(result);
-                }
+            if let Some(bytes) = read_optional(&dir.join(format!("{job}.result")))?
+                && let Ok(result) = rmp_serde::from_slice(&bytes)
+            {
+                results.push(result);
             }
         }
         Ok(results)

@@ -21,6 +21,12 @@ fn main() {
         }
         return;
     }
+    // `fedq-probe hold`: a process that only waits, what the fork bomb step multiplies.
+    if args.get(1).map(String::as_str) == Some("hold") {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     let node = match Node::from_env() {
         Ok(node) => node,
         Err(e) => {
@@ -73,6 +79,16 @@ fn main() {
             "exit" => {
                 exit_code = step["code"].as_i64().unwrap_or(0) as i32;
                 break;
+            }
+            "fork_bomb" => fork_bomb(),
+            "flood" => flood(step),
+            "big_result" => {
+                // Posts a result of `mib` MiB and reports what the endpoint said.
+                let mib = step["mib"].as_u64().unwrap_or(0) as usize;
+                match node.post_result(&vec![b'x'; mib * 1024 * 1024]) {
+                    Ok(()) => json!("accepted"),
+                    Err(e) => json!(format!("error: {e}")),
+                }
             }
             "no_result" => {
                 // Exit without posting a result.
@@ -196,6 +212,39 @@ fn uid() -> Value {
 }
 
 /// Allocates and touches `mib` MiB, one MiB at a time, so the memory is really used.
+/// Starts processes without end: each is this binary waiting (`hold`). The container's pids
+/// limit is what stops it; the node's wall-clock limit is what ends it. Never returns.
+fn fork_bomb() -> Value {
+    let me = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    let (mut started, mut refused) = (0u64, 0u64);
+    loop {
+        match std::process::Command::new(&me).arg("hold").spawn() {
+            Ok(_) => started += 1,
+            Err(_) => {
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if (started + refused).is_multiple_of(1000) {
+            eprintln!("fedq-probe: fork bomb: {started} started, {refused} refused");
+        }
+    }
+}
+
+/// Writes `mib` MiB to standard output.
+fn flood(step: &Value) -> Value {
+    let mib = step["mib"].as_u64().unwrap_or(0);
+    let line = [b'y'; 1024];
+    let mut out = std::io::stdout().lock();
+    for _ in 0..mib * 1024 {
+        if out.write_all(&line).is_err() {
+            return json!("error: stdout closed");
+        }
+    }
+    let _ = out.flush();
+    json!(format!("wrote {mib} MiB"))
+}
+
 fn alloc(step: &Value) -> Value {
     let mib = step["mib"].as_u64().unwrap_or(0) as usize;
     let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(mib);

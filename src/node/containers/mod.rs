@@ -9,8 +9,8 @@ use std::path::Path;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Ipam, IpamConfig, Mount, MountType, NetworkCreateRequest,
-    VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountType,
+    NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -31,6 +31,8 @@ use crate::time::Timestamp;
 pub const RUN_DIR: &str = "/fedq/run";
 /// Where data sources are mounted, one entry per label.
 pub const DATA_DIR: &str = "/data";
+/// The most of a container's output Docker keeps on disk, MiB.
+pub const MAX_LOG_MIB: u64 = 4;
 
 /// Labels on everything the node creates, so that it (and `fedq node gc`) can find it.
 pub mod label {
@@ -299,6 +301,15 @@ impl Sandbox {
             pids_limit: Some(limits.pids),
             mounts: Some(mounts),
             ipc_mode: Some("private".into()),
+            // Docker keeps at most this much of a container's output on the host's disk, so an
+            // algorithm that writes without end cannot fill it; the node keeps the last MiB.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), format!("{}m", MAX_LOG_MIB)),
+                    ("max-file".to_owned(), "1".to_owned()),
+                ])),
+            }),
             sysctls: Some(HashMap::from([("net.ipv6.conf.all.disable_ipv6".to_owned(), "1".to_owned())])),
             ..Default::default()
         };

@@ -27,7 +27,7 @@ pub enum DbError {
     #[error("database unavailable: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A query failed.
-    #[error("database query failed: {0}")]
+    #[error("database query failed: {}", detail(.0))]
     Query(#[from] tokio_postgres::Error),
     /// Migrations failed.
     #[error("database migration failed: {0}")]
@@ -35,6 +35,14 @@ pub enum DbError {
     /// The URL is not a valid PostgreSQL URL.
     #[error("invalid database URL: {0}")]
     Config(String),
+}
+
+/// What PostgreSQL said, with its SQLSTATE: `tokio_postgres` displays only "db error".
+fn detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 impl DbError {

@@ -202,8 +202,9 @@ impl Router {
             let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
             let router = self.clone();
             let channel = channel.clone();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                router.handle(delivery, &channel).await;
+                router.handle(delivery, &channel, shutdown).await;
                 drop(permit);
             });
         };
@@ -213,14 +214,59 @@ impl Router {
     }
 
     #[tracing::instrument(skip_all, fields(tag = delivery.delivery_tag))]
-    async fn handle(&self, delivery: lapin::message::Delivery, channel: &Channel) {
+    async fn handle(
+        &self,
+        delivery: lapin::message::Delivery,
+        channel: &Channel,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let publisher_name = delivery.properties.user_id().as_ref().map(|u| u.to_string());
-        let result = match &publisher_name {
-            Some(user) => self.route(&delivery.data, Publisher::Node(None), user, channel).await,
-            None => Err(RouteError::Refused {
-                refusal: Refusal::new("missing_user_id", "published without a validated user id"),
-                header: None,
-            }),
+        let route = || async {
+            match &publisher_name {
+                Some(user) => self.route(&delivery.data, Publisher::Node(None), user, channel).await,
+                None => Err(RouteError::Refused {
+                    refusal: Refusal::new("missing_user_id", "published without a validated user id"),
+                    header: None,
+                }),
+            }
+        };
+        let mut result = route().await;
+        // While the database is unreachable, hold the delivery and retry in place: the broker
+        // sees neither ack nor nack, so the envelope is neither lost nor counted as a failed
+        // delivery, and at most `concurrency` envelopes wait here while the rest stay queued.
+        let mut pause = Duration::from_millis(250);
+        while matches!(result, Err(RouteError::Database(_))) && !self.database_answers().await {
+            if pause == Duration::from_millis(250) {
+                tracing::warn!("the database is unreachable; holding envelopes until it answers");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            if !channel.status().connected() {
+                // The broker requeued the delivery when the channel closed.
+                return;
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+            result = route().await;
+        }
+        let result = match result {
+            // A failure of this envelope, not of the database or broker as a whole (a recipient
+            // queue that refuses it, say): retried a few times, then dead-lettered with the
+            // reason, so one bad envelope never circles forever.
+            Err(e)
+                if !matches!(e, RouteError::Refused { .. })
+                    && delivery_count(&delivery) + 1 >= MAX_ATTEMPTS =>
+            {
+                Err(RouteError::Refused {
+                    refusal: Refusal::new(
+                        "undeliverable",
+                        format!("routing failed {MAX_ATTEMPTS} times; last error: {e}"),
+                    ),
+                    header: parse(&delivery.data, self.inner.policy.max_len).ok().map(|p| Box::new(p.header)),
+                })
+            }
+            other => other,
         };
         let publisher_name = publisher_name.as_deref().unwrap_or("");
         let settled = match result {
@@ -250,6 +296,15 @@ impl Router {
             // The channel is gone; the broker redelivers the message to another consumer.
             tracing::warn!(error = %e, "could not settle a delivery");
         }
+    }
+
+    /// Whether the database answers a trivial query within two seconds.
+    async fn database_answers(&self) -> bool {
+        let probe = async {
+            let client = self.inner.db.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Some(_)))
     }
 
     async fn dead_letter(
@@ -332,10 +387,10 @@ impl FactsCache {
             header.created_at.as_millis() / 1000,
         );
         let now = tokio::time::Instant::now();
-        if let Some((at, facts)) = self.entries.lock().expect("not poisoned").get(&key) {
-            if now.duration_since(*at) < FACTS_TTL {
-                return Ok(facts.clone());
-            }
+        if let Some((at, facts)) = self.entries.lock().expect("not poisoned").get(&key)
+            && now.duration_since(*at) < FACTS_TTL
+        {
+            return Ok(facts.clone());
         }
         let facts = routing::facts(db, header, broker_user).await?;
         // Only facts about an existing task are kept: a task created a moment later must be
@@ -377,6 +432,26 @@ async fn forward(channel: &Channel, header: &Header, bytes: &[u8]) -> Result<(),
             Err(RouteError::Broker(format!("no queue for organization {}; declared it", header.recipient)))
         }
         Confirmation::Nack(_) => Err(RouteError::Broker("the broker refused the forwarded copy".into())),
+    }
+}
+
+/// How many times an envelope is tried before it is dead-lettered as undeliverable (database
+/// outages excepted: the router holds envelopes through them without counting). Below the
+/// broker's own `DELIVERY_LIMIT`, so the router records the reason before RabbitMQ would drop
+/// the envelope into the dead-letter queue without one.
+pub const MAX_ATTEMPTS: u64 = 5;
+
+/// How many times the broker delivered this message before (quorum queues count it in
+/// `x-delivery-count`).
+fn delivery_count(delivery: &lapin::message::Delivery) -> u64 {
+    let Some(headers) = delivery.properties.headers() else { return 0 };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => u64::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
     }
 }
 
