@@ -1,5 +1,6 @@
-//! RabbitMQ restarts under a node: while it is idle and while a job runs. The node reconnects by
-//! itself (no restart of the node), and the running job's result arrives exactly once.
+//! RabbitMQ restarts under a node: while it is idle, while a job runs, and while envelopes flow
+//! both ways (job starts to the node, statuses and results back, 20 jobs four at a time). The
+//! server and the node reconnect by themselves, and every result arrives exactly once.
 //!
 //! One test in its own binary: restarting the shared broker must not overlap other tests
 //! (test binaries run one after another).
@@ -48,5 +49,33 @@ async fn the_node_recovers_from_broker_restarts_while_idle_and_while_busy() {
     assert!(result.log.contains("survived"));
     let routed = fed.app.routed(submitted.task, "job_result").await;
     assert_eq!(routed, 1, "the result was routed exactly once");
+
+    // Flowing both ways: restart once some results are back and others are not.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let steps = json!([{"op": "sleep", "ms": 700}, {"op": "print", "text": format!("job {i}")}]);
+        tasks.push(fed.submit(steps).await.task);
+    }
+    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| *t.as_uuid()).collect();
+    let sql = fed.app.sql().await;
+    let results = async || -> (i64, i64) {
+        let row = sql
+            .query_one(
+                "SELECT count(*), coalesce(max(n), 0) FROM (SELECT task_id, count(*) AS n FROM routing_log
+                 WHERE kind = 'job_result' AND task_id = ANY($1) GROUP BY task_id) r",
+                &[&ids],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    support::eventually(120, "a few results", || async { (results().await.0 >= 3).then_some(()) }).await;
+    assert!(results().await.0 < 20, "envelopes are still in flight at the restart");
+    restart_broker().await;
+    for task in &tasks {
+        let result = fed.result(*task).await;
+        assert_eq!(result.status, JobStatus::Completed, "{result:?}");
+    }
+    assert_eq!(results().await, (20, 1), "every result routed, none twice");
     fed.cleanup().await;
 }

@@ -1,6 +1,7 @@
 //! `fedq node` as a process: `kill -9` while a job runs, restart, and the job's result arrives
 //! exactly once; the server shows the node offline within 10 s of its death and online again
-//! after it reconnects.
+//! after it reconnects. And `kill -9` in the middle of 24 jobs, four at a time: after the
+//! restart every job completes and each result is routed exactly once.
 
 mod support;
 
@@ -50,5 +51,58 @@ async fn a_node_killed_mid_job_reruns_it_after_a_restart_and_the_result_arrives_
         fed.app.call("GET", &format!("/tasks/{}/results", submitted.task), Some(&fed.researcher), None).await;
     assert_eq!(body["results"].as_array().unwrap().len(), 1, "{body}");
     eprintln!("node shown offline {offline_after:?} after kill -9");
+    fed.cleanup().await;
+}
+
+/// Results routed so far for `tasks`, and the most routed for any one of them.
+async fn routed_results(fed: &Fed, tasks: &[fedq::ids::TaskId]) -> (i64, i64) {
+    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| *t.as_uuid()).collect();
+    let row = fed
+        .app
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(*), coalesce(max(n), 0) FROM (SELECT task_id, count(*) AS n FROM routing_log
+             WHERE kind = 'job_result' AND task_id = ANY($1) GROUP BY task_id) r",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_during_many_jobs_completes_each_exactly_once_after_a_restart() {
+    const JOBS: usize = 24;
+    let limits = fedq::node::config::Limits { concurrent_jobs: 4, ..Fed::limits() };
+    let mut fed = Fed::new(limits).await;
+    fed.spawn_node_process();
+    support::eventually(30, "the node to show online", || async { online(&fed).await.then_some(()) }).await;
+    let mut tasks = Vec::with_capacity(JOBS);
+    for i in 0..JOBS {
+        let steps = json!([{"op": "sleep", "ms": 1500}, {"op": "print", "text": format!("job {i}")}]);
+        tasks.push(fed.submit(steps).await.task);
+    }
+    // Kill it once some results are out and others are not.
+    support::eventually(120, "a few results", || async {
+        let (done, _) = routed_results(&fed, &tasks).await;
+        (done >= 4).then_some(())
+    })
+    .await;
+    let mut process = fed.guard.process.take().unwrap();
+    process.kill().unwrap(); // SIGKILL
+    process.wait().unwrap();
+    let (done_at_kill, _) = routed_results(&fed, &tasks).await;
+    assert!(done_at_kill < JOBS as i64, "jobs were still pending when the node died");
+
+    fed.spawn_node_process();
+    for task in &tasks {
+        let result = fed.result(*task).await;
+        assert_eq!(result.status, JobStatus::Completed, "{result:?}");
+    }
+    let (done, most) = routed_results(&fed, &tasks).await;
+    assert_eq!(done, JOBS as i64, "every job has a routed result");
+    assert_eq!(most, 1, "no job's result was routed twice");
+    eprintln!("{done_at_kill} of {JOBS} results were out when the node was killed");
     fed.cleanup().await;
 }
