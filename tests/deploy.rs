@@ -58,6 +58,25 @@ fn the_compose_file_validates() {
     let out = cmd.output().expect("docker-compose runs (scripts/services installs it)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // The clustered variant: three broker nodes and two server replicas.
+    let mut cmd = Command::new("docker-compose");
+    cmd.args(["-f", "docker-compose.yml", "-f", "docker-compose.cluster.yml", "config"]).current_dir(dir);
+    for line in env_text.lines().filter(|l| !l.starts_with('#') && l.contains('=')) {
+        let (k, v) = line.split_once('=').unwrap();
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "rabbitmq-2:",
+        "rabbitmq-3:",
+        "server-2:",
+        "FEDQ_BROKER__CLUSTER_HOSTS: rabbitmq-2:5672,rabbitmq-3:5672",
+    ] {
+        assert!(merged.contains(expected), "{expected} missing from the merged file:\n{merged}");
+    }
+
     // Without a secret it refuses to run rather than start with an empty password.
     let mut cmd = Command::new("docker-compose");
     cmd.args(["-f", "docker-compose.yml", "config", "-q"]).current_dir(dir);
@@ -109,4 +128,24 @@ fn the_node_unit_is_a_notify_service_with_a_watchdog() {
         assert!(!value(hardening).is_empty(), "{hardening} is set");
     }
     assert!(value("ExecStart").contains("fedq node --config"));
+}
+
+/// Broker addresses can be given as a comma-separated variable (how compose sets them): each
+/// entry is checked, and a bad one stops the server before it connects to anything.
+#[test]
+fn cluster_hosts_come_from_a_comma_separated_variable() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/compose/server.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_fedq"))
+        .args(["server", "--config", config])
+        .env("FEDQ_DATABASE__URL", "postgres://fedq:x@127.0.0.1:9/fedq")
+        .env("FEDQ_BROKER__URL", "amqp://fedq-server:x@127.0.0.1:9/fedq")
+        .env("FEDQ_BROKER__MANAGEMENT_PASSWORD", "x")
+        .env("FEDQ_BOOTSTRAP__ROOT_PASSWORD", "x-long-enough-password")
+        .env("FEDQ_BROKER__CLUSTER_HOSTS", "rabbitmq-2:5672,rabbitmq-3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broker address \"rabbitmq-3\" is not host:port"), "{stderr}");
+    assert!(!stderr.contains("fedq-server:x"), "the URL's password is not repeated: {stderr}");
 }

@@ -11,6 +11,7 @@
 //! Queues are quorum queues: replicated when the broker is a cluster, durable always. A message
 //! that keeps failing is dead-lettered by RabbitMQ itself after `DELIVERY_LIMIT` deliveries.
 
+pub mod endpoints;
 pub mod management;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};

@@ -196,6 +196,7 @@ async fn run_federation(
             management_url: args.management.clone(),
             management_user: args.management_user.clone(),
             management_password: SecretString::from(args.management_password.clone()),
+            cluster_hosts: Vec::new(),
             node_url: None,
         },
         router: RouterConfig::default(),
@@ -314,6 +315,7 @@ async fn run_federation(
                         args.amqp
                     )),
                     username: user,
+                    cluster_hosts: Vec::new(),
                     server_user: broker["server_user"].as_str().unwrap_or_default().to_owned(),
                 },
                 network: NetworkSection::default(),

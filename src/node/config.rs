@@ -91,6 +91,10 @@ pub struct BrokerSection {
     pub url: SecretString,
     /// The node's broker user name (stamped as the validated user id of every publish).
     pub username: String,
+    /// Further `host:port` addresses of the same RabbitMQ cluster, tried in turn when the host
+    /// of `url` does not answer.
+    #[serde(default, deserialize_with = "crate::settings::comma_list")]
+    pub cluster_hosts: Vec<String>,
     /// The server's broker user: control messages are accepted from it only.
     pub server_user: String,
 }

@@ -41,6 +41,9 @@ pub enum NodeError {
     /// The organization's key could not be read.
     #[error(transparent)]
     Key(#[from] crate::keys::KeyFileError),
+    /// The broker settings name no usable address.
+    #[error("broker: {0}")]
+    Broker(#[from] crate::broker::endpoints::EndpointsError),
     /// A pinned fingerprint is malformed.
     #[error("peers.pins: {0}")]
     Pin(#[from] crate::keys::KeyParseError),
@@ -84,6 +87,8 @@ pub(crate) struct Core {
     server: ServerClient,
     sandbox: Sandbox,
     link: BrokerLink,
+    /// The broker's addresses, tried in turn.
+    endpoints: crate::broker::endpoints::Endpoints,
     policy: OpenPolicy,
     rejections: Rejections,
     /// Jobs accepted and not finished, by job id.
@@ -240,6 +245,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         sandbox.remove(&name).await;
     }
 
+    let endpoints =
+        crate::broker::endpoints::Endpoints::new(&config.broker.url, &config.broker.cluster_hosts)?;
     let (stop_tx, stop) = watch::channel(false);
     let (halt_tx, halt) = watch::channel(false);
     let core = Arc::new(Core {
@@ -247,6 +254,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         rejections: Rejections::new(),
         peers: PeerKeys::new(pins),
         link: BrokerLink::new(config.broker.username.clone()),
+        endpoints,
         jobs: Mutex::new(HashMap::new()),
         tokens: Mutex::new(HashMap::new()),
         slots: Arc::new(Semaphore::new(usize::from(config.limits.concurrent_jobs))),

@@ -16,8 +16,6 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
-use secrecy::ExposeSecret as _;
 
 use super::state::{StoredMessage, SubtaskResult};
 use super::{Core, jobs};
@@ -56,8 +54,8 @@ pub(crate) async fn consume_forever(core: Arc<Core>) {
 }
 
 async fn consume_once(core: &Arc<Core>) -> Result<(), lapin::Error> {
-    let connection =
-        Connection::connect(core.config.broker.url.expose_secret(), ConnectionProperties::default()).await?;
+    let (connection, address) = core.endpoints.connect().await?;
+    tracing::info!(%address, "connected to the broker");
     let publish = connection.create_channel().await?;
     publish.confirm_select(ConfirmSelectOptions::default()).await?;
     core.link.set(Some(publish));

@@ -84,6 +84,10 @@ pub struct BrokerConfig {
     pub management_user: String,
     /// Its password.
     pub management_password: SecretString,
+    /// Further `host:port` addresses of the same RabbitMQ cluster, tried in turn when the host
+    /// of `url` does not answer (same credentials and virtual host).
+    #[serde(default, deserialize_with = "crate::settings::comma_list")]
+    pub cluster_hosts: Vec<String>,
     /// The AMQP URL nodes are told to connect to (host and port only; they get their own
     /// credentials). Defaults to the host of `management_url` on port 5672.
     #[serde(default)]

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use secrecy::ExposeSecret as _;
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 
-use crate::broker::{self, management::Management};
+use crate::broker::{self, endpoints::Endpoints, management::Management};
 use crate::ids::OrgId;
 use crate::protocol::control::Control;
 use api::ApiError;
@@ -153,6 +153,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .clone()
         .unwrap_or_else(|| format!("amqp://{}:{}", amqp.authority.host, amqp.authority.port));
     let link = BrokerLink::new(amqp.authority.userinfo.username.clone(), node_url);
+    let endpoints = Arc::new(
+        Endpoints::new(&config.broker.url, &config.broker.cluster_hosts)
+            .map_err(|e| ServerError::Config(format!("broker: {e}")))?,
+    );
 
     let pool = db::pool(&config.database.url, config.database.pool_size)?;
     migrate_when_ready(&pool).await?;
@@ -181,7 +185,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let broker_task = tokio::spawn(supervise_broker(config.clone(), link, router, pool, shutdown_rx.clone()));
+    let broker_task =
+        tokio::spawn(supervise_broker(config.clone(), endpoints, link, router, pool, shutdown_rx.clone()));
     let mut http_shutdown = shutdown_rx.clone();
     let http_task = tokio::spawn(
         warp::serve(routes(state))
@@ -222,6 +227,7 @@ async fn migrate_when_ready(pool: &deadpool_postgres::Pool) -> Result<(), Server
 /// router's consumer; after a failure, reconnects with backoff. Returns at shutdown.
 async fn supervise_broker(
     config: ServerConfig,
+    endpoints: Arc<Endpoints>,
     link: BrokerLink,
     router: Router,
     db: deadpool_postgres::Pool,
@@ -232,11 +238,11 @@ async fn supervise_broker(
         if *shutdown.borrow() {
             return;
         }
-        match connect(&config, &db).await {
-            Ok((connection, api_channel, router_channel)) => {
+        match connect(&endpoints, &db).await {
+            Ok((connection, address, api_channel, router_channel)) => {
                 backoff = Duration::from_millis(200);
                 link.set(Some(api_channel)).await;
-                tracing::info!("connected to the broker");
+                tracing::info!(%address, "connected to the broker");
                 let result =
                     router.consume(router_channel, config.router.concurrency, shutdown.clone()).await;
                 link.set(None).await;
@@ -258,11 +264,10 @@ async fn supervise_broker(
 }
 
 async fn connect(
-    config: &ServerConfig,
+    endpoints: &Endpoints,
     db: &deadpool_postgres::Pool,
-) -> Result<(Connection, Channel, Channel), Box<dyn std::error::Error + Send + Sync>> {
-    let connection =
-        Connection::connect(config.broker.url.expose_secret(), ConnectionProperties::default()).await?;
+) -> Result<(Connection, String, Channel, Channel), Box<dyn std::error::Error + Send + Sync>> {
+    let (connection, address) = endpoints.connect().await?;
     let api_channel = connection.create_channel().await?;
     api_channel.confirm_select(Default::default()).await?;
     broker::declare_topology(&api_channel).await?;
@@ -272,5 +277,5 @@ async fn connect(
         broker::declare_org_queue(&api_channel, org.id).await?;
     }
     let router_channel = connection.create_channel().await?;
-    Ok((connection, api_channel, router_channel))
+    Ok((connection, address, api_channel, router_channel))
 }

@@ -124,6 +124,7 @@ pub async fn prepare() -> (ServerConfig, String, String) {
             management_url: "http://127.0.0.1:15672".into(),
             management_user: "guest".into(),
             management_password: SecretString::from("guest"),
+            cluster_hosts: Vec::new(),
             node_url: None,
         },
         router: RouterConfig::default(),

@@ -97,6 +97,7 @@ pub async fn register_node(
         broker: BrokerSection {
             url: SecretString::from(format!("amqp://{user}:{password}@127.0.0.1:5672/{}", app.vhost)),
             username: user,
+            cluster_hosts: Vec::new(),
             server_user: broker["server_user"].as_str().unwrap().to_owned(),
         },
         network: NetworkSection::default(),
