@@ -145,6 +145,34 @@ def dashboard_table():
     return "\n".join(out)
 
 
+def load_row(d):
+    return (
+        f"| {d['orgs']} | {d['tasks']:,} | {d['in_flight']} | {d['per_sec']:.1f} | {d['p50_ms']:.0f} ms "
+        f"| {d['p95_ms']:.0f} ms | {d['p99_ms']:.0f} ms | {d['server_rss_mib']:.0f} MiB "
+        f"| {d['node_rss_max_mib']:.0f} MiB | {d['errors']} |"
+    )
+
+
+def load_table():
+    d = json.loads((ROOT / "target" / "bench-load.json").read_text())
+    node = json.loads((ROOT / "target" / "bench-node.json").read_text())
+    bare = node["bare_docker_run_ms"]
+    return "\n".join([
+        f"Measured {machine()}; `fedq server` and 20 `fedq node` processes, one job per task.",
+        "",
+        "| organizations | tasks | in flight | tasks/s | p50 | p95 | p99 | server peak RSS | node peak RSS (max of 20) | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        load_row(d),
+        "",
+        f"Per task, wall time ÷ tasks: {1000 / d['per_sec']:.0f} ms, against a bare `docker run --rm` of the same "
+        f"image alone {bare:.0f} ms (node benchmark, same run): ratio {1000 / d['per_sec'] / bare:.2f}. "
+        f"Goals at this load: server under 150 MiB — {'met' if d['server_rss_mib'] < 150 else 'NOT met'} "
+        f"({d['server_rss_mib'] / 150:.2f} of it); node under 50 MiB — "
+        f"{'met' if d['node_rss_max_mib'] < 50 else 'NOT met'} ({d['node_rss_max_mib'] / 50:.2f} of it); no error — "
+        f"{'met' if d['errors'] == 0 else 'NOT met'}.",
+    ])
+
+
 def replace(text, name, table):
     pattern = re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -159,6 +187,7 @@ def main():
     text = replace(text, "node", node_table())
     text = replace(text, "secure-sum", secure_sum_table())
     text = replace(text, "dashboard", dashboard_table())
+    text = replace(text, "load", load_table())
     DOC.write_text(text)
 
 
