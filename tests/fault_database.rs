@@ -5,7 +5,9 @@
 //! Injected: `pg_ctl stop -m fast` after 50 run messages were routed; 100 more are published
 //! during the outage; `pg_ctl start` 10 s later. Asserted: during the outage the router forwards
 //! nothing and the REST API answers 503 `unavailable`; afterwards all 150 arrive at the
-//! recipient exactly once, none is dead-lettered, and the routing log holds each once.
+//! recipient exactly once, none is dead-lettered, and the routing log holds each once; a
+//! malformed envelope published during the outage is dead-lettered once with its reason (not
+//! dropped by the broker's delivery limit while the refusal could not be recorded).
 
 mod support;
 
@@ -116,13 +118,15 @@ async fn a_database_outage_holds_traffic_and_loses_nothing() {
     for i in 0..100 {
         run.node_b.publish(&run.b_to_a(format!("during {i}").as_bytes())).await.unwrap();
     }
+    // And one the router must refuse: recording the refusal needs the database too.
+    run.node_b.publish(b"not an envelope").await.unwrap();
     // The outage lasts 10 s; nothing is forwarded meanwhile.
     while outage.elapsed() < Duration::from_secs(10) {
         assert!(run.node_a.try_next().await.is_none(), "an envelope was forwarded without being logged");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let ingress = management().queue(&app.vhost, "fedq.ingress").await.unwrap().unwrap();
-    assert_eq!(ingress.messages, 100, "every envelope of the outage waits in ingress (ready or held)");
+    assert_eq!(ingress.messages, 101, "every envelope of the outage waits in ingress (ready or held)");
     pg.start_again();
 
     receive(&mut seen, 100).await;
@@ -142,10 +146,14 @@ async fn a_database_outage_holds_traffic_and_loses_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(logged, 150, "each envelope logged once");
-    let dead: i64 = sql.query_one("SELECT count(*) FROM dead_letters", &[]).await.unwrap().get(0);
-    assert_eq!(dead, 0, "nothing was dead-lettered because of the outage");
+    let dead: Vec<String> = eventually(30, "the refused envelope to be recorded", || async {
+        let rows = sql.query("SELECT reason_code FROM dead_letters", &[]).await.ok()?;
+        (!rows.is_empty()).then(|| rows.iter().map(|r| r.get(0)).collect())
+    })
+    .await;
+    assert_eq!(dead, ["malformed"], "only the refused envelope is dead-lettered, with its reason");
     let dead_queue = management().queue(&app.vhost, "fedq.dead-letters").await.unwrap().unwrap();
-    assert_eq!(dead_queue.messages, 0);
+    assert_eq!(dead_queue.messages, 1);
     let (status, _) = app.call("GET", "/organizations", Some(&app.root_token), None).await;
     assert_eq!(status, 200, "the API answers again");
     app.cleanup().await;

@@ -231,24 +231,15 @@ impl Router {
             }
         };
         let mut result = route().await;
-        // While the database is unreachable, hold the delivery and retry in place: the broker
-        // sees neither ack nor nack, so the envelope is neither lost nor counted as a failed
-        // delivery, and at most `concurrency` envelopes wait here while the rest stay queued.
-        let mut pause = Duration::from_millis(250);
-        while matches!(result, Err(RouteError::Database(_))) && !self.database_answers().await {
-            if pause == Duration::from_millis(250) {
-                tracing::warn!("the database is unreachable; holding envelopes until it answers");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.wait_for(|stop| *stop) => break,
-            }
-            if !channel.status().connected() {
+        // While the database is unreachable, hold the delivery and retry in place.
+        let mut hold = Hold::default();
+        while matches!(result, Err(RouteError::Database(_))) {
+            match self.hold(&mut hold, channel, &mut shutdown).await {
+                HoldOutcome::Retry => result = route().await,
+                HoldOutcome::Proceed => break,
                 // The broker requeued the delivery when the channel closed.
-                return;
+                HoldOutcome::ChannelClosed => return,
             }
-            pause = (pause * 2).min(Duration::from_secs(5));
-            result = route().await;
         }
         let result = match result {
             // A failure of this envelope, not of the database or broker as a whole (a recipient
@@ -276,10 +267,20 @@ impl Router {
             }
             Err(RouteError::Refused { refusal, header }) => {
                 tracing::warn!(code = refusal.code, reason = %refusal.message, "envelope refused");
-                match self
-                    .dead_letter(channel, &delivery.data, &refusal, header.as_deref(), publisher_name)
-                    .await
-                {
+                let dead_letter =
+                    || self.dead_letter(channel, &delivery.data, &refusal, header.as_deref(), publisher_name);
+                let mut recorded = dead_letter().await;
+                // Recording the refusal needs the database too: hold through an outage rather
+                // than requeue toward the broker's delivery limit.
+                let mut hold = Hold::default();
+                while matches!(recorded, Err(RouteError::Database(_))) {
+                    match self.hold(&mut hold, channel, &mut shutdown).await {
+                        HoldOutcome::Retry => recorded = dead_letter().await,
+                        HoldOutcome::Proceed => break,
+                        HoldOutcome::ChannelClosed => return,
+                    }
+                }
+                match recorded {
                     Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not dead-letter; will retry");
@@ -296,6 +297,34 @@ impl Router {
             // The channel is gone; the broker redelivers the message to another consumer.
             tracing::warn!(error = %e, "could not settle a delivery");
         }
+    }
+
+    /// One step of holding a delivery while the database is unreachable: waits (with growing
+    /// pauses) unless the database answers, the server stops or the channel closed. At most
+    /// `concurrency` envelopes wait here; the broker sees neither ack nor nack, so the envelope
+    /// is neither lost nor counted as a failed delivery.
+    async fn hold(
+        &self,
+        hold: &mut Hold,
+        channel: &Channel,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> HoldOutcome {
+        if self.database_answers().await {
+            return HoldOutcome::Proceed;
+        }
+        if !hold.warned {
+            tracing::warn!("the database is unreachable; holding envelopes until it answers");
+            hold.warned = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(hold.pause) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return HoldOutcome::Proceed,
+        }
+        if !channel.status().connected() {
+            return HoldOutcome::ChannelClosed;
+        }
+        hold.pause = (hold.pause * 2).min(Duration::from_secs(5));
+        HoldOutcome::Retry
     }
 
     /// Whether the database answers a trivial query within two seconds.
@@ -433,6 +462,29 @@ async fn forward(channel: &Channel, header: &Header, bytes: &[u8]) -> Result<(),
         }
         Confirmation::Nack(_) => Err(RouteError::Broker("the broker refused the forwarded copy".into())),
     }
+}
+
+/// The state of holding one delivery through a database outage.
+struct Hold {
+    pause: Duration,
+    warned: bool,
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        Self { pause: Duration::from_millis(250), warned: false }
+    }
+}
+
+/// What to do after a step of holding.
+enum HoldOutcome {
+    /// The database may be back: try again.
+    Retry,
+    /// The database answers (the failure is the envelope's own) or the server stops: settle
+    /// the delivery as usual.
+    Proceed,
+    /// The channel closed: the broker has requeued the delivery already.
+    ChannelClosed,
 }
 
 /// How many times an envelope is tried before it is dead-lettered as undeliverable (database

@@ -38,16 +38,14 @@ async fn live_section(admin: &Admin, state: &State) -> Result<Markup, ApiError> 
         (orgs, collaborations, nodes, counts)
     };
     let reading = state.broker_stats.read(&state.management, &state.config.broker.vhost).await;
-    let own_orgs = match scope {
-        Some(org) => 1.min(orgs.0.contains_key(&org) as usize),
-        None => orgs.0.len(),
-    };
+    // An organization administrator's federation is their organization and its partners.
+    let own_orgs = orgs.0.len();
     let live_nodes: Vec<_> = nodes.iter().filter(|n| n.revoked_at.is_none()).collect();
     let online = live_nodes.iter().filter(|n| n.online).count();
     let tasks: i64 = counts.tasks.iter().map(|(_, n)| n).sum();
     Ok(html! {
         div.cards {
-            div.card { span.n { (own_orgs) } span.l { "organizations" } }
+            div.card { span.n { (own_orgs) } span.l { @if scope.is_some() { "organizations (yours and partners)" } @else { "organizations" } } }
             div.card { span.n { (collaborations.len()) } span.l { "collaborations" } }
             div.card #nodes-online { span.n { (online) " / " (live_nodes.len()) } span.l { "nodes online" } }
             div.card { span.n { (tasks) } span.l { "tasks" } }
