@@ -7,7 +7,8 @@
 //! another broker node by itself and routes the rest; every message arrives at A (300 distinct
 //! ids), the routing log holds each exactly once, none is dead-lettered; a copy forwarded twice,
 //! if the broker lost a confirm with its node, carries the same id, so the receiver's replay
-//! guard drops it (counted and printed).
+//! guard drops it (counted and printed). A real node of a third organization, connected to
+//! broker node 2 when it stops, moves to another broker node by itself and runs a job afterwards.
 
 mod support;
 
@@ -23,6 +24,7 @@ use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions}
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use support::node::{Fed, NodeGuard, PROBE, ensure_images, register_node};
 use support::{attach, job_entry, prepare, route};
 
 const MESSAGES: usize = 300;
@@ -175,6 +177,22 @@ async fn a_broker_node_and_a_server_replica_stop_during_traffic_and_nothing_is_l
     let researcher = app.user(a.org(), "ada", "researcher").await;
     let (a_user, a_password, a_queue) = broker_login(&app.node(a.org(), "a-1").await);
     let (b_user, b_password, _) = broker_login(&app.node(b.org(), "b-1").await);
+    // Organization C runs a real node, connected to broker node 2 (which will stop), that knows
+    // the other broker nodes and talks to replica 2.
+    ensure_images();
+    let c = app.org("c").await;
+    let ac = app.collaboration("ac", &[a.org(), c.org()]).await;
+    let node_dir = tempfile::tempdir().unwrap();
+    let (mut node_config, _, registration) =
+        register_node(&app, &c, node_dir.path(), Fed::limits(), &["fedq/probe"]).await;
+    let (c_user, c_password, _) = broker_login(&registration);
+    node_config.broker.url =
+        SecretString::from(format!("amqp://{c_user}:{c_password}@{}/{vhost}", cluster.address(1)));
+    node_config.broker.cluster_hosts = vec![cluster.address(2), cluster.address(0)];
+    node_config.server.url = replica_two.clone();
+    let _node_guard = NodeGuard { name: node_config.node.name.clone(), process: None };
+    let node = fedq::node::start(node_config).await.expect("C's node starts");
+
     let (task, run) = (TaskId::new(), RunId::new());
     let r = route(Kind::JobStart, collaboration, task, run);
     let orgs = [a.org(), b.org()];
@@ -272,6 +290,25 @@ async fn a_broker_node_and_a_server_replica_stop_during_traffic_and_nothing_is_l
     publisher.await.unwrap();
     drop(a_conn);
     assert!(stopped, "the faults were injected during the traffic");
+
+    // C's node lost its broker node with the rest; it moved to another and runs a job.
+    let client = fedq::client::Client::with_token(&replica_two, SecretString::from(researcher.clone()));
+    let spec = fedq::client::TaskSpec {
+        collaboration: ac,
+        image: PROBE.into(),
+        organizations: vec![c.org()],
+        inputs: fedq::client::Inputs::Same(b"[]".to_vec()),
+        name: "after the failover".into(),
+        return_log: false,
+    };
+    let created = client.create_task(&a, &spec).await.expect("replica 2 takes the task");
+    let results = client
+        .wait_and_open(&a, ac, created.task, Duration::from_secs(120))
+        .await
+        .expect("C's result arrives");
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].status, fedq::protocol::JobStatus::Completed, "{:?}", results[0].reason);
+    node.shutdown().await;
     assert_eq!(ids.len(), MESSAGES, "every message arrived");
     let logged: i64 = sql
         .query_one("SELECT count(*) FROM routing_log WHERE kind = 'run_message'", &[])
