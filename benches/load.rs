@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use fedq::client::{Client, Inputs, TaskSpec};
 use fedq::keys::Identity;
 use fedq::protocol::JobStatus;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use support::node::{Fed, NodeGuard, ensure_images, register_node};
 use support::*;
 
@@ -32,10 +32,6 @@ const ORGS: usize = 20;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The process's peak resident set, KiB.
@@ -46,26 +42,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn spawn_server(config: &fedq::server::config::ServerConfig, port: u16, log: &std::path::Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_fedq"))
-        .arg("server")
-        .env("RUST_LOG", "warn")
-        .env("FEDQ_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("FEDQ_DATABASE__URL", config.database.url.expose_secret())
-        .env("FEDQ_BROKER__URL", config.broker.url.expose_secret())
-        .env("FEDQ_BROKER__VHOST", &config.broker.vhost)
-        .env("FEDQ_BROKER__MANAGEMENT_URL", &config.broker.management_url)
-        .env("FEDQ_BROKER__MANAGEMENT_USER", &config.broker.management_user)
-        .env("FEDQ_BROKER__MANAGEMENT_PASSWORD", config.broker.management_password.expose_secret())
-        .env("FEDQ_BOOTSTRAP__ROOT_USERNAME", "root")
-        .env("FEDQ_BOOTSTRAP__ROOT_PASSWORD", ROOT_PASSWORD)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("fedq server starts")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -83,7 +59,7 @@ async fn main() {
     let (config, db_name, vhost) = prepare().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = spawn_server(&config, port, &dir.path().join("server.log"));
+    let mut server = spawn_server_process(&config, port, &dir.path().join("server.log"), "warn");
     let app = attach(config, db_name, vhost, format!("127.0.0.1:{port}").parse().unwrap()).await;
 
     let mut orgs: Vec<Identity> = Vec::with_capacity(ORGS);

@@ -25,13 +25,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use support::node::{Fed, NodeGuard, PROBE, ensure_images, register_node};
-use support::{attach, job_entry, prepare, route};
+use support::{attach, free_port, job_entry, prepare, route};
 
 const MESSAGES: usize = 300;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn host() -> String {
     let out = Command::new("hostname").arg("-s").output().unwrap();

@@ -31,7 +31,7 @@ impl PrivatePostgres {
         let bin = versions.flatten().map(|v| v.path().join("bin")).max().expect("a PostgreSQL version");
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::chown(dir.path(), Some(postgres_uid()), None).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = support::free_port();
         let pg = Self { dir, bin, port };
         pg.as_postgres("initdb", &["-D", &pg.data(), "-A", "trust", "-U", "fedq", "--no-sync"]);
         pg.start_again();

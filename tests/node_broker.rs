@@ -56,26 +56,16 @@ async fn the_node_recovers_from_broker_restarts_while_idle_and_while_busy() {
         let steps = json!([{"op": "sleep", "ms": 700}, {"op": "print", "text": format!("job {i}")}]);
         tasks.push(fed.submit(steps).await.task);
     }
-    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| *t.as_uuid()).collect();
-    let sql = fed.app.sql().await;
-    let results = async || -> (i64, i64) {
-        let row = sql
-            .query_one(
-                "SELECT count(*), coalesce(max(n), 0) FROM (SELECT task_id, count(*) AS n FROM routing_log
-                 WHERE kind = 'job_result' AND task_id = ANY($1) GROUP BY task_id) r",
-                &[&ids],
-            )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
-    support::eventually(120, "a few results", || async { (results().await.0 >= 3).then_some(()) }).await;
-    assert!(results().await.0 < 20, "envelopes are still in flight at the restart");
+    support::eventually(120, "a few results", || async {
+        (fed.app.routed_results(&tasks).await.0 >= 3).then_some(())
+    })
+    .await;
+    assert!(fed.app.routed_results(&tasks).await.0 < 20, "envelopes are still in flight at the restart");
     restart_broker().await;
     for task in &tasks {
         let result = fed.result(*task).await;
         assert_eq!(result.status, JobStatus::Completed, "{result:?}");
     }
-    assert_eq!(results().await, (20, 1), "every result routed, none twice");
+    assert_eq!(fed.app.routed_results(&tasks).await, (20, 1), "every result routed, none twice");
     fed.cleanup().await;
 }

@@ -54,23 +54,6 @@ async fn a_node_killed_mid_job_reruns_it_after_a_restart_and_the_result_arrives_
     fed.cleanup().await;
 }
 
-/// Results routed so far for `tasks`, and the most routed for any one of them.
-async fn routed_results(fed: &Fed, tasks: &[fedq::ids::TaskId]) -> (i64, i64) {
-    let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| *t.as_uuid()).collect();
-    let row = fed
-        .app
-        .sql()
-        .await
-        .query_one(
-            "SELECT count(*), coalesce(max(n), 0) FROM (SELECT task_id, count(*) AS n FROM routing_log
-             WHERE kind = 'job_result' AND task_id = ANY($1) GROUP BY task_id) r",
-            &[&ids],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_during_many_jobs_completes_each_exactly_once_after_a_restart() {
     const JOBS: usize = 24;
@@ -85,14 +68,14 @@ async fn a_node_killed_during_many_jobs_completes_each_exactly_once_after_a_rest
     }
     // Kill it once some results are out and others are not.
     support::eventually(120, "a few results", || async {
-        let (done, _) = routed_results(&fed, &tasks).await;
+        let (done, _) = fed.app.routed_results(&tasks).await;
         (done >= 4).then_some(())
     })
     .await;
     let mut process = fed.guard.process.take().unwrap();
     process.kill().unwrap(); // SIGKILL
     process.wait().unwrap();
-    let (done_at_kill, _) = routed_results(&fed, &tasks).await;
+    let (done_at_kill, _) = fed.app.routed_results(&tasks).await;
     assert!(done_at_kill < JOBS as i64, "jobs were still pending when the node died");
 
     fed.spawn_node_process();
@@ -100,7 +83,7 @@ async fn a_node_killed_during_many_jobs_completes_each_exactly_once_after_a_rest
         let result = fed.result(*task).await;
         assert_eq!(result.status, JobStatus::Completed, "{result:?}");
     }
-    let (done, most) = routed_results(&fed, &tasks).await;
+    let (done, most) = fed.app.routed_results(&tasks).await;
     assert_eq!(done, JOBS as i64, "every job has a routed result");
     assert_eq!(most, 1, "no job's result was routed twice");
     eprintln!("{done_at_kill} of {JOBS} results were out when the node was killed");

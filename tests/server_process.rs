@@ -5,39 +5,17 @@
 mod support;
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use fedq::envelope::{self, MemoryReplayGuard, OpenPolicy};
 use fedq::keys::Keyring;
 use fedq::server::config::ServerConfig;
 use fedq::time::Timestamp;
-use secrecy::ExposeSecret as _;
 use support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn spawn_server(config: &ServerConfig, port: u16, log: &std::path::Path) -> Child {
-    let log = File::options().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_fedq"))
-        .arg("server")
-        .env("RUST_LOG", "debug")
-        .env("FEDQ_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("FEDQ_DATABASE__URL", config.database.url.expose_secret())
-        .env("FEDQ_BROKER__URL", config.broker.url.expose_secret())
-        .env("FEDQ_BROKER__VHOST", &config.broker.vhost)
-        .env("FEDQ_BROKER__MANAGEMENT_URL", &config.broker.management_url)
-        .env("FEDQ_BROKER__MANAGEMENT_USER", &config.broker.management_user)
-        .env("FEDQ_BROKER__MANAGEMENT_PASSWORD", config.broker.management_password.expose_secret())
-        .env("FEDQ_BOOTSTRAP__ROOT_USERNAME", "root")
-        .env("FEDQ_BOOTSTRAP__ROOT_PASSWORD", ROOT_PASSWORD)
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("the fedq binary starts")
+    spawn_server_process(config, port, log, "debug")
 }
 
 #[tokio::test]

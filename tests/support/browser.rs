@@ -18,10 +18,6 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Browser {
     /// Starts ChromeDriver on a free port and opens a headless Chromium session.
     pub async fn start() -> Self {
@@ -32,7 +28,7 @@ impl Browser {
                 "{binary} is missing: scripts/services installs chromium and chromium-driver"
             );
         }
-        let port = free_port();
+        let port = super::free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -137,6 +137,40 @@ pub async fn prepare() -> (ServerConfig, String, String) {
     (config, db_name, vhost)
 }
 
+/// A TCP port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `fedq server` as a process with `config` given as `FEDQ_…` variables, listening on
+/// `port`, logging at `rust_log` to `log` (appended).
+pub fn spawn_server_process(
+    config: &ServerConfig,
+    port: u16,
+    log: &std::path::Path,
+    rust_log: &str,
+) -> std::process::Child {
+    use secrecy::ExposeSecret as _;
+    use std::process::Stdio;
+    let log = std::fs::File::options().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_fedq"))
+        .arg("server")
+        .env("RUST_LOG", rust_log)
+        .env("FEDQ_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("FEDQ_DATABASE__URL", config.database.url.expose_secret())
+        .env("FEDQ_BROKER__URL", config.broker.url.expose_secret())
+        .env("FEDQ_BROKER__VHOST", &config.broker.vhost)
+        .env("FEDQ_BROKER__MANAGEMENT_URL", &config.broker.management_url)
+        .env("FEDQ_BROKER__MANAGEMENT_USER", &config.broker.management_user)
+        .env("FEDQ_BROKER__MANAGEMENT_PASSWORD", config.broker.management_password.expose_secret())
+        .env("FEDQ_BOOTSTRAP__ROOT_USERNAME", "root")
+        .env("FEDQ_BOOTSTRAP__ROOT_PASSWORD", ROOT_PASSWORD)
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("the fedq binary starts")
+}
+
 /// Polls `check` until it returns `Some`, for at most `secs` seconds.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where
@@ -252,6 +286,22 @@ impl TestApp {
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
         client
+    }
+
+    /// Results routed so far for `tasks`, and the most routed for any one of them.
+    pub async fn routed_results(&self, tasks: &[TaskId]) -> (i64, i64) {
+        let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| *t.as_uuid()).collect();
+        let row = self
+            .sql()
+            .await
+            .query_one(
+                "SELECT count(*), coalesce(max(n), 0) FROM (SELECT task_id, count(*) AS n FROM routing_log
+                 WHERE kind = 'job_result' AND task_id = ANY($1) GROUP BY task_id) r",
+                &[&ids],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
     }
 
     /// How many envelopes of `kind` the router logged for `task`.

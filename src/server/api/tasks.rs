@@ -237,22 +237,25 @@ pub async fn kill(id: TaskId, principal: Principal, state: State) -> Response {
     Ok(reply(StatusCode::OK, &kill_task(&principal, id, &state).await?))
 }
 
+/// Whether `principal` may kill `task`: root, or the creating organization's researchers,
+/// administrators and nodes.
+pub fn may_kill(principal: &Principal, task: &store::Task) -> bool {
+    use crate::server::db::users::Role;
+    principal.is_root()
+        || match principal {
+            Principal::User(u) => {
+                u.organization == Some(task.creator_organization)
+                    && matches!(u.role, Role::Researcher | Role::OrgAdmin)
+            }
+            Principal::Node(n) => n.organization == task.creator_organization,
+        }
+}
+
 /// Kills a task's tree for `principal` (the API and the dashboard): the creating organization's
 /// researchers and administrators, or root. Returns the task as it is afterwards.
 pub async fn kill_task(principal: &Principal, id: TaskId, state: &State) -> Result<store::Task, ApiError> {
     let task = visible(principal, id, state).await?;
-    let allowed = principal.is_root()
-        || match principal {
-            Principal::User(u) => {
-                u.organization == Some(task.creator_organization)
-                    && matches!(
-                        u.role,
-                        crate::server::db::users::Role::Researcher | crate::server::db::users::Role::OrgAdmin
-                    )
-            }
-            Principal::Node(n) => n.organization == task.creator_organization,
-        };
-    if !allowed {
+    if !may_kill(principal, &task) {
         return Err(ApiError::forbidden(
             "only the creating organization's researchers or administrators kill a task",
         ));

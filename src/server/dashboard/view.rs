@@ -170,6 +170,13 @@ impl Names {
         }
     }
 
+    /// The `<option>`s of an organization filter, by name.
+    pub fn options(&self, current: &str) -> Markup {
+        let mut sorted: Vec<_> = self.0.iter().collect();
+        sorted.sort_by(|a, b| a.1.cmp(b.1));
+        html! { @for (id, name) in sorted { (option(&id.to_string(), name, current)) } }
+    }
+
     /// As [`Names::org`], for an optional organization.
     pub fn org_opt(&self, id: Option<OrgId>) -> Markup {
         match id {

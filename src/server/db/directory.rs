@@ -116,11 +116,17 @@ pub async fn publish_key(
 
 /// Every key an organization has published, newest first.
 pub async fn key_history(db: &impl GenericClient, org: OrgId) -> Result<Vec<PublishedKey>, DbError> {
+    key_histories(db, &[org]).await
+}
+
+/// Every key of several organizations, newest first within each, in one query.
+pub async fn key_histories(db: &impl GenericClient, orgs: &[OrgId]) -> Result<Vec<PublishedKey>, DbError> {
+    let ids: Vec<Uuid> = orgs.iter().map(|o| *o.as_uuid()).collect();
     let rows = db
         .query(
             "SELECT org_id, key_id, public_key, published_at, retired_at FROM organization_keys
-             WHERE org_id = $1 ORDER BY published_at DESC",
-            &[org.as_uuid()],
+             WHERE org_id = ANY($1) ORDER BY org_id, published_at DESC",
+            &[&ids],
         )
         .await?;
     Ok(rows.iter().map(key_from_row).collect())

@@ -26,9 +26,11 @@ pub async fn page(admin: Admin, state: State) -> Page {
         .collect();
     let nodes = directory::nodes(client, scope).await?;
     let collaborations = directory::collaborations(client, scope).await?;
+    let ids: Vec<_> = orgs.iter().map(|o| o.id).collect();
+    let all_keys = directory::key_histories(client, &ids).await?;
     let mut sections = Vec::with_capacity(orgs.len());
     for org in &orgs {
-        let keys = directory::key_history(client, org.id).await?;
+        let keys: Vec<_> = all_keys.iter().filter(|k| k.organization == org.id).collect();
         let org_nodes: Vec<&Node> = nodes.iter().filter(|n| n.organization == org.id).collect();
         sections.push(html! {
             section.org data-org=(org.name) {

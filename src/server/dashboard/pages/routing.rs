@@ -65,8 +65,6 @@ pub async fn page(admin: Admin, q: Query, state: State) -> Page {
         q.task.as_deref().unwrap_or(""),
         q.message.as_deref().unwrap_or(""),
     );
-    let mut org_names: Vec<_> = names.0.iter().collect();
-    org_names.sort_by(|a, b| a.1.cmp(b.1));
     let body = html! {
         form.filters method="get" action="/admin/routing" {
             label { "Kind" select name="kind" {
@@ -75,7 +73,7 @@ pub async fn page(admin: Admin, q: Query, state: State) -> Page {
             } }
             label { "From or to" select name="organization" {
                 (option("", "anyone", o))
-                @for (id, name) in &org_names { (option(&id.to_string(), name, o)) }
+                (names.options(o))
             } }
             label { "Task id" input name="task" value=(t) placeholder="uuid" size="36"; }
             label { "Message id" input name="message" value=(m) placeholder="hex prefix" size="20"; }
