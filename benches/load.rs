@@ -69,7 +69,9 @@ async fn main() {
     let ids: Vec<_> = orgs.iter().map(Identity::org).collect();
     let collaboration = app.collaboration("registries", &ids).await;
     let token = app.user(ids[0], "ada", "researcher").await;
-    let researcher = Client::with_token(&format!("http://{}", app.addr), SecretString::from(token));
+    let researcher =
+        Client::with_token(&format!("http://{}", app.addr), &Default::default(), SecretString::from(token))
+            .unwrap();
 
     let mut nodes: Vec<(Child, NodeGuard)> = Vec::with_capacity(ORGS);
     let mut dirs = Vec::with_capacity(ORGS);

@@ -17,3 +17,4 @@ pub mod protocol;
 pub mod server;
 pub mod settings;
 pub mod time;
+pub mod tls;

@@ -59,6 +59,9 @@ impl Cluster {
         let status = Command::new("chown").args(["rabbitmq:rabbitmq"]).arg(dir.path()).status().unwrap();
         assert!(status.success());
         let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        // A configuration of their own: the machine's (/etc/rabbitmq/rabbitmq.conf) binds the
+        // TLS port, which the machine's broker holds.
+        std::fs::write(dir.path().join("rabbitmq.conf"), "").unwrap();
         let mut nodes = Vec::new();
         for i in 1..=n {
             let node = BrokerNode {
@@ -70,6 +73,7 @@ impl Cluster {
             let script = format!(
                 "cd {d} && env RABBITMQ_NODENAME={name} RABBITMQ_NODE_PORT={amqp} RABBITMQ_DIST_PORT={dist} \
                  RABBITMQ_MNESIA_BASE={d}/mnesia{i} RABBITMQ_LOG_BASE={d}/log{i} RABBITMQ_PID_FILE={d}/pid{i} \
+                 RABBITMQ_CONFIG_FILE={d}/rabbitmq.conf \
                  RABBITMQ_SERVER_START_ARGS='-rabbitmq_management listener [{{port,{mgmt}}}] \
                  -rabbitmq_prometheus tcp_config [{{port,{prom}}}]' rabbitmq-server -detached",
                 name = node.name,
@@ -288,7 +292,16 @@ async fn a_broker_node_and_a_server_replica_stop_during_traffic_and_nothing_is_l
     assert!(stopped, "the faults were injected during the traffic");
 
     // C's node lost its broker node with the rest; it moved to another and runs a job.
-    let client = fedq::client::Client::with_token(&replica_two, SecretString::from(researcher.clone()));
+    // The researcher trusts C's key by its fingerprint.
+    let trust = fedq::keys::KeyTrust::in_memory(fedq::keys::FirstUse::Refuse);
+    trust.trust(c.org(), c.current().id()).unwrap();
+    let client = fedq::client::Client::with_token(
+        &replica_two,
+        &Default::default(),
+        SecretString::from(researcher.clone()),
+    )
+    .unwrap()
+    .with_trust(std::sync::Arc::new(trust));
     let spec = fedq::client::TaskSpec {
         collaboration: ac,
         image: PROBE.into(),

@@ -21,6 +21,8 @@ impl Cli {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fedq"))
             .args(args)
             .env("FEDQ_SESSION", self.session.path().join("session.json"))
+            // Trusted keys and task records stay in the test's directory.
+            .env("XDG_CONFIG_HOME", self.session.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -84,6 +86,13 @@ async fn a_researcher_runs_secure_sum_from_the_command_line() {
     let image = "fedq/secure-sum:0.1.0";
     let create = |extra: &[&str]| task_create(&collaboration, image, key, extra);
     let args = create(&["--org", &a, "--org", &b, "--input-json", r#"{"share": true}"#, "--wait", "--json"]);
+    // B's key is not trusted yet: nothing is sealed until its fingerprint is.
+    let fingerprint_b = fed.orgs[1].current().id().to_string();
+    let err = cli.fails(&strs(&args));
+    assert!(err.contains("not trusted yet") && err.contains(&fingerprint_b), "{err}");
+    cli.ok(&["keys", "trust", &b, &fingerprint_b]);
+    let trusted = cli.ok(&["keys", "trusted"]);
+    assert!(trusted.contains(&format!("{b}  {fingerprint_b}  current  fingerprint")), "{trusted}");
     let results: Value = serde_json::from_str(&cli.ok(&strs(&args))).unwrap();
     assert_eq!(results.as_array().unwrap().len(), 2);
     for r in results.as_array().unwrap() {

@@ -532,7 +532,7 @@ async fn organizations_see_only_their_own_users_nodes_and_tasks() {
     let (_, users_b) = app.call("GET", "/users", Some(&admin_b), None).await;
     let names: Vec<&str> =
         users_b.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
-    assert_eq!(names, ["admin-b", "viewer-b"]);
+    assert_eq!(names, ["admin-b", "admin-of-b", "viewer-b"]);
     let (_, nodes_b) = app.call("GET", "/nodes", Some(&admin_b), None).await;
     assert_eq!(nodes_b.as_array().unwrap().len(), 0);
     let (status, _) = app.call("GET", &format!("/nodes/{node_a_id}"), Some(&admin_b), None).await;

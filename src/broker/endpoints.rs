@@ -20,6 +20,9 @@ pub enum EndpointsError {
     /// An alternate address is not `host:port`.
     #[error("broker address {0:?} is not host:port")]
     Address(String),
+    /// Plain AMQP beyond loopback, or unusable TLS files.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Where the broker is.
@@ -27,12 +30,25 @@ pub enum EndpointsError {
 pub struct Endpoints {
     uris: Vec<AMQPUri>,
     next: AtomicUsize,
+    /// CA and client identity for `amqps://`.
+    tls: lapin::tcp::OwnedTLSConfig,
 }
 
 impl Endpoints {
-    /// `url` first, then each of `alternates` with the same credentials and virtual host.
-    pub fn new(url: &SecretString, alternates: &[String]) -> Result<Self, EndpointsError> {
+    /// `url` first, then each of `alternates` with the same credentials and virtual host, all
+    /// over TLS with `tls` when the URL is `amqps://`. `setting` names the URL's setting in
+    /// errors (`broker.url`).
+    pub fn new(
+        url: &SecretString,
+        alternates: &[String],
+        tls: &crate::tls::ClientTls,
+        setting: &str,
+    ) -> Result<Self, EndpointsError> {
         let first = AMQPUri::from_str(url.expose_secret()).map_err(|_| EndpointsError::Url)?;
+        let scheme = match first.scheme {
+            lapin::uri::AMQPScheme::AMQP => "amqp",
+            lapin::uri::AMQPScheme::AMQPS => "amqps",
+        };
         let mut uris = vec![first.clone()];
         for address in alternates {
             let (host, port) = address
@@ -45,7 +61,12 @@ impl Endpoints {
             uri.authority.port = port;
             uris.push(uri);
         }
-        Ok(Self { uris, next: AtomicUsize::new(0) })
+        for uri in &uris {
+            tls.check_plaintext(setting, scheme, &uri.authority.host)?;
+        }
+        let tls =
+            tls.amqp_config(&format!("{}.tls", setting.rsplit_once('.').map_or(setting, |(s, _)| s)))?;
+        Ok(Self { uris, next: AtomicUsize::new(0), tls })
     }
 
     /// Every address, as `host:port`.
@@ -62,7 +83,15 @@ impl Endpoints {
             let index = (start + i) % self.uris.len();
             let uri = self.uris[index].clone();
             let address = format!("{}:{}", uri.authority.host, uri.authority.port);
-            match Connection::connect_uri(uri, ConnectionProperties::default()).await {
+            let runtime = lapin::runtime::default_runtime()?;
+            let connected = Connection::connect_uri_with_config(
+                uri,
+                ConnectionProperties::default(),
+                self.tls.clone(),
+                runtime,
+            )
+            .await;
+            match connected {
                 Ok(connection) => {
                     // The next reconnect starts past this one: if it died, another is tried first.
                     self.next.store(index + 1, Ordering::Relaxed);
@@ -86,7 +115,9 @@ mod tests {
     #[test]
     fn alternates_keep_the_credentials_and_virtual_host() {
         let url = SecretString::from("amqp://fedq:secret@rabbit-1:5672/fedq".to_owned());
-        let e = Endpoints::new(&url, &["rabbit-2:5672".into(), "127.0.0.3:5673".into()]).unwrap();
+        let lax = crate::tls::ClientTls { allow_plaintext: true, ..Default::default() };
+        let e = Endpoints::new(&url, &["rabbit-2:5672".into(), "127.0.0.3:5673".into()], &lax, "broker.url")
+            .unwrap();
         assert_eq!(e.addresses(), ["rabbit-1:5672", "rabbit-2:5672", "127.0.0.3:5673"]);
         for uri in &e.uris {
             assert_eq!(uri.authority.userinfo.username, "fedq");
@@ -98,10 +129,25 @@ mod tests {
     #[test]
     fn bad_addresses_are_refused_without_echoing_the_url() {
         let url = SecretString::from("amqp://fedq:secret@rabbit-1:5672/fedq".to_owned());
-        assert!(matches!(Endpoints::new(&url, &["rabbit-2".into()]), Err(EndpointsError::Address(_))));
-        assert!(matches!(Endpoints::new(&url, &[":5672".into()]), Err(EndpointsError::Address(_))));
+        let tls = crate::tls::ClientTls::default();
+        let new = |url: &SecretString, alt: &[String]| Endpoints::new(url, alt, &tls, "broker.url");
+        assert!(matches!(new(&url, &["rabbit-2".into()]), Err(EndpointsError::Address(_))));
+        assert!(matches!(new(&url, &[":5672".into()]), Err(EndpointsError::Address(_))));
         let bad = SecretString::from("http://fedq:secret@x".to_owned());
-        let e = Endpoints::new(&bad, &[]).unwrap_err();
+        let e = new(&bad, &[]).unwrap_err();
         assert!(!e.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn plain_amqp_goes_only_to_loopback_unless_allowed() {
+        let tls = crate::tls::ClientTls::default();
+        let local = SecretString::from("amqp://u:secret@127.0.0.1:5672/v".to_owned());
+        assert!(Endpoints::new(&local, &[], &tls, "broker.url").is_ok());
+        // A loopback URL with a remote alternate is refused too.
+        let e = Endpoints::new(&local, &["10.0.0.2:5672".into()], &tls, "broker.url").unwrap_err();
+        assert!(e.to_string().contains("amqps://"), "{e}");
+        assert!(!e.to_string().contains("secret"));
+        let remote = SecretString::from("amqps://u:secret@10.0.0.2:5671/v".to_owned());
+        assert!(Endpoints::new(&remote, &[], &tls, "broker.url").is_ok());
     }
 }

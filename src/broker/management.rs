@@ -107,7 +107,12 @@ impl Management {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()
-            .expect("a plain HTTP client always builds");
+            .expect("a client with the system's roots builds");
+        Self::with_client(base, user, password, http)
+    }
+
+    /// A client that reaches the API through `http` (built from the broker's TLS settings).
+    pub fn with_client(base: &str, user: &str, password: SecretString, http: reqwest::Client) -> Self {
         Self { base: base.trim_end_matches('/').to_owned(), user: user.to_owned(), password, http }
     }
 

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::CliError;
 use crate::broker::management::{Management, Permissions};
 use crate::client::{Client, Inputs, TaskSpec};
-use crate::keys::{Identity, OrgKey};
+use crate::keys::{FirstUse, Identity, KeyTrust, OrgKey};
 use crate::node::config::{
     BrokerSection, ImageRule, Limits, NetworkSection, NodeConfig, NodeSection, PeersSection, Policy,
     ServerSection,
@@ -23,6 +23,7 @@ use crate::node::config::{
 use crate::server::config::{
     AuthConfig, BootstrapConfig, BrokerConfig, DatabaseConfig, HttpConfig, RouterConfig, ServerConfig,
 };
+use crate::tls::ClientTls;
 
 /// `fedq demo …`.
 #[derive(Debug, Subcommand)]
@@ -66,9 +67,16 @@ pub struct DemoArgs {
     /// PostgreSQL URL of a role that may create databases.
     #[arg(long, default_value = "postgres://fedq:fedq-dev@127.0.0.1:5432/postgres")]
     postgres: String,
-    /// RabbitMQ's AMQP host and port.
-    #[arg(long, default_value = "127.0.0.1:5672")]
-    amqp: String,
+    /// RabbitMQ's host and port: its AMQPS listener (its AMQP one with --plaintext).
+    #[arg(long)]
+    amqp: Option<String>,
+    /// The development CA and the certificate for localhost that `scripts/services` makes: every
+    /// hop of the demo (the server's HTTPS, PostgreSQL, RabbitMQ) is verified against it.
+    #[arg(long, default_value = "/var/lib/fedq-dev/tls")]
+    tls_dir: PathBuf,
+    /// Run every hop in plain text instead (on this machine only).
+    #[arg(long)]
+    plaintext: bool,
     /// RabbitMQ's management API.
     #[arg(long, default_value = "http://127.0.0.1:15672")]
     management: String,
@@ -184,13 +192,27 @@ async fn run_federation(
     let root_password = hex::encode(uuid::Uuid::new_v4().as_bytes());
     let db_url =
         args.postgres.rsplit_once('/').map(|(base, _)| format!("{base}/{db_name}")).unwrap_or_default();
+    // Every hop over TLS verified against the development CA, unless asked otherwise.
+    let (tls, http, scheme, amqp_scheme, amqp) = if args.plaintext {
+        let amqp = args.amqp.clone().unwrap_or_else(|| "127.0.0.1:5672".into());
+        (ClientTls::default(), HttpConfig::default(), "http", "amqp", amqp)
+    } else {
+        let tls = ClientTls { ca_file: Some(args.tls_dir.join("ca.pem")), ..ClientTls::default() };
+        let http = HttpConfig {
+            tls_cert: Some(args.tls_dir.join("localhost.pem")),
+            tls_key: Some(args.tls_dir.join("localhost.key")),
+            ..HttpConfig::default()
+        };
+        (tls, http, "https", "amqps", args.amqp.clone().unwrap_or_else(|| "localhost:5671".into()))
+    };
+    let server_db_url = if args.plaintext { db_url.clone() } else { format!("{db_url}?sslmode=require") };
     let config = ServerConfig {
-        http: HttpConfig { listen: "127.0.0.1:0".parse().expect("an address"), ..HttpConfig::default() },
-        database: DatabaseConfig { url: SecretString::from(db_url.clone()), pool_size: 16 },
+        http: HttpConfig { listen: "127.0.0.1:0".parse().expect("an address"), ..http },
+        database: DatabaseConfig { url: SecretString::from(server_db_url), pool_size: 16, tls: tls.clone() },
         broker: BrokerConfig {
             url: SecretString::from(format!(
-                "amqp://{}:{}@{}/{vhost}",
-                args.management_user, args.management_password, args.amqp
+                "{amqp_scheme}://{}:{}@{amqp}/{vhost}",
+                args.management_user, args.management_password
             )),
             vhost: vhost.to_owned(),
             management_url: args.management.clone(),
@@ -198,6 +220,7 @@ async fn run_federation(
             management_password: SecretString::from(args.management_password.clone()),
             cluster_hosts: Vec::new(),
             node_url: None,
+            tls: tls.clone(),
         },
         router: RouterConfig::default(),
         auth: AuthConfig::default(),
@@ -206,12 +229,19 @@ async fn run_federation(
             root_password: SecretString::from(root_password.clone()),
         }),
     };
-    step("starting the server (REST API and blind router)");
+    if args.plaintext {
+        step("starting the server (REST API and blind router), every hop in plain text");
+    } else {
+        step(&format!(
+            "starting the server (REST API and blind router); HTTPS, PostgreSQL and AMQPS verified against {}",
+            args.tls_dir.join("ca.pem").display()
+        ));
+    }
     let server = crate::server::start(config).await?;
-    let base = format!("http://{}", server.addr);
+    let base = format!("{scheme}://localhost:{}", server.addr.port());
     let result = async {
         // Ready once the database and the broker both answer.
-        let http = reqwest::Client::new();
+        let http = tls.http_client("demo", Duration::from_secs(10)).map_err(|e| demo_err("TLS", e))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while http.get(format!("{base}/api/v1/health")).send().await.map(|r| r.status().as_u16()).ok()
             != Some(200)
@@ -221,7 +251,7 @@ async fn run_federation(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let root = Client::login(&base, "root", &root_password).await?;
+        let root = Client::login(&base, &tls, "root", &root_password).await?;
         let n = args.registries;
         step(&format!("{n} registries: each generates its key, writes its own data, and starts a node"));
         let patients = vertical_patients();
@@ -229,16 +259,29 @@ async fn run_federation(
         for i in 0..n {
             let key = OrgKey::generate();
             let name = format!("registry-{}", (b'a' + i as u8) as char);
-            let body = root
-                .post("/organizations", &json!({"name": name, "public_key": key.public().to_string()}))
-                .await?;
-            let id = body["id"]
+            let body = root.post("/organizations", &json!({"name": name})).await?;
+            let id: crate::ids::OrgId = body["id"]
                 .as_str()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| demo_err("organization", &body))?;
+            // The registry's own administrator publishes its key: root cannot.
+            let admin_password = hex::encode(uuid::Uuid::new_v4().as_bytes());
+            let admin_name = format!("admin-{name}");
+            root.post(
+                "/users",
+                &json!({"username": admin_name, "password": admin_password, "role": "org_admin", "organization": id}),
+            )
+            .await?;
+            let admin = Client::login(&base, &tls, &admin_name, &admin_password).await?;
+            admin
+                .put(&format!("/organizations/{id}/public-key"), &json!({"public_key": key.public().to_string()}))
+                .await?;
             orgs.push((name, Identity::new(id, key)));
         }
         let ids: Vec<_> = orgs.iter().map(|(_, o)| o.org()).collect();
+        // Each party trusts the others' keys by fingerprint, as after comparing them out of band.
+        let pins: std::collections::BTreeMap<_, _> =
+            orgs.iter().map(|(_, o)| (o.org(), vec![o.current().id().to_string()])).collect();
         let collaboration =
             root.post("/collaborations", &json!({"name": "registries", "organizations": ids})).await?;
         let collaboration = collaboration["id"]
@@ -297,6 +340,7 @@ async fn run_federation(
                     name: format!("demo-{}-{}", &vhost[10..], (b'a' + i as u8) as char),
                     organization: org.org(),
                     key_file,
+                    previous_key_files: Vec::new(),
                     state_dir: dir.join("state"),
                     heartbeat_secs: 3,
                     shutdown_grace_secs: 5,
@@ -307,14 +351,15 @@ async fn run_federation(
                     api_key: SecretString::from(
                         registration["api_key"].as_str().unwrap_or_default().to_owned(),
                     ),
+                    tls: tls.clone(),
                 },
                 broker: BrokerSection {
                     url: SecretString::from(format!(
-                        "amqp://{user}:{}@{}/{vhost}",
+                        "{amqp_scheme}://{user}:{}@{amqp}/{vhost}",
                         broker["password"].as_str().unwrap_or_default(),
-                        args.amqp
                     )),
                     username: user,
+                    tls: tls.clone(),
                     cluster_hosts: Vec::new(),
                     server_user: broker["server_user"].as_str().unwrap_or_default().to_owned(),
                 },
@@ -326,14 +371,19 @@ async fn run_federation(
                     share_logs: false,
                 },
                 data: [(label.to_owned(), data)].into_iter().collect(),
-                peers: PeersSection::default(),
+                peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },
             };
             nodes.push(crate::node::start(node).await?);
             eprintln!("   {name}: {about}; node started");
         }
 
         step("the researcher at registry-a submits the task; inputs are sealed per registry on her machine");
-        let researcher = Client::login(&base, "ada", &password).await?;
+        let trust = KeyTrust::in_memory(FirstUse::Refuse);
+        for (_, org) in &orgs {
+            trust.trust(org.org(), org.current().id())?;
+        }
+        let researcher =
+            Client::login(&base, &tls, "ada", &password).await?.with_trust(std::sync::Arc::new(trust));
         let spec = TaskSpec {
             collaboration,
             image: format!("{}:{}", analysis.image(), env!("CARGO_PKG_VERSION")),

@@ -1,14 +1,19 @@
-//! `fedq keys`: organization key files.
+//! `fedq keys`: organization key files, the keys you trust, and publishing your organization's
+//! key (with a signed rotation when it replaces one).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use clap::Subcommand;
+use serde_json::json;
 
 use super::CliError;
-use crate::keys::{OrgKey, PublicKey};
+use crate::ids::OrgId;
+use crate::keys::{FirstUse, KeyId, KeyTrust, OrgKey, PublicKey, Rotation};
 
 #[derive(Debug, Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once per process; boxing buys nothing")]
 pub(super) enum KeysCommand {
     /// Generate a new organization key: writes the private key (mode 0600, never overwrites) and
     /// prints the public key and its fingerprint.
@@ -28,6 +33,39 @@ pub(super) enum KeysCommand {
         /// The public key (`fedq-pk1:…`).
         public_key: PublicKey,
     },
+    /// Trust an organization's key by its fingerprint, after comparing it with the organization
+    /// out of band (also to accept a new key after it confirmed a change).
+    Trust {
+        /// The organization.
+        org: OrgId,
+        /// The fingerprint (`SHA256:…`).
+        fingerprint: KeyId,
+        /// The store of trusted keys (default: yours; a node's is `<state_dir>/trusted-keys.json`).
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// List the keys you trust, per organization, oldest first.
+    Trusted {
+        /// The store of trusted keys (default: yours).
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Publish your organization's key (as its administrator, logged in with `fedq login`).
+    /// With `--previous-key`, the hand-over is signed with the key it replaces, so members follow
+    /// the rotation by themselves; without it, each member must trust the new fingerprint.
+    Publish {
+        /// The private key file whose public key to publish.
+        #[arg(long)]
+        key: PathBuf,
+        /// The private key file of the key it replaces (signs the rotation).
+        #[arg(long)]
+        previous_key: Option<PathBuf>,
+    },
+}
+
+fn store(path: Option<PathBuf>) -> Result<KeyTrust, CliError> {
+    let path = path.unwrap_or_else(super::research::trust_store_path);
+    Ok(KeyTrust::open(&path, FirstUse::Refuse)?)
 }
 
 pub(super) fn run(command: KeysCommand) -> Result<(), CliError> {
@@ -37,10 +75,49 @@ pub(super) fn run(command: KeysCommand) -> Result<(), CliError> {
             key.write_new(&out)?;
             println!("private key:  {} (mode 0600; keep it secret, back it up)", out.display());
             println!("public key:   {}", key.public());
-            println!("fingerprint:  {}", key.id().grouped());
+            println!("fingerprint:  {}", key.id());
         }
         KeysCommand::Public { key } => println!("{}", OrgKey::load(&key)?.public()),
-        KeysCommand::Fingerprint { public_key } => println!("{}", public_key.id().grouped()),
+        KeysCommand::Fingerprint { public_key } => println!("{}", public_key.id()),
+        KeysCommand::Trust { org, fingerprint, store: path } => {
+            let added = store(path)?.trust(org, fingerprint)?;
+            if added {
+                eprintln!("organization {org}: key {fingerprint} is now trusted (and current)");
+            } else {
+                eprintln!("organization {org}: key {fingerprint} was already trusted");
+            }
+        }
+        KeysCommand::Trusted { store: path } => {
+            for (org, keys) in store(path)?.list() {
+                for (i, key) in keys.iter().enumerate() {
+                    let current = if i + 1 == keys.len() { "current" } else { "earlier" };
+                    let how = serde_json::to_value(key.how).unwrap_or_default();
+                    println!("{org}  {}  {current}  {}", key.fingerprint, how.as_str().unwrap_or(""));
+                }
+            }
+        }
+        KeysCommand::Publish { key, previous_key } => {
+            let new = OrgKey::load(&key)?;
+            let client = super::research::session_client()?;
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
+            runtime.block_on(async {
+                let me = client.me().await.map_err(CliError::from)?;
+                let org = me.organization.ok_or(CliError::NoOrganization)?;
+                let mut body = json!({"public_key": new.public().to_string()});
+                if let Some(previous) = previous_key {
+                    let old = OrgKey::load(&previous)?;
+                    let rotation = Rotation::sign(org, &old, new.public());
+                    body["rotation_signature"] = json!(STANDARD.encode(rotation.signature));
+                }
+                client.put(&format!("/organizations/{org}/public-key"), &body).await?;
+                // Your own new key is trusted here; partners follow the signed rotation.
+                let trust = Arc::clone(client.trust());
+                trust.trust_own(org, new.public())?;
+                println!("published {} for organization {org}", new.id());
+                Ok::<(), CliError>(())
+            })?;
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod demo;
 mod envelope;
 mod keys;
 mod research;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ enum Command {
     /// A whole federation on this machine, in one command.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
+    /// A development certificate authority and the certificates it signs.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
 }
 
 /// `fedq node`: run the worker, or clean up after it.
@@ -100,6 +104,9 @@ pub enum CliError {
     /// A talk with the server failed, or what it returned did not open.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
+    /// A key is not trusted, or the store of trusted keys cannot be used.
+    #[error(transparent)]
+    Trust(#[from] crate::keys::TrustError),
     /// No saved session.
     #[error("not logged in (no session at {path}); run `fedq login` first")]
     NotLoggedIn {
@@ -139,6 +146,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             })
         }
         Command::Login(args) => research::login(args),
+        Command::Tls(command) => tls::run(command),
         Command::Demo(command) => demo::run(command),
         Command::Task(command) => research::task(command),
         Command::Result(args) => research::result(args),

@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -13,9 +14,10 @@ use serde_json::{Value, json};
 
 use super::CliError;
 use crate::client::{Client, ClientError, Inputs, OpenedResult, TaskSpec};
-use crate::ids::{CollaborationId, OrgId, TaskId};
-use crate::keys::{Identity, OrgKey};
+use crate::ids::{CollaborationId, JobId, OrgId, TaskId};
+use crate::keys::{FirstUse, Identity, KeyTrust, OrgKey};
 use crate::protocol::JobStatus;
+use crate::tls::ClientTls;
 
 /// `fedq login`.
 #[derive(Debug, Args)]
@@ -29,6 +31,13 @@ pub struct LoginArgs {
     /// Read the password from standard input instead of asking for it.
     #[arg(long)]
     password_stdin: bool,
+    /// The CA that signs the server's certificate (PEM), when it is not a public one.
+    #[arg(long, env = "FEDQ_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Allow plain `http://` to a server that is not on this machine (everything, your password
+    /// included, then crosses the network in clear).
+    #[arg(long)]
+    allow_plaintext: bool,
 }
 
 /// `fedq task …`.
@@ -98,6 +107,10 @@ pub struct CreateArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Trust the key of an organization you have no fingerprint for yet, and print its
+    /// fingerprint (compare it out of band). Without it such an organization is refused.
+    #[arg(long)]
+    trust_on_first_use: bool,
 }
 
 /// `fedq task wait` and `fedq result`.
@@ -114,6 +127,9 @@ pub struct ResultArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Trust the key of an organization you have no fingerprint for yet (see `task create`).
+    #[arg(long)]
+    trust_on_first_use: bool,
 }
 
 fn parse_input_for(text: &str) -> Result<(OrgId, PathBuf), String> {
@@ -126,24 +142,61 @@ fn parse_input_for(text: &str) -> Result<(OrgId, PathBuf), String> {
 struct Session {
     server: String,
     token: String,
+    /// How the server is reached (its CA, plain text allowed or not).
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_plaintext: bool,
 }
 
-fn session_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("FEDQ_SESSION") {
-        return PathBuf::from(path);
+impl Session {
+    fn tls(&self) -> ClientTls {
+        ClientTls {
+            ca_file: self.ca_file.clone(),
+            allow_plaintext: self.allow_plaintext,
+            ..ClientTls::default()
+        }
     }
+}
+
+/// Where the researcher's files live: `$XDG_CONFIG_HOME/fedq` or `~/.config/fedq`.
+fn config_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .unwrap_or_else(|| PathBuf::from("."));
-    base.join("fedq").join("session.json")
+    base.join("fedq")
 }
 
-fn client() -> Result<Client, CliError> {
+fn session_path() -> PathBuf {
+    std::env::var_os("FEDQ_SESSION").map_or_else(|| config_dir().join("session.json"), PathBuf::from)
+}
+
+/// The researcher's store of trusted keys (`FEDQ_TRUST_STORE` overrides where it is).
+pub(super) fn trust_store_path() -> PathBuf {
+    std::env::var_os("FEDQ_TRUST_STORE").map_or_else(|| config_dir().join("trusted-keys.json"), PathBuf::from)
+}
+
+/// The jobs of a task created here, kept to check its results against (`fedq result` may run
+/// in another process, later).
+fn task_record_path(task: TaskId) -> PathBuf {
+    config_dir().join("tasks").join(format!("{task}.json"))
+}
+
+fn client(first_use: bool) -> Result<Client, CliError> {
     let path = session_path();
     let text = std::fs::read_to_string(&path).map_err(|_| CliError::NotLoggedIn { path: path.clone() })?;
     let session: Session = serde_json::from_str(&text).map_err(|_| CliError::NotLoggedIn { path })?;
-    Ok(Client::with_token(&session.server, SecretString::from(session.token)))
+    let first_use = if first_use { FirstUse::Accept } else { FirstUse::Refuse };
+    let trust = KeyTrust::open(&trust_store_path(), first_use)?;
+    let client =
+        Client::with_token(&session.server, &session.tls(), SecretString::from(session.token.clone()))?;
+    Ok(client.with_trust(Arc::new(trust)))
+}
+
+/// A client of the saved session, for the key commands.
+pub(super) fn session_client() -> Result<Client, CliError> {
+    client(false)
 }
 
 fn identity(key: &Path, org: OrgId) -> Result<Identity, CliError> {
@@ -168,9 +221,20 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
                 .map_err(|source| CliError::Io { path: "terminal".into(), source })?,
         )
     };
-    let client = runtime()?.block_on(Client::login(&args.server, &args.user, password.expose_secret()))?;
+    let tls = ClientTls {
+        ca_file: args.ca_file.clone(),
+        allow_plaintext: args.allow_plaintext,
+        ..ClientTls::default()
+    };
+    let client =
+        runtime()?.block_on(Client::login(&args.server, &tls, &args.user, password.expose_secret()))?;
     let path = session_path();
-    let session = Session { server: args.server, token: client.token().expose_secret().to_owned() };
+    let session = Session {
+        server: args.server,
+        token: client.token().expose_secret().to_owned(),
+        ca_file: args.ca_file,
+        allow_plaintext: args.allow_plaintext,
+    };
     write_private(&path, &serde_json::to_vec_pretty(&session).expect("a session encodes"))?;
     eprintln!("logged in as {}; session kept in {}", args.user, path.display());
     Ok(())
@@ -195,7 +259,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 
 /// `fedq task …`.
 pub fn task(command: TaskCommand) -> Result<(), CliError> {
-    let client = client()?;
+    let first_use = match &command {
+        TaskCommand::Create(args) => args.trust_on_first_use,
+        TaskCommand::Wait(args) => args.trust_on_first_use,
+        _ => false,
+    };
+    let client = client(first_use)?;
     let runtime = runtime()?;
     runtime.block_on(async {
         match command {
@@ -249,7 +318,7 @@ pub fn task(command: TaskCommand) -> Result<(), CliError> {
 
 /// `fedq result`: the results as they are now (waiting up to the timeout for all of them).
 pub fn result(args: ResultArgs) -> Result<(), CliError> {
-    let client = client()?;
+    let client = client(args.trust_on_first_use)?;
     runtime()?.block_on(wait(&client, &args, false))
 }
 
@@ -297,6 +366,12 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
         return_log: args.logs,
     };
     let created = client.create_task(&me_id, &spec).await?;
+    let record = serde_json::to_vec(&created.jobs).expect("jobs encode");
+    if let Err(e) = write_private(&task_record_path(created.task), &record) {
+        eprintln!(
+            "warning: {e}; `fedq result` in another session cannot check the results against the jobs created"
+        );
+    }
     if args.json && !args.wait {
         println!("{}", json!({"task": created.task, "run": created.run, "jobs": created.jobs}));
     } else if !args.json {
@@ -304,7 +379,13 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
         println!("{}", created.task);
     }
     if args.wait {
-        let wait_args = ResultArgs { task: created.task, key: args.key, timeout: 600, json: args.json };
+        let wait_args = ResultArgs {
+            task: created.task,
+            key: args.key,
+            timeout: 600,
+            json: args.json,
+            trust_on_first_use: args.trust_on_first_use,
+        };
         return wait(client, &wait_args, true).await;
     }
     Ok(())
@@ -327,6 +408,11 @@ async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), 
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| ClientError::Decode("no creator organization".into()))?;
     let me = identity(&args.key, org)?;
+    if let Ok(bytes) = std::fs::read(task_record_path(args.task))
+        && let Ok(jobs) = serde_json::from_slice::<Vec<(JobId, OrgId)>>(&bytes)
+    {
+        client.expect(args.task, jobs);
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let show = progress && !args.json && std::io::stderr().is_terminal();
     let bars = indicatif::MultiProgress::new();

@@ -2,6 +2,8 @@
 //! submit it, follow it, and open its results locally. The command line, the demo and the
 //! tests use it; nothing here is trusted by the server.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,9 +14,11 @@ use serde_json::{Value, json};
 
 use crate::envelope::{self, MemoryReplayGuard, OpenError, OpenPolicy, Route, SealOptions};
 use crate::ids::{CollaborationId, JobId, OrgId, RunId, TaskId};
-use crate::keys::{Identity, KeyId, Keyring, PublicKey};
+use crate::keys::trust::Accepted;
+use crate::keys::{FirstUse, Identity, KeyId, KeyTrust, PublicKey, Rotation, TrustError};
 use crate::protocol::{JobStart, JobStatus, Kind, Payload, Requester};
 use crate::time::Timestamp;
+use crate::tls::ClientTls;
 
 /// What went wrong talking to the server or opening what it returned.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,9 @@ pub enum ClientError {
     /// Sealing failed.
     #[error(transparent)]
     Seal(#[from] envelope::SealError),
+    /// TLS settings are unusable, or the URL is plain text beyond loopback.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A result did not open.
     #[error("a result of job {job} did not open ({code}): {source}", code = .source.code())]
     Open {
@@ -73,6 +80,18 @@ pub enum ClientError {
         /// Why.
         #[source]
         source: OpenError,
+    },
+    /// A key the server gave is not one this client trusts.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// A result opened, but it is not the answer to what was asked: another task's, another
+    /// job's, another organization's, or a second one for the same job.
+    #[error("refusing the result given for job {job}: {why}")]
+    Mismatch {
+        /// The job the server said it was for.
+        job: JobId,
+        /// What does not match.
+        why: String,
     },
 }
 
@@ -92,7 +111,14 @@ pub struct Client {
     base: String,
     token: SecretString,
     http: reqwest::Client,
+    /// The keys this client trusts; the server's word alone never adds one.
+    trust: Arc<KeyTrust>,
+    /// The jobs of tasks this client created (or was told of), to check results against.
+    expected: Arc<Mutex<HashMap<TaskId, Jobs>>>,
 }
+
+/// A task's jobs and where each runs.
+type Jobs = Vec<(JobId, OrgId)>;
 
 /// Who the session belongs to.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -163,6 +189,8 @@ pub struct OpenedResult {
 /// The results of a task so far.
 #[derive(Debug, Clone)]
 pub struct Results {
+    /// The task they were asked for.
+    pub task: TaskId,
     /// Whether every job has finished.
     pub complete: bool,
     /// The sealed results that arrived: job, organization, status, envelope.
@@ -174,13 +202,51 @@ struct PublishedKey {
     organization: OrgId,
     key_id: String,
     public_key: String,
+    #[serde(default)]
+    previous_key_id: Option<String>,
+    #[serde(default)]
+    rotation_signature: Option<String>,
+}
+
+impl PublishedKey {
+    fn key(&self) -> Result<PublicKey, ClientError> {
+        let key: PublicKey = self.public_key.parse().map_err(|e| ClientError::Decode(format!("{e}")))?;
+        if self.key_id.parse::<KeyId>().ok() != Some(key.id()) {
+            return Err(ClientError::Decode(format!(
+                "organization {}'s key does not match its fingerprint",
+                self.organization
+            )));
+        }
+        Ok(key)
+    }
+
+    /// The signed rotation that led to this key, if it has one that parses.
+    fn rotation(&self) -> Option<Rotation> {
+        let old = self.previous_key_id.as_deref()?.parse().ok()?;
+        let signature = STANDARD.decode(self.rotation_signature.as_deref()?).ok()?.try_into().ok()?;
+        Some(Rotation { org: self.organization, old, new: self.key().ok()?, signature })
+    }
+}
+
+/// What this client decided about one organization's key.
+#[derive(Debug)]
+pub struct KeyDecision {
+    /// The organization.
+    pub org: OrgId,
+    /// Its trusted key, or why the key the server gave is refused.
+    pub key: Result<PublicKey, TrustError>,
 }
 
 impl Client {
-    /// Logs in at the server at `base` (its root URL).
-    pub async fn login(base: &str, username: &str, password: &str) -> Result<Self, ClientError> {
+    /// Logs in at the server at `base` (its root URL), over TLS as `tls` says.
+    pub async fn login(
+        base: &str,
+        tls: &ClientTls,
+        username: &str,
+        password: &str,
+    ) -> Result<Self, ClientError> {
+        let http = http(base, tls)?;
         let base = format!("{}/api/v1", base.trim_end_matches('/'));
-        let http = http();
         let response = http
             .post(format!("{base}/login"))
             .json(&json!({"username": username, "password": password}))
@@ -189,12 +255,41 @@ impl Client {
             .map_err(|e| unreachable(&base, e))?;
         let body = answer(response).await?;
         let token = body["token"].as_str().ok_or_else(|| ClientError::Decode("no token".into()))?;
-        Ok(Self { base, token: SecretString::from(token.to_owned()), http })
+        Ok(Self::new(base, SecretString::from(token.to_owned()), http))
+    }
+
+    fn new(base: String, token: SecretString, http: reqwest::Client) -> Self {
+        Self {
+            base,
+            token,
+            http,
+            trust: Arc::new(KeyTrust::in_memory(FirstUse::Refuse)),
+            expected: Arc::default(),
+        }
+    }
+
+    /// Uses `trust` to decide which keys to seal to and accept results from (by default an
+    /// empty store that trusts no key it has not been told of).
+    pub fn with_trust(mut self, trust: Arc<KeyTrust>) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// The keys this client trusts.
+    pub fn trust(&self) -> &Arc<KeyTrust> {
+        &self.trust
+    }
+
+    /// Tells the client which jobs `task` has and where they run (as it created them), so
+    /// that results are checked against them.
+    pub fn expect(&self, task: TaskId, jobs: Vec<(JobId, OrgId)>) {
+        self.expected.lock().expect("not poisoned").insert(task, jobs);
     }
 
     /// A session from a token obtained before.
-    pub fn with_token(base: &str, token: SecretString) -> Self {
-        Self { base: format!("{}/api/v1", base.trim_end_matches('/')), token, http: http() }
+    pub fn with_token(base: &str, tls: &ClientTls, token: SecretString) -> Result<Self, ClientError> {
+        let http = http(base, tls)?;
+        Ok(Self::new(format!("{}/api/v1", base.trim_end_matches('/')), token, http))
     }
 
     /// The session's token (to store it).
@@ -227,34 +322,84 @@ impl Client {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// Any `PUT` of the API.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     /// Who this session is.
     pub async fn me(&self) -> Result<Me, ClientError> {
         let body = self.call(reqwest::Method::GET, "/users/me", None).await?;
         serde_json::from_value(body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    /// The members of a collaboration and their current keys.
+    /// The members of a collaboration and the current keys the server lists for them, as the
+    /// server says (nothing is trusted here; see [`Client::trusted_keys`]).
     pub async fn collaboration_keys(
         &self,
         collaboration: CollaborationId,
     ) -> Result<Vec<(OrgId, PublicKey)>, ClientError> {
+        self.listed_keys(collaboration).await?.iter().map(|k| Ok((k.organization, k.key()?))).collect()
+    }
+
+    async fn listed_keys(&self, collaboration: CollaborationId) -> Result<Vec<PublishedKey>, ClientError> {
         let body = self
             .call(reqwest::Method::GET, &format!("/collaborations/{collaboration}/public-keys"), None)
             .await?;
-        let keys: Vec<PublishedKey> =
+        serde_json::from_value(body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The signed rotations an organization has published. Its keys are offered to the trust
+    /// store too, which takes only those whose fingerprints it trusts (a fingerprint trusted by
+    /// hand needs its key before a rotation from it can be verified).
+    async fn rotations(&self, org: OrgId) -> Result<Vec<Rotation>, ClientError> {
+        let body = self.call(reqwest::Method::GET, &format!("/organizations/{org}/keys"), None).await?;
+        let history: Vec<PublishedKey> =
             serde_json::from_value(body).map_err(|e| ClientError::Decode(e.to_string()))?;
-        keys.into_iter()
-            .map(|k| {
-                let key: PublicKey = k.public_key.parse().map_err(|e| ClientError::Decode(format!("{e}")))?;
-                if key.id().to_string() != k.key_id {
-                    return Err(ClientError::Decode(format!(
-                        "organization {}'s key does not match its id",
-                        k.organization
-                    )));
+        for entry in &history {
+            if let Ok(key) = entry.key() {
+                self.trust.learn(org, &key)?;
+            }
+        }
+        Ok(history.iter().filter_map(PublishedKey::rotation).collect())
+    }
+
+    /// The members of a collaboration with the key this client trusts for each: the key the
+    /// server lists if it is trusted, trusted on first use (where allowed), or reached by signed
+    /// rotations from the trusted one; otherwise the reason it is refused.
+    pub async fn trusted_keys(
+        &self,
+        collaboration: CollaborationId,
+    ) -> Result<Vec<KeyDecision>, ClientError> {
+        let listed = self.listed_keys(collaboration).await?;
+        let mut decisions = Vec::with_capacity(listed.len());
+        for entry in &listed {
+            let org = entry.organization;
+            let offered = entry.key()?;
+            let rotations = if self.trust.needs_rotations(org, &offered) {
+                self.rotations(org).await?
+            } else {
+                Vec::new()
+            };
+            let key = match self.trust.accept(org, &offered, &rotations) {
+                Ok(Accepted::FirstUse) => {
+                    tracing::warn!(
+                        %org, fingerprint = %offered.id(),
+                        "trusting this organization's key on first use; compare the fingerprint out of band"
+                    );
+                    Ok(offered)
                 }
-                Ok((k.organization, key))
-            })
-            .collect()
+                Ok(Accepted::Rotated { from }) => {
+                    tracing::info!(%org, %from, to = %offered.id(), "followed a signed key rotation");
+                    Ok(offered)
+                }
+                Ok(_) => Ok(offered),
+                Err(TrustError::Io { path, source }) => return Err(TrustError::Io { path, source }.into()),
+                Err(e) => Err(e),
+            };
+            decisions.push(KeyDecision { org, key });
+        }
+        Ok(decisions)
     }
 
     /// Seals each organization's input with `me` (the researcher's organization key) and
@@ -263,9 +408,11 @@ impl Client {
         if spec.organizations.is_empty() {
             return Err(ClientError::NoOrganizations);
         }
-        let keys = self.collaboration_keys(spec.collaboration).await?;
-        let key_of = |org: OrgId| keys.iter().find(|(o, _)| *o == org).map(|(_, k)| k.clone());
-        let mine = key_of(me.org())
+        let listed = self.collaboration_keys(spec.collaboration).await?;
+        let mine = listed
+            .iter()
+            .find(|(o, _)| *o == me.org())
+            .map(|(_, k)| k.clone())
             .ok_or(ClientError::NotAMember { org: me.org(), collaboration: spec.collaboration })?;
         if mine.id() != me.current().id() {
             return Err(ClientError::WrongKey {
@@ -274,6 +421,15 @@ impl Client {
                 published: mine.id().to_string(),
             });
         }
+        self.trust.trust_own(me.org(), me.current().public())?;
+        let mut keys = Vec::new();
+        for decision in self.trusted_keys(spec.collaboration).await? {
+            // Only the organizations the task runs at must have trusted keys.
+            if spec.organizations.contains(&decision.org) {
+                keys.push((decision.org, decision.key?));
+            }
+        }
+        let key_of = |org: OrgId| keys.iter().find(|(o, _)| *o == org).map(|(_, k)| k.clone());
         let user = self.me().await.map(|m| m.username).unwrap_or_default();
         let (task, run) = (TaskId::new(), RunId::new());
         let route =
@@ -313,6 +469,7 @@ impl Client {
             "name": spec.name, "jobs": entries,
         });
         self.call(reqwest::Method::POST, "/tasks", Some(&body)).await?;
+        self.expect(task, jobs.clone());
         Ok(CreatedTask { task, run, jobs })
     }
 
@@ -349,34 +506,63 @@ impl Client {
             let envelope = STANDARD.decode(r["envelope"].as_str().unwrap_or("")).map_err(|e| decode(&e))?;
             sealed.push((job, org, status, envelope));
         }
-        Ok(Results { complete: body["complete"].as_bool().unwrap_or(false), sealed })
+        Ok(Results { task, complete: body["complete"].as_bool().unwrap_or(false), sealed })
     }
 
     /// Opens sealed results with the researcher's organization key, checking each sender's
-    /// signature against the collaboration's published keys.
+    /// signature against the keys this client trusts, and each result against the task that
+    /// asked for it: the envelope's task, kind, sender and job must be the ones asked for (the
+    /// jobs this client created, when it knows them), and each job answers once.
     pub async fn open_results(
         &self,
         me: &Identity,
         collaboration: CollaborationId,
         results: &Results,
     ) -> Result<Vec<OpenedResult>, ClientError> {
-        let mut keyring = Keyring::new();
-        for (org, key) in self.collaboration_keys(collaboration).await? {
-            keyring.insert(org, key);
-        }
+        // Learn signed rotations since the task was created; refusals surface as results whose
+        // signer is not trusted.
+        self.trust.trust_own(me.org(), me.current().public())?;
+        self.trusted_keys(collaboration).await?;
+        let expected = self.expected.lock().expect("not poisoned").get(&results.task).cloned();
         let mut guard = MemoryReplayGuard::new();
+        let mut seen = std::collections::HashSet::new();
         let mut opened = Vec::with_capacity(results.sealed.len());
         for (job, org, _, bytes) in &results.sealed {
+            let mismatch = |why: String| ClientError::Mismatch { job: *job, why };
             let envelope =
-                envelope::open(bytes, me, &keyring, &mut guard, &OpenPolicy::default(), Timestamp::now())
+                envelope::open(bytes, me, &*self.trust, &mut guard, &OpenPolicy::default(), Timestamp::now())
                     .map_err(|source| ClientError::Open { job: *job, source })?;
+            let header = &envelope.header;
+            if header.kind != Kind::JobResult {
+                return Err(mismatch(format!("it is a {:?} envelope, not a job result", header.kind)));
+            }
+            if header.task != results.task {
+                return Err(mismatch(format!("it belongs to task {}, not {}", header.task, results.task)));
+            }
+            if header.sender != *org {
+                return Err(mismatch(format!(
+                    "organization {} signed it, but the server labels it as organization {org}'s",
+                    header.sender
+                )));
+            }
             let result = match envelope.decode() {
                 Ok(Payload::JobResult(result)) => result,
                 _ => return Err(ClientError::Decode(format!("the result of job {job} is not a job result"))),
             };
+            if result.job != *job {
+                return Err(mismatch(format!("it answers job {}", result.job)));
+            }
+            if let Some(jobs) = &expected
+                && !jobs.contains(&(*job, header.sender))
+            {
+                return Err(mismatch(format!("the task has no job {job} at organization {}", header.sender)));
+            }
+            if !seen.insert(*job) {
+                return Err(mismatch("a result for this job was already given".into()));
+            }
             opened.push(OpenedResult {
                 job: *job,
-                organization: *org,
+                organization: header.sender,
                 status: result.status,
                 output: result.output.into_vec(),
                 reason: result.reason,
@@ -407,12 +593,32 @@ impl Client {
     }
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(90)).build().expect("a plain HTTP client builds")
+/// An HTTP client for the server at `base`: plain text only to loopback unless allowed.
+fn http(base: &str, tls: &ClientTls) -> Result<reqwest::Client, ClientError> {
+    tls.check_http_url("server.url", base)?;
+    Ok(tls.http_client("server.tls", Duration::from_secs(90))?)
 }
 
+/// The whole chain of causes: reqwest alone says only "error sending request".
 fn unreachable(base: &str, e: reqwest::Error) -> ClientError {
-    ClientError::Unreachable { url: base.to_owned(), detail: e.without_url().to_string() }
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !detail.contains(&text) {
+            detail.push_str(": ");
+            detail.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if detail.contains("certificate") {
+        detail.push_str(
+            " (the server's certificate is not one this client trusts: give the CA that signs it \
+             with --ca-file or tls.ca_file)",
+        );
+    }
+    ClientError::Unreachable { url: base.to_owned(), detail }
 }
 
 async fn answer(response: reqwest::Response) -> Result<Value, ClientError> {

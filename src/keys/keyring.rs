@@ -68,6 +68,14 @@ impl Identity {
         Self { org, keys: vec![key] }
     }
 
+    /// An identity whose current key is `current`, with `previous` keys (newest first) kept for
+    /// opening envelopes sealed to them before a rotation.
+    pub fn with_previous(org: OrgId, current: OrgKey, previous: Vec<OrgKey>) -> Self {
+        let mut keys = vec![current];
+        keys.extend(previous);
+        Self { org, keys }
+    }
+
     /// Makes `key` the current key; the previous ones remain for opening.
     pub fn rotate_to(&mut self, key: OrgKey) {
         self.keys.insert(0, key);

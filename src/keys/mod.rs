@@ -9,6 +9,7 @@
 
 mod file;
 mod keyring;
+pub mod trust;
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,6 +25,7 @@ use zeroize::Zeroizing;
 
 pub use file::KeyFileError;
 pub use keyring::{Identity, Keyring, SenderKeys};
+pub use trust::{FirstUse, KeyTrust, Rotation, TrustError};
 
 /// The HPKE KEM fedq uses: DHKEM(X25519, HKDF-SHA256).
 pub type KemAlg = hpke::kem::X25519HkdfSha256;
@@ -54,19 +56,30 @@ impl KeyId {
     pub const fn as_bytes(&self) -> &[u8; KEY_ID_LEN] {
         &self.0
     }
+}
 
-    /// The fingerprint as people compare it out of band: `SHA256:` and hex in groups of four.
-    pub fn grouped(&self) -> String {
-        let hex = hex::encode(self.0);
-        let groups: Vec<&str> =
-            hex.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).expect("hex is ASCII")).collect();
-        format!("SHA256:{}", groups.join(" "))
+/// The one text form of a fingerprint, in the command line, the API, the dashboard, node pins
+/// and error messages: `SHA256:` and 64 lowercase hexadecimal digits, one word to copy.
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SHA256:{}", hex::encode(self.0))
     }
 }
 
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+/// Serde for a [`KeyId`] as its text form (JSON files and API bodies; envelope headers carry
+/// the raw bytes).
+pub mod fingerprint_text {
+    use super::KeyId;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    /// Writes `SHA256:…`.
+    pub fn serialize<S: Serializer>(id: &KeyId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    /// Reads any form [`KeyId::from_str`](std::str::FromStr) takes.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyId, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -81,8 +94,10 @@ impl FromStr for KeyId {
     type Err = KeyParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex: String =
-            s.trim().trim_start_matches("SHA256:").chars().filter(|c| !c.is_whitespace()).collect();
+        // Also takes the digits alone, or grouped with spaces or colons as people copy them.
+        let text = s.trim();
+        let text = text.strip_prefix("SHA256:").or_else(|| text.strip_prefix("sha256:")).unwrap_or(text);
+        let hex: String = text.chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
         let mut bytes = [0u8; KEY_ID_LEN];
         hex::decode_to_slice(&hex, &mut bytes).map_err(|_| KeyParseError::Fingerprint)?;
         Ok(Self(bytes))
@@ -276,7 +291,12 @@ mod tests {
         assert_eq!(&parsed, key.public());
         assert_eq!(parsed.id(), key.id());
         assert_eq!(key.id().to_string().parse::<KeyId>().unwrap(), key.id());
-        assert_eq!(key.id().grouped().parse::<KeyId>().unwrap(), key.id());
+        let text = key.id().to_string();
+        assert!(text.starts_with("SHA256:") && text.len() == 7 + 64, "{text}");
+        let bare = &text[7..];
+        let grouped: Vec<&str> = (0..16).map(|i| &bare[i * 4..i * 4 + 4]).collect();
+        assert_eq!(grouped.join(" ").parse::<KeyId>().unwrap(), key.id());
+        assert_eq!(bare.parse::<KeyId>().unwrap(), key.id());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::ids::OrgId;
 use crate::protocol::heartbeat::PolicySummary;
+use crate::tls::ClientTls;
 
 /// Everything a node needs to run.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +50,10 @@ pub struct NodeSection {
     pub organization: OrgId,
     /// The organization's private key file (`fedq keys generate`), mode 0600.
     pub key_file: PathBuf,
+    /// Key files the organization used before `key_file`, newest first: kept after a rotation
+    /// so that envelopes sealed to an earlier key while partners learn the new one still open.
+    #[serde(default)]
+    pub previous_key_files: Vec<PathBuf>,
     /// Where the node keeps what must survive a restart: replay guard, job results, run inboxes,
     /// and the host side of run volumes.
     pub state_dir: PathBuf,
@@ -81,14 +86,20 @@ pub struct ServerSection {
     pub url: String,
     /// The node's API key from registration (`fedq_n_…`).
     pub api_key: SecretString,
+    /// TLS to the server: the CA that signs its certificate, plain text beyond loopback.
+    #[serde(default)]
+    pub tls: ClientTls,
 }
 
 /// RabbitMQ.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerSection {
-    /// `amqp://user:password@host:5672/vhost` with the node's own broker user.
+    /// `amqps://user:password@host:5671/vhost` with the node's own broker user.
     pub url: SecretString,
+    /// TLS to the broker: CA file, client certificate (mutual TLS), plain text beyond loopback.
+    #[serde(default)]
+    pub tls: ClientTls,
     /// The node's broker user name (stamped as the validated user id of every publish).
     pub username: String,
     /// Further `host:port` addresses of the same RabbitMQ cluster, tried in turn when the host
@@ -196,12 +207,25 @@ fn any() -> String {
 }
 
 /// Trust in other organizations' keys.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PeersSection {
-    /// Key fingerprints (hex) per organization: a key the server hands out for a pinned
-    /// organization must be one of these, or it is refused.
+    /// Key fingerprints (`SHA256:…`) per organization, compared out of band: trusted from the
+    /// start. A key the server hands out is used only if it is trusted this way, reached from a
+    /// trusted key by a signed rotation, or (with `trust_on_first_use`) the organization's first.
     pub pins: BTreeMap<OrgId, Vec<String>>,
+    /// Trust an organization's first key without a pin, logging its fingerprint. Later changes
+    /// of key still need a signed rotation or a pin.
+    pub trust_on_first_use: bool,
+    /// Seconds a collaboration's keys are used before they are fetched again when sealing: how
+    /// soon a partner's signed rotation is followed.
+    pub refresh_secs: u64,
+}
+
+impl Default for PeersSection {
+    fn default() -> Self {
+        Self { pins: BTreeMap::new(), trust_on_first_use: false, refresh_secs: 60 }
+    }
 }
 
 /// Settings that could not be read or do not make sense.

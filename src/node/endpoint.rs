@@ -245,10 +245,11 @@ async fn send(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
         body: ByteBuf::from(content),
     });
     let sealed = jobs::seal_to(core, request.to, &route, &payload).await.ok_or_else(|| {
+        let why = core.peers.refusal(request.to).map(|r| format!(": {r}")).unwrap_or_default();
         fail(
             StatusCode::NOT_FOUND,
             "unknown_organization",
-            format!("no trusted key for organization {}", request.to),
+            format!("no trusted key for organization {}{why}", request.to),
         )
     })?;
     let mut halt = core.halt.clone();

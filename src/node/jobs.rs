@@ -437,7 +437,8 @@ pub(crate) async fn seal_to(
     route: &Route,
     payload: &Payload,
 ) -> Option<envelope::Sealed> {
-    if core.peers.current(org).is_none() {
+    // Fetched again now and then, so that a partner's signed rotation is followed.
+    if core.peers.current(org).is_none() || core.peers.stale(route.collaboration) {
         core.refresh_keys(route.collaboration).await;
     }
     let Some(key) = core.peers.current(org) else {

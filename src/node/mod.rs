@@ -32,7 +32,7 @@ use self::server::{PeerKeys, ServerClient};
 use self::state::StateDir;
 use crate::envelope::{OpenPolicy, Rejections};
 use crate::ids::{JobId, OrgId};
-use crate::keys::{Identity, KeyId, OrgKey};
+use crate::keys::{FirstUse, Identity, KeyId, KeyTrust, OrgKey};
 use crate::time::Timestamp;
 
 /// Why the node could not start.
@@ -44,9 +44,15 @@ pub enum NodeError {
     /// The broker settings name no usable address.
     #[error("broker: {0}")]
     Broker(#[from] crate::broker::endpoints::EndpointsError),
+    /// The server's address or TLS settings are unusable.
+    #[error("server: {0}")]
+    Server(String),
     /// A pinned fingerprint is malformed.
     #[error("peers.pins: {0}")]
     Pin(#[from] crate::keys::KeyParseError),
+    /// The store of trusted keys could not be used.
+    #[error(transparent)]
+    Trust(#[from] crate::keys::TrustError),
     /// The state directory could not be opened.
     #[error("state directory {path}: {source}")]
     State {
@@ -124,12 +130,12 @@ impl Core {
         *self.stop.borrow()
     }
 
-    /// Fetches the collaboration's keys from the server into the cache.
+    /// Fetches the collaboration's keys from the server and decides which to trust.
     async fn refresh_keys(&self, collaboration: crate::ids::CollaborationId) {
-        match self.server.collaboration_keys(collaboration).await {
-            Ok(keys) => {
-                for violation in self.peers.insert(collaboration, keys) {
-                    tracing::error!(%violation, "refusing a key that is not pinned");
+        match self.server.trusted_keys(collaboration).await {
+            Ok(decisions) => {
+                for refusal in self.peers.record(collaboration, decisions) {
+                    tracing::error!(%collaboration, error = %refusal, "refusing a key the server handed out");
                 }
             }
             Err(e) => tracing::warn!(%collaboration, error = %e, "could not fetch public keys"),
@@ -220,16 +226,28 @@ impl RunningNode {
 /// Starts a node: loads its key and state, sets up Docker, the firewall and the endpoint,
 /// then consumes its organization's queue (reconnecting by itself) and sends heartbeats.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-    let key = OrgKey::load(&config.node.key_file)?;
-    let me = Identity::new(config.node.organization, key);
+    crate::tls::install_crypto_provider();
+    let previous =
+        config.node.previous_key_files.iter().map(|p| OrgKey::load(p)).collect::<Result<_, _>>()?;
+    let me =
+        Identity::with_previous(config.node.organization, OrgKey::load(&config.node.key_file)?, previous);
     let state = StateDir::open(&config.node.state_dir, Timestamp::now())
         .map_err(|source| NodeError::State { path: config.node.state_dir.clone(), source })?;
-    let mut pins = std::collections::BTreeMap::new();
+    let first_use = if config.peers.trust_on_first_use { FirstUse::Accept } else { FirstUse::Refuse };
+    let trust = Arc::new(KeyTrust::open(&config.node.state_dir.join("trusted-keys.json"), first_use)?);
+    trust.trust_own(me.org(), me.current().public())?;
     for (org, fingerprints) in &config.peers.pins {
-        let ids = fingerprints.iter().map(|f| f.parse::<KeyId>()).collect::<Result<Vec<_>, _>>()?;
-        pins.insert(*org, ids);
+        for fingerprint in fingerprints {
+            trust.trust(*org, fingerprint.parse::<KeyId>()?)?;
+        }
     }
-    let server = ServerClient::new(&config.server.url, config.server.api_key.clone());
+    let server = ServerClient::new(
+        &config.server.url,
+        &config.server.tls,
+        config.server.api_key.clone(),
+        trust.clone(),
+    )
+    .map_err(|e| NodeError::Server(e.to_string()))?;
     match server.whoami().await {
         Ok(actual) if actual != me.org() => {
             return Err(NodeError::WrongOrganization { configured: me.org(), actual });
@@ -245,14 +263,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         sandbox.remove(&name).await;
     }
 
-    let endpoints =
-        crate::broker::endpoints::Endpoints::new(&config.broker.url, &config.broker.cluster_hosts)?;
+    let endpoints = crate::broker::endpoints::Endpoints::new(
+        &config.broker.url,
+        &config.broker.cluster_hosts,
+        &config.broker.tls,
+        "broker.url",
+    )?;
     let (stop_tx, stop) = watch::channel(false);
     let (halt_tx, halt) = watch::channel(false);
     let core = Arc::new(Core {
         policy: OpenPolicy::default(),
         rejections: Rejections::new(),
-        peers: PeerKeys::new(pins),
+        peers: PeerKeys::new(trust, Duration::from_secs(config.peers.refresh_secs)),
         link: BrokerLink::new(config.broker.username.clone()),
         endpoints,
         jobs: Mutex::new(HashMap::new()),

@@ -2,17 +2,18 @@
 //! researcher's client with the node's API key as bearer token, and the cache of peer keys it
 //! fills, with optional pins.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, KeyDecision};
 use crate::ids::{CollaborationId, JobId, OrgId, RunId, TaskId};
-use crate::keys::{KeyId, PublicKey, SenderKeys};
+use crate::keys::{KeyId, KeyTrust, PublicKey, SenderKeys, TrustError};
 use crate::protocol::heartbeat::{Heartbeat, PolicySummary};
 
 /// One job of a new (sub)task.
@@ -33,9 +34,15 @@ pub struct ServerClient {
 }
 
 impl ServerClient {
-    /// A client of the server at `base` (its root URL).
-    pub fn new(base: &str, api_key: SecretString) -> Self {
-        Self { api: Client::with_token(base, api_key) }
+    /// A client of the server at `base` (its root URL), over TLS as `tls` says, deciding on
+    /// peers' keys with `trust`.
+    pub fn new(
+        base: &str,
+        tls: &crate::tls::ClientTls,
+        api_key: SecretString,
+        trust: Arc<KeyTrust>,
+    ) -> Result<Self, ClientError> {
+        Ok(Self { api: Client::with_token(base, tls, api_key)?.with_trust(trust) })
     }
 
     /// Which organization the API key belongs to.
@@ -55,12 +62,12 @@ impl ServerClient {
         self.api.post("/node/heartbeat", &body).await.map(drop)
     }
 
-    /// The current public keys of a collaboration's members.
-    pub async fn collaboration_keys(
+    /// A collaboration's members with the key this node trusts for each, or why not.
+    pub async fn trusted_keys(
         &self,
         collaboration: CollaborationId,
-    ) -> Result<Vec<(OrgId, PublicKey)>, ClientError> {
-        self.api.collaboration_keys(collaboration).await
+    ) -> Result<Vec<KeyDecision>, ClientError> {
+        self.api.trusted_keys(collaboration).await
     }
 
     /// Creates a subtask of `parent` in `run` (its `job_start` envelopes already sealed).
@@ -87,97 +94,114 @@ impl ServerClient {
     }
 }
 
-/// Peer organizations' public keys, fetched from the server per collaboration and cached.
+/// Peer organizations' public keys as this node trusts them (a persistent [`KeyTrust`] in the
+/// state directory, seeded with the settings' pins), and each collaboration's members.
 ///
-/// With pins, a key the server hands out for a pinned organization is used only if its
-/// fingerprint is pinned: a server that swaps a key cannot make this node seal to it or accept
-/// envelopes signed by it.
-#[derive(Debug, Default)]
+/// A key the server hands out is used only if the node trusts it: pinned, trusted on first use
+/// where the settings allow it, or reached by a rotation signed with the trusted key. A server
+/// that swaps a key cannot make this node seal to it or accept envelopes signed by it.
+#[derive(Debug)]
 pub struct PeerKeys {
-    keys: RwLock<HashMap<OrgId, Vec<PublicKey>>>,
-    members: RwLock<HashMap<CollaborationId, Vec<(OrgId, KeyId)>>>,
-    pins: BTreeMap<OrgId, Vec<KeyId>>,
+    trust: Arc<KeyTrust>,
+    /// How long a collaboration's keys are used before they are fetched again.
+    fresh_for: Duration,
+    members: RwLock<HashMap<CollaborationId, Members>>,
+    /// Why the last key the server handed out for an organization was refused, to tell the
+    /// algorithm that asked to send there.
+    refused: RwLock<HashMap<OrgId, String>>,
 }
 
-/// A key the server handed out that the pins refuse.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the server handed out key {key} for organization {org}, which is not pinned at this node")]
-pub struct PinViolation {
-    /// The organization.
-    pub org: OrgId,
-    /// The refused key.
-    pub key: KeyId,
-}
+/// A collaboration's members with the key sealed to for each, and when they were fetched.
+type Members = (Vec<(OrgId, KeyId)>, Instant);
 
 impl PeerKeys {
-    /// A cache with these pins (fingerprints per organization).
-    pub fn new(pins: BTreeMap<OrgId, Vec<KeyId>>) -> Self {
-        Self { pins, ..Self::default() }
+    /// The keys `trust` holds, fetched again when older than `fresh_for`.
+    pub fn new(trust: Arc<KeyTrust>, fresh_for: Duration) -> Self {
+        Self { trust, fresh_for, members: RwLock::default(), refused: RwLock::default() }
     }
 
-    /// Adds keys for `collaboration` as the server listed them. Keys the pins refuse are left
-    /// out and returned.
-    pub fn insert(
-        &self,
-        collaboration: CollaborationId,
-        listed: Vec<(OrgId, PublicKey)>,
-    ) -> Vec<PinViolation> {
-        let mut violations = Vec::new();
-        let mut keys = self.keys.write().expect("not poisoned");
+    /// The store behind it.
+    pub fn trust(&self) -> &Arc<KeyTrust> {
+        &self.trust
+    }
+
+    /// Records a collaboration's members with the keys trusted for them; returns the refusals.
+    pub fn record(&self, collaboration: CollaborationId, decisions: Vec<KeyDecision>) -> Vec<TrustError> {
         let mut members = Vec::new();
-        for (org, key) in listed {
-            if let Some(pinned) = self.pins.get(&org)
-                && !pinned.contains(&key.id())
-            {
-                violations.push(PinViolation { org, key: key.id() });
-                continue;
-            }
-            members.push((org, key.id()));
-            let entry = keys.entry(org).or_default();
-            if !entry.iter().any(|k| k.id() == key.id()) {
-                entry.push(key);
+        let mut refused = Vec::new();
+        let mut reasons = self.refused.write().expect("not poisoned");
+        for decision in decisions {
+            match decision.key {
+                Ok(key) => {
+                    reasons.remove(&decision.org);
+                    members.push((decision.org, key.id()));
+                }
+                Err(e) => {
+                    reasons.insert(decision.org, e.to_string());
+                    refused.push(e);
+                }
             }
         }
-        self.members.write().expect("not poisoned").insert(collaboration, members);
-        violations
+        self.members.write().expect("not poisoned").insert(collaboration, (members, Instant::now()));
+        refused
     }
 
-    /// The newest key of `org`: what this node seals to.
+    /// The current trusted key of `org`: what this node seals to.
     pub fn current(&self, org: OrgId) -> Option<PublicKey> {
-        self.keys.read().expect("not poisoned").get(&org).and_then(|k| k.last().cloned())
+        self.trust.current(org)
+    }
+
+    /// Why the key last handed out for `org` was refused, if it was.
+    pub fn refusal(&self, org: OrgId) -> Option<String> {
+        self.refused.read().expect("not poisoned").get(&org).cloned()
     }
 
     /// The members of `collaboration` and the key the node seals to for each, if fetched.
     pub fn members(&self, collaboration: CollaborationId) -> Option<Vec<(OrgId, KeyId)>> {
-        self.members.read().expect("not poisoned").get(&collaboration).cloned()
+        self.members.read().expect("not poisoned").get(&collaboration).map(|(m, _)| m.clone())
+    }
+
+    /// Whether the collaboration's keys were never fetched, or not within `fresh_for`.
+    pub fn stale(&self, collaboration: CollaborationId) -> bool {
+        self.members
+            .read()
+            .expect("not poisoned")
+            .get(&collaboration)
+            .is_none_or(|(_, at)| at.elapsed() > self.fresh_for)
     }
 }
 
 impl SenderKeys for PeerKeys {
     fn sender_key(&self, org: OrgId, key: &KeyId) -> Option<PublicKey> {
-        self.keys.read().expect("not poisoned").get(&org)?.iter().find(|k| &k.id() == key).cloned()
+        self.trust.sender_key(org, key)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::OrgKey;
+    use crate::keys::{FirstUse, OrgKey};
 
     #[test]
-    fn pins_refuse_a_swapped_key() {
+    fn refused_keys_are_not_members_and_not_sealed_to() {
         let (org, other) = (OrgId::new(), OrgId::new());
-        let (genuine, swapped, unpinned) = (OrgKey::generate(), OrgKey::generate(), OrgKey::generate());
-        let peers = PeerKeys::new(BTreeMap::from([(org, vec![genuine.id()])]));
+        let (genuine, swapped) = (OrgKey::generate(), OrgKey::generate());
+        let trust = Arc::new(KeyTrust::in_memory(FirstUse::Refuse));
+        trust.trust(org, genuine.id()).unwrap();
+        trust.accept(org, genuine.public(), &[]).unwrap();
+        let peers = PeerKeys::new(trust.clone(), Duration::from_secs(60));
         let collaboration = CollaborationId::new();
-        let refused = peers
-            .insert(collaboration, vec![(org, swapped.public().clone()), (other, unpinned.public().clone())]);
-        assert_eq!(refused.len(), 1);
-        assert_eq!(refused[0].key, swapped.id());
-        assert!(peers.current(org).is_none(), "the swapped key is not used");
+        let refusal = trust.accept(org, swapped.public(), &[]).unwrap_err();
+        let unknown = trust.accept(other, swapped.public(), &[]).unwrap_err();
+        let refused = peers.record(
+            collaboration,
+            vec![KeyDecision { org, key: Err(refusal) }, KeyDecision { org: other, key: Err(unknown) }],
+        );
+        assert_eq!(refused.len(), 2);
+        assert_eq!(peers.members(collaboration).unwrap(), Vec::new());
+        assert_eq!(peers.current(org).map(|k| k.id()), Some(genuine.id()), "the trusted key stays");
+        assert!(peers.current(other).is_none());
         assert!(peers.sender_key(org, &swapped.id()).is_none());
-        assert_eq!(peers.current(other).map(|k| k.id()), Some(unpinned.id()), "unpinned orgs are trusted");
-        assert!(peers.insert(collaboration, vec![(org, genuine.public().clone())]).is_empty());
-        assert_eq!(peers.current(org).map(|k| k.id()), Some(genuine.id()));
+        assert!(!peers.stale(collaboration));
     }
 }

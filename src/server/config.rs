@@ -3,11 +3,13 @@
 //! `Debug`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
+
+use crate::tls::ClientTls;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +44,14 @@ pub struct HttpConfig {
     /// Mark the dashboard's cookies `Secure`: browsers then send them over HTTPS only (and to
     /// `localhost`). Turn off only behind a trusted plain-HTTP hop.
     pub secure_cookies: bool,
+    /// PEM certificate chain served over HTTPS (with `tls_key`). Reloaded on SIGHUP and when
+    /// the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address that is not loopback: only behind a reverse proxy that
+    /// terminates TLS on the same trusted network.
+    pub allow_plaintext: bool,
 }
 
 impl Default for HttpConfig {
@@ -50,6 +60,9 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024 * 1024,
             secure_cookies: true,
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -58,8 +71,12 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// A `postgres://user:password@host:port/database` URL.
+    /// A `postgres://user:password@host:port/database` URL; add `?sslmode=require` for TLS
+    /// (verified against `tls.ca_file` or the system's roots, and the host name).
     pub url: SecretString,
+    /// TLS: the CA that signs the database's certificate, a client certificate, plain text.
+    #[serde(default)]
+    pub tls: ClientTls,
     /// Connections in the pool.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
@@ -74,8 +91,12 @@ fn default_pool_size() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// AMQP URL of the server's own broker user, with the virtual host:
-    /// `amqp://user:password@host:5672/fedq`.
+    /// `amqps://user:password@host:5671/fedq`.
     pub url: SecretString,
+    /// TLS to the broker and its management API: CA file, client certificate (mutual TLS),
+    /// plain text beyond loopback.
+    #[serde(default)]
+    pub tls: ClientTls,
     /// The virtual host, as in `url`.
     pub vhost: String,
     /// Base URL of the management HTTP API, used to create and revoke node users.
@@ -88,8 +109,8 @@ pub struct BrokerConfig {
     /// of `url` does not answer (same credentials and virtual host).
     #[serde(default, deserialize_with = "crate::settings::comma_list")]
     pub cluster_hosts: Vec<String>,
-    /// The AMQP URL nodes are told to connect to (host and port only; they get their own
-    /// credentials). Defaults to the host of `management_url` on port 5672.
+    /// The AMQP URL nodes are told to connect to (scheme, host and port only; they get their
+    /// own credentials). Defaults to the scheme, host and port of `url`.
     #[serde(default)]
     pub node_url: Option<String>,
 }

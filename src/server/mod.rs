@@ -143,29 +143,71 @@ impl RunningServer {
     }
 }
 
-/// Starts the server: migrations, broker link and router, HTTP.
+/// How the HTTP listener speaks: TLS with a reloading certificate, or plain text.
+enum Listener {
+    Tls(Arc<crate::tls::server::ReloadingCert>),
+    Plain,
+}
+
+/// Checks the listener's settings: HTTPS with both files, or plain HTTP on loopback (or where
+/// explicitly allowed).
+fn listener_mode(http: &config::HttpConfig) -> Result<Listener, ServerError> {
+    match (&http.tls_cert, &http.tls_key) {
+        (Some(cert), Some(key)) => crate::tls::server::ReloadingCert::load(cert, key)
+            .map(Listener::Tls)
+            .map_err(|e| ServerError::Config(format!("http.tls_cert: {e}"))),
+        (None, None) if http.listen.ip().is_loopback() || http.allow_plaintext => Ok(Listener::Plain),
+        (None, None) => Err(ServerError::Config(format!(
+            "http.listen = {} is reachable from the network, so the server serves HTTPS there: set \
+             http.tls_cert and http.tls_key (see docs/operations.md, \"Certificates\"), listen on a \
+             loopback address, or set http.allow_plaintext = true behind a reverse proxy that \
+             terminates TLS",
+            http.listen
+        ))),
+        _ => {
+            Err(ServerError::Config("http.tls_cert and http.tls_key go together; set both or neither".into()))
+        }
+    }
+}
+
+/// Starts the server: migrations, broker link and router, HTTP(S).
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    crate::tls::install_crypto_provider();
     let amqp = AMQPUri::from_str(config.broker.url.expose_secret())
         .map_err(|e| ServerError::Config(format!("broker.url is not an AMQP URL: {e}")))?;
-    let node_url = config
-        .broker
-        .node_url
-        .clone()
-        .unwrap_or_else(|| format!("amqp://{}:{}", amqp.authority.host, amqp.authority.port));
+    let node_url = config.broker.node_url.clone().unwrap_or_else(|| {
+        let scheme = match amqp.scheme {
+            lapin::uri::AMQPScheme::AMQP => "amqp",
+            lapin::uri::AMQPScheme::AMQPS => "amqps",
+        };
+        format!("{scheme}://{}:{}", amqp.authority.host, amqp.authority.port)
+    });
     let link = BrokerLink::new(amqp.authority.userinfo.username.clone(), node_url);
     let endpoints = Arc::new(
-        Endpoints::new(&config.broker.url, &config.broker.cluster_hosts)
+        Endpoints::new(&config.broker.url, &config.broker.cluster_hosts, &config.broker.tls, "broker.url")
             .map_err(|e| ServerError::Config(format!("broker: {e}")))?,
     );
+    let mode = listener_mode(&config.http)?;
 
-    let pool = db::pool(&config.database.url, config.database.pool_size)?;
+    let pool = db::pool(&config.database.url, config.database.pool_size, &config.database.tls)?;
     migrate_when_ready(&pool).await?;
 
     let router = Router::new(pool.clone(), router::policy(&config.router), link.server_user().to_owned());
-    let management = Management::new(
+    config
+        .broker
+        .tls
+        .check_http_url("broker.management_url", &config.broker.management_url)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let management_http = config
+        .broker
+        .tls
+        .http_client("broker.tls", Duration::from_secs(10))
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let management = Management::with_client(
         &config.broker.management_url,
         &config.broker.management_user,
         config.broker.management_password.clone(),
+        management_http,
     );
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -187,17 +229,28 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let broker_task =
         tokio::spawn(supervise_broker(config.clone(), endpoints, link, router, pool, shutdown_rx.clone()));
-    let mut http_shutdown = shutdown_rx.clone();
-    let http_task = tokio::spawn(
-        warp::serve(routes(state))
-            .incoming(listener)
-            .graceful(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            })
-            .run(),
-    );
-    tracing::info!(%addr, "server listening");
-    Ok(RunningServer { addr, shutdown, tasks: vec![broker_task, http_task] })
+    let mut tasks = vec![broker_task];
+    match mode {
+        Listener::Tls(cert) => {
+            let tls = cert.server_config().map_err(|e| ServerError::Config(e.to_string()))?;
+            tasks.push(tokio::spawn(cert.watch(shutdown_rx.clone())));
+            tasks.push(tokio::spawn(crate::tls::server::serve(listener, tls, routes(state), shutdown_rx)));
+            tracing::info!(%addr, "server listening (HTTPS)");
+        }
+        Listener::Plain => {
+            let mut http_shutdown = shutdown_rx.clone();
+            tasks.push(tokio::spawn(
+                warp::serve(routes(state))
+                    .incoming(listener)
+                    .graceful(async move {
+                        let _ = http_shutdown.wait_for(|stop| *stop).await;
+                    })
+                    .run(),
+            ));
+            tracing::info!(%addr, "server listening (plain HTTP)");
+        }
+    }
+    Ok(RunningServer { addr, shutdown, tasks })
 }
 
 /// Every HTTP route: the dashboard under `/admin`, the API under `/api/v1`.
@@ -278,4 +331,29 @@ async fn connect(
     }
     let router_channel = connection.create_channel().await?;
     Ok((connection, address, api_channel, router_channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_served_only_on_loopback_unless_allowed() {
+        let http =
+            |listen: &str| config::HttpConfig { listen: listen.parse().unwrap(), ..Default::default() };
+        assert!(matches!(listener_mode(&http("127.0.0.1:8080")), Ok(Listener::Plain)));
+        assert!(matches!(listener_mode(&http("[::1]:8080")), Ok(Listener::Plain)));
+        let refused = listener_mode(&http("0.0.0.0:8080")).err().unwrap().to_string();
+        assert!(refused.contains("http.tls_cert") && refused.contains("allow_plaintext"), "{refused}");
+        let behind_proxy = config::HttpConfig { allow_plaintext: true, ..http("0.0.0.0:8080") };
+        assert!(matches!(listener_mode(&behind_proxy), Ok(Listener::Plain)));
+        let half = config::HttpConfig { tls_cert: Some("/x.pem".into()), ..http("0.0.0.0:443") };
+        assert!(listener_mode(&half).err().unwrap().to_string().contains("go together"));
+        let missing = config::HttpConfig {
+            tls_cert: Some("/nonexistent/cert.pem".into()),
+            tls_key: Some("/nonexistent/key.pem".into()),
+            ..http("0.0.0.0:443")
+        };
+        assert!(listener_mode(&missing).err().unwrap().to_string().contains("/nonexistent/cert.pem"));
+    }
 }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use fedq::client::Client;
 use fedq::ids::CollaborationId;
-use fedq::keys::Identity;
+use fedq::keys::{FirstUse, Identity, KeyTrust};
 use fedq::node::RunningNode;
-use fedq::node::config::NodeConfig;
+use fedq::node::config::{NodeConfig, PeersSection};
 use secrecy::SecretString;
 
 use super::node::{Fed, NodeGuard, ensure_images, register_node};
@@ -42,12 +42,28 @@ impl Federation {
         let ids: Vec<_> = orgs.iter().map(Identity::org).collect();
         let collaboration = app.collaboration("registries", &ids).await;
         let token = app.user(orgs[0].org(), "ada", "researcher").await;
-        let researcher = Client::with_token(&format!("http://{}", app.addr), SecretString::from(token));
+        // Every party trusts every organization's key by fingerprint, as after comparing them
+        // out of band.
+        let pins: BTreeMap<_, _> =
+            orgs.iter().map(|o| (o.org(), vec![o.current().id().to_string()])).collect();
+        let trust = KeyTrust::in_memory(FirstUse::Refuse);
+        for org in &orgs {
+            trust.trust(org.org(), org.current().id()).unwrap();
+        }
+        let researcher = Client::with_token(
+            &format!("http://{}", app.addr),
+            &Default::default(),
+            SecretString::from(token),
+        )
+        .unwrap()
+        .with_trust(std::sync::Arc::new(trust));
         let (mut nodes, mut configs, mut dirs, mut guards) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, org) in orgs.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
             let (mut config, _, _) = register_node(&app, org, dir.path(), Fed::limits(), images).await;
             config.data = data(i, dir.path());
+            // Keys fetched again after a second, so that tests see rotations followed at once.
+            config.peers = PeersSection { pins: pins.clone(), trust_on_first_use: false, refresh_secs: 1 };
             guards.push(NodeGuard { name: config.node.name.clone(), process: None });
             nodes.push(fedq::node::start(config.clone()).await.expect("the node starts"));
             configs.push(config);

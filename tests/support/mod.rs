@@ -38,7 +38,11 @@ pub fn ensure_services() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services");
-        let out = Command::new(script).output().expect("scripts/services runs");
+        // The development CA is made with this build's binary, not a build of its own.
+        let out = Command::new(script)
+            .env("FEDQ_BIN", env!("CARGO_BIN_EXE_fedq"))
+            .output()
+            .expect("scripts/services runs");
         assert!(
             out.status.success(),
             "scripts/services failed; the integration tests need RabbitMQ and PostgreSQL:\n{}",
@@ -95,6 +99,19 @@ pub async fn attach(
     app
 }
 
+/// A `TestApp` for a server that has stopped (or never ran), for `cleanup`.
+pub fn attach_stopped(config: ServerConfig, db_name: String, vhost: String) -> TestApp {
+    TestApp {
+        addr: config.http.listen,
+        server: None,
+        config,
+        db_name,
+        vhost,
+        http: reqwest::Client::new(),
+        root_token: String::new(),
+    }
+}
+
 /// Creates this test's database and virtual host; returns the server settings for them.
 pub async fn prepare() -> (ServerConfig, String, String) {
     ensure_services();
@@ -117,6 +134,7 @@ pub async fn prepare() -> (ServerConfig, String, String) {
         database: DatabaseConfig {
             url: SecretString::from(format!("postgres://fedq:fedq-dev@127.0.0.1:5432/{db_name}")),
             pool_size: 16,
+            tls: Default::default(),
         },
         broker: BrokerConfig {
             url: SecretString::from(format!("amqp://guest:guest@127.0.0.1:5672/{vhost}")),
@@ -126,6 +144,7 @@ pub async fn prepare() -> (ServerConfig, String, String) {
             management_password: SecretString::from("guest"),
             cluster_hosts: Vec::new(),
             node_url: None,
+            tls: Default::default(),
         },
         router: RouterConfig::default(),
         auth: AuthConfig::default(),
@@ -150,11 +169,23 @@ pub fn spawn_server_process(
     log: &std::path::Path,
     rust_log: &str,
 ) -> std::process::Child {
+    spawn_server_process_with(config, port, log, rust_log, &[])
+}
+
+/// As `spawn_server_process`, with further variables.
+pub fn spawn_server_process_with(
+    config: &ServerConfig,
+    port: u16,
+    log: &std::path::Path,
+    rust_log: &str,
+    extra: &[(&str, String)],
+) -> std::process::Child {
     use secrecy::ExposeSecret as _;
     use std::process::Stdio;
     let log = std::fs::File::options().create(true).append(true).open(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_fedq"))
         .arg("server")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", rust_log)
         .env("FEDQ_HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("FEDQ_DATABASE__URL", config.database.url.expose_secret())
@@ -228,19 +259,28 @@ impl TestApp {
         body["token"].as_str().unwrap().to_owned()
     }
 
-    /// Creates an organization with a fresh key; returns its identity.
+    /// Creates an organization (as root) and publishes a fresh key for it (as its own
+    /// administrator, `admin-of-NAME`); returns its identity.
     pub async fn org(&self, name: &str) -> Identity {
         let key = OrgKey::generate();
-        let (status, body) = self
-            .call(
-                "POST",
-                "/organizations",
-                Some(&self.root_token),
-                Some(json!({"name": name, "public_key": key.public().to_string()})),
-            )
-            .await;
+        let (status, body) =
+            self.call("POST", "/organizations", Some(&self.root_token), Some(json!({"name": name}))).await;
         assert_eq!(status, 201, "{body}");
-        Identity::new(body["id"].as_str().unwrap().parse().unwrap(), key)
+        let org: OrgId = body["id"].as_str().unwrap().parse().unwrap();
+        let admin = self.user(org, &format!("admin-of-{name}"), "org_admin").await;
+        self.publish_key(org, &admin, key.public(), None).await;
+        Identity::new(org, key)
+    }
+
+    /// An organization administrator publishes `key`, with a rotation signature if given.
+    pub async fn publish_key(&self, org: OrgId, admin: &str, key: &PublicKey, rotation: Option<[u8; 64]>) {
+        let mut body = json!({"public_key": key.to_string()});
+        if let Some(signature) = rotation {
+            body["rotation_signature"] = json!(STANDARD.encode(signature));
+        }
+        let (status, body) =
+            self.call("PUT", &format!("/organizations/{org}/public-key"), Some(admin), Some(body)).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     /// Creates a user with a role in an organization and logs in.

@@ -85,6 +85,7 @@ pub async fn register_node(
             name,
             organization: org.org(),
             key_file,
+            previous_key_files: Vec::new(),
             state_dir: dir.join("state"),
             heartbeat_secs: 1,
             shutdown_grace_secs: 5,
@@ -93,10 +94,12 @@ pub async fn register_node(
         server: ServerSection {
             url: format!("http://{}", app.addr),
             api_key: SecretString::from(registration["api_key"].as_str().unwrap().to_owned()),
+            tls: Default::default(),
         },
         broker: BrokerSection {
             url: SecretString::from(format!("amqp://{user}:{password}@127.0.0.1:5672/{}", app.vhost)),
             username: user,
+            tls: Default::default(),
             cluster_hosts: Vec::new(),
             server_user: broker["server_user"].as_str().unwrap().to_owned(),
         },
@@ -108,7 +111,8 @@ pub async fn register_node(
             share_logs: true,
         },
         data: Default::default(),
-        peers: PeersSection::default(),
+        // Probe tests trust partners on first use; `Federation` pins every key instead.
+        peers: PeersSection { trust_on_first_use: true, ..PeersSection::default() },
     };
     let config_path = dir.join("node.toml");
     let toml = to_toml(&config, password, registration["api_key"].as_str().unwrap(), &app.vhost);
@@ -343,6 +347,9 @@ server_user = "{server_user}"
 memory_mib = {memory}
 concurrent_jobs = {jobs}
 timeout_secs = {timeout}
+
+[peers]
+trust_on_first_use = true
 
 [policy]
 requesters = ["*"]

@@ -61,6 +61,18 @@ impl Principal {
         }
     }
 
+    /// An administrator of `org` who belongs to it: root is not. Used where the organization
+    /// itself must act, such as publishing its key, so that the server's operator cannot.
+    pub fn require_own_admin(&self, org: OrgId) -> Result<(), ApiError> {
+        match self {
+            Principal::User(u) if u.role == Role::OrgAdmin && u.organization == Some(org) => Ok(()),
+            _ => Err(ApiError::forbidden(format!(
+                "only an administrator who belongs to organization {org} may do this (not root: \
+                 members trust an organization's keys because the organization itself publishes them)"
+            ))),
+        }
+    }
+
     /// A person who may create tasks for their organization (researchers and organization
     /// administrators), or a node (subtasks).
     pub fn require_task_creator(&self) -> Result<OrgId, ApiError> {

@@ -6,7 +6,9 @@ use warp::http::StatusCode;
 use super::auth::Principal;
 use super::{ApiError, Response, State, db, reply};
 use crate::ids::OrgId;
-use crate::keys::PublicKey;
+use base64::Engine as _;
+
+use crate::keys::{PublicKey, Rotation};
 use crate::server::db::directory;
 
 /// `POST /organizations` body.
@@ -30,12 +32,19 @@ fn check_name(name: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
-/// Root registers an organization, optionally with its first public key; its queue is created.
+/// Root registers an organization; its queue is created. Its key is published by its own
+/// administrator afterwards, never by root.
 pub async fn create(principal: Principal, body: CreateOrganization, state: State) -> Response {
     principal.require_root()?;
     let name = check_name(&body.name)?;
-    let key = body.public_key.as_deref().map(parse_key).transpose()?;
-    let mut client = db(&state).await?;
+    if body.public_key.is_some() {
+        return Err(ApiError::invalid(
+            "public_key: an organization's key is published by its own administrator \
+             (PUT /api/v1/organizations/{id}/public-key, or `fedq keys publish`), not by root",
+        )
+        .into());
+    }
+    let client = db(&state).await?;
     let org = directory::insert_org(&**client, name).await.map_err(|e| {
         if e.is_unique_violation() {
             ApiError::conflict(format!("an organization named {name:?} exists"))
@@ -43,9 +52,6 @@ pub async fn create(principal: Principal, body: CreateOrganization, state: State
             e.into()
         }
     })?;
-    if let Some(key) = &key {
-        directory::publish_key(&mut client, org.id, key).await.map_err(ApiError::from)?;
-    }
     state.broker.declare_org_queue(org.id).await?;
     let org =
         directory::org(&**client, org.id).await.map_err(ApiError::from)?.ok_or_else(ApiError::internal)?;
@@ -79,19 +85,53 @@ pub async fn get(id: OrgId, principal: Principal, state: State) -> Response {
 #[serde(deny_unknown_fields)]
 pub struct PublishKey {
     public_key: String,
+    /// The organization's signature of the hand-over from its current key to this one, made
+    /// with the current key (base64 of 64 bytes): members then follow the rotation by themselves.
+    #[serde(default)]
+    rotation_signature: Option<String>,
 }
 
-/// An administrator of the organization publishes a new public key; the previous one is
-/// retired (it still verifies envelopes created before now).
+/// An administrator who belongs to the organization publishes a new public key; the previous
+/// one is retired (it still verifies envelopes created before now). With a rotation signature
+/// made by the current key, members follow the change by themselves; without one, each member
+/// must trust the new fingerprint by hand.
 pub async fn publish_key(id: OrgId, principal: Principal, body: PublishKey, state: State) -> Response {
-    principal.require_admin_of(id)?;
+    principal.require_own_admin(id)?;
     let key = parse_key(&body.public_key)?;
     let mut client = db(&state).await?;
     if directory::org(&**client, id).await.map_err(ApiError::from)?.is_none() {
         return Err(ApiError::not_found(format!("organization {id}")).into());
     }
-    directory::publish_key(&mut client, id, &key).await.map_err(ApiError::from)?;
-    tracing::info!(org = %id, key = ?key.id(), "public key published");
+    let current = directory::current_key(&**client, id).await.map_err(ApiError::from)?;
+    let signature = match &body.rotation_signature {
+        None => None,
+        Some(text) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .ok()
+                .and_then(|b| <[u8; 64]>::try_from(b).ok())
+                .ok_or_else(|| ApiError::invalid("rotation_signature: 64 bytes in standard base64"))?;
+            let Some(current) = &current else {
+                return Err(ApiError::invalid(
+                    "rotation_signature: the organization has no key yet, so there is nothing to rotate from",
+                )
+                .into());
+            };
+            let rotation = Rotation { org: id, old: current.id(), new: key.clone(), signature: bytes };
+            if !rotation.verify(current) {
+                return Err(ApiError::invalid(format!(
+                    "rotation_signature does not verify with the current key {}: sign the rotation with \
+                     that key (`fedq keys publish --key NEW.key --previous-key CURRENT.key`)",
+                    current.id()
+                ))
+                .into());
+            }
+            Some(bytes)
+        }
+    };
+    let previous = current.filter(|c| c.id() != key.id()).map(|c| (c.id(), signature));
+    directory::publish_key(&mut client, id, &key, previous).await.map_err(ApiError::from)?;
+    tracing::info!(org = %id, key = %key.id(), signed = signature.is_some(), "public key published");
     let org = directory::org(&**client, id).await.map_err(ApiError::from)?.ok_or_else(ApiError::internal)?;
     Ok(reply(StatusCode::OK, &org))
 }

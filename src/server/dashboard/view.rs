@@ -143,9 +143,10 @@ pub fn short(id: &impl ToString) -> Markup {
     html! { code title=(id) { (id.get(..8).unwrap_or(&id)) } }
 }
 
-/// A key fingerprint in groups of four hex digits, for reading aloud over the phone.
-pub fn fingerprint(hex: &str) -> String {
-    hex.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
+/// A key fingerprint as everywhere else (`SHA256:…`, one word to copy), in a monospace element
+/// that wraps anywhere so that it fits narrow screens.
+pub fn fingerprint(text: &str) -> Markup {
+    html! { code.fingerprint { (text) } }
 }
 
 /// A size in bytes, for people.
@@ -241,8 +242,9 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_are_grouped() {
-        assert_eq!(fingerprint("0123456789ab"), "0123 4567 89ab");
+    fn fingerprints_are_shown_as_everywhere_else() {
+        let text = "SHA256:0123456789abcdef";
+        assert_eq!(fingerprint(text).into_string(), format!("<code class=\"fingerprint\">{text}</code>"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use base64::Engine as _;
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -29,7 +30,7 @@ pub struct Organization {
 pub struct PublishedKey {
     /// Organization.
     pub organization: OrgId,
-    /// Fingerprint (hex).
+    /// Fingerprint (`SHA256:…`).
     pub key_id: String,
     /// The key (`fedq-pk1:…`).
     pub public_key: String,
@@ -37,6 +38,11 @@ pub struct PublishedKey {
     pub published_at: SystemTime,
     /// When a newer key replaced it.
     pub retired_at: Option<SystemTime>,
+    /// The fingerprint of the key it replaced, if any.
+    pub previous_key_id: Option<String>,
+    /// The organization's signature of the hand-over, made with the previous key (base64), if
+    /// the replacement was a signed rotation.
+    pub rotation_signature: Option<String>,
 }
 
 const ORG_SELECT: &str = "SELECT o.id, o.name, k.public_key, k.key_id FROM organizations o
@@ -49,8 +55,15 @@ fn org_from_row(row: &tokio_postgres::Row) -> Organization {
         id: OrgId::from_uuid(row.get("id")),
         name: row.get("name"),
         public_key: row.get("public_key"),
-        fingerprint: row.get::<_, Option<Vec<u8>>>("key_id").map(hex::encode),
+        fingerprint: row.get::<_, Option<Vec<u8>>>("key_id").map(|b| fingerprint(&b)),
     }
+}
+
+/// The text form of a fingerprint stored as bytes.
+fn fingerprint(bytes: &[u8]) -> String {
+    <[u8; 32]>::try_from(bytes)
+        .map(|b| KeyId::from_bytes(b).to_string())
+        .unwrap_or_else(|_| hex::encode(bytes))
 }
 
 /// Inserts an organization.
@@ -83,15 +96,31 @@ pub async fn orgs(db: &impl GenericClient, visible_to: Option<OrgId>) -> Result<
     Ok(rows.iter().map(org_from_row).collect())
 }
 
-/// Publishes `key` as the organization's current key, retiring the previous one. Publishing the
-/// current key again changes nothing.
+/// The organization's current key, if one is published.
+pub async fn current_key(db: &impl GenericClient, org: OrgId) -> Result<Option<PublicKey>, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT public_key FROM organization_keys WHERE org_id = $1 AND retired_at IS NULL
+             ORDER BY published_at DESC LIMIT 1",
+            &[org.as_uuid()],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
+}
+
+/// Publishes `key` as the organization's current key, retiring the previous one and recording
+/// it as `previous` with the rotation's signature, if any. Publishing the current key again
+/// changes nothing.
 pub async fn publish_key(
     db: &mut deadpool_postgres::Object,
     org: OrgId,
     key: &PublicKey,
+    previous: Option<(KeyId, Option<[u8; 64]>)>,
 ) -> Result<(), DbError> {
     let tx = db.transaction().await?;
     let key_id = key.id().as_bytes().to_vec();
+    let previous_id = previous.map(|(id, _)| id.as_bytes().to_vec());
+    let signature = previous.and_then(|(_, s)| s).map(|s| s.to_vec());
     let existing = tx
         .query_opt(
             "SELECT retired_at IS NULL AS current FROM organization_keys WHERE org_id = $1 AND key_id = $2",
@@ -105,8 +134,9 @@ pub async fn publish_key(
         )
         .await?;
         tx.execute(
-            "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
-            &[org.as_uuid(), &key_id, &key.to_string()],
+            "INSERT INTO organization_keys (org_id, key_id, public_key, previous_key_id, rotation_signature)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[org.as_uuid(), &key_id, &key.to_string(), &previous_id, &signature],
         )
         .await?;
     }
@@ -124,8 +154,8 @@ pub async fn key_histories(db: &impl GenericClient, orgs: &[OrgId]) -> Result<Ve
     let ids: Vec<Uuid> = orgs.iter().map(|o| *o.as_uuid()).collect();
     let rows = db
         .query(
-            "SELECT org_id, key_id, public_key, published_at, retired_at FROM organization_keys
-             WHERE org_id = ANY($1) ORDER BY org_id, published_at DESC",
+            "SELECT org_id, key_id, public_key, published_at, retired_at, previous_key_id, rotation_signature
+             FROM organization_keys WHERE org_id = ANY($1) ORDER BY org_id, published_at DESC",
             &[&ids],
         )
         .await?;
@@ -135,10 +165,14 @@ pub async fn key_histories(db: &impl GenericClient, orgs: &[OrgId]) -> Result<Ve
 fn key_from_row(row: &tokio_postgres::Row) -> PublishedKey {
     PublishedKey {
         organization: OrgId::from_uuid(row.get("org_id")),
-        key_id: hex::encode(row.get::<_, Vec<u8>>("key_id")),
+        key_id: fingerprint(&row.get::<_, Vec<u8>>("key_id")),
         public_key: row.get("public_key"),
         published_at: row.get("published_at"),
         retired_at: row.get("retired_at"),
+        previous_key_id: row.get::<_, Option<Vec<u8>>>("previous_key_id").map(|b| fingerprint(&b)),
+        rotation_signature: row
+            .get::<_, Option<Vec<u8>>>("rotation_signature")
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
     }
 }
 
@@ -149,7 +183,8 @@ pub async fn collaboration_keys(
 ) -> Result<Vec<PublishedKey>, DbError> {
     let rows = db
         .query(
-            "SELECT k.org_id, k.key_id, k.public_key, k.published_at, k.retired_at
+            "SELECT k.org_id, k.key_id, k.public_key, k.published_at, k.retired_at, k.previous_key_id,
+                    k.rotation_signature
              FROM collaboration_members m JOIN organization_keys k ON k.org_id = m.org_id
              WHERE m.collaboration_id = $1 AND k.retired_at IS NULL ORDER BY k.org_id",
             &[collaboration.as_uuid()],

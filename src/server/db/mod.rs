@@ -12,6 +12,8 @@ pub mod users;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use secrecy::ExposeSecret as _;
 
+use crate::tls::ClientTls;
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
@@ -65,14 +67,29 @@ impl DbError {
 }
 
 /// Creates the pool. Connections are opened lazily, so this succeeds while the database is down.
-pub fn pool(url: &secrecy::SecretString, size: usize) -> Result<Pool, DbError> {
+///
+/// With `sslmode=require` in the URL every connection is TLS, verified against `tls.ca_file`
+/// (or the system's roots) and the host name, as libpq's `verify-full`; without it, connections
+/// are plain, which the plain-text rule allows only to loopback unless `tls.allow_plaintext`.
+pub fn pool(url: &secrecy::SecretString, size: usize, tls: &ClientTls) -> Result<Pool, DbError> {
     let pg: tokio_postgres::Config =
         url.expose_secret().parse().map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
-    let manager = Manager::from_config(
-        pg,
-        tokio_postgres::NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
+    let encrypted = pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require;
+    if !encrypted {
+        for host in pg.get_hosts() {
+            if let tokio_postgres::config::Host::Tcp(host) = host {
+                tls.check_plaintext("database.url", "postgres", host)
+                    .map_err(|e| DbError::Config(e.to_string()))?;
+            }
+        }
+    }
+    let config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    let manager = if encrypted {
+        let connector = tls.postgres_connector("database.tls").map_err(|e| DbError::Config(e.to_string()))?;
+        Manager::from_config(pg, connector, config)
+    } else {
+        Manager::from_config(pg, tokio_postgres::NoTls, config)
+    };
     Pool::builder(manager)
         .max_size(size)
         .runtime(deadpool_postgres::Runtime::Tokio1)

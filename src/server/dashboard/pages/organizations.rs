@@ -38,7 +38,7 @@ pub async fn page(admin: Admin, state: State) -> Page {
                 dl.facts {
                     dt { "Key fingerprint" }
                     dd.fingerprint { @match &org.fingerprint {
-                        Some(f) => code { (fingerprint(f)) },
+                        Some(f) => (fingerprint(f)),
                         None => span.muted { "no key published" },
                     } }
                 }
@@ -47,7 +47,7 @@ pub async fn page(admin: Admin, state: State) -> Page {
                     table {
                         thead { tr { th { "Fingerprint" } th { "Published" } th { "Retired" } } }
                         tbody { @for key in &keys {
-                            tr { td { code { (fingerprint(&key.key_id)) } } td { (when(key.published_at)) } td { (when_opt(key.retired_at)) } }
+                            tr { td { (fingerprint(&key.key_id)) } td { (when(key.published_at)) } td { (when_opt(key.retired_at)) } }
                         } }
                     }
                 }

@@ -1,0 +1,463 @@
+//! Which public keys of other organizations this party trusts, decided here and never on the
+//! server's word alone.
+//!
+//! The server publishes keys, but a curious or compromised server could hand out a key of its
+//! own and read everything sealed to it. So each party (a researcher's client, a node) keeps a
+//! persistent store of the keys it trusts per organization. The first key of an organization is
+//! trusted only by fingerprint, given by a person who compared it out of band (`fedq keys trust`,
+//! node pins), or explicitly on first use, which records and reports it. A different key later is
+//! accepted only when a chain of [`Rotation`]s leads to it, each signed by the key before it;
+//! anything else is refused with both fingerprints, until a person trusts the new one.
+//!
+//! Every key once trusted for an organization stays trusted to verify its signatures, so that
+//! envelopes sealed before a rotation still open.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ed25519_dalek::{Signature, Signer as _, Verifier as _};
+use serde::{Deserialize, Serialize};
+
+use super::{KeyId, OrgKey, PublicKey, SenderKeys};
+use crate::ids::OrgId;
+use crate::time::Timestamp;
+
+const ROTATION_LABEL: &[u8] = b"fedq key rotation v1\0";
+/// Longest chain of rotations followed at once; a longer one is refused as implausible.
+const MAX_CHAIN: usize = 64;
+
+/// An organization's statement that its key `old` hands over to `new`, signed with `old`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The organization.
+    pub org: OrgId,
+    /// The key that signs the hand-over.
+    pub old: KeyId,
+    /// The key it hands over to.
+    pub new: PublicKey,
+    /// Ed25519 signature by `old` over [`Rotation::message`].
+    pub signature: [u8; 64],
+}
+
+impl Rotation {
+    /// What is signed: a label, the organization, the old key's fingerprint, the new key.
+    fn message(org: OrgId, old: &KeyId, new: &PublicKey) -> Vec<u8> {
+        let mut message = Vec::with_capacity(ROTATION_LABEL.len() + 16 + 32 + 64);
+        message.extend_from_slice(ROTATION_LABEL);
+        message.extend_from_slice(org.as_uuid().as_bytes());
+        message.extend_from_slice(old.as_bytes());
+        message.extend_from_slice(&new.to_bytes());
+        message
+    }
+
+    /// `old` signs the hand-over of `org` to `new`.
+    pub fn sign(org: OrgId, old: &OrgKey, new: &PublicKey) -> Self {
+        let signature = old.signing_key().sign(&Self::message(org, &old.id(), new)).to_bytes();
+        Self { org, old: old.id(), new: new.clone(), signature }
+    }
+
+    /// Whether `old` (the key named by `self.old`) signed this rotation.
+    pub fn verify(&self, old: &PublicKey) -> bool {
+        old.id() == self.old
+            && old
+                .verifying_key()
+                .verify(
+                    &Self::message(self.org, &self.old, &self.new),
+                    &Signature::from_bytes(&self.signature),
+                )
+                .is_ok()
+    }
+}
+
+/// Whether an organization's first key may be trusted without a fingerprint from a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirstUse {
+    /// Refuse it until its fingerprint is trusted (`fedq keys trust`, node pins).
+    #[default]
+    Refuse,
+    /// Trust it, record it, and report its fingerprint (trust on first use).
+    Accept,
+}
+
+/// How a key came to be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum How {
+    /// A person gave its fingerprint.
+    Fingerprint,
+    /// Trusted on first use.
+    FirstUse,
+    /// A rotation signed by the key before it.
+    Rotation,
+    /// This party's own key.
+    Own,
+}
+
+/// One trusted key of an organization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustedKey {
+    /// Its fingerprint.
+    #[serde(with = "super::fingerprint_text")]
+    pub fingerprint: KeyId,
+    /// The key, once the server has shown it (a fingerprint may be trusted before).
+    pub public_key: Option<PublicKey>,
+    /// Why it is trusted.
+    pub how: How,
+    /// Since when.
+    pub since: Timestamp,
+}
+
+/// What [`KeyTrust::accept`] decided about a key it trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Already the current key.
+    Known,
+    /// Its fingerprint was trusted; now the key itself is known too.
+    Fingerprint,
+    /// Trusted now, on first use: report the fingerprint.
+    FirstUse,
+    /// Followed a signed rotation from the key trusted before.
+    Rotated {
+        /// The key trusted before.
+        from: KeyId,
+    },
+}
+
+/// A key that is not trusted, or a store that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The organization's first key, with no fingerprint trusted for it.
+    #[error(
+        "organization {org} has key {offered}, which you have not trusted yet: compare this \
+         fingerprint with the organization out of band, then run `fedq keys trust {org} {offered}` \
+         (a node: add it to [peers.pins])"
+    )]
+    Unknown {
+        /// The organization.
+        org: OrgId,
+        /// The key the server offered.
+        offered: KeyId,
+    },
+    /// A key other than the trusted one, and no signed rotation leads to it.
+    #[error(
+        "the server now gives key {offered} for organization {org}, but you trust {trusted} and no \
+         rotation signed by it leads to the new key: it may have been swapped by the server or on \
+         the way. Nothing was sealed to it. If organization {org} confirms out of band that it \
+         replaced its key, run `fedq keys trust {org} {offered}` (a node: add it to [peers.pins])"
+    )]
+    Changed {
+        /// The organization.
+        org: OrgId,
+        /// The key trusted now.
+        trusted: KeyId,
+        /// The key the server offered.
+        offered: KeyId,
+    },
+    /// The store could not be read or written.
+    #[error("trusted keys at {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store is not readable as trusted keys.
+    #[error(
+        "trusted keys at {path} are damaged ({detail}); restore it from a backup or move it away and trust the keys again"
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    version: u32,
+    organizations: BTreeMap<OrgId, Vec<TrustedKey>>,
+}
+
+/// The keys this party trusts, per organization, oldest first: the last is the current one.
+#[derive(Debug)]
+pub struct KeyTrust {
+    path: Option<PathBuf>,
+    first_use: FirstUse,
+    orgs: Mutex<BTreeMap<OrgId, Vec<TrustedKey>>>,
+}
+
+impl KeyTrust {
+    /// A store kept in memory only.
+    pub fn in_memory(first_use: FirstUse) -> Self {
+        Self { path: None, first_use, orgs: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The store kept at `path` (created on the first change).
+    pub fn open(path: &Path, first_use: FirstUse) -> Result<Self, TrustError> {
+        let orgs = match std::fs::read(path) {
+            Ok(bytes) => {
+                let stored: Stored = serde_json::from_slice(&bytes)
+                    .map_err(|e| TrustError::Damaged { path: path.to_owned(), detail: e.to_string() })?;
+                stored.organizations
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(TrustError::Io { path: path.to_owned(), source }),
+        };
+        Ok(Self { path: Some(path.to_owned()), first_use, orgs: Mutex::new(orgs) })
+    }
+
+    /// Whether first keys are trusted on first use.
+    pub fn first_use(&self) -> FirstUse {
+        self.first_use
+    }
+
+    fn save(&self, orgs: &BTreeMap<OrgId, Vec<TrustedKey>>) -> Result<(), TrustError> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let io = |source| TrustError::Io { path: path.clone(), source };
+        let stored = Stored { version: 1, organizations: orgs.clone() };
+        let bytes = serde_json::to_vec_pretty(&stored).expect("trusted keys encode");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
+            file.write_all(&bytes).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// A person trusts `fingerprint` for `org`: it becomes the current key (unless it is
+    /// already trusted, so that pins read again at every start do not undo a rotation).
+    pub fn trust(&self, org: OrgId, fingerprint: KeyId) -> Result<bool, TrustError> {
+        self.add(org, fingerprint, None, How::Fingerprint)
+    }
+
+    /// This party's own key.
+    pub fn trust_own(&self, org: OrgId, key: &PublicKey) -> Result<bool, TrustError> {
+        self.add(org, key.id(), Some(key.clone()), How::Own)
+    }
+
+    fn add(&self, org: OrgId, id: KeyId, key: Option<PublicKey>, how: How) -> Result<bool, TrustError> {
+        let mut orgs = self.orgs.lock().expect("not poisoned");
+        let keys = orgs.entry(org).or_default();
+        if let Some(known) = keys.iter_mut().find(|k| k.fingerprint == id) {
+            if known.public_key.is_none() && key.is_some() {
+                known.public_key = key;
+                self.save(&orgs)?;
+            }
+            return Ok(false);
+        }
+        keys.push(TrustedKey { fingerprint: id, public_key: key, how, since: Timestamp::now() });
+        self.save(&orgs)?;
+        Ok(true)
+    }
+
+    /// Fills in the key of a fingerprint trusted for `org` (the fingerprint binds the key, so
+    /// any source will do). Returns whether it was missing.
+    pub fn learn(&self, org: OrgId, key: &PublicKey) -> Result<bool, TrustError> {
+        let mut orgs = self.orgs.lock().expect("not poisoned");
+        let Some(known) =
+            orgs.get_mut(&org).and_then(|keys| keys.iter_mut().find(|k| k.fingerprint == key.id()))
+        else {
+            return Ok(false);
+        };
+        if known.public_key.is_some() {
+            return Ok(false);
+        }
+        known.public_key = Some(key.clone());
+        self.save(&orgs)?;
+        Ok(true)
+    }
+
+    /// The current trusted fingerprint of `org`, if any.
+    pub fn current_fingerprint(&self, org: OrgId) -> Option<KeyId> {
+        self.orgs.lock().expect("not poisoned").get(&org)?.last().map(|k| k.fingerprint)
+    }
+
+    /// Whether deciding on `offered` for `org` needs the organization's rotations: a key is
+    /// trusted for it and `offered` is another one.
+    pub fn needs_rotations(&self, org: OrgId, offered: &PublicKey) -> bool {
+        let orgs = self.orgs.lock().expect("not poisoned");
+        orgs.get(&org)
+            .is_some_and(|keys| !keys.is_empty() && !keys.iter().any(|k| k.fingerprint == offered.id()))
+    }
+
+    /// Decides whether `offered`, the key the server gives for `org` now, is trusted: it is a
+    /// trusted key (or the fingerprint of one), a first key trusted on first use, or the end of
+    /// a chain of `rotations` from the current trusted key, each signed by the key before it.
+    /// Accepted keys are recorded.
+    pub fn accept(
+        &self,
+        org: OrgId,
+        offered: &PublicKey,
+        rotations: &[Rotation],
+    ) -> Result<Accepted, TrustError> {
+        let mut orgs = self.orgs.lock().expect("not poisoned");
+        let keys = orgs.entry(org).or_default();
+        if let Some(known) = keys.iter_mut().find(|k| k.fingerprint == offered.id()) {
+            if known.public_key.is_some() {
+                return Ok(Accepted::Known);
+            }
+            known.public_key = Some(offered.clone());
+            self.save(&orgs)?;
+            return Ok(Accepted::Fingerprint);
+        }
+        let Some(current) = keys.last().cloned() else {
+            if self.first_use == FirstUse::Refuse {
+                return Err(TrustError::Unknown { org, offered: offered.id() });
+            }
+            keys.push(TrustedKey {
+                fingerprint: offered.id(),
+                public_key: Some(offered.clone()),
+                how: How::FirstUse,
+                since: Timestamp::now(),
+            });
+            self.save(&orgs)?;
+            return Ok(Accepted::FirstUse);
+        };
+        let changed = || TrustError::Changed { org, trusted: current.fingerprint, offered: offered.id() };
+        // Follow the chain from the current key, each step verified by the key before it.
+        let mut at = current.public_key.clone().ok_or_else(changed)?;
+        let mut chain = Vec::new();
+        while at.id() != offered.id() {
+            if chain.len() >= MAX_CHAIN {
+                return Err(changed());
+            }
+            let step = rotations
+                .iter()
+                .find(|r| r.org == org && r.old == at.id() && r.verify(&at))
+                .ok_or_else(changed)?;
+            chain.push(step.new.clone());
+            at = step.new.clone();
+        }
+        let now = Timestamp::now();
+        for key in chain {
+            keys.push(TrustedKey {
+                fingerprint: key.id(),
+                public_key: Some(key),
+                how: How::Rotation,
+                since: now,
+            });
+        }
+        self.save(&orgs)?;
+        Ok(Accepted::Rotated { from: current.fingerprint })
+    }
+
+    /// The current trusted key of `org`, once its key is known: what is sealed to.
+    pub fn current(&self, org: OrgId) -> Option<PublicKey> {
+        self.orgs.lock().expect("not poisoned").get(&org)?.last()?.public_key.clone()
+    }
+
+    /// Every organization with its trusted keys, oldest first.
+    pub fn list(&self) -> Vec<(OrgId, Vec<TrustedKey>)> {
+        self.orgs.lock().expect("not poisoned").iter().map(|(o, k)| (*o, k.clone())).collect()
+    }
+}
+
+impl SenderKeys for KeyTrust {
+    fn sender_key(&self, org: OrgId, key: &KeyId) -> Option<PublicKey> {
+        let orgs = self.orgs.lock().expect("not poisoned");
+        orgs.get(&org)?.iter().find(|k| &k.fingerprint == key)?.public_key.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_key_needs_a_fingerprint_unless_first_use_is_accepted() {
+        let (org, key) = (OrgId::new(), OrgKey::generate());
+        let strict = KeyTrust::in_memory(FirstUse::Refuse);
+        let err = strict.accept(org, key.public(), &[]).unwrap_err();
+        assert!(matches!(err, TrustError::Unknown { offered, .. } if offered == key.id()));
+        assert!(err.to_string().contains(&key.id().to_string()), "{err}");
+        assert!(strict.current(org).is_none());
+        strict.trust(org, key.id()).unwrap();
+        assert!(strict.current(org).is_none(), "a fingerprint alone gives no key to seal to");
+        assert_eq!(strict.accept(org, key.public(), &[]).unwrap(), Accepted::Fingerprint);
+        assert_eq!(strict.accept(org, key.public(), &[]).unwrap(), Accepted::Known);
+        assert_eq!(strict.current(org).unwrap().id(), key.id());
+
+        let tofu = KeyTrust::in_memory(FirstUse::Accept);
+        assert_eq!(tofu.accept(org, key.public(), &[]).unwrap(), Accepted::FirstUse);
+        assert_eq!(tofu.current(org).unwrap().id(), key.id());
+    }
+
+    #[test]
+    fn a_swapped_key_is_refused_naming_both_fingerprints() {
+        let (org, genuine, swapped) = (OrgId::new(), OrgKey::generate(), OrgKey::generate());
+        let trust = KeyTrust::in_memory(FirstUse::Accept);
+        trust.accept(org, genuine.public(), &[]).unwrap();
+        assert!(trust.needs_rotations(org, swapped.public()));
+        // A rotation signed by the swapped key itself, or for another organization, proves nothing.
+        let forged = Rotation::sign(org, &swapped, swapped.public());
+        let elsewhere = Rotation::sign(OrgId::new(), &genuine, swapped.public());
+        let err = trust.accept(org, swapped.public(), &[forged, elsewhere]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&genuine.id().to_string()) && text.contains(&swapped.id().to_string()),
+            "{text}"
+        );
+        assert_eq!(trust.current(org).unwrap().id(), genuine.id());
+        assert!(trust.sender_key(org, &swapped.id()).is_none());
+    }
+
+    #[test]
+    fn signed_rotations_are_followed_and_old_keys_still_verify() {
+        let (org, k1, k2, k3) = (OrgId::new(), OrgKey::generate(), OrgKey::generate(), OrgKey::generate());
+        let trust = KeyTrust::in_memory(FirstUse::Refuse);
+        trust.trust(org, k1.id()).unwrap();
+        trust.accept(org, k1.public(), &[]).unwrap();
+        let chain = [Rotation::sign(org, &k2, k3.public()), Rotation::sign(org, &k1, k2.public())];
+        assert_eq!(trust.accept(org, k3.public(), &chain).unwrap(), Accepted::Rotated { from: k1.id() });
+        assert_eq!(trust.current(org).unwrap().id(), k3.id());
+        assert!(trust.sender_key(org, &k1.id()).is_some() && trust.sender_key(org, &k2.id()).is_some());
+        // A chain from a fingerprint whose key was never shown needs the key first.
+        let pinned_only = KeyTrust::in_memory(FirstUse::Refuse);
+        pinned_only.trust(org, k1.id()).unwrap();
+        assert!(pinned_only.accept(org, k3.public(), &chain).is_err());
+        assert!(!pinned_only.learn(org, k2.public()).unwrap(), "an untrusted key is not learned");
+        assert!(pinned_only.learn(org, k1.public()).unwrap());
+        assert_eq!(
+            pinned_only.accept(org, k3.public(), &chain).unwrap(),
+            Accepted::Rotated { from: k1.id() }
+        );
+        // A tampered signature breaks the chain.
+        let mut bad = Rotation::sign(org, &k3, OrgKey::generate().public());
+        bad.signature[5] ^= 1;
+        assert!(!bad.verify(k3.public()));
+    }
+
+    #[test]
+    fn the_store_persists_and_pins_read_again_do_not_undo_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trusted-keys.json");
+        let (org, k1, k2) = (OrgId::new(), OrgKey::generate(), OrgKey::generate());
+        {
+            let trust = KeyTrust::open(&path, FirstUse::Refuse).unwrap();
+            trust.trust(org, k1.id()).unwrap();
+            trust.accept(org, k1.public(), &[]).unwrap();
+            trust.accept(org, k2.public(), &[Rotation::sign(org, &k1, k2.public())]).unwrap();
+        }
+        let trust = KeyTrust::open(&path, FirstUse::Refuse).unwrap();
+        assert!(!trust.trust(org, k1.id()).unwrap(), "the pin is known");
+        assert_eq!(trust.current(org).unwrap().id(), k2.id());
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(KeyTrust::open(&path, FirstUse::Refuse), Err(TrustError::Damaged { .. })));
+    }
+}
