@@ -221,18 +221,22 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
                 .map_err(|source| CliError::Io { path: "terminal".into(), source })?,
         )
     };
-    let tls = ClientTls {
-        ca_file: args.ca_file.clone(),
-        allow_plaintext: args.allow_plaintext,
-        ..ClientTls::default()
+    // Kept as an absolute path: later commands may run from another directory.
+    let ca_file = match &args.ca_file {
+        Some(path) => {
+            Some(std::fs::canonicalize(path).map_err(|source| CliError::Io { path: path.clone(), source })?)
+        }
+        None => None,
     };
+    let tls =
+        ClientTls { ca_file: ca_file.clone(), allow_plaintext: args.allow_plaintext, ..ClientTls::default() };
     let client =
         runtime()?.block_on(Client::login(&args.server, &tls, &args.user, password.expose_secret()))?;
     let path = session_path();
     let session = Session {
         server: args.server,
         token: client.token().expose_secret().to_owned(),
-        ca_file: args.ca_file,
+        ca_file,
         allow_plaintext: args.allow_plaintext,
     };
     write_private(&path, &serde_json::to_vec_pretty(&session).expect("a session encodes"))?;

@@ -393,7 +393,9 @@ impl Client {
                     tracing::info!(%org, %from, to = %offered.id(), "followed a signed key rotation");
                     Ok(offered)
                 }
-                Ok(_) => Ok(offered),
+                // A key trusted once but since rotated away from is still listed by a server
+                // that wants it used: seal to the newest trusted key all the same.
+                Ok(_) => Ok(self.trust.current(org).unwrap_or(offered)),
                 Err(TrustError::Io { path, source }) => return Err(TrustError::Io { path, source }.into()),
                 Err(e) => Err(e),
             };

@@ -85,15 +85,8 @@ pub async fn attach(
     vhost: String,
     addr: std::net::SocketAddr,
 ) -> TestApp {
-    let mut app = TestApp {
-        addr,
-        server: None,
-        config,
-        db_name,
-        vhost,
-        http: reqwest::Client::new(),
-        root_token: String::new(),
-    };
+    let mut app = attach_stopped(config, db_name, vhost);
+    app.addr = addr;
     app.wait_healthy().await;
     app.root_token = app.login("root", ROOT_PASSWORD).await;
     app
