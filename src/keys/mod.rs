@@ -313,6 +313,17 @@ mod tests {
         assert_eq!(PublicKey::from_bytes(&bytes).unwrap_err(), KeyParseError::InvalidPoint("Ed25519"));
     }
 
+    proptest::proptest! {
+        /// Fingerprints come from people and from the server: any text parses or is refused,
+        /// never a panic, and every fingerprint reads back from its one text form.
+        #[test]
+        fn fingerprints_parse_any_text_without_panicking(text in ".{0,100}", bytes in proptest::array::uniform32(0u8..)) {
+            let _ = text.parse::<KeyId>();
+            let id = KeyId::from_bytes(bytes);
+            proptest::prop_assert_eq!(id.to_string().parse::<KeyId>().unwrap(), id);
+        }
+    }
+
     #[test]
     fn debug_never_shows_the_secret() {
         let key = OrgKey::generate();

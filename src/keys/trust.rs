@@ -443,6 +443,20 @@ mod tests {
         assert!(!bad.verify(k3.public()));
     }
 
+    proptest::proptest! {
+        /// A rotation statement comes from the server: no signature but the organization's own
+        /// verifies, whatever its bytes.
+        #[test]
+        fn forged_rotation_signatures_never_verify(signature in proptest::array::uniform32(0u8..), tail in proptest::array::uniform32(0u8..)) {
+            let (org, old, new) = (OrgId::new(), OrgKey::generate(), OrgKey::generate());
+            let mut bytes = [0u8; 64];
+            bytes[..32].copy_from_slice(&signature);
+            bytes[32..].copy_from_slice(&tail);
+            let forged = Rotation { org, old: old.id(), new: new.public().clone(), signature: bytes };
+            proptest::prop_assert!(!forged.verify(old.public()));
+        }
+    }
+
     #[test]
     fn the_store_persists_and_pins_read_again_do_not_undo_a_rotation() {
         let dir = tempfile::tempdir().unwrap();

@@ -41,7 +41,18 @@ pub async fn create(principal: Principal, body: CreateNode, state: State) -> Res
     let mgmt = &state.management;
     let broker_error = |e: crate::broker::management::ManagementError| {
         tracing::warn!(error = %e, "could not create the node's broker user");
-        ApiError::unavailable("the broker's management API is unavailable; retry later")
+        // Say which kind of failure it is: a refusal will not go away by retrying.
+        ApiError::unavailable(match e {
+            crate::broker::management::ManagementError::Status { status, .. } => format!(
+                "the broker's management API refused to create the node's user ({status}); the server's \
+                 broker.management_user needs the administrator tag"
+            ),
+            crate::broker::management::ManagementError::Http(_) => {
+                "the broker's management API did not answer (check the server's broker.management_url \
+                 and broker.tls, and its log); retry once it is reachable"
+                    .to_owned()
+            }
+        })
     };
     state.broker.declare_org_queue(body.organization).await?;
     mgmt.put_user(&broker_user, &broker_password).await.map_err(broker_error)?;
