@@ -275,12 +275,14 @@ impl StateDir {
             .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
-    /// Stores the opened result of one job of a subtask (idempotent).
-    pub fn save_subtask_result(&self, task: TaskId, result: &SubtaskResult) -> io::Result<()> {
+    /// Stores the opened result of one job of a subtask, once: a later one for the same job
+    /// (a redelivery, or another party's attempt to replace it) leaves the first. Returns whether
+    /// it was stored.
+    pub fn save_subtask_result(&self, task: TaskId, result: &SubtaskResult) -> io::Result<bool> {
         let dir = self.subtask_dir(task);
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
         let bytes = rmp_serde::to_vec_named(result).expect("results encode");
-        write_atomic(&dir.join(format!("{}.result", result.job)), &bytes)
+        write_once(&dir.join(format!("{}.result", result.job)), &bytes)
     }
 
     /// The results of a subtask that arrived so far.
@@ -340,6 +342,29 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `path` durably unless it exists: the new file is linked into place, which fails
+/// atomically when the name is taken. Returns whether it was written.
+fn write_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    {
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    let linked = fs::hard_link(&tmp, path);
+    fs::remove_file(&tmp)?;
+    match linked {
+        Ok(()) => {
+            if let Some(parent) = path.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match File::open(path) {
         Ok(mut file) => {
@@ -357,6 +382,24 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_subtask_result_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Timestamp::now()).unwrap();
+        let (task, job, org) = (TaskId::new(), JobId::new(), OrgId::new());
+        let record = SubtaskRecord { task, run: RunId::new(), jobs: vec![(job, org)] };
+        let result = |output: &[u8]| SubtaskResult {
+            job,
+            organization: org,
+            status: crate::protocol::JobStatus::Completed,
+            output: output.to_vec(),
+            reason: None,
+        };
+        assert!(state.save_subtask_result(task, &result(b"first")).unwrap());
+        assert!(!state.save_subtask_result(task, &result(b"replaced")).unwrap());
+        assert_eq!(state.subtask_results(&record).unwrap(), vec![result(b"first")]);
+    }
 
     #[test]
     fn the_replay_guard_survives_a_restart_and_forgets_expired_ids() {

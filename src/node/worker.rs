@@ -166,16 +166,38 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
                 }
             })
         }
-        Payload::Kill(kill) => {
-            let reason = kill.reason.unwrap_or_else(|| "killed by the requester".into());
-            jobs::kill_task(&core, kill.task, &reason).await;
+        // The router checked the header: its sender created the header's task. The sealed
+        // payload may name nothing else, and only jobs that sender requested are touched, so
+        // that a partner cannot act on another's task or run under cover of one of its own.
+        Payload::Kill(kill) if kill.task != header.task => {
+            refuse(&header, "a kill naming another task than its header's");
             Ok(())
         }
-        Payload::RunFinished(finished) => {
-            jobs::finish_run(&core, finished.run).await;
+        Payload::Kill(kill) => {
+            let reason = kill.reason.unwrap_or_else(|| "killed by the requester".into());
+            jobs::kill_task(&core, header.task, Some(header.sender), &reason).await;
+            Ok(())
+        }
+        Payload::RunFinished(finished) if finished.run != header.run => {
+            refuse(&header, "a run end naming another run than its header's");
+            Ok(())
+        }
+        Payload::RunFinished(_) => {
+            if jobs::requested_here(&core, header.task, header.run, header.sender) {
+                jobs::finish_run(&core, header.run).await;
+            } else {
+                // Without a running job of that task requested by the sender, nothing vouches for
+                // it here; the server's run-end notice and the volume's time-to-live clean up.
+                refuse(&header, "a run end from an organization that requested no job of it running here");
+            }
             Ok(())
         }
         Payload::JobResult(result) => match core.state.subtask(header.task) {
+            // A result answers one job of the subtask, the one its signed sender runs.
+            Ok(Some(record)) if !record.jobs.contains(&(result.job, header.sender)) => {
+                refuse(&header, "a result for a job of the subtask that its sender does not run");
+                Ok(())
+            }
             Ok(Some(_)) => {
                 let stored = SubtaskResult {
                     job: result.job,
@@ -184,7 +206,13 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
                     output: result.output.into_vec(),
                     reason: result.reason,
                 };
-                core.state.save_subtask_result(header.task, &stored).map(|()| core.notify_arrival())
+                core.state.save_subtask_result(header.task, &stored).map(|stored| {
+                    if stored {
+                        core.notify_arrival();
+                    } else {
+                        tracing::info!(task = %header.task, job = %result.job, "a second result for a subtask job ignored");
+                    }
+                })
             }
             Ok(None) => {
                 tracing::warn!(task = %header.task, "a result for a task this node did not create");
@@ -208,6 +236,14 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
         }
     }
+}
+
+/// Logs an authenticated envelope that asks for what its sender may not do; it is dropped.
+fn refuse(header: &crate::envelope::Header, why: &str) {
+    tracing::warn!(
+        id = %header.id, kind = %header.kind, sender = %header.sender, task = %header.task,
+        "refused {why}"
+    );
 }
 
 /// Opens an envelope, fetching the collaboration's keys once if the sender's is unknown.
@@ -255,7 +291,9 @@ async fn handle_control(core: &Core, delivery: Delivery) {
         return;
     }
     match Control::from_bytes(&delivery.data) {
-        Ok(Control::Kill { task, .. }) => jobs::kill_task(core, task, "killed through the server").await,
+        Ok(Control::Kill { task, .. }) => {
+            jobs::kill_task(core, task, None, "killed through the server").await
+        }
         Ok(Control::RunFinished { run }) => jobs::finish_run(core, run).await,
         Err(e) => tracing::warn!(error = %e, "unreadable control message dropped"),
     }

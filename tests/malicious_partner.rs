@@ -1,0 +1,102 @@
+//! A malicious partner's node: envelopes it seals with its own organization's real key and
+//! publishes with its own broker credentials, so that the router lets them through (their
+//! headers are ones it may send), while their sealed payloads ask for more.
+//!
+//! Asserted: a kill whose header names the attacker's own task but whose payload names another
+//! researcher's task stops nothing at the receiving node; that task's job completes.
+
+mod support;
+
+use std::time::Duration;
+
+use fedq::client::{Inputs, TaskSpec};
+use fedq::envelope::{self, Route, SealOptions};
+use fedq::ids::{RunId, TaskId};
+use fedq::protocol::{JobStatus, Kill, Kind, Payload};
+use fedq::time::Timestamp;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use secrecy::ExposeSecret as _;
+use serde_json::json;
+use support::federation::Federation;
+use support::node::PROBE;
+use support::{eventually, job_entry};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_cannot_kill_another_researchers_job_under_cover_of_its_own_task() {
+    let fed = Federation::new(3, &["fedq/probe"], |_, _| Default::default()).await;
+    let (researcher_org, mallory_org, target) = (&fed.orgs[0], &fed.orgs[1], &fed.orgs[2]);
+
+    // The victim: a job at the target organization, requested by the researcher, running a while.
+    let steps = json!([{"op": "sleep", "ms": 10000}, {"op": "print", "text": "survived"}]);
+    let spec = TaskSpec {
+        collaboration: fed.collaboration,
+        image: PROBE.into(),
+        organizations: vec![target.org()],
+        inputs: Inputs::Same(serde_json::to_vec(&steps).unwrap()),
+        name: "victim".into(),
+        return_log: false,
+    };
+    let victim = fed.researcher.create_task(researcher_org, &spec).await.unwrap();
+
+    // Mallory's own task with a job at the target: what lets the router pass her kill.
+    let mallory = fed.app.user(mallory_org.org(), "mallory", "researcher").await;
+    let (task, run) = (TaskId::new(), RunId::new());
+    let route = Route { kind: Kind::JobStart, collaboration: fed.collaboration, task, run, status: None };
+    let (_, entry, _) =
+        job_entry(mallory_org, target.org(), target.current().public(), &route, b"[]", &[target.org()]);
+    let body =
+        json!({"id": task, "run": run, "collaboration": fed.collaboration, "image": PROBE, "jobs": [entry]});
+    let (status, answer) = fed.app.call("POST", "/tasks", Some(&mallory), Some(body)).await;
+    assert_eq!(status, 201, "{answer}");
+
+    eventually(60, "the victim's job to run", || async {
+        let shown = fed.researcher.task(victim.task).await.ok()?;
+        (shown["jobs"][0]["status"] == "running").then_some(())
+    })
+    .await;
+
+    // The kill: her task in the header, the victim's in the sealed payload.
+    let kill_route = Route { kind: Kind::Kill, ..route };
+    let payload = Payload::Kill(Kill { task: victim.task, reason: Some("mallory".into()) });
+    let sealed = envelope::seal(
+        mallory_org,
+        target.org(),
+        target.current().public(),
+        &kill_route,
+        &payload.to_bytes(),
+        &SealOptions::default(),
+        Timestamp::now(),
+    )
+    .unwrap();
+    let broker = &fed.configs[1].broker;
+    let connection =
+        Connection::connect(broker.url.expose_secret(), ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    channel
+        .basic_publish(
+            fedq::broker::INGRESS_EXCHANGE.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &sealed.bytes,
+            BasicProperties::default().with_delivery_mode(2).with_user_id(broker.username.as_str().into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually(30, "the kill to be routed to the target", || async {
+        (fed.app.routed(task, "kill").await == 1).then_some(())
+    })
+    .await;
+
+    let results = fed
+        .researcher
+        .wait_and_open(researcher_org, fed.collaboration, victim.task, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(results[0].status, JobStatus::Completed, "the victim's job was not stopped: {:?}", results[0]);
+    drop(connection);
+    fed.cleanup().await;
+}
