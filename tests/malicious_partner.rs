@@ -100,3 +100,100 @@ async fn a_partner_cannot_kill_another_researchers_job_under_cover_of_its_own_ta
     drop(connection);
     fed.cleanup().await;
 }
+
+/// A participant of a subtask tries to replace the result of another organization's job in it,
+/// after the genuine one arrived (sealed with its own key, for the node that created the
+/// subtask): that node refuses it and keeps the genuine result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_cannot_replace_another_organizations_subtask_result() {
+    let fed = Federation::new(3, &["fedq/probe"], |_, _| Default::default()).await;
+    let (creator, mallory_org, honest) = (&fed.orgs[0], &fed.orgs[1], &fed.orgs[2]);
+
+    // The creator's job makes a subtask at Mallory's organization and the honest one.
+    let sub_steps = json!([{"op": "print", "text": "genuine"}]);
+    let steps = json!([{"op": "subtask", "orgs": [mallory_org.org().to_string(), honest.org().to_string()], "steps": sub_steps}]);
+    let spec = TaskSpec {
+        collaboration: fed.collaboration,
+        image: PROBE.into(),
+        organizations: vec![creator.org()],
+        inputs: Inputs::Same(serde_json::to_vec(&steps).unwrap()),
+        name: "creator".into(),
+        return_log: false,
+    };
+    let root = fed.researcher.create_task(creator, &spec).await.unwrap();
+    fed.researcher
+        .wait_and_open(creator, fed.collaboration, root.task, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let sql = fed.app.sql().await;
+    let row = sql
+        .query_one(
+            "SELECT t.id, t.run_id, j.id FROM tasks t JOIN jobs j ON j.task_id = t.id
+             WHERE t.parent_task_id = $1 AND j.org_id = $2",
+            &[root.task.as_uuid(), honest.org().as_uuid()],
+        )
+        .await
+        .unwrap();
+    let (subtask, run, honest_job) = (
+        TaskId::from_uuid(row.get(0)),
+        RunId::from_uuid(row.get(1)),
+        fedq::ids::JobId::from_uuid(row.get(2)),
+    );
+    let stored = fed.configs[0]
+        .node
+        .state_dir
+        .join("subtasks")
+        .join(subtask.to_string())
+        .join(format!("{honest_job}.result"));
+    let genuine = std::fs::read(&stored).expect("the creator's node kept the honest job's result");
+
+    // Mallory's node answers again, for the honest organization's job.
+    let route = Route {
+        kind: Kind::JobResult,
+        collaboration: fed.collaboration,
+        task: subtask,
+        run,
+        status: Some(JobStatus::Completed),
+    };
+    let payload = Payload::JobResult(fedq::protocol::JobResult {
+        job: honest_job,
+        status: JobStatus::Completed,
+        output: serde_bytes::ByteBuf::from(br#"["forged"]"#.to_vec()),
+        log: String::new(),
+        reason: None,
+    });
+    let sealed = envelope::seal(
+        mallory_org,
+        creator.org(),
+        creator.current().public(),
+        &route,
+        &payload.to_bytes(),
+        &SealOptions::default(),
+        Timestamp::now(),
+    )
+    .unwrap();
+    let broker = &fed.configs[1].broker;
+    let connection =
+        Connection::connect(broker.url.expose_secret(), ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    channel
+        .basic_publish(
+            fedq::broker::INGRESS_EXCHANGE.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &sealed.bytes,
+            BasicProperties::default().with_delivery_mode(2).with_user_id(broker.username.as_str().into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually(30, "the creator's node to refuse the forged result", || async {
+        fed.nodes[0].refusals().get("result_for_another_job").filter(|n| **n >= 1).map(|_| ())
+    })
+    .await;
+    assert_eq!(std::fs::read(&stored).unwrap(), genuine, "the genuine result is kept");
+    drop(connection);
+    fed.cleanup().await;
+}

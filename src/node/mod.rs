@@ -97,6 +97,8 @@ pub(crate) struct Core {
     endpoints: crate::broker::endpoints::Endpoints,
     policy: OpenPolicy,
     rejections: Rejections,
+    /// Authenticated envelopes refused for what they ask, by reason code.
+    refusals: Mutex<HashMap<&'static str, u64>>,
     /// Jobs accepted and not finished, by job id.
     jobs: Mutex<HashMap<JobId, Arc<ActiveJob>>>,
     /// Running jobs by the SHA-256 of their endpoint token.
@@ -171,6 +173,11 @@ impl RunningNode {
     /// Envelopes this node refused, by reason code.
     pub fn rejections(&self) -> Vec<(&'static str, u64)> {
         self.core.rejections.snapshot()
+    }
+
+    /// Envelopes that opened but asked for what their sender may not do, by reason code.
+    pub fn refusals(&self) -> HashMap<&'static str, u64> {
+        self.core.refusals.lock().expect("not poisoned").clone()
     }
 
     /// Stops taking work, lets running jobs finish for up to the grace period, stops the rest
@@ -274,6 +281,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let core = Arc::new(Core {
         policy: OpenPolicy::default(),
         rejections: Rejections::new(),
+        refusals: Mutex::new(HashMap::new()),
         peers: PeerKeys::new(trust, Duration::from_secs(config.peers.refresh_secs)),
         link: BrokerLink::new(config.broker.username.clone()),
         endpoints,

@@ -170,7 +170,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
         // payload may name nothing else, and only jobs that sender requested are touched, so
         // that a partner cannot act on another's task or run under cover of one of its own.
         Payload::Kill(kill) if kill.task != header.task => {
-            refuse(&header, "a kill naming another task than its header's");
+            refuse(&core, &header, "kill_other_task", "a kill naming another task than its header's");
             Ok(())
         }
         Payload::Kill(kill) => {
@@ -179,7 +179,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             Ok(())
         }
         Payload::RunFinished(finished) if finished.run != header.run => {
-            refuse(&header, "a run end naming another run than its header's");
+            refuse(&core, &header, "run_end_other_run", "a run end naming another run than its header's");
             Ok(())
         }
         Payload::RunFinished(_) => {
@@ -188,14 +188,24 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             } else {
                 // Without a running job of that task requested by the sender, nothing vouches for
                 // it here; the server's run-end notice and the volume's time-to-live clean up.
-                refuse(&header, "a run end from an organization that requested no job of it running here");
+                refuse(
+                    &core,
+                    &header,
+                    "run_end_not_requester",
+                    "a run end from an organization that requested no job of it running here",
+                );
             }
             Ok(())
         }
         Payload::JobResult(result) => match core.state.subtask(header.task) {
             // A result answers one job of the subtask, the one its signed sender runs.
             Ok(Some(record)) if !record.jobs.contains(&(result.job, header.sender)) => {
-                refuse(&header, "a result for a job of the subtask that its sender does not run");
+                refuse(
+                    &core,
+                    &header,
+                    "result_for_another_job",
+                    "a result for a job of the subtask that its sender does not run",
+                );
                 Ok(())
             }
             Ok(Some(_)) => {
@@ -238,9 +248,12 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
     }
 }
 
-/// Logs an authenticated envelope that asks for what its sender may not do; it is dropped.
-fn refuse(header: &crate::envelope::Header, why: &str) {
+/// Logs and counts an authenticated envelope that asks for what its sender may not do; it is
+/// dropped.
+fn refuse(core: &Core, header: &crate::envelope::Header, code: &'static str, why: &str) {
+    *core.refusals.lock().expect("not poisoned").entry(code).or_default() += 1;
     tracing::warn!(
+        code,
         id = %header.id, kind = %header.kind, sender = %header.sender, task = %header.task,
         "refused {why}"
     );
