@@ -97,6 +97,8 @@ pub(crate) struct Core {
     endpoints: crate::broker::endpoints::Endpoints,
     policy: OpenPolicy,
     rejections: Rejections,
+    /// Times an envelope from an unknown key waited for the server to answer a key fetch.
+    key_waits: std::sync::atomic::AtomicU64,
     /// Authenticated envelopes refused for what they ask, by reason code.
     refusals: Mutex<HashMap<&'static str, u64>>,
     /// Jobs accepted and not finished, by job id.
@@ -132,15 +134,22 @@ impl Core {
         *self.stop.borrow()
     }
 
-    /// Fetches the collaboration's keys from the server and decides which to trust.
-    async fn refresh_keys(&self, collaboration: crate::ids::CollaborationId) {
+    /// Fetches the collaboration's keys from the server and decides which to trust. Returns
+    /// whether the server answered (a refusal is an answer; no answer, or a failure of its own, is
+    /// not).
+    async fn refresh_keys(&self, collaboration: crate::ids::CollaborationId) -> bool {
         match self.server.trusted_keys(collaboration).await {
             Ok(decisions) => {
                 for refusal in self.peers.record(collaboration, decisions) {
                     tracing::error!(%collaboration, error = %refusal, "refusing a key the server handed out");
                 }
+                true
             }
-            Err(e) => tracing::warn!(%collaboration, error = %e, "could not fetch public keys"),
+            Err(e) => {
+                tracing::warn!(%collaboration, error = %e, "could not fetch public keys");
+                !matches!(e, crate::client::ClientError::Unreachable { .. })
+                    && e.status().is_none_or(|status| status < 500)
+            }
         }
     }
 }
@@ -173,6 +182,12 @@ impl RunningNode {
     /// Envelopes this node refused, by reason code.
     pub fn rejections(&self) -> Vec<(&'static str, u64)> {
         self.core.rejections.snapshot()
+    }
+
+    /// How many times an envelope signed by a key this node had not fetched waited for the
+    /// server to answer (instead of being refused while it was unreachable).
+    pub fn waits_for_keys(&self) -> u64 {
+        self.core.key_waits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Envelopes that opened but asked for what their sender may not do, by reason code.
@@ -282,6 +297,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         policy: OpenPolicy::default(),
         rejections: Rejections::new(),
         refusals: Mutex::new(HashMap::new()),
+        key_waits: std::sync::atomic::AtomicU64::new(0),
         peers: PeerKeys::new(trust, Duration::from_secs(config.peers.refresh_secs)),
         link: BrokerLink::new(config.broker.username.clone()),
         endpoints,

@@ -130,6 +130,12 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
             return;
         }
+        Err(e @ OpenError::UnknownSenderKey { .. }) if core.stopping() => {
+            // Held for keys when the node was asked to stop: the broker delivers it again.
+            tracing::info!(error = %e, "leaving an envelope from an unfetched key to the next start");
+            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            return;
+        }
         Err(e) => {
             tracing::warn!(code = e.code(), error = %e, "envelope refused");
             core.rejections.record(&e);
@@ -272,7 +278,15 @@ async fn open(core: &Core, bytes: &[u8]) -> Result<Opened, OpenError> {
     };
     match (attempt(core), header) {
         (Err(OpenError::UnknownSenderKey { .. }), Some(header)) => {
-            core.refresh_keys(header.collaboration).await;
+            // The key may be one this node has not fetched yet. While the server does not
+            // answer, hold the delivery instead of refusing it: an outage must not turn into lost
+            // work. A node that stops meanwhile leaves it to the broker (see `handle`).
+            let mut backoff = Duration::from_millis(250);
+            while !core.refresh_keys(header.collaboration).await && !core.stopping() {
+                core.key_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
             attempt(core)
         }
         (other, _) => other,
