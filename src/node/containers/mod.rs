@@ -13,9 +13,9 @@ use bollard::models::{
     NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
 use sha2::Digest as _;
@@ -340,7 +340,37 @@ impl Sandbox {
         // A non-zero exit arrives as an error; either way the inspection below is the truth.
         let _ = waits.next().await;
         let state = self.docker.inspect_container(name, None).await?.state.unwrap_or_default();
-        Ok(Exit { code: state.exit_code.unwrap_or(-1), oom_killed: state.oom_killed.unwrap_or(false) })
+        let code = state.exit_code.unwrap_or(-1);
+        let mut oom_killed = state.oom_killed.unwrap_or(false);
+        // SIGKILL that the node did not send: the kernel's OOM killer is the one to suspect.
+        if code == 137 && !oom_killed {
+            oom_killed = self.oom_event(name).await;
+        }
+        Ok(Exit { code, oom_killed })
+    }
+
+    /// Whether Docker reported an `oom` event for the container. Its `OOMKilled` flag is not
+    /// reliable: the exit, handled after the out-of-memory notice, can reset it. The event is
+    /// emitted either way, before or shortly after the exit, so the daemon's event log is asked
+    /// for it, waiting up to two seconds for a late one.
+    async fn oom_event(&self, name: &str) -> bool {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        // The container's whole life lies within the job's wall-clock limit.
+        let since = now.saturating_sub(self.limits.timeout_secs + 60);
+        let filters = HashMap::from([("container", vec![name]), ("event", vec!["oom"])]);
+        let options = EventsOptionsBuilder::default()
+            .since(&since.to_string())
+            .until(&(now + 2).to_string())
+            .filters(&filters)
+            .build();
+        let mut events = self.docker.events(Some(options));
+        while let Some(event) = events.next().await {
+            if event.is_ok() {
+                return true;
+            }
+        }
+        false
     }
 
     /// Kills the container (it may already have stopped).
