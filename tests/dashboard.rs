@@ -270,3 +270,40 @@ async fn bad_filters_get_a_clear_error_page() {
     assert_eq!(status, 200);
     app.cleanup().await;
 }
+
+/// An envelope published again after it was routed (a replay into ingress) is dropped, and the
+/// overview counts it for the operators.
+#[tokio::test]
+async fn envelopes_repeated_into_ingress_are_counted_on_the_overview() {
+    let app = spawn_app().await;
+    let fixture = support::TwoOrgRun::start(&app).await;
+    let bytes = fixture.b_to_a(b"once");
+    fixture.node_b.publish(&bytes).await.unwrap();
+    support::eventually(30, "the envelope to be routed", || async {
+        (app.routed(fixture.task, "run_message").await == 1).then_some(())
+    })
+    .await;
+    fixture.node_b.publish(&bytes).await.unwrap();
+    let sql = app.sql().await;
+    support::eventually(30, "the repeat to be counted", || async {
+        let row = sql
+            .query_opt(
+                "SELECT count FROM repeated_envelopes WHERE sender_org = $1",
+                &[fixture.b.org().as_uuid()],
+            )
+            .await
+            .unwrap()?;
+        (row.get::<_, i64>(0) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(app.routed(fixture.task, "run_message").await, 1, "routed once");
+
+    let mut dash = Dash::new(&app);
+    let (status, _) = dash.login("root", ROOT_PASSWORD).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, page) = dash.get("/admin").await;
+    assert_eq!(status, StatusCode::OK);
+    let card = page.split("id=\"repeated\"").nth(1).expect("the overview has the card");
+    assert!(card.contains("<span class=\"n\">1</span>"), "{}", &card[..card.len().min(200)]);
+    app.cleanup().await;
+}

@@ -59,6 +59,8 @@ pub struct Counts {
     pub dead_letters: i64,
     /// Dead letters in the last hour.
     pub dead_letters_last_hour: i64,
+    /// Envelopes that came to ingress again after being routed, and were dropped.
+    pub repeated: i64,
 }
 
 /// The overview's counts, in one round trip.
@@ -87,7 +89,10 @@ pub async fn counts(db: &impl GenericClient, scope: Option<OrgId>) -> Result<Cou
                  UNION ALL
                  SELECT 'dead_hour', NULL, count(*) FROM dead_letters d
                  WHERE d.received_at > now() - interval '1 hour'
-                   AND ($1::uuid IS NULL OR d.sender_org = $1 OR d.recipient_org = $1)"
+                   AND ($1::uuid IS NULL OR d.sender_org = $1 OR d.recipient_org = $1)
+                 UNION ALL
+                 SELECT 'repeated', NULL, coalesce(sum(r.count), 0)::bigint FROM repeated_envelopes r
+                 WHERE $1::uuid IS NULL OR r.sender_org = $1"
             ),
             &[&scope],
         )
@@ -103,6 +108,7 @@ pub async fn counts(db: &impl GenericClient, scope: Option<OrgId>) -> Result<Cou
             ("routed", _) => counts.routed_last_minute = n,
             ("dead", _) => counts.dead_letters = n,
             ("dead_hour", _) => counts.dead_letters_last_hour = n,
+            ("repeated", _) => counts.repeated = n,
             _ => {}
         }
     }

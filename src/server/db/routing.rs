@@ -212,3 +212,14 @@ pub async fn record_dead_letter(db: &impl GenericClient, d: &DeadLetter<'_>) -> 
     .await?;
     Ok(())
 }
+
+/// Counts an envelope from `sender` that was routed before and came again.
+pub async fn count_repeat(db: &impl GenericClient, sender: OrgId) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO repeated_envelopes (sender_org, count) VALUES ($1, 1)
+         ON CONFLICT (sender_org) DO UPDATE SET count = repeated_envelopes.count + 1, last_at = now()",
+        &[sender.as_uuid()],
+    )
+    .await?;
+    Ok(())
+}

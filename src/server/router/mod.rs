@@ -125,6 +125,8 @@ impl Router {
         let via = if matches!(publisher, Publisher::Api(_)) { "api" } else { "broker" };
         if !routing::record(&*tx, header, bytes, outcome, via, publisher_name).await? {
             tx.rollback().await.map_err(DbError::from)?;
+            // Dropped, but not silently: operators see repeats per sender on the dashboard.
+            routing::count_repeat(&**client, header.sender).await?;
             return Ok(Routed::Duplicate);
         }
         if outcome == routing::Outcome::Forwarded {

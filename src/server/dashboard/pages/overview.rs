@@ -53,6 +53,9 @@ async fn live_section(admin: &Admin, state: &State) -> Result<Markup, ApiError> 
             a.card.warn[counts.dead_letters_last_hour > 0] href="/admin/dead-letters" {
                 span.n { (counts.dead_letters) } span.l { "dead letters (" (counts.dead_letters_last_hour) " last hour)" }
             }
+            div.card.warn[counts.repeated > 0] #repeated {
+                span.n { (counts.repeated) } span.l { "envelopes repeated after routing, dropped" }
+            }
         }
         div.grid {
             section {
