@@ -28,6 +28,30 @@ async fn a_probe_runs_and_its_result_reaches_the_researcher() {
     fed.cleanup().await;
 }
 
+/// `[network] subnet` as docs/node.md shows it: the node starts on that network, with its first
+/// address as the endpoint's, and runs a job.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_a_subnet_of_its_own_starts_and_runs_a_job() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    // A /28 of 10.233.0.0/16 that no interface of this machine uses yet.
+    let used = String::from_utf8(
+        std::process::Command::new("ip").args(["-4", "-o", "addr"]).output().unwrap().stdout,
+    )
+    .unwrap();
+    let start = u32::from(uuid::Uuid::new_v4().as_bytes()[0]) * 16;
+    let block = (0..4096u32)
+        .map(|i| (start + i * 16) % 65536)
+        .find(|b| !used.contains(&format!("10.233.{}.{}/", b / 256, b % 256 + 1)))
+        .unwrap();
+    let subnet = format!("10.233.{}.{}/28", block / 256, block % 256);
+    fed.config.network.subnet = Some(subnet.clone());
+    fed.start_node().await;
+    assert_eq!(fed.endpoint().ip().to_string(), format!("10.233.{}.{}", block / 256, block % 256 + 1));
+    let (result, _) = fed.probe(json!([{"op": "job"}])).await;
+    assert_eq!(result.status, JobStatus::Completed, "{result:?} on {subnet}");
+    fed.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_reaches_the_endpoint() {
     let fed = fed().await;

@@ -453,10 +453,25 @@ async fn ensure_network(
             ("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned()),
             ("com.docker.network.bridge.name".to_owned(), bridge.to_owned()),
         ]);
-        let ipam = subnet.map(|s| Ipam {
-            config: Some(vec![IpamConfig { subnet: Some(s.to_owned()), ..Default::default() }]),
-            ..Default::default()
-        });
+        // With a subnet of its own the network gets its first address as gateway, named
+        // explicitly: without one, Docker records none, and the endpoint would have no address.
+        let ipam = subnet
+            .map(|s| {
+                let gateway = first_host(s).ok_or_else(|| {
+                    ContainerError::Network(format!(
+                        "[network] subnet = {s:?} is not an IPv4 network with room for hosts (e.g. \"10.213.7.0/28\")"
+                    ))
+                })?;
+                Ok::<_, ContainerError>(Ipam {
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(s.to_owned()),
+                        gateway: Some(gateway.to_string()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                })
+            })
+            .transpose()?;
         let request = NetworkCreateRequest {
             name: network.to_owned(),
             driver: Some("bridge".into()),
@@ -488,6 +503,36 @@ async fn ensure_network(
         .and_then(|i| i.config)
         .and_then(|c| c.into_iter().find_map(|c| c.gateway))
         .and_then(|g| g.parse().ok())
-        .ok_or_else(|| ContainerError::Network(format!("{network} has no IPv4 gateway")))?;
+        .ok_or_else(|| {
+            ContainerError::Network(format!(
+                "{network} has no IPv4 gateway; remove it (`docker network rm {network}`) and start the node again"
+            ))
+        })?;
     Ok(gateway)
+}
+
+/// The first host address of an IPv4 network in CIDR notation (`10.213.7.0/28` → `10.213.7.1`).
+fn first_host(cidr: &str) -> Option<Ipv4Addr> {
+    let (address, prefix) = cidr.trim().split_once('/')?;
+    let (address, prefix): (Ipv4Addr, u32) = (address.parse().ok()?, prefix.parse().ok()?);
+    if prefix > 30 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    Some(Ipv4Addr::from((u32::from(address) & mask) + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_host;
+
+    #[test]
+    fn a_subnet_gets_its_first_host_as_gateway() {
+        assert_eq!(first_host("10.213.7.0/28"), Some("10.213.7.1".parse().unwrap()));
+        assert_eq!(first_host("10.213.7.5/28"), Some("10.213.7.1".parse().unwrap()));
+        assert_eq!(first_host("172.30.0.0/16"), Some("172.30.0.1".parse().unwrap()));
+        for bad in ["10.213.7.0", "10.213.7.0/31", "fe80::/64", "10.213.7.0/x", ""] {
+            assert_eq!(first_host(bad), None, "{bad}");
+        }
+    }
 }
