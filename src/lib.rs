@@ -10,6 +10,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod envelope;
+pub mod files;
 pub mod ids;
 pub mod keys;
 pub mod node;

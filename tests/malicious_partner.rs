@@ -22,6 +22,29 @@ use support::federation::Federation;
 use support::node::PROBE;
 use support::{eventually, job_entry};
 
+/// Publishes `bytes` to ingress with the broker credentials of organization `i`'s node, as that
+/// node would; returns the connection, to keep it open until the test is done with it.
+async fn publish_as_node(fed: &Federation, i: usize, bytes: &[u8]) -> Connection {
+    let broker = &fed.configs[i].broker;
+    let connection =
+        Connection::connect(broker.url.expose_secret(), ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    channel
+        .basic_publish(
+            fedq::broker::INGRESS_EXCHANGE.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            bytes,
+            BasicProperties::default().with_delivery_mode(2).with_user_id(broker.username.as_str().into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    connection
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_cannot_kill_another_researchers_job_under_cover_of_its_own_task() {
     let fed = Federation::new(3, &["fedq/probe"], |_, _| Default::default()).await;
@@ -69,23 +92,7 @@ async fn a_partner_cannot_kill_another_researchers_job_under_cover_of_its_own_ta
         Timestamp::now(),
     )
     .unwrap();
-    let broker = &fed.configs[1].broker;
-    let connection =
-        Connection::connect(broker.url.expose_secret(), ConnectionProperties::default()).await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    channel
-        .basic_publish(
-            fedq::broker::INGRESS_EXCHANGE.into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            &sealed.bytes,
-            BasicProperties::default().with_delivery_mode(2).with_user_id(broker.username.as_str().into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let connection = publish_as_node(&fed, 1, &sealed.bytes).await;
     eventually(30, "the kill to be routed to the target", || async {
         (fed.app.routed(task, "kill").await == 1).then_some(())
     })
@@ -172,23 +179,7 @@ async fn a_partner_cannot_replace_another_organizations_subtask_result() {
         Timestamp::now(),
     )
     .unwrap();
-    let broker = &fed.configs[1].broker;
-    let connection =
-        Connection::connect(broker.url.expose_secret(), ConnectionProperties::default()).await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    channel
-        .basic_publish(
-            fedq::broker::INGRESS_EXCHANGE.into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            &sealed.bytes,
-            BasicProperties::default().with_delivery_mode(2).with_user_id(broker.username.as_str().into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let connection = publish_as_node(&fed, 1, &sealed.bytes).await;
     eventually(30, "the creator's node to refuse the forged result", || async {
         fed.nodes[0].refusals().get("result_for_another_job").filter(|n| **n >= 1).map(|_| ())
     })

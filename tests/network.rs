@@ -206,7 +206,6 @@ impl Namespace {
     fn start_rabbitmq(&mut self, ca: &Path, cert: &devca::Issued) {
         let base = self.path("rabbit");
         std::fs::create_dir_all(&base).unwrap();
-        let rabbit = uid("rabbitmq");
         let conf = format!(
             "listeners.tcp.1 = 127.0.0.1:5672\n\
              listeners.ssl.1 = {ip}:5671\n\
@@ -225,7 +224,6 @@ impl Namespace {
         std::fs::copy(&cert.cert, base.join("broker.pem")).unwrap();
         std::fs::copy(&cert.key, base.join("broker.key")).unwrap();
         run("chown", Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&base));
-        let _ = rabbit;
         let node = format!("fedq-{}@localhost", &self.name[9..]);
         let script = format!(
             "cd {b} && env RABBITMQ_NODENAME={node} RABBITMQ_CONFIG_FILE={b}/rabbitmq.conf \

@@ -144,10 +144,10 @@ mod tests {
         let local = SecretString::from("amqp://u:secret@127.0.0.1:5672/v".to_owned());
         assert!(Endpoints::new(&local, &[], &tls, "broker.url").is_ok());
         // A loopback URL with a remote alternate is refused too.
-        let e = Endpoints::new(&local, &["10.0.0.2:5672".into()], &tls, "broker.url").unwrap_err();
+        let e = Endpoints::new(&local, &["192.0.2.2:5672".into()], &tls, "broker.url").unwrap_err();
         assert!(e.to_string().contains("amqps://"), "{e}");
         assert!(!e.to_string().contains("secret"));
-        let remote = SecretString::from("amqps://u:secret@10.0.0.2:5671/v".to_owned());
+        let remote = SecretString::from("amqps://u:secret@192.0.2.2:5671/v".to_owned());
         assert!(Endpoints::new(&remote, &[], &tls, "broker.url").is_ok());
     }
 }

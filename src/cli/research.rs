@@ -245,20 +245,11 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let io = |source| CliError::Io { path: path.to_owned(), source };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)
+    crate::files::write_atomic(path, bytes, 0o600).map_err(io)
 }
 
 /// `fedq task …`.

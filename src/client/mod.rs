@@ -371,9 +371,13 @@ impl Client {
         &self,
         collaboration: CollaborationId,
     ) -> Result<Vec<KeyDecision>, ClientError> {
-        let listed = self.listed_keys(collaboration).await?;
+        self.decide(&self.listed_keys(collaboration).await?).await
+    }
+
+    /// Decides on each listed key (see [`Client::trusted_keys`]).
+    async fn decide(&self, listed: &[PublishedKey]) -> Result<Vec<KeyDecision>, ClientError> {
         let mut decisions = Vec::with_capacity(listed.len());
-        for entry in &listed {
+        for entry in listed {
             let org = entry.organization;
             let offered = entry.key()?;
             let rotations = if self.trust.needs_rotations(org, &offered) {
@@ -382,21 +386,22 @@ impl Client {
                 Vec::new()
             };
             let key = match self.trust.accept(org, &offered, &rotations) {
-                Ok(Accepted::FirstUse) => {
-                    tracing::warn!(
-                        %org, fingerprint = %offered.id(),
-                        "trusting this organization's key on first use; compare the fingerprint out of band"
-                    );
-                    Ok(offered)
+                Ok(accepted) => {
+                    match accepted {
+                        Accepted::FirstUse => tracing::warn!(
+                            %org, fingerprint = %offered.id(),
+                            "trusting this organization's key on first use; compare the fingerprint out of band"
+                        ),
+                        Accepted::Rotated { from } => {
+                            tracing::info!(%org, %from, to = %offered.id(), "followed a signed key rotation")
+                        }
+                        Accepted::Known | Accepted::Fingerprint => {}
+                    }
+                    // A key trusted once but since rotated away from may still be listed by a
+                    // server that wants it used: the newest trusted key is sealed to all the same.
+                    Ok(self.trust.current(org).unwrap_or(offered))
                 }
-                Ok(Accepted::Rotated { from }) => {
-                    tracing::info!(%org, %from, to = %offered.id(), "followed a signed key rotation");
-                    Ok(offered)
-                }
-                // A key trusted once but since rotated away from is still listed by a server
-                // that wants it used: seal to the newest trusted key all the same.
-                Ok(_) => Ok(self.trust.current(org).unwrap_or(offered)),
-                Err(TrustError::Io { path, source }) => return Err(TrustError::Io { path, source }.into()),
+                Err(e @ TrustError::Io { .. }) => return Err(e.into()),
                 Err(e) => Err(e),
             };
             decisions.push(KeyDecision { org, key });
@@ -410,12 +415,13 @@ impl Client {
         if spec.organizations.is_empty() {
             return Err(ClientError::NoOrganizations);
         }
-        let listed = self.collaboration_keys(spec.collaboration).await?;
+        // One listing serves the check of the researcher's own key and the trust decisions.
+        let listed = self.listed_keys(spec.collaboration).await?;
         let mine = listed
             .iter()
-            .find(|(o, _)| *o == me.org())
-            .map(|(_, k)| k.clone())
-            .ok_or(ClientError::NotAMember { org: me.org(), collaboration: spec.collaboration })?;
+            .find(|k| k.organization == me.org())
+            .ok_or(ClientError::NotAMember { org: me.org(), collaboration: spec.collaboration })?
+            .key()?;
         if mine.id() != me.current().id() {
             return Err(ClientError::WrongKey {
                 org: me.org(),
@@ -425,7 +431,7 @@ impl Client {
         }
         self.trust.trust_own(me.org(), me.current().public())?;
         let mut keys = Vec::new();
-        for decision in self.trusted_keys(spec.collaboration).await? {
+        for decision in self.decide(&listed).await? {
             // Only the organizations the task runs at must have trusted keys.
             if spec.organizations.contains(&decision.org) {
                 keys.push((decision.org, decision.key?));

@@ -328,18 +328,7 @@ impl SeenLog {
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        // The rename is durable only once the directory is synced.
-        File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+    crate::files::write_atomic(path, bytes, 0o600)
 }
 
 /// Writes `path` durably unless it exists: the new file is linked into place, which fails

@@ -3,8 +3,6 @@
 //! database and client identities. For a machine or a test federation; a real deployment uses
 //! the CA of the consortium or a public one (docs/operations.md, "Certificates").
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -60,15 +58,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevCaError + '_ {
     move |source| DevCaError::Io { path: path.to_owned(), source }
 }
 
-/// Writes `contents` to `path` with `mode`, through a temporary file renamed into place.
+/// Writes `contents` to `path` with `mode`.
 fn write(path: &Path, contents: &str, mode: u32) -> Result<(), DevCaError> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
-    file.write_all(contents.as_bytes()).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    crate::files::write_atomic(path, contents.as_bytes(), mode).map_err(io(path))
 }
 
 /// Validity from a day ago (clocks differ) for `days`.
@@ -157,7 +149,7 @@ mod tests {
         let mode = std::fs::metadata(&ca.key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let out = dir.path().join("certs");
-        let issued = issue(dir.path(), "server", &["localhost".into(), "10.9.8.7".into()], &out).unwrap();
+        let issued = issue(dir.path(), "server", &["localhost".into(), "192.0.2.7".into()], &out).unwrap();
         assert_eq!(load_certs(&issued.cert).unwrap().len(), 1);
         load_key(&issued.key).unwrap();
         assert!(matches!(issue(dir.path(), "../x", &[], &out), Err(DevCaError::Name(_))));

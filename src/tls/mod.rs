@@ -108,18 +108,26 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// Every certificate of a PEM file (a chain, or several CAs).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+    certs_in(path, &read(path)?)
+}
+
+/// The private key of a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    key_in(path, &read(path)?)
+}
+
+/// The certificates of `pem`, read from `path`; none is an error naming the file.
+fn certs_in(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect();
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.to_owned()));
     }
     Ok(certs)
 }
 
-/// The private key of a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::NoKey(path.to_owned()))
+/// The private key of `pem`, read from `path`.
+fn key_in(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|_| TlsError::NoKey(path.to_owned()))
 }
 
 impl ClientTls {
@@ -158,24 +166,30 @@ impl ClientTls {
         self.check_plaintext(setting, &scheme.to_ascii_lowercase(), host)
     }
 
-    /// The CA file's PEM text, if one is set.
+    /// The CA file's PEM text, if one is set (checked to hold a certificate).
     pub fn ca_pem(&self) -> Result<Option<String>, TlsError> {
         let Some(path) = &self.ca_file else { return Ok(None) };
-        load_certs(path)?;
         let pem = read(path)?;
+        certs_in(path, &pem)?;
         Ok(Some(String::from_utf8_lossy(&pem).into_owned()))
     }
 
-    /// The client certificate and key, if set (both or neither).
+    /// The client certificate and key files, if set (both or neither).
+    fn identity_files(&self, setting: &str) -> Result<Option<(&Path, &Path)>, TlsError> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            _ => Err(TlsError::HalfIdentity { setting: setting.to_owned() }),
+        }
+    }
+
+    /// The client certificate and key, if set.
     fn identity(
         &self,
         setting: &str,
     ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, TlsError> {
-        match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => Ok(Some((load_certs(cert)?, load_key(key)?))),
-            (None, None) => Ok(None),
-            _ => Err(TlsError::HalfIdentity { setting: setting.to_owned() }),
-        }
+        let Some((cert, key)) = self.identity_files(setting)? else { return Ok(None) };
+        Ok(Some((load_certs(cert)?, load_key(key)?)))
     }
 
     /// The roots a client trusts: the CA file alone, or the system's roots.
@@ -223,18 +237,18 @@ impl ClientTls {
             .map_err(|e| TlsError::Setup { what: setting.to_owned(), detail: e.to_string() })
     }
 
-    /// The TLS settings of an AMQPS connection (lapin): the CA and the client identity.
+    /// The TLS settings of an AMQPS connection (lapin): the CA and the client identity, whose
+    /// files are checked here so that a bad one is reported when settings are read, not at
+    /// every reconnect.
     pub fn amqp_config(&self, setting: &str) -> Result<lapin::tcp::OwnedTLSConfig, TlsError> {
-        let identity = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => {
-                // Checked here so that a bad file is reported when settings are read, not at
-                // every reconnect.
-                load_certs(cert)?;
-                load_key(key)?;
-                Some(lapin::tcp::OwnedIdentity::PKCS8 { pem: read(cert)?, key: read(key)? })
+        let identity = match self.identity_files(setting)? {
+            Some((cert, key)) => {
+                let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+                certs_in(cert, &cert_pem)?;
+                key_in(key, &key_pem)?;
+                Some(lapin::tcp::OwnedIdentity::PKCS8 { pem: cert_pem, key: key_pem })
             }
-            (None, None) => None,
-            _ => return Err(TlsError::HalfIdentity { setting: setting.to_owned() }),
+            None => None,
         };
         Ok(lapin::tcp::OwnedTLSConfig { identity, cert_chain: self.ca_pem()? })
     }
@@ -257,7 +271,7 @@ mod tests {
         for host in ["127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost", "LOCALHOST"] {
             assert!(is_loopback(host), "{host}");
         }
-        for host in ["10.0.0.1", "fedq.example.org", "localhost.example.org", "0.0.0.0", "[fe80::1]"] {
+        for host in ["192.0.2.1", "fedq.invalid", "localhost.fedq.invalid", "0.0.0.0", "[fe80::1]"] {
             assert!(!is_loopback(host), "{host}");
         }
     }
@@ -267,15 +281,15 @@ mod tests {
         let strict = ClientTls::default();
         assert!(strict.check_http_url("server.url", "http://127.0.0.1:8080").is_ok());
         assert!(strict.check_http_url("server.url", "http://[::1]:8080/x").is_ok());
-        assert!(strict.check_http_url("server.url", "https://10.1.2.3").is_ok());
-        let err = strict.check_http_url("server.url", "http://user:pw@10.1.2.3:8080/api").unwrap_err();
+        assert!(strict.check_http_url("server.url", "https://192.0.2.3").is_ok());
+        let err = strict.check_http_url("server.url", "http://user:pw@192.0.2.3:8080/api").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("https://") && text.contains("server.tls.allow_plaintext"), "{text}");
         assert!(!text.contains("pw"), "credentials are not repeated: {text}");
-        assert!(strict.check_plaintext("broker.url", "amqp", "broker.example.org").is_err());
-        assert!(strict.check_plaintext("broker.url", "amqps", "broker.example.org").is_ok());
+        assert!(strict.check_plaintext("broker.url", "amqp", "broker.fedq.invalid").is_err());
+        assert!(strict.check_plaintext("broker.url", "amqps", "broker.fedq.invalid").is_ok());
         let lax = ClientTls { allow_plaintext: true, ..ClientTls::default() };
-        assert!(lax.check_http_url("server.url", "http://10.1.2.3").is_ok());
+        assert!(lax.check_http_url("server.url", "http://192.0.2.3").is_ok());
     }
 
     #[test]
