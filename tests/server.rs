@@ -579,3 +579,56 @@ async fn organizations_see_only_their_own_users_nodes_and_tasks() {
     assert_eq!((status, body["code"].as_str()), (400, Some("malformed_body")));
     app.cleanup().await;
 }
+
+/// Failed logins are counted per user name and per client address; behind a reverse proxy
+/// named in `auth.trusted_proxies`, the client's address is the last of `X-Forwarded-For`.
+#[tokio::test]
+async fn failed_logins_are_limited_per_user_and_per_client_address() {
+    let (mut config, db_name, vhost) = prepare().await;
+    config.auth.failures_per_user = 3;
+    config.auth.failures_per_address = 5;
+    config.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let server = fedq::server::start(config.clone()).await.expect("the server starts");
+    let mut app = attach(config, db_name, vhost, server.addr).await;
+    app.server = Some(server);
+    let org = app.org("limited").await;
+    app.user(org.org(), "alice", "researcher").await;
+    app.user(org.org(), "bob", "researcher").await;
+    let login = |user: &'static str, password: &'static str, client: &'static str| {
+        let http = app.http.clone();
+        let url = app.url("/login");
+        async move {
+            let response = http
+                .post(url)
+                .header("x-forwarded-for", format!("203.0.113.200, {client}"))
+                .json(&json!({ "username": user, "password": password }))
+                .send()
+                .await
+                .unwrap();
+            let retry = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body["code"].as_str().unwrap_or_default().to_owned(), retry)
+        }
+    };
+    const RIGHT: &str = "a-long-password-123";
+    // Three wrong passwords for alice, from three clients: alice is refused, even with her
+    // password, and with a Retry-After; bob is not.
+    for client in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        assert_eq!(login("alice", "wrong", client).await.0, 401);
+    }
+    let (status, code, retry) = login("alice", RIGHT, "192.0.2.4").await;
+    assert_eq!((status, code.as_str()), (429, "too_many_attempts"));
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=300).contains(&retry), "{retry}");
+    assert_eq!(login("bob", RIGHT, "192.0.2.4").await.0, 200);
+
+    // Five failures from one client address, whatever the user: that address is refused, others
+    // are not; the address the client put first in the header does not count.
+    for user in ["u1", "u2", "u3", "u4", "u5"] {
+        assert_eq!(login(user, "wrong", "192.0.2.9").await.0, 401);
+    }
+    assert_eq!(login("bob", RIGHT, "192.0.2.9").await.1, "too_many_attempts");
+    assert_eq!(login("bob", RIGHT, "192.0.2.10").await.0, 200);
+    app.cleanup().await;
+}

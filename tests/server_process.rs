@@ -93,3 +93,157 @@ async fn a_killed_server_loses_nothing_and_a_terminated_one_stops_cleanly_withou
     }
     app.cleanup().await;
 }
+
+/// The resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    kib / 1024
+}
+
+/// Outcome of a flood: status codes counted, and RSS before, at peak during, and after.
+struct Flood {
+    statuses: std::collections::BTreeMap<u16, usize>,
+    retry_after: usize,
+    rss: (u64, u64, u64),
+}
+
+/// `n` logins at once with wrong passwords, each for its own user name, over HTTPS.
+async fn flood(base: &str, pid: u32, n: usize) -> Flood {
+    let ca = std::path::Path::new("/var/lib/fedq-dev/tls/ca.pem");
+    let tls = fedq::tls::ClientTls { ca_file: Some(ca.into()), ..Default::default() };
+    let http = tls.http_client("flood", Duration::from_secs(120)).unwrap();
+    let before = rss_mib(pid);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mib(pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let requests = (0..n).map(|i| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/login");
+        async move {
+            let body = serde_json::json!({ "username": format!("guess-{i}"), "password": "wrong-password" });
+            let response = http.post(url).json(&body).send().await.expect("every login gets an answer");
+            (response.status().as_u16(), response.headers().contains_key("retry-after"))
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = sampler.join().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut statuses = std::collections::BTreeMap::new();
+    for (status, _) in &answers {
+        *statuses.entry(*status).or_default() += 1;
+    }
+    let retry_after = answers.iter().filter(|(s, r)| *s == 429 && *r).count();
+    Flood { statuses, retry_after, rss: (before, during, rss_mib(pid)) }
+}
+
+/// A login flood, as anyone on the network can send: password checks (Argon2id, 19 MiB each)
+/// run a few at a time so memory stays flat, and past the failure limits logins are refused
+/// before any hashing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_keeps_memory_flat_and_guessing_is_refused() {
+    let (config, db_name, vhost) = prepare().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let tls = [
+        ("FEDQ_HTTP__TLS_CERT", "/var/lib/fedq-dev/tls/localhost.pem".to_owned()),
+        ("FEDQ_HTTP__TLS_KEY", "/var/lib/fedq-dev/tls/localhost.key".to_owned()),
+    ];
+    let wait_up = |port: u16| async move {
+        let http = fedq::tls::ClientTls {
+            ca_file: Some("/var/lib/fedq-dev/tls/ca.pem".into()),
+            ..Default::default()
+        }
+        .http_client("test", Duration::from_secs(5))
+        .unwrap();
+        eventually(60, "the server to be healthy", || {
+            let http = http.clone();
+            async move {
+                let r = http.get(format!("https://localhost:{port}/api/v1/health")).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            }
+        })
+        .await;
+    };
+
+    // Many addresses (the failure limits out of reach): only the bound on concurrent hashing
+    // holds memory.
+    let port = free_port();
+    let mut limits_off = tls.to_vec();
+    limits_off.push(("FEDQ_AUTH__FAILURES_PER_ADDRESS", "1000000".into()));
+    limits_off.push(("FEDQ_AUTH__FAILURES_PER_USER", "1000000".into()));
+    let mut child = spawn_server_process_with(&config, port, &log, "warn", &limits_off);
+    wait_up(port).await;
+    let hashing = flood(&format!("https://localhost:{port}"), child.id(), 1000).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!(
+        "1000 wrong logins, failure limits off: {:?}, RSS MiB before/peak/after {:?}",
+        hashing.statuses, hashing.rss
+    );
+    let (before, peak, after) = hashing.rss;
+    assert!(
+        hashing.statuses.keys().all(|s| [401, 503].contains(s)),
+        "wrong (401) or asked to come back (503): {:?}",
+        hashing.statuses
+    );
+    assert!(hashing.statuses.get(&401).copied().unwrap_or(0) >= 20, "{:?}", hashing.statuses);
+    // Two hashing threads keep 19 MiB each; a thousand open connections about 0.2 MiB each.
+    // With 128 hashing threads instead this flood took the server to 12 GB, kept afterwards.
+    assert!(peak < before + 350, "memory stays flat while hashing: {before} → {peak} MiB");
+    assert!(after < before + 350, "and afterwards: {before} → {after} MiB");
+
+    // One address, the default limits: 50 failures, then refused before hashing.
+    let port = free_port();
+    let mut defaults = tls.to_vec();
+    // Time for the fifty checks however busy the machine is, so that none is answered 503.
+    defaults.push(("FEDQ_AUTH__HASH_QUEUE_SECS", "300".into()));
+    let mut child = spawn_server_process_with(&config, port, &log, "warn", &defaults);
+    wait_up(port).await;
+    let limited = flood(&format!("https://localhost:{port}"), child.id(), 1000).await;
+    eprintln!(
+        "1000 wrong logins, default limits: {:?}, RSS MiB before/peak/after {:?}",
+        limited.statuses, limited.rss
+    );
+    let wrong = limited.statuses.get(&401).copied().unwrap_or(0);
+    assert!(
+        (50..=52).contains(&wrong),
+        "about the address's 50 failures were checked: {:?}",
+        limited.statuses
+    );
+    assert_eq!(limited.statuses.get(&429).copied().unwrap_or(0), 1000 - wrong, "{:?}", limited.statuses);
+    assert_eq!(limited.retry_after, 1000 - wrong, "every refusal says when to retry");
+    // The right password is refused too from this address, until the window ends.
+    let http =
+        fedq::tls::ClientTls { ca_file: Some("/var/lib/fedq-dev/tls/ca.pem".into()), ..Default::default() }
+            .http_client("test", Duration::from_secs(30))
+            .unwrap();
+    let response = http
+        .post(format!("https://localhost:{port}/api/v1/login"))
+        .json(&serde_json::json!({ "username": "root", "password": ROOT_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_attempts");
+    assert!(body["message"].as_str().unwrap().contains("from this address"), "{body}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    support::attach_stopped(config, db_name, vhost).cleanup().await;
+}

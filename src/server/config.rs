@@ -146,11 +146,32 @@ impl RouterConfig {
 pub struct AuthConfig {
     /// How long a login token is valid, in seconds.
     pub session_ttl_secs: u64,
+    /// How many password checks (Argon2id, 19 MiB each) run at once.
+    pub max_concurrent_hashes: usize,
+    /// How long a login waits for its turn before it is answered `unavailable`.
+    pub hash_queue_secs: u64,
+    /// Failed logins for one user name, within the window, after which it is refused.
+    pub failures_per_user: u32,
+    /// Failed logins from one address, within the window, after which it is refused.
+    pub failures_per_address: u32,
+    /// The window over which failed logins are counted, in seconds.
+    pub failure_window_secs: u64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client's address (its last entry).
+    /// Without them, every login behind a proxy counts against the proxy's address.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { session_ttl_secs: 12 * 3600 }
+        Self {
+            session_ttl_secs: 12 * 3600,
+            max_concurrent_hashes: 2,
+            hash_queue_secs: 10,
+            failures_per_user: 10,
+            failures_per_address: 50,
+            failure_window_secs: 300,
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 

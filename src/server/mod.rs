@@ -220,6 +220,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         broker: link.clone(),
         management,
         broker_stats: dashboard::BrokerStats::default(),
+        throttle: api::throttle::LoginThrottle::new(&config.auth, api::auth::verify_password),
         config: config.clone(),
     });
     if let Err(e) = api::auth::bootstrap_root(&state).await {

@@ -141,7 +141,10 @@ pub async fn serve<F, R>(
             _ = stopped(&mut shutdown) => break,
         };
         let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let service = hyper_util::service::TowerToHyperService::new(WithPeer {
+            inner: warp::service(filter.clone()),
+            peer,
+        });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             // A client that opens a connection and never finishes the handshake is dropped.
@@ -162,6 +165,36 @@ pub async fn serve<F, R>(
         });
     }
     graceful.shutdown().await;
+}
+
+/// The TCP peer of a request served over TLS here (warp's own `addr::remote` is filled only by
+/// `warp::serve`), for handlers that count by address, such as the login throttle.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// A service that tags each request with its connection's peer.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: std::net::SocketAddr,
+}
+
+impl<S, B> tower_service::Service<warp::http::Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<warp::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: warp::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(PeerAddr(self.peer));
+        self.inner.call(request)
+    }
 }
 
 /// Resolves when `stop` turns true (the channel's guard is not held across an await).

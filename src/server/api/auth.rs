@@ -1,6 +1,8 @@
 //! Who is calling: users log in for a bearer token, nodes present their API key. Every
 //! permission rule of the API is a method of [`Principal`], so the rules are read in one place.
 
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
@@ -10,12 +12,14 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use warp::Filter;
+use warp::http::HeaderMap;
 
 use super::error::ApiError;
 use super::{State, with_state};
 use crate::ids::OrgId;
 use crate::server::db::directory::{self, Node};
 use crate::server::db::users::{self, Role, User};
+use crate::tls::server::PeerAddr;
 
 const USER_TOKEN_PREFIX: &str = "fedq_u_";
 const NODE_KEY_PREFIX: &str = "fedq_n_";
@@ -137,7 +141,8 @@ pub fn hash_password(password: &SecretString) -> Result<String, ApiError> {
         .map_err(|_| ApiError::internal())
 }
 
-fn verify_password(password: &str, hash: &str) -> bool {
+/// Whether `password` matches the PHC string `hash` (run on the throttle's hashing threads).
+pub fn verify_password(password: &str, hash: &str) -> bool {
     Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
 }
 
@@ -173,32 +178,57 @@ pub struct Login {
 }
 
 /// Checks a user name and password; the same error, after the same work, whether the user
-/// exists or not.
+/// exists or not. `source` is the client's address, for the throttle (`throttle.rs`): over a
+/// failure limit the login is refused before any work, and at most a few checks run at once.
 pub async fn verify_credentials(
     state: &State,
     username: &str,
     password: &SecretString,
+    source: Option<IpAddr>,
 ) -> Result<User, ApiError> {
+    state.throttle.admit(username, source)?;
     let db = super::db(state).await?;
     let found = users::by_username(&**db, username).await.map_err(ApiError::from)?;
+    drop(db);
     // Verify against a dummy hash when the user does not exist, so timing does not reveal which
     // user names exist.
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
         None => (None, dummy_hash().to_owned()),
     };
-    let password = password.expose_secret().to_owned();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(|_| ApiError::internal())?;
+    let ok = state.throttle.check(username, source, password.clone(), hash).await?;
     match (user, ok) {
-        (Some(user), true) => Ok(user),
-        _ => Err(ApiError {
-            status: warp::http::StatusCode::UNAUTHORIZED,
-            code: "bad_credentials",
-            message: "wrong user name or password".into(),
-        }),
+        (Some(user), true) => {
+            state.throttle.succeeded(username);
+            Ok(user)
+        }
+        _ => {
+            state.throttle.failed(username, source);
+            Err(ApiError::bad_credentials())
+        }
     }
+}
+
+/// The client's address: the connection's peer, or, when the peer is one of
+/// `auth.trusted_proxies`, the last address of its `X-Forwarded-For`.
+pub fn client_address(state: State) -> impl Filter<Extract = (Option<IpAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<PeerAddr>().and(warp::addr::remote()).and(warp::header::headers_cloned()).map(
+        move |tls_peer: Option<PeerAddr>, plain_peer: Option<SocketAddr>, headers: HeaderMap| {
+            let peer = tls_peer.map(|p| p.0).or(plain_peer)?.ip();
+            if !state.config.auth.trusted_proxies.contains(&peer) {
+                return Some(peer);
+            }
+            // The proxy appends the address it saw; whatever the client sent comes before it.
+            let forwarded =
+                headers.get_all("x-forwarded-for").iter().next_back().and_then(|v| v.to_str().ok());
+            Some(
+                forwarded
+                    .and_then(|v| v.rsplit(',').next())
+                    .and_then(|a| a.trim().parse().ok())
+                    .unwrap_or(peer),
+            )
+        },
+    )
 }
 
 /// Opens a session for `user`: a new token (only its hash is stored) and when it expires.
@@ -228,8 +258,12 @@ pub async fn end_session(state: &State, token: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /login`: a bearer token for a user name and password.
-pub async fn login(body: Login, state: State) -> Result<warp::reply::Response, warp::Rejection> {
-    let user = verify_credentials(&state, &body.username, &body.password).await?;
+pub async fn login(
+    body: Login,
+    source: Option<IpAddr>,
+    state: State,
+) -> Result<warp::reply::Response, warp::Rejection> {
+    let user = verify_credentials(&state, &body.username, &body.password, source).await?;
     let (token, expires_at) = create_session(&state, &user).await?;
     let expires_ms = expires_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     Ok(warp::reply::json(&serde_json::json!({

@@ -16,13 +16,28 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
+    /// For `too_many_attempts`: when to try again (`Retry-After`).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl warp::reject::Reject for ApiError {}
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after_secs: None }
+    }
+
+    /// Refused before any work: too many failures; retry after `secs`.
+    pub fn too_many_attempts(message: impl Into<String>, secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", message)
+        }
+    }
+
+    /// Wrong user name or password (the same answer whether the user exists or not).
+    pub fn bad_credentials() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong user name or password")
     }
 
     /// No valid credentials.
@@ -137,5 +152,9 @@ pub fn classify(rejection: &Rejection) -> ApiError {
 /// The JSON body of an error.
 pub fn render(error: &ApiError) -> warp::reply::Response {
     let body = serde_json::json!({ "code": error.code, "message": error.message });
-    warp::reply::with_status(warp::reply::json(&body), error.status).into_response()
+    let mut response = warp::reply::with_status(warp::reply::json(&body), error.status).into_response();
+    if let Some(secs) = error.retry_after_secs {
+        response.headers_mut().insert(warp::http::header::RETRY_AFTER, secs.into());
+    }
+    response
 }

@@ -9,6 +9,7 @@ pub(crate) mod nodes;
 mod organizations;
 mod system;
 pub(crate) mod tasks;
+pub mod throttle;
 mod users;
 
 use std::convert::Infallible;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub management: Management,
     /// The broker's queue statistics for the dashboard, read at most every two seconds.
     pub broker_stats: crate::server::dashboard::BrokerStats,
+    /// Bounds on password checking: concurrency and failures.
+    pub throttle: throttle::LoginThrottle,
     /// Settings.
     pub config: ServerConfig,
 }
@@ -87,6 +90,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("login"))
         .and(warp::post())
         .and(json_body(4096))
+        .and(auth::client_address(state.clone()))
         .and(st.clone())
         .and_then(auth::login);
     let logout = v1

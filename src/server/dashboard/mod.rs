@@ -49,6 +49,7 @@ pub fn routes(state: State) -> Route {
         .and(warp::post())
         .and(session::login_cookie())
         .and(session::form())
+        .and(crate::server::api::auth::client_address(state.clone()))
         .and(st.clone())
         .and_then(session::login);
     let logout = warp::path!("logout")

@@ -184,7 +184,12 @@ pub async fn login_page(state: State) -> Response {
 
 /// `POST /admin/login`: checks the double-submit token, the password and the role, then sets
 /// the session cookie.
-pub async fn login(login_cookie: Option<String>, form: HashMap<String, String>, state: State) -> Response {
+pub async fn login(
+    login_cookie: Option<String>,
+    form: HashMap<String, String>,
+    source: Option<std::net::IpAddr>,
+    state: State,
+) -> Response {
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
     match login_cookie {
         Some(expected) if same(field("csrf"), &expected) => {}
@@ -197,10 +202,13 @@ pub async fn login(login_cookie: Option<String>, form: HashMap<String, String>, 
         }
     }
     let password = SecretString::from(field("password").to_owned());
-    let user = match auth::verify_credentials(&state, field("username"), &password).await {
+    let user = match auth::verify_credentials(&state, field("username"), &password, source).await {
         Ok(user) => user,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
             return Ok(login_form(&state, StatusCode::UNAUTHORIZED, Some("Wrong user name or password.")));
+        }
+        Err(e) if e.code == "too_many_attempts" => {
+            return Ok(login_form(&state, StatusCode::TOO_MANY_REQUESTS, Some(&format!("{}.", e.message))));
         }
         Err(e) => return Err(e.into()),
     };
