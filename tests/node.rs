@@ -379,3 +379,121 @@ async fn node_gc_removes_expired_run_volumes_and_stopped_containers() {
     assert!(!exists(&fresh));
     fed.cleanup().await;
 }
+
+/// A network the administrator created beforehand (Docker names its bridge `br-…`): the node
+/// hangs its rules on that bridge, so containers still reach only the endpoint.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_created_beforehand_gets_the_firewall_on_its_real_bridge() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    let network = format!("fedq-{}", fed.config.node.name);
+    docker(&[
+        "network",
+        "create",
+        "--internal",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        &network,
+    ]);
+    fed.start_node().await;
+    let bridge = bridge_of(&network);
+    assert!(bridge.starts_with("br-"), "{bridge}");
+    assert!(
+        iptables(&["-S", "INPUT"]).contains(&format!("-i {bridge} -j FEDQ-")),
+        "the rules are on {bridge}"
+    );
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gateway = fed.endpoint().ip();
+    let (_, found) = fed
+        .probe(json!([
+            {"op": "connect", "addr": fed.endpoint().to_string()},
+            {"op": "connect", "addr": format!("{gateway}:{port}")},
+            {"op": "connect", "addr": format!("{gateway}:5672")},
+        ]))
+        .await;
+    assert_eq!(found[0], "open", "the endpoint is reachable: {found:?}");
+    assert_ne!(found[1], "open", "a host port: {found:?}");
+    assert_ne!(found[2], "open", "the broker: {found:?}");
+    fed.cleanup().await;
+}
+
+/// UDP to the host and name queries through Docker's resolver in the container (which the node
+/// points at the gateway) reach no listener: each is a listener this test starts on the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_and_name_queries_do_not_leave_the_algorithm_network() {
+    let fed = fed().await;
+    let gateway = fed.endpoint().ip();
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    // Where Docker's resolver forwards names it does not know, for this node's containers.
+    let dns = std::net::UdpSocket::bind((gateway, 53)).unwrap();
+    let dns_tcp = TcpListener::bind((gateway, 53)).unwrap();
+    let (_, found) = fed
+        .probe(json!([
+            {"op": "udp", "addr": format!("{gateway}:{port}"), "text": "leak-over-udp"},
+            {"op": "resolve", "name": "leak-over-dns.fedq.test"},
+        ]))
+        .await;
+    assert_eq!(found[0], "sent", "{found:?}");
+    assert!(found[1].as_str().is_some_and(|f| f.starts_with("error")), "nothing resolves: {found:?}");
+    for (what, socket) in [("UDP", &udp), ("DNS", &dns)] {
+        socket.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let mut buffer = [0u8; 512];
+        let got = socket.recv_from(&mut buffer);
+        assert!(
+            got.is_err(),
+            "the {what} listener received {:?}",
+            got.map(|(n, from)| (from, buffer[..n].to_vec()))
+        );
+    }
+    dns_tcp.set_nonblocking(true).unwrap();
+    assert!(dns_tcp.accept().is_err(), "nothing connected to the DNS port over TCP");
+    fed.cleanup().await;
+}
+
+/// Rules flushed under a running node (a firewall reload, say) are noticed and put back.
+#[tokio::test(flavor = "multi_thread")]
+async fn firewall_rules_removed_under_a_running_node_are_put_back() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    fed.config.network.firewall_check_secs = 1;
+    fed.start_node().await;
+    let bridge = bridge_of(&format!("fedq-{}", fed.config.node.name));
+    let jump = iptables(&["-S", "INPUT"])
+        .lines()
+        .find(|l| l.contains(&format!("-i {bridge} -j FEDQ-")))
+        .expect("the node's rule in INPUT")
+        .to_owned();
+    let chain = jump.rsplit(' ').next().unwrap().to_owned();
+    let rule: Vec<&str> = jump.split(' ').skip(1).collect();
+    iptables(&[&["-D"], &rule[..]].concat());
+    iptables(&["-F", &chain]);
+    support::eventually(30, "the node to put its rules back", || async {
+        let input = iptables(&["-S", "INPUT"]);
+        let chain = iptables(&["-S", &chain]);
+        (input.contains(&jump) && chain.contains("-j DROP")).then_some(())
+    })
+    .await;
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gateway = fed.endpoint().ip();
+    let (_, found) = fed.probe(json!([{"op": "connect", "addr": format!("{gateway}:{port}")}])).await;
+    assert_ne!(found[0], "open", "{found:?}");
+    fed.cleanup().await;
+}
+
+/// The bridge interface of a Docker network.
+fn bridge_of(network: &str) -> String {
+    let options = docker(&["network", "inspect", "-f", "{{json .Options}} {{.Id}}", network]);
+    let (options, id) = options.trim().rsplit_once(' ').unwrap();
+    let options: serde_json::Value = serde_json::from_str(options).unwrap();
+    match options["com.docker.network.bridge.name"].as_str() {
+        Some(name) => name.to_owned(),
+        None => format!("br-{}", &id[..12]),
+    }
+}
+
+fn iptables(args: &[&str]) -> String {
+    let out = std::process::Command::new("iptables").arg("-w").args(args).output().unwrap();
+    assert!(out.status.success(), "iptables {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}

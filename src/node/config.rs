@@ -121,11 +121,14 @@ pub struct NetworkSection {
     /// Manage firewall rules so that containers reach only the endpoint. Turn off only where
     /// another firewall already does this.
     pub firewall: bool,
+    /// How often the firewall rules are checked; while they are not in place no container
+    /// starts, and they are installed again.
+    pub firewall_check_secs: u64,
 }
 
 impl Default for NetworkSection {
     fn default() -> Self {
-        Self { subnet: None, endpoint_port: 8650, firewall: true }
+        Self { subnet: None, endpoint_port: 8650, firewall: true, firewall_check_secs: 5 }
     }
 }
 

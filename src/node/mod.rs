@@ -333,6 +333,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tasks.push(tokio::spawn(worker::consume_forever(core.clone())));
     tasks.push(tokio::spawn(heartbeats(core.clone())));
     tasks.push(tokio::spawn(collect_garbage(core.clone())));
+    tasks.push(tokio::spawn(watch_firewall(core.clone())));
     if let Some(interval) = sd_notify::watchdog_enabled() {
         tasks.push(tokio::spawn(async move {
             loop {
@@ -344,6 +345,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(endpoint = %addr, network = core.sandbox.network(), "node started");
     Ok(RunningNode { core, stop: stop_tx, halt: halt_tx, tasks, endpoint: addr })
+}
+
+/// Checks the algorithm network's firewall every `network.firewall_check_secs`.
+async fn watch_firewall(core: Arc<Core>) {
+    let interval = Duration::from_secs(core.config.network.firewall_check_secs.max(1));
+    loop {
+        tokio::time::sleep(interval).await;
+        core.sandbox.check_firewall().await;
+    }
 }
 
 /// Tells the server the node is online, every `heartbeat_secs`, while the broker is connected

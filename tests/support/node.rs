@@ -315,8 +315,12 @@ fn fedq_firewall_cleanup(node: &str) {
     let tag = hex::encode(&sha2::Sha256::digest(node.as_bytes())[..5]);
     let script = format!(
         "for t in iptables ip6tables; do \
-           while $t -w -D INPUT -i fq-{tag} -j FEDQ-{tag} 2>/dev/null; do :; done; \
-           $t -w -F FEDQ-{tag} 2>/dev/null; $t -w -X FEDQ-{tag} 2>/dev/null; done; true"
+           for c in INPUT FORWARD DOCKER-USER; do \
+             $t -w -S $c 2>/dev/null | grep -E -- '-j FEDQ-{tag}(-F)?$' | sed 's/^-A/-D/' | \
+               while read -r rule; do $t -w $rule; done; \
+           done; \
+           for chain in FEDQ-{tag} FEDQ-{tag}-F; do $t -w -F $chain 2>/dev/null; $t -w -X $chain 2>/dev/null; done; \
+         done; true"
     );
     let _ = Command::new("sh").arg("-c").arg(script).output();
 }

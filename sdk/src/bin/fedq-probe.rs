@@ -47,6 +47,8 @@ fn main() {
         let op = step["op"].as_str().unwrap_or("");
         let outcome = match op {
             "connect" => connect(step),
+            "udp" => udp(step),
+            "resolve" => resolve(step),
             "listen" => listen(step),
             "write" => write(step),
             "read" => read(step),
@@ -162,6 +164,28 @@ fn connect(step: &Value) -> Value {
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {
             json!("timeout")
         }
+        Err(e) => json!(format!("error: {e}")),
+    }
+}
+
+/// Sends one UDP datagram (`text`) to `addr`: "sent", or the error.
+fn udp(step: &Value) -> Value {
+    let Some(addr) = step["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok()) else {
+        return json!("error: addr must be ip:port");
+    };
+    let text = step["text"].as_str().unwrap_or("probe");
+    match std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.send_to(text.as_bytes(), addr)) {
+        Ok(_) => json!("sent"),
+        Err(e) => json!(format!("error: {e}")),
+    }
+}
+
+/// Resolves `name` through the container's resolver: the addresses found, or the error.
+fn resolve(step: &Value) -> Value {
+    use std::net::ToSocketAddrs as _;
+    let name = step["name"].as_str().unwrap_or("");
+    match (name, 80).to_socket_addrs() {
+        Ok(addrs) => json!(addrs.map(|a| a.ip().to_string()).collect::<Vec<_>>()),
         Err(e) => json!(format!("error: {e}")),
     }
 }

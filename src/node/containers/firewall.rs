@@ -2,11 +2,18 @@
 //!
 //! Docker's internal network has no route out, but the host itself is on it, as the gateway:
 //! a container can reach every host port bound to all interfaces (the broker, the database…)
-//! at the gateway address, and IPv6 link-local addresses reach services bound to `[::]`. The
-//! node adds its own chain to the host's `INPUT`: from the network's bridge, only TCP to the
+//! at the gateway address, TCP or UDP, and IPv6 link-local addresses reach services bound to
+//! `[::]`. The node adds its own chain to the host's `INPUT`: from the network's bridge (the
+//! interface the network really has, read from Docker, never assumed), only TCP to the
 //! endpoint's address and port is accepted; everything else from the bridge is dropped, and all
-//! IPv6 from it is dropped. Traffic between containers is stopped by Docker itself
-//! (`enable_icc=false`, which needs `br_netfilter`, checked at start).
+//! IPv6 from it is dropped. A second chain drops everything forwarded from or to the bridge
+//! (hooked in `DOCKER-USER`, which Docker keeps first in `FORWARD`, or in `FORWARD` itself):
+//! containers reach nothing routed, whatever Docker's own rules become, and not each other
+//! (also Docker's `enable_icc=false`, which needs `br_netfilter`, checked at start).
+//!
+//! Rules can vanish under a running node (a firewall reload, an administrator's flush): the node
+//! checks them with [`Firewall::verify`] every few seconds, starts no container while they are
+//! not in place, and installs them again.
 
 use std::net::Ipv4Addr;
 
@@ -16,10 +23,14 @@ use tokio::process::Command;
 #[derive(Debug, Clone)]
 pub struct Firewall {
     chain: String,
+    forward_chain: String,
     bridge: String,
     gateway: Ipv4Addr,
     port: u16,
 }
+
+/// The tools, in the order rules are installed.
+const TOOLS: [&str; 2] = ["iptables", "ip6tables"];
 
 /// A firewall command failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,33 +44,105 @@ impl Firewall {
     /// Rules for `bridge` (the network's interface), allowing `gateway:port` only. `tag`
     /// distinguishes nodes on one host (at most 20 characters).
     pub fn new(tag: &str, bridge: &str, gateway: Ipv4Addr, port: u16) -> Self {
-        Self { chain: format!("FEDQ-{tag}"), bridge: bridge.to_owned(), gateway, port }
+        Self {
+            chain: format!("FEDQ-{tag}"),
+            forward_chain: format!("FEDQ-{tag}-F"),
+            bridge: bridge.to_owned(),
+            gateway,
+            port,
+        }
+    }
+
+    /// The bridge interface the rules are hung on.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// Each chain with the rules it must hold, for `tool`.
+    fn chains(&self, tool: &str) -> [(&str, Vec<Vec<String>>); 2] {
+        let mut input = Vec::new();
+        if tool == "iptables" {
+            input.push(
+                ["-p", "tcp", "-d", &format!("{}/32", self.gateway), "--dport", &self.port.to_string()]
+                    .iter()
+                    .chain(&["-j", "ACCEPT"])
+                    .map(|a| a.to_string())
+                    .collect(),
+            );
+        }
+        input.push(vec!["-j".into(), "DROP".into()]);
+        [(self.chain.as_str(), input), (self.forward_chain.as_str(), vec![vec!["-j".into(), "DROP".into()]])]
+    }
+
+    /// The rules that send the bridge's traffic into the chains: `(chain, rule)`.
+    async fn jumps(&self, tool: &str) -> Vec<(&'static str, Vec<String>)> {
+        // Docker puts `DOCKER-USER` first in `FORWARD` and never flushes it; without Docker's
+        // chain, `FORWARD` itself.
+        let forward = if run(tool, &["-S", "DOCKER-USER"]).await.is_ok() { "DOCKER-USER" } else { "FORWARD" };
+        let jump = |direction: &str, chain: &str| {
+            vec![direction.to_owned(), self.bridge.clone(), "-j".to_owned(), chain.to_owned()]
+        };
+        vec![
+            ("INPUT", jump("-i", &self.chain)),
+            (forward, jump("-i", &self.forward_chain)),
+            (forward, jump("-o", &self.forward_chain)),
+        ]
     }
 
     /// Installs (or re-installs) the rules. Idempotent.
     pub async fn install(&self) -> Result<(), FirewallError> {
         check_bridge_netfilter()?;
-        let port = self.port.to_string();
-        let gateway = self.gateway.to_string();
-        for tool in ["iptables", "ip6tables"] {
+        check_interface(&self.bridge)?;
+        for tool in TOOLS {
             if tool == "ip6tables" && !has_tool(tool).await {
                 continue;
             }
-            // Create or empty the chain, then fill it.
-            if run(tool, &["-N", &self.chain]).await.is_err() {
-                run(tool, &["-F", &self.chain]).await?;
+            for (chain, rules) in self.chains(tool) {
+                // Create or empty the chain, then fill it.
+                if run(tool, &["-N", chain]).await.is_err() {
+                    run(tool, &["-F", chain]).await?;
+                }
+                for rule in rules {
+                    let args: Vec<&str> =
+                        ["-A", chain].into_iter().chain(rule.iter().map(String::as_str)).collect();
+                    run(tool, &args).await?;
+                }
             }
-            if tool == "iptables" {
-                run(
-                    tool,
-                    &["-A", &self.chain, "-p", "tcp", "-d", &gateway, "--dport", &port, "-j", "ACCEPT"],
-                )
-                .await?;
+            for (chain, rule) in self.jumps(tool).await {
+                let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+                if run(tool, &[&["-C", chain], &rule[..]].concat()).await.is_err() {
+                    run(tool, &[&["-I", chain, "1"], &rule[..]].concat()).await?;
+                }
             }
-            run(tool, &["-A", &self.chain, "-j", "DROP"]).await?;
-            let jump = ["INPUT", "-i", self.bridge.as_str(), "-j", self.chain.as_str()];
-            if run(tool, &[&["-C"], &jump[..]].concat()).await.is_err() {
-                run(tool, &[&["-I"], &jump[..1], &["1"], &jump[1..]].concat()).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether every rule is in place, and nothing else in the node's chains: `Err` names the
+    /// first one missing.
+    pub async fn verify(&self) -> Result<(), FirewallError> {
+        check_interface(&self.bridge)?;
+        for tool in TOOLS {
+            if tool == "ip6tables" && !has_tool(tool).await {
+                continue;
+            }
+            for (chain, rules) in self.chains(tool) {
+                for rule in &rules {
+                    let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+                    run(tool, &[&["-C", chain], &rule[..]].concat()).await?;
+                }
+                let listed = output(tool, &["-S", chain]).await?;
+                let present = listed.lines().filter(|l| l.starts_with("-A ")).count();
+                if present != rules.len() {
+                    return Err(FirewallError {
+                        command: format!("{tool} -S {chain}"),
+                        detail: format!("{present} rules where {} belong", rules.len()),
+                    });
+                }
+            }
+            for (chain, rule) in self.jumps(tool).await {
+                let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+                run(tool, &[&["-C", chain], &rule[..]].concat()).await?;
             }
         }
         Ok(())
@@ -67,12 +150,32 @@ impl Firewall {
 
     /// Removes the rules. Idempotent.
     pub async fn remove(&self) {
-        for tool in ["iptables", "ip6tables"] {
-            let jump = ["INPUT", "-i", self.bridge.as_str(), "-j", self.chain.as_str()];
-            while run(tool, &[&["-D"], &jump[..]].concat()).await.is_ok() {}
-            let _ = run(tool, &["-F", &self.chain]).await;
-            let _ = run(tool, &["-X", &self.chain]).await;
+        for tool in TOOLS {
+            for forward in ["INPUT", "FORWARD", "DOCKER-USER"] {
+                for (direction, chain) in
+                    [("-i", &self.chain), ("-i", &self.forward_chain), ("-o", &self.forward_chain)]
+                {
+                    let jump = [forward, direction, self.bridge.as_str(), "-j", chain.as_str()];
+                    while run(tool, &[&["-D"], &jump[..]].concat()).await.is_ok() {}
+                }
+            }
+            for chain in [&self.chain, &self.forward_chain] {
+                let _ = run(tool, &["-F", chain]).await;
+                let _ = run(tool, &["-X", chain]).await;
+            }
         }
+    }
+}
+
+/// The bridge must exist: rules on an interface that does not exist match nothing.
+fn check_interface(bridge: &str) -> Result<(), FirewallError> {
+    if std::path::Path::new("/sys/class/net").join(bridge).exists() {
+        Ok(())
+    } else {
+        Err(FirewallError {
+            command: format!("ls /sys/class/net/{bridge}"),
+            detail: format!("the algorithm network's bridge {bridge} does not exist"),
+        })
     }
 }
 
@@ -97,13 +200,18 @@ fn check_bridge_netfilter() -> Result<(), FirewallError> {
 }
 
 async fn run(tool: &str, args: &[&str]) -> Result<(), FirewallError> {
+    output(tool, args).await.map(drop)
+}
+
+/// Runs `tool -w args`; its standard output.
+async fn output(tool: &str, args: &[&str]) -> Result<String, FirewallError> {
     // `-w`: wait for the xtables lock rather than fail while Docker changes its own rules.
     let output = Command::new(tool).arg("-w").args(args).output().await.map_err(|e| FirewallError {
         command: format!("{tool} {}", args.join(" ")),
         detail: e.to_string(),
     })?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(FirewallError {
             command: format!("{tool} {}", args.join(" ")),

@@ -76,6 +76,9 @@ pub struct Sandbox {
     network: String,
     gateway: Ipv4Addr,
     firewall: Option<Firewall>,
+    /// Whether the firewall's rules were in place when last checked; no container starts
+    /// while they are not.
+    firewall_intact: tokio::sync::watch::Sender<bool>,
     limits: Limits,
     data: Vec<(String, std::path::PathBuf)>,
     endpoint_port: u16,
@@ -119,7 +122,7 @@ impl Sandbox {
         let node = config.node.name.clone();
         let network = format!("fedq-{node}");
         let bridge = format!("fq-{}", tag(&node));
-        let gateway =
+        let (gateway, bridge) =
             ensure_network(&docker, &network, &bridge, &node, config.network.subnet.as_deref()).await?;
         let firewall = if config.network.firewall {
             let firewall = Firewall::new(&tag(&node), &bridge, gateway, config.network.endpoint_port);
@@ -135,6 +138,7 @@ impl Sandbox {
             network,
             gateway,
             firewall,
+            firewall_intact: tokio::sync::watch::Sender::new(true),
             limits: config.limits.clone(),
             data: config.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             endpoint_port: config.network.endpoint_port,
@@ -151,6 +155,7 @@ impl Sandbox {
             network: format!("fedq-{}", config.node.name),
             gateway: Ipv4Addr::UNSPECIFIED,
             firewall: None,
+            firewall_intact: tokio::sync::watch::Sender::new(true),
             limits: config.limits.clone(),
             data: Vec::new(),
             endpoint_port: config.network.endpoint_port,
@@ -170,6 +175,45 @@ impl Sandbox {
     /// The Docker client.
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Checks the firewall's rules; when they are not in place, closes the gate of
+    /// [`Sandbox::start`] and installs them again (opening it once they are back). Returns
+    /// whether they were in place.
+    pub async fn check_firewall(&self) -> bool {
+        let Some(firewall) = &self.firewall else { return true };
+        match firewall.verify().await {
+            Ok(()) => {
+                self.firewall_intact.send_if_modified(|intact| !std::mem::replace(intact, true));
+                true
+            }
+            Err(e) => {
+                self.firewall_intact.send_replace(false);
+                tracing::error!(
+                    error = %e,
+                    bridge = firewall.bridge(),
+                    "the firewall of the algorithm network is not in place: no container starts until it is; installing it again"
+                );
+                match firewall.install().await {
+                    Ok(()) => {
+                        tracing::warn!(
+                            bridge = firewall.bridge(),
+                            "the firewall of the algorithm network is installed again"
+                        );
+                        self.firewall_intact.send_replace(true);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "installing the firewall failed; retrying at the next check")
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether the firewall was in place at its last check.
+    pub fn firewall_intact(&self) -> bool {
+        *self.firewall_intact.borrow()
     }
 
     /// Removes the firewall rules and the network (when no container is attached any more).
@@ -258,6 +302,13 @@ impl Sandbox {
     /// Creates and starts the job's container, hardened and limited. A container of the same
     /// job left by a previous run of the node is removed first.
     pub async fn start(&self, spec: &ContainerSpec) -> Result<String, ContainerError> {
+        // No container starts on a network whose firewall is gone: wait for the check that
+        // puts it back.
+        let mut intact = self.firewall_intact.subscribe();
+        if !*intact.borrow() {
+            tracing::warn!(job = %spec.job, "waiting for the firewall of the algorithm network before starting");
+            let _ = intact.wait_for(|ok| *ok).await;
+        }
         let name = self.container_name(spec.job);
         self.remove(&name).await;
         let limits = &self.limits;
@@ -311,6 +362,10 @@ impl Sandbox {
                 ])),
             }),
             sysctls: Some(HashMap::from([("net.ipv6.conf.all.disable_ipv6".to_owned(), "1".to_owned())])),
+            // Docker's resolver in the container forwards names it does not know to these
+            // servers, from the container's network: the gateway, whose firewall drops them, so
+            // that no name query leaves (without this, the host's own resolvers).
+            dns: Some(vec![self.gateway.to_string()]),
             ..Default::default()
         };
         let endpoint = format!("http://{}:{}", self.gateway, self.endpoint_port);
@@ -439,14 +494,16 @@ impl Sandbox {
     }
 }
 
-/// Creates the node's internal network if it does not exist; returns its gateway address.
+/// Creates the node's internal network if it does not exist; returns its gateway address and
+/// its bridge interface, as Docker has them (a network created by an administrator beforehand
+/// has Docker's own bridge name, `br-` and the start of its id).
 async fn ensure_network(
     docker: &Docker,
     network: &str,
     bridge: &str,
     node: &str,
     subnet: Option<&str>,
-) -> Result<Ipv4Addr, ContainerError> {
+) -> Result<(Ipv4Addr, String), ContainerError> {
     if docker.inspect_network(network, None).await.is_err() {
         let options = HashMap::from([
             // No traffic between containers on this network.
@@ -491,6 +548,12 @@ async fn ensure_network(
     }
     let inspect = docker.inspect_network(network, None).await?;
     let options = inspect.options.unwrap_or_default();
+    let bridge = match options.get("com.docker.network.bridge.name") {
+        Some(name) => name.clone(),
+        None => {
+            format!("br-{}", inspect.id.as_deref().unwrap_or_default().chars().take(12).collect::<String>())
+        }
+    };
     if options.get("com.docker.network.bridge.enable_icc").map(String::as_str) != Some("false")
         || inspect.internal != Some(true)
     {
@@ -508,7 +571,7 @@ async fn ensure_network(
                 "{network} has no IPv4 gateway; remove it (`docker network rm {network}`) and start the node again"
             ))
         })?;
-    Ok(gateway)
+    Ok((gateway, bridge))
 }
 
 /// The first host address of an IPv4 network in CIDR notation (`10.213.7.0/28` → `10.213.7.1`).
