@@ -285,7 +285,8 @@ async fn receive(core: &Core, auth: Option<String>, query: HashMap<String, Strin
     };
     let topic = query.get("topic").map(String::as_str);
     long_poll(core, wait, |last| {
-        let taken = core.state.take_messages(job.record.run, topic, max.max(1)).map_err(internal)?;
+        let taken =
+            core.state.take_messages(job.record.run, job.record.job, topic, max.max(1)).map_err(internal)?;
         if taken.is_empty() && !last {
             return Ok(None);
         }

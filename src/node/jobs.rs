@@ -135,6 +135,18 @@ pub(crate) async fn accept(
             return;
         }
     }
+    // It runs (again): whatever run messages an earlier attempt took, before a restart cut it
+    // short, are this attempt's to take.
+    match core.state.give_back_messages(header.run, job) {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(%job, messages = n, "run messages taken by an earlier attempt given back to the rerun")
+        }
+        Err(e) => {
+            tracing::error!(%job, error = %e, "cannot read the run's inbox; the job will be redelivered");
+            return;
+        }
+    }
     let record = JobRecord {
         job,
         task: header.task,

@@ -4,7 +4,9 @@
 //!   handled, appended and synced before the delivery is acknowledged;
 //! - `jobs/<job>/`: the job's record, its sealed result (written before it is published, so a
 //!   redelivered `job_start` re-sends it instead of running again) and its container log;
-//! - `runs/<run>/inbox/`: run messages that arrived before a container asked for them;
+//! - `runs/<run>/inbox/`: run messages that arrived before a container asked for them
+//!   (`<id>.msg`), and those taken, marked with the job that took them (`<id>.taken-<job>`),
+//!   so that a job that did not finish gives them back to its rerun;
 //! - `runs/<run>/volume/`: the host side of the run's Docker volume;
 //! - `subtasks/<task>/`: subtasks created by this node's jobs and the results that came back.
 //!
@@ -191,7 +193,7 @@ impl StateDir {
         let dir = self.inbox(run);
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
         let name = message.id.to_string();
-        if dir.join(format!("{name}.msg")).exists() || dir.join(format!("{name}.taken")).exists() {
+        if dir.join(format!("{name}.msg")).exists() || was_taken(&dir, &name)? {
             return Ok(false);
         }
         let bytes = rmp_serde::to_vec_named(message).expect("messages encode");
@@ -199,11 +201,14 @@ impl StateDir {
         Ok(true)
     }
 
-    /// Takes the waiting messages of `run` (with `topic`, if given), oldest first, at most `max`.
-    /// A taken message is marked, not deleted, so that its redelivery is still recognised.
+    /// Takes the waiting messages of `run` (with `topic`, if given) for `job`, oldest first, at
+    /// most `max`. A taken message is marked with its taker, not deleted, so that its
+    /// redelivery is still recognised and a rerun of the job gets it again
+    /// ([`StateDir::give_back_messages`]).
     pub fn take_messages(
         &self,
         run: RunId,
+        job: JobId,
         topic: Option<&str>,
         max: usize,
     ) -> io::Result<Vec<StoredMessage>> {
@@ -234,10 +239,36 @@ impl StateDir {
             if topic.is_some_and(|t| t != message.topic) {
                 continue;
             }
-            fs::rename(&path, path.with_extension("taken"))?;
+            fs::rename(&path, path.with_extension(format!("taken-{job}")))?;
             taken.push(message);
         }
         Ok(taken)
+    }
+
+    /// Gives back to `run`'s inbox the messages `job` took: it is about to run again after a
+    /// restart, so it never finished with them. Returns how many. Their arrival order is kept
+    /// (a rename keeps the modification time the inbox sorts by).
+    pub fn give_back_messages(&self, run: RunId, job: JobId) -> io::Result<usize> {
+        let dir = self.inbox(run);
+        let suffix = format!(".taken-{job}");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut given = 0;
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if let Some(id) = name.strip_suffix(&suffix) {
+                fs::rename(&path, dir.join(format!("{id}.msg")))?;
+                given += 1;
+            }
+        }
+        if given > 0 {
+            File::open(&dir)?.sync_all()?;
+        }
+        Ok(given)
     }
 
     /// The host directory behind the run's Docker volume, created owned by `owner`.
@@ -329,6 +360,17 @@ impl SeenLog {
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     crate::files::write_atomic(path, bytes, 0o600)
+}
+
+/// Whether message `name` of the inbox `dir` was taken (by any job).
+fn was_taken(dir: &Path, name: &str) -> io::Result<bool> {
+    let prefix = format!("{name}.taken");
+    for entry in fs::read_dir(dir)? {
+        if entry?.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Writes `path` durably unless it exists: the new file is linked into place, which fails
@@ -440,11 +482,19 @@ mod tests {
         assert!(state.put_message(run, &x1).unwrap());
         assert!(!state.put_message(run, &x1).unwrap(), "a redelivery is not stored twice");
         assert!(state.put_message(run, &other).unwrap());
-        assert_eq!(state.take_messages(RunId::new(), None, 10).unwrap(), vec![]);
-        assert_eq!(state.take_messages(run, Some("x1"), 10).unwrap(), vec![x1.clone()]);
-        assert!(state.take_messages(run, Some("x1"), 10).unwrap().is_empty());
+        let (job, rerun_of_other) = (JobId::new(), JobId::new());
+        assert_eq!(state.take_messages(RunId::new(), job, None, 10).unwrap(), vec![]);
+        assert_eq!(state.take_messages(run, job, Some("x1"), 10).unwrap(), vec![x1.clone()]);
+        assert!(state.take_messages(run, job, Some("x1"), 10).unwrap().is_empty());
         assert!(!state.put_message(run, &x1).unwrap(), "nor after it was taken");
-        assert_eq!(state.take_messages(run, None, 10).unwrap(), vec![other]);
+        // Another job's rerun gives back nothing of this one's; this job's rerun gets x1 again,
+        // once.
+        assert_eq!(state.give_back_messages(run, rerun_of_other).unwrap(), 0);
+        assert_eq!(state.give_back_messages(run, job).unwrap(), 1);
+        assert!(!state.put_message(run, &x1).unwrap(), "a redelivery is still recognised");
+        assert_eq!(state.take_messages(run, job, Some("x1"), 10).unwrap(), vec![x1]);
+        assert_eq!(state.take_messages(run, job, None, 10).unwrap(), vec![other]);
+        assert_eq!(state.give_back_messages(RunId::new(), job).unwrap(), 0);
     }
 
     #[test]
