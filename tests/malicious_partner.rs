@@ -3,7 +3,9 @@
 //! headers are ones it may send), while their sealed payloads ask for more.
 //!
 //! Asserted: a kill whose header names the attacker's own task but whose payload names another
-//! researcher's task stops nothing at the receiving node; that task's job completes.
+//! researcher's task stops nothing at the receiving node; that task's job completes. A result
+//! for another organization's subtask job is refused. And the partner's own container, through
+//! the endpoint, cannot start a subtask in another organization's run volume.
 
 mod support;
 
@@ -186,5 +188,52 @@ async fn a_partner_cannot_replace_another_organizations_subtask_result() {
     .await;
     assert_eq!(std::fs::read(&stored).unwrap(), genuine, "the genuine result is kept");
     drop(connection);
+    fed.cleanup().await;
+}
+
+/// Within one run, a partner's job creates a subtask at another organization, hoping its
+/// container shares that organization's run volume (where Secure Sum keeps R) and messages: the
+/// node refuses to let a job of another requester into the run, and the partner learns nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_cannot_join_another_organizations_run_volume_with_a_subtask() {
+    let fed = Federation::new(3, &["fedq/probe"], |_, _| Default::default()).await;
+    let (researcher_org, mallory_org, honest) = (&fed.orgs[0], &fed.orgs[1], &fed.orgs[2]);
+    let secret = "R-is-812734";
+    let honest_steps = json!([
+        {"op": "write", "path": "/fedq/run/R", "data": secret},
+        {"op": "sleep", "ms": 8000},
+    ]);
+    // Mallory's job waits until R is written, then sends a subtask to the honest organization,
+    // in the same run, to read it.
+    let mallory_steps = json!([
+        {"op": "sleep", "ms": 3000},
+        {"op": "subtask", "orgs": [honest.org().to_string()], "steps": [{"op": "read", "path": "/fedq/run/R"}]},
+    ]);
+    let spec = TaskSpec {
+        collaboration: fed.collaboration,
+        image: PROBE.into(),
+        organizations: vec![honest.org(), mallory_org.org()],
+        inputs: Inputs::Each(vec![
+            serde_json::to_vec(&honest_steps).unwrap(),
+            serde_json::to_vec(&mallory_steps).unwrap(),
+        ]),
+        name: "ring".into(),
+        return_log: false,
+    };
+    let task = fed.researcher.create_task(researcher_org, &spec).await.unwrap();
+    let results = fed
+        .researcher
+        .wait_and_open(researcher_org, fed.collaboration, task.task, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let mallory = results.iter().find(|r| r.organization == mallory_org.org()).expect("Mallory's result");
+    let found: serde_json::Value = serde_json::from_slice(&mallory.output).unwrap();
+    let subtask = &found[1][0];
+    assert_eq!(subtask["status"], "refused", "{found}");
+    assert!(
+        subtask["reason"].as_str().is_some_and(|r| r.contains("may not share its volume")),
+        "the refusal says why: {found}"
+    );
+    assert!(!found.to_string().contains(secret), "R reached Mallory: {found}");
     fed.cleanup().await;
 }

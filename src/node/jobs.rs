@@ -229,6 +229,25 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
         let reason = format!("organization {requester} may not run jobs at this node");
         return Some((JobStatus::Refused, Some(reason), vec![]));
     }
+    // A run's volume and messages here belong to the organization whose job came first, and
+    // to this organization's own jobs (its algorithms' subtasks): a partner's subtask may not
+    // join them and read what the owner's jobs keep there (Secure Sum's R, and so the count).
+    let own = core.config.node.organization;
+    match core.state.claim_run(job.record.run, requester) {
+        Ok(owner) if owner == requester || requester == own => {}
+        Ok(owner) => {
+            let reason = format!(
+                "run {} at this node belongs to the jobs of organization {owner}; a job requested by \
+                 organization {requester} may not share its volume and messages (docs/algorithm-api.md)",
+                job.record.run
+            );
+            return Some((JobStatus::Refused, Some(reason), vec![]));
+        }
+        Err(e) => {
+            tracing::error!(job = %job.record.job, error = %e, "cannot record the run's owner");
+            return None;
+        }
+    }
     let image = match core.sandbox.image(&job.start.image).await {
         Ok(Some(image)) => image,
         Ok(None) => {

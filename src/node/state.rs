@@ -271,6 +271,21 @@ impl StateDir {
         Ok(given)
     }
 
+    /// Which organization's jobs `run`'s volume and messages belong to at this node: the
+    /// requester of the first job of the run here, recorded once (a crash cannot change it).
+    /// Claims it for `requester` if no one has; returns the owner.
+    pub fn claim_run(&self, run: RunId, requester: OrgId) -> io::Result<OrgId> {
+        let dir = self.root.join("runs").join(run.to_string());
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let path = dir.join("owner");
+        write_once(&path, requester.to_string().as_bytes())?;
+        let recorded = fs::read_to_string(&path)?;
+        recorded
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{} is damaged", path.display())))
+    }
+
     /// The host directory behind the run's Docker volume, created owned by `owner`.
     pub fn run_volume_dir(&self, run: RunId, owner: (u32, u32)) -> io::Result<PathBuf> {
         let dir = self.root.join("runs").join(run.to_string()).join("volume");
@@ -495,6 +510,19 @@ mod tests {
         assert_eq!(state.take_messages(run, job, Some("x1"), 10).unwrap(), vec![x1]);
         assert_eq!(state.take_messages(run, job, None, 10).unwrap(), vec![other]);
         assert_eq!(state.give_back_messages(RunId::new(), job).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_run_belongs_to_its_first_requester() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Timestamp::now()).unwrap();
+        let (run, first, second) = (RunId::new(), OrgId::new(), OrgId::new());
+        assert_eq!(state.claim_run(run, first).unwrap(), first);
+        assert_eq!(state.claim_run(run, second).unwrap(), first, "the first claim stays");
+        let reopened = StateDir::open(dir.path(), Timestamp::now()).unwrap();
+        assert_eq!(reopened.claim_run(run, second).unwrap(), first, "across a restart too");
+        reopened.remove_run(run).unwrap();
+        assert_eq!(reopened.claim_run(run, second).unwrap(), second, "a run removed is free again");
     }
 
     #[test]
