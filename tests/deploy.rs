@@ -103,6 +103,11 @@ fn the_example_node_settings_load() {
     assert_eq!(config.node.name, "registry-a-1");
     assert_eq!(config.policy.images.len(), 1);
     assert!(config.data.contains_key("patients"));
+    // What ships is what a registry should run: pinned images, named partners, data granted
+    // per image, no diagnostic probe.
+    assert!(fedq::node::policy::loose_rules(&config.policy).is_empty(), "{:?}", config.policy);
+    assert_eq!(config.policy.images[0].data, ["patients"]);
+    assert!(config.policy.images.iter().all(|r| !r.name.contains("probe") && !r.name.contains('*')));
 }
 
 /// The systemd unit asks for what the node provides: readiness and watchdog notifications, a

@@ -465,7 +465,12 @@ async fn secure_sum_across_a_network_over_tls() {
             network: NetworkSection::default(),
             limits: Limits { memory_mib: 64, timeout_secs: 120, ..Limits::default() },
             policy: Policy {
-                images: vec![ImageRule { name: "fedq/secure-sum".into(), digest: "*".into() }],
+                images: vec![ImageRule {
+                    name: "fedq/secure-sum".into(),
+                    digest: "*".into(),
+                    data: vec!["patients".into()],
+                    ..ImageRule::default()
+                }],
                 requesters: vec![ids[0].to_string()],
                 share_logs: false,
             },

@@ -240,6 +240,7 @@ async fn data_sources_are_mounted_read_only() {
     let data = fed.dir.path().join("patients.csv");
     std::fs::write(&data, "id,age\n1,70\n").unwrap();
     fed.config.data.insert("patients".into(), data);
+    fed.config.policy.images[0].data = vec!["patients".into()];
     fed.start_node().await;
     let (_, found) = fed
         .probe(json!([
@@ -249,6 +250,29 @@ async fn data_sources_are_mounted_read_only() {
         .await;
     assert_eq!(found[0], "id,age\n1,70\n");
     assert!(found[1].as_str().unwrap().contains("Read-only file system"), "{found:?}");
+    fed.cleanup().await;
+}
+
+/// A container sees only the data sources its image's policy rule grants: a node with two
+/// sources, an image granted one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_gets_only_the_data_sources_its_policy_grants() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    for (label, content) in [("patients", "granted"), ("genomes", "not granted")] {
+        let path = fed.dir.path().join(label);
+        std::fs::write(&path, content).unwrap();
+        fed.config.data.insert(label.into(), path);
+    }
+    fed.config.policy.images[0].data = vec!["patients".into()];
+    fed.start_node().await;
+    let (_, found) = fed
+        .probe(json!([
+            {"op": "read", "path": "/data/patients"},
+            {"op": "read", "path": "/data/genomes"},
+        ]))
+        .await;
+    assert_eq!(found[0], "granted");
+    assert!(found[1].as_str().unwrap().contains("No such file"), "{found:?}");
     fed.cleanup().await;
 }
 

@@ -141,6 +141,20 @@ fn step(text: &str) {
     eprintln!("== {text}");
 }
 
+/// The id of local image `reference`, which the demo's node policies pin.
+fn image_id(reference: &str) -> Result<String, CliError> {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", reference])
+        .output()
+        .map_err(|source| CliError::Io { path: PathBuf::from("docker"), source })?;
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && id.starts_with("sha256:") {
+        Ok(id)
+    } else {
+        Err(CliError::BadInput(format!("image {reference} is not built; run scripts/images")))
+    }
+}
+
 fn demo_err(what: &str, e: impl std::fmt::Display) -> CliError {
     CliError::BadInput(format!("{what}: {e}"))
 }
@@ -366,7 +380,12 @@ async fn run_federation(
                 network: NetworkSection::default(),
                 limits: Limits { memory_mib: 128, ..Limits::default() },
                 policy: Policy {
-                    images: vec![ImageRule { name: analysis.image().into(), digest: "*".into() }],
+                    images: vec![ImageRule {
+                        name: analysis.image().into(),
+                        digest: image_id(&format!("{}:{}", analysis.image(), env!("CARGO_PKG_VERSION")))?,
+                        data: vec![label.to_owned()],
+                        requesters: Vec::new(),
+                    }],
                     requesters: vec![ids[0].to_string()],
                     share_logs: false,
                 },

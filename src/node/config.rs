@@ -195,14 +195,22 @@ pub struct Policy {
 }
 
 /// One allowed image.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRule {
     /// Repository name, `*` matching any run of characters (`fedq/*`).
     pub name: String,
-    /// Image id or repository digest (`sha256:…`), `*` allowed; `*` alone accepts any digest.
+    /// Image id or repository digest (`sha256:…`), `*` allowed; `*` alone accepts any digest
+    /// (logged as a warning at start: any image of that name, whoever built it, would run).
     #[serde(default = "any")]
     pub digest: String,
+    /// The data sources (labels of `[data]`) mounted into this image's containers; none by
+    /// default. A container sees only what the rule it ran under grants.
+    #[serde(default)]
+    pub data: Vec<String>,
+    /// Organizations whose tasks may run this image; empty: those of `[policy] requesters`.
+    #[serde(default)]
+    pub requesters: Vec<String>,
 }
 
 fn any() -> String {
@@ -296,6 +304,20 @@ impl NodeConfig {
                 return invalid("data labels are letters, digits, '-' or '_'");
             }
         }
+        for rule in &self.policy.images {
+            if let Some(unknown) = rule.data.iter().find(|label| !self.data.contains_key(*label)) {
+                return Err(ConfigError::Invalid(format!(
+                    "policy.images {:?} grants data source {unknown:?}, which [data] does not define",
+                    rule.name
+                )));
+            }
+            let requesters = rule.requesters.iter().chain(&self.policy.requesters);
+            if let Some(bad) = requesters.filter(|r| *r != "*").find(|r| r.parse::<OrgId>().is_err()) {
+                return Err(ConfigError::Invalid(format!(
+                    "policy requester {bad:?} is not an organization id (or \"*\")"
+                )));
+            }
+        }
         if let Some(subnet) = &self.network.subnet {
             let ok = subnet.split_once('/').is_some_and(|(ip, bits)| {
                 ip.parse::<Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 29)
@@ -370,5 +392,11 @@ mod tests {
         assert!(parse(&name).unwrap_err().to_string().contains("node.name"));
         let unknown = example().replace("[limits]", "[limits]\nmemroy_mib = 3");
         assert!(parse(&unknown).is_err());
+        let data = example().replace("name = \"fedq/*\"", "name = \"fedq/*\"\ndata = [\"patiens\"]");
+        let err = parse(&data).unwrap_err().to_string();
+        assert!(err.contains("\"patiens\", which [data] does not define"), "{err}");
+        let requester = example().replace("requesters = [\"*\"]", "requesters = [\"registry-b\"]");
+        let err = parse(&requester).unwrap_err().to_string();
+        assert!(err.contains("\"registry-b\" is not an organization id"), "{err}");
     }
 }

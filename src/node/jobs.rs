@@ -258,9 +258,10 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
             return Some((JobStatus::Crashed, Some(format!("could not inspect the image: {e}")), vec![]));
         }
     };
-    if let Err(refusal) = policy::check_image(&core.config.policy.images, &job.start.image, &image) {
-        return Some((JobStatus::Refused, Some(refusal.to_string()), vec![]));
-    }
+    let data = match policy::check_image(&core.config.policy, &job.start.image, &image, requester) {
+        Ok(data) => data,
+        Err(refusal) => return Some((JobStatus::Refused, Some(refusal.to_string()), vec![])),
+    };
     send_status(core, job, JobStatus::Delivered, Some("accepted; waiting for a slot".into())).await;
 
     let mut stop = job.stop.subscribe();
@@ -300,6 +301,7 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
         image_id: image.id.clone(),
         token,
         volume,
+        data,
     };
     core.tokens.lock().expect("not poisoned").insert(token_hash, job.clone());
     let outcome = run_container(core, job, &spec, &mut stop).await;

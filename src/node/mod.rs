@@ -278,6 +278,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         // The server may be down; the node still serves what the broker holds.
         Err(e) => tracing::warn!(error = %e, "could not check the API key with the server"),
     }
+    for loose in policy::loose_rules(&config.policy) {
+        tracing::warn!("policy: {loose}");
+    }
     let sandbox = Sandbox::setup(&config).await?;
     // Containers of a previous run of this node cannot reach it any more (their tokens died
     // with it); their jobs are redelivered and start afresh.

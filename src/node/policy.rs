@@ -77,13 +77,28 @@ pub enum ImageRefusal {
     /// The reference pins a digest the local image does not have.
     #[error("image {0:?} is present but not with the digest the task asked for")]
     DigestMismatch(String),
+    /// A rule names and pins it, for other requesters only.
+    #[error("image {name:?} may not run for organization {requester} at this node")]
+    NotForRequester {
+        /// The name.
+        name: String,
+        /// Who asked.
+        requester: OrgId,
+    },
     /// Nodes never pull: the image must be loaded at the node beforehand.
     #[error("image {0:?} is not available at this node (nodes never pull images)")]
     Missing(String),
 }
 
-/// Whether `reference`, present locally as `image`, may run under `rules`.
-pub fn check_image(rules: &[ImageRule], reference: &str, image: &LocalImage) -> Result<(), ImageRefusal> {
+/// Whether `reference`, present locally as `image`, may run for `requester` under `rules`;
+/// if so, the data sources its container gets: those granted by every rule it passes.
+pub fn check_image(
+    policy: &Policy,
+    reference: &str,
+    image: &LocalImage,
+    requester: OrgId,
+) -> Result<Vec<String>, ImageRefusal> {
+    let rules = &policy.images;
     let wanted = parse_reference(reference);
     if let Some(digest) = wanted.digest {
         let matches = image.id == digest || image.digests.iter().any(|d| d.ends_with(&format!("@{digest}")));
@@ -95,21 +110,55 @@ pub fn check_image(rules: &[ImageRule], reference: &str, image: &LocalImage) -> 
     if named.is_empty() {
         return Err(ImageRefusal::NotAllowed(reference.to_owned()));
     }
-    let digest_ok = named.iter().any(|r| {
-        r.digest == "*"
-            || glob(&r.digest, &image.id)
-            || image.digests.iter().any(|d| d.split_once('@').is_some_and(|(_, d)| glob(&r.digest, d)))
-    });
-    if digest_ok {
-        Ok(())
-    } else {
-        Err(ImageRefusal::WrongDigest { name: wanted.name.to_owned(), id: image.id.clone() })
+    let pinned: Vec<&ImageRule> = named
+        .into_iter()
+        .filter(|r| {
+            r.digest == "*"
+                || glob(&r.digest, &image.id)
+                || image.digests.iter().any(|d| d.split_once('@').is_some_and(|(_, d)| glob(&r.digest, d)))
+        })
+        .collect();
+    if pinned.is_empty() {
+        return Err(ImageRefusal::WrongDigest { name: wanted.name.to_owned(), id: image.id.clone() });
     }
+    let granted: Vec<&ImageRule> =
+        pinned.into_iter().filter(|r| r.requesters.is_empty() || names(&r.requesters, requester)).collect();
+    if granted.is_empty() {
+        return Err(ImageRefusal::NotForRequester { name: wanted.name.to_owned(), requester });
+    }
+    let mut data: Vec<String> = granted.iter().flat_map(|r| r.data.iter().cloned()).collect();
+    data.sort();
+    data.dedup();
+    Ok(data)
+}
+
+/// Whether `list` (organization ids, or `*`) names `org`.
+fn names(list: &[String], org: OrgId) -> bool {
+    list.iter().any(|r| r == "*" || r.parse::<OrgId>().is_ok_and(|o| o == org))
+}
+
+/// What in a policy lets more run than its administrator may think, for a warning at start.
+pub fn loose_rules(policy: &Policy) -> Vec<String> {
+    let mut loose = Vec::new();
+    if policy.requesters.iter().any(|r| r == "*") {
+        loose.push(
+            "[policy] requesters = [\"*\"]: every member of a shared collaboration may run tasks here".into(),
+        );
+    }
+    for rule in &policy.images {
+        if rule.digest == "*" {
+            loose.push(format!(
+                "[[policy.images]] {:?} has digest = \"*\": any image of that name runs, whoever built it; pin its id",
+                rule.name
+            ));
+        }
+    }
+    loose
 }
 
 /// Whether organization `requester` may have jobs run here.
 pub fn requester_allowed(policy: &Policy, requester: OrgId) -> bool {
-    policy.requesters.iter().any(|r| r == "*" || r.parse::<OrgId>().is_ok_and(|o| o == requester))
+    names(&policy.requesters, requester)
 }
 
 #[cfg(test)]
@@ -117,7 +166,15 @@ mod tests {
     use super::*;
 
     fn rule(name: &str, digest: &str) -> ImageRule {
-        ImageRule { name: name.into(), digest: digest.into() }
+        ImageRule { name: name.into(), digest: digest.into(), ..ImageRule::default() }
+    }
+
+    fn policy(images: Vec<ImageRule>) -> Policy {
+        Policy { images, requesters: vec!["*".into()], ..Policy::default() }
+    }
+
+    fn check(rules: &[ImageRule], reference: &str, image: &LocalImage) -> Result<Vec<String>, ImageRefusal> {
+        check_image(&policy(rules.to_vec()), reference, image, OrgId::new())
     }
 
     fn image() -> LocalImage {
@@ -145,22 +202,60 @@ mod tests {
     #[test]
     fn images_are_checked_by_name_then_digest() {
         let img = image();
-        assert_eq!(check_image(&[rule("fedq/*", "*")], "fedq/probe:0.1.0", &img), Ok(()));
-        assert_eq!(check_image(&[rule("fedq/probe", "sha256:abcd")], "fedq/probe:0.1.0", &img), Ok(()));
+        assert_eq!(check(&[rule("fedq/*", "*")], "fedq/probe:0.1.0", &img), Ok(vec![]));
+        assert_eq!(check(&[rule("fedq/probe", "sha256:abcd")], "fedq/probe:0.1.0", &img), Ok(vec![]));
         assert!(matches!(
-            check_image(&[rule("other/*", "*")], "fedq/probe:0.1.0", &img),
+            check(&[rule("other/*", "*")], "fedq/probe:0.1.0", &img),
             Err(ImageRefusal::NotAllowed(_))
         ));
         assert!(matches!(
-            check_image(&[rule("fedq/probe", "sha256:ffff")], "fedq/probe:0.1.0", &img),
+            check(&[rule("fedq/probe", "sha256:ffff")], "fedq/probe:0.1.0", &img),
             Err(ImageRefusal::WrongDigest { .. })
         ));
         assert!(matches!(
-            check_image(&[rule("fedq/*", "*")], "fedq/probe@sha256:0000", &img),
+            check(&[rule("fedq/*", "*")], "fedq/probe@sha256:0000", &img),
             Err(ImageRefusal::DigestMismatch(_))
         ));
-        assert_eq!(check_image(&[rule("fedq/*", "*")], "fedq/probe@sha256:abcd", &img), Ok(()));
-        assert!(check_image(&[], "fedq/probe:0.1.0", &img).is_err(), "no rule, nothing runs");
+        assert_eq!(check(&[rule("fedq/*", "*")], "fedq/probe@sha256:abcd", &img), Ok(vec![]));
+        assert!(check(&[], "fedq/probe:0.1.0", &img).is_err(), "no rule, nothing runs");
+    }
+
+    #[test]
+    fn a_container_gets_only_the_data_its_rules_grant_to_its_requester() {
+        let img = image();
+        let (ada, mallory) = (OrgId::new(), OrgId::new());
+        let rules = vec![
+            ImageRule {
+                data: vec!["patients".into()],
+                requesters: vec![ada.to_string()],
+                ..rule("fedq/probe", "sha256:abcd")
+            },
+            ImageRule { data: vec!["public".into()], ..rule("fedq/*", "sha256:abcd") },
+            ImageRule { data: vec!["unpinned".into()], ..rule("fedq/probe", "sha256:ffff") },
+        ];
+        let p = policy(rules);
+        assert_eq!(
+            check_image(&p, "fedq/probe:0.1.0", &img, ada),
+            Ok(vec!["patients".into(), "public".into()])
+        );
+        assert_eq!(check_image(&p, "fedq/probe:0.1.0", &img, mallory), Ok(vec!["public".into()]));
+        let only_ada =
+            policy(vec![ImageRule { requesters: vec![ada.to_string()], ..rule("fedq/probe", "*") }]);
+        assert!(matches!(
+            check_image(&only_ada, "fedq/probe:0.1.0", &img, mallory),
+            Err(ImageRefusal::NotForRequester { .. })
+        ));
+    }
+
+    #[test]
+    fn loose_rules_are_named() {
+        let mut p = policy(vec![rule("fedq/probe", "*"), rule("fedq/secure-sum", "sha256:abcd")]);
+        let loose = loose_rules(&p);
+        assert_eq!(loose.len(), 2, "{loose:?}");
+        assert!(loose[1].contains("\"fedq/probe\" has digest"), "{loose:?}");
+        p.requesters = vec![OrgId::new().to_string()];
+        p.images.remove(0);
+        assert!(loose_rules(&p).is_empty());
     }
 
     #[test]

@@ -62,6 +62,10 @@ impl Federation {
             let dir = tempfile::tempdir().unwrap();
             let (mut config, _, _) = register_node(&app, org, dir.path(), Fed::limits(), images).await;
             config.data = data(i, dir.path());
+            // Each image the policy allows is granted every data source of the node.
+            for rule in &mut config.policy.images {
+                rule.data = config.data.keys().cloned().collect();
+            }
             // Keys fetched again after a second, so that tests see rotations followed at once.
             config.peers = PeersSection { pins: pins.clone(), trust_on_first_use: false, refresh_secs: 1 };
             guards.push(NodeGuard { name: config.node.name.clone(), process: None });

@@ -32,7 +32,7 @@ pub fn ensure_images() {
     ONCE.call_once(|| {
         super::ensure_services();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/images");
-        let out = Command::new(script).output().expect("scripts/images runs");
+        let out = Command::new(script).arg("--with-probe").output().expect("scripts/images runs");
         assert!(out.status.success(), "scripts/images failed:\n{}", String::from_utf8_lossy(&out.stderr));
     });
 }
@@ -106,7 +106,10 @@ pub async fn register_node(
         network: NetworkSection::default(),
         limits,
         policy: Policy {
-            images: images.iter().map(|i| ImageRule { name: (*i).into(), digest: "*".into() }).collect(),
+            images: images
+                .iter()
+                .map(|i| ImageRule { name: (*i).into(), digest: "*".into(), ..ImageRule::default() })
+                .collect(),
             requesters: vec!["*".into()],
             share_logs: true,
         },
@@ -375,7 +378,10 @@ share_logs = true
             .policy
             .images
             .iter()
-            .map(|i| format!("[[policy.images]]\nname = \"{}\"\n", i.name))
+            .map(|i| format!(
+                "[[policy.images]]\nname = \"{}\"\ndigest = \"{}\"\ndata = {:?}\n",
+                i.name, i.digest, i.data
+            ))
             .collect::<String>(),
     )
 }

@@ -99,6 +99,9 @@ pub struct ContainerSpec {
     pub token: String,
     /// The run's volume.
     pub volume: String,
+    /// The data sources (labels of `[data]`) the policy grants this image and requester: only
+    /// these are mounted.
+    pub data: Vec<String>,
 }
 
 /// How a container ended.
@@ -320,7 +323,7 @@ impl Sandbox {
             read_only: Some(false),
             ..Default::default()
         }];
-        for (label, path) in &self.data {
+        for (label, path) in self.data.iter().filter(|(label, _)| spec.data.contains(label)) {
             mounts.push(Mount {
                 target: Some(format!("{DATA_DIR}/{label}")),
                 source: Some(path.display().to_string()),
