@@ -521,3 +521,28 @@ fn iptables(args: &[&str]) -> String {
     assert!(out.status.success(), "iptables {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A partner floods a run with messages that no container takes: the node keeps at most
+/// `limits.run_inbox_messages` waiting and refuses the rest, counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_inbox_keeps_at_most_its_quota() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    fed.config.limits.run_inbox_messages = 5;
+    fed.start_node().await;
+    let (submitted, job_a) = fed.submit_with_a(json!([{"op": "sleep", "ms": 1000}])).await;
+    let flood: Vec<(&str, &[u8])> = (0..12).map(|_| ("flood", &b"0123456789"[..])).collect();
+    fed.send_from_a(&submitted, job_a, &flood).await;
+    let node = fed.node.as_ref().unwrap();
+    support::eventually(30, "seven messages refused", || async {
+        (node.refusals().get("run_inbox_full").copied() == Some(7)).then_some(())
+    })
+    .await;
+    let inbox = fed.config.node.state_dir.join("runs").join(submitted.run.to_string()).join("inbox");
+    let waiting = std::fs::read_dir(&inbox)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "msg"))
+        .count();
+    assert_eq!(waiting, 5);
+    fed.cleanup().await;
+}

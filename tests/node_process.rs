@@ -95,68 +95,17 @@ async fn a_node_killed_during_many_jobs_completes_each_exactly_once_after_a_rest
 /// time limit.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_taken_by_a_job_cut_short_by_kill_9_is_given_to_its_rerun() {
-    use base64::Engine as _;
-    use fedq::envelope::{Route, SealOptions};
-    use fedq::ids::{JobId, RunId, TaskId};
-    use fedq::protocol::{JobStart, Kind, Payload, Requester, RunMessage};
-    use fedq::time::Timestamp;
-
     let mut fed = Fed::new(Fed::limits()).await;
     fed.spawn_node_process();
     support::eventually(30, "the node to show online", || async { online(&fed).await.then_some(()) }).await;
 
-    // One task, one run: a job at A (whose node only sends, by hand) and the probe at B, which
-    // takes x1 and then works for a while.
-    let (task, run, job_a, job_b) = (TaskId::new(), RunId::new(), JobId::new(), JobId::new());
-    let seal = |to: &fedq::keys::Identity, kind: Kind, payload: Payload| {
-        let route = Route { kind, collaboration: fed.collaboration, task, run, status: None };
-        fedq::envelope::seal(
-            &fed.a,
-            to.org(),
-            to.current().public(),
-            &route,
-            &payload.to_bytes(),
-            &SealOptions::default(),
-            Timestamp::now(),
-        )
-        .unwrap()
-        .bytes
-    };
-    let job_start = |job, steps: Value| {
-        Payload::JobStart(JobStart {
-            job,
-            image: support::node::PROBE.into(),
-            requester: Requester::User { org: fed.a.org(), user: "ada".into() },
-            organizations: vec![fed.a.org(), fed.b.org()],
-            input: serde_bytes::ByteBuf::from(serde_json::to_vec(&steps).unwrap()),
-            return_log: true,
-        })
-    };
+    // One task, one run: a job at A (played by the test) and the probe at B, which takes x1
+    // and then works for a while.
     let steps_b = json!([{"op": "receive", "topic": "x1"}, {"op": "sleep", "ms": 4000}]);
-    let jobs = [(job_a, &fed.a, job_start(job_a, json!([]))), (job_b, &fed.b, job_start(job_b, steps_b))]
-        .into_iter()
-        .map(|(job, org, payload)| {
-            let sealed = seal(org, Kind::JobStart, payload);
-            json!({"id": job, "organization": org.org(), "envelope": base64::engine::general_purpose::STANDARD.encode(sealed)})
-        })
-        .collect::<Vec<_>>();
-    let body = json!({"id": task, "run": run, "collaboration": fed.collaboration,
-                      "image": support::node::PROBE, "jobs": jobs});
-    let (status, created) = fed.app.call("POST", "/tasks", Some(&fed.researcher), Some(body)).await;
-    assert_eq!(status, 201, "{created}");
-    fed.wait_running(job_b).await;
-
-    // A's node sends x1 to B in the run.
-    let registration =
-        fed.app.node(fed.a.org(), &format!("a-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).await;
-    let node_a = support::NodeBroker::connect(&fed.app, &registration).await.unwrap();
-    let x1 = Payload::RunMessage(RunMessage {
-        from_job: job_a,
-        topic: "x1".into(),
-        body: serde_bytes::ByteBuf::from(b"the-value-of-x1".to_vec()),
-    });
-    node_a.publish(&seal(&fed.b, Kind::RunMessage, x1)).await.unwrap();
-    let inbox = fed.config.node.state_dir.join("runs").join(run.to_string()).join("inbox");
+    let (submitted, job_a) = fed.submit_with_a(steps_b).await;
+    fed.wait_running(submitted.job).await;
+    fed.send_from_a(&submitted, job_a, &[("x1", b"the-value-of-x1")]).await;
+    let inbox = fed.config.node.state_dir.join("runs").join(submitted.run.to_string()).join("inbox");
     support::eventually(30, "B's job to take x1", || async {
         std::fs::read_dir(&inbox)
             .ok()?
@@ -170,10 +119,9 @@ async fn a_message_taken_by_a_job_cut_short_by_kill_9_is_given_to_its_rerun() {
     process.wait().unwrap();
     fed.spawn_node_process();
 
-    let result = fed.result(task).await;
+    let result = fed.result(submitted.task).await;
     assert_eq!(result.status, JobStatus::Completed, "{result:?}");
     let found: Vec<Value> = serde_json::from_slice(&result.output).unwrap();
     assert_eq!(found[0]["body"], "the-value-of-x1", "the rerun got x1: {found:?}");
-    node_a.connection.close(0, "done".into()).await.ok();
     fed.cleanup().await;
 }

@@ -632,3 +632,86 @@ async fn failed_logins_are_limited_per_user_and_per_client_address() {
     assert_eq!(login("bob", RIGHT, "192.0.2.10").await.0, 200);
     app.cleanup().await;
 }
+
+/// A node floods ingress with large envelopes the router refuses: the dead-letter queue keeps
+/// only their header bytes and at most `router.dead_letter_max_messages` of them, a message
+/// above the broker's size limit is refused by RabbitMQ, and the others' traffic keeps flowing.
+#[tokio::test]
+async fn a_flood_of_refused_envelopes_is_contained_while_others_keep_working() {
+    const FLOOD: usize = 300;
+    const BIG: usize = 256 * 1024;
+    let (mut config, db_name, vhost) = prepare().await;
+    config.router.dead_letter_max_messages = 100;
+    let server = fedq::server::start(config.clone()).await.expect("the server starts");
+    let mut app = attach(config, db_name, vhost, server.addr).await;
+    app.server = Some(server);
+    let (a, b, c) = (app.org("a").await, app.org("b").await, app.org("c").await);
+    let collab = app.collaboration("flood", &[a.org(), b.org(), c.org()]).await;
+    let (reg_a, reg_b, reg_c) =
+        (app.node(a.org(), "a-1").await, app.node(b.org(), "b-1").await, app.node(c.org(), "c-1").await);
+    let (node_a, node_b, node_c) = (
+        NodeBroker::connect(&app, &reg_a).await.unwrap(),
+        NodeBroker::connect(&app, &reg_b).await.unwrap(),
+        NodeBroker::connect(&app, &reg_c).await.unwrap(),
+    );
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let (task, run) = (TaskId::new(), RunId::new());
+    let start = route(Kind::JobStart, collab, task, run);
+    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &start, b"in", &[a.org(), b.org()]);
+    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &start, b"in", &[a.org(), b.org()]);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
+    let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    node_a.next(10).await;
+    node_b.next(10).await;
+
+    // C floods: large byte strings that are no envelopes.
+    let garbage = vec![0xAB_u8; BIG];
+    for _ in 0..FLOOD {
+        node_c.publish(&garbage).await.unwrap();
+    }
+    // Meanwhile B's run message reaches A.
+    let msg = route(Kind::RunMessage, collab, task, run);
+    let good = envelope::seal(
+        &b,
+        a.org(),
+        a.current().public(),
+        &msg,
+        b"x1",
+        &SealOptions::default(),
+        Timestamp::now(),
+    )
+    .unwrap()
+    .bytes;
+    node_b.publish(&good).await.unwrap();
+    assert_eq!(node_a.next(60).await.data, good, "B's message arrives through the flood");
+
+    let sql = app.sql().await;
+    eventually(60, "every refusal recorded", || async {
+        let n: i64 = sql.query_one("SELECT count(*) FROM dead_letters", &[]).await.ok()?.get(0);
+        (n == FLOOD as i64).then_some(())
+    })
+    .await;
+    // The broker's statistics lag by a few seconds: wait for them to show the bound reached.
+    let dead = eventually(60, "the dead-letter queue at its bound of 100", || async {
+        let q = management().queue(&app.vhost, "fedq.dead-letters").await.ok().flatten()?;
+        (q.messages == 100).then_some(q)
+    })
+    .await;
+    eprintln!("{FLOOD} refused envelopes of {BIG} bytes: dead-letter queue {dead:?}");
+    let admin = app.amqp("guest", "guest").await.unwrap();
+    let ch = admin.create_channel().await.unwrap();
+    let m = ch
+        .basic_get("fedq.dead-letters".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("a dead letter");
+    assert_eq!(m.delivery.data.len(), fedq::broker::DEAD_LETTER_KEEP_BYTES, "only the header bytes are kept");
+    let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+    assert_eq!(headers.inner().get("x-fedq-size"), Some(&AMQPValue::LongLongInt(BIG as i64)));
+
+    // Above the broker's message size limit, RabbitMQ itself refuses the publish.
+    let huge = vec![0u8; 18 * 1024 * 1024];
+    assert!(node_c.publish(&huge).await.is_err(), "an 18 MiB message is refused by the broker");
+    app.cleanup().await;
+}

@@ -195,6 +195,20 @@ impl Management {
         Ok(())
     }
 
+    /// Sets (or replaces) policy `name` in `vhost` on the queues matching `pattern`.
+    pub async fn put_policy(
+        &self,
+        vhost: &str,
+        name: &str,
+        pattern: &str,
+        definition: serde_json::Value,
+    ) -> Result<(), ManagementError> {
+        let url = format!("{}/api/policies/{}/{}", self.base, enc(vhost), enc(name));
+        let body = serde_json::json!({ "pattern": pattern, "definition": definition, "apply-to": "queues", "priority": 0 });
+        self.send(format!("set policy {name}"), self.http.put(url).json(&body)).await?;
+        Ok(())
+    }
+
     /// Statistics of a queue, `None` if it does not exist.
     pub async fn queue(&self, vhost: &str, queue: &str) -> Result<Option<QueueStats>, ManagementError> {
         let url = format!("{}/api/queues/{}/{}", self.base, enc(vhost), enc(queue));

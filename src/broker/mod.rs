@@ -38,6 +38,20 @@ pub const REASON_CODE_HEADER: &str = "x-fedq-reason-code";
 pub const REASON_HEADER: &str = "x-fedq-reason";
 /// Header of a dead letter: the validated broker user that published it.
 pub const PUBLISHER_HEADER: &str = "x-fedq-publisher";
+/// Header of a dead letter: the size in bytes of the refused envelope.
+pub const SIZE_HEADER: &str = "x-fedq-size";
+/// What a dead letter keeps of a refused envelope: its first bytes, enough for the largest
+/// header block (6 + 2048), never its ciphertext. A flood of refused envelopes costs the broker
+/// this much per envelope, not their size.
+pub const DEAD_LETTER_KEEP_BYTES: usize = 6 + 2048;
+/// The RabbitMQ policy that bounds the dead-letter queue.
+pub const DEAD_LETTER_POLICY: &str = "fedq-dead-letters";
+
+/// The definition of the dead-letter queue's policy: at most `messages` and `bytes`, the
+/// oldest dropped first.
+pub fn dead_letter_policy(messages: u64, bytes: u64) -> serde_json::Value {
+    serde_json::json!({ "max-length": messages, "max-length-bytes": bytes, "overflow": "drop-head" })
+}
 
 /// What every organization's queue name starts with.
 pub const ORG_QUEUE_PREFIX: &str = "fedq.org.";

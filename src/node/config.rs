@@ -152,6 +152,11 @@ pub struct Limits {
     pub max_result_bytes: usize,
     /// User (`uid:gid`) containers run as.
     pub user: String,
+    /// Run messages kept waiting in one run's inbox at most; past it (or `run_inbox_mib`) a
+    /// message is refused, so that a partner cannot fill this node's disk through a run.
+    pub run_inbox_messages: usize,
+    /// Bytes of waiting run messages kept for one run at most, in MiB.
+    pub run_inbox_mib: u64,
 }
 
 impl Default for Limits {
@@ -165,6 +170,8 @@ impl Default for Limits {
             tmpfs_mib: 64,
             max_result_bytes: 8 * 1024 * 1024,
             user: "65534:65534".into(),
+            run_inbox_messages: 10_000,
+            run_inbox_mib: 256,
         }
     }
 }

@@ -27,6 +27,31 @@ use crate::time::Timestamp;
 
 const SEEN_RECORD: usize = 24;
 
+/// What storing a run message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Kept for the run's containers.
+    New,
+    /// Kept or taken before: a redelivery.
+    Again,
+    /// Refused: the run's inbox is at its quota.
+    InboxFull,
+}
+
+/// How much a run's inbox may hold waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxQuota {
+    /// Messages.
+    pub messages: usize,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl InboxQuota {
+    /// No limit (tests of other rules).
+    pub const NONE: Self = Self { messages: usize::MAX, bytes: u64::MAX };
+}
+
 /// The node's state directory.
 #[derive(Debug)]
 pub struct StateDir {
@@ -187,18 +212,30 @@ impl StateDir {
         self.root.join("runs").join(run.to_string()).join("inbox")
     }
 
-    /// Keeps a run message for the run's containers. Returns `false` if it was kept (or taken)
-    /// before: storing is idempotent, so a redelivery never duplicates a message.
-    pub fn put_message(&self, run: RunId, message: &StoredMessage) -> io::Result<bool> {
+    /// Keeps a run message for the run's containers. Returns `Stored::Again` if it was kept (or
+    /// taken) before: storing is idempotent, so a redelivery never duplicates a message; and
+    /// `Stored::InboxFull` if the run already has `quota` waiting.
+    pub fn put_message(&self, run: RunId, message: &StoredMessage, quota: InboxQuota) -> io::Result<Stored> {
         let dir = self.inbox(run);
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
         let name = message.id.to_string();
         if dir.join(format!("{name}.msg")).exists() || was_taken(&dir, &name)? {
-            return Ok(false);
+            return Ok(Stored::Again);
         }
         let bytes = rmp_serde::to_vec_named(message).expect("messages encode");
+        let (mut waiting, mut waiting_bytes) = (0usize, bytes.len() as u64);
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.path().extension().is_some_and(|e| e == "msg") {
+                waiting += 1;
+                waiting_bytes += entry.metadata()?.len();
+            }
+        }
+        if waiting >= quota.messages || waiting_bytes > quota.bytes {
+            return Ok(Stored::InboxFull);
+        }
         write_atomic(&dir.join(format!("{name}.msg")), &bytes)?;
-        Ok(true)
+        Ok(Stored::New)
     }
 
     /// Takes the waiting messages of `run` (with `topic`, if given) for `job`, oldest first, at
@@ -494,22 +531,53 @@ mod tests {
             body: b"x".to_vec(),
         };
         let (x1, other) = (message("x1"), message("other"));
-        assert!(state.put_message(run, &x1).unwrap());
-        assert!(!state.put_message(run, &x1).unwrap(), "a redelivery is not stored twice");
-        assert!(state.put_message(run, &other).unwrap());
+        let put = |m: &StoredMessage| state.put_message(run, m, InboxQuota::NONE).unwrap();
+        assert_eq!(put(&x1), Stored::New);
+        assert_eq!(put(&x1), Stored::Again, "a redelivery is not stored twice");
+        assert_eq!(put(&other), Stored::New);
         let (job, rerun_of_other) = (JobId::new(), JobId::new());
         assert_eq!(state.take_messages(RunId::new(), job, None, 10).unwrap(), vec![]);
         assert_eq!(state.take_messages(run, job, Some("x1"), 10).unwrap(), vec![x1.clone()]);
         assert!(state.take_messages(run, job, Some("x1"), 10).unwrap().is_empty());
-        assert!(!state.put_message(run, &x1).unwrap(), "nor after it was taken");
+        assert_eq!(put(&x1), Stored::Again, "nor after it was taken");
         // Another job's rerun gives back nothing of this one's; this job's rerun gets x1 again,
         // once.
         assert_eq!(state.give_back_messages(run, rerun_of_other).unwrap(), 0);
         assert_eq!(state.give_back_messages(run, job).unwrap(), 1);
-        assert!(!state.put_message(run, &x1).unwrap(), "a redelivery is still recognised");
+        assert_eq!(put(&x1), Stored::Again, "a redelivery is still recognised");
         assert_eq!(state.take_messages(run, job, Some("x1"), 10).unwrap(), vec![x1]);
         assert_eq!(state.take_messages(run, job, None, 10).unwrap(), vec![other]);
         assert_eq!(state.give_back_messages(RunId::new(), job).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_run_inbox_refuses_messages_past_its_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Timestamp::now()).unwrap();
+        let (run, job) = (RunId::new(), JobId::new());
+        let message = || StoredMessage {
+            id: MessageId::random(),
+            from: OrgId::new(),
+            from_job: JobId::new(),
+            topic: "flood".into(),
+            body: vec![7; 100],
+        };
+        let quota = InboxQuota { messages: 3, bytes: 1 << 20 };
+        for _ in 0..3 {
+            assert_eq!(state.put_message(run, &message(), quota).unwrap(), Stored::New);
+        }
+        assert_eq!(state.put_message(run, &message(), quota).unwrap(), Stored::InboxFull);
+        assert_eq!(
+            state.put_message(RunId::new(), &message(), quota).unwrap(),
+            Stored::New,
+            "other runs are not affected"
+        );
+        // Taken messages no longer count.
+        assert_eq!(state.take_messages(run, job, None, 1).unwrap().len(), 1);
+        assert_eq!(state.put_message(run, &message(), quota).unwrap(), Stored::New);
+        // Nor may one message pass the byte quota.
+        let small = InboxQuota { messages: 100, bytes: 50 };
+        assert_eq!(state.put_message(RunId::new(), &message(), small).unwrap(), Stored::InboxFull);
     }
 
     #[test]

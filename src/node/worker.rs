@@ -17,7 +17,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 
-use super::state::{StoredMessage, SubtaskResult};
+use super::state::{InboxQuota, Stored, StoredMessage, SubtaskResult};
 use super::{Core, jobs};
 use crate::envelope::{self, OpenError, Opened, ReplayGuard, ReplayGuardError, Seen};
 use crate::ids::MessageId;
@@ -166,10 +166,20 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
                 topic: message.topic,
                 body: message.body.into_vec(),
             };
-            core.state.put_message(header.run, &stored).map(|fresh| {
-                if fresh {
-                    core.notify_arrival();
-                }
+            let limits = &core.config.limits;
+            let quota = InboxQuota {
+                messages: limits.run_inbox_messages,
+                bytes: limits.run_inbox_mib.saturating_mul(1024 * 1024),
+            };
+            core.state.put_message(header.run, &stored, quota).map(|stored| match stored {
+                Stored::New => core.notify_arrival(),
+                Stored::Again => {}
+                Stored::InboxFull => refuse(
+                    &core,
+                    &header,
+                    "run_inbox_full",
+                    "a run message: the run's inbox is at its quota (limits.run_inbox_messages, run_inbox_mib)",
+                ),
             })
         }
         // The router checked the header: its sender created the header's task. The sealed

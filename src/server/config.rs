@@ -125,11 +125,22 @@ pub struct RouterConfig {
     pub max_envelope_bytes: usize,
     /// Allowed clock difference when checking expiry, in seconds.
     pub clock_skew_secs: u64,
+    /// Most dead letters the broker keeps (the oldest go first): a RabbitMQ policy the server
+    /// sets on `fedq.dead-letters`, so that no publisher can fill the broker's disk with refusals.
+    pub dead_letter_max_messages: u64,
+    /// Most bytes of dead letters the broker keeps (the oldest go first).
+    pub dead_letter_max_bytes: u64,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        Self { concurrency: 64, max_envelope_bytes: 16 * 1024 * 1024, clock_skew_secs: 120 }
+        Self {
+            concurrency: 64,
+            max_envelope_bytes: 16 * 1024 * 1024,
+            clock_skew_secs: 120,
+            dead_letter_max_messages: 100_000,
+            dead_letter_max_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 

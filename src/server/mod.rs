@@ -209,6 +209,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         config.broker.management_password.clone(),
         management_http,
     );
+    // Every replica sets it, idempotently; without it the dead-letter queue is unbounded.
+    let policy = broker::dead_letter_policy(
+        config.router.dead_letter_max_messages,
+        config.router.dead_letter_max_bytes,
+    );
+    let pattern = format!("^{}$", broker::DEAD_QUEUE.replace('.', "\\."));
+    if let Err(e) =
+        management.put_policy(&config.broker.vhost, broker::DEAD_LETTER_POLICY, &pattern, policy).await
+    {
+        tracing::warn!(error = %e, "could not bound the dead-letter queue (RabbitMQ policy {})", broker::DEAD_LETTER_POLICY);
+    }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServerError::Listen { addr: config.http.listen, source })?;

@@ -220,6 +220,77 @@ impl Fed {
         Submitted { task, run, job }
     }
 
+    /// Submits one task with a job at A (which no node runs: A's part is played by the test,
+    /// through [`Fed::send_from_a`]) and a probe job at B with `steps`, in a new run: what a run
+    /// message from A to B needs.
+    pub async fn submit_with_a(&self, steps: Value) -> (Submitted, JobId) {
+        let (task, run, job_a, job_b) = (TaskId::new(), RunId::new(), JobId::new(), JobId::new());
+        let route =
+            Route { kind: Kind::JobStart, collaboration: self.collaboration, task, run, status: None };
+        let jobs: Vec<Value> = [(job_a, &self.a, json!([])), (job_b, &self.b, steps)]
+            .into_iter()
+            .map(|(job, org, steps)| {
+                let payload = Payload::JobStart(JobStart {
+                    job,
+                    image: PROBE.into(),
+                    requester: Requester::User { org: self.a.org(), user: "ada".into() },
+                    organizations: vec![self.a.org(), self.b.org()],
+                    input: serde_bytes::ByteBuf::from(serde_json::to_vec(&steps).unwrap()),
+                    return_log: true,
+                });
+                let sealed = envelope::seal(
+                    &self.a,
+                    org.org(),
+                    org.current().public(),
+                    &route,
+                    &payload.to_bytes(),
+                    &SealOptions::default(),
+                    Timestamp::now(),
+                )
+                .unwrap();
+                json!({"id": job, "organization": org.org(), "envelope": STANDARD.encode(&sealed.bytes)})
+            })
+            .collect();
+        let body = json!({"id": task, "run": run, "collaboration": self.collaboration, "image": PROBE, "jobs": jobs});
+        let (status, created) = self.app.call("POST", "/tasks", Some(&self.researcher), Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+        (Submitted { task, run, job: job_b }, job_a)
+    }
+
+    /// Sends run messages from A's job of `submitted` (see [`Fed::submit_with_a`]) to B, through
+    /// a node of A registered for the purpose, as A's node would.
+    pub async fn send_from_a(&self, submitted: &Submitted, job_a: JobId, messages: &[(&str, &[u8])]) {
+        let name = format!("a-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let registration = self.app.node(self.a.org(), &name).await;
+        let node_a = super::NodeBroker::connect(&self.app, &registration).await.unwrap();
+        let route = Route {
+            kind: Kind::RunMessage,
+            collaboration: self.collaboration,
+            task: submitted.task,
+            run: submitted.run,
+            status: None,
+        };
+        for (topic, body) in messages {
+            let payload = Payload::RunMessage(fedq::protocol::RunMessage {
+                from_job: job_a,
+                topic: (*topic).into(),
+                body: serde_bytes::ByteBuf::from(body.to_vec()),
+            });
+            let sealed = envelope::seal(
+                &self.a,
+                self.b.org(),
+                self.b.current().public(),
+                &route,
+                &payload.to_bytes(),
+                &SealOptions::default(),
+                Timestamp::now(),
+            )
+            .unwrap();
+            node_a.publish(&sealed.bytes).await.unwrap();
+        }
+        let _ = node_a.connection.close(0, "done".into()).await;
+    }
+
     /// Waits for the job's result and opens it as the researcher's organization.
     pub async fn result(&self, task: TaskId) -> JobResult {
         let envelope = eventually(120, "the job's result", || async {

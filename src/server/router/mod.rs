@@ -365,13 +365,17 @@ impl Router {
             AMQPValue::LongString(refusal.message.as_str().into()),
         );
         headers.insert(ShortString::from(broker::PUBLISHER_HEADER), AMQPValue::LongString(publisher.into()));
+        headers.insert(ShortString::from(broker::SIZE_HEADER), AMQPValue::LongLongInt(bytes.len() as i64));
         let properties = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+        // The header block only: what an operator needs to see who sent what, not a copy of a
+        // payload that a flooding publisher would make the broker store twice.
+        let kept = &bytes[..bytes.len().min(broker::DEAD_LETTER_KEEP_BYTES)];
         let confirm = channel
             .basic_publish(
                 broker::DEAD_EXCHANGE.into(),
                 "".into(),
                 BasicPublishOptions::default(),
-                bytes,
+                kept,
                 properties,
             )
             .await?
