@@ -715,3 +715,79 @@ async fn a_flood_of_refused_envelopes_is_contained_while_others_keep_working() {
     assert!(node_c.publish(&huge).await.is_err(), "an 18 MiB message is refused by the broker");
     app.cleanup().await;
 }
+
+/// A compromised key revoked by its organization's administrator signs nothing any more: an
+/// envelope signed with it is refused even with a creation time from before the revocation
+/// (which its signer chooses), the collaboration's key listing says it is revoked, and clients
+/// that trusted it stop trusting it and follow no rotation from it.
+#[tokio::test]
+async fn a_revoked_key_signs_nothing_whatever_time_it_claims() {
+    let app = spawn_app().await;
+    let (a, b) = (app.org("a").await, app.org("b").await);
+    let collab = app.collaboration("revocation", &[a.org(), b.org()]).await;
+    let (reg_a, reg_b) = (app.node(a.org(), "a-1").await, app.node(b.org(), "b-1").await);
+    let (node_a, node_b) =
+        (NodeBroker::connect(&app, &reg_a).await.unwrap(), NodeBroker::connect(&app, &reg_b).await.unwrap());
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let (task, run) = (TaskId::new(), RunId::new());
+    let start = route(Kind::JobStart, collab, task, run);
+    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &start, b"in", &[a.org(), b.org()]);
+    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &start, b"in", &[a.org(), b.org()]);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
+    let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    node_a.next(10).await;
+    node_b.next(10).await;
+    let msg = route(Kind::RunMessage, collab, task, run);
+    let signed_by_b = |at: Timestamp| {
+        envelope::seal(&b, a.org(), a.current().public(), &msg, b"x", &SealOptions::default(), at)
+            .unwrap()
+            .bytes
+    };
+    let ten_minutes_ago = Timestamp::now().saturating_sub(Duration::from_secs(600));
+    let before = signed_by_b(ten_minutes_ago);
+    node_b.publish(&before).await.unwrap();
+    assert_eq!(node_a.next(10).await.data, before, "B's key signs before the revocation");
+
+    // B's administrator revokes the key (another organization's administrator may not).
+    let fingerprint = b.current().id().to_string();
+    let admin_a = app.login("admin-of-a", "a-long-password-123").await;
+    let path = format!("/organizations/{}/keys/{fingerprint}/revoke", b.org());
+    assert_eq!(app.call("POST", &path, Some(&admin_a), None).await.0, 403);
+    let admin_b = app.login("admin-of-b", "a-long-password-123").await;
+    assert_eq!(app.call("POST", &path, Some(&admin_b), None).await.0, 204);
+
+    // Signed "ten minutes ago", before the revocation: refused all the same.
+    let backdated = signed_by_b(ten_minutes_ago.saturating_add(Duration::from_secs(1)));
+    node_b.publish(&backdated).await.unwrap();
+    let sql = app.sql().await;
+    let code: String = eventually(10, "the backdated envelope dead-lettered", || async {
+        sql.query_opt("SELECT reason_code FROM dead_letters", &[]).await.ok()?.map(|r| r.get(0))
+    })
+    .await;
+    assert_eq!(code, "unknown_sender_key");
+    assert!(node_a.is_empty().await, "nothing reached A");
+
+    // The listing says so, and a client that trusted the key stops trusting it.
+    let (_, listed) =
+        app.call("GET", &format!("/collaborations/{collab}/public-keys"), Some(&researcher), None).await;
+    let entry =
+        listed.as_array().unwrap().iter().find(|k| k["key_id"] == fingerprint.as_str()).expect("listed");
+    assert!(!entry["revoked_at"].is_null(), "{listed}");
+    let trust = std::sync::Arc::new(fedq::keys::KeyTrust::in_memory(fedq::keys::FirstUse::Refuse));
+    trust.trust(b.org(), b.current().id()).unwrap();
+    trust.trust(a.org(), a.current().id()).unwrap();
+    let client = fedq::client::Client::with_token(
+        &format!("http://{}", app.addr),
+        &Default::default(),
+        researcher.clone().into(),
+    )
+    .unwrap()
+    .with_trust(trust.clone());
+    let decisions = client.trusted_keys(collab).await.unwrap();
+    assert!(decisions.iter().all(|d| d.org != b.org()), "B has no current key to decide on");
+    assert!(trust.current(b.org()).is_none(), "nothing is sealed to B's revoked key");
+    use fedq::keys::SenderKeys as _;
+    assert!(trust.sender_key(b.org(), &b.current().id()).is_none(), "nor does it verify anything");
+    app.cleanup().await;
+}

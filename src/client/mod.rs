@@ -206,6 +206,9 @@ struct PublishedKey {
     previous_key_id: Option<String>,
     #[serde(default)]
     rotation_signature: Option<String>,
+    /// Set when the organization revoked the key.
+    #[serde(default)]
+    revoked_at: Option<serde_json::Value>,
 }
 
 impl PublishedKey {
@@ -376,8 +379,17 @@ impl Client {
 
     /// Decides on each listed key (see [`Client::trusted_keys`]).
     async fn decide(&self, listed: &[PublishedKey]) -> Result<Vec<KeyDecision>, ClientError> {
+        // Revocations first: a revoked key is never trusted again, and no rotation from it is
+        // followed. (A server that invents one only takes trust away.)
+        for entry in listed.iter().filter(|e| e.revoked_at.is_some()) {
+            if let Ok(key) = entry.key_id.parse::<KeyId>()
+                && self.trust.revoke(entry.organization, key)?
+            {
+                tracing::warn!(org = %entry.organization, %key, "the organization revoked this key: no longer trusted");
+            }
+        }
         let mut decisions = Vec::with_capacity(listed.len());
-        for entry in listed {
+        for entry in listed.iter().filter(|e| e.revoked_at.is_none()) {
             let org = entry.organization;
             let offered = entry.key()?;
             let rotations = if self.trust.needs_rotations(org, &offered) {
@@ -419,7 +431,7 @@ impl Client {
         let listed = self.listed_keys(spec.collaboration).await?;
         let mine = listed
             .iter()
-            .find(|k| k.organization == me.org())
+            .find(|k| k.organization == me.org() && k.revoked_at.is_none())
             .ok_or(ClientError::NotAMember { org: me.org(), collaboration: spec.collaboration })?
             .key()?;
         if mine.id() != me.current().id() {

@@ -93,6 +93,9 @@ pub enum How {
     Rotation,
     /// This party's own key.
     Own,
+    /// Never trusted: known only as revoked by its organization, so that it is refused if
+    /// offered later.
+    Revoked,
 }
 
 /// One trusted key of an organization.
@@ -107,6 +110,10 @@ pub struct TrustedKey {
     pub how: How,
     /// Since when.
     pub since: Timestamp,
+    /// When this party learnt that the organization revoked it: from then on it verifies
+    /// nothing, is sealed to never, and no rotation from it is followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Timestamp>,
 }
 
 /// What [`KeyTrust::accept`] decided about a key it trusts.
@@ -154,6 +161,18 @@ pub enum TrustError {
         trusted: KeyId,
         /// The key the server offered.
         offered: KeyId,
+    },
+    /// The key was revoked by its organization.
+    #[error(
+        "organization {org}'s key {key} was revoked: its envelopes are refused and nothing is sealed \
+         to it. Once the organization tells you its new key's fingerprint out of band, run \
+         `fedq keys trust {org} <fingerprint>` (a node: add it to [peers.pins])"
+    )]
+    Revoked {
+        /// The organization.
+        org: OrgId,
+        /// The revoked key.
+        key: KeyId,
     },
     /// The store could not be read or written.
     #[error("trusted keys at {path}: {source}")]
@@ -247,7 +266,37 @@ impl KeyTrust {
             }
             return Ok(false);
         }
-        keys.push(TrustedKey { fingerprint: id, public_key: key, how, since: Timestamp::now() });
+        keys.push(TrustedKey {
+            fingerprint: id,
+            public_key: key,
+            how,
+            since: Timestamp::now(),
+            revoked: None,
+        });
+        self.save(&orgs)?;
+        Ok(true)
+    }
+
+    /// The organization revoked `key`: it is never trusted again (a fingerprint pinned later
+    /// does not undo this; the store must be edited by hand). Returns whether this is news.
+    pub fn revoke(&self, org: OrgId, key: KeyId) -> Result<bool, TrustError> {
+        let mut orgs = self.orgs.lock().expect("not poisoned");
+        let keys = orgs.entry(org).or_default();
+        match keys.iter_mut().find(|k| k.fingerprint == key) {
+            Some(known) if known.revoked.is_some() => return Ok(false),
+            Some(known) => known.revoked = Some(Timestamp::now()),
+            // Never trusted here: recorded first, so that it is refused if offered later.
+            None => keys.insert(
+                0,
+                TrustedKey {
+                    fingerprint: key,
+                    public_key: None,
+                    how: How::Revoked,
+                    since: Timestamp::now(),
+                    revoked: Some(Timestamp::now()),
+                },
+            ),
+        }
         self.save(&orgs)?;
         Ok(true)
     }
@@ -271,15 +320,18 @@ impl KeyTrust {
 
     /// The current trusted fingerprint of `org`, if any.
     pub fn current_fingerprint(&self, org: OrgId) -> Option<KeyId> {
-        self.orgs.lock().expect("not poisoned").get(&org)?.last().map(|k| k.fingerprint)
+        let orgs = self.orgs.lock().expect("not poisoned");
+        let last = orgs.get(&org)?.iter().rev().find(|k| k.how != How::Revoked)?;
+        last.revoked.is_none().then_some(last.fingerprint)
     }
 
     /// Whether deciding on `offered` for `org` needs the organization's rotations: a key is
     /// trusted for it and `offered` is another one.
     pub fn needs_rotations(&self, org: OrgId, offered: &PublicKey) -> bool {
         let orgs = self.orgs.lock().expect("not poisoned");
-        orgs.get(&org)
-            .is_some_and(|keys| !keys.is_empty() && !keys.iter().any(|k| k.fingerprint == offered.id()))
+        orgs.get(&org).is_some_and(|keys| {
+            keys.iter().any(|k| k.how != How::Revoked) && !keys.iter().any(|k| k.fingerprint == offered.id())
+        })
     }
 
     /// Decides whether `offered`, the key the server gives for `org` now, is trusted: it is a
@@ -295,6 +347,9 @@ impl KeyTrust {
         let mut orgs = self.orgs.lock().expect("not poisoned");
         let keys = orgs.entry(org).or_default();
         if let Some(known) = keys.iter_mut().find(|k| k.fingerprint == offered.id()) {
+            if known.revoked.is_some() {
+                return Err(TrustError::Revoked { org, key: offered.id() });
+            }
             if known.public_key.is_some() {
                 return Ok(Accepted::Known);
             }
@@ -302,7 +357,8 @@ impl KeyTrust {
             self.save(&orgs)?;
             return Ok(Accepted::Fingerprint);
         }
-        let Some(current) = keys.last().cloned() else {
+        // Keys known only as revoked were never trusted: they are no key to rotate from.
+        let Some(current) = keys.iter().rev().find(|k| k.how != How::Revoked).cloned() else {
             if self.first_use == FirstUse::Refuse {
                 return Err(TrustError::Unknown { org, offered: offered.id() });
             }
@@ -311,10 +367,15 @@ impl KeyTrust {
                 public_key: Some(offered.clone()),
                 how: How::FirstUse,
                 since: Timestamp::now(),
+                revoked: None,
             });
             self.save(&orgs)?;
             return Ok(Accepted::FirstUse);
         };
+        if current.revoked.is_some() {
+            // No rotation is followed from a revoked key: whoever stole it could sign one.
+            return Err(TrustError::Revoked { org, key: current.fingerprint });
+        }
         let changed = || TrustError::Changed { org, trusted: current.fingerprint, offered: offered.id() };
         // Follow the chain from the current key, each step verified by the key before it.
         let mut at = current.public_key.clone().ok_or_else(changed)?;
@@ -337,6 +398,7 @@ impl KeyTrust {
                 public_key: Some(key),
                 how: How::Rotation,
                 since: now,
+                revoked: None,
             });
         }
         self.save(&orgs)?;
@@ -345,7 +407,9 @@ impl KeyTrust {
 
     /// The current trusted key of `org`, once its key is known: what is sealed to.
     pub fn current(&self, org: OrgId) -> Option<PublicKey> {
-        self.orgs.lock().expect("not poisoned").get(&org)?.last()?.public_key.clone()
+        let orgs = self.orgs.lock().expect("not poisoned");
+        let last = orgs.get(&org)?.iter().rev().find(|k| k.how != How::Revoked)?;
+        if last.revoked.is_some() { None } else { last.public_key.clone() }
     }
 
     /// Every organization with its trusted keys, oldest first.
@@ -357,7 +421,7 @@ impl KeyTrust {
 impl SenderKeys for KeyTrust {
     fn sender_key(&self, org: OrgId, key: &KeyId) -> Option<PublicKey> {
         let orgs = self.orgs.lock().expect("not poisoned");
-        orgs.get(&org)?.iter().find(|k| &k.fingerprint == key)?.public_key.clone()
+        orgs.get(&org)?.iter().find(|k| &k.fingerprint == key && k.revoked.is_none())?.public_key.clone()
     }
 }
 
@@ -382,6 +446,34 @@ mod tests {
         let tofu = KeyTrust::in_memory(FirstUse::Accept);
         assert_eq!(tofu.accept(org, key.public(), &[]).unwrap(), Accepted::FirstUse);
         assert_eq!(tofu.current(org).unwrap().id(), key.id());
+    }
+
+    #[test]
+    fn a_revoked_key_verifies_nothing_is_sealed_to_never_and_starts_no_rotation() {
+        let (org, k1, k2, thief) = (OrgId::new(), OrgKey::generate(), OrgKey::generate(), OrgKey::generate());
+        let trust = KeyTrust::in_memory(FirstUse::Accept);
+        trust.accept(org, k1.public(), &[]).unwrap();
+        assert!(trust.revoke(org, k1.id()).unwrap());
+        assert!(!trust.revoke(org, k1.id()).unwrap(), "once");
+        assert!(trust.current(org).is_none() && trust.current_fingerprint(org).is_none());
+        assert!(trust.sender_key(org, &k1.id()).is_none());
+        // Whoever stole k1 can sign a rotation to a key of its own: not followed.
+        let stolen = Rotation::sign(org, &k1, thief.public());
+        assert!(matches!(trust.accept(org, thief.public(), &[stolen]), Err(TrustError::Revoked { .. })));
+        assert!(matches!(trust.accept(org, k1.public(), &[]), Err(TrustError::Revoked { .. })));
+        // Pinning it again does not undo the revocation; the new key is trusted by fingerprint.
+        assert!(!trust.trust(org, k1.id()).unwrap());
+        assert!(trust.sender_key(org, &k1.id()).is_none());
+        trust.trust(org, k2.id()).unwrap();
+        assert_eq!(trust.accept(org, k2.public(), &[]).unwrap(), Accepted::Fingerprint);
+        assert_eq!(trust.current(org).unwrap().id(), k2.id());
+
+        // A key revoked before any was trusted is refused when offered, and does not stand in
+        // the way of the organization's first key.
+        let (other, revoked, first) = (OrgId::new(), OrgKey::generate(), OrgKey::generate());
+        trust.revoke(other, revoked.id()).unwrap();
+        assert!(matches!(trust.accept(other, revoked.public(), &[]), Err(TrustError::Revoked { .. })));
+        assert_eq!(trust.accept(other, first.public(), &[]).unwrap(), Accepted::FirstUse);
     }
 
     #[test]

@@ -128,6 +128,12 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(json_body(limit))
         .and(st.clone())
         .and_then(organizations::publish_key);
+    let orgs_key_revoke = v1
+        .and(warp::path!("organizations" / OrgId / "keys" / String / "revoke"))
+        .and(warp::post())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(organizations::revoke_key);
     let orgs_keys = v1
         .and(warp::path!("organizations" / OrgId / "keys"))
         .and(warp::get())
@@ -265,6 +271,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         orgs_get.boxed(),
         orgs_key.boxed(),
         orgs_keys.boxed(),
+        orgs_key_revoke.boxed(),
         users_create.boxed(),
         users_list.boxed(),
         users_me.boxed(),

@@ -137,6 +137,27 @@ pub async fn publish_key(id: OrgId, principal: Principal, body: PublishKey, stat
 }
 
 /// Every key the organization has published, for checking fingerprints and rotations.
+/// `POST /organizations/{id}/keys/{fingerprint}/revoke`: the key was compromised. Unlike a
+/// retired key it verifies nothing any more, whatever creation time an envelope claims; members
+/// learn it with the collaboration's keys and stop trusting it. An administrator of the
+/// organization, or root (revoking only takes trust away).
+pub async fn revoke_key(id: OrgId, fingerprint: String, principal: Principal, state: State) -> Response {
+    principal.require_admin_of(id)?;
+    let key: crate::keys::KeyId = fingerprint
+        .parse()
+        .map_err(|_| ApiError::invalid("the key's fingerprint, as `SHA256:<64 hex digits>`"))?;
+    let client = db(&state).await?;
+    match directory::revoke_key(&**client, id, &key).await.map_err(ApiError::from)? {
+        None => Err(ApiError::not_found(format!("key {key} of organization {id}")).into()),
+        Some(was_live) => {
+            if was_live {
+                tracing::warn!(org = %id, key = %key, "organization key revoked");
+            }
+            Ok(warp::Reply::into_response(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT)))
+        }
+    }
+}
+
 pub async fn key_history(id: OrgId, principal: Principal, state: State) -> Response {
     visible(&principal, id, &state).await?;
     let client = db(&state).await?;

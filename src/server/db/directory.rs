@@ -38,6 +38,8 @@ pub struct PublishedKey {
     pub published_at: SystemTime,
     /// When a newer key replaced it.
     pub retired_at: Option<SystemTime>,
+    /// When it was revoked: it verifies nothing from then on.
+    pub revoked_at: Option<SystemTime>,
     /// The fingerprint of the key it replaced, if any.
     pub previous_key_id: Option<String>,
     /// The organization's signature of the hand-over, made with the previous key (base64), if
@@ -47,7 +49,7 @@ pub struct PublishedKey {
 
 const ORG_SELECT: &str = "SELECT o.id, o.name, k.public_key, k.key_id FROM organizations o
      LEFT JOIN LATERAL (SELECT public_key, key_id FROM organization_keys
-                        WHERE org_id = o.id AND retired_at IS NULL
+                        WHERE org_id = o.id AND retired_at IS NULL AND revoked_at IS NULL
                         ORDER BY published_at DESC LIMIT 1) k ON true";
 
 fn org_from_row(row: &tokio_postgres::Row) -> Organization {
@@ -101,7 +103,7 @@ pub async fn current_key(db: &impl GenericClient, org: OrgId) -> Result<Option<P
     let row = db
         .query_opt(
             "SELECT public_key FROM organization_keys WHERE org_id = $1 AND retired_at IS NULL
-             ORDER BY published_at DESC LIMIT 1",
+             AND revoked_at IS NULL ORDER BY published_at DESC LIMIT 1",
             &[org.as_uuid()],
         )
         .await?;
@@ -144,6 +146,22 @@ pub async fn publish_key(
     Ok(())
 }
 
+/// Revokes `org`'s key `key`: it signs nothing from now on, whatever time an envelope claims,
+/// and stops being the current key. Returns whether it was live (not revoked already).
+pub async fn revoke_key(db: &impl GenericClient, org: OrgId, key: &KeyId) -> Result<Option<bool>, DbError> {
+    let row = db
+        .query_opt(
+            "UPDATE organization_keys k
+             SET revoked_at = coalesce(k.revoked_at, now()), retired_at = coalesce(k.retired_at, now())
+             FROM (SELECT revoked_at IS NULL AS live FROM organization_keys WHERE org_id = $1 AND key_id = $2) before
+             WHERE k.org_id = $1 AND k.key_id = $2
+             RETURNING before.live",
+            &[org.as_uuid(), &key.as_bytes().as_slice()],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Every key an organization has published, newest first.
 pub async fn key_history(db: &impl GenericClient, org: OrgId) -> Result<Vec<PublishedKey>, DbError> {
     key_histories(db, &[org]).await
@@ -154,7 +172,8 @@ pub async fn key_histories(db: &impl GenericClient, orgs: &[OrgId]) -> Result<Ve
     let ids: Vec<Uuid> = orgs.iter().map(|o| *o.as_uuid()).collect();
     let rows = db
         .query(
-            "SELECT org_id, key_id, public_key, published_at, retired_at, previous_key_id, rotation_signature
+            "SELECT org_id, key_id, public_key, published_at, retired_at, revoked_at, previous_key_id,
+                    rotation_signature
              FROM organization_keys WHERE org_id = ANY($1) ORDER BY org_id, published_at DESC",
             &[&ids],
         )
@@ -169,6 +188,7 @@ fn key_from_row(row: &tokio_postgres::Row) -> PublishedKey {
         public_key: row.get("public_key"),
         published_at: row.get("published_at"),
         retired_at: row.get("retired_at"),
+        revoked_at: row.get("revoked_at"),
         previous_key_id: row.get::<_, Option<Vec<u8>>>("previous_key_id").map(|b| fingerprint(&b)),
         rotation_signature: row
             .get::<_, Option<Vec<u8>>>("rotation_signature")
@@ -176,17 +196,19 @@ fn key_from_row(row: &tokio_postgres::Row) -> PublishedKey {
     }
 }
 
-/// The current keys of a collaboration's members.
+/// The current keys of a collaboration's members, and their revoked keys (with `revoked_at`),
+/// so that members stop trusting those.
 pub async fn collaboration_keys(
     db: &impl GenericClient,
     collaboration: CollaborationId,
 ) -> Result<Vec<PublishedKey>, DbError> {
     let rows = db
         .query(
-            "SELECT k.org_id, k.key_id, k.public_key, k.published_at, k.retired_at, k.previous_key_id,
-                    k.rotation_signature
+            "SELECT k.org_id, k.key_id, k.public_key, k.published_at, k.retired_at, k.revoked_at,
+                    k.previous_key_id, k.rotation_signature
              FROM collaboration_members m JOIN organization_keys k ON k.org_id = m.org_id
-             WHERE m.collaboration_id = $1 AND k.retired_at IS NULL ORDER BY k.org_id",
+             WHERE m.collaboration_id = $1 AND (k.retired_at IS NULL OR k.revoked_at IS NOT NULL)
+             ORDER BY k.org_id, k.published_at",
             &[collaboration.as_uuid()],
         )
         .await?;
@@ -204,7 +226,7 @@ pub async fn signing_key(
     let row = db
         .query_opt(
             "SELECT public_key FROM organization_keys
-             WHERE org_id = $1 AND key_id = $2 AND (retired_at IS NULL OR retired_at > $3)",
+             WHERE org_id = $1 AND key_id = $2 AND revoked_at IS NULL AND (retired_at IS NULL OR retired_at > $3)",
             &[org.as_uuid(), &key.as_bytes().as_slice(), &created_at],
         )
         .await?;

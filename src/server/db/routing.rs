@@ -74,7 +74,8 @@ pub async fn facts(
                EXISTS (SELECT 1 FROM jobs j JOIN tasks r ON r.id = j.task_id WHERE r.run_id = t.run_id AND j.org_id = $2),
                EXISTS (SELECT 1 FROM jobs j JOIN tasks r ON r.id = j.task_id WHERE r.run_id = t.run_id AND j.org_id = $3),
                (SELECT public_key FROM organization_keys
-                 WHERE org_id = $2 AND key_id = $4 AND (retired_at IS NULL OR retired_at > $5))
+                 WHERE org_id = $2 AND key_id = $4 AND revoked_at IS NULL
+                   AND (retired_at IS NULL OR retired_at > $5))
              FROM tasks t WHERE t.id = $1",
             &[
                 header.task.as_uuid(),
