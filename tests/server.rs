@@ -791,3 +791,73 @@ async fn a_revoked_key_signs_nothing_whatever_time_it_claims() {
     assert!(trust.sender_key(b.org(), &b.current().id()).is_none(), "nor does it verify anything");
     app.cleanup().await;
 }
+
+/// The server's AMQP user needs no RabbitMQ tag and nothing outside fedq's objects in its own
+/// virtual host: with such a user (and the management API user kept apart), tasks are created
+/// and envelopes routed, and the user can reach no other virtual host.
+#[tokio::test]
+async fn the_server_routes_with_an_amqp_user_without_tags_confined_to_fedq_objects() {
+    use secrecy::ExposeSecret as _;
+    let (mut config, db_name, vhost) = prepare().await;
+    let user = format!("fedq-server-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let password = secrecy::SecretString::from(uuid::Uuid::new_v4().simple().to_string());
+    let mgmt = management();
+    mgmt.put_user(&user, &password).await.unwrap();
+    let fedq_only = fedq::broker::management::Permissions {
+        configure: "^fedq\\..*".into(),
+        write: "^fedq\\..*".into(),
+        read: "^fedq\\..*".into(),
+    };
+    mgmt.set_permissions(&vhost, &user, &fedq_only).await.unwrap();
+    config.broker.url = secrecy::SecretString::from(format!(
+        "amqp://{user}:{}@127.0.0.1:5672/{vhost}",
+        password.expose_secret()
+    ));
+    let server = fedq::server::start(config.clone()).await.expect("the server starts");
+    let mut app = attach(config, db_name, vhost, server.addr).await;
+    app.server = Some(server);
+
+    let (a, b) = (app.org("a").await, app.org("b").await);
+    let collab = app.collaboration("least", &[a.org(), b.org()]).await;
+    let (reg_a, reg_b) = (app.node(a.org(), "a-1").await, app.node(b.org(), "b-1").await);
+    assert_eq!(
+        reg_a["broker"]["server_user"],
+        user.as_str(),
+        "nodes are told whose control messages to trust"
+    );
+    let (node_a, node_b) =
+        (NodeBroker::connect(&app, &reg_a).await.unwrap(), NodeBroker::connect(&app, &reg_b).await.unwrap());
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let (task, run) = (TaskId::new(), RunId::new());
+    let start = route(Kind::JobStart, collab, task, run);
+    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &start, b"in", &[a.org(), b.org()]);
+    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &start, b"in", &[a.org(), b.org()]);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
+    let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    node_a.next(10).await;
+    node_b.next(10).await;
+    let msg = route(Kind::RunMessage, collab, task, run);
+    let good = envelope::seal(
+        &b,
+        a.org(),
+        a.current().public(),
+        &msg,
+        b"x1",
+        &SealOptions::default(),
+        Timestamp::now(),
+    )
+    .unwrap()
+    .bytes;
+    node_b.publish(&good).await.unwrap();
+    assert_eq!(node_a.next(20).await.data, good, "routed by the untagged user");
+
+    let elsewhere = lapin::Connection::connect(
+        &format!("amqp://{user}:{}@127.0.0.1:5672/%2f", password.expose_secret()),
+        lapin::ConnectionProperties::default(),
+    )
+    .await;
+    assert!(elsewhere.is_err(), "the server's AMQP user reaches no other virtual host");
+    app.cleanup().await;
+    mgmt.delete_user(&user).await.unwrap();
+}
