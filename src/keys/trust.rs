@@ -207,12 +207,18 @@ pub struct KeyTrust {
     path: Option<PathBuf>,
     first_use: FirstUse,
     orgs: Mutex<BTreeMap<OrgId, Vec<TrustedKey>>>,
+    /// How long a key still verifies after this party trusted its successor.
+    retired_grace: std::time::Duration,
 }
+
+/// How long a replaced key still verifies by default: a week, for envelopes sealed before the
+/// rotation that wait in a queue while a node is offline.
+pub const RETIRED_KEY_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 impl KeyTrust {
     /// A store kept in memory only.
     pub fn in_memory(first_use: FirstUse) -> Self {
-        Self { path: None, first_use, orgs: Mutex::new(BTreeMap::new()) }
+        Self { path: None, first_use, orgs: Mutex::new(BTreeMap::new()), retired_grace: RETIRED_KEY_GRACE }
     }
 
     /// The store kept at `path` (created on the first change).
@@ -226,7 +232,36 @@ impl KeyTrust {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(TrustError::Io { path: path.to_owned(), source }),
         };
-        Ok(Self { path: Some(path.to_owned()), first_use, orgs: Mutex::new(orgs) })
+        Ok(Self {
+            path: Some(path.to_owned()),
+            first_use,
+            orgs: Mutex::new(orgs),
+            retired_grace: RETIRED_KEY_GRACE,
+        })
+    }
+
+    /// A key replaced by a newer trusted one verifies for `grace` after this party trusted the
+    /// newer one, then no more: the time is this party's, not the signer's (whose creation
+    /// time an envelope carries, and a thief can set).
+    pub fn with_retired_grace(mut self, grace: std::time::Duration) -> Self {
+        self.retired_grace = grace;
+        self
+    }
+
+    /// The key `key` of `org`, if it verifies at `now`: trusted, not revoked, and current or
+    /// replaced less than the grace period ago.
+    fn verifying_key_at(&self, org: OrgId, key: &KeyId, now: Timestamp) -> Option<PublicKey> {
+        let orgs = self.orgs.lock().expect("not poisoned");
+        let keys = orgs.get(&org)?;
+        let at = keys
+            .iter()
+            .position(|k| &k.fingerprint == key && k.revoked.is_none() && k.how != How::Revoked)?;
+        if let Some(successor) = keys[at + 1..].iter().find(|k| k.how != How::Revoked)
+            && successor.since.saturating_add(self.retired_grace) < now
+        {
+            return None;
+        }
+        keys[at].public_key.clone()
     }
 
     /// Whether first keys are trusted on first use.
@@ -420,8 +455,7 @@ impl KeyTrust {
 
 impl SenderKeys for KeyTrust {
     fn sender_key(&self, org: OrgId, key: &KeyId) -> Option<PublicKey> {
-        let orgs = self.orgs.lock().expect("not poisoned");
-        orgs.get(&org)?.iter().find(|k| &k.fingerprint == key && k.revoked.is_none())?.public_key.clone()
+        self.verifying_key_at(org, key, Timestamp::now())
     }
 }
 
@@ -474,6 +508,22 @@ mod tests {
         trust.revoke(other, revoked.id()).unwrap();
         assert!(matches!(trust.accept(other, revoked.public(), &[]), Err(TrustError::Revoked { .. })));
         assert_eq!(trust.accept(other, first.public(), &[]).unwrap(), Accepted::FirstUse);
+    }
+
+    #[test]
+    fn a_replaced_key_verifies_for_the_grace_period_only() {
+        let (org, k1, k2) = (OrgId::new(), OrgKey::generate(), OrgKey::generate());
+        let trust =
+            KeyTrust::in_memory(FirstUse::Accept).with_retired_grace(std::time::Duration::from_secs(3600));
+        trust.accept(org, k1.public(), &[]).unwrap();
+        let far = Timestamp::now().saturating_add(std::time::Duration::from_secs(30 * 24 * 3600));
+        assert!(trust.verifying_key_at(org, &k1.id(), far).is_some(), "a current key does not age");
+        trust.accept(org, k2.public(), &[Rotation::sign(org, &k1, k2.public())]).unwrap();
+        let soon = Timestamp::now().saturating_add(std::time::Duration::from_secs(600));
+        let later = Timestamp::now().saturating_add(std::time::Duration::from_secs(3601));
+        assert!(trust.verifying_key_at(org, &k1.id(), soon).is_some(), "in flight during the rotation");
+        assert!(trust.verifying_key_at(org, &k1.id(), later).is_none(), "then no more");
+        assert!(trust.verifying_key_at(org, &k2.id(), later).is_some());
     }
 
     #[test]

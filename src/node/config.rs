@@ -238,11 +238,20 @@ pub struct PeersSection {
     /// Seconds a collaboration's keys are used before they are fetched again when sealing: how
     /// soon a partner's signed rotation is followed.
     pub refresh_secs: u64,
+    /// Seconds a partner's key still verifies after this node followed its rotation to a new
+    /// one (envelopes sealed before the rotation, still in a queue). Counted on this node's
+    /// clock: a thief of the old key cannot stretch it by back-dating.
+    pub retired_key_grace_secs: u64,
 }
 
 impl Default for PeersSection {
     fn default() -> Self {
-        Self { pins: BTreeMap::new(), trust_on_first_use: false, refresh_secs: 60 }
+        Self {
+            pins: BTreeMap::new(),
+            trust_on_first_use: false,
+            refresh_secs: 60,
+            retired_key_grace_secs: crate::keys::RETIRED_KEY_GRACE.as_secs(),
+        }
     }
 }
 

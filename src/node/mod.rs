@@ -256,7 +256,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let state = StateDir::open(&config.node.state_dir, Timestamp::now())
         .map_err(|source| NodeError::State { path: config.node.state_dir.clone(), source })?;
     let first_use = if config.peers.trust_on_first_use { FirstUse::Accept } else { FirstUse::Refuse };
-    let trust = Arc::new(KeyTrust::open(&config.node.state_dir.join("trusted-keys.json"), first_use)?);
+    let trust = Arc::new(
+        KeyTrust::open(&config.node.state_dir.join("trusted-keys.json"), first_use)?
+            .with_retired_grace(Duration::from_secs(config.peers.retired_key_grace_secs)),
+    );
     trust.trust_own(me.org(), me.current().public())?;
     for (org, fingerprints) in &config.peers.pins {
         for fingerprint in fingerprints {

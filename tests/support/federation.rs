@@ -67,7 +67,12 @@ impl Federation {
                 rule.data = config.data.keys().cloned().collect();
             }
             // Keys fetched again after a second, so that tests see rotations followed at once.
-            config.peers = PeersSection { pins: pins.clone(), trust_on_first_use: false, refresh_secs: 1 };
+            config.peers = PeersSection {
+                pins: pins.clone(),
+                trust_on_first_use: false,
+                refresh_secs: 1,
+                ..PeersSection::default()
+            };
             guards.push(NodeGuard { name: config.node.name.clone(), process: None });
             nodes.push(fedq::node::start(config.clone()).await.expect("the node starts"));
             configs.push(config);
