@@ -633,6 +633,47 @@ async fn failed_logins_are_limited_per_user_and_per_client_address() {
     app.cleanup().await;
 }
 
+/// A task of A's researcher with a job at A and one at B, both delivered to nodes connected to
+/// the broker: what run messages between A and B need.
+struct RunOfTwo {
+    collab: fedq::ids::CollaborationId,
+    task: TaskId,
+    run: RunId,
+    researcher: String,
+    node_a: NodeBroker,
+    node_b: NodeBroker,
+}
+
+impl RunOfTwo {
+    /// A and B, with `others`, in a new collaboration, and the task.
+    async fn start(app: &TestApp, a: &Identity, b: &Identity, others: &[&Identity]) -> Self {
+        let members: Vec<OrgId> = [a, b].iter().chain(others).map(|o| o.org()).collect();
+        let collab = app.collaboration("run-of-two", &members).await;
+        let researcher = app.user(a.org(), "ada", "researcher").await;
+        let node_a = NodeBroker::connect(app, &app.node(a.org(), "a-1").await).await.unwrap();
+        let node_b = NodeBroker::connect(app, &app.node(b.org(), "b-1").await).await.unwrap();
+        let (task, run) = (TaskId::new(), RunId::new());
+        let start = route(Kind::JobStart, collab, task, run);
+        let both = [a.org(), b.org()];
+        let (_, ea, _) = job_entry(a, a.org(), a.current().public(), &start, b"in-a", &both);
+        let (_, eb, _) = job_entry(a, b.org(), b.current().public(), &start, b"in-b", &both);
+        let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
+        let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+        node_a.next(10).await;
+        node_b.next(10).await;
+        Self { collab, task, run, researcher, node_a, node_b }
+    }
+
+    /// A run message from `from` to `to`, created at `at`.
+    fn message(&self, from: &Identity, to: &Identity, at: Timestamp) -> Vec<u8> {
+        let msg = route(Kind::RunMessage, self.collab, self.task, self.run);
+        envelope::seal(from, to.org(), to.current().public(), &msg, b"x1", &SealOptions::default(), at)
+            .unwrap()
+            .bytes
+    }
+}
+
 /// A node floods ingress with large envelopes the router refuses: the dead-letter queue keeps
 /// only their header bytes and at most `router.dead_letter_max_messages` of them, a message
 /// above the broker's size limit is refused by RabbitMQ, and the others' traffic keeps flowing.
@@ -646,24 +687,8 @@ async fn a_flood_of_refused_envelopes_is_contained_while_others_keep_working() {
     let mut app = attach(config, db_name, vhost, server.addr).await;
     app.server = Some(server);
     let (a, b, c) = (app.org("a").await, app.org("b").await, app.org("c").await);
-    let collab = app.collaboration("flood", &[a.org(), b.org(), c.org()]).await;
-    let (reg_a, reg_b, reg_c) =
-        (app.node(a.org(), "a-1").await, app.node(b.org(), "b-1").await, app.node(c.org(), "c-1").await);
-    let (node_a, node_b, node_c) = (
-        NodeBroker::connect(&app, &reg_a).await.unwrap(),
-        NodeBroker::connect(&app, &reg_b).await.unwrap(),
-        NodeBroker::connect(&app, &reg_c).await.unwrap(),
-    );
-    let researcher = app.user(a.org(), "ada", "researcher").await;
-    let (task, run) = (TaskId::new(), RunId::new());
-    let start = route(Kind::JobStart, collab, task, run);
-    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &start, b"in", &[a.org(), b.org()]);
-    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &start, b"in", &[a.org(), b.org()]);
-    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
-    let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
-    assert_eq!(status, 201, "{created}");
-    node_a.next(10).await;
-    node_b.next(10).await;
+    let shared = RunOfTwo::start(&app, &a, &b, &[&c]).await;
+    let node_c = NodeBroker::connect(&app, &app.node(c.org(), "c-1").await).await.unwrap();
 
     // C floods: large byte strings that are no envelopes.
     let garbage = vec![0xAB_u8; BIG];
@@ -671,20 +696,9 @@ async fn a_flood_of_refused_envelopes_is_contained_while_others_keep_working() {
         node_c.publish(&garbage).await.unwrap();
     }
     // Meanwhile B's run message reaches A.
-    let msg = route(Kind::RunMessage, collab, task, run);
-    let good = envelope::seal(
-        &b,
-        a.org(),
-        a.current().public(),
-        &msg,
-        b"x1",
-        &SealOptions::default(),
-        Timestamp::now(),
-    )
-    .unwrap()
-    .bytes;
-    node_b.publish(&good).await.unwrap();
-    assert_eq!(node_a.next(60).await.data, good, "B's message arrives through the flood");
+    let good = shared.message(&b, &a, Timestamp::now());
+    shared.node_b.publish(&good).await.unwrap();
+    assert_eq!(shared.node_a.next(60).await.data, good, "B's message arrives through the flood");
 
     let sql = app.sql().await;
     eventually(60, "every refusal recorded", || async {
@@ -724,26 +738,9 @@ async fn a_flood_of_refused_envelopes_is_contained_while_others_keep_working() {
 async fn a_revoked_key_signs_nothing_whatever_time_it_claims() {
     let app = spawn_app().await;
     let (a, b) = (app.org("a").await, app.org("b").await);
-    let collab = app.collaboration("revocation", &[a.org(), b.org()]).await;
-    let (reg_a, reg_b) = (app.node(a.org(), "a-1").await, app.node(b.org(), "b-1").await);
-    let (node_a, node_b) =
-        (NodeBroker::connect(&app, &reg_a).await.unwrap(), NodeBroker::connect(&app, &reg_b).await.unwrap());
-    let researcher = app.user(a.org(), "ada", "researcher").await;
-    let (task, run) = (TaskId::new(), RunId::new());
-    let start = route(Kind::JobStart, collab, task, run);
-    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &start, b"in", &[a.org(), b.org()]);
-    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &start, b"in", &[a.org(), b.org()]);
-    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
-    let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
-    assert_eq!(status, 201, "{created}");
-    node_a.next(10).await;
-    node_b.next(10).await;
-    let msg = route(Kind::RunMessage, collab, task, run);
-    let signed_by_b = |at: Timestamp| {
-        envelope::seal(&b, a.org(), a.current().public(), &msg, b"x", &SealOptions::default(), at)
-            .unwrap()
-            .bytes
-    };
+    let shared = RunOfTwo::start(&app, &a, &b, &[]).await;
+    let (node_a, node_b) = (&shared.node_a, &shared.node_b);
+    let signed_by_b = |at: Timestamp| shared.message(&b, &a, at);
     let ten_minutes_ago = Timestamp::now().saturating_sub(Duration::from_secs(600));
     let before = signed_by_b(ten_minutes_ago);
     node_b.publish(&before).await.unwrap();
@@ -769,6 +766,7 @@ async fn a_revoked_key_signs_nothing_whatever_time_it_claims() {
     assert!(node_a.is_empty().await, "nothing reached A");
 
     // The listing says so, and a client that trusted the key stops trusting it.
+    let (collab, researcher) = (shared.collab, shared.researcher.clone());
     let (_, listed) =
         app.call("GET", &format!("/collaborations/{collab}/public-keys"), Some(&researcher), None).await;
     let entry =
@@ -818,39 +816,12 @@ async fn the_server_routes_with_an_amqp_user_without_tags_confined_to_fedq_objec
     app.server = Some(server);
 
     let (a, b) = (app.org("a").await, app.org("b").await);
-    let collab = app.collaboration("least", &[a.org(), b.org()]).await;
-    let (reg_a, reg_b) = (app.node(a.org(), "a-1").await, app.node(b.org(), "b-1").await);
-    assert_eq!(
-        reg_a["broker"]["server_user"],
-        user.as_str(),
-        "nodes are told whose control messages to trust"
-    );
-    let (node_a, node_b) =
-        (NodeBroker::connect(&app, &reg_a).await.unwrap(), NodeBroker::connect(&app, &reg_b).await.unwrap());
-    let researcher = app.user(a.org(), "ada", "researcher").await;
-    let (task, run) = (TaskId::new(), RunId::new());
-    let start = route(Kind::JobStart, collab, task, run);
-    let (_, ea, _) = job_entry(&a, a.org(), a.current().public(), &start, b"in", &[a.org(), b.org()]);
-    let (_, eb, _) = job_entry(&a, b.org(), b.current().public(), &start, b"in", &[a.org(), b.org()]);
-    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "img", "jobs": [ea, eb]});
-    let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
-    assert_eq!(status, 201, "{created}");
-    node_a.next(10).await;
-    node_b.next(10).await;
-    let msg = route(Kind::RunMessage, collab, task, run);
-    let good = envelope::seal(
-        &b,
-        a.org(),
-        a.current().public(),
-        &msg,
-        b"x1",
-        &SealOptions::default(),
-        Timestamp::now(),
-    )
-    .unwrap()
-    .bytes;
-    node_b.publish(&good).await.unwrap();
-    assert_eq!(node_a.next(20).await.data, good, "routed by the untagged user");
+    let shared = RunOfTwo::start(&app, &a, &b, &[]).await;
+    let registration = app.node(b.org(), "b-2").await;
+    assert_eq!(registration["broker"]["server_user"], user.as_str(), "nodes trust its control messages");
+    let good = shared.message(&b, &a, Timestamp::now());
+    shared.node_b.publish(&good).await.unwrap();
+    assert_eq!(shared.node_a.next(20).await.data, good, "routed by the untagged user");
 
     let elsewhere = lapin::Connection::connect(
         &format!("amqp://{user}:{}@127.0.0.1:5672/%2f", password.expose_secret()),

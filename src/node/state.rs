@@ -57,6 +57,9 @@ impl InboxQuota {
 pub struct StateDir {
     root: PathBuf,
     seen: Mutex<SeenLog>,
+    /// Held while a run message is checked against the inbox's quota and stored, so that
+    /// messages handled at once cannot all pass the same count.
+    inbox: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -133,7 +136,7 @@ impl StateDir {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(root.join(dir))?;
         }
         let seen = SeenLog::open(&root.join("seen.log"), now)?;
-        Ok(Self { root: root.to_owned(), seen: Mutex::new(seen) })
+        Ok(Self { root: root.to_owned(), seen: Mutex::new(seen), inbox: Mutex::new(()) })
     }
 
     /// The directory.
@@ -219,6 +222,7 @@ impl StateDir {
         let dir = self.inbox(run);
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
         let name = message.id.to_string();
+        let _one_at_a_time = self.inbox.lock().expect("not poisoned");
         if dir.join(format!("{name}.msg")).exists() || was_taken(&dir, &name)? {
             return Ok(Stored::Again);
         }

@@ -193,31 +193,45 @@ impl Fed {
         let (task, job) = (TaskId::new(), JobId::new());
         let route =
             Route { kind: Kind::JobStart, collaboration: self.collaboration, task, run, status: None };
-        let payload = Payload::JobStart(JobStart {
-            job,
-            image: image.into(),
-            requester: Requester::User { org: self.a.org(), user: "ada".into() },
-            organizations: vec![self.b.org()],
-            input: serde_bytes::ByteBuf::from(serde_json::to_vec(&steps).unwrap()),
-            return_log: true,
-        });
-        let sealed = envelope::seal(
-            &self.a,
-            self.b.org(),
-            self.b.current().public(),
-            &route,
-            &payload.to_bytes(),
-            &SealOptions::default(),
-            Timestamp::now(),
-        )
-        .unwrap();
+        let sealed = self.job_start(&self.b, &route, job, image, &steps, &[self.b.org()]);
         let body = json!({
             "id": task, "run": run, "collaboration": self.collaboration, "image": image,
-            "jobs": [{"id": job, "organization": self.b.org(), "envelope": STANDARD.encode(&sealed.bytes)}],
+            "jobs": [{"id": job, "organization": self.b.org(), "envelope": STANDARD.encode(&sealed)}],
         });
         let (status, created) = self.app.call("POST", "/tasks", Some(&self.researcher), Some(body)).await;
         assert_eq!(status, 201, "{created}");
         Submitted { task, run, job }
+    }
+
+    /// A `job_start` for `to`, requested by A's researcher, sealed by A.
+    fn job_start(
+        &self,
+        to: &Identity,
+        route: &Route,
+        job: JobId,
+        image: &str,
+        steps: &Value,
+        organizations: &[fedq::ids::OrgId],
+    ) -> Vec<u8> {
+        let payload = Payload::JobStart(JobStart {
+            job,
+            image: image.into(),
+            requester: Requester::User { org: self.a.org(), user: "ada".into() },
+            organizations: organizations.to_vec(),
+            input: serde_bytes::ByteBuf::from(serde_json::to_vec(steps).unwrap()),
+            return_log: true,
+        });
+        envelope::seal(
+            &self.a,
+            to.org(),
+            to.current().public(),
+            route,
+            &payload.to_bytes(),
+            &SealOptions::default(),
+            Timestamp::now(),
+        )
+        .unwrap()
+        .bytes
     }
 
     /// Submits one task with a job at A (which no node runs: A's part is played by the test,
@@ -230,25 +244,8 @@ impl Fed {
         let jobs: Vec<Value> = [(job_a, &self.a, json!([])), (job_b, &self.b, steps)]
             .into_iter()
             .map(|(job, org, steps)| {
-                let payload = Payload::JobStart(JobStart {
-                    job,
-                    image: PROBE.into(),
-                    requester: Requester::User { org: self.a.org(), user: "ada".into() },
-                    organizations: vec![self.a.org(), self.b.org()],
-                    input: serde_bytes::ByteBuf::from(serde_json::to_vec(&steps).unwrap()),
-                    return_log: true,
-                });
-                let sealed = envelope::seal(
-                    &self.a,
-                    org.org(),
-                    org.current().public(),
-                    &route,
-                    &payload.to_bytes(),
-                    &SealOptions::default(),
-                    Timestamp::now(),
-                )
-                .unwrap();
-                json!({"id": job, "organization": org.org(), "envelope": STANDARD.encode(&sealed.bytes)})
+                let sealed = self.job_start(org, &route, job, PROBE, &steps, &[self.a.org(), self.b.org()]);
+                json!({"id": job, "organization": org.org(), "envelope": STANDARD.encode(&sealed)})
             })
             .collect();
         let body = json!({"id": task, "run": run, "collaboration": self.collaboration, "image": PROBE, "jobs": jobs});
