@@ -356,7 +356,7 @@ impl KeyTrust {
     /// The current trusted fingerprint of `org`, if any.
     pub fn current_fingerprint(&self, org: OrgId) -> Option<KeyId> {
         let orgs = self.orgs.lock().expect("not poisoned");
-        let last = orgs.get(&org)?.iter().rev().find(|k| k.how != How::Revoked)?;
+        let last = newest_trusted(orgs.get(&org)?)?;
         last.revoked.is_none().then_some(last.fingerprint)
     }
 
@@ -393,7 +393,7 @@ impl KeyTrust {
             return Ok(Accepted::Fingerprint);
         }
         // Keys known only as revoked were never trusted: they are no key to rotate from.
-        let Some(current) = keys.iter().rev().find(|k| k.how != How::Revoked).cloned() else {
+        let Some(current) = newest_trusted(keys).cloned() else {
             if self.first_use == FirstUse::Refuse {
                 return Err(TrustError::Unknown { org, offered: offered.id() });
             }
@@ -443,7 +443,7 @@ impl KeyTrust {
     /// The current trusted key of `org`, once its key is known: what is sealed to.
     pub fn current(&self, org: OrgId) -> Option<PublicKey> {
         let orgs = self.orgs.lock().expect("not poisoned");
-        let last = orgs.get(&org)?.iter().rev().find(|k| k.how != How::Revoked)?;
+        let last = newest_trusted(orgs.get(&org)?)?;
         if last.revoked.is_some() { None } else { last.public_key.clone() }
     }
 
@@ -451,6 +451,12 @@ impl KeyTrust {
     pub fn list(&self) -> Vec<(OrgId, Vec<TrustedKey>)> {
         self.orgs.lock().expect("not poisoned").iter().map(|(o, k)| (*o, k.clone())).collect()
     }
+}
+
+/// The newest key that was ever trusted (revoked since, perhaps), skipping keys known only as
+/// revoked: what is current, and what a rotation starts from.
+fn newest_trusted(keys: &[TrustedKey]) -> Option<&TrustedKey> {
+    keys.iter().rev().find(|k| k.how != How::Revoked)
 }
 
 impl SenderKeys for KeyTrust {

@@ -327,12 +327,12 @@ impl NodeConfig {
                     rule.name
                 )));
             }
-            let requesters = rule.requesters.iter().chain(&self.policy.requesters);
-            if let Some(bad) = requesters.filter(|r| *r != "*").find(|r| r.parse::<OrgId>().is_err()) {
-                return Err(ConfigError::Invalid(format!(
-                    "policy requester {bad:?} is not an organization id (or \"*\")"
-                )));
-            }
+        }
+        let requesters = self.policy.images.iter().flat_map(|r| &r.requesters).chain(&self.policy.requesters);
+        if let Some(bad) = requesters.filter(|r| *r != "*").find(|r| r.parse::<OrgId>().is_err()) {
+            return Err(ConfigError::Invalid(format!(
+                "policy requester {bad:?} is not an organization id (or \"*\")"
+            )));
         }
         if let Some(subnet) = &self.network.subnet {
             let ok = subnet.split_once('/').is_some_and(|(ip, bits)| {

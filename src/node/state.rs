@@ -223,14 +223,19 @@ impl StateDir {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
         let name = message.id.to_string();
         let _one_at_a_time = self.inbox.lock().expect("not poisoned");
-        if dir.join(format!("{name}.msg")).exists() || was_taken(&dir, &name)? {
-            return Ok(Stored::Again);
-        }
+        // One pass over the inbox: whether this message was kept or taken before, and how
+        // much is waiting.
+        let (waiting_name, taken_prefix) = (format!("{name}.msg"), format!("{name}.taken"));
         let bytes = rmp_serde::to_vec_named(message).expect("messages encode");
         let (mut waiting, mut waiting_bytes) = (0usize, bytes.len() as u64);
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
-            if entry.path().extension().is_some_and(|e| e == "msg") {
+            let file = entry.file_name();
+            let file = file.to_str().unwrap_or_default();
+            if file == waiting_name || file.starts_with(&taken_prefix) {
+                return Ok(Stored::Again);
+            }
+            if file.ends_with(".msg") {
                 waiting += 1;
                 waiting_bytes += entry.metadata()?.len();
             }
@@ -416,17 +421,6 @@ impl SeenLog {
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     crate::files::write_atomic(path, bytes, 0o600)
-}
-
-/// Whether message `name` of the inbox `dir` was taken (by any job).
-fn was_taken(dir: &Path, name: &str) -> io::Result<bool> {
-    let prefix = format!("{name}.taken");
-    for entry in fs::read_dir(dir)? {
-        if entry?.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// Writes `path` durably unless it exists: the new file is linked into place, which fails

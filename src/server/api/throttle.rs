@@ -52,7 +52,10 @@ impl<K: Eq + Hash + Clone> Counters<K> {
     }
 
     /// How long `key` must still wait, if it is over its limit.
-    fn blocked_for(&self, key: &K, window: Duration, now: Instant) -> Option<Duration> {
+    fn blocked_for<Q: Eq + Hash + ?Sized>(&self, key: &Q, window: Duration, now: Instant) -> Option<Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         let w = self.windows.get(key)?;
         let ends = w.started + window;
         (w.failures >= self.limit && ends > now).then(|| ends - now)
@@ -78,7 +81,10 @@ impl<K: Eq + Hash + Clone> Counters<K> {
         entry.failures = entry.failures.saturating_add(1);
     }
 
-    fn clear(&mut self, key: &K) {
+    fn clear<Q: Eq + Hash + ?Sized>(&mut self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.windows.remove(key);
     }
 }
@@ -158,7 +164,7 @@ impl LoginThrottle {
 
     fn admit_at(&self, username: &str, source: Option<IpAddr>, now: Instant) -> Result<(), ApiError> {
         let failures = self.failures.lock().expect("not poisoned");
-        let user = failures.by_user.blocked_for(&username.to_owned(), self.window, now);
+        let user = failures.by_user.blocked_for(username, self.window, now);
         let address = source.and_then(|a| failures.by_address.blocked_for(&a, self.window, now));
         match (user, address) {
             (None, None) => Ok(()),
@@ -210,7 +216,7 @@ impl LoginThrottle {
     /// A successful login clears its user name's failures (not its address's: one right
     /// password must not buy an address a new budget for guessing other users).
     pub fn succeeded(&self, username: &str) {
-        self.failures.lock().expect("not poisoned").by_user.clear(&username.to_owned());
+        self.failures.lock().expect("not poisoned").by_user.clear(username);
     }
 }
 
