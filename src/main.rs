@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     match fedq::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            let code = err.exit_code();
             let mut shown = err.to_string();
             eprintln!("error: {shown}");
             let mut source = std::error::Error::source(&err);
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
                 shown = text;
                 source = cause.source();
             }
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

@@ -60,7 +60,7 @@ fn strs(args: &[String]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_researcher_runs_secure_sum_from_the_command_line() {
-    let fed = Federation::new(2, &["fedq/secure-sum"], |i, dir| {
+    let mut fed = Federation::new(2, &["fedq/secure-sum"], |i, dir| {
         let path = dir.join("patients.csv");
         std::fs::write(&path, format!("id\n{}", "p\n".repeat(10 + i))).unwrap();
         BTreeMap::from([("patients".to_owned(), path)])
@@ -131,6 +131,21 @@ async fn a_researcher_runs_secure_sum_from_the_command_line() {
     let args = task_create(&collaboration, "fedq/secure-sum:9.9.9", key, &["--org", &b, "--wait"]);
     let out = cli.ok(&strs(&args));
     assert!(out.contains("refused") && out.contains("not available at this node"), "{out}");
+
+    // Output names organizations, not only their ids.
+    let shown = cli.ok(&["task", "show", &id]);
+    assert!(shown.contains(&format!("registry-1 ({b})")), "{shown}");
+
+    // A wait that ends before every result: the results so far, who is missing, and exit
+    // status 3, not success.
+    fed.nodes.remove(1).shutdown().await;
+    let args = create(&["--org", &a, "--org", &b, "--input-json", r#"{"share": true}"#]);
+    let pending = cli.ok(&strs(&args));
+    let out = cli.run(&["result", pending.trim(), "--key", key, "--timeout", "2"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("had no result after 2 s") && err.contains(&format!("registry-1 ({b})")), "{err}");
+    assert!(err.contains("partial"), "{err}");
     fed.cleanup().await;
 }
 

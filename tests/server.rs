@@ -555,6 +555,12 @@ async fn organizations_see_only_their_own_users_nodes_and_tasks() {
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")));
     let (status, body) = app.call("GET", "/tasks?status=bogus", Some(&admin_a), None).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    // The message names the broken rule, not only that the query string is invalid.
+    assert!(body["message"].as_str().unwrap().contains("unknown variant `bogus`, expected one of"), "{body}");
+    let (_, body) = app.call("GET", "/tasks?colour=red", Some(&admin_a), None).await;
+    assert!(body["message"].as_str().unwrap().contains("unknown field `colour`"), "{body}");
+    let (_, body) = app.call("GET", "/tasks?limit=ten", Some(&admin_a), None).await;
+    assert!(body["message"].as_str().unwrap().contains("invalid digit"), "{body}");
 
     // Users: an admin deletes their own users only.
     let (_, me) = app.call("GET", "/users/me", Some(&viewer_b), None).await;

@@ -247,3 +247,40 @@ async fn a_login_flood_keeps_memory_flat_and_guessing_is_refused() {
     child.wait().unwrap();
     support::attach_stopped(config, db_name, vhost).cleanup().await;
 }
+
+/// At the default level the server logs one line per request, except a node's routine
+/// heartbeats (every few seconds per node, half of all lines otherwise), which it logs only
+/// when they fail.
+#[tokio::test]
+async fn routine_heartbeats_stay_out_of_the_log_and_other_requests_take_one_line() {
+    let (config, db_name, vhost) = prepare().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let port = free_port();
+    let mut child = spawn_server_process(&config, port, &log, "info");
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let app = attach(config.clone(), db_name, vhost, addr).await;
+    let org = app.org("registry-a").await;
+    let node = app.node(org.org(), "node-a").await;
+    let key = node["api_key"].as_str().unwrap();
+    for _ in 0..5 {
+        let (status, _) =
+            app.call("POST", "/node/heartbeat", Some(key), Some(serde_json::json!({"version": "1"}))).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = app
+        .call("POST", "/node/heartbeat", Some("not-a-key"), Some(serde_json::json!({"version": "1"})))
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = app.call("GET", "/organizations", Some(&app.root_token), None).await;
+    assert_eq!(status, 200);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("/node/heartbeat status=200"), 0, "{log}");
+    assert_eq!(lines("/node/heartbeat status=401"), 1, "a failed heartbeat is logged: {log}");
+    assert_eq!(lines("path=/api/v1/organizations status=200"), 1, "{log}");
+    app.cleanup().await;
+}

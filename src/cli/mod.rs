@@ -119,6 +119,21 @@ pub enum CliError {
     /// An input given on the command line is not usable.
     #[error("invalid input: {0}")]
     BadInput(String),
+    /// Not every job had its result when the wait ended; the results printed are partial.
+    #[error(
+        "task {task}: {} organization(s) had no result after {waited_secs} s: {}; the results printed are \
+         partial. Run `fedq result {task}` again later (`fedq task show {task}` shows each job)",
+        pending.len(),
+        pending.join(", ")
+    )]
+    Incomplete {
+        /// The task waited for.
+        task: crate::ids::TaskId,
+        /// How long the command waited.
+        waited_secs: u64,
+        /// Each job without a result: its organization and status.
+        pending: Vec<String>,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -128,6 +143,17 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl CliError {
+    /// The process's exit status: 3 when a wait ended without every result (so that a script
+    /// can tell "not yet" from a failure), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Incomplete { .. } => 3,
+            _ => 1,
+        }
+    }
 }
 
 /// Runs the parsed command line.

@@ -104,6 +104,9 @@ pub struct CreateArgs {
     /// Wait for the results and print them.
     #[arg(long)]
     wait: bool,
+    /// With `--wait`: give up after this many seconds (exit status 3, the results so far printed).
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -292,11 +295,7 @@ pub fn task(command: TaskCommand) -> Result<(), CliError> {
                         shown["run"].as_str().unwrap_or("")
                     );
                     for job in shown["jobs"].as_array().into_iter().flatten() {
-                        println!(
-                            "  {}  {}",
-                            job["organization"].as_str().unwrap_or(""),
-                            job["status"].as_str().unwrap_or("")
-                        );
+                        println!("  {}  {}", org_label(job), job["status"].as_str().unwrap_or(""));
                     }
                 }
                 Ok(())
@@ -377,7 +376,7 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
         let wait_args = ResultArgs {
             task: created.task,
             key: args.key,
-            timeout: 600,
+            timeout: args.timeout,
             json: args.json,
             trust_on_first_use: args.trust_on_first_use,
         };
@@ -417,7 +416,7 @@ async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), 
         let jobs = task["jobs"].as_array().cloned().unwrap_or_default();
         if show {
             for job in &jobs {
-                let org = job["organization"].as_str().unwrap_or("").to_owned();
+                let org = org_label(job);
                 let status = job["status"].as_str().unwrap_or("").to_owned();
                 let bar = match lines.iter().find(|(o, _)| *o == org) {
                     Some((_, bar)) => bar.clone(),
@@ -437,15 +436,43 @@ async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), 
         let all_done =
             !jobs.is_empty() && jobs.iter().all(|j| is_terminal(j["status"].as_str().unwrap_or("")));
         let results = client.results(args.task, Duration::from_secs(if all_done { 0 } else { 2 })).await?;
-        if (all_done && results.sealed.len() == jobs.len()) || tokio::time::Instant::now() >= deadline {
+        let complete = all_done && results.sealed.len() == jobs.len();
+        if complete || tokio::time::Instant::now() >= deadline {
             let opened = client.open_results(&me, collaboration, &results).await?;
-            print_results(&opened, args.json);
-            return Ok(());
+            print_results(&opened, &jobs, args.json);
+            if complete {
+                return Ok(());
+            }
+            // What was printed is partial: say so, and exit with a failure a script can tell apart.
+            let pending = jobs
+                .iter()
+                .filter(|j| !opened.iter().any(|r| Some(r.job.to_string().as_str()) == j["id"].as_str()))
+                .map(|j| format!("{} ({})", org_label(j), j["status"].as_str().unwrap_or("?")))
+                .collect();
+            return Err(CliError::Incomplete { task: args.task, waited_secs: args.timeout, pending });
         }
     }
 }
 
-fn print_results(results: &[OpenedResult], json: bool) {
+/// An organization as people know it: its name, then its id (names are unique, ids are what
+/// the other commands take).
+fn org_label(job: &Value) -> String {
+    let id = job["organization"].as_str().unwrap_or("?");
+    match job["organization_name"].as_str() {
+        Some(name) if !name.is_empty() => format!("{name} ({id})"),
+        _ => id.to_owned(),
+    }
+}
+
+fn print_results(results: &[OpenedResult], jobs: &[Value], json: bool) {
+    let name_of = |r: &OpenedResult| {
+        let id = r.organization.to_string();
+        jobs.iter()
+            .find(|j| j["organization"].as_str() == Some(id.as_str()))
+            .and_then(|j| j["organization_name"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     if json {
         let list: Vec<Value> = results
             .iter()
@@ -454,8 +481,8 @@ fn print_results(results: &[OpenedResult], json: bool) {
                     Ok(text) => serde_json::from_str::<Value>(text).unwrap_or_else(|_| json!(text)),
                     Err(_) => json!({"base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &r.output)}),
                 };
-                json!({"job": r.job, "organization": r.organization, "status": r.status, "output": output,
-                       "reason": r.reason, "log": r.log})
+                json!({"job": r.job, "organization": r.organization, "organization_name": name_of(r),
+                       "status": r.status, "output": output, "reason": r.reason, "log": r.log})
             })
             .collect();
         println!("{}", json!(list));
@@ -463,9 +490,12 @@ fn print_results(results: &[OpenedResult], json: bool) {
     }
     for r in results {
         let output = String::from_utf8_lossy(&r.output);
+        let name = name_of(r);
+        let org =
+            if name.is_empty() { r.organization.to_string() } else { format!("{name} ({})", r.organization) };
         match &r.reason {
-            Some(reason) => println!("{}  {}  {}  ({reason})", r.organization, r.status, output),
-            None => println!("{}  {}  {}", r.organization, r.status, output),
+            Some(reason) => println!("{org}  {}  {output}  ({reason})", r.status),
+            None => println!("{org}  {}  {output}", r.status),
         }
         if !r.log.is_empty() {
             for line in r.log.lines() {

@@ -7,6 +7,7 @@ mod collaborations;
 pub mod error;
 pub(crate) mod nodes;
 mod organizations;
+pub mod query;
 mod system;
 pub(crate) mod tasks;
 pub mod throttle;
@@ -236,7 +237,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("tasks"))
         .and(warp::get())
         .and(auth.clone())
-        .and(warp::query::<tasks::ListQuery>())
+        .and(query::query::<tasks::ListQuery>())
         .and(st.clone())
         .and_then(tasks::list);
     let tasks_get = v1
@@ -255,7 +256,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("tasks" / TaskId / "results"))
         .and(warp::get())
         .and(auth.clone())
-        .and(warp::query::<tasks::ResultsQuery>())
+        .and(query::query::<tasks::ResultsQuery>())
         .and(st.clone())
         .and_then(tasks::results);
 
@@ -298,5 +299,22 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .expect("there are routes")
         .recover(error::recover)
         .unify()
-        .with(warp::trace::request())
+        .with(warp::log::custom(access_log))
+}
+
+/// One line per request. A node's heartbeat every few seconds is routine: it is logged only at
+/// debug level unless it fails, so that it does not bury what an administrator looks for.
+fn access_log(info: warp::log::Info<'_>) {
+    let status = info.status();
+    let millis = format!("{:.1}", info.elapsed().as_secs_f64() * 1000.0);
+    let (method, path) = (info.method(), info.path());
+    let code = status.as_u16();
+    // A health check answers 503 while the server is not ready yet: an answer, not a failure.
+    if status.is_server_error() && !path.ends_with("/health") {
+        tracing::warn!(%method, %path, status = code, %millis, "request failed");
+    } else if status.is_success() && path.ends_with("/node/heartbeat") {
+        tracing::debug!(%method, %path, status = code, %millis, "request");
+    } else {
+        tracing::info!(%method, %path, status = code, %millis, "request");
+    }
 }

@@ -61,7 +61,7 @@ pub fn routes(state: State) -> Route {
     let tasks = warp::path!("tasks")
         .and(warp::get())
         .and(admin.clone())
-        .and(warp::query::<pages::tasks::ListQuery>())
+        .and(crate::server::api::query::query::<pages::tasks::ListQuery>())
         .and(st.clone())
         .and_then(|a, q, s| run(pages::tasks::list(a, q, s)));
     let task = warp::path!("tasks" / TaskId)
@@ -87,13 +87,13 @@ pub fn routes(state: State) -> Route {
     let dead_letters = warp::path!("dead-letters")
         .and(warp::get())
         .and(admin.clone())
-        .and(warp::query::<pages::dead_letters::Query>())
+        .and(crate::server::api::query::query::<pages::dead_letters::Query>())
         .and(st.clone())
         .and_then(|a, q, s| run(pages::dead_letters::page(a, q, s)));
     let routing = warp::path!("routing")
         .and(warp::get())
         .and(admin.clone())
-        .and(warp::query::<pages::routing::Query>())
+        .and(crate::server::api::query::query::<pages::routing::Query>())
         .and(st.clone())
         .and_then(|a, q, s| run(pages::routing::page(a, q, s)));
     let style =

@@ -45,6 +45,8 @@ pub struct Job {
     pub id: JobId,
     /// Organization.
     pub organization: OrgId,
+    /// The organization's name, for people to read.
+    pub organization_name: String,
     /// Status.
     pub status: JobStatus,
     /// When the status last changed.
@@ -123,9 +125,9 @@ pub(crate) const TASK_COLUMNS: &str =
     "t.id, t.collaboration_id, t.run_id, t.parent_task_id, t.image, t.name, t.creator_org_id,
      t.creator_user_id, t.creator_node_id, t.created_at,
      coalesce((SELECT json_agg(json_build_object(
-                 'id', j.id, 'organization', j.org_id, 'status', j.status,
+                 'id', j.id, 'organization', j.org_id, 'organization_name', o.name, 'status', j.status,
                  'changed_ms', (extract(epoch FROM j.status_changed_at) * 1000)::bigint) ORDER BY j.org_id)
-               FROM jobs j WHERE j.task_id = t.id), '[]') AS jobs";
+               FROM jobs j JOIN organizations o ON o.id = j.org_id WHERE j.task_id = t.id), '[]') AS jobs";
 
 pub(crate) fn task_from_row(row: &tokio_postgres::Row) -> Task {
     let jobs: serde_json::Value = row.get("jobs");
@@ -137,6 +139,7 @@ pub(crate) fn task_from_row(row: &tokio_postgres::Row) -> Task {
                     Some(Job {
                         id: j["id"].as_str()?.parse().ok()?,
                         organization: j["organization"].as_str()?.parse().ok()?,
+                        organization_name: j["organization_name"].as_str().unwrap_or_default().to_owned(),
                         status: parse_status(j["status"].as_str()?),
                         status_changed_at: SystemTime::UNIX_EPOCH
                             + std::time::Duration::from_millis(j["changed_ms"].as_u64().unwrap_or(0)),
