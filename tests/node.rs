@@ -141,6 +141,34 @@ async fn a_container_cannot_write_its_root_file_system_and_runs_as_non_root() {
     fed.cleanup().await;
 }
 
+/// An image that ships its own `/tmp` (here root's, mode 0755, as `COPY … /tmp/` makes it):
+/// Docker copies the directory's mode onto the tmpfs, which the container's user could not
+/// write unless the tmpfs is its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn tmp_is_writable_in_an_image_that_ships_its_own_tmp() {
+    let fed = fed().await;
+    let tag = format!("{}-owntmp-{}", support::node::PROBE, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("marker"), "shipped").unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {}\nCOPY marker /tmp/marker\n", support::node::PROBE),
+    )
+    .unwrap();
+    docker(&["build", "--quiet", "-t", &tag, context.path().to_str().unwrap()]);
+    let (_, found) = fed
+        .probe_image(
+            &tag,
+            json!([
+                {"op": "write", "path": "/tmp/scratch", "data": "x"},
+            ]),
+        )
+        .await;
+    docker(&["rmi", "-f", &tag]);
+    assert_eq!(found[0], "ok", "/tmp is writable: {found:?}");
+    fed.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_is_killed_at_its_memory_limit() {
     let fed = fed().await;
@@ -544,5 +572,33 @@ async fn a_run_inbox_keeps_at_most_its_quota() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "msg"))
         .count();
     assert_eq!(waiting, 5);
+    fed.cleanup().await;
+}
+
+/// A node that restarts keeps its algorithm network's addresses (the endpoint's address that
+/// running containers and firewall rules know), even though Docker hands out the next free
+/// range for every network created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_node_keeps_its_address_range() {
+    let mut fed = fed().await;
+    let before = fed.node.as_ref().unwrap().endpoint();
+    fed.node.take().unwrap().shutdown().await;
+    fed.start_node().await;
+    let after = fed.node.as_ref().unwrap().endpoint();
+    assert_eq!(before.ip(), after.ip());
+    let (_, found) = fed.probe(json!([{"op": "endpoint"}])).await;
+    assert_eq!(found[0], format!("http://{after}"), "{found:?}");
+
+    // Another network took the range while the node was stopped: the node takes a new one.
+    fed.node.take().unwrap().shutdown().await;
+    let kept = std::fs::read_to_string(fed.config.node.state_dir.join("network-subnet")).unwrap();
+    let squatter = format!("fedq-test-squat-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    docker(&["network", "create", "--internal", "--subnet", kept.trim(), &squatter]);
+    fed.start_node().await;
+    let moved = fed.node.as_ref().unwrap().endpoint();
+    docker(&["network", "rm", &squatter]);
+    assert_ne!(moved.ip(), after.ip());
+    let (_, found) = fed.probe(json!([{"op": "endpoint"}])).await;
+    assert_eq!(found[0], format!("http://{moved}"), "{found:?}");
     fed.cleanup().await;
 }

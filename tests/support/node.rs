@@ -318,7 +318,12 @@ impl Fed {
 
     /// Runs a probe and returns its result and what each step found.
     pub async fn probe(&self, steps: Value) -> (JobResult, Vec<Value>) {
-        let submitted = self.submit(steps).await;
+        self.probe_image(PROBE, steps).await
+    }
+
+    /// As `probe`, with another image that runs the probe (a tag of `fedq/probe`).
+    pub async fn probe_image(&self, image: &str, steps: Value) -> (JobResult, Vec<Value>) {
+        let submitted = self.submit_image(image, RunId::new(), steps).await;
         let result = self.result(submitted.task).await;
         let found = serde_json::from_slice(&result.output).unwrap_or_default();
         (result, found)

@@ -125,8 +125,29 @@ impl Sandbox {
         let node = config.node.name.clone();
         let network = format!("fedq-{node}");
         let bridge = format!("fq-{}", tag(&node));
-        let (gateway, bridge) =
-            ensure_network(&docker, &network, &bridge, &node, config.network.subnet.as_deref()).await?;
+        // Without a configured subnet, the one Docker chose the first time is kept in the state
+        // directory and asked for again, so that a restart does not move the endpoint to the
+        // next free range (containers, rules and logs refer to its address).
+        let kept = config.node.state_dir.join(KEPT_SUBNET_FILE);
+        let remembered = match &config.network.subnet {
+            Some(_) => None,
+            None => {
+                std::fs::read_to_string(&kept).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+            }
+        };
+        let wanted = match (&config.network.subnet, &remembered) {
+            (Some(subnet), _) => Some(Wanted::Configured(subnet)),
+            (None, Some(subnet)) => Some(Wanted::Remembered(subnet)),
+            (None, None) => None,
+        };
+        let (gateway, bridge, subnet) = ensure_network(&docker, &network, &bridge, &node, wanted).await?;
+        if config.network.subnet.is_none()
+            && let Some(subnet) = subnet
+            && remembered.as_deref() != Some(subnet.as_str())
+            && let Err(e) = crate::files::write_atomic(&kept, subnet.as_bytes(), 0o644)
+        {
+            tracing::warn!(error = %e, path = %kept.display(), "could not keep the algorithm network's subnet");
+        }
         let firewall = if config.network.firewall {
             let firewall = Firewall::new(&tag(&node), &bridge, gateway, config.network.endpoint_port);
             firewall.install().await?;
@@ -344,10 +365,7 @@ impl Sandbox {
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_owned(),
-                format!("rw,noexec,nosuid,nodev,size={}m", limits.tmpfs_mib),
-            )])),
+            tmpfs: Some(HashMap::from([("/tmp".to_owned(), tmpfs_options(limits))])),
             memory: Some(memory),
             // Equal to memory: no swap, so the limit is a real limit.
             memory_swap: Some(memory),
@@ -497,52 +515,54 @@ impl Sandbox {
     }
 }
 
-/// Creates the node's internal network if it does not exist; returns its gateway address and
-/// its bridge interface, as Docker has them (a network created by an administrator beforehand
-/// has Docker's own bridge name, `br-` and the start of its id).
+/// Where the subnet Docker chose for the algorithm network is kept, in the state directory.
+const KEPT_SUBNET_FILE: &str = "network-subnet";
+
+/// The subnet asked for: the administrator's, which must be had, or the one kept from a
+/// previous start, given up for Docker's choice when it is taken by now.
+#[derive(Debug, Clone, Copy)]
+enum Wanted<'a> {
+    Configured(&'a str),
+    Remembered(&'a str),
+}
+
+/// Creates the node's internal network if it does not exist; returns its gateway address, its
+/// bridge interface and its subnet, as Docker has them (a network created by an administrator
+/// beforehand has Docker's own bridge name, `br-` and the start of its id).
 async fn ensure_network(
     docker: &Docker,
     network: &str,
     bridge: &str,
     node: &str,
-    subnet: Option<&str>,
-) -> Result<(Ipv4Addr, String), ContainerError> {
+    wanted: Option<Wanted<'_>>,
+) -> Result<(Ipv4Addr, String, Option<String>), ContainerError> {
     if docker.inspect_network(network, None).await.is_err() {
         let options = HashMap::from([
             // No traffic between containers on this network.
             ("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned()),
             ("com.docker.network.bridge.name".to_owned(), bridge.to_owned()),
         ]);
-        // With a subnet of its own the network gets its first address as gateway, named
-        // explicitly: without one, Docker records none, and the endpoint would have no address.
-        let ipam = subnet
-            .map(|s| {
-                let gateway = first_host(s).ok_or_else(|| {
-                    ContainerError::Network(format!(
-                        "[network] subnet = {s:?} is not an IPv4 network with room for hosts (e.g. \"10.213.7.0/28\")"
-                    ))
-                })?;
-                Ok::<_, ContainerError>(Ipam {
-                    config: Some(vec![IpamConfig {
-                        subnet: Some(s.to_owned()),
-                        gateway: Some(gateway.to_string()),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                })
-            })
-            .transpose()?;
-        let request = NetworkCreateRequest {
+        let request = |ipam| NetworkCreateRequest {
             name: network.to_owned(),
             driver: Some("bridge".into()),
             // No route out of the host.
             internal: Some(true),
             ipam,
-            options: Some(options),
+            options: Some(options.clone()),
             labels: Some(HashMap::from([(label::NODE.to_owned(), node.to_owned())])),
             ..Default::default()
         };
-        if let Err(e) = docker.create_network(request).await {
+        let subnet = match wanted {
+            Some(Wanted::Configured(s) | Wanted::Remembered(s)) => Some(s),
+            None => None,
+        };
+        let mut created = docker.create_network(request(subnet.map(ipam_for).transpose()?)).await;
+        if let (Err(e), Some(Wanted::Remembered(s))) = (&created, wanted) {
+            // Another network took the range while the node was stopped: take a new one.
+            tracing::warn!(error = %e, subnet = s, "the algorithm network's previous subnet is not free; Docker picks another");
+            created = docker.create_network(request(None)).await;
+        }
+        if let Err(e) = created {
             // Another start of the same node may have created it a moment ago.
             if docker.inspect_network(network, None).await.is_err() {
                 return Err(e.into());
@@ -564,17 +584,34 @@ async fn ensure_network(
             "{network} exists but is not internal with inter-container traffic disabled; remove it"
         )));
     }
-    let gateway = inspect
-        .ipam
-        .and_then(|i| i.config)
-        .and_then(|c| c.into_iter().find_map(|c| c.gateway))
-        .and_then(|g| g.parse().ok())
+    let config = inspect.ipam.and_then(|i| i.config).unwrap_or_default();
+    let (gateway, subnet) = config
+        .into_iter()
+        .find_map(|c| Some((c.gateway?.parse::<Ipv4Addr>().ok()?, c.subnet)))
         .ok_or_else(|| {
             ContainerError::Network(format!(
                 "{network} has no IPv4 gateway; remove it (`docker network rm {network}`) and start the node again"
             ))
         })?;
-    Ok((gateway, bridge))
+    Ok((gateway, bridge, subnet))
+}
+
+/// The address management of a network on `subnet`, with its first address as gateway, named
+/// explicitly: without one, Docker records none, and the endpoint would have no address.
+fn ipam_for(subnet: &str) -> Result<Ipam, ContainerError> {
+    let gateway = first_host(subnet).ok_or_else(|| {
+        ContainerError::Network(format!(
+            "[network] subnet = {subnet:?} is not an IPv4 network with room for hosts (e.g. \"10.213.7.0/28\")"
+        ))
+    })?;
+    Ok(Ipam {
+        config: Some(vec![IpamConfig {
+            subnet: Some(subnet.to_owned()),
+            gateway: Some(gateway.to_string()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    })
 }
 
 /// The first host address of an IPv4 network in CIDR notation (`10.213.7.0/28` → `10.213.7.1`).
@@ -586,6 +623,17 @@ fn first_host(cidr: &str) -> Option<Ipv4Addr> {
     }
     let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
     Some(Ipv4Addr::from((u32::from(address) & mask) + 1))
+}
+
+/// The options of the container's `/tmp`. When the image has a `/tmp` of its own, the runtime
+/// gives the tmpfs that directory's mode (0755 root's, as `COPY … /tmp/` makes it), whatever
+/// `mode=` says: owning the tmpfs is what keeps it writable for the container's user.
+fn tmpfs_options(limits: &Limits) -> String {
+    let mut options = format!("rw,noexec,nosuid,nodev,size={}m,mode=1777", limits.tmpfs_mib);
+    if let Some((uid, gid)) = limits.uid_gid() {
+        options.push_str(&format!(",uid={uid},gid={gid}"));
+    }
+    options
 }
 
 #[cfg(test)]
