@@ -12,9 +12,23 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, config::Confi
         builder = builder.add_source(config::File::from(path).required(true));
     }
     builder
-        .add_source(config::Environment::with_prefix("FEDQ").prefix_separator("_").separator("__"))
+        .add_source(
+            config::Environment::with_prefix("FEDQ")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(setting_variables(std::env::vars()))),
+        )
         .build()?
         .try_deserialize()
+}
+
+/// The variables that name a setting: `FEDQ_SECTION__KEY`. Others of the `FEDQ_` family are
+/// the command line's own (`FEDQ_SESSION`, `FEDQ_KEY`, `FEDQ_TRUST_STORE`…) and are no setting:
+/// read as one, they would make every settings file "invalid" in a shell that has them.
+fn setting_variables(
+    vars: impl Iterator<Item = (String, String)>,
+) -> std::collections::HashMap<String, String> {
+    vars.filter(|(name, _)| name.strip_prefix("FEDQ_").is_some_and(|rest| rest.contains("__"))).collect()
 }
 
 /// A list setting given either as a list (TOML) or as one comma-separated string (environment
@@ -35,6 +49,14 @@ pub fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_section_variables_are_settings() {
+        let vars =
+            [("FEDQ_SESSION", "/tmp/s"), ("FEDQ_KEY", "k"), ("FEDQ_SERVER__API_KEY", "x"), ("PATH", "/bin")];
+        let kept = super::setting_variables(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(kept.keys().collect::<Vec<_>>(), vec!["FEDQ_SERVER__API_KEY"]);
+    }
+
     use super::comma_list;
 
     #[derive(serde::Deserialize)]

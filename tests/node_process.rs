@@ -125,3 +125,136 @@ async fn a_message_taken_by_a_job_cut_short_by_kill_9_is_given_to_its_rerun() {
     assert_eq!(found[0]["body"], "the-value-of-x1", "the rerun got x1: {found:?}");
     fed.cleanup().await;
 }
+
+/// Runs `fedq` with `args`, its session and trust store in `home`; returns (success, stdout,
+/// stderr).
+fn fedq(home: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedq"))
+        .args(args)
+        .env("FEDQ_SESSION", home.join("session.json"))
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("FEDQ_ENROLLMENT_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// An organization's administrator creates a token; on the node's machine one command enrolls
+/// the node and writes settings the node starts from as they are; `fedq node check` passes on
+/// them and names what to fix once something is broken; a token works once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_enrolls_with_one_token_and_starts_from_the_settings_written() {
+    support::node::ensure_images();
+    let app = support::spawn_app().await;
+    let org = app.org("registry-a").await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let server = format!("http://{}", app.addr);
+    let (ok, _, err) = fedq(
+        h,
+        &["login", "--server", &server, "--user", "admin-of-registry-a", "--password-stdin"],
+        Some("a-long-password-123\n"),
+    );
+    assert!(ok, "{err}");
+    let name = format!("enr-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (ok, token, err) = fedq(h, &["admin", "enrollment", "create", "registry-a", &name], None);
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("fedq_e_"), "{token}");
+
+    // The organization's key, as its administrator copied it to the node's machine.
+    let key = h.join("org.key");
+    org.current().write_new(&key).unwrap();
+    let data = h.join("patients.csv");
+    std::fs::write(&data, "id\n1\n").unwrap();
+    let config = h.join("etc/node.toml");
+    let (config_s, key_s, org_s) = (config.to_str().unwrap(), key.to_str().unwrap(), org.org().to_string());
+    let state = h.join("state");
+    let unit = h.join("fedq-node.service");
+    let enroll = [
+        "node",
+        "enroll",
+        "--server",
+        &server,
+        "--token",
+        &token,
+        "--config",
+        config_s,
+        "--key",
+        key_s,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--data",
+        &format!("patients={}", data.display()),
+        "--allow",
+        support::node::PROBE,
+        "--requester",
+        &org_s,
+        "--unit",
+        unit.to_str().unwrap(),
+    ];
+    let mut guard = support::node::NodeGuard { name: name.clone(), process: None };
+    let (ok, out, err) = fedq(h, &enroll, None);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains(&format!("enrolled node {name} of registry-a")), "{out}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    let unit_text = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        unit_text.contains(&format!("ExecStart=/usr/local/bin/fedq node --config {config_s}")),
+        "{unit_text}"
+    );
+
+    // The token is spent.
+    let (ok, _, err) = fedq(h, &[&enroll[..], &["--force"]].concat(), None);
+    assert!(!ok && err.contains("unknown, already used or expired"), "{err}");
+
+    let (ok, out, err) = fedq(h, &["node", "check", "--config", config_s], None);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("all 8 checks passed"), "{out}");
+
+    // The node runs from the settings as written.
+    let log = std::fs::File::create(h.join("node.log")).unwrap();
+    guard.process = Some(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fedq"))
+            .args(["node", "--config", config_s])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    support::eventually(30, "the enrolled node to show online", || async {
+        let (_, nodes) = app.call("GET", "/nodes", Some(&app.root_token), None).await;
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == name.as_str() && n["online"] == true)
+            .then_some(())
+    })
+    .await;
+
+    // Broken: the data source is gone and the key file is readable by others.
+    std::fs::remove_file(&data).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, out, _) = fedq(h, &["node", "check", "--config", config_s], None);
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL  data sources: not found: patients") && out.contains("chmod 600"), "{out}");
+    drop(guard);
+    app.cleanup().await;
+}

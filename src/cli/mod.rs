@@ -1,9 +1,11 @@
 //! The command line: argument definitions and dispatch. Each subcommand lives in its own module
 //! and returns [`CliError`]; `main` prints the error chain.
 
+mod admin;
 mod demo;
 mod envelope;
 mod keys;
+mod node;
 mod research;
 mod tls;
 
@@ -34,7 +36,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Run a node worker for an organization (meant to run as a systemd service).
-    Node(NodeArgs),
+    Node(node::NodeArgs),
     /// Log in to a server; the session is kept for the task and result commands.
     Login(research::LoginArgs),
     /// Create, follow and stop tasks.
@@ -42,33 +44,15 @@ enum Command {
     Task(research::TaskCommand),
     /// Fetch a task's results and open them with your organization's key.
     Result(research::ResultArgs),
+    /// Administration over the REST API (enrollment tokens), from the saved session.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// A whole federation on this machine, in one command.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
     /// A development certificate authority and the certificates it signs.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
-}
-
-/// `fedq node`: run the worker, or clean up after it.
-#[derive(Debug, clap::Args)]
-struct NodeArgs {
-    /// Settings file (TOML); `FEDQ_…` environment variables override it.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<NodeCommand>,
-}
-
-#[derive(Debug, Subcommand)]
-enum NodeCommand {
-    /// Remove this node's leftover containers and expired run volumes.
-    Gc {
-        /// Remove every run volume and container of this node, expired or not (run it only
-        /// while the node is stopped).
-        #[arg(long)]
-        all: bool,
-    },
 }
 
 /// Everything a command can fail with.
@@ -134,6 +118,12 @@ pub enum CliError {
         /// Each job without a result: its organization and status.
         pending: Vec<String>,
     },
+    /// `fedq node check` found problems (printed above).
+    #[error("{failed} check(s) failed; fix what each says and run `fedq node check` again")]
+    CheckFailed {
+        /// How many.
+        failed: usize,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -176,24 +166,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(command) => demo::run(command),
         Command::Task(command) => research::task(command),
         Command::Result(args) => research::result(args),
-        Command::Node(args) => {
-            let config = crate::node::config::NodeConfig::load(args.config.as_deref())?;
-            let runtime = tokio::runtime::Runtime::new()
-                .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
-            runtime.block_on(async {
-                match args.command {
-                    None => {
-                        let node = crate::node::start(config).await?;
-                        node.run_until_signal().await;
-                    }
-                    Some(NodeCommand::Gc { all }) => {
-                        let (containers, volumes) = crate::node::gc(&config, all).await?;
-                        println!("removed {containers} containers and {volumes} run volumes");
-                    }
-                }
-                Ok(())
-            })
-        }
+        Command::Node(args) => node::run(args),
+        Command::Admin(command) => admin::run(command),
     }
 }
 

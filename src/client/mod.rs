@@ -261,6 +261,25 @@ impl Client {
         Ok(Self::new(base, SecretString::from(token.to_owned()), http))
     }
 
+    /// Trades a one-time enrollment token for a node's registration (no session needed: the
+    /// token is the credential).
+    pub async fn enroll(base: &str, tls: &ClientTls, token: &SecretString) -> Result<Value, ClientError> {
+        let http = http(base, tls)?;
+        let base = format!("{}/api/v1", base.trim_end_matches('/'));
+        let response = http
+            .post(format!("{base}/enroll"))
+            .json(&json!({"token": token.expose_secret()}))
+            .send()
+            .await
+            .map_err(|e| unreachable(&base, e))?;
+        answer(response).await
+    }
+
+    /// A client that presents a node's API key (`fedq node check`).
+    pub fn for_node(base: &str, tls: &ClientTls, api_key: SecretString) -> Result<Self, ClientError> {
+        Self::with_token(base, tls, api_key)
+    }
+
     fn new(base: String, token: SecretString, http: reqwest::Client) -> Self {
         Self {
             base,

@@ -6,9 +6,11 @@
 //! `endpoint` (the HTTP API algorithms use), `state` (what survives a restart), `server` (the
 //! REST client and peer keys), `link` (publishing with confirms), `policy`, `config`.
 
+pub mod check;
 pub mod config;
 pub mod containers;
 mod endpoint;
+pub mod enroll;
 mod jobs;
 pub mod link;
 pub mod policy;

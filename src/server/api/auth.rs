@@ -131,6 +131,11 @@ pub fn new_node_key() -> SecretString {
     new_secret(NODE_KEY_PREFIX)
 }
 
+/// A new one-time enrollment token.
+pub fn new_enrollment_token() -> SecretString {
+    new_secret("fedq_e_")
+}
+
 /// Hashes a password with argon2id and a random salt.
 pub fn hash_password(password: &SecretString) -> Result<String, ApiError> {
     let mut salt = [0u8; 16];

@@ -23,7 +23,7 @@ pub struct ApiError {
 impl warp::reject::Reject for ApiError {}
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), retry_after_secs: None }
     }
 

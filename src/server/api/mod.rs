@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod collaborations;
+mod enrollments;
 pub mod error;
 pub(crate) mod nodes;
 mod organizations;
@@ -218,6 +219,20 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(auth.clone())
         .and(st.clone())
         .and_then(nodes::revoke);
+    let enrollments_create = v1
+        .and(warp::path!("organizations" / OrgId / "enrollments"))
+        .and(warp::post())
+        .and(auth.clone())
+        .and(json_body(4096))
+        .and(st.clone())
+        .and_then(enrollments::create);
+    // The token is the only credential: no session, no API key.
+    let enroll = v1
+        .and(warp::path!("enroll"))
+        .and(warp::post())
+        .and(json_body(4096))
+        .and(st.clone())
+        .and_then(enrollments::enroll);
     let nodes_heartbeat = v1
         .and(warp::path!("node" / "heartbeat"))
         .and(warp::post())
@@ -288,6 +303,8 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         nodes_get.boxed(),
         nodes_delete.boxed(),
         nodes_heartbeat.boxed(),
+        enrollments_create.boxed(),
+        enroll.boxed(),
         tasks_create.boxed(),
         tasks_list.boxed(),
         tasks_get.boxed(),

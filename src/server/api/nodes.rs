@@ -20,18 +20,32 @@ pub struct CreateNode {
     name: String,
 }
 
-/// An administrator of the organization (or root) registers a node. The server creates the
-/// node's broker user with least privilege: configure nothing, publish only to ingress, consume
-/// only the organization's queue.
+/// An administrator of the organization (or root) registers a node.
 pub async fn create(principal: Principal, body: CreateNode, state: State) -> Response {
     principal.require_admin_of(body.organization)?;
-    let name = body.name.trim();
+    let registration = register(&state, body.organization, &body.name).await?;
+    Ok(reply(StatusCode::CREATED, &registration.answer))
+}
+
+/// A node registered: its row, and the answer that carries its secrets (shown once).
+pub struct Registration {
+    /// The node as stored.
+    pub node: directory::Node,
+    /// `{node, api_key, broker}`.
+    pub answer: serde_json::Value,
+}
+
+/// Registers node `name` of `org` (the caller is entitled). The server creates the node's
+/// broker user with least privilege: configure nothing, publish only to ingress, consume only
+/// the organization's queue.
+pub async fn register(state: &State, org: OrgId, name: &str) -> Result<Registration, ApiError> {
+    let name = name.trim();
     if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::invalid("a node name is 1 to 100 characters").into());
+        return Err(ApiError::invalid("a node name is 1 to 100 characters"));
     }
-    let client = db(&state).await?;
-    if directory::org(&**client, body.organization).await.map_err(ApiError::from)?.is_none() {
-        return Err(ApiError::not_found(format!("organization {}", body.organization)).into());
+    let client = db(state).await?;
+    if directory::org(&**client, org).await.map_err(ApiError::from)?.is_none() {
+        return Err(ApiError::not_found(format!("organization {org}")));
     }
     let id = NodeId::new();
     let api_key = auth::new_node_key();
@@ -54,18 +68,16 @@ pub async fn create(principal: Principal, body: CreateNode, state: State) -> Res
             }
         })
     };
-    state.broker.declare_org_queue(body.organization).await?;
+    state.broker.declare_org_queue(org).await?;
     mgmt.put_user(&broker_user, &broker_password).await.map_err(broker_error)?;
-    if let Err(e) =
-        mgmt.set_permissions(vhost, &broker_user, &broker::node_permissions(body.organization)).await
-    {
+    if let Err(e) = mgmt.set_permissions(vhost, &broker_user, &broker::node_permissions(org)).await {
         let _ = mgmt.delete_user(&broker_user).await;
-        return Err(broker_error(e).into());
+        return Err(broker_error(e));
     }
     let inserted = directory::insert_node(
         &**client,
         id,
-        body.organization,
+        org,
         name,
         &auth::secret_hash(api_key.expose_secret()),
         &broker_user,
@@ -77,33 +89,27 @@ pub async fn create(principal: Principal, body: CreateNode, state: State) -> Res
             // No node row means no way to revoke the user later: remove it now.
             let _ = mgmt.delete_user(&broker_user).await;
             return Err(if e.is_unique_violation() {
-                ApiError::conflict(format!(
-                    "organization {} already has a node named {name:?}",
-                    body.organization
-                ))
+                ApiError::conflict(format!("organization {org} already has a node named {name:?}"))
             } else {
                 e.into()
-            }
-            .into());
+            });
         }
     };
     tracing::info!(node = %node.id, org = %node.organization, "node registered");
-    Ok(reply(
-        StatusCode::CREATED,
-        &serde_json::json!({
-            "node": node,
-            "api_key": api_key.expose_secret(),
-            "broker": {
-                "url": state.broker.node_url(),
-                "vhost": vhost,
-                "username": broker_user,
-                "password": broker_password.expose_secret(),
-                "queue": broker::org_queue(body.organization),
-                "exchange": broker::INGRESS_EXCHANGE,
-                "server_user": state.broker.server_user(),
-            },
-        }),
-    ))
+    let answer = serde_json::json!({
+        "node": node,
+        "api_key": api_key.expose_secret(),
+        "broker": {
+            "url": state.broker.node_url(),
+            "vhost": vhost,
+            "username": broker_user,
+            "password": broker_password.expose_secret(),
+            "queue": broker::org_queue(org),
+            "exchange": broker::INGRESS_EXCHANGE,
+            "server_user": state.broker.server_user(),
+        },
+    });
+    Ok(Registration { node, answer })
 }
 
 /// Nodes of the caller's organization (all for root).

@@ -83,7 +83,7 @@ mod tests {
             }
         }
         let routes = routes_in_source();
-        assert_eq!(routes.len(), 30, "{routes:?}");
+        assert_eq!(routes.len(), 32, "{routes:?}");
         assert_eq!(documented, routes);
     }
 }

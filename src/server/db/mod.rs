@@ -4,6 +4,7 @@
 //! server stores can be audited in one folder.
 
 pub mod directory;
+pub mod enrollments;
 pub mod monitor;
 pub mod routing;
 pub mod tasks;

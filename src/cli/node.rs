@@ -1,0 +1,271 @@
+//! `fedq node`: run the worker, enroll it, check it, clean up after it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use secrecy::SecretString;
+
+use super::CliError;
+use crate::ids::OrgId;
+use crate::keys::OrgKey;
+use crate::node::enroll::{Choices, PinnedImage};
+use crate::tls::ClientTls;
+
+/// The systemd unit `fedq node enroll` installs.
+const UNIT: &str = include_str!("../../compose/node/fedq-node.service");
+/// Where the unit expects the settings.
+const DEFAULT_CONFIG: &str = "/etc/fedq/node.toml";
+
+/// `fedq node`: run the worker, or enroll, check or clean up after it.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Settings file (TOML); `FEDQ_…` environment variables override it. `enroll` writes it
+    /// (default /etc/fedq/node.toml there).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<NodeCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Remove this node's leftover containers and expired run volumes.
+    Gc {
+        /// Remove every run volume and container of this node, expired or not (run it only
+        /// while the node is stopped).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Register this machine as a node with a one-time token from an administrator of the
+    /// organization, and write its complete settings and systemd unit.
+    Enroll(Box<EnrollArgs>),
+    /// Verify the settings end to end (server, broker, Docker, firewall, images, data) and say
+    /// what to fix.
+    Check,
+}
+
+#[derive(Debug, clap::Args)]
+struct EnrollArgs {
+    /// The server's URL (`https://…`).
+    #[arg(long)]
+    server: String,
+    /// The enrollment token (`fedq_e_…`), from `fedq admin enrollment create` or the dashboard.
+    #[arg(long, env = "FEDQ_ENROLLMENT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The CA that signs the server's certificate (the consortium's); the system's roots if
+    /// left out.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// The organization's private key file: used if it exists, generated (mode 0600) if not.
+    #[arg(long, default_value = "/etc/fedq/org.key")]
+    key: PathBuf,
+    /// Where the node keeps its state.
+    #[arg(long, default_value = "/var/lib/fedq")]
+    state_dir: PathBuf,
+    /// A data source, `LABEL=PATH` (repeatable), mounted read-only for the images allowed.
+    #[arg(long = "data", value_parser = parse_data)]
+    data: Vec<(String, PathBuf)>,
+    /// An image this node may run (repeatable), pinned to the id of the local image of that
+    /// reference.
+    #[arg(long = "allow")]
+    allow: Vec<String>,
+    /// An organization (id) whose tasks may run here (repeatable): the partners agreed on.
+    #[arg(long = "requester")]
+    requesters: Vec<OrgId>,
+    /// A partner's key fingerprint compared out of band, `ORG=SHA256:…` (repeatable).
+    #[arg(long = "pin", value_parser = parse_pin)]
+    pins: Vec<(OrgId, String)>,
+    /// Where the systemd unit goes.
+    #[arg(long, default_value = "/etc/systemd/system/fedq-node.service")]
+    unit: PathBuf,
+    /// Write no systemd unit.
+    #[arg(long)]
+    no_unit: bool,
+    /// Replace existing settings.
+    #[arg(long)]
+    force: bool,
+}
+
+fn parse_data(text: &str) -> Result<(String, PathBuf), String> {
+    let (label, path) = text.split_once('=').ok_or("expected LABEL=PATH")?;
+    Ok((label.to_owned(), PathBuf::from(path)))
+}
+
+fn parse_pin(text: &str) -> Result<(OrgId, String), String> {
+    let (org, fingerprint) = text.split_once('=').ok_or("expected ORG=SHA256:…")?;
+    let org = org.parse().map_err(|e| format!("{e}"))?;
+    fingerprint.parse::<crate::keys::KeyId>().map_err(|e| format!("{e}"))?;
+    Ok((org, fingerprint.to_owned()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Runtime::new().map_err(|source| CliError::Io { path: "tokio runtime".into(), source })
+}
+
+/// Runs `fedq node …`.
+pub fn run(args: NodeArgs) -> Result<(), CliError> {
+    match args.command {
+        Some(NodeCommand::Enroll(enroll_args)) => {
+            let config = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            runtime()?.block_on(enroll(&config, *enroll_args))
+        }
+        Some(NodeCommand::Check) => {
+            let config = crate::node::config::NodeConfig::load(args.config.as_deref())?;
+            let checks = runtime()?.block_on(crate::node::check::run(&config));
+            let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
+            for check in &checks {
+                match &check.outcome {
+                    Ok(found) => println!("ok    {}: {found}", check.what),
+                    Err(fix) => println!("FAIL  {}: {fix}", check.what),
+                }
+            }
+            if failed > 0 {
+                return Err(CliError::CheckFailed { failed });
+            }
+            println!("all {} checks passed", checks.len());
+            Ok(())
+        }
+        command => {
+            let config = crate::node::config::NodeConfig::load(args.config.as_deref())?;
+            runtime()?.block_on(async {
+                match command {
+                    Some(NodeCommand::Gc { all }) => {
+                        let (containers, volumes) = crate::node::gc(&config, all).await?;
+                        println!("removed {containers} containers and {volumes} run volumes");
+                    }
+                    _ => {
+                        let node = crate::node::start(config).await?;
+                        node.run_until_signal().await;
+                    }
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io { path: path.to_owned(), source }
+}
+
+async fn enroll(config: &Path, args: EnrollArgs) -> Result<(), CliError> {
+    if config.exists() && !args.force {
+        return Err(CliError::BadInput(format!(
+            "{} exists: this machine is enrolled already (`fedq node check` verifies it); pass --force to \
+             replace it with a new enrollment",
+            config.display()
+        )));
+    }
+    // Everything that can be checked here is checked before the one-time token is spent.
+    let mut images = Vec::new();
+    if !args.allow.is_empty() {
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| CliError::BadInput(format!("Docker: {e}")))?;
+        for reference in &args.allow {
+            let image = docker.inspect_image(reference).await.map_err(|_| {
+                CliError::BadInput(format!(
+                    "--allow {reference}: no such image on this machine; `docker load` it first (or build it)"
+                ))
+            })?;
+            let name = crate::node::policy::parse_reference(reference).name.to_owned();
+            images.push(PinnedImage { name, id: image.id.unwrap_or_default() });
+        }
+    }
+    for (label, path) in &args.data {
+        if !path.exists() {
+            return Err(CliError::BadInput(format!(
+                "--data {label}={}: no such file or directory",
+                path.display()
+            )));
+        }
+    }
+    let ca_file = match &args.ca_file {
+        Some(path) => Some(std::fs::canonicalize(path).map_err(io(path))?),
+        None => None,
+    };
+    let tls = ClientTls { ca_file: ca_file.clone(), ..ClientTls::default() };
+    let answer =
+        crate::client::Client::enroll(&args.server, &tls, &SecretString::from(args.token.clone())).await?;
+
+    let dir = config.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let broker_ca_file = match answer["broker"]["ca_pem"].as_str() {
+        Some(pem) => {
+            let path = dir.join("broker-ca.pem");
+            crate::files::write_atomic(&path, pem.as_bytes(), 0o644).map_err(io(&path))?;
+            Some(path)
+        }
+        None => ca_file.clone(),
+    };
+    let choices = Choices {
+        server_url: args.server.clone(),
+        server_ca_file: ca_file,
+        broker_ca_file,
+        key_file: args.key.clone(),
+        state_dir: args.state_dir.clone(),
+        data: args.data.iter().cloned().collect(),
+        images,
+        requesters: args.requesters.clone(),
+        pins: args.pins.iter().fold(BTreeMap::new(), |mut pins, (org, fp)| {
+            pins.entry(*org).or_insert_with(Vec::new).push(fp.clone());
+            pins
+        }),
+    };
+    let text =
+        crate::node::enroll::render(&answer, &choices).map_err(|e| CliError::BadInput(e.to_string()))?;
+    crate::files::write_atomic(config, text.as_bytes(), 0o600).map_err(io(config))?;
+    // What was written must be what the node loads.
+    crate::node::config::NodeConfig::load(Some(config))?;
+    let node = answer["node"]["name"].as_str().unwrap_or_default();
+    let org_name = answer["organization"]["name"].as_str().unwrap_or_default();
+    println!("enrolled node {node} of {org_name}; settings in {} (mode 0600)", config.display());
+
+    // The organization's key: kept if there, made if not, and compared with the published one.
+    let key = if args.key.exists() {
+        OrgKey::load(&args.key)?
+    } else {
+        if let Some(parent) = args.key.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let key = OrgKey::generate();
+        key.write_new(&args.key)?;
+        println!("generated the organization's key in {} ({})", args.key.display(), key.id());
+        key
+    };
+    let published =
+        answer["organization"]["public_key"].as_str().and_then(|k| k.parse::<crate::keys::PublicKey>().ok());
+    match published {
+        None => println!(
+            "next, as an administrator of {org_name}: fedq keys publish --key {} (no key is published yet)",
+            args.key.display()
+        ),
+        Some(published) if published.id() != key.id() => {
+            eprintln!(
+                "warning: {org_name}'s published key is {}, but {} holds {}: copy the organization's private key \
+                 there (mode 0600) before starting the node",
+                published.id(),
+                args.key.display(),
+                key.id()
+            );
+        }
+        Some(_) => {}
+    }
+    if !args.no_unit {
+        let unit = if config == Path::new(DEFAULT_CONFIG) {
+            UNIT.to_owned()
+        } else {
+            UNIT.replace(DEFAULT_CONFIG, &config.display().to_string())
+        };
+        if let Some(parent) = args.unit.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        crate::files::write_atomic(&args.unit, unit.as_bytes(), 0o644).map_err(io(&args.unit))?;
+        println!(
+            "systemd unit in {}: systemctl daemon-reload && systemctl enable --now fedq-node",
+            args.unit.display()
+        );
+    }
+    println!("check it: fedq node check --config {}", config.display());
+    Ok(())
+}
