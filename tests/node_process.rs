@@ -255,6 +255,14 @@ async fn a_node_enrolls_with_one_token_and_starts_from_the_settings_written() {
     let (ok, out, _) = fedq(h, &["node", "check", "--config", config_s], None);
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL  data sources: not found: patients") && out.contains("chmod 600"), "{out}");
+
+    // Revoked by its administrator, by name: the check says so.
+    let (ok, out, err) = fedq(h, &["admin", "node", "list"], None);
+    assert!(ok && out.contains(&format!("name={name}")), "{out}\n{err}");
+    let (ok, out, err) = fedq(h, &["admin", "node", "revoke", &name], None);
+    assert!(ok && out.contains("revoked"), "{out}\n{err}");
+    let (_, out, _) = fedq(h, &["node", "check", "--config", config_s], None);
+    assert!(out.contains("FAIL  server:") && out.contains("the node is revoked"), "{out}");
     drop(guard);
     app.cleanup().await;
 }

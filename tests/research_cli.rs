@@ -181,3 +181,42 @@ fn the_vertical_demo_matches_the_joined_data() {
     let clear = stdout.lines().find(|l| l.contains("in the clear")).unwrap();
     assert!(clear.ends_with(computed.trim()), "{computed} vs {clear}");
 }
+
+/// `fedq admin`: what administrators did with curl, by name, with `--json` for scripts, and
+/// with errors that say what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn administrators_work_by_name_from_the_command_line() {
+    let app = support::spawn_app().await;
+    let cli = Cli { session: tempfile::tempdir().unwrap() };
+    let server = format!("http://{}", app.addr);
+    let login = cli.run(
+        &["login", "--server", &server, "--user", "root", "--password-stdin"],
+        Some(&format!("{}\n", support::ROOT_PASSWORD)),
+    );
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    cli.ok(&["admin", "org", "create", "registry-a"]);
+    cli.ok(&["admin", "org", "create", "registry-b"]);
+    let orgs: Value = serde_json::from_str(&cli.ok(&["admin", "--json", "org", "list"])).unwrap();
+    assert_eq!(orgs.as_array().unwrap().len(), 2, "{orgs}");
+    cli.ok(&["admin", "collab", "create", "registries", "--org", "registry-a"]);
+    cli.ok(&["admin", "collab", "add", "registries", "registry-b"]);
+    let collabs = cli.ok(&["admin", "collab", "list"]);
+    assert!(
+        collabs.contains("name=registries") && collabs.contains("members=registry-a,registry-b"),
+        "{collabs}"
+    );
+    let user = cli.run(
+        &["admin", "user", "create", "ada", "--role", "researcher", "--org", "registry-a"],
+        Some("a-long-password-456\n"),
+    );
+    assert!(user.status.success(), "{}", String::from_utf8_lossy(&user.stderr));
+    let users = cli.ok(&["admin", "user", "list"]);
+    assert!(users.contains("username=ada") && users.contains("role=researcher"), "{users}");
+    let err = cli.fails(&["admin", "collab", "add", "registries", "registry-z"]);
+    assert!(err.contains("no organization named \"registry-z\""), "{err}");
+    let token = cli.ok(&["admin", "enrollment", "create", "registry-b", "node-b1"]);
+    assert!(token.trim().starts_with("fedq_e_"), "{token}");
+    cli.ok(&["admin", "user", "delete", "ada"]);
+    assert!(!cli.ok(&["admin", "user", "list"]).contains("username=ada"));
+    app.cleanup().await;
+}

@@ -1,5 +1,8 @@
-//! `fedq admin`: what administrators do over the REST API, from the saved session. Organizations
-//! are named by name or id.
+//! `fedq admin`: what administrators do over the REST API, from the saved session
+//! (`fedq login`). Organizations, collaborations, users and nodes are named by name or id;
+//! `--json` prints what the server answered.
+
+use std::io::{IsTerminal as _, Read as _};
 
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -9,9 +12,115 @@ use crate::client::Client;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// Organizations (root creates them).
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Collaborations and their members (root).
+    #[command(subcommand)]
+    Collab(CollabCommand),
+    /// Users and their roles.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Nodes: list, revoke.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// An organization's published keys: list, revoke a compromised one.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// One-time tokens that enroll nodes (`fedq node enroll`).
     #[command(subcommand)]
     Enrollment(EnrollmentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Every organization this user can see.
+    List,
+    /// Create an organization (root).
+    Create {
+        /// Its name, unique.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CollabCommand {
+    /// Every collaboration this user can see, with its members.
+    List,
+    /// Create a collaboration of existing organizations (root).
+    Create {
+        /// Its name, unique.
+        name: String,
+        /// A member (name or id; repeatable).
+        #[arg(long = "org", required = true)]
+        orgs: Vec<String>,
+    },
+    /// Add an organization to a collaboration (root).
+    Add {
+        /// The collaboration (name or id).
+        collab: String,
+        /// The organization (name or id).
+        org: String,
+    },
+    /// Remove an organization from a collaboration (root).
+    Remove {
+        /// The collaboration (name or id).
+        collab: String,
+        /// The organization (name or id).
+        org: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Users of this user's organization (all for root).
+    List,
+    /// Create a user; the password is read from standard input or asked for.
+    Create {
+        /// The user name.
+        username: String,
+        /// `researcher`, `org_admin`, `viewer` or `root`.
+        #[arg(long)]
+        role: String,
+        /// The organization (name or id; not for root users).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Delete a user (by name or id).
+    Delete {
+        /// The user.
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Nodes of this user's organization (all for root), online or not.
+    List,
+    /// Revoke a node (name or id): its API key stops working, its broker user and connections go.
+    Revoke {
+        /// The node.
+        node: String,
+        /// Its organization (name or id), where node names repeat across organizations.
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// An organization's published keys, newest first.
+    List {
+        /// The organization (name or id).
+        org: String,
+    },
+    /// Revoke a compromised key of an organization (its administrator, or root).
+    Revoke {
+        /// The organization (name or id).
+        org: String,
+        /// The key's fingerprint (`SHA256:…`).
+        fingerprint: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -25,57 +134,224 @@ pub enum EnrollmentCommand {
         /// How long the token is valid, in seconds (a day by default, a week at most).
         #[arg(long)]
         valid_secs: Option<u64>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
+/// `fedq admin`'s options and command.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Print the server's answers as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
 /// Runs `fedq admin …`.
-pub fn run(command: AdminCommand) -> Result<(), CliError> {
+pub fn run(args: AdminArgs) -> Result<(), CliError> {
     let client = super::research::session_client()?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
-    runtime.block_on(async {
-        match command {
-            AdminCommand::Enrollment(EnrollmentCommand::Create { org, node_name, valid_secs, json }) => {
-                let org = organization(&client, &org).await?;
-                let id = org["id"].as_str().unwrap_or_default();
-                let mut body = json!({"node_name": node_name});
-                if let Some(secs) = valid_secs {
-                    body["valid_secs"] = json!(secs);
-                }
-                let created = client.post(&format!("/organizations/{id}/enrollments"), &body).await?;
-                if json {
-                    println!("{created}");
-                } else {
-                    println!("{}", created["token"].as_str().unwrap_or_default());
-                    eprintln!(
-                        "token for node {node_name} of {}, valid once until {}; on the node's machine:\n  \
-                         fedq node enroll --server URL --token TOKEN [--ca-file CA.pem]",
-                        org["name"].as_str().unwrap_or_default(),
-                        crate::time::Timestamp::from_millis(system_time_millis(&created["expires_at"])),
-                    );
-                }
-                Ok(())
+    let answer = runtime.block_on(execute(&client, args.command))?;
+    if args.json {
+        println!("{answer:#}");
+    } else {
+        print_human(&answer);
+    }
+    Ok(())
+}
+
+async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliError> {
+    Ok(match command {
+        AdminCommand::Org(OrgCommand::List) => client.get("/organizations").await?,
+        AdminCommand::Org(OrgCommand::Create { name }) => {
+            client.post("/organizations", &json!({"name": name})).await?
+        }
+        AdminCommand::Collab(CollabCommand::List) => {
+            named_members(client, client.get("/collaborations").await?).await?
+        }
+        AdminCommand::Collab(CollabCommand::Create { name, orgs }) => {
+            let mut ids = Vec::new();
+            for org in &orgs {
+                ids.push(id_of(&organization(client, org).await?));
             }
+            client.post("/collaborations", &json!({"name": name, "organizations": ids})).await?
+        }
+        AdminCommand::Collab(CollabCommand::Add { collab, org }) => {
+            let (c, o) =
+                (id_of(&collaboration(client, &collab).await?), id_of(&organization(client, &org).await?));
+            client.put(&format!("/collaborations/{c}/organizations/{o}"), &json!({})).await?
+        }
+        AdminCommand::Collab(CollabCommand::Remove { collab, org }) => {
+            let (c, o) =
+                (id_of(&collaboration(client, &collab).await?), id_of(&organization(client, &org).await?));
+            client.delete(&format!("/collaborations/{c}/organizations/{o}")).await?
+        }
+        AdminCommand::User(UserCommand::List) => client.get("/users").await?,
+        AdminCommand::User(UserCommand::Create { username, role, org }) => {
+            let organization = match org {
+                Some(org) => Some(id_of(&organization(client, &org).await?)),
+                None => None,
+            };
+            let password = read_password(&username)?;
+            client
+                .post(
+                    "/users",
+                    &json!({"username": username, "password": password, "role": role, "organization": organization}),
+                )
+                .await?
+        }
+        AdminCommand::User(UserCommand::Delete { user }) => {
+            let users = client.get("/users").await?;
+            let found = find(&users, &user, "username").ok_or_else(|| not_seen("user", &user))?;
+            client.delete(&format!("/users/{}", id_of(&found))).await?
+        }
+        AdminCommand::Node(NodeCommand::List) => client.get("/nodes").await?,
+        AdminCommand::Node(NodeCommand::Revoke { node, org }) => {
+            let nodes = client.get("/nodes").await?;
+            let org = match org {
+                Some(org) => Some(id_of(&organization(client, &org).await?)),
+                None => None,
+            };
+            let matching: Vec<&Value> = nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["id"].as_str() == Some(&node) || n["name"].as_str() == Some(&node))
+                .filter(|n| org.as_ref().is_none_or(|o| n["organization"].as_str() == Some(o)))
+                .collect();
+            let found = match matching.as_slice() {
+                [one] => *one,
+                [] => return Err(not_seen("node", &node)),
+                _ => {
+                    return Err(CliError::BadInput(format!(
+                        "several organizations have a node named {node:?}: say which with --org"
+                    )));
+                }
+            };
+            client.delete(&format!("/nodes/{}", id_of(found))).await?
+        }
+        AdminCommand::Key(KeyCommand::List { org }) => {
+            let org = id_of(&organization(client, &org).await?);
+            client.get(&format!("/organizations/{org}/keys")).await?
+        }
+        AdminCommand::Key(KeyCommand::Revoke { org, fingerprint }) => {
+            let org = id_of(&organization(client, &org).await?);
+            client.post(&format!("/organizations/{org}/keys/{fingerprint}/revoke"), &json!({})).await?
+        }
+        AdminCommand::Enrollment(EnrollmentCommand::Create { org, node_name, valid_secs }) => {
+            let org = id_of(&organization(client, &org).await?);
+            let mut body = json!({"node_name": node_name});
+            if let Some(secs) = valid_secs {
+                body["valid_secs"] = json!(secs);
+            }
+            let created = client.post(&format!("/organizations/{org}/enrollments"), &body).await?;
+            eprintln!(
+                "a token for node {node_name} of {}, valid once, until {} UTC; on the node's machine:\n  \
+                 FEDQ_ENROLLMENT_TOKEN=… fedq node enroll --server URL [--ca-file CA.pem] …",
+                created["organization_name"].as_str().unwrap_or_default(),
+                crate::time::Timestamp::from_millis(system_time_millis(&created["expires_at"])),
+            );
+            created
         }
     })
 }
 
-/// The organization named `name_or_id` as the server shows it.
-pub async fn organization(client: &Client, name_or_id: &str) -> Result<Value, CliError> {
-    let all = client.get("/organizations").await?;
-    all.as_array()
+/// Prints an answer for people: a list as one line per item, an object as `key: value` lines;
+/// a bare token (enrollment) alone on its line, so that it can be captured.
+fn print_human(answer: &Value) {
+    if let Some(token) = answer["token"].as_str() {
+        println!("{token}");
+        return;
+    }
+    let line = |item: &Value| -> String {
+        let fields =
+            ["id", "name", "username", "role", "organization_name", "organization", "fingerprint", "status"];
+        let mut parts: Vec<String> =
+            fields.iter().filter_map(|f| item[*f].as_str().map(|v| format!("{f}={v}"))).collect();
+        if let Some(online) = item["online"].as_bool() {
+            parts.push(format!("online={online}"));
+        }
+        if let Some(members) = item["members"].as_array() {
+            let names: Vec<&str> = members.iter().filter_map(Value::as_str).collect();
+            parts.push(format!("members={}", names.join(",")));
+        }
+        if item.get("revoked_at").is_some_and(|r| !r.is_null()) {
+            parts.push("revoked".into());
+        }
+        parts.join("  ")
+    };
+    match answer {
+        Value::Array(items) => items.iter().for_each(|i| println!("{}", line(i))),
+        Value::Null => println!("done"),
+        other => println!("{}", line(other)),
+    }
+}
+
+/// Collaborations with their members' names beside the ids.
+async fn named_members(client: &Client, mut collabs: Value) -> Result<Value, CliError> {
+    let orgs = client.get("/organizations").await?;
+    for collab in collabs.as_array_mut().into_iter().flatten() {
+        let mut members: Vec<Value> = collab["organizations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|id| {
+                find(&orgs, id.as_str().unwrap_or_default(), "name").map_or(id.clone(), |o| o["name"].clone())
+            })
+            .collect();
+        members.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+        collab["members"] = json!(members);
+    }
+    Ok(collabs)
+}
+
+fn find(list: &Value, name_or_id: &str, name_field: &str) -> Option<Value> {
+    list.as_array()
         .into_iter()
         .flatten()
-        .find(|o| o["id"].as_str() == Some(name_or_id) || o["name"].as_str() == Some(name_or_id))
+        .find(|o| o["id"].as_str() == Some(name_or_id) || o[name_field].as_str() == Some(name_or_id))
         .cloned()
-        .ok_or_else(|| {
-            CliError::BadInput(format!(
-                "no organization named {name_or_id:?} that this user can see (`fedq admin` takes a name or an id)"
-            ))
-        })
+}
+
+fn id_of(item: &Value) -> String {
+    item["id"].as_str().unwrap_or_default().to_owned()
+}
+
+fn not_seen(what: &str, name: &str) -> CliError {
+    CliError::BadInput(format!(
+        "no {what} named {name:?} that this user can see (`fedq admin` takes a name or an id)"
+    ))
+}
+
+/// The organization named `name_or_id` as the server shows it.
+pub async fn organization(client: &Client, name_or_id: &str) -> Result<Value, CliError> {
+    find(&client.get("/organizations").await?, name_or_id, "name")
+        .ok_or_else(|| not_seen("organization", name_or_id))
+}
+
+async fn collaboration(client: &Client, name_or_id: &str) -> Result<Value, CliError> {
+    find(&client.get("/collaborations").await?, name_or_id, "name")
+        .ok_or_else(|| not_seen("collaboration", name_or_id))
+}
+
+/// The new user's password: standard input when it is not a terminal, else asked twice.
+fn read_password(username: &str) -> Result<String, CliError> {
+    if !std::io::stdin().is_terminal() {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|source| CliError::Io { path: "-".into(), source })?;
+        return Ok(text.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    let ask = |prompt: String| {
+        rpassword::prompt_password(prompt).map_err(|source| CliError::Io { path: "terminal".into(), source })
+    };
+    let first = ask(format!("password for new user {username}: "))?;
+    if ask("again: ".into())? != first {
+        return Err(CliError::BadInput("the passwords differ".into()));
+    }
+    Ok(first)
 }
 
 /// Milliseconds since the epoch of a `SystemTime` as serde writes it.

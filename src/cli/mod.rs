@@ -44,9 +44,9 @@ enum Command {
     Task(research::TaskCommand),
     /// Fetch a task's results and open them with your organization's key.
     Result(research::ResultArgs),
-    /// Administration over the REST API (enrollment tokens), from the saved session.
-    #[command(subcommand)]
-    Admin(admin::AdminCommand),
+    /// Administration over the REST API, from the saved session: organizations,
+    /// collaborations, users, nodes, keys, enrollment tokens (names or ids, `--json`).
+    Admin(admin::AdminArgs),
     /// A whole federation on this machine, in one command.
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -167,7 +167,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Task(command) => research::task(command),
         Command::Result(args) => research::result(args),
         Command::Node(args) => node::run(args),
-        Command::Admin(command) => admin::run(command),
+        Command::Admin(args) => admin::run(args),
     }
 }
 

@@ -344,6 +344,11 @@ impl Client {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// Any `DELETE` of the API.
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
     /// Any `PUT` of the API.
     pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         self.call(reqwest::Method::PUT, path, Some(body)).await
