@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod files;
 pub mod ids;
 pub mod keys;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod server;

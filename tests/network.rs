@@ -476,6 +476,7 @@ async fn secure_sum_across_a_network_over_tls() {
             },
             data: [("patients".to_owned(), dir.join("patients.csv"))].into_iter().collect(),
             peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },
+            metrics: Default::default(),
         };
         nodes
             .push(fedq::node::start(config).await.expect("the node starts against the namespace's services"));

@@ -125,6 +125,41 @@ async fn run_secure_sum(n: usize) {
         assert_eq!(output["N"], total, "every registry learns N: {output}");
     }
 
+    // The run as the metrics saw it, scraped from the server and the first registry's node.
+    let server_addr = fed.app.server.as_ref().unwrap().metrics_addr.expect("the test server serves metrics");
+    let queue = format!("fedq_queue_messages{{queue=\"fedq.org.{}\"}}", fed.orgs[0].org());
+    let server_metrics = support::eventually(10, "the queue gauges to be read", || async {
+        let text = support::scrape(server_addr).await;
+        support::sample(&text, &queue).is_some().then_some(text)
+    })
+    .await;
+    let at_least = |text: &str, series: &str, n: f64| {
+        let value = support::sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(value >= n, "{series} = {value}, expected at least {n}");
+    };
+    at_least(
+        &server_metrics,
+        r#"fedq_routed_envelopes_total{kind="job_start",outcome="forwarded"}"#,
+        n as f64,
+    );
+    at_least(&server_metrics, r#"fedq_routed_envelopes_total{kind="job_result",outcome="stored"}"#, n as f64);
+    at_least(&server_metrics, r#"fedq_routing_seconds_count{kind="run_message"}"#, (n - 1) as f64);
+    at_least(
+        &server_metrics,
+        r#"fedq_http_requests_total{method="POST",route="/api/v1/tasks",status="201"}"#,
+        1.0,
+    );
+    at_least(&server_metrics, r#"fedq_db_pool_connections{state="size"}"#, 1.0);
+    let node_metrics = support::scrape(fed.nodes[0].metrics_addr().expect("test nodes serve metrics")).await;
+    at_least(&node_metrics, r#"fedq_node_jobs_finished_total{status="completed"}"#, 1.0);
+    at_least(&node_metrics, "fedq_node_container_start_seconds_count", 1.0);
+    at_least(&node_metrics, r#"fedq_node_endpoint_requests_total{route="/v1/input",status="200"}"#, 1.0);
+    assert!(node_metrics.contains("fedq_node_jobs_running "), "{node_metrics}");
+    for count in counts.iter().chain([&total]) {
+        let decimal = count.to_string();
+        assert!(!contains_decimal(&server_metrics, &decimal) && !contains_decimal(&node_metrics, &decimal));
+    }
+
     // What each party handled, from its own node's logs (which never leave it).
     let logs = fed.node_logs();
     let mut secrets: Vec<(String, u64)> = counts.iter().map(|c| ("a count".to_owned(), *c)).collect();

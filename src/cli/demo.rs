@@ -242,6 +242,7 @@ async fn run_federation(
             root_username: "root".into(),
             root_password: SecretString::from(root_password.clone()),
         }),
+        metrics: Default::default(),
     };
     if args.plaintext {
         step("starting the server (REST API and blind router), every hop in plain text");
@@ -391,6 +392,7 @@ async fn run_federation(
                 },
                 data: [(label.to_owned(), data)].into_iter().collect(),
                 peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },
+                metrics: Default::default(),
             };
             nodes.push(crate::node::start(node).await?);
             eprintln!("   {name}: {about}; node started");

@@ -38,6 +38,9 @@ pub struct NodeConfig {
     /// Trust in other organizations' keys.
     #[serde(default)]
     pub peers: PeersSection,
+    /// Prometheus metrics (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsSection,
 }
 
 /// Who this node is.

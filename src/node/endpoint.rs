@@ -157,6 +157,8 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
         .and_then(|answer| async move { finish(answer) })
         .recover(recover)
         .unify()
+        .with(warp::log::custom(move |info| core.metrics.request(info.path(), info.status().as_u16())))
+        .map(warp::Reply::into_response)
         .boxed()
 }
 

@@ -334,6 +334,7 @@ async fn run_container(
     *job.container.lock().expect("not poisoned") = Some(name.clone());
     *job.started.lock().expect("not poisoned") = Some(Instant::now());
     *job.docker_start.lock().expect("not poisoned") = creating.elapsed();
+    core.metrics.container_started(creating.elapsed());
     // A kill that arrived while the container was being created.
     if job.stop.borrow().is_some() {
         core.sandbox.kill(&name).await;
@@ -386,6 +387,7 @@ async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<
         reason: reason.clone(),
     };
     tracing::info!(job = %job.record.job, %status, reason = reason.as_deref().unwrap_or(""), "job finished");
+    core.metrics.job_finished(status);
     let Some(sealed) =
         seal_for_requester(core, job, Kind::JobResult, Some(status), &Payload::JobResult(result)).await
     else {

@@ -13,6 +13,7 @@ mod endpoint;
 pub mod enroll;
 mod jobs;
 pub mod link;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod state;
@@ -67,6 +68,15 @@ pub enum NodeError {
     /// Docker, the network or the firewall could not be set up.
     #[error(transparent)]
     Containers(#[from] ContainerError),
+    /// The metrics listener could not listen.
+    #[error("[metrics] listen = {addr}: cannot listen ({source}); pick a free address or leave it unset")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The endpoint could not listen.
     #[error("the node-local endpoint cannot listen on {addr}: {source}")]
     Endpoint {
@@ -121,6 +131,8 @@ pub(crate) struct Core {
     ended_runs: Mutex<std::collections::HashSet<crate::ids::RunId>>,
     /// Where recent jobs' time went.
     timings: Mutex<std::collections::VecDeque<JobTiming>>,
+    /// Prometheus metrics.
+    metrics: metrics::NodeMetrics,
 }
 
 impl Core {
@@ -168,9 +180,15 @@ pub struct RunningNode {
     halt: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     endpoint: std::net::SocketAddr,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunningNode {
+    /// Where `/metrics` is served, if `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Where the node-local endpoint listens (the algorithm network's gateway).
     pub fn endpoint(&self) -> std::net::SocketAddr {
         self.endpoint
@@ -316,6 +334,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         stop,
         halt,
         timings: Mutex::new(std::collections::VecDeque::new()),
+        metrics: metrics::NodeMetrics::new(),
         ended_runs: Mutex::new(std::collections::HashSet::new()),
         me,
         state,
@@ -338,6 +357,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             })
             .run(),
     ));
+    let mut metrics_addr = None;
+    if let Some(listen) = core.config.metrics.listen {
+        let (bound, task) = crate::metrics::serve(listen, core.metrics.registry(), core.halt.clone())
+            .await
+            .map_err(|source| NodeError::Metrics { addr: listen, source })?;
+        metrics_addr = Some(bound);
+        tasks.push(task);
+    }
     tasks.push(tokio::spawn(worker::consume_forever(core.clone())));
     tasks.push(tokio::spawn(heartbeats(core.clone())));
     tasks.push(tokio::spawn(collect_garbage(core.clone())));
@@ -352,7 +379,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(endpoint = %addr, network = core.sandbox.network(), "node started");
-    Ok(RunningNode { core, stop: stop_tx, halt: halt_tx, tasks, endpoint: addr })
+    Ok(RunningNode { core, stop: stop_tx, halt: halt_tx, tasks, endpoint: addr, metrics_addr })
 }
 
 /// Checks the algorithm network's firewall every `network.firewall_check_secs`.
@@ -370,6 +397,7 @@ async fn heartbeats(core: Arc<Core>) {
     let interval = Duration::from_secs(core.config.node.heartbeat_secs);
     let mut failing = false;
     loop {
+        core.metrics.set_running(core.jobs.lock().expect("not poisoned").len());
         let online = core.link.is_connected();
         match core.server.heartbeat(online, &core.config.policy_summary()).await {
             Ok(()) => failing = false,

@@ -127,6 +127,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             // Handled before; its acknowledgement was lost.
             tracing::info!(%id, "duplicate envelope dropped");
             core.rejections.record(&OpenError::Replay { id });
+            core.metrics.rejected("replay");
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
             return;
         }
@@ -139,6 +140,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
         Err(e) => {
             tracing::warn!(code = e.code(), error = %e, "envelope refused");
             core.rejections.record(&e);
+            core.metrics.rejected(e.code());
             // To the dead-letter exchange: kept for operators, never retried.
             let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
             return;
@@ -268,6 +270,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
 /// dropped.
 fn refuse(core: &Core, header: &crate::envelope::Header, code: &'static str, why: &str) {
     *core.refusals.lock().expect("not poisoned").entry(code).or_default() += 1;
+    core.metrics.refused(code);
     tracing::warn!(
         code,
         id = %header.id, kind = %header.kind, sender = %header.sender, task = %header.task,

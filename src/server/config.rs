@@ -31,6 +31,9 @@ pub struct ServerConfig {
     /// A root administrator created at start-up if none exists.
     #[serde(default)]
     pub bootstrap: Option<BootstrapConfig>,
+    /// Prometheus metrics (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsSection,
 }
 
 /// The HTTP listener.

@@ -10,6 +10,7 @@ pub mod api;
 pub mod config;
 pub mod dashboard;
 pub mod db;
+pub mod metrics;
 pub mod router;
 
 use std::net::SocketAddr;
@@ -117,6 +118,8 @@ impl BrokerLink {
 pub struct RunningServer {
     /// The HTTP address it listens on.
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, if `[metrics] listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -192,7 +195,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let pool = db::pool(&config.database.url, config.database.pool_size, &config.database.tls)?;
     migrate_when_ready(&pool).await?;
 
-    let router = Router::new(pool.clone(), router::policy(&config.router), link.server_user().to_owned());
+    let metrics = metrics::ServerMetrics::new();
+    let router = Router::new(
+        pool.clone(),
+        router::policy(&config.router),
+        link.server_user().to_owned(),
+        metrics.clone(),
+    );
     config
         .broker
         .tls
@@ -233,15 +242,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         broker_stats: dashboard::BrokerStats::default(),
         throttle: api::throttle::LoginThrottle::new(&config.auth, api::auth::verify_password),
         config: config.clone(),
+        metrics: metrics.clone(),
     });
     if let Err(e) = api::auth::bootstrap_root(&state).await {
         tracing::warn!(error = %e.message, "could not create the bootstrap root administrator");
     }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut metrics_addr = None;
+    let mut tasks = Vec::new();
+    if let Some(listen) = config.metrics.listen {
+        let (bound, task) = crate::metrics::serve(listen, metrics.registry(), shutdown_rx.clone())
+            .await
+            .map_err(|source| ServerError::Listen { addr: listen, source })?;
+        metrics_addr = Some(bound);
+        tasks.push(task);
+        tasks.push(tokio::spawn(refresh_gauges(state.clone(), shutdown_rx.clone())));
+    }
     let broker_task =
         tokio::spawn(supervise_broker(config.clone(), endpoints, link, router, pool, shutdown_rx.clone()));
-    let mut tasks = vec![broker_task];
+    tasks.push(broker_task);
     match mode {
         Listener::Tls(cert) => {
             let tls = cert.server_config().map_err(|e| ServerError::Config(e.to_string()))?;
@@ -262,7 +282,19 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             tracing::info!(%addr, "server listening (plain HTTP)");
         }
     }
-    Ok(RunningServer { addr, shutdown, tasks })
+    Ok(RunningServer { addr, metrics_addr, shutdown, tasks })
+}
+
+/// Keeps the gauges that are read rather than counted (queue depths, the database pool) a few
+/// seconds fresh while metrics are served.
+async fn refresh_gauges(state: api::State, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        state.metrics.refresh(&state).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// Every HTTP route: the dashboard under `/admin`, the API under `/api/v1`.

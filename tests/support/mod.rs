@@ -145,6 +145,8 @@ pub async fn prepare() -> (ServerConfig, String, String) {
             root_username: "root".into(),
             root_password: SecretString::from(ROOT_PASSWORD),
         }),
+        // Every test server serves its metrics, on a port of its own.
+        metrics: fedq::metrics::MetricsSection { listen: Some("127.0.0.1:0".parse().unwrap()) },
     };
     (config, db_name, vhost)
 }
@@ -193,6 +195,16 @@ pub fn spawn_server_process_with(
         .stderr(Stdio::from(log))
         .spawn()
         .expect("the fedq binary starts")
+}
+
+/// The value of the sample `series` (a name with its labels, as printed) in OpenMetrics text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+}
+
+/// Scrapes `/metrics` at `addr`.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
 }
 
 /// Polls `check` until it returns `Some`, for at most `secs` seconds.

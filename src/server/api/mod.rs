@@ -47,6 +47,8 @@ pub struct AppState {
     pub throttle: throttle::LoginThrottle,
     /// Settings.
     pub config: ServerConfig,
+    /// Prometheus metrics.
+    pub metrics: crate::server::metrics::ServerMetrics,
 }
 
 /// Shared state handed to handlers.
@@ -87,6 +89,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
     let v1 = warp::path("api").and(warp::path("v1"));
     let auth = auth::authenticated(state.clone());
     let st = with_state(state.clone());
+    let metrics = state.metrics.clone();
 
     let login = v1
         .and(warp::path!("login"))
@@ -316,13 +319,14 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .expect("there are routes")
         .recover(error::recover)
         .unify()
-        .with(warp::log::custom(access_log))
+        .with(warp::log::custom(move |info| access_log(&metrics, info)))
 }
 
 /// One line per request. A node's heartbeat every few seconds is routine: it is logged only at
 /// debug level unless it fails, so that it does not bury what an administrator looks for.
-fn access_log(info: warp::log::Info<'_>) {
+fn access_log(metrics: &crate::server::metrics::ServerMetrics, info: warp::log::Info<'_>) {
     let status = info.status();
+    metrics.request(info.method().as_str(), info.path(), status.as_u16(), info.elapsed());
     let millis = format!("{:.1}", info.elapsed().as_secs_f64() * 1000.0);
     let (method, path) = (info.method(), info.path());
     let code = status.as_u16();

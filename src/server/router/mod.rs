@@ -81,15 +81,30 @@ struct Inner {
     facts: FactsCache,
     /// Bumped whenever a result is stored, to wake long-polling API requests.
     results: watch::Sender<u64>,
+    metrics: crate::server::metrics::ServerMetrics,
 }
 
 impl Router {
     /// A router over `db` that checks envelopes against `policy` (its `max_len` and
     /// `clock_skew`).
     /// `server_user` is the server's broker user, stamped on the control messages it publishes.
-    pub fn new(db: Pool, policy: OpenPolicy, server_user: String) -> Self {
+    pub fn new(
+        db: Pool,
+        policy: OpenPolicy,
+        server_user: String,
+        metrics: crate::server::metrics::ServerMetrics,
+    ) -> Self {
         let (results, _) = watch::channel(0);
-        Self { inner: Arc::new(Inner { db, server_user, policy, facts: FactsCache::default(), results }) }
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                server_user,
+                policy,
+                facts: FactsCache::default(),
+                results,
+                metrics,
+            }),
+        }
     }
 
     /// A receiver that changes whenever this server stores a result.
@@ -106,6 +121,31 @@ impl Router {
         publisher_name: &str,
         channel: &Channel,
     ) -> Result<Routed, RouteError> {
+        let started = std::time::Instant::now();
+        let result = self.route_once(bytes, publisher, publisher_name, channel).await;
+        let metrics = &self.inner.metrics;
+        match &result {
+            Ok((routed, kind)) => {
+                let outcome = match routed {
+                    Routed::Forwarded => "forwarded",
+                    Routed::Stored => "stored",
+                    Routed::Duplicate => "duplicate",
+                };
+                metrics.routed(*kind, outcome, started.elapsed());
+            }
+            Err(RouteError::Refused { refusal, .. }) => metrics.refused(refusal.code),
+            Err(_) => {}
+        }
+        result.map(|(routed, _)| routed)
+    }
+
+    async fn route_once(
+        &self,
+        bytes: &[u8],
+        publisher: Publisher,
+        publisher_name: &str,
+        channel: &Channel,
+    ) -> Result<(Routed, crate::protocol::Kind), RouteError> {
         let parsed = parse(bytes, self.inner.policy.max_len).map_err(|e| {
             let code = if matches!(e, FormatError::TooLarge { .. }) { "too_large" } else { "malformed" };
             RouteError::Refused { refusal: Refusal::new(code, e.to_string()), header: None }
@@ -127,13 +167,13 @@ impl Router {
             tx.rollback().await.map_err(DbError::from)?;
             // Dropped, but not silently: operators see repeats per sender on the dashboard.
             routing::count_repeat(&**client, header.sender).await?;
-            return Ok(Routed::Duplicate);
+            return Ok((Routed::Duplicate, header.kind));
         }
         if outcome == routing::Outcome::Forwarded {
             forward(channel, header, bytes).await?;
         }
         tx.commit().await.map_err(DbError::from)?;
-        Ok(match outcome {
+        let routed = match outcome {
             routing::Outcome::Forwarded => Routed::Forwarded,
             routing::Outcome::Stored => {
                 self.inner.results.send_modify(|n| *n = n.wrapping_add(1));
@@ -142,7 +182,8 @@ impl Router {
                 }
                 Routed::Stored
             }
-        })
+        };
+        Ok((routed, header.kind))
     }
 
     /// When the last job of a researcher's task has reported, tells every node with a job in
@@ -381,7 +422,10 @@ impl Router {
             .await?
             .await?;
         match confirm {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(None) | Confirmation::NotRequested => {
+                self.inner.metrics.dead_lettered(refusal.code);
+                Ok(())
+            }
             other => Err(RouteError::Broker(format!("dead letter not confirmed: {other:?}"))),
         }
     }
