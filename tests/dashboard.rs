@@ -184,6 +184,38 @@ async fn an_organization_administrator_sees_only_their_organization() {
         sql.query_one("SELECT count(*) FROM nodes WHERE revoked_at IS NOT NULL", &[]).await.unwrap().get(0);
     assert_eq!(revoked, 1);
 
+    // She creates an enrollment token for a new node of her organization, not of another.
+    let (status, body) = dash
+        .post(
+            &format!("/admin/organizations/{}/enrollments", a.org()),
+            &[("csrf", &csrf), ("node_name", "alpha-2")],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let token = body.split("fedq_e_").nth(1).and_then(|t| t.split('<').next()).map(|t| format!("fedq_e_{t}"));
+    let token = token.unwrap_or_else(|| panic!("the token is shown: {body}"));
+    let (status, enrolled) =
+        app.call("POST", "/enroll", None, Some(serde_json::json!({"token": token}))).await;
+    assert_eq!(status, 201, "{enrolled}");
+    assert_eq!(enrolled["node"]["name"], "alpha-2");
+    let (status, _) = dash
+        .post(
+            &format!("/admin/organizations/{}/enrollments", c.org()),
+            &[("csrf", &csrf), ("node_name", "x")],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = dash
+        .post(
+            &format!("/admin/organizations/{}/enrollments", a.org()),
+            &[("csrf", &csrf), ("node_name", "bad name")],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     // Root sees everything.
     let mut root = Dash::new(&app);
     root.login("root", ROOT_PASSWORD).await;

@@ -173,8 +173,12 @@ impl ServerMetrics {
         self.db_pool.get_or_create(&ByState { state: "size" }).set(status.size as i64);
         self.db_pool.get_or_create(&ByState { state: "available" }).set(status.available as i64);
         self.db_pool.get_or_create(&ByState { state: "waiting" }).set(status.waiting as i64);
-        let reading = state.broker_stats.read(&state.management, &state.config.broker.vhost).await;
-        if let Ok(queues) = &reading.queues {
+        // Read directly, not through the dashboard's cache: a reading taken here must not make
+        // a page that follows show the queues as they were before.
+        let queues =
+            tokio::time::timeout(Duration::from_secs(2), state.management.queues(&state.config.broker.vhost))
+                .await;
+        if let Ok(Ok(queues)) = queues {
             for queue in queues.iter().filter(|q| q.name.starts_with("fedq.")) {
                 self.queue_messages
                     .get_or_create(&ByQueue { queue: queue.name.clone() })

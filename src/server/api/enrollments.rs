@@ -31,26 +31,53 @@ pub struct CreateEnrollment {
 /// An administrator of the organization (or root) creates a token that enrolls one node of
 /// that name. The token is shown once.
 pub async fn create(org: OrgId, principal: Principal, body: CreateEnrollment, state: State) -> Response {
+    let created = create_token(&principal, org, &body.node_name, body.valid_secs, &state).await?;
+    Ok(reply(StatusCode::CREATED, &created))
+}
+
+/// A token created: what the API answers (and the dashboard shows), once.
+#[derive(Debug, serde::Serialize)]
+pub struct Created {
+    /// `fedq_e_…`.
+    pub token: String,
+    /// The organization.
+    pub organization: OrgId,
+    /// Its name.
+    pub organization_name: String,
+    /// The node's name.
+    pub node_name: String,
+    /// When the token stops working.
+    pub expires_at: SystemTime,
+}
+
+/// Creates a token for node `name` of `org`, if `principal` is root or an administrator of
+/// `org` (the API and the dashboard).
+pub async fn create_token(
+    principal: &Principal,
+    org: OrgId,
+    name: &str,
+    valid_secs: Option<u64>,
+    state: &State,
+) -> Result<Created, ApiError> {
     principal.require_admin_of(org)?;
     let user = principal.require_user()?;
-    let name = body.node_name.trim();
+    let name = name.trim();
     // The name goes into the node's settings, where it names Docker objects.
     if name.is_empty()
         || name.len() > 40
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(ApiError::invalid("a node name is 1 to 40 letters, digits, '-' or '_'").into());
+        return Err(ApiError::invalid("a node name is 1 to 40 letters, digits, '-' or '_'"));
     }
-    let valid = body.valid_secs.unwrap_or(DEFAULT_VALID_SECS);
+    let valid = valid_secs.unwrap_or(DEFAULT_VALID_SECS);
     if !(60..=MAX_VALID_SECS).contains(&valid) {
         return Err(ApiError::invalid(format!(
             "valid_secs is 60 to {MAX_VALID_SECS} (a week); enroll the node within that time"
-        ))
-        .into());
+        )));
     }
-    let client = db(&state).await?;
-    let Some(organization) = directory::org(&**client, org).await.map_err(ApiError::from)? else {
-        return Err(ApiError::not_found(format!("organization {org}")).into());
+    let client = db(state).await?;
+    let Some(organization) = directory::org(&**client, org).await? else {
+        return Err(ApiError::not_found(format!("organization {org}")));
     };
     let token = auth::new_enrollment_token();
     let expires_at = SystemTime::now() + Duration::from_secs(valid);
@@ -62,19 +89,15 @@ pub async fn create(org: OrgId, principal: Principal, body: CreateEnrollment, st
         &user.username,
         expires_at,
     )
-    .await
-    .map_err(ApiError::from)?;
+    .await?;
     tracing::info!(%org, node = name, by = %user.username, "enrollment token created");
-    Ok(reply(
-        StatusCode::CREATED,
-        &serde_json::json!({
-            "token": token.expose_secret(),
-            "organization": org,
-            "organization_name": organization.name,
-            "node_name": name,
-            "expires_at": expires_at,
-        }),
-    ))
+    Ok(Created {
+        token: token.expose_secret().to_owned(),
+        organization: org,
+        organization_name: organization.name,
+        node_name: name.to_owned(),
+        expires_at,
+    })
 }
 
 /// `POST /enroll` body.

@@ -4,7 +4,7 @@
 
 pub mod auth;
 mod collaborations;
-mod enrollments;
+pub(crate) mod enrollments;
 pub mod error;
 pub(crate) mod nodes;
 mod organizations;

@@ -14,7 +14,7 @@ use maud::html;
 use warp::Filter;
 use warp::http::{HeaderValue, header};
 
-use crate::ids::{NodeId, TaskId};
+use crate::ids::{NodeId, OrgId, TaskId};
 use crate::server::api::{State, error, with_state};
 use session::{LoginRequired, admin};
 use view::Nav;
@@ -84,6 +84,11 @@ pub fn routes(state: State) -> Route {
         .and(action.clone())
         .and(st.clone())
         .and_then(|id, a, s| run(pages::organizations::revoke(id, a, s)));
+    let enroll = warp::path!("organizations" / OrgId / "enrollments")
+        .and(warp::post())
+        .and(session::action_with_form(state.clone()))
+        .and(st.clone())
+        .and_then(|org, a, f, s| run(pages::organizations::enroll(org, a, f, s)));
     let dead_letters = warp::path!("dead-letters")
         .and(warp::get())
         .and(admin.clone())
@@ -113,6 +118,7 @@ pub fn routes(state: State) -> Route {
         kill.boxed(),
         organizations.boxed(),
         revoke.boxed(),
+        enroll.boxed(),
         dead_letters.boxed(),
         routing.boxed(),
         style.boxed(),

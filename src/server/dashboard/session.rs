@@ -113,6 +113,13 @@ fn not_an_administrator() -> ApiError {
 /// An administrator for a state-changing request: a URL-encoded form whose `csrf` field matches
 /// the session's token, from a page of this server.
 pub fn action(state: State) -> impl Filter<Extract = (Admin,), Error = warp::Rejection> + Clone {
+    action_with_form(state).map(|admin, _form| admin)
+}
+
+/// As [`action`], with the form's fields for the handler.
+pub fn action_with_form(
+    state: State,
+) -> impl Filter<Extract = (Admin, HashMap<String, String>), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("origin")
         .and(warp::header::optional::<String>("host"))
         .and(warp::body::content_length_limit(FORM_LIMIT))
@@ -122,13 +129,14 @@ pub fn action(state: State) -> impl Filter<Extract = (Admin,), Error = warp::Rej
             |origin: Option<String>, host: Option<String>, form: HashMap<String, String>, admin: Admin| async move {
                 same_origin(origin.as_deref(), host.as_deref())?;
                 match form.get("csrf") {
-                    Some(token) if same(token, admin.csrf()) => Ok(admin),
+                    Some(token) if same(token, admin.csrf()) => Ok((admin, form)),
                     _ => Err(warp::reject::custom(ApiError::forbidden(
                         "this form's CSRF token is missing or wrong; reload the page and try again",
                     ))),
                 }
             },
         )
+        .untuple_one()
 }
 
 /// Refuses a request whose `Origin` names another host than the one it was sent to.

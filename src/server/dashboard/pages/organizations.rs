@@ -1,12 +1,15 @@
 //! `/admin/organizations`: each organization with its key fingerprint (to compare out of band),
-//! its key history and its nodes (version, last seen, policy), collaborations, and the revoke
-//! action.
+//! its key history and its nodes (version, last seen, policy), collaborations, the revoke
+//! action, and enrollment tokens for new nodes.
 
 use maud::{Markup, html};
 use warp::http::StatusCode;
 
 use super::Page;
-use crate::ids::NodeId;
+use std::collections::HashMap;
+
+use crate::ids::{NodeId, OrgId};
+use crate::server::api::enrollments::create_token;
 use crate::server::api::nodes::revoke_node;
 use crate::server::api::{State, db};
 use crate::server::dashboard::session::Admin;
@@ -53,6 +56,13 @@ pub async fn page(admin: Admin, state: State) -> Page {
                 }
                 h3 { "Nodes" }
                 (node_table(&admin, &org_nodes))
+                form.enroll method="post" action={ "/admin/organizations/" (org.id) "/enrollments" } {
+                    input type="hidden" name="csrf" value=(admin.csrf());
+                    label { "New node " input type="text" name="node_name" required pattern="[A-Za-z0-9_-]{1,40}"
+                        placeholder="registry-a-2" title="1 to 40 letters, digits, - or _"; }
+                    " "
+                    button type="submit" { "Create an enrollment token" }
+                }
             }
         });
     }
@@ -108,6 +118,29 @@ fn node_table(admin: &Admin, nodes: &[&Node]) -> Markup {
             }
         }
     }
+}
+
+/// `POST /admin/organizations/{id}/enrollments`: a one-time token for a new node, shown on
+/// this answer only (never stored in clear, never in a URL).
+pub async fn enroll(org: OrgId, admin: Admin, form: HashMap<String, String>, state: State) -> Page {
+    let name = form.get("node_name").map(String::as_str).unwrap_or_default();
+    let created = create_token(&admin.principal(), org, name, None, &state).await?;
+    let body = html! {
+        p { "A token that enrolls node " strong { (created.node_name) } " of " strong { (created.organization_name) }
+            ", once, until " (when(created.expires_at)) ". It is shown only now: copy it to the node's machine." }
+        pre.token { code { (created.token) } }
+        p { "On the node's machine, as root:" }
+        pre { code { "FEDQ_ENROLLMENT_TOKEN=… fedq node enroll --server URL --ca-file CA.pem \\\n    --data LABEL=PATH --allow IMAGE --requester ORG_ID\nfedq node check" } }
+        p { a href="/admin/organizations" { "Back to organizations" } }
+    };
+    let mut response = view::respond(
+        StatusCode::CREATED,
+        view::page("Enrollment token", Some(&admin), Nav::Organizations, body),
+    );
+    response
+        .headers_mut()
+        .insert(warp::http::header::CACHE_CONTROL, warp::http::HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// `POST /admin/nodes/{id}/revoke`.
