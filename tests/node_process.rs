@@ -266,3 +266,188 @@ async fn a_node_enrolls_with_one_token_and_starts_from_the_settings_written() {
     drop(guard);
     app.cleanup().await;
 }
+
+/// The newcomer's path of docs/node.md, by the book and with the command line only, for three
+/// registries on fresh services: organizations, administrators and a collaboration; per
+/// registry its key generated and published, an enrollment token, `fedq node enroll` with the
+/// partners' pins, `fedq node check` and the node started from the settings as written; then
+/// the researcher's Secure Sum. Counts the commands and the time, as docs/node.md reports them.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_registries_enroll_by_the_book_and_run_secure_sum() {
+    support::node::ensure_images();
+    let app = support::spawn_app().await;
+    let server = format!("http://{}", app.addr);
+    let started = Instant::now();
+    let commands = std::cell::Cell::new(0);
+    let run = |home: &std::path::Path, args: &[&str], stdin: Option<&str>| {
+        commands.set(commands.get() + 1);
+        let (ok, out, err) = fedq(home, args, stdin);
+        assert!(ok, "fedq {args:?}\n{out}\n{err}");
+        out
+    };
+    let password = "a-long-password-789";
+    let root = tempfile::tempdir().unwrap();
+    run(
+        root.path(),
+        &["login", "--server", &server, "--user", "root", "--password-stdin"],
+        Some(&format!("{}\n", support::ROOT_PASSWORD)),
+    );
+    let names = ["registry-a", "registry-b", "registry-c"];
+    for name in names {
+        run(root.path(), &["admin", "org", "create", name], None);
+        run(
+            root.path(),
+            &["admin", "user", "create", &format!("admin-{name}"), "--role", "org_admin", "--org", name],
+            Some(password),
+        );
+    }
+    run(
+        root.path(),
+        &["admin", "collab", "create", "registries", "--org", names[0], "--org", names[1], "--org", names[2]],
+        None,
+    );
+    run(
+        root.path(),
+        &["admin", "user", "create", "ada", "--role", "researcher", "--org", names[0]],
+        Some(password),
+    );
+    let federation_commands = commands.get();
+    let orgs: serde_json::Value =
+        serde_json::from_str(&run(root.path(), &["admin", "--json", "org", "list"], None)).unwrap();
+    let id_of = |name: &str| {
+        orgs.as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let ids: Vec<String> = names.iter().map(|n| id_of(n)).collect();
+
+    // Each registry's administrator: the key first, its fingerprint to the partners.
+    let homes: Vec<tempfile::TempDir> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut fingerprints = Vec::new();
+    for (name, home) in names.iter().zip(&homes) {
+        let h = home.path();
+        run(
+            h,
+            &["login", "--server", &server, "--user", &format!("admin-{name}"), "--password-stdin"],
+            Some(password),
+        );
+        let key = h.join("org.key");
+        let out = run(h, &["keys", "generate", "--out", key.to_str().unwrap()], None);
+        let fingerprint = out.lines().find_map(|l| l.strip_prefix("fingerprint:")).unwrap().trim().to_owned();
+        run(h, &["keys", "publish", "--key", key.to_str().unwrap()], None);
+        fingerprints.push(fingerprint);
+    }
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let mut guards = Vec::new();
+    for (i, (name, home)) in names.iter().zip(&homes).enumerate() {
+        let h = home.path();
+        let before = commands.get();
+        let token = run(h, &["admin", "enrollment", "create", name, &format!("nb-{suffix}-{i}")], None);
+        let data = h.join("patients.csv");
+        std::fs::write(&data, format!("id\n{}", "p\n".repeat(10 + i))).unwrap();
+        let config = h.join("node.toml");
+        let state = h.join("state");
+        let key = h.join("org.key");
+        let unit = h.join("fedq-node.service");
+        let data_arg = format!("patients={}", data.display());
+        let pins: Vec<String> =
+            (0..3).filter(|j| *j != i).map(|j| format!("{}={}", ids[j], fingerprints[j])).collect();
+        let mut args = vec![
+            "node",
+            "enroll",
+            "--server",
+            &server,
+            "--token",
+            token.trim(),
+            "--config",
+            config.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--data",
+            &data_arg,
+            "--allow",
+            "fedq/secure-sum:0.1.0",
+            "--requester",
+            &ids[0],
+            "--unit",
+            unit.to_str().unwrap(),
+        ];
+        for pin in &pins {
+            args.extend(["--pin", pin.as_str()]);
+        }
+        run(h, &args, None);
+        run(h, &["node", "check", "--config", config.to_str().unwrap()], None);
+        // `systemctl enable --now fedq-node`, here a process of the test.
+        commands.set(commands.get() + 1);
+        let mut guard = support::node::NodeGuard { name: format!("nb-{suffix}-{i}"), process: None };
+        guard.process = Some(
+            std::process::Command::new(env!("CARGO_BIN_EXE_fedq"))
+                .args(["node", "--config", config.to_str().unwrap()])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(h.join("node.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        guards.push(guard);
+        let took = commands.get() - before;
+        assert!(took <= 4, "enrolling a node took {took} commands");
+    }
+    support::eventually(60, "the three nodes to show online", || async {
+        let (_, nodes) = app.call("GET", "/nodes", Some(&app.root_token), None).await;
+        (nodes.as_array().unwrap().iter().filter(|n| n["online"] == true).count() == 3).then_some(())
+    })
+    .await;
+    let online_after = started.elapsed();
+
+    // The researcher.
+    let researcher = tempfile::tempdir().unwrap();
+    let r = researcher.path();
+    run(r, &["login", "--server", &server, "--user", "ada", "--password-stdin"], Some(password));
+    for j in 1..3 {
+        run(r, &["keys", "trust", &ids[j], &fingerprints[j]], None);
+    }
+    let key = homes[0].path().join("org.key");
+    let out = run(
+        r,
+        &[
+            "task",
+            "create",
+            "--collaboration",
+            "registries",
+            "--image",
+            "fedq/secure-sum:0.1.0",
+            "--org",
+            names[0],
+            "--org",
+            names[1],
+            "--org",
+            names[2],
+            "--input-json",
+            r#"{"data": "patients", "share": true}"#,
+            "--key",
+            key.to_str().unwrap(),
+            "--wait",
+            "--json",
+            "--timeout",
+            "120",
+        ],
+        None,
+    );
+    let results: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for result in results.as_array().unwrap() {
+        assert_eq!(result["output"]["N"], 10 + 11 + 12, "{result}");
+    }
+    eprintln!(
+        "newcomer path: {federation_commands} commands for the federation, per registry 3 for its key and 4 to \
+         enroll and start its node; three nodes online after {online_after:.1?}, Secure Sum done after {:.1?}, \
+         {} commands in all",
+        started.elapsed(),
+        commands.get()
+    );
+    drop(guards);
+    app.cleanup().await;
+}

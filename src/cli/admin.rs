@@ -330,6 +330,23 @@ pub async fn organization(client: &Client, name_or_id: &str) -> Result<Value, Cl
         .ok_or_else(|| not_seen("organization", name_or_id))
 }
 
+/// The id of the organization named `name_or_id`.
+pub async fn organization_id(client: &Client, name_or_id: &str) -> Result<crate::ids::OrgId, CliError> {
+    id_of(&organization(client, name_or_id).await?)
+        .parse()
+        .map_err(|_| CliError::BadInput(format!("the server gave no id for organization {name_or_id:?}")))
+}
+
+/// The id of the collaboration named `name_or_id`.
+pub async fn collaboration_id(
+    client: &Client,
+    name_or_id: &str,
+) -> Result<crate::ids::CollaborationId, CliError> {
+    id_of(&collaboration(client, name_or_id).await?)
+        .parse()
+        .map_err(|_| CliError::BadInput(format!("the server gave no id for collaboration {name_or_id:?}")))
+}
+
 async fn collaboration(client: &Client, name_or_id: &str) -> Result<Value, CliError> {
     find(&client.get("/collaborations").await?, name_or_id, "name")
         .ok_or_else(|| not_seen("collaboration", name_or_id))

@@ -74,15 +74,15 @@ pub enum TaskCommand {
 /// `fedq task create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The collaboration.
+    /// The collaboration (name or id).
     #[arg(long)]
-    collaboration: CollaborationId,
+    collaboration: String,
     /// The algorithm image (name:tag or name@sha256:…).
     #[arg(long)]
     image: String,
-    /// An organization to run at; repeat it, in the order the algorithm expects.
+    /// An organization to run at (name or id); repeat it, in the order the algorithm expects.
     #[arg(long = "org", required = true)]
-    organizations: Vec<OrgId>,
+    organizations: Vec<String>,
     /// Your organization's private key file.
     #[arg(long, env = "FEDQ_KEY")]
     key: PathBuf,
@@ -339,11 +339,24 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
         }
         (None, None) => Vec::new(),
     };
+    // Names are resolved among what this user can see: the collaborations of their
+    // organization and its partners.
+    let collaboration = match args.collaboration.parse::<CollaborationId>() {
+        Ok(id) => id,
+        Err(_) => super::admin::collaboration_id(client, &args.collaboration).await?,
+    };
+    let mut organizations = Vec::with_capacity(args.organizations.len());
+    for org in &args.organizations {
+        organizations.push(match org.parse::<OrgId>() {
+            Ok(id) => id,
+            Err(_) => super::admin::organization_id(client, org).await?,
+        });
+    }
     let inputs = if args.input_for.is_empty() {
         Inputs::Same(common)
     } else {
-        let mut each = Vec::with_capacity(args.organizations.len());
-        for org in &args.organizations {
+        let mut each = Vec::with_capacity(organizations.len());
+        for org in &organizations {
             each.push(match args.input_for.iter().find(|(o, _)| o == org) {
                 Some((_, path)) => super::read_input(path)?,
                 None => common.clone(),
@@ -352,9 +365,9 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
         Inputs::Each(each)
     };
     let spec = TaskSpec {
-        collaboration: args.collaboration,
+        collaboration,
         image: args.image,
-        organizations: args.organizations,
+        organizations,
         inputs,
         name: args.name,
         return_log: args.logs,
