@@ -219,3 +219,60 @@ fn write_output(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
         std::fs::write(path, bytes).map_err(io)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+    use clap::error::ErrorKind;
+
+    /// Every `fedq …` command in a shell block of the documentation parses: its subcommands
+    /// and flags exist and nothing required is missing. Placeholders (`TASK`, `ORG_B_ID`) only
+    /// fail as values, which is accepted; a renamed flag or subcommand is not.
+    #[test]
+    fn every_fedq_command_in_the_docs_parses() {
+        let docs = [
+            ("README.md", include_str!("../../README.md")),
+            ("docs/node.md", include_str!("../../docs/node.md")),
+            ("docs/operations.md", include_str!("../../docs/operations.md")),
+            ("docs/algorithm-api.md", include_str!("../../docs/algorithm-api.md")),
+        ];
+        let mut checked = 0;
+        for (file, text) in docs {
+            let mut in_shell = false;
+            let mut pending = String::new();
+            for line in text.lines() {
+                let trimmed = line.trim();
+                if let Some(fence) = trimmed.strip_prefix("```") {
+                    in_shell = !in_shell && fence == "sh";
+                    continue;
+                }
+                if !in_shell {
+                    continue;
+                }
+                pending.push_str(trimmed.trim_end_matches('\\'));
+                pending.push(' ');
+                if trimmed.ends_with('\\') {
+                    continue;
+                }
+                let command = std::mem::take(&mut pending);
+                let command = command.split(" #").next().unwrap_or_default();
+                let Some(words) = shlex::split(command) else { panic!("{file}: cannot split `{command}`") };
+                // Leading `NAME=value` words set the environment.
+                let words: Vec<String> =
+                    words.into_iter().skip_while(|w| w.contains('=') && !w.starts_with('-')).collect();
+                if words.first().map(String::as_str) != Some("fedq") {
+                    continue;
+                }
+                checked += 1;
+                if let Err(e) = super::Cli::try_parse_from(&words) {
+                    assert!(
+                        matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::DisplayHelp),
+                        "{file}: `{}` does not parse: {e}",
+                        command.trim()
+                    );
+                }
+            }
+        }
+        assert!(checked >= 30, "only {checked} commands found");
+    }
+}
