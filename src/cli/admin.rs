@@ -8,6 +8,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::CliError;
+use super::lookup::{collaboration, find, id_of, not_seen, organization};
 use crate::client::Client;
 
 #[derive(Debug, Subcommand)]
@@ -304,52 +305,6 @@ async fn named_members(client: &Client, mut collabs: Value) -> Result<Value, Cli
         collab["members"] = json!(members);
     }
     Ok(collabs)
-}
-
-fn find(list: &Value, name_or_id: &str, name_field: &str) -> Option<Value> {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .find(|o| o["id"].as_str() == Some(name_or_id) || o[name_field].as_str() == Some(name_or_id))
-        .cloned()
-}
-
-fn id_of(item: &Value) -> String {
-    item["id"].as_str().unwrap_or_default().to_owned()
-}
-
-fn not_seen(what: &str, name: &str) -> CliError {
-    CliError::BadInput(format!(
-        "no {what} named {name:?} that this user can see (`fedq admin` takes a name or an id)"
-    ))
-}
-
-/// The organization named `name_or_id` as the server shows it.
-pub async fn organization(client: &Client, name_or_id: &str) -> Result<Value, CliError> {
-    find(&client.get("/organizations").await?, name_or_id, "name")
-        .ok_or_else(|| not_seen("organization", name_or_id))
-}
-
-/// The id of the organization named `name_or_id`.
-pub async fn organization_id(client: &Client, name_or_id: &str) -> Result<crate::ids::OrgId, CliError> {
-    id_of(&organization(client, name_or_id).await?)
-        .parse()
-        .map_err(|_| CliError::BadInput(format!("the server gave no id for organization {name_or_id:?}")))
-}
-
-/// The id of the collaboration named `name_or_id`.
-pub async fn collaboration_id(
-    client: &Client,
-    name_or_id: &str,
-) -> Result<crate::ids::CollaborationId, CliError> {
-    id_of(&collaboration(client, name_or_id).await?)
-        .parse()
-        .map_err(|_| CliError::BadInput(format!("the server gave no id for collaboration {name_or_id:?}")))
-}
-
-async fn collaboration(client: &Client, name_or_id: &str) -> Result<Value, CliError> {
-    find(&client.get("/collaborations").await?, name_or_id, "name")
-        .ok_or_else(|| not_seen("collaboration", name_or_id))
 }
 
 /// The new user's password: standard input when it is not a terminal, else asked twice.

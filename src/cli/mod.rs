@@ -5,6 +5,7 @@ mod admin;
 mod demo;
 mod envelope;
 mod keys;
+mod lookup;
 mod node;
 mod research;
 mod tls;

@@ -343,13 +343,13 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
     // organization and its partners.
     let collaboration = match args.collaboration.parse::<CollaborationId>() {
         Ok(id) => id,
-        Err(_) => super::admin::collaboration_id(client, &args.collaboration).await?,
+        Err(_) => super::lookup::collaboration_id(client, &args.collaboration).await?,
     };
     let mut organizations = Vec::with_capacity(args.organizations.len());
     for org in &args.organizations {
         organizations.push(match org.parse::<OrgId>() {
             Ok(id) => id,
-            Err(_) => super::admin::organization_id(client, org).await?,
+            Err(_) => super::lookup::organization_id(client, org).await?,
         });
     }
     let inputs = if args.input_for.is_empty() {

@@ -168,16 +168,19 @@ impl ServerMetrics {
     }
 
     /// Refreshes the gauges that are read, not counted: queue depths and the database pool.
-    pub async fn refresh(&self, state: &crate::server::api::AppState) {
-        let status = state.db.status();
+    pub async fn refresh(
+        &self,
+        db: &deadpool_postgres::Pool,
+        management: &crate::broker::management::Management,
+        vhost: &str,
+    ) {
+        let status = db.status();
         self.db_pool.get_or_create(&ByState { state: "size" }).set(status.size as i64);
         self.db_pool.get_or_create(&ByState { state: "available" }).set(status.available as i64);
         self.db_pool.get_or_create(&ByState { state: "waiting" }).set(status.waiting as i64);
         // Read directly, not through the dashboard's cache: a reading taken here must not make
         // a page that follows show the queues as they were before.
-        let queues =
-            tokio::time::timeout(Duration::from_secs(2), state.management.queues(&state.config.broker.vhost))
-                .await;
+        let queues = tokio::time::timeout(Duration::from_secs(2), management.queues(vhost)).await;
         if let Ok(Ok(queues)) = queues {
             for queue in queues.iter().filter(|q| q.name.starts_with("fedq.")) {
                 self.queue_messages

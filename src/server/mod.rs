@@ -289,7 +289,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 /// seconds fresh while metrics are served.
 async fn refresh_gauges(state: api::State, mut shutdown: watch::Receiver<bool>) {
     loop {
-        state.metrics.refresh(&state).await;
+        state.metrics.refresh(&state.db, &state.management, &state.config.broker.vhost).await;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
