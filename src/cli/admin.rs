@@ -151,9 +151,7 @@ pub struct AdminArgs {
 /// Runs `fedq admin …`.
 pub fn run(args: AdminArgs) -> Result<(), CliError> {
     let client = super::research::session_client()?;
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
-    let answer = runtime.block_on(execute(&client, args.command))?;
+    let answer = super::runtime()?.block_on(execute(&client, args.command))?;
     if args.json {
         println!("{answer:#}");
     } else {

@@ -154,9 +154,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Envelope(command) => envelope::run(command),
         Command::Server { config } => {
             let config = crate::server::config::ServerConfig::load(config.as_deref())?;
-            let runtime = tokio::runtime::Runtime::new()
-                .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
-            runtime.block_on(async {
+            runtime()?.block_on(async {
                 let server = crate::server::start(config).await?;
                 server.run_until_signal().await;
                 Ok(())
@@ -194,6 +192,11 @@ pub fn init_tracing(default_level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+/// The runtime a command's asynchronous work runs on.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Runtime::new().map_err(|source| CliError::Io { path: "tokio runtime".into(), source })
 }
 
 /// Reads a file, or standard input for `-`.

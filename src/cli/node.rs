@@ -99,20 +99,16 @@ fn parse_pin(text: &str) -> Result<(OrgId, String), String> {
     Ok((org, fingerprint.to_owned()))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Runtime::new().map_err(|source| CliError::Io { path: "tokio runtime".into(), source })
-}
-
 /// Runs `fedq node …`.
 pub fn run(args: NodeArgs) -> Result<(), CliError> {
     match args.command {
         Some(NodeCommand::Enroll(enroll_args)) => {
             let config = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            runtime()?.block_on(enroll(&config, *enroll_args))
+            super::runtime()?.block_on(enroll(&config, *enroll_args))
         }
         Some(NodeCommand::Check) => {
             let config = crate::node::config::NodeConfig::load(args.config.as_deref())?;
-            let checks = runtime()?.block_on(crate::node::check::run(&config));
+            let checks = super::runtime()?.block_on(crate::node::check::run(&config));
             let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
             for check in &checks {
                 match &check.outcome {
@@ -128,7 +124,7 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
         }
         command => {
             let config = crate::node::config::NodeConfig::load(args.config.as_deref())?;
-            runtime()?.block_on(async {
+            super::runtime()?.block_on(async {
                 match command {
                     Some(NodeCommand::Gc { all }) => {
                         let (containers, volumes) = crate::node::gc(&config, all).await?;

@@ -206,10 +206,6 @@ fn identity(key: &Path, org: OrgId) -> Result<Identity, CliError> {
     Ok(Identity::new(org, OrgKey::load(key)?))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Runtime::new().map_err(|source| CliError::Io { path: "tokio runtime".into(), source })
-}
-
 /// `fedq login`: asks for the password, stores the session token (mode 0600).
 pub fn login(args: LoginArgs) -> Result<(), CliError> {
     let password = if args.password_stdin || !std::io::stdin().is_terminal() {
@@ -233,8 +229,12 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
     };
     let tls =
         ClientTls { ca_file: ca_file.clone(), allow_plaintext: args.allow_plaintext, ..ClientTls::default() };
-    let client =
-        runtime()?.block_on(Client::login(&args.server, &tls, &args.user, password.expose_secret()))?;
+    let client = super::runtime()?.block_on(Client::login(
+        &args.server,
+        &tls,
+        &args.user,
+        password.expose_secret(),
+    ))?;
     let path = session_path();
     let session = Session {
         server: args.server,
@@ -263,7 +263,7 @@ pub fn task(command: TaskCommand) -> Result<(), CliError> {
         _ => false,
     };
     let client = client(first_use)?;
-    let runtime = runtime()?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         match command {
             TaskCommand::Create(args) => create(&client, args).await,
@@ -313,7 +313,7 @@ pub fn task(command: TaskCommand) -> Result<(), CliError> {
 /// `fedq result`: the results as they are now (waiting up to the timeout for all of them).
 pub fn result(args: ResultArgs) -> Result<(), CliError> {
     let client = client(args.trust_on_first_use)?;
-    runtime()?.block_on(wait(&client, &args, false))
+    super::runtime()?.block_on(wait(&client, &args, false))
 }
 
 fn summary(task: &Value) -> String {
