@@ -2,7 +2,6 @@
 //! and returns [`CliError`]; `main` prints the error chain.
 
 mod admin;
-mod demo;
 mod envelope;
 mod keys;
 mod lookup;
@@ -48,9 +47,6 @@ enum Command {
     /// Administration over the REST API, from the saved session: organizations,
     /// collaborations, users, nodes, keys, enrollment tokens (names or ids, `--json`).
     Admin(admin::AdminArgs),
-    /// A whole federation on this machine, in one command.
-    #[command(subcommand)]
-    Demo(demo::DemoCommand),
     /// A development certificate authority and the certificates it signs.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -162,7 +158,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Login(args) => research::login(args),
         Command::Tls(command) => tls::run(command),
-        Command::Demo(command) => demo::run(command),
         Command::Task(command) => research::task(command),
         Command::Result(args) => research::result(args),
         Command::Node(args) => node::run(args),
@@ -176,8 +171,6 @@ impl Cli {
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
             Command::Server { .. } | Command::Node(_) => "info",
-            // The demo runs a server and nodes in-process; their request traces and the broker
-            // client's reconnection chatter would drown what it prints.
             _ => "warn,warp=off,lapin=off",
         }
     }

@@ -1,6 +1,7 @@
 //! The integration-test harness: every test gets its own PostgreSQL database and RabbitMQ
-//! virtual host, and a server on a free port, started in-process against the real services
-//! (which `scripts/services` starts if they are not running).
+//! virtual host, and a server on a free port, started in-process against the real services.
+//! The services are started by `scripts/services` (which `scripts/test` runs first), never from
+//! inside a test: a test only checks that they answer and says what to run when they do not.
 
 #![allow(dead_code)]
 
@@ -33,21 +34,32 @@ use serde_json::{Value, json};
 pub const PG_ADMIN_URL: &str = "postgres://fedq:fedq-dev@127.0.0.1:5432/postgres";
 pub const ROOT_PASSWORD: &str = "root-password-for-tests";
 
-/// Starts the services once per test binary; fails loudly if they cannot be started.
+/// Checks once per test binary that the services the tests need are up, and fails with what
+/// to run when they are not.
 pub fn ensure_services() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services");
-        // The development CA is made with this build's binary, not a build of its own.
-        let out = Command::new(script)
-            .env("FEDQ_BIN", env!("CARGO_BIN_EXE_fedq"))
-            .output()
-            .expect("scripts/services runs");
-        assert!(
-            out.status.success(),
-            "scripts/services failed; the integration tests need RabbitMQ and PostgreSQL:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let listening = [
+            ("PostgreSQL", "127.0.0.1:5432"),
+            ("RabbitMQ", "127.0.0.1:5672"),
+            ("RabbitMQ over TLS", "127.0.0.1:5671"),
+            ("RabbitMQ's management API", "127.0.0.1:15672"),
+        ];
+        for (what, addr) in listening {
+            let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+            assert!(
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
+                "{what} is not listening on {addr}: run scripts/services first (scripts/test does)"
+            );
+        }
+        for (what, path) in
+            [("Docker", "/var/run/docker.sock"), ("the development CA", "/var/lib/fedq-dev/tls/ca.pem")]
+        {
+            assert!(
+                std::path::Path::new(path).exists(),
+                "{what} is missing ({path}): run scripts/services first (scripts/test does)"
+            );
+        }
     });
 }
 
@@ -68,6 +80,8 @@ pub struct TestApp {
     pub vhost: String,
     pub http: reqwest::Client,
     pub root_token: String,
+    /// Whether `cleanup` removed the database and virtual host; if not, `Drop` does.
+    cleaned: bool,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -102,6 +116,7 @@ pub fn attach_stopped(config: ServerConfig, db_name: String, vhost: String) -> T
         vhost,
         http: reqwest::Client::new(),
         root_token: String::new(),
+        cleaned: false,
     }
 }
 
@@ -385,12 +400,35 @@ impl TestApp {
     /// Stops the server and removes the test's database and virtual host.
     pub async fn cleanup(mut self) {
         self.stop().await;
-        let _ = management().delete_vhost(&self.vhost).await;
-        if let Ok((admin, conn)) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls).await {
-            tokio::spawn(conn);
-            let _ =
-                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name)).await;
+        remove_test_services(&self.vhost, &self.db_name).await;
+        self.cleaned = true;
+    }
+}
+
+/// Removes a test's virtual host and database.
+async fn remove_test_services(vhost: &str, db_name: &str) {
+    let _ = management().delete_vhost(vhost).await;
+    if let Ok((admin, conn)) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).await;
+    }
+}
+
+impl Drop for TestApp {
+    /// A test that failed before `cleanup` leaves nothing behind either. The removal runs on a
+    /// thread with a runtime of its own: a runtime cannot be entered from the test's.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
         }
+        let (vhost, db_name) = (self.vhost.clone(), self.db_name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(remove_test_services(&vhost, &db_name));
+            }
+        })
+        .join();
     }
 }
 

@@ -7,7 +7,7 @@
 //! (by the clients' own rule, and by the services, which listen for TLS only there); a client
 //! trusting another CA is refused with an error that names the certificate problem.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

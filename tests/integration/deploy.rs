@@ -1,7 +1,7 @@
 //! Deployment files: the RabbitMQ definitions agree with the topology the server declares, and
 //! the compose file validates.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! SIGKILL while routing and restarted without losing an envelope, stopped gracefully with
 //! SIGTERM, and never writing a secret to its log.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::process::{Child, Command};

@@ -3,7 +3,7 @@
 //! security attributes of its cookies and headers. (The browser tests are in
 //! `dashboard_browser.rs`.)
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use support::dashboard::{Dash, pending_task, set_cookie};

@@ -3,7 +3,7 @@
 //! endpoint on the algorithm network's gateway address; tokens are read from the containers'
 //! environment, as only the containers (and the host's root) can.
 
-mod support;
+use crate::support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

@@ -1,33 +1,61 @@
-//! `fedq demo secure-sum`: a whole federation on this machine in one command. It starts the
-//! services if needed, builds the algorithm images, creates a fresh database and broker virtual
-//! host, starts the server and one node per registry (each with its own CSV of patients), runs
-//! Secure Sum as a researcher would, and prints the total beside what the server saw. Everything
-//! it created is removed at the end.
+//! `fedq-demo secure-sum` (what `scripts/demo` runs): a whole federation on this machine in one
+//! command. It starts the services if needed, builds the algorithm images, creates a fresh
+//! database and broker virtual host, starts the server and one node per registry (each with its
+//! own CSV of patients), runs Secure Sum as a researcher would, and prints the total beside what
+//! the server saw. Everything it created is removed at the end.
+//!
+//! A harness of this checkout, not part of the `fedq` binary: it runs the checkout's scripts.
+
+// It reports with the `fedq` command line's own error type, returned once per run and printed;
+// its size costs nothing here.
+#![allow(clippy::result_large_err)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::CliError;
-use crate::broker::management::{Management, Permissions};
-use crate::client::{Client, Inputs, TaskSpec};
-use crate::keys::{FirstUse, Identity, KeyTrust, OrgKey};
-use crate::node::config::{
+use fedq::broker::management::{Management, Permissions};
+use fedq::cli::CliError;
+use fedq::client::{Client, Inputs, TaskSpec};
+use fedq::keys::{FirstUse, Identity, KeyTrust, OrgKey};
+use fedq::node::config::{
     BrokerSection, ImageRule, Limits, NetworkSection, NodeConfig, NodeSection, PeersSection, Policy,
     ServerSection,
 };
-use crate::server::config::{
+use fedq::server::config::{
     AuthConfig, BootstrapConfig, BrokerConfig, DatabaseConfig, HttpConfig, RouterConfig, ServerConfig,
 };
-use crate::tls::ClientTls;
+use fedq::tls::ClientTls;
 
-/// `fedq demo …`.
+/// A whole federation on this machine, in one command.
+#[derive(Debug, Parser)]
+#[command(name = "fedq-demo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: DemoCommand,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The demo runs a server and nodes in-process; their request traces and the broker client's
+    // reconnection chatter would drown what it prints.
+    fedq::cli::init_tracing("warn,warp=off,lapin=off");
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `fedq-demo …`.
 #[derive(Debug, Subcommand)]
-pub enum DemoCommand {
+enum DemoCommand {
     /// Secure Sum across registries: nobody, the server included, learns another's count.
     SecureSum(DemoArgs),
     /// A count and a mean over columns that two registries hold for the same patients (a third
@@ -60,7 +88,7 @@ fn vertical_patients() -> Vec<(String, u64, &'static str, u64)> {
 
 /// Settings of the demo: where the local services are.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+struct DemoArgs {
     /// Registries in the ring.
     #[arg(long, default_value_t = 3)]
     registries: usize,
@@ -92,7 +120,7 @@ pub struct DemoArgs {
 }
 
 /// Runs a demo.
-pub fn run(command: DemoCommand) -> Result<(), CliError> {
+fn run(command: DemoCommand) -> Result<(), CliError> {
     let (analysis, mut args) = match command {
         DemoCommand::SecureSum(args) => (Analysis::SecureSum, args),
         DemoCommand::Vertical(args) => (Analysis::Vertical, args),
@@ -118,7 +146,7 @@ pub fn run(command: DemoCommand) -> Result<(), CliError> {
 fn script(name: &str) -> Result<(), CliError> {
     let candidates = [
         PathBuf::from("scripts").join(name),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts").join(name),
     ];
     let path = candidates.iter().find(|p| p.exists()).ok_or_else(|| {
         CliError::BadInput(format!(
@@ -252,7 +280,7 @@ async fn run_federation(
             args.tls_dir.join("ca.pem").display()
         ));
     }
-    let server = crate::server::start(config).await?;
+    let server = fedq::server::start(config).await?;
     let base = format!("{scheme}://localhost:{}", server.addr.port());
     let result = async {
         // Ready once the database and the broker both answer.
@@ -275,7 +303,7 @@ async fn run_federation(
             let key = OrgKey::generate();
             let name = format!("registry-{}", (b'a' + i as u8) as char);
             let body = root.post("/organizations", &json!({"name": name})).await?;
-            let id: crate::ids::OrgId = body["id"]
+            let id: fedq::ids::OrgId = body["id"]
                 .as_str()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| demo_err("organization", &body))?;
@@ -394,7 +422,7 @@ async fn run_federation(
                 peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },
                 metrics: Default::default(),
             };
-            nodes.push(crate::node::start(node).await?);
+            nodes.push(fedq::node::start(node).await?);
             eprintln!("   {name}: {about}; node started");
         }
 

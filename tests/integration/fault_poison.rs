@@ -5,7 +5,7 @@
 //! queue and table), while 30 envelopes to B published after it all arrive; the ingress queue
 //! ends empty; once the trigger is gone, envelopes to A flow again.
 
-mod support;
+use crate::support;
 
 use fedq::envelope::{self, SealOptions};
 use fedq::protocol::Kind;

@@ -3,7 +3,7 @@
 //! after it reconnects. And `kill -9` in the middle of 24 jobs, four at a time: after the
 //! restart every job completes and each result is routed exactly once.
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

@@ -1,7 +1,7 @@
 //! The server against real PostgreSQL and RabbitMQ: the REST API, the blind router, broker
 //! credentials. Each test has its own database and virtual host.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! containers (each property its own test, against listeners the test starts on this machine),
 //! limits, policy, per-run volumes and kills.
 
-mod support;
+use crate::support;
 
 use std::net::TcpListener;
 

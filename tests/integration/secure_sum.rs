@@ -3,7 +3,7 @@
 //! the broker carried and a dump of the server's database contain none of the counts, R, the
 //! partial sums or the total, in any encoding the project uses.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! envelope with its reason, and watches a node go offline on the live overview when its
 //! process is killed. Screenshots of each page are written under `target/tmp/screenshots/`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};

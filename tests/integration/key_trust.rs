@@ -10,7 +10,7 @@
 //! action; and a result relabelled as another organization's, or taken from another task, is
 //! refused by the client.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! and wait for it, list, show and fetch results; and the clear errors for a wrong key, an
 //! organization outside the collaboration, and an image a node does not have.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -147,39 +147,6 @@ async fn a_researcher_runs_secure_sum_from_the_command_line() {
     assert!(err.contains("had no result after 2 s") && err.contains(&format!("registry-1 ({b})")), "{err}");
     assert!(err.contains("partial"), "{err}");
     fed.cleanup().await;
-}
-
-/// `fedq demo secure-sum`, the README's main command, end to end (services and images are
-/// already up, so it skips its setup).
-#[test]
-fn the_demo_runs_secure_sum_and_shows_what_the_server_saw() {
-    support::node::ensure_images();
-    let out = Command::new(env!("CARGO_BIN_EXE_fedq"))
-        .args(["demo", "secure-sum", "--registries", "2", "--no-setup"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("Secure Sum over 2 registries"), "{stdout}");
-    assert!(stdout.contains("registry-b: completed"), "{stdout}");
-    assert!(stdout.contains("contains none of the counts nor N"), "{stdout}");
-    // The N the registries learned is the sum of the counts.
-    let line = stdout.lines().find(|l| l.trim_start().starts_with("N = ")).unwrap();
-    let numbers: Vec<&str> = line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
-    assert_eq!(numbers.first(), numbers.last(), "{line}");
-}
-
-/// `fedq demo vertical`: the count and mean from the shares equal those on the joined data.
-#[test]
-fn the_vertical_demo_matches_the_joined_data() {
-    support::node::ensure_images();
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_fedq")).args(["demo", "vertical", "--no-setup"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let computed = stdout.lines().find(|l| l.trim_start().starts_with("count = ")).unwrap();
-    let clear = stdout.lines().find(|l| l.contains("in the clear")).unwrap();
-    assert!(clear.ends_with(computed.trim()), "{computed} vs {clear}");
 }
 
 /// `fedq admin`: what administrators did with curl, by name, with `--json` for scripts, and

@@ -3,7 +3,7 @@
 //! keys instead of refusing it, and once the server is back (on the same address) the job runs
 //! and its result arrives; nothing is dead-lettered.
 
-mod support;
+use crate::support;
 
 use fedq::protocol::JobStatus;
 use serde_json::json;

@@ -7,7 +7,7 @@
 //! for another organization's subtask job is refused. And the partner's own container, through
 //! the endpoint, cannot start a subtask in another organization's run volume.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

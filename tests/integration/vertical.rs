@@ -2,7 +2,7 @@
 //! same pseudonymous patients, C deals randomness; the researcher's sum of the shares equals
 //! the statistic computed on the joined data in the clear, and no share alone reveals it.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

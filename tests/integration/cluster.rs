@@ -10,7 +10,7 @@
 //! guard drops it (counted and printed). A real node of a third organization, connected to
 //! broker node 2 when it stops, moves to another broker node by itself and runs a job afterwards.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::process::Command;

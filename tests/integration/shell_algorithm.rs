@@ -1,7 +1,7 @@
 //! Any language works: an algorithm written in shell (busybox, no SDK), talking HTTP to the
 //! node-local endpoint, runs like the Rust ones.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! from another CA, or none, with an error that says what to do; and a certificate replaced
 //! while the server runs, taken up without a restart.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

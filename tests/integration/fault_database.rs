@@ -9,7 +9,7 @@
 //! malformed envelope published during the outage is dead-lettered once with its reason (not
 //! dropped by the broker's delivery limit while the refusal could not be recorded).
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

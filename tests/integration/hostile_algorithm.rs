@@ -3,7 +3,7 @@
 //! once on one node. Each is contained by its limit and reported with a clear status, and a
 //! well-behaved job submitted while they run completes normally.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 
