@@ -9,6 +9,7 @@
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod contract;
 pub mod envelope;
 pub mod files;
 pub mod ids;

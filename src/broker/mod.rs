@@ -1,5 +1,8 @@
 //! RabbitMQ: the topology fedq uses, declaring it, and the management API that creates and
-//! revokes node users.
+//! revokes node users; and the one seam between fedq and lapin: connections supervised with one
+//! backoff (`supervisor`, `backoff`), the current publishing channel (`link`), publishing with
+//! one reading of the broker's confirm (`publish`), and deliveries with their settlement
+//! (`delivery`).
 //!
 //! ```text
 //! nodes ──publish──▶ exchange fedq.ingress (fanout) ──▶ queue fedq.ingress ──▶ router
@@ -11,8 +14,17 @@
 //! Queues are quorum queues: replicated when the broker is a cluster, durable always. A message
 //! that keeps failing is dead-lettered by RabbitMQ itself after `DELIVERY_LIMIT` deliveries.
 
+pub mod backoff;
+pub mod delivery;
 pub mod endpoints;
+pub mod link;
 pub mod management;
+pub mod publish;
+pub mod supervisor;
+
+pub use delivery::{Acker, BrokerError, Consumer, Delivery};
+pub use link::Link;
+pub use publish::{Channel as PublishChannel, PublishError, Target, publish_confirmed};
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -150,34 +162,18 @@ fn regex_escape(s: &str) -> String {
 /// Publishes a control message (from the server, in the clear) to an organization's queue, with
 /// the server's broker user as validated user id, and waits for the confirm.
 pub async fn publish_control(
-    channel: &Channel,
+    channel: &PublishChannel,
     server_user: &str,
     org: OrgId,
     control: &crate::protocol::control::Control,
-) -> Result<(), lapin::Error> {
+) -> Result<(), PublishError> {
     let properties = lapin::BasicProperties::default()
         .with_delivery_mode(2)
         .with_type(crate::protocol::control::CONTROL_TYPE.into())
         .with_user_id(server_user.into());
     let key = org_routing_key(org);
-    let confirm = channel
-        .basic_publish(
-            DELIVER_EXCHANGE.into(),
-            key.as_str().into(),
-            lapin::options::BasicPublishOptions::default(),
-            &control.to_bytes(),
-            properties,
-        )
-        .await?
-        .await?;
-    match confirm {
-        lapin::Confirmation::Nack(_) => Err(lapin::ErrorKind::InvalidChannelState(
-            lapin::ChannelState::Error,
-            "the broker refused a control message",
-        )
-        .into()),
-        _ => Ok(()),
-    }
+    let target = Target { exchange: DELIVER_EXCHANGE, routing_key: &key, mandatory: false };
+    channel.publish(target, &control.to_bytes(), properties, None).await
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 
 use super::{CliError, read_input, write_output};
 use crate::envelope::{self, MemoryReplayGuard, OpenPolicy, Padding, Route, SealOptions};
@@ -30,8 +30,8 @@ pub(super) enum EnvelopeCommand {
         #[arg(long)]
         to_public_key: PublicKey,
         /// The envelope kind.
-        #[arg(long, value_enum, default_value_t = KindArg::RunMessage)]
-        kind: KindArg,
+        #[arg(long, default_value = "run_message", value_parser = kind_parser())]
+        kind: Kind,
         /// The collaboration (a new random id if omitted).
         #[arg(long)]
         collaboration: Option<CollaborationId>,
@@ -82,28 +82,11 @@ pub(super) enum EnvelopeCommand {
     },
 }
 
-/// The kinds as command-line values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(super) enum KindArg {
-    JobStart,
-    JobResult,
-    JobStatus,
-    RunMessage,
-    Kill,
-    RunFinished,
-}
-
-impl From<KindArg> for Kind {
-    fn from(kind: KindArg) -> Self {
-        match kind {
-            KindArg::JobStart => Kind::JobStart,
-            KindArg::JobResult => Kind::JobResult,
-            KindArg::JobStatus => Kind::JobStatus,
-            KindArg::RunMessage => Kind::RunMessage,
-            KindArg::Kill => Kind::Kill,
-            KindArg::RunFinished => Kind::RunFinished,
-        }
-    }
+/// The envelope kinds as command-line values: the protocol's own names, listed in `--help`.
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = Kind> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Kind::ALL.map(Kind::as_str))
+        .map(|name| name.parse::<Kind>().expect("a possible value is a kind"))
 }
 
 pub(super) fn run(command: EnvelopeCommand) -> Result<(), CliError> {
@@ -123,7 +106,6 @@ pub(super) fn run(command: EnvelopeCommand) -> Result<(), CliError> {
             out,
         } => {
             let me = Identity::new(from_org, OrgKey::load(&key)?);
-            let kind = Kind::from(kind);
             let route = Route {
                 kind,
                 collaboration: collaboration.unwrap_or_default(),

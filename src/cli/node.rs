@@ -186,7 +186,7 @@ async fn enroll(config: &Path, args: EnrollArgs) -> Result<(), CliError> {
 
     let dir = config.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let broker_ca_file = match answer["broker"]["ca_pem"].as_str() {
+    let broker_ca_file = match answer.broker.ca_pem.as_deref() {
         Some(pem) => {
             let path = dir.join("broker-ca.pem");
             crate::files::write_atomic(&path, pem.as_bytes(), 0o644).map_err(io(&path))?;
@@ -213,8 +213,8 @@ async fn enroll(config: &Path, args: EnrollArgs) -> Result<(), CliError> {
     crate::files::write_atomic(config, text.as_bytes(), 0o600).map_err(io(config))?;
     // What was written must be what the node loads.
     crate::node::config::NodeConfig::load(Some(config))?;
-    let node = answer["node"]["name"].as_str().unwrap_or_default();
-    let org_name = answer["organization"]["name"].as_str().unwrap_or_default();
+    let node = &answer.node.name;
+    let org_name = answer.organization.as_ref().map(|o| o.name.as_str()).unwrap_or_default();
     println!("enrolled node {node} of {org_name}; settings in {} (mode 0600)", config.display());
 
     // The organization's key: kept if there, made if not, and compared with the published one.
@@ -229,8 +229,10 @@ async fn enroll(config: &Path, args: EnrollArgs) -> Result<(), CliError> {
         println!("generated the organization's key in {} ({})", args.key.display(), key.id());
         key
     };
-    let published =
-        answer["organization"]["public_key"].as_str().and_then(|k| k.parse::<crate::keys::PublicKey>().ok());
+    let published = answer
+        .organization
+        .as_ref()
+        .and_then(|o| o.public_key.as_deref()?.parse::<crate::keys::PublicKey>().ok());
     match published {
         None => println!(
             "next, as an administrator of {org_name}: fedq keys publish --key {} (no key is published yet)",

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::CliError;
-use crate::client::{Client, ClientError, Inputs, OpenedResult, TaskSpec};
+use crate::client::{Client, Inputs, OpenedResult, TaskSpec};
+use crate::contract::{Job, Task};
 use crate::ids::{CollaborationId, JobId, OrgId, TaskId};
 use crate::keys::{FirstUse, Identity, KeyTrust, OrgKey};
-use crate::protocol::JobStatus;
 use crate::tls::ClientTls;
 
 /// `fedq login`.
@@ -270,16 +270,10 @@ pub fn task(command: TaskCommand) -> Result<(), CliError> {
             TaskCommand::List { limit, json } => {
                 let tasks = client.tasks(limit).await?;
                 if json {
-                    println!("{tasks:#}");
+                    println!("{}", pretty(&tasks));
                 } else {
-                    for t in tasks.as_array().into_iter().flatten() {
-                        println!(
-                            "{}  {}  {}  {}",
-                            t["id"].as_str().unwrap_or(""),
-                            summary(t),
-                            t["image"].as_str().unwrap_or(""),
-                            t["name"].as_str().unwrap_or("")
-                        );
+                    for t in &tasks {
+                        println!("{}  {}  {}  {}", t.id, summary(t), t.image, t.name);
                     }
                 }
                 Ok(())
@@ -287,15 +281,11 @@ pub fn task(command: TaskCommand) -> Result<(), CliError> {
             TaskCommand::Show { task, json } => {
                 let shown = client.task(task).await?;
                 if json {
-                    println!("{shown:#}");
+                    println!("{}", pretty(&shown));
                 } else {
-                    println!(
-                        "task {task}  image {}  run {}",
-                        shown["image"].as_str().unwrap_or(""),
-                        shown["run"].as_str().unwrap_or("")
-                    );
-                    for job in shown["jobs"].as_array().into_iter().flatten() {
-                        println!("  {}  {}", org_label(job), job["status"].as_str().unwrap_or(""));
+                    println!("task {task}  image {}  run {}", shown.image, shown.run);
+                    for job in &shown.jobs {
+                        println!("  {}  {}", org_label(job), job.status);
                     }
                 }
                 Ok(())
@@ -316,14 +306,14 @@ pub fn result(args: ResultArgs) -> Result<(), CliError> {
     super::runtime()?.block_on(wait(&client, &args, false))
 }
 
-fn summary(task: &Value) -> String {
-    let jobs = task["jobs"].as_array().cloned().unwrap_or_default();
-    let done = jobs.iter().filter(|j| is_terminal(j["status"].as_str().unwrap_or(""))).count();
-    format!("{done}/{} done", jobs.len())
+fn summary(task: &Task) -> String {
+    let done = task.jobs.iter().filter(|j| j.status.is_terminal()).count();
+    format!("{done}/{} done ({})", task.jobs.len(), task.status())
 }
 
-fn is_terminal(status: &str) -> bool {
-    serde_json::from_value::<JobStatus>(json!(status)).is_ok_and(JobStatus::is_terminal)
+/// Pretty JSON of an answer the client decoded (for `--json`).
+fn pretty(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("an answer encodes")
 }
 
 async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
@@ -400,20 +390,14 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
 
 async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), CliError> {
     let task = client.task(args.task).await?;
-    if let Some(parent) = task["parent"].as_str() {
+    if let Some(parent) = task.parent {
         return Err(CliError::BadInput(format!(
             "task {} is a subtask of {parent}: its results go to the node that created it; ask for {parent}'s",
             args.task
         )));
     }
-    let collaboration: CollaborationId = task["collaboration"]
-        .as_str()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| ClientError::Decode("no collaboration".into()))?;
-    let org: OrgId = task["creator_organization"]
-        .as_str()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| ClientError::Decode("no creator organization".into()))?;
+    let collaboration = task.collaboration;
+    let org = task.creator_organization;
     let me = identity(&args.key, org)?;
     if let Ok(bytes) = std::fs::read(task_record_path(args.task))
         && let Ok(jobs) = serde_json::from_slice::<Vec<(JobId, OrgId)>>(&bytes)
@@ -426,11 +410,11 @@ async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), 
     let mut lines: Vec<(String, indicatif::ProgressBar)> = Vec::new();
     loop {
         let task = client.task(args.task).await?;
-        let jobs = task["jobs"].as_array().cloned().unwrap_or_default();
+        let jobs = task.jobs;
         if show {
             for job in &jobs {
                 let org = org_label(job);
-                let status = job["status"].as_str().unwrap_or("").to_owned();
+                let status = job.status;
                 let bar = match lines.iter().find(|(o, _)| *o == org) {
                     Some((_, bar)) => bar.clone(),
                     None => {
@@ -441,13 +425,12 @@ async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), 
                     }
                 };
                 bar.set_message(format!("{org}  {status}"));
-                if is_terminal(&status) {
+                if status.is_terminal() {
                     bar.finish();
                 }
             }
         }
-        let all_done =
-            !jobs.is_empty() && jobs.iter().all(|j| is_terminal(j["status"].as_str().unwrap_or("")));
+        let all_done = !jobs.is_empty() && jobs.iter().all(|j| j.status.is_terminal());
         let results = client.results(args.task, Duration::from_secs(if all_done { 0 } else { 2 })).await?;
         let complete = all_done && results.sealed.len() == jobs.len();
         if complete || tokio::time::Instant::now() >= deadline {
@@ -459,8 +442,8 @@ async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), 
             // What was printed is partial: say so, and exit with a failure a script can tell apart.
             let pending = jobs
                 .iter()
-                .filter(|j| !opened.iter().any(|r| Some(r.job.to_string().as_str()) == j["id"].as_str()))
-                .map(|j| format!("{} ({})", org_label(j), j["status"].as_str().unwrap_or("?")))
+                .filter(|j| !opened.iter().any(|r| r.job == j.id))
+                .map(|j| format!("{} ({})", org_label(j), j.status))
                 .collect();
             return Err(CliError::Incomplete { task: args.task, waited_secs: args.timeout, pending });
         }
@@ -469,22 +452,21 @@ async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), 
 
 /// An organization as people know it: its name, then its id (names are unique, ids are what
 /// the other commands take).
-fn org_label(job: &Value) -> String {
-    let id = job["organization"].as_str().unwrap_or("?");
-    match job["organization_name"].as_str() {
-        Some(name) if !name.is_empty() => format!("{name} ({id})"),
-        _ => id.to_owned(),
+fn org_label(job: &Job) -> String {
+    let id = job.organization;
+    if job.organization_name.is_empty() {
+        id.to_string()
+    } else {
+        format!("{} ({id})", job.organization_name)
     }
 }
 
-fn print_results(results: &[OpenedResult], jobs: &[Value], json: bool) {
+fn print_results(results: &[OpenedResult], jobs: &[Job], json: bool) {
     let name_of = |r: &OpenedResult| {
-        let id = r.organization.to_string();
         jobs.iter()
-            .find(|j| j["organization"].as_str() == Some(id.as_str()))
-            .and_then(|j| j["organization_name"].as_str())
+            .find(|j| j.organization == r.organization)
+            .map(|j| j.organization_name.clone())
             .unwrap_or_default()
-            .to_owned()
     };
     if json {
         let list: Vec<Value> = results

@@ -9,9 +9,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret as _, SecretString};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::contract::{self, CreateTask, ErrorBody, NewJob, NodeRegistration, TaskResults};
 use crate::envelope::{self, MemoryReplayGuard, OpenError, OpenPolicy, Route, SealOptions};
 use crate::ids::{CollaborationId, JobId, OrgId, RunId, TaskId};
 use crate::keys::trust::Accepted;
@@ -263,7 +265,11 @@ impl Client {
 
     /// Trades a one-time enrollment token for a node's registration (no session needed: the
     /// token is the credential).
-    pub async fn enroll(base: &str, tls: &ClientTls, token: &SecretString) -> Result<Value, ClientError> {
+    pub async fn enroll(
+        base: &str,
+        tls: &ClientTls,
+        token: &SecretString,
+    ) -> Result<NodeRegistration, ClientError> {
         let http = http(base, tls)?;
         let base = format!("{}/api/v1", base.trim_end_matches('/'));
         let response = http
@@ -272,7 +278,7 @@ impl Client {
             .send()
             .await
             .map_err(|e| unreachable(&base, e))?;
-        answer(response).await
+        decode(answer(response).await?)
     }
 
     /// A client that presents a node's API key (`fedq node check`).
@@ -317,6 +323,18 @@ impl Client {
     /// The session's token (to store it).
     pub fn token(&self) -> &SecretString {
         &self.token
+    }
+
+    /// Calls the API and decodes the answer as the contract's `T`.
+    async fn fetch<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body =
+            body.map(serde_json::to_value).transpose().map_err(|e| ClientError::Decode(e.to_string()))?;
+        decode(self.call(method, path, body.as_ref()).await?)
     }
 
     async fn call(
@@ -505,52 +523,50 @@ impl Client {
                 &SealOptions::default(),
                 Timestamp::now(),
             )?;
-            entries.push(json!({"id": job, "organization": org, "envelope": STANDARD.encode(&sealed.bytes)}));
+            entries.push(NewJob { id: job, organization: org, envelope: STANDARD.encode(&sealed.bytes) });
             jobs.push((job, org));
         }
-        let body = json!({
-            "id": task, "run": run, "collaboration": spec.collaboration, "image": spec.image,
-            "name": spec.name, "jobs": entries,
-        });
-        self.call(reqwest::Method::POST, "/tasks", Some(&body)).await?;
+        let body = CreateTask {
+            id: task,
+            run,
+            collaboration: spec.collaboration,
+            image: spec.image.clone(),
+            name: spec.name.clone(),
+            parent: None,
+            jobs: entries,
+        };
+        let _: contract::Task = self.fetch(reqwest::Method::POST, "/tasks", Some(&body)).await?;
         self.expect(task, jobs.clone());
         Ok(CreatedTask { task, run, jobs })
     }
 
     /// A task as the server shows it (jobs with their statuses).
-    pub async fn task(&self, task: TaskId) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::GET, &format!("/tasks/{task}"), None).await
+    pub async fn task(&self, task: TaskId) -> Result<contract::Task, ClientError> {
+        self.fetch(reqwest::Method::GET, &format!("/tasks/{task}"), None::<&()>).await
     }
 
     /// Tasks visible to the session, newest first.
-    pub async fn tasks(&self, limit: u32) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::GET, &format!("/tasks?limit={limit}"), None).await
+    pub async fn tasks(&self, limit: u32) -> Result<Vec<contract::Task>, ClientError> {
+        self.fetch(reqwest::Method::GET, &format!("/tasks?limit={limit}"), None::<&()>).await
     }
 
-    /// Kills a task and its subtasks.
-    pub async fn kill(&self, task: TaskId) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::POST, &format!("/tasks/{task}/kill"), None).await
+    /// Kills a task and its subtasks; the task as it is afterwards.
+    pub async fn kill(&self, task: TaskId) -> Result<contract::Task, ClientError> {
+        self.fetch(reqwest::Method::POST, &format!("/tasks/{task}/kill"), None::<&()>).await
     }
 
     /// The sealed results so far, waiting up to `wait` (at most 60 s) for all of them.
     pub async fn results(&self, task: TaskId, wait: Duration) -> Result<Results, ClientError> {
-        let body = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/tasks/{task}/results?wait={}", wait.as_secs().min(60)),
-                None,
-            )
-            .await?;
-        let decode = |e: &dyn std::fmt::Display| ClientError::Decode(e.to_string());
-        let mut sealed = Vec::new();
-        for r in body["results"].as_array().ok_or_else(|| decode(&"no results"))? {
-            let job: JobId = r["job"].as_str().unwrap_or("").parse().map_err(|e| decode(&e))?;
-            let org: OrgId = r["organization"].as_str().unwrap_or("").parse().map_err(|e| decode(&e))?;
-            let status: JobStatus = serde_json::from_value(r["status"].clone()).map_err(|e| decode(&e))?;
-            let envelope = STANDARD.decode(r["envelope"].as_str().unwrap_or("")).map_err(|e| decode(&e))?;
-            sealed.push((job, org, status, envelope));
+        let path = format!("/tasks/{task}/results?wait={}", wait.as_secs().min(60));
+        let body: TaskResults = self.fetch(reqwest::Method::GET, &path, None::<&()>).await?;
+        let mut sealed = Vec::with_capacity(body.results.len());
+        for r in body.results {
+            let envelope = STANDARD
+                .decode(&r.envelope)
+                .map_err(|e| ClientError::Decode(format!("the result of job {}: {e}", r.job)))?;
+            sealed.push((r.job, r.organization, r.status, envelope));
         }
-        Ok(Results { task, complete: body["complete"].as_bool().unwrap_or(false), sealed })
+        Ok(Results { task, complete: body.complete, sealed })
     }
 
     /// Opens sealed results with the researcher's organization key, checking each sender's
@@ -627,8 +643,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let results = self.results(task, Duration::from_secs(20)).await?;
-            if results.complete
-                && results.sealed.len() == self.task(task).await?["jobs"].as_array().map_or(0, Vec::len)
+            if results.complete && results.sealed.len() == self.task(task).await?.jobs.len()
                 || tokio::time::Instant::now() >= deadline
             {
                 return self.open_results(me, collaboration, &results).await;
@@ -668,10 +683,15 @@ fn unreachable(base: &str, e: reqwest::Error) -> ClientError {
 async fn answer(response: reqwest::Response) -> Result<Value, ClientError> {
     let status = response.status().as_u16();
     let text = response.text().await.map_err(|e| ClientError::Decode(e.to_string()))?;
-    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if status >= 400 {
-        let message = body["message"].as_str().unwrap_or("no message").to_owned();
+        let message =
+            serde_json::from_str::<ErrorBody>(&text).map_or_else(|_| "no message".to_owned(), |e| e.message);
         return Err(ClientError::Refused { status, message });
     }
-    Ok(body)
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// An answer as the contract's `T`.
+fn decode<T: DeserializeOwned>(answer: Value) -> Result<T, ClientError> {
+    serde_json::from_value(answer).map_err(|e| ClientError::Decode(format!("an answer of the server: {e}")))
 }

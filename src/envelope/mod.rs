@@ -16,7 +16,7 @@ mod replay;
 mod seal;
 
 pub use header::{FormatError, Header, MAX_HEADER_LEN, MIN_LEN, Parsed, VERSION, parse, peek_header};
-pub use open::{OpenError, OpenPolicy, Opened, check_times, open};
+pub use open::{OpenError, OpenPolicy, Opened, Replay, check_times, open, open_with};
 pub use padding::Padding;
 pub use rejections::Rejections;
 pub use replay::{MemoryReplayGuard, ReplayGuard, ReplayGuardError, Seen};

@@ -209,7 +209,35 @@ pub fn open<K, G>(
 ) -> Result<Opened, OpenError>
 where
     K: SenderKeys + ?Sized,
-    G: ReplayGuard + ?Sized,
+    G: ReplayGuard,
+{
+    open_with(bytes, me, keys, Replay::Record(guard), policy, now)
+}
+
+/// What opening does about replays.
+pub enum Replay<'a> {
+    /// Check and record the id in one step ([`ReplayGuard::check_and_record`]): the envelope
+    /// is handled once it is opened.
+    Record(&'a mut dyn ReplayGuard),
+    /// Refuse an id `seen` reports, record nothing: the caller records the id itself once the
+    /// envelope's effect is durable, so that a crash in between lets the redelivery through.
+    CheckOnly(&'a dyn Fn(MessageId, Timestamp) -> Result<bool, ReplayGuardError>),
+    /// No replay check: the caller recognises repeats by something inside the envelope (a node
+    /// knows a job start by its job id).
+    Unchecked,
+}
+
+/// [`open`] with the replay check chosen by the caller.
+pub fn open_with<K>(
+    bytes: &[u8],
+    me: &Identity,
+    keys: &K,
+    replay: Replay<'_>,
+    policy: &OpenPolicy,
+    now: Timestamp,
+) -> Result<Opened, OpenError>
+where
+    K: SenderKeys + ?Sized,
 {
     let parsed = parse(bytes, policy.max_len)?;
     let header = &parsed.header;
@@ -243,7 +271,12 @@ where
     plaintext.truncate(len);
 
     let forget_after = header.expires_at.saturating_add(policy.clock_skew);
-    match guard.check_and_record(header.id, forget_after, now)? {
+    let seen = match replay {
+        Replay::Record(guard) => guard.check_and_record(header.id, forget_after, now)?,
+        Replay::CheckOnly(seen) if seen(header.id, now)? => Seen::Before,
+        Replay::CheckOnly(_) | Replay::Unchecked => Seen::New,
+    };
+    match seen {
         Seen::New => Ok(Opened { header: parsed.header, payload: plaintext }),
         Seen::Before => Err(OpenError::Replay { id: parsed.header.id }),
     }

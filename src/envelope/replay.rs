@@ -25,8 +25,10 @@ pub struct ReplayGuardError(#[source] pub Box<dyn std::error::Error + Send + Syn
 
 /// Remembers message ids until they expire.
 ///
-/// A trait so that a node can keep ids in persistent storage and still refuse a replay after a
-/// restart. Implementations must make check-and-record one atomic step.
+/// A trait so that a process can keep ids in persistent storage and still refuse a replay after
+/// a restart. Implementations make check-and-record one atomic step. A process that must record
+/// an id only once the envelope's effect is durable (a node) does not implement this: it opens
+/// with [`Replay::CheckOnly`](super::Replay::CheckOnly) and records the id itself.
 pub trait ReplayGuard {
     /// Records `id` until `forget_after`, or reports that it was recorded before. `now` lets the
     /// guard drop ids whose time has passed.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use crate::contract::NodeRegistration;
 
 use crate::ids::OrgId;
 
@@ -57,29 +57,26 @@ fn quoted_path(path: &Path) -> String {
 
 /// The AMQP URL of the answer with the node's credentials and virtual host spliced in: what
 /// `[broker] url` needs.
-pub fn broker_url(answer: &Value) -> Result<String, AnswerError> {
-    let broker = &answer["broker"];
-    let text = broker["url"].as_str().ok_or(AnswerError("broker.url"))?;
-    let mut url = url::Url::parse(text).map_err(|_| AnswerError("broker.url"))?;
-    let user = broker["username"].as_str().ok_or(AnswerError("broker.username"))?;
-    let password = broker["password"].as_str().ok_or(AnswerError("broker.password"))?;
-    let vhost = broker["vhost"].as_str().ok_or(AnswerError("broker.vhost"))?;
-    url.set_username(user).map_err(|()| AnswerError("broker.url"))?;
-    url.set_password(Some(password)).map_err(|()| AnswerError("broker.url"))?;
+pub fn broker_url(answer: &NodeRegistration) -> Result<String, AnswerError> {
+    let broker = &answer.broker;
+    let mut url = url::Url::parse(&broker.url).map_err(|_| AnswerError("broker.url"))?;
+    url.set_username(&broker.username).map_err(|()| AnswerError("broker.url"))?;
+    url.set_password(Some(broker.password.expose())).map_err(|()| AnswerError("broker.url"))?;
     url.set_path("");
-    url.path_segments_mut().map_err(|()| AnswerError("broker.url"))?.clear().push(vhost);
+    url.path_segments_mut().map_err(|()| AnswerError("broker.url"))?.clear().push(&broker.vhost);
     Ok(url.to_string())
 }
 
 /// node.toml for the node the server registered in `answer`, mode 0600 when written (it holds
 /// the API key and the broker password).
-pub fn render(answer: &Value, choices: &Choices) -> Result<String, AnswerError> {
-    let name = answer["node"]["name"].as_str().ok_or(AnswerError("node.name"))?;
-    let org = answer["organization"]["id"].as_str().ok_or(AnswerError("organization.id"))?;
-    let org_name = answer["organization"]["name"].as_str().unwrap_or_default();
-    let api_key = answer["api_key"].as_str().ok_or(AnswerError("api_key"))?;
-    let username = answer["broker"]["username"].as_str().ok_or(AnswerError("broker.username"))?;
-    let server_user = answer["broker"]["server_user"].as_str().ok_or(AnswerError("broker.server_user"))?;
+pub fn render(answer: &NodeRegistration, choices: &Choices) -> Result<String, AnswerError> {
+    let name = &answer.node.name;
+    let organization = answer.organization.as_ref().ok_or(AnswerError("organization"))?;
+    let org = organization.id;
+    let org_name = &organization.name;
+    let api_key = answer.api_key.expose();
+    let username = &answer.broker.username;
+    let server_user = &answer.broker.server_user;
     let broker_url = broker_url(answer)?;
     let mut out = String::new();
     let w = &mut out;
@@ -89,7 +86,7 @@ pub fn render(answer: &Value, choices: &Choices) -> Result<String, AnswerError> 
         w,
         "# Holds this node's API key and broker password: keep it mode 0600. Reference: docs/settings.md."
     );
-    let _ = writeln!(w, "\n[node]\nname = {}\norganization = {}", quoted(name), quoted(org));
+    let _ = writeln!(w, "\n[node]\nname = {}\norganization = {}", quoted(name), quoted(&org.to_string()));
     let _ = writeln!(
         w,
         "key_file = {}\nstate_dir = {}",
@@ -153,14 +150,17 @@ mod tests {
     use super::*;
     use crate::node::config::NodeConfig;
 
-    fn answer() -> Value {
-        serde_json::json!({
-            "node": {"name": "registry-a-1"},
+    fn answer() -> NodeRegistration {
+        serde_json::from_value(serde_json::json!({
+            "node": {"id": "0c4c3cf4-8a39-4b52-9c0e-6f5a4d5a3a11", "organization": "6d1f2a52-5f0e-4f7e-9a43-5b3c1a0e8d21",
+                     "name": "registry-a-1", "broker_user": "fedq-node-1", "online": false},
             "organization": {"id": "6d1f2a52-5f0e-4f7e-9a43-5b3c1a0e8d21", "name": "Registry \"A\""},
             "api_key": "fedq_n_secret",
             "broker": {"url": "amqps://broker.fedq.test:5671", "vhost": "fedq/prod", "username": "fedq-node-1",
-                       "password": "p@ss:word", "server_user": "fedq-server"},
-        })
+                       "password": "p@ss:word", "queue": "fedq.org.6d1f2a52-5f0e-4f7e-9a43-5b3c1a0e8d21",
+                       "exchange": "fedq.ingress", "server_user": "fedq-server"},
+        }))
+        .expect("a registration as the server answers it")
     }
 
     #[test]

@@ -10,8 +10,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lapin::Acker;
-use lapin::options::BasicAckOptions;
 use serde_bytes::ByteBuf;
 use sha2::Digest as _;
 
@@ -19,6 +17,7 @@ use super::Core;
 use super::containers::ContainerSpec;
 use super::policy::{self, ImageRefusal};
 use super::state::JobRecord;
+use crate::broker::Acker;
 use crate::envelope::{self, Header, Route, SealOptions};
 use crate::ids::{JobId, OrgId, RunId};
 use crate::protocol::{JobResult, JobStart, JobStatus, JobStatusUpdate, Kind, Payload};
@@ -204,7 +203,7 @@ async fn resend(core: &Core, result: &[u8], acker: Acker, start: &Header) {
     };
     let mut halt = core.halt.clone();
     if core.link.publish(&header, result, &mut halt).await.is_ok() {
-        let _ = acker.ack(BasicAckOptions::default()).await;
+        let _ = acker.ack().await;
         let _ = core.state.record_seen(start.id, start.expires_at.saturating_add(core.policy.clock_skew));
     }
 }
@@ -405,7 +404,7 @@ async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<
     record_timing(core, job);
     let acker = job.acker.lock().expect("not poisoned").take();
     if let Some(acker) = acker
-        && let Err(e) = acker.ack(BasicAckOptions::default()).await
+        && let Err(e) = acker.ack().await
     {
         // The channel closed: the job_start comes again and the stored result is re-sent.
         tracing::warn!(job = %job.record.job, error = %e, "could not acknowledge the job_start");

@@ -30,7 +30,7 @@ use self::config::NodeConfig;
 use self::containers::{ContainerError, Sandbox};
 use self::jobs::ActiveJob;
 pub use self::jobs::JobTiming;
-use self::link::BrokerLink;
+use self::link::IngressLink;
 use self::server::{PeerKeys, ServerClient};
 use self::state::StateDir;
 use crate::envelope::{OpenPolicy, Rejections};
@@ -104,7 +104,7 @@ pub(crate) struct Core {
     peers: PeerKeys,
     server: ServerClient,
     sandbox: Sandbox,
-    link: BrokerLink,
+    link: IngressLink,
     /// The broker's addresses, tried in turn.
     endpoints: crate::broker::endpoints::Endpoints,
     policy: OpenPolicy,
@@ -325,7 +325,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         refusals: Mutex::new(HashMap::new()),
         key_waits: std::sync::atomic::AtomicU64::new(0),
         peers: PeerKeys::new(trust, Duration::from_secs(config.peers.refresh_secs)),
-        link: BrokerLink::new(config.broker.username.clone()),
+        link: IngressLink::new(config.broker.username.clone()),
         endpoints,
         jobs: Mutex::new(HashMap::new()),
         tokens: Mutex::new(HashMap::new()),

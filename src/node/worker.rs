@@ -10,16 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
-};
-use lapin::types::FieldTable;
+use crate::broker::supervisor::{SessionEnd, supervise};
+use crate::broker::{Consumer, Delivery, PublishChannel};
 
 use super::state::{InboxQuota, Stored, StoredMessage, SubtaskResult};
 use super::{Core, jobs};
-use crate::envelope::{self, OpenError, Opened, ReplayGuard, ReplayGuardError, Seen};
+use crate::envelope::{self, OpenError, Opened, Replay, ReplayGuardError};
 use crate::ids::MessageId;
 use crate::protocol::control::{CONTROL_TYPE, Control};
 use crate::protocol::{Kind, Payload};
@@ -32,49 +28,34 @@ const MESSAGE_HEADROOM: u16 = 64;
 
 /// Connects, consumes until the connection fails, and connects again, until the node stops.
 pub(crate) async fn consume_forever(core: Arc<Core>) {
-    let mut delay = Duration::from_millis(200);
-    let mut stop = core.stop.clone();
-    loop {
-        if core.stopping() {
-            return;
-        }
-        match consume_once(&core).await {
-            Ok(()) => return,
-            Err(e) => {
-                core.link.set(None);
-                tracing::warn!(error = %e, "broker connection lost; reconnecting");
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = super::until_stopped(&mut stop) => return,
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    supervise(core.stop.clone(), || async {
+        let end = consume_once(&core).await;
+        core.link.set(None);
+        end
+    })
+    .await;
 }
 
-async fn consume_once(core: &Arc<Core>) -> Result<(), lapin::Error> {
-    let (connection, address) = core.endpoints.connect().await?;
+async fn consume_once(core: &Arc<Core>) -> SessionEnd {
+    let lost = |connected: bool| {
+        move |e: &dyn std::fmt::Display| SessionEnd::Lost { connected, error: e.to_string() }
+    };
+    let (connection, address) = match core.endpoints.connect().await {
+        Ok(connected) => connected,
+        Err(e) => return lost(false)(&e),
+    };
     tracing::info!(%address, "connected to the broker");
-    let publish = connection.create_channel().await?;
-    publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    let publish = match PublishChannel::open(&connection).await {
+        Ok(channel) => channel,
+        Err(e) => return lost(false)(&e),
+    };
     core.link.set(Some(publish));
-    let channel = connection.create_channel().await?;
-    channel
-        .basic_qos(
-            core.config.limits.concurrent_jobs.saturating_add(MESSAGE_HEADROOM),
-            BasicQosOptions::default(),
-        )
-        .await?;
     let queue = crate::broker::org_queue(core.org());
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            core.config.node.name.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let prefetch = core.config.limits.concurrent_jobs.saturating_add(MESSAGE_HEADROOM);
+    let mut consumer = match Consumer::start(&connection, &queue, &core.config.node.name, prefetch).await {
+        Ok(consumer) => consumer,
+        Err(e) => return lost(false)(&e),
+    };
     tracing::info!(%queue, "consuming");
     // Tell the server at once rather than at the next heartbeat.
     let _ = core.server.heartbeat(true, &core.config.policy_summary()).await;
@@ -85,7 +66,7 @@ async fn consume_once(core: &Arc<Core>) -> Result<(), lapin::Error> {
             () = super::until_stopped(&mut stop) => {
                 // Nothing new comes; running jobs keep the connection to publish their results
                 // and acknowledge their deliveries until they finish or the grace period ends.
-                let _ = channel.basic_cancel(core.config.node.name.as_str().into(), Default::default()).await;
+                consumer.cancel().await;
                 let mut halt = core.halt.clone();
                 loop {
                     if core.jobs.lock().expect("not poisoned").is_empty() {
@@ -98,8 +79,7 @@ async fn consume_once(core: &Arc<Core>) -> Result<(), lapin::Error> {
                 }
                 // Whatever is still unacknowledged goes back to the queue for the next start.
                 let _ = connection.close(200, "node stopping".into()).await;
-                core.link.set(None);
-                return Ok(());
+                return SessionEnd::Stopped;
             }
         };
         match next {
@@ -107,17 +87,15 @@ async fn consume_once(core: &Arc<Core>) -> Result<(), lapin::Error> {
                 let core = core.clone();
                 tokio::spawn(async move { handle(core, delivery).await });
             }
-            Some(Err(e)) => return Err(e),
-            None => {
-                return Err(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into());
-            }
+            Some(Err(e)) => return lost(true)(&e),
+            None => return lost(true)(&"the broker closed the consumer"),
         }
     }
 }
 
 async fn handle(core: Arc<Core>, delivery: Delivery) {
     let received = std::time::Instant::now();
-    let kind = delivery.properties.kind().as_ref().map(|k| k.to_string());
+    let kind = delivery.kind.clone();
     if kind.as_deref() == Some(CONTROL_TYPE) {
         return handle_control(&core, delivery).await;
     }
@@ -128,13 +106,13 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             tracing::info!(%id, "duplicate envelope dropped");
             core.rejections.record(&OpenError::Replay { id });
             core.metrics.rejected("replay");
-            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            let _ = delivery.acker.ack().await;
             return;
         }
         Err(e @ OpenError::UnknownSenderKey { .. }) if core.stopping() => {
             // Held for keys when the node was asked to stop: the broker delivers it again.
             tracing::info!(error = %e, "leaving an envelope from an unfetched key to the next start");
-            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            let _ = delivery.acker.requeue().await;
             return;
         }
         Err(e) => {
@@ -142,7 +120,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             core.rejections.record(&e);
             core.metrics.rejected(e.code());
             // To the dead-letter exchange: kept for operators, never retried.
-            let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+            let _ = delivery.acker.reject().await;
             return;
         }
     };
@@ -151,7 +129,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
         Ok(payload) => payload,
         Err(e) => {
             tracing::warn!(id = %header.id, error = %e, "payload refused");
-            let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+            let _ = delivery.acker.reject().await;
             return;
         }
     };
@@ -255,13 +233,13 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
     };
     match handled.and_then(|()| core.state.record_seen(header.id, forget_after)) {
         Ok(()) => {
-            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            let _ = delivery.acker.ack().await;
         }
         Err(e) => {
             // Not durable: let the broker deliver it again later.
             tracing::error!(id = %header.id, error = %e, "state directory failed; envelope requeued");
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            let _ = delivery.acker.requeue().await;
         }
     }
 }
@@ -286,8 +264,13 @@ async fn open(core: &Core, bytes: &[u8]) -> Result<Opened, OpenError> {
     let header = envelope::peek_header(bytes, core.policy.max_len).ok();
     let is_start = header.as_ref().is_some_and(|h| h.kind == Kind::JobStart);
     let attempt = |core: &Core| {
-        let mut guard = CheckOnly { core, skip: is_start };
-        envelope::open(bytes, &core.me, &core.peers, &mut guard, &core.policy, Timestamp::now())
+        let seen = |id: MessageId, now: Timestamp| -> Result<bool, ReplayGuardError> {
+            Ok(core.state.seen(id, now))
+        };
+        // A job start is recognised by its job id (`jobs::accept`), every other envelope by its
+        // id in the persistent guard, recorded once its effect is durable.
+        let replay = if is_start { Replay::Unchecked } else { Replay::CheckOnly(&seen) };
+        envelope::open_with(bytes, &core.me, &core.peers, replay, &core.policy, Timestamp::now())
     };
     match (attempt(core), header) {
         (Err(OpenError::UnknownSenderKey { .. }), Some(header)) => {
@@ -306,28 +289,11 @@ async fn open(core: &Core, bytes: &[u8]) -> Result<Opened, OpenError> {
     }
 }
 
-/// Asks the persistent guard without recording: the id is recorded once the effect is durable.
-struct CheckOnly<'a> {
-    core: &'a Core,
-    skip: bool,
-}
-
-impl ReplayGuard for CheckOnly<'_> {
-    fn check_and_record(
-        &mut self,
-        id: MessageId,
-        _: Timestamp,
-        now: Timestamp,
-    ) -> Result<Seen, ReplayGuardError> {
-        Ok(if !self.skip && self.core.state.seen(id, now) { Seen::Before } else { Seen::New })
-    }
-}
-
 async fn handle_control(core: &Core, delivery: Delivery) {
-    let user = delivery.properties.user_id().as_ref().map(|u| u.to_string());
+    let user = delivery.user_id.clone();
     if user.as_deref() != Some(core.config.broker.server_user.as_str()) {
         tracing::warn!(user = user.as_deref().unwrap_or(""), "control message not from the server; refused");
-        let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+        let _ = delivery.acker.reject().await;
         return;
     }
     match Control::from_bytes(&delivery.data) {
@@ -337,5 +303,5 @@ async fn handle_control(core: &Core, delivery: Delivery) {
         Ok(Control::RunFinished { run }) => jobs::finish_run(core, run).await,
         Err(e) => tracing::warn!(error = %e, "unreadable control message dropped"),
     }
-    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+    let _ = delivery.acker.ack().await;
 }

@@ -60,6 +60,19 @@ impl Kind {
     }
 }
 
+impl std::str::FromStr for Kind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+}
+
+/// A kind name that is not one of [`Kind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown envelope kind {0:?}")]
+pub struct UnknownKind(pub String);
+
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -132,7 +145,7 @@ impl JobStatus {
 
 /// A status name that is not one of [`JobStatus::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job status {0:?}")]
+#[error("unknown status {0:?}")]
 pub struct UnknownStatus(pub String);
 
 impl std::str::FromStr for JobStatus {
@@ -144,6 +157,89 @@ impl std::str::FromStr for JobStatus {
 }
 
 impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status of a whole task, from its jobs' statuses: running while any job runs, pending
+/// while any waits, completed when all completed, killed when any was killed, refused when all
+/// were, and failed otherwise. The database says the same in `db::tasks::TASK_STATUS_SQL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// A job is running.
+    Running,
+    /// No job runs and one has not started.
+    Pending,
+    /// Every job completed.
+    Completed,
+    /// A job was killed.
+    Killed,
+    /// Every job was refused by its node's policy.
+    Refused,
+    /// Every job ended, at least one not cleanly.
+    Failed,
+}
+
+impl TaskStatus {
+    /// Every status, in the order the dashboard lists them.
+    pub const ALL: [TaskStatus; 6] = [
+        TaskStatus::Running,
+        TaskStatus::Pending,
+        TaskStatus::Completed,
+        TaskStatus::Killed,
+        TaskStatus::Refused,
+        TaskStatus::Failed,
+    ];
+
+    /// The status of a task whose jobs have `statuses`.
+    pub fn of(statuses: impl IntoIterator<Item = JobStatus> + Clone) -> TaskStatus {
+        use JobStatus as S;
+        let any = |f: fn(S) -> bool| statuses.clone().into_iter().any(f);
+        let all = |f: fn(S) -> bool| statuses.clone().into_iter().all(f);
+        if any(|s| s == S::Running) {
+            TaskStatus::Running
+        } else if any(|s| matches!(s, S::Pending | S::Delivered)) {
+            TaskStatus::Pending
+        } else if all(|s| s == S::Completed) {
+            TaskStatus::Completed
+        } else if any(|s| s == S::Killed) {
+            TaskStatus::Killed
+        } else if all(|s| s == S::Refused) {
+            TaskStatus::Refused
+        } else {
+            TaskStatus::Failed
+        }
+    }
+
+    /// The stable name used in the API, the dashboard and the database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Running => "running",
+            TaskStatus::Pending => "pending",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Killed => "killed",
+            TaskStatus::Refused => "refused",
+            TaskStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether the task can still change: a job is running or has not started.
+    pub const fn is_unfinished(self) -> bool {
+        matches!(self, TaskStatus::Running | TaskStatus::Pending)
+    }
+}
+
+impl std::str::FromStr for TaskStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }

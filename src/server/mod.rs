@@ -7,9 +7,11 @@
 //! database and broker: they compete on the ingress queue.
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod dashboard;
 pub mod db;
+pub mod http;
 pub mod metrics;
 pub mod router;
 
@@ -18,16 +20,17 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lapin::Connection;
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Connection};
 use secrecy::ExposeSecret as _;
-use tokio::sync::{RwLock, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::{self, endpoints::Endpoints, management::Management};
 use crate::ids::OrgId;
 use crate::protocol::control::Control;
-use api::ApiError;
+use app::AppError;
+use broker::supervisor::SessionEnd;
 use config::ServerConfig;
 use router::Router;
 
@@ -51,52 +54,50 @@ pub enum ServerError {
     },
 }
 
-/// The broker as the API sees it: the current publishing channel, replaced after reconnects.
+/// The broker as the application sees it: the current publishing channel (replaced after
+/// reconnects by the supervisor) and what nodes are told about it.
 #[derive(Clone)]
-pub struct BrokerLink {
-    inner: Arc<LinkInner>,
+pub struct ServerLink {
+    link: broker::Link,
+    inner: Arc<LinkFacts>,
 }
 
-struct LinkInner {
-    channel: RwLock<Option<Channel>>,
+struct LinkFacts {
     server_user: String,
     node_url: String,
 }
 
-impl BrokerLink {
+impl ServerLink {
     fn new(server_user: String, node_url: String) -> Self {
-        Self { inner: Arc::new(LinkInner { channel: RwLock::new(None), server_user, node_url }) }
+        Self { link: broker::Link::default(), inner: Arc::new(LinkFacts { server_user, node_url }) }
     }
 
     /// The current channel (in confirm mode), or `unavailable` while the broker is down.
-    pub async fn channel(&self) -> Result<Channel, ApiError> {
-        let guard = self.inner.channel.read().await;
-        match guard.as_ref() {
-            Some(channel) if channel.status().connected() => Ok(channel.clone()),
-            _ => Err(ApiError::unavailable("the broker is unavailable; retry later")),
-        }
+    pub fn channel(&self) -> Result<broker::PublishChannel, AppError> {
+        self.link.channel().map_err(|_| AppError::unavailable("the broker is unavailable; retry later"))
     }
 
     /// Whether a channel is open.
-    pub async fn is_connected(&self) -> bool {
-        self.channel().await.is_ok()
+    pub fn is_connected(&self) -> bool {
+        self.link.is_connected()
     }
 
     /// Declares an organization's queue.
-    pub async fn declare_org_queue(&self, org: OrgId) -> Result<(), ApiError> {
-        let channel = self.channel().await?;
-        broker::declare_org_queue(&channel, org).await.map_err(|e| {
+    pub async fn declare_org_queue(&self, org: OrgId) -> Result<(), AppError> {
+        let channel = self.channel()?;
+        broker::declare_org_queue(channel.amqp(), org).await.map_err(|e| {
             tracing::warn!(error = %e, %org, "could not declare an organization queue");
-            ApiError::unavailable("the broker is unavailable; retry later")
+            AppError::unavailable("the broker is unavailable; retry later")
         })
     }
 
     /// Publishes a control message to an organization's queue and waits for the confirm.
-    pub async fn publish_control(&self, org: OrgId, control: &Control) -> Result<(), ApiError> {
-        let channel = self.channel().await?;
-        broker::publish_control(&channel, &self.inner.server_user, org, control)
-            .await
-            .map_err(|_| ApiError::unavailable("the broker did not take the message"))
+    pub async fn publish_control(&self, org: OrgId, control: &Control) -> Result<(), AppError> {
+        let channel = self.channel()?;
+        broker::publish_control(&channel, &self.inner.server_user, org, control).await.map_err(|e| {
+            tracing::warn!(error = %e, %org, "a control message was not published");
+            AppError::unavailable("the broker did not take the message")
+        })
     }
 
     /// The AMQP URL nodes connect to (without credentials).
@@ -107,10 +108,6 @@ impl BrokerLink {
     /// The server's broker user: control messages come from it.
     pub fn server_user(&self) -> &str {
         &self.inner.server_user
-    }
-
-    async fn set(&self, channel: Option<Channel>) {
-        *self.inner.channel.write().await = channel;
     }
 }
 
@@ -185,7 +182,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         };
         format!("{scheme}://{}:{}", amqp.authority.host, amqp.authority.port)
     });
-    let link = BrokerLink::new(amqp.authority.userinfo.username.clone(), node_url);
+    let link = ServerLink::new(amqp.authority.userinfo.username.clone(), node_url);
     let endpoints = Arc::new(
         Endpoints::new(&config.broker.url, &config.broker.cluster_hosts, &config.broker.tls, "broker.url")
             .map_err(|e| ServerError::Config(format!("broker: {e}")))?,
@@ -234,17 +231,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .map_err(|source| ServerError::Listen { addr: config.http.listen, source })?;
     let addr =
         listener.local_addr().map_err(|source| ServerError::Listen { addr: config.http.listen, source })?;
-    let state = Arc::new(api::AppState {
+    let state = Arc::new(app::AppState {
         db: pool.clone(),
         router: router.clone(),
         broker: link.clone(),
         management,
-        broker_stats: dashboard::BrokerStats::default(),
-        throttle: api::throttle::LoginThrottle::new(&config.auth, api::auth::verify_password),
+        broker_stats: app::BrokerStats::default(),
+        throttle: app::throttle::LoginThrottle::new(&config.auth, app::logins::verify_password),
         config: config.clone(),
         metrics: metrics.clone(),
     });
-    if let Err(e) = api::auth::bootstrap_root(&state).await {
+    if let Err(e) = app::logins::bootstrap_root(&state).await {
         tracing::warn!(error = %e.message, "could not create the bootstrap root administrator");
     }
 
@@ -287,7 +284,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
 /// Keeps the gauges that are read rather than counted (queue depths, the database pool) a few
 /// seconds fresh while metrics are served.
-async fn refresh_gauges(state: api::State, mut shutdown: watch::Receiver<bool>) {
+async fn refresh_gauges(state: app::State, mut shutdown: watch::Receiver<bool>) {
     loop {
         state.metrics.refresh(&state.db, &state.management, &state.config.broker.vhost).await;
         tokio::select! {
@@ -299,7 +296,7 @@ async fn refresh_gauges(state: api::State, mut shutdown: watch::Receiver<bool>) 
 
 /// Every HTTP route: the dashboard under `/admin`, the API under `/api/v1`.
 fn routes(
-    state: api::State,
+    state: app::State,
 ) -> impl warp::Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     use warp::Filter as _;
     dashboard::routes(state.clone()).or(api::routes(state))
@@ -321,60 +318,60 @@ async fn migrate_when_ready(pool: &deadpool_postgres::Pool) -> Result<(), Server
 }
 
 /// Keeps a broker connection up: declares the topology, hands the API a channel and runs the
-/// router's consumer; after a failure, reconnects with backoff. Returns at shutdown.
+/// router's consumer; after a failure, reconnects (`broker::supervisor`). Returns at shutdown.
 async fn supervise_broker(
     config: ServerConfig,
     endpoints: Arc<Endpoints>,
-    link: BrokerLink,
+    link: ServerLink,
     router: Router,
     db: deadpool_postgres::Pool,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        match connect(&endpoints, &db).await {
-            Ok((connection, address, api_channel, router_channel)) => {
-                backoff = Duration::from_millis(200);
-                link.set(Some(api_channel)).await;
-                tracing::info!(%address, "connected to the broker");
-                let result =
-                    router.consume(router_channel, config.router.concurrency, shutdown.clone()).await;
-                link.set(None).await;
-                let _ = connection.close(200, "shutting down".into()).await;
-                match result {
-                    Ok(()) if *shutdown.borrow() => return,
-                    Ok(()) => tracing::warn!("the ingress consumer was cancelled; reconnecting"),
-                    Err(e) => tracing::warn!(error = %e, "broker connection lost; reconnecting"),
+    let session = || async {
+        let (connection, address, api_channel) = match connect(&endpoints, &db).await {
+            Ok(connected) => connected,
+            Err(e) => return SessionEnd::Lost { connected: false, error: e.to_string() },
+        };
+        let concurrency = config.router.concurrency;
+        let consumer =
+            match broker::Consumer::start(&connection, broker::INGRESS_QUEUE, "", concurrency).await {
+                Ok(consumer) => consumer,
+                Err(e) => {
+                    let _ = connection.close(200, "reconnecting".into()).await;
+                    return SessionEnd::Lost { connected: false, error: e.to_string() };
                 }
+            };
+        link.link.set(Some(api_channel));
+        tracing::info!(%address, "connected to the broker");
+        let result = router.consume(consumer, concurrency, shutdown.clone()).await;
+        link.link.set(None);
+        let _ = connection.close(200, "shutting down".into()).await;
+        match result {
+            Ok(()) if *shutdown.borrow() => SessionEnd::Stopped,
+            Ok(()) => {
+                SessionEnd::Lost { connected: true, error: "the ingress consumer was cancelled".into() }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot reach the broker; retrying"),
+            Err(e) => SessionEnd::Lost { connected: true, error: e.to_string() },
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
+    };
+    broker::supervisor::supervise(shutdown.clone(), session).await;
 }
 
+/// Connects, declares the topology and every organization's queue, and opens the channel the
+/// API publishes on.
 async fn connect(
     endpoints: &Endpoints,
     db: &deadpool_postgres::Pool,
-) -> Result<(Connection, String, Channel, Channel), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(Connection, String, broker::PublishChannel), Box<dyn std::error::Error + Send + Sync>> {
     let (connection, address) = endpoints.connect().await?;
-    let api_channel = connection.create_channel().await?;
-    api_channel.confirm_select(Default::default()).await?;
-    broker::declare_topology(&api_channel).await?;
+    let api_channel = broker::PublishChannel::open(&connection).await?;
+    broker::declare_topology(api_channel.amqp()).await?;
     // Queues of organizations registered while the broker was unreachable.
     let client = db.get().await?;
     for org in db::directory::orgs(&**client, None).await? {
-        broker::declare_org_queue(&api_channel, org.id).await?;
+        broker::declare_org_queue(api_channel.amqp(), org.id).await?;
     }
-    let router_channel = connection.create_channel().await?;
-    Ok((connection, address, api_channel, router_channel))
+    Ok((connection, address, api_channel))
 }
 
 #[cfg(test)]

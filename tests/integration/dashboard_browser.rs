@@ -34,7 +34,7 @@ fn spec(fed: &Federation, name: &str, steps: Value) -> TaskSpec {
 
 async fn job_statuses(fed: &Federation, task: TaskId) -> Vec<String> {
     let task = fed.researcher.task(task).await.unwrap();
-    task["jobs"].as_array().unwrap().iter().map(|j| j["status"].as_str().unwrap().to_owned()).collect()
+    task.jobs.iter().map(|j| j.status.as_str().to_owned()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,7 +77,7 @@ async fn a_partner_cannot_kill_another_researchers_job_under_cover_of_its_own_ta
 
     eventually(60, "the victim's job to run", || async {
         let shown = fed.researcher.task(victim.task).await.ok()?;
-        (shown["jobs"][0]["status"] == "running").then_some(())
+        (shown.jobs[0].status == JobStatus::Running).then_some(())
     })
     .await;
 

@@ -3,9 +3,10 @@
 use serde::Deserialize;
 use warp::http::StatusCode;
 
-use super::auth::Principal;
-use super::{ApiError, Response, State, db, reply};
+use super::{Response, reply};
 use crate::ids::{CollaborationId, OrgId};
+use crate::server::app::collaborations::visible;
+use crate::server::app::{AppError, Principal, State, db};
 use crate::server::db::directory;
 
 /// `POST /collaborations` body.
@@ -21,15 +22,15 @@ pub async fn create(principal: Principal, body: CreateCollaboration, state: Stat
     principal.require_root()?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::invalid("a name is 1 to 200 characters").into());
+        return Err(AppError::invalid("a name is 1 to 200 characters").into());
     }
     let mut client = db(&state).await?;
     let collaboration =
         directory::insert_collaboration(&mut client, name, &body.organizations).await.map_err(|e| {
             if e.is_unique_violation() {
-                ApiError::conflict(format!("a collaboration named {name:?} exists"))
+                AppError::conflict(format!("a collaboration named {name:?} exists"))
             } else if e.is_foreign_key_violation() {
-                ApiError::invalid("an organization of the list does not exist")
+                AppError::invalid("an organization of the list does not exist")
             } else {
                 e.into()
             }
@@ -40,21 +41,8 @@ pub async fn create(principal: Principal, body: CreateCollaboration, state: Stat
 /// Collaborations the caller's organization belongs to (all for root).
 pub async fn list(principal: Principal, state: State) -> Response {
     let client = db(&state).await?;
-    let list = directory::collaborations(&**client, principal.scope()).await.map_err(ApiError::from)?;
+    let list = directory::collaborations(&**client, principal.scope()).await.map_err(AppError::from)?;
     Ok(reply(StatusCode::OK, &list))
-}
-
-/// A collaboration the caller may see.
-pub async fn visible(
-    principal: &Principal,
-    id: CollaborationId,
-    state: &State,
-) -> Result<directory::Collaboration, ApiError> {
-    let client = db(state).await?;
-    let collaboration = directory::collaboration(&**client, id).await?;
-    collaboration
-        .filter(|c| principal.is_root() || principal.org().is_some_and(|o| c.organizations.contains(&o)))
-        .ok_or_else(|| ApiError::not_found(format!("collaboration {id}")))
 }
 
 /// One collaboration.
@@ -72,17 +60,17 @@ pub async fn set_member(
 ) -> Response {
     principal.require_root()?;
     let client = db(&state).await?;
-    if directory::collaboration(&**client, id).await.map_err(ApiError::from)?.is_none() {
-        return Err(ApiError::not_found(format!("collaboration {id}")).into());
+    if directory::collaboration(&**client, id).await.map_err(AppError::from)?.is_none() {
+        return Err(AppError::not_found(format!("collaboration {id}")).into());
     }
     directory::set_member(&**client, id, org, member).await.map_err(|e| {
         if e.is_foreign_key_violation() {
-            ApiError::not_found(format!("organization {org}"))
+            AppError::not_found(format!("organization {org}"))
         } else {
             e.into()
         }
     })?;
-    let collaboration = directory::collaboration(&**client, id).await.map_err(ApiError::from)?;
+    let collaboration = directory::collaboration(&**client, id).await.map_err(AppError::from)?;
     Ok(reply(StatusCode::OK, &collaboration))
 }
 
@@ -90,6 +78,6 @@ pub async fn set_member(
 pub async fn public_keys(id: CollaborationId, principal: Principal, state: State) -> Response {
     visible(&principal, id, &state).await?;
     let client = db(&state).await?;
-    let keys = directory::collaboration_keys(&**client, id).await.map_err(ApiError::from)?;
+    let keys = directory::collaboration_keys(&**client, id).await.map_err(AppError::from)?;
     Ok(reply(StatusCode::OK, &keys))
 }

@@ -1,63 +1,27 @@
-//! The REST API, `/api/v1`: JSON in and out, one error type rendered in one place
-//! (`error::recover`). Every route and its permissions are listed in `routes`; the handlers live
-//! in one module per resource.
+//! The REST API, `/api/v1`: JSON in and out, the application's errors rendered in one place
+//! (`error::recover`). Every route is listed in `routes`; the handlers, one module per
+//! resource, parse the request, call the application layer (`server::app`) and render its answer.
 
 pub mod auth;
 mod collaborations;
-pub(crate) mod enrollments;
+mod enrollments;
 pub mod error;
-pub(crate) mod nodes;
+mod nodes;
 mod organizations;
-pub mod query;
 mod system;
-pub(crate) mod tasks;
-pub mod throttle;
+mod tasks;
 mod users;
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
-use deadpool_postgres::Pool;
 use serde::Serialize;
 use warp::Filter;
 use warp::http::StatusCode;
 
-pub use error::ApiError;
-
-use crate::broker::management::Management;
 use crate::ids::{CollaborationId, NodeId, OrgId, TaskId};
-use crate::server::BrokerLink;
-use crate::server::config::ServerConfig;
-use crate::server::router::Router;
+use crate::server::app::State;
+use crate::server::http::{client_address, query, with_state};
 use uuid::Uuid;
-
-/// What every handler can reach.
-pub struct AppState {
-    /// PostgreSQL.
-    pub db: Pool,
-    /// The router, shared with the ingress consumer (task creation routes through it too).
-    pub router: Router,
-    /// The broker channel the API publishes on.
-    pub broker: BrokerLink,
-    /// The RabbitMQ management API.
-    pub management: Management,
-    /// The broker's queue statistics for the dashboard, read at most every two seconds.
-    pub broker_stats: crate::server::dashboard::BrokerStats,
-    /// Bounds on password checking: concurrency and failures.
-    pub throttle: throttle::LoginThrottle,
-    /// Settings.
-    pub config: ServerConfig,
-    /// Prometheus metrics.
-    pub metrics: crate::server::metrics::ServerMetrics,
-}
-
-/// Shared state handed to handlers.
-pub type State = Arc<AppState>;
-
-/// A filter that provides the state.
-pub fn with_state(state: State) -> impl Filter<Extract = (State,), Error = Infallible> + Clone {
-    warp::any().map(move || state.clone())
-}
 
 /// A JSON body of at most the configured size.
 fn json_body<T: serde::de::DeserializeOwned + Send>(
@@ -75,11 +39,6 @@ pub fn reply<T: Serialize>(status: StatusCode, body: &T) -> warp::reply::Respons
 /// The result type of handlers.
 pub type Response = Result<warp::reply::Response, warp::Rejection>;
 
-/// Gets a database connection, mapping failure to `unavailable`.
-pub async fn db(state: &State) -> Result<deadpool_postgres::Object, ApiError> {
-    Ok(state.db.get().await?)
-}
-
 /// A route, type-erased.
 type BoxedRoute = warp::filters::BoxedFilter<(warp::reply::Response,)>;
 
@@ -95,7 +54,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("login"))
         .and(warp::post())
         .and(json_body(4096))
-        .and(auth::client_address(state.clone()))
+        .and(client_address(state.clone()))
         .and(st.clone())
         .and_then(auth::login);
     let logout = v1
@@ -255,7 +214,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("tasks"))
         .and(warp::get())
         .and(auth.clone())
-        .and(query::query::<tasks::ListQuery>())
+        .and(query::<tasks::ListQuery>())
         .and(st.clone())
         .and_then(tasks::list);
     let tasks_get = v1
@@ -274,7 +233,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("tasks" / TaskId / "results"))
         .and(warp::get())
         .and(auth.clone())
-        .and(query::query::<tasks::ResultsQuery>())
+        .and(query::<tasks::ResultsQuery>())
         .and(st.clone())
         .and_then(tasks::results);
 

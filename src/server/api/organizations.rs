@@ -3,9 +3,9 @@
 use serde::Deserialize;
 use warp::http::StatusCode;
 
-use super::auth::Principal;
-use super::{ApiError, Response, State, db, reply};
+use super::{Response, reply};
 use crate::ids::OrgId;
+use crate::server::app::{AppError, Principal, State, db};
 use base64::Engine as _;
 
 use crate::keys::{PublicKey, Rotation};
@@ -20,14 +20,14 @@ pub struct CreateOrganization {
     public_key: Option<String>,
 }
 
-fn parse_key(text: &str) -> Result<PublicKey, ApiError> {
-    text.parse().map_err(|e| ApiError::invalid(format!("invalid public key: {e}")))
+fn parse_key(text: &str) -> Result<PublicKey, AppError> {
+    text.parse().map_err(|e| AppError::invalid(format!("invalid public key: {e}")))
 }
 
-fn check_name(name: &str) -> Result<&str, ApiError> {
+fn check_name(name: &str) -> Result<&str, AppError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::invalid("a name is 1 to 200 characters"));
+        return Err(AppError::invalid("a name is 1 to 200 characters"));
     }
     Ok(name)
 }
@@ -38,7 +38,7 @@ pub async fn create(principal: Principal, body: CreateOrganization, state: State
     principal.require_root()?;
     let name = check_name(&body.name)?;
     if body.public_key.is_some() {
-        return Err(ApiError::invalid(
+        return Err(AppError::invalid(
             "public_key: an organization's key is published by its own administrator \
              (PUT /api/v1/organizations/{id}/public-key, or `fedq keys publish`), not by root",
         )
@@ -47,21 +47,21 @@ pub async fn create(principal: Principal, body: CreateOrganization, state: State
     let client = db(&state).await?;
     let org = directory::insert_org(&**client, name).await.map_err(|e| {
         if e.is_unique_violation() {
-            ApiError::conflict(format!("an organization named {name:?} exists"))
+            AppError::conflict(format!("an organization named {name:?} exists"))
         } else {
             e.into()
         }
     })?;
     state.broker.declare_org_queue(org.id).await?;
     let org =
-        directory::org(&**client, org.id).await.map_err(ApiError::from)?.ok_or_else(ApiError::internal)?;
+        directory::org(&**client, org.id).await.map_err(AppError::from)?.ok_or_else(AppError::internal)?;
     Ok(reply(StatusCode::CREATED, &org))
 }
 
 /// Organizations the caller can see: all for root, else its own and its collaboration partners.
 pub async fn list(principal: Principal, state: State) -> Response {
     let client = db(&state).await?;
-    let orgs = directory::orgs(&**client, principal.scope()).await.map_err(ApiError::from)?;
+    let orgs = directory::orgs(&**client, principal.scope()).await.map_err(AppError::from)?;
     Ok(reply(StatusCode::OK, &orgs))
 }
 
@@ -69,10 +69,10 @@ async fn visible(
     principal: &Principal,
     id: OrgId,
     state: &State,
-) -> Result<directory::Organization, ApiError> {
+) -> Result<directory::Organization, AppError> {
     let client = db(state).await?;
     let visible = directory::orgs(&**client, principal.scope()).await?;
-    visible.into_iter().find(|o| o.id == id).ok_or_else(|| ApiError::not_found(format!("organization {id}")))
+    visible.into_iter().find(|o| o.id == id).ok_or_else(|| AppError::not_found(format!("organization {id}")))
 }
 
 /// One organization.
@@ -99,10 +99,10 @@ pub async fn publish_key(id: OrgId, principal: Principal, body: PublishKey, stat
     principal.require_own_admin(id)?;
     let key = parse_key(&body.public_key)?;
     let mut client = db(&state).await?;
-    if directory::org(&**client, id).await.map_err(ApiError::from)?.is_none() {
-        return Err(ApiError::not_found(format!("organization {id}")).into());
+    if directory::org(&**client, id).await.map_err(AppError::from)?.is_none() {
+        return Err(AppError::not_found(format!("organization {id}")).into());
     }
-    let current = directory::current_key(&**client, id).await.map_err(ApiError::from)?;
+    let current = directory::current_key(&**client, id).await.map_err(AppError::from)?;
     let signature = match &body.rotation_signature {
         None => None,
         Some(text) => {
@@ -110,16 +110,16 @@ pub async fn publish_key(id: OrgId, principal: Principal, body: PublishKey, stat
                 .decode(text.trim())
                 .ok()
                 .and_then(|b| <[u8; 64]>::try_from(b).ok())
-                .ok_or_else(|| ApiError::invalid("rotation_signature: 64 bytes in standard base64"))?;
+                .ok_or_else(|| AppError::invalid("rotation_signature: 64 bytes in standard base64"))?;
             let Some(current) = &current else {
-                return Err(ApiError::invalid(
+                return Err(AppError::invalid(
                     "rotation_signature: the organization has no key yet, so there is nothing to rotate from",
                 )
                 .into());
             };
             let rotation = Rotation { org: id, old: current.id(), new: key.clone(), signature: bytes };
             if !rotation.verify(current) {
-                return Err(ApiError::invalid(format!(
+                return Err(AppError::invalid(format!(
                     "rotation_signature does not verify with the current key {}: sign the rotation with \
                      that key (`fedq keys publish --key NEW.key --previous-key CURRENT.key`)",
                     current.id()
@@ -130,9 +130,9 @@ pub async fn publish_key(id: OrgId, principal: Principal, body: PublishKey, stat
         }
     };
     let previous = current.filter(|c| c.id() != key.id()).map(|c| (c.id(), signature));
-    directory::publish_key(&mut client, id, &key, previous).await.map_err(ApiError::from)?;
+    directory::publish_key(&mut client, id, &key, previous).await.map_err(AppError::from)?;
     tracing::info!(org = %id, key = %key.id(), signed = signature.is_some(), "public key published");
-    let org = directory::org(&**client, id).await.map_err(ApiError::from)?.ok_or_else(ApiError::internal)?;
+    let org = directory::org(&**client, id).await.map_err(AppError::from)?.ok_or_else(AppError::internal)?;
     Ok(reply(StatusCode::OK, &org))
 }
 
@@ -145,10 +145,10 @@ pub async fn revoke_key(id: OrgId, fingerprint: String, principal: Principal, st
     principal.require_admin_of(id)?;
     let key: crate::keys::KeyId = fingerprint
         .parse()
-        .map_err(|_| ApiError::invalid("the key's fingerprint, as `SHA256:<64 hex digits>`"))?;
+        .map_err(|_| AppError::invalid("the key's fingerprint, as `SHA256:<64 hex digits>`"))?;
     let client = db(&state).await?;
-    match directory::revoke_key(&**client, id, &key).await.map_err(ApiError::from)? {
-        None => Err(ApiError::not_found(format!("key {key} of organization {id}")).into()),
+    match directory::revoke_key(&**client, id, &key).await.map_err(AppError::from)? {
+        None => Err(AppError::not_found(format!("key {key} of organization {id}")).into()),
         Some(was_live) => {
             if was_live {
                 tracing::warn!(org = %id, key = %key, "organization key revoked");
@@ -161,6 +161,6 @@ pub async fn revoke_key(id: OrgId, fingerprint: String, principal: Principal, st
 pub async fn key_history(id: OrgId, principal: Principal, state: State) -> Response {
     visible(&principal, id, &state).await?;
     let client = db(&state).await?;
-    let keys = directory::key_history(&**client, id).await.map_err(ApiError::from)?;
+    let keys = directory::key_history(&**client, id).await.map_err(AppError::from)?;
     Ok(reply(StatusCode::OK, &keys))
 }

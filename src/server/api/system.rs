@@ -2,7 +2,8 @@
 
 use warp::http::StatusCode;
 
-use super::{Response, State, reply};
+use super::{Response, reply};
+use crate::server::app::State;
 
 /// Whether the database and the broker answer.
 pub async fn health(state: State) -> Response {
@@ -10,7 +11,7 @@ pub async fn health(state: State) -> Response {
         Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
         Err(_) => false,
     };
-    let broker = state.broker.is_connected().await;
+    let broker = state.broker.is_connected();
     let ok = database && broker;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Ok(reply(
@@ -85,5 +86,19 @@ mod tests {
         let routes = routes_in_source();
         assert_eq!(routes.len(), 32, "{routes:?}");
         assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn the_openapi_error_codes_are_the_applications() {
+        use crate::server::app::ErrorCode;
+        let spec: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
+        let documented: BTreeSet<&str> = spec["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+            .as_array()
+            .expect("the Error schema lists its codes")
+            .iter()
+            .map(|c| c.as_str().expect("a code is a string"))
+            .collect();
+        let codes: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(documented, codes);
     }
 }

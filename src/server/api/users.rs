@@ -5,9 +5,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 use warp::http::StatusCode;
 
-use super::auth::{self, Principal};
-use super::{ApiError, Response, State, db, reply};
+use super::{Response, reply};
 use crate::ids::OrgId;
+use crate::server::app::{AppError, Principal, State, access, db, logins};
 use crate::server::db::users::{self, Role};
 
 /// `POST /users` body.
@@ -27,27 +27,27 @@ pub async fn create(principal: Principal, body: CreateUser, state: State) -> Res
     match (body.role, body.organization) {
         (Role::Root, None) => principal.require_root()?,
         (Role::Root, Some(_)) => {
-            return Err(ApiError::invalid("a root administrator has no organization").into());
+            return Err(AppError::invalid("a root administrator has no organization").into());
         }
-        (_, None) => return Err(ApiError::invalid("this role needs an organization").into()),
+        (_, None) => return Err(AppError::invalid("this role needs an organization").into()),
         (_, Some(org)) => principal.require_admin_of(org)?,
     }
     let username = body.username.trim();
     if username.is_empty() || username.len() > 100 || username.chars().any(char::is_whitespace) {
-        return Err(ApiError::invalid("a user name is 1 to 100 characters without spaces").into());
+        return Err(AppError::invalid("a user name is 1 to 100 characters without spaces").into());
     }
     if body.password.expose_secret().chars().count() < 12 {
-        return Err(ApiError::invalid("a password has at least 12 characters").into());
+        return Err(AppError::invalid("a password has at least 12 characters").into());
     }
     let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+    let hash = tokio::task::spawn_blocking(move || logins::hash_password(&password))
         .await
-        .map_err(|_| ApiError::internal())??;
+        .map_err(|_| AppError::internal())??;
     let client = db(&state).await?;
     let user =
         users::insert(&**client, body.organization, username, &hash, body.role).await.map_err(|e| {
             if e.is_unique_violation() {
-                ApiError::conflict(format!("user name {username:?} is taken"))
+                AppError::conflict(format!("user name {username:?} is taken"))
             } else {
                 e.into()
             }
@@ -59,7 +59,7 @@ pub async fn create(principal: Principal, body: CreateUser, state: State) -> Res
 pub async fn list(principal: Principal, state: State) -> Response {
     principal.require_user()?;
     let client = db(&state).await?;
-    let users = users::list(&**client, principal.scope()).await.map_err(ApiError::from)?;
+    let users = users::list(&**client, principal.scope()).await.map_err(AppError::from)?;
     Ok(reply(StatusCode::OK, &users))
 }
 
@@ -74,14 +74,14 @@ pub async fn me(principal: Principal) -> Response {
 /// Root deletes anyone; an organization administrator deletes users of their organization.
 pub async fn delete(id: Uuid, principal: Principal, state: State) -> Response {
     let client = db(&state).await?;
-    let user = users::get(&**client, id).await.map_err(ApiError::from)?;
+    let user = users::get(&**client, id).await.map_err(AppError::from)?;
     let user = user
-        .filter(|u| auth::user_visible(&principal, u))
-        .ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
+        .filter(|u| access::user_visible(&principal, u))
+        .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
     match user.organization {
         Some(org) => principal.require_admin_of(org)?,
         None => principal.require_root()?,
     }
-    users::delete(&**client, id).await.map_err(ApiError::from)?;
+    users::delete(&**client, id).await.map_err(AppError::from)?;
     Ok(reply(StatusCode::OK, &user))
 }

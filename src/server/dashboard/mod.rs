@@ -5,7 +5,6 @@
 //!
 //! What an organization administrator sees is decided by `Admin::scope`, passed to every query.
 
-pub mod broker_stats;
 mod pages;
 pub mod session;
 mod view;
@@ -15,11 +14,10 @@ use warp::Filter;
 use warp::http::{HeaderValue, header};
 
 use crate::ids::{NodeId, OrgId, TaskId};
-use crate::server::api::{State, error, with_state};
+use crate::server::app::State;
+use crate::server::http::{self, with_state};
 use session::{LoginRequired, admin};
 use view::Nav;
-
-pub use broker_stats::BrokerStats;
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -49,7 +47,7 @@ pub fn routes(state: State) -> Route {
         .and(warp::post())
         .and(session::login_cookie())
         .and(session::form())
-        .and(crate::server::api::auth::client_address(state.clone()))
+        .and(http::client_address(state.clone()))
         .and(st.clone())
         .and_then(session::login);
     let logout = warp::path!("logout")
@@ -61,7 +59,7 @@ pub fn routes(state: State) -> Route {
     let tasks = warp::path!("tasks")
         .and(warp::get())
         .and(admin.clone())
-        .and(crate::server::api::query::query::<pages::tasks::ListQuery>())
+        .and(http::query::<pages::tasks::ListQuery>())
         .and(st.clone())
         .and_then(|a, q, s| run(pages::tasks::list(a, q, s)));
     let task = warp::path!("tasks" / TaskId)
@@ -92,13 +90,13 @@ pub fn routes(state: State) -> Route {
     let dead_letters = warp::path!("dead-letters")
         .and(warp::get())
         .and(admin.clone())
-        .and(crate::server::api::query::query::<pages::dead_letters::Query>())
+        .and(http::query::<pages::dead_letters::Query>())
         .and(st.clone())
         .and_then(|a, q, s| run(pages::dead_letters::page(a, q, s)));
     let routing = warp::path!("routing")
         .and(warp::get())
         .and(admin.clone())
-        .and(crate::server::api::query::query::<pages::routing::Query>())
+        .and(http::query::<pages::routing::Query>())
         .and(st.clone())
         .and_then(|a, q, s| run(pages::routing::page(a, q, s)));
     let style =
@@ -164,18 +162,18 @@ fn secure(mut response: warp::reply::Response) -> warp::reply::Response {
 }
 
 /// Renders a rejection as an HTML page: the login page's address when there is no session,
-/// otherwise the API's error (status, code, message) in the dashboard's layout.
+/// otherwise the application's error (status, code, message) in the dashboard's layout.
 async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, std::convert::Infallible> {
     if rejection.find::<LoginRequired>().is_some() {
         return Ok(view::redirect("/admin/login"));
     }
-    let e = error::classify(&rejection);
+    let e = http::classify(&rejection);
     let body = html! {
         p.error role="alert" { (e.message) }
         p.muted { "Error code " code { (e.code) } ". " a href="/admin" { "Back to the overview" } }
     };
-    let title = e.status.canonical_reason().unwrap_or("Error");
-    Ok(view::respond(e.status, view::page(title, None, Nav::None, body)))
+    let title = e.status().canonical_reason().unwrap_or("Error");
+    Ok(view::respond(e.status(), view::page(title, None, Nav::None, body)))
 }
 
 #[cfg(test)]

@@ -19,8 +19,11 @@ use warp::http::StatusCode;
 
 use super::view::{self, Nav};
 use crate::ids::OrgId;
-use crate::server::api::auth::{self, Principal};
-use crate::server::api::{ApiError, Response, State, with_state};
+use crate::server::app::{AppError, ErrorCode, Principal, State, logins};
+use crate::server::http::with_state;
+
+/// What a dashboard handler answers.
+type Response = Result<warp::reply::Response, warp::Rejection>;
 use crate::server::db::users::{Role, User};
 
 /// The session cookie.
@@ -93,7 +96,7 @@ pub fn admin(state: State) -> impl Filter<Extract = (Admin,), Error = warp::Reje
     warp::cookie::optional::<String>(SESSION_COOKIE).and(with_state(state)).and_then(
         |cookie: Option<String>, state: State| async move {
             let token = cookie.ok_or_else(|| warp::reject::custom(LoginRequired))?;
-            let user = auth::session_user(&state, &token)
+            let user = logins::session_user(&state, &token)
                 .await?
                 .ok_or_else(|| warp::reject::custom(LoginRequired))?;
             if !matches!(user.role, Role::Root | Role::OrgAdmin) {
@@ -104,8 +107,8 @@ pub fn admin(state: State) -> impl Filter<Extract = (Admin,), Error = warp::Reje
     )
 }
 
-fn not_an_administrator() -> ApiError {
-    ApiError::forbidden(
+fn not_an_administrator() -> AppError {
+    AppError::forbidden(
         "the dashboard is for root and organization administrators; researchers use the fedq command line or the API",
     )
 }
@@ -130,7 +133,7 @@ pub fn action_with_form(
                 same_origin(origin.as_deref(), host.as_deref())?;
                 match form.get("csrf") {
                     Some(token) if same(token, admin.csrf()) => Ok((admin, form)),
-                    _ => Err(warp::reject::custom(ApiError::forbidden(
+                    _ => Err(warp::reject::custom(AppError::forbidden(
                         "this form's CSRF token is missing or wrong; reload the page and try again",
                     ))),
                 }
@@ -145,7 +148,7 @@ fn same_origin(origin: Option<&str>, host: Option<&str>) -> Result<(), warp::Rej
     let origin_host = origin.split_once("://").map(|(_, rest)| rest);
     match (origin_host, host) {
         (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
-        _ => Err(warp::reject::custom(ApiError::forbidden("a request from another site was refused"))),
+        _ => Err(warp::reject::custom(AppError::forbidden("a request from another site was refused"))),
     }
 }
 
@@ -210,12 +213,12 @@ pub async fn login(
         }
     }
     let password = SecretString::from(field("password").to_owned());
-    let user = match auth::verify_credentials(&state, field("username"), &password, source).await {
+    let user = match logins::verify_credentials(&state, field("username"), &password, source).await {
         Ok(user) => user,
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+        Err(e) if e.code == ErrorCode::BadCredentials => {
             return Ok(login_form(&state, StatusCode::UNAUTHORIZED, Some("Wrong user name or password.")));
         }
-        Err(e) if e.code == "too_many_attempts" => {
+        Err(e) if e.code == ErrorCode::TooManyAttempts => {
             return Ok(login_form(&state, StatusCode::TOO_MANY_REQUESTS, Some(&format!("{}.", e.message))));
         }
         Err(e) => return Err(e.into()),
@@ -224,7 +227,7 @@ pub async fn login(
         tracing::info!(username = %user.username, "dashboard login refused: not an administrator");
         return Ok(login_form(&state, StatusCode::FORBIDDEN, Some(&not_an_administrator().message)));
     }
-    let (token, _) = auth::create_session(&state, &user).await?;
+    let (token, _) = logins::create_session(&state, &user).await?;
     tracing::info!(username = %user.username, "dashboard login");
     let mut response = view::redirect("/admin");
     let ttl = state.config.auth.session_ttl_secs;
@@ -236,7 +239,7 @@ pub async fn login(
 /// `POST /admin/logout`: ends the session and clears the cookie.
 pub async fn logout(session: Option<String>, _admin: Admin, state: State) -> Response {
     if let Some(token) = session {
-        auth::end_session(&state, &token).await?;
+        logins::end_session(&state, &token).await?;
     }
     let mut response = view::redirect("/admin/login");
     set_cookie(&mut response, &cookie(&state, SESSION_COOKIE, "", "/admin", 0));

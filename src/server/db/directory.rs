@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::DbError;
 use crate::ids::{CollaborationId, NodeId, OrgId};
 use crate::keys::{KeyId, PublicKey};
-use crate::protocol::heartbeat::{Heartbeat, PolicySummary};
+use crate::protocol::heartbeat::Heartbeat;
 
 /// An organization.
 #[derive(Debug, Clone, Serialize)]
@@ -347,27 +347,7 @@ pub async fn is_member(
 }
 
 /// A node, without its credentials.
-#[derive(Debug, Clone, Serialize)]
-pub struct Node {
-    /// Identifier.
-    pub id: NodeId,
-    /// Its organization.
-    pub organization: OrgId,
-    /// Name, unique within the organization.
-    pub name: String,
-    /// Its broker user name.
-    pub broker_user: String,
-    /// Version it last reported.
-    pub version: Option<String>,
-    /// When it last reported.
-    pub last_seen_at: Option<SystemTime>,
-    /// Whether it reported itself online.
-    pub online: bool,
-    /// When it was revoked.
-    pub revoked_at: Option<SystemTime>,
-    /// What it said it agrees to run, with its last heartbeat.
-    pub policy: Option<PolicySummary>,
-}
+pub use crate::contract::Node;
 
 /// A node is online while it says so and its last heartbeat is recent: nodes beat every few
 /// seconds, so one that died shows offline within `NODE_OFFLINE_AFTER`.

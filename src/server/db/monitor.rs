@@ -9,47 +9,14 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::DbError;
-use super::tasks::{TASK_COLUMNS, Task, task_from_row};
+use super::tasks::{TASK_COLUMNS, TASK_STATUS_SQL, Task, task_from_row};
 use crate::ids::{OrgId, RunId, TaskId};
-
-/// The status of a task, from its jobs' statuses: running while any job runs, pending while any
-/// waits, completed when all completed, killed when any was killed, refused when all were, and
-/// failed otherwise. [`task_status`] and [`TASK_STATUS_SQL`] say the same thing.
-pub const TASK_STATUSES: [&str; 6] = ["running", "pending", "completed", "killed", "refused", "failed"];
-
-/// The aggregate of [`task_status`] over a group of `jobs j` rows.
-pub(crate) const TASK_STATUS_SQL: &str = "CASE
-       WHEN bool_or(j.status = 'running') THEN 'running'
-       WHEN bool_or(j.status IN ('pending', 'delivered')) THEN 'pending'
-       WHEN bool_and(j.status = 'completed') THEN 'completed'
-       WHEN bool_or(j.status = 'killed') THEN 'killed'
-       WHEN bool_and(j.status = 'refused') THEN 'refused'
-       ELSE 'failed' END";
-
-/// The status of a task from its jobs (see [`TASK_STATUSES`]).
-pub fn task_status(task: &Task) -> &'static str {
-    use crate::protocol::JobStatus as S;
-    let any = |f: &dyn Fn(S) -> bool| task.jobs.iter().any(|j| f(j.status));
-    let all = |f: &dyn Fn(S) -> bool| task.jobs.iter().all(|j| f(j.status));
-    if any(&|s| s == S::Running) {
-        "running"
-    } else if any(&|s| matches!(s, S::Pending | S::Delivered)) {
-        "pending"
-    } else if all(&|s| s == S::Completed) {
-        "completed"
-    } else if any(&|s| s == S::Killed) {
-        "killed"
-    } else if all(&|s| s == S::Refused) {
-        "refused"
-    } else {
-        "failed"
-    }
-}
+use crate::protocol::TaskStatus;
 
 /// Counts shown on the overview.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
-    /// Tasks by status (see [`TASK_STATUSES`]).
+    /// Tasks by status.
     pub tasks: Vec<(String, i64)>,
     /// Jobs by status.
     pub jobs: Vec<(String, i64)>,
@@ -112,7 +79,7 @@ pub async fn counts(db: &impl GenericClient, scope: Option<OrgId>) -> Result<Cou
             _ => {}
         }
     }
-    counts.tasks.sort_by_key(|(s, _)| TASK_STATUSES.iter().position(|t| t == s));
+    counts.tasks.sort_by_key(|(s, _)| TaskStatus::ALL.iter().position(|t| t.as_str() == s));
     counts.jobs.sort();
     Ok(counts)
 }

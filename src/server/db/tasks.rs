@@ -2,56 +2,14 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::DbError;
-use super::monitor::TASK_STATUS_SQL;
 use crate::ids::{CollaborationId, JobId, NodeId, OrgId, RunId, TaskId};
 use crate::protocol::JobStatus;
 
-/// A task as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Task {
-    /// Identifier.
-    pub id: TaskId,
-    /// Collaboration.
-    pub collaboration: CollaborationId,
-    /// Run.
-    pub run: RunId,
-    /// The task that created it, for subtasks.
-    pub parent: Option<TaskId>,
-    /// Algorithm image.
-    pub image: String,
-    /// Free-form name.
-    pub name: String,
-    /// The organization that created it; results are sealed for it.
-    pub creator_organization: OrgId,
-    /// The researcher who created it.
-    pub creator_user: Option<Uuid>,
-    /// The node that created it (subtasks).
-    pub creator_node: Option<NodeId>,
-    /// When it was created.
-    pub created_at: SystemTime,
-    /// Its jobs, one per organization.
-    pub jobs: Vec<Job>,
-}
-
-/// One organization's job of a task.
-#[derive(Debug, Clone, Serialize)]
-pub struct Job {
-    /// Identifier.
-    pub id: JobId,
-    /// Organization.
-    pub organization: OrgId,
-    /// The organization's name, for people to read.
-    pub organization_name: String,
-    /// Status.
-    pub status: JobStatus,
-    /// When the status last changed.
-    pub status_changed_at: SystemTime,
-}
+pub use crate::contract::{Job, Task};
 
 /// What is needed to insert a task.
 #[derive(Debug, Clone)]
@@ -77,6 +35,16 @@ pub struct NewTask<'a> {
     /// Jobs: (job id, organization).
     pub jobs: &'a [(JobId, OrgId)],
 }
+
+/// The aggregate of [`TaskStatus::of`](crate::protocol::TaskStatus::of) over a group of
+/// `jobs j` rows: the same rule in SQL, for filtering and counting in the database.
+pub(crate) const TASK_STATUS_SQL: &str = "CASE
+       WHEN bool_or(j.status = 'running') THEN 'running'
+       WHEN bool_or(j.status IN ('pending', 'delivered')) THEN 'pending'
+       WHEN bool_and(j.status = 'completed') THEN 'completed'
+       WHEN bool_or(j.status = 'killed') THEN 'killed'
+       WHEN bool_and(j.status = 'refused') THEN 'refused'
+       ELSE 'failed' END";
 
 pub(crate) fn parse_status(s: &str) -> JobStatus {
     match s {
@@ -181,8 +149,8 @@ pub struct TaskFilter {
     pub organization: Option<OrgId>,
     /// Only tasks with a job in this status.
     pub status: Option<JobStatus>,
-    /// Only tasks in this overall status (`monitor::TASK_STATUSES`).
-    pub task_status: Option<String>,
+    /// Only tasks in this overall status.
+    pub task_status: Option<crate::protocol::TaskStatus>,
     /// Page size.
     pub limit: i64,
     /// Rows to skip.
@@ -214,7 +182,7 @@ pub async fn list(db: &impl GenericClient, f: &TaskFilter) -> Result<Vec<Task>, 
                 &f.status.map(|s| s.as_str()),
                 &f.limit,
                 &f.offset,
-                &f.task_status,
+                &f.task_status.map(|s| s.as_str()),
             ],
         )
         .await?;

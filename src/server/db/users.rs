@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::DbError;
 use crate::ids::OrgId;
 
-/// What a user may do. Checked in one place: `server::api::auth`.
+/// What a user may do. Checked in one place: `server::app::access`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {

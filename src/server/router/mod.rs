@@ -15,18 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use futures_util::StreamExt as _;
-use lapin::Confirmation;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-};
+use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel};
 use tokio::sync::{Semaphore, watch};
 
 pub use check::{Publisher, Refusal};
 
-use crate::broker;
+use crate::broker::{self, BrokerError, Consumer, Delivery, PublishChannel as Channel, PublishError, Target};
 use crate::envelope::{FormatError, Header, OpenPolicy, parse};
 use crate::server::db::{DbError, routing};
 use crate::time::Timestamp;
@@ -61,8 +56,8 @@ pub enum RouteError {
     Broker(String),
 }
 
-impl From<lapin::Error> for RouteError {
-    fn from(e: lapin::Error) -> Self {
+impl From<PublishError> for RouteError {
+    fn from(e: PublishError) -> Self {
         RouteError::Broker(e.to_string())
     }
 }
@@ -212,25 +207,15 @@ impl Router {
         }
     }
 
-    /// Consumes the ingress queue on `channel` until `shutdown` turns true or the channel fails.
-    /// At most `concurrency` envelopes are in flight (the prefetch). Returns when every
-    /// envelope in flight has been settled.
+    /// Routes what `consumer` (of the ingress queue) delivers until `shutdown` turns true or the
+    /// connection fails. At most `concurrency` envelopes are in flight (the consumer's prefetch
+    /// should be the same). Returns when every envelope in flight has been settled.
     pub async fn consume(
         &self,
-        channel: Channel,
+        mut consumer: Consumer,
         concurrency: u16,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), lapin::Error> {
-        channel.basic_qos(concurrency, BasicQosOptions::default()).await?;
-        channel.confirm_select(Default::default()).await?;
-        let mut consumer = channel
-            .basic_consume(
-                broker::INGRESS_QUEUE.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+    ) -> Result<(), BrokerError> {
         let slots = Arc::new(Semaphore::new(usize::from(concurrency)));
         let result = loop {
             let delivery = tokio::select! {
@@ -244,7 +229,7 @@ impl Router {
             };
             let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
             let router = self.clone();
-            let channel = channel.clone();
+            let channel = consumer.channel().clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 router.handle(delivery, &channel, shutdown).await;
@@ -256,14 +241,9 @@ impl Router {
         result
     }
 
-    #[tracing::instrument(skip_all, fields(tag = delivery.delivery_tag))]
-    async fn handle(
-        &self,
-        delivery: lapin::message::Delivery,
-        channel: &Channel,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let publisher_name = delivery.properties.user_id().as_ref().map(|u| u.to_string());
+    #[tracing::instrument(skip_all, fields(tag = delivery.tag))]
+    async fn handle(&self, delivery: Delivery, channel: &Channel, mut shutdown: watch::Receiver<bool>) {
+        let publisher_name = delivery.user_id.clone();
         let route = || async {
             match &publisher_name {
                 Some(user) => self.route(&delivery.data, Publisher::Node(None), user, channel).await,
@@ -290,7 +270,7 @@ impl Router {
             // reason, so one bad envelope never circles forever.
             Err(e)
                 if !matches!(e, RouteError::Refused { .. })
-                    && delivery_count(&delivery) + 1 >= MAX_ATTEMPTS =>
+                    && delivery.delivery_count + 1 >= MAX_ATTEMPTS =>
             {
                 Err(RouteError::Refused {
                     refusal: Refusal::new(
@@ -306,7 +286,7 @@ impl Router {
         let settled = match result {
             Ok(routed) => {
                 tracing::debug!(?routed, "routed");
-                delivery.acker.ack(BasicAckOptions::default()).await
+                delivery.acker.ack().await
             }
             Err(RouteError::Refused { refusal, header }) => {
                 tracing::warn!(code = refusal.code, reason = %refusal.message, "envelope refused");
@@ -324,7 +304,7 @@ impl Router {
                     }
                 }
                 match recorded {
-                    Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+                    Ok(()) => delivery.acker.ack().await,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not dead-letter; will retry");
                         retry_later(&delivery).await
@@ -363,7 +343,7 @@ impl Router {
             _ = tokio::time::sleep(hold.pause) => {}
             _ = shutdown.wait_for(|stop| *stop) => return HoldOutcome::Proceed,
         }
-        if !channel.status().connected() {
+        if !channel.is_open() {
             return HoldOutcome::ChannelClosed;
         }
         hold.pause = (hold.pause * 2).min(Duration::from_secs(5));
@@ -411,23 +391,12 @@ impl Router {
         // The header block only: what an operator needs to see who sent what, not a copy of a
         // payload that a flooding publisher would make the broker store twice.
         let kept = &bytes[..bytes.len().min(broker::DEAD_LETTER_KEEP_BYTES)];
-        let confirm = channel
-            .basic_publish(
-                broker::DEAD_EXCHANGE.into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                kept,
-                properties,
-            )
-            .await?
-            .await?;
-        match confirm {
-            Confirmation::Ack(None) | Confirmation::NotRequested => {
-                self.inner.metrics.dead_lettered(refusal.code);
-                Ok(())
-            }
-            other => Err(RouteError::Broker(format!("dead letter not confirmed: {other:?}"))),
-        }
+        channel
+            .publish(Target::exchange(broker::DEAD_EXCHANGE), kept, properties, None)
+            .await
+            .map_err(|e| RouteError::Broker(format!("dead letter not confirmed: {e}")))?;
+        self.inner.metrics.dead_lettered(refusal.code);
+        Ok(())
     }
 }
 
@@ -494,23 +463,21 @@ async fn forward(channel: &Channel, header: &Header, bytes: &[u8]) -> Result<(),
         .with_delivery_mode(2)
         .with_message_id(header.id.to_string().as_str().into())
         .with_type(header.kind.as_str().into());
+    let key = broker::org_routing_key(header.recipient);
     // Mandatory: if the recipient's queue does not exist the broker returns the message instead
     // of dropping it, and routing fails (to be retried) rather than losing it.
-    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-    let key = broker::org_routing_key(header.recipient);
-    let confirm = channel
-        .basic_publish(broker::DELIVER_EXCHANGE.into(), key.as_str().into(), options, bytes, properties)
-        .await?
-        .await?;
-    match confirm {
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(_)) => {
+    let target = Target { exchange: broker::DELIVER_EXCHANGE, routing_key: &key, mandatory: true };
+    match channel.publish(target, bytes, properties, None).await {
+        Ok(()) => Ok(()),
+        Err(PublishError::Unroutable) => {
             // The organization's queue is missing (registered while the broker was unreachable,
             // say): declare it so the retry succeeds.
-            broker::declare_org_queue(channel, header.recipient).await?;
+            broker::declare_org_queue(channel.amqp(), header.recipient)
+                .await
+                .map_err(|e| RouteError::Broker(e.to_string()))?;
             Err(RouteError::Broker(format!("no queue for organization {}; declared it", header.recipient)))
         }
-        Confirmation::Nack(_) => Err(RouteError::Broker("the broker refused the forwarded copy".into())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -543,25 +510,11 @@ enum HoldOutcome {
 /// the envelope into the dead-letter queue without one.
 pub const MAX_ATTEMPTS: u64 = 5;
 
-/// How many times the broker delivered this message before (quorum queues count it in
-/// `x-delivery-count`).
-fn delivery_count(delivery: &lapin::message::Delivery) -> u64 {
-    let Some(headers) = delivery.properties.headers() else { return 0 };
-    match headers.inner().get("x-delivery-count") {
-        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongInt(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::ShortInt(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongUInt(n)) => u64::from(*n),
-        Some(AMQPValue::ShortShortInt(n)) => u64::try_from(*n).unwrap_or(0),
-        _ => 0,
-    }
-}
-
 /// Returns a delivery to the queue after a pause, so a database outage holds traffic instead of
 /// spinning on it.
-async fn retry_later(delivery: &lapin::message::Delivery) -> Result<bool, lapin::Error> {
+async fn retry_later(delivery: &Delivery) -> Result<(), BrokerError> {
     tokio::time::sleep(Duration::from_millis(500)).await;
-    delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await
+    delivery.acker.requeue().await
 }
 
 /// The envelope checks the router shares with opening.

@@ -7,7 +7,7 @@ use warp::http::StatusCode;
 
 use super::Page;
 use super::{filter, names, page_of};
-use crate::server::api::{State, db};
+use crate::server::app::{State, db};
 use crate::server::dashboard::session::Admin;
 use crate::server::dashboard::view::{self, Nav, PAGE_SIZE, bytes, pager, query, short, when};
 use crate::server::db::monitor;

@@ -9,9 +9,9 @@ use super::Page;
 use std::collections::HashMap;
 
 use crate::ids::{NodeId, OrgId};
-use crate::server::api::enrollments::create_token;
-use crate::server::api::nodes::revoke_node;
-use crate::server::api::{State, db};
+use crate::server::app::enrollments::create_token;
+use crate::server::app::nodes::revoke_node;
+use crate::server::app::{State, db};
 use crate::server::dashboard::session::Admin;
 use crate::server::dashboard::view::{self, Nav, badge, fingerprint, short, when, when_opt};
 use crate::server::db::directory::{self, Node};

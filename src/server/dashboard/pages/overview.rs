@@ -7,7 +7,7 @@ use warp::http::StatusCode;
 use super::Page;
 use super::names;
 use crate::broker;
-use crate::server::api::{ApiError, State, db};
+use crate::server::app::{AppError, State, db};
 use crate::server::dashboard::session::Admin;
 use crate::server::dashboard::view::{self, Names, Nav, badge, short, when_opt};
 use crate::server::db::{directory, monitor};
@@ -26,7 +26,7 @@ pub async fn live(admin: Admin, state: State) -> Page {
     Ok(view::respond(StatusCode::OK, live_section(&admin, &state).await?))
 }
 
-async fn live_section(admin: &Admin, state: &State) -> Result<Markup, ApiError> {
+async fn live_section(admin: &Admin, state: &State) -> Result<Markup, AppError> {
     let scope = admin.scope();
     let (orgs, collaborations, nodes, counts) = {
         let client = db(state).await?;
@@ -99,7 +99,7 @@ async fn live_section(admin: &Admin, state: &State) -> Result<Markup, ApiError> 
     })
 }
 
-fn broker_table(admin: &Admin, orgs: &Names, reading: &super::super::broker_stats::Reading) -> Markup {
+fn broker_table(admin: &Admin, orgs: &Names, reading: &crate::server::app::broker_stats::Reading) -> Markup {
     let queues = match &reading.queues {
         Ok(queues) => queues,
         Err(e) => return html! { p.error role="alert" { "Broker statistics unavailable: " (e) } },

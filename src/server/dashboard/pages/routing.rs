@@ -9,7 +9,7 @@ use super::Page;
 use super::{filter, names, page_of};
 use crate::ids::{OrgId, TaskId};
 use crate::protocol::Kind;
-use crate::server::api::{ApiError, State, db};
+use crate::server::app::{AppError, State, db};
 use crate::server::dashboard::session::Admin;
 use crate::server::dashboard::view::{self, Nav, PAGE_SIZE, bytes, option, pager, short, when};
 use crate::server::db::monitor::{self, RoutingFilter};
@@ -31,7 +31,7 @@ pub async fn page(admin: Admin, q: Query, state: State) -> Page {
     if let Some(k) = &kind
         && !Kind::ALL.iter().any(|x| x.as_str() == k)
     {
-        return Err(ApiError::invalid(format!("kind {k:?} is not an envelope kind")));
+        return Err(AppError::invalid(format!("kind {k:?} is not an envelope kind")));
     }
     let organization: Option<OrgId> = filter(&q.organization, "organization")?;
     let task: Option<TaskId> = filter(&q.task, "task id")?;
@@ -39,7 +39,7 @@ pub async fn page(admin: Admin, q: Query, state: State) -> Page {
     if let Some(m) = &message
         && (m.len() > 32 || !m.bytes().all(|b| b.is_ascii_hexdigit()))
     {
-        return Err(ApiError::invalid("a message id is up to 32 hex digits"));
+        return Err(AppError::invalid("a message id is up to 32 hex digits"));
     }
     let scope = admin.scope();
     let client = db(&state).await?;

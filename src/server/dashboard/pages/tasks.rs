@@ -10,15 +10,16 @@ use warp::http::StatusCode;
 use super::Page;
 use super::{filter, names, page_of};
 use crate::ids::{CollaborationId, OrgId, TaskId};
-use crate::protocol::JobStatus;
-use crate::server::api::tasks::{kill_task, may_kill, visible};
-use crate::server::api::{ApiError, State, db};
+use crate::protocol::{JobStatus, TaskStatus};
+use crate::server::app::access::may_kill;
+use crate::server::app::tasks::{kill_task, visible};
+use crate::server::app::{AppError, State, db};
 use crate::server::dashboard::session::Admin;
 use crate::server::dashboard::view::{
     self, Names, Nav, PAGE_SIZE, badge, between, bytes, option, pager, short, when, when_opt,
 };
 use crate::server::db::directory;
-use crate::server::db::monitor::{self, RoutingFilter, TASK_STATUSES, task_status};
+use crate::server::db::monitor::{self, RoutingFilter};
 use crate::server::db::tasks::{self as store, Task, TaskFilter};
 
 /// `GET /admin/tasks` query. Every field is text, so that an empty "any" option is no filter.
@@ -37,12 +38,13 @@ pub async fn list(admin: Admin, q: ListQuery, state: State) -> Page {
     let collaboration: Option<CollaborationId> = filter(&q.collaboration, "collaboration")?;
     let organization: Option<OrgId> = filter(&q.organization, "organization")?;
     let status: Option<JobStatus> = filter(&q.status, "status")?;
-    let overall: Option<String> = filter(&q.task_status, "task status")?;
-    if let Some(s) = &overall
-        && !TASK_STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::invalid(format!("task status {s:?} is not one of {TASK_STATUSES:?}")));
-    }
+    let overall: Option<TaskStatus> = filter(&q.task_status, "task status").map_err(|_| {
+        let all: Vec<_> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        AppError::invalid(format!(
+            "task status {:?} is not one of {all:?}",
+            q.task_status.as_deref().unwrap_or("")
+        ))
+    })?;
     let scope = admin.scope();
     let client = db(&state).await?;
     let names = names(&**client, scope).await?;
@@ -81,7 +83,7 @@ pub async fn list(admin: Admin, q: ListQuery, state: State) -> Page {
             } }
             label { "Task status" select name="task_status" {
                 (option("", "any", ts))
-                @for status in TASK_STATUSES { (option(status, status, ts)) }
+                @for status in TaskStatus::ALL { (option(status.as_str(), status.as_str(), ts)) }
             } }
             label { "With a job" select name="status" {
                 (option("", "any", s))
@@ -102,7 +104,7 @@ pub async fn list(admin: Admin, q: ListQuery, state: State) -> Page {
                         td { (collab_names.get(&task.collaboration).copied().unwrap_or("–")) }
                         td { (names.org(task.creator_organization)) }
                         td { (when(task.created_at)) }
-                        td { (badge(task_status(task))) }
+                        td { (badge(task.status().as_str())) }
                         td.jobs { @for job in &task.jobs { span.job { (names.org(job.organization)) " " (badge(job.status.as_str())) } } }
                     }
                 }
@@ -129,14 +131,14 @@ pub async fn show(id: TaskId, admin: Admin, state: State) -> Page {
     .await?;
     let collaboration = directory::collaboration(&**client, task.collaboration).await?;
     let times: HashMap<OrgId, _> = times.into_iter().map(|t| (t.organization, t)).collect();
-    let status = task_status(&task);
-    let unfinished = matches!(status, "running" | "pending");
+    let status = task.status();
+    let unfinished = status.is_unfinished();
     let title =
         if task.name.is_empty() { format!("Task {}", &id.to_string()[..8]) } else { task.name.clone() };
     let body = html! {
         dl.facts {
             dt { "Task" } dd { code { (task.id) } }
-            dt { "Status" } dd #task-status { (badge(status)) }
+            dt { "Status" } dd #task-status { (badge(status.as_str())) }
             dt { "Image" } dd { code { (task.image) } }
             dt { "Collaboration" } dd { (collaboration.map(|c| c.name).unwrap_or_default()) }
             dt { "Created by" } dd { (names.org(task.creator_organization)) " " (when(task.created_at)) }
@@ -213,7 +215,7 @@ fn run_tree(run: &[Task], names: &Names, current: TaskId) -> Markup {
                     @for task in tasks {
                         li.current[task.id == current] {
                             a href={ "/admin/tasks/" (task.id) } { (short(&task.id)) }
-                            " " (task.name) " " code { (task.image) } " " (badge(task_status(task)))
+                            " " (task.name) " " code { (task.image) } " " (badge(task.status().as_str()))
                             " at "
                             @for (i, job) in task.jobs.iter().enumerate() {
                                 @if i > 0 { ", " }

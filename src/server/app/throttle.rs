@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 use tokio::sync::{Semaphore, oneshot};
 
-use super::error::ApiError;
+use super::error::AppError;
 use crate::server::config::AuthConfig;
 
 /// How many user names and how many addresses are tracked at most.
@@ -158,11 +158,11 @@ impl LoginThrottle {
 
     /// Refuses a login for `username` from `source` that is over a failure limit, before any
     /// work is done.
-    pub fn admit(&self, username: &str, source: Option<IpAddr>) -> Result<(), ApiError> {
+    pub fn admit(&self, username: &str, source: Option<IpAddr>) -> Result<(), AppError> {
         self.admit_at(username, source, Instant::now())
     }
 
-    fn admit_at(&self, username: &str, source: Option<IpAddr>, now: Instant) -> Result<(), ApiError> {
+    fn admit_at(&self, username: &str, source: Option<IpAddr>, now: Instant) -> Result<(), AppError> {
         let failures = self.failures.lock().expect("not poisoned");
         let user = failures.by_user.blocked_for(username, self.window, now);
         let address = source.and_then(|a| failures.by_address.blocked_for(&a, self.window, now));
@@ -172,7 +172,7 @@ impl LoginThrottle {
                 let wait = u.unwrap_or_default().max(a.unwrap_or_default());
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let which = if a.is_some() { "from this address" } else { "for this user" };
-                Err(ApiError::too_many_attempts(
+                Err(AppError::too_many_attempts(
                     format!("too many failed logins {which}; retry in {secs} s"),
                     secs,
                 ))
@@ -189,15 +189,15 @@ impl LoginThrottle {
         source: Option<IpAddr>,
         password: SecretString,
         hash: String,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, AppError> {
         let _permit = match tokio::time::timeout(self.queue_wait, self.hashing.acquire()).await {
             Ok(Ok(permit)) => permit,
-            _ => return Err(ApiError::unavailable("too many logins at once; retry in a few seconds")),
+            _ => return Err(AppError::unavailable("too many logins at once; retry in a few seconds")),
         };
         self.admit(username, source)?;
         let (answer, answered) = oneshot::channel();
-        self.checks.send(Check { password, hash, answer }).map_err(|_| ApiError::internal())?;
-        answered.await.map_err(|_| ApiError::internal())
+        self.checks.send(Check { password, hash, answer }).map_err(|_| AppError::internal())?;
+        answered.await.map_err(|_| AppError::internal())
     }
 
     /// Counts a failed login.
@@ -248,7 +248,10 @@ mod tests {
             t.failed_at("alice", A, now);
         }
         let e = t.admit_at("alice", B, now).unwrap_err();
-        assert_eq!((e.status.as_u16(), e.code, e.retry_after_secs), (429, "too_many_attempts", Some(60)));
+        assert_eq!(
+            (e.status().as_u16(), e.code.as_str(), e.retry_after_secs),
+            (429, "too_many_attempts", Some(60))
+        );
         assert!(e.message.contains("for this user"), "{}", e.message);
         t.admit_at("bob", A, now).unwrap();
         t.admit_at("alice", A, now + Duration::from_secs(61)).unwrap();
@@ -302,7 +305,7 @@ mod tests {
         assert!(check("right").await.unwrap());
         assert!(!check("wrong").await.unwrap());
         let busy = t.hashing.acquire().await.unwrap();
-        assert_eq!(check("right").await.unwrap_err().code, "unavailable");
+        assert_eq!(check("right").await.unwrap_err().code.as_str(), "unavailable");
         drop(busy);
         assert!(check("right").await.unwrap());
     }
@@ -314,6 +317,6 @@ mod tests {
         t.failed("alice", A);
         drop(busy);
         let e = t.check("alice", A, SecretString::from("x".to_owned()), "x".into()).await.unwrap_err();
-        assert_eq!(e.code, "too_many_attempts");
+        assert_eq!(e.code.as_str(), "too_many_attempts");
     }
 }

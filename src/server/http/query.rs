@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use warp::{Filter, Rejection};
 
-use super::ApiError;
+use crate::server::app::AppError;
 
 /// The query string as `T`; an absent query string is an empty one. A query that does not
 /// parse is refused with `invalid_request` and the parser's reason (the unknown parameter, or
@@ -17,8 +17,8 @@ pub fn query<T: DeserializeOwned + Send + 'static>() -> impl Filter<Extract = (T
         .and_then(|raw: String| async move { parse::<T>(&raw).map_err(warp::reject::custom) })
 }
 
-fn parse<T: DeserializeOwned>(raw: &str) -> Result<T, ApiError> {
-    serde_urlencoded::from_str(raw).map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+fn parse<T: DeserializeOwned>(raw: &str) -> Result<T, AppError> {
+    serde_urlencoded::from_str(raw).map_err(|e| AppError::invalid(format!("invalid query string: {e}")))
 }
 
 #[cfg(test)]

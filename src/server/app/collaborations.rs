@@ -1,0 +1,18 @@
+//! Collaborations as the application sees them: which ones a caller may see.
+
+use super::{AppError, Principal, State, access, db};
+use crate::ids::CollaborationId;
+use crate::server::db::directory;
+
+/// A collaboration the caller may see.
+pub async fn visible(
+    principal: &Principal,
+    id: CollaborationId,
+    state: &State,
+) -> Result<directory::Collaboration, AppError> {
+    let client = db(state).await?;
+    let collaboration = directory::collaboration(&**client, id).await?;
+    collaboration
+        .filter(|c| access::collaboration_visible(principal, c))
+        .ok_or_else(|| AppError::not_found(format!("collaboration {id}")))
+}
