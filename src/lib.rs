@@ -1,23 +1,20 @@
-//! fedq: federated orchestration over AMQP.
+//! fedq: federated analyses whose data never leaves the organizations that hold it.
 //!
-//! Organizations run analyses together on data that never leaves them. Every message between
-//! them travels as a sealed [`envelope`] through a central server that routes it blindly.
-//! `docs/ARCHITECTURE.md` maps the modules to the parts of the design.
+//! This crate is the `fedq` command line and a facade over the workspace's crates, each one part
+//! of the design (`docs/ARCHITECTURE.md`): `fedq-core` (identifiers, time, the wire protocol, the
+//! REST contract), `fedq-envelope` (keys and sealed envelopes), `fedq-tls`, `fedq-broker`,
+//! `fedq-client`, `fedq-service` (settings, metrics), `fedq-server` and `fedq-node`.
 
-#![forbid(unsafe_code)]
+pub use fedq_broker as broker;
+pub use fedq_client as client;
+pub use fedq_core::{contract, files, ids, protocol, time};
+pub use fedq_envelope::{envelope, keys};
+pub use fedq_node as node;
+pub use fedq_server as server;
+pub use fedq_service::{metrics, settings};
+pub use fedq_tls as tls;
 
-pub mod broker;
 pub mod cli;
-pub mod client;
-pub mod contract;
-pub mod envelope;
-pub mod files;
-pub mod ids;
-pub mod keys;
-pub mod metrics;
-pub mod node;
-pub mod protocol;
-pub mod server;
-pub mod settings;
-pub mod time;
-pub mod tls;
+
+#[cfg(test)]
+mod reference;

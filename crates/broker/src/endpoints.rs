@@ -1,0 +1,161 @@
+//! The broker nodes a server or node may connect to: the URL of its settings (credentials,
+//! virtual host, first host) and further `host:port` addresses of the same RabbitMQ cluster.
+//! Each connection attempt starts with the address after the one that last failed, so that a
+//! reconnect after a broker node dies goes to a live one. Queues are quorum queues replicated
+//! across the cluster, so any node serves every queue.
+
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties};
+use secrecy::{ExposeSecret as _, SecretString};
+
+/// Settings that do not name a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointsError {
+    /// The URL does not parse (its text is not repeated: it holds a password).
+    #[error("the broker URL is not an AMQP URL")]
+    Url,
+    /// An alternate address is not `host:port`.
+    #[error("broker address {0:?} is not host:port")]
+    Address(String),
+    /// Plain AMQP beyond loopback, or unusable TLS files.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// Where the broker is.
+#[derive(Debug)]
+pub struct Endpoints {
+    uris: Vec<AMQPUri>,
+    next: AtomicUsize,
+    /// CA and client identity for `amqps://`.
+    tls: lapin::tcp::OwnedTLSConfig,
+}
+
+impl Endpoints {
+    /// `url` first, then each of `alternates` with the same credentials and virtual host, all
+    /// over TLS with `tls` when the URL is `amqps://`. `setting` names the URL's setting in
+    /// errors (`broker.url`).
+    pub fn new(
+        url: &SecretString,
+        alternates: &[String],
+        tls: &crate::tls::ClientTls,
+        setting: &str,
+    ) -> Result<Self, EndpointsError> {
+        let first = AMQPUri::from_str(url.expose_secret()).map_err(|_| EndpointsError::Url)?;
+        let scheme = match first.scheme {
+            lapin::uri::AMQPScheme::AMQP => "amqp",
+            lapin::uri::AMQPScheme::AMQPS => "amqps",
+        };
+        let mut uris = vec![first.clone()];
+        for address in alternates {
+            let (host, port) = address
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                .filter(|(h, _)| !h.is_empty())
+                .ok_or_else(|| EndpointsError::Address(address.clone()))?;
+            let mut uri = first.clone();
+            uri.authority.host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            uri.authority.port = port;
+            uris.push(uri);
+        }
+        for uri in &uris {
+            tls.check_plaintext(setting, scheme, &uri.authority.host)?;
+        }
+        let tls = amqp_tls(tls, &format!("{}.tls", setting.rsplit_once('.').map_or(setting, |(s, _)| s)))?;
+        Ok(Self { uris, next: AtomicUsize::new(0), tls })
+    }
+
+    /// Every address, as `host:port`.
+    pub fn addresses(&self) -> Vec<String> {
+        self.uris.iter().map(|u| format!("{}:{}", u.authority.host, u.authority.port)).collect()
+    }
+
+    /// Connects to the first address that accepts, trying each once from where the last
+    /// attempt left off. Returns the connection and the address it went to.
+    pub async fn connect(&self) -> Result<(Connection, String), lapin::Error> {
+        let start = self.next.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.uris.len() {
+            let index = (start + i) % self.uris.len();
+            let uri = self.uris[index].clone();
+            let address = format!("{}:{}", uri.authority.host, uri.authority.port);
+            let runtime = lapin::runtime::default_runtime()?;
+            let connected = Connection::connect_uri_with_config(
+                uri,
+                ConnectionProperties::default(),
+                self.tls.clone(),
+                runtime,
+            )
+            .await;
+            match connected {
+                Ok(connection) => {
+                    // The next reconnect starts past this one: if it died, another is tried first.
+                    self.next.store(index + 1, Ordering::Relaxed);
+                    return Ok((connection, address));
+                }
+                Err(e) => {
+                    tracing::debug!(%address, error = %e, "broker address refused the connection");
+                    last = Some(e);
+                }
+            }
+        }
+        self.next.store(start + 1, Ordering::Relaxed);
+        Err(last.expect("there is at least one address"))
+    }
+}
+
+/// The TLS settings of an AMQPS connection: the CA and the client identity.
+fn amqp_tls(
+    tls: &crate::tls::ClientTls,
+    setting: &str,
+) -> Result<lapin::tcp::OwnedTLSConfig, crate::tls::TlsError> {
+    let identity = tls.identity_pem(setting)?.map(|(pem, key)| lapin::tcp::OwnedIdentity::PKCS8 { pem, key });
+    Ok(lapin::tcp::OwnedTLSConfig { identity, cert_chain: tls.ca_pem()? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternates_keep_the_credentials_and_virtual_host() {
+        let url = SecretString::from("amqp://fedq:secret@rabbit-1:5672/fedq".to_owned());
+        let lax = crate::tls::ClientTls { allow_plaintext: true, ..Default::default() };
+        let e = Endpoints::new(&url, &["rabbit-2:5672".into(), "127.0.0.3:5673".into()], &lax, "broker.url")
+            .unwrap();
+        assert_eq!(e.addresses(), ["rabbit-1:5672", "rabbit-2:5672", "127.0.0.3:5673"]);
+        for uri in &e.uris {
+            assert_eq!(uri.authority.userinfo.username, "fedq");
+            assert_eq!(uri.authority.userinfo.password, "secret");
+            assert_eq!(uri.vhost, "fedq");
+        }
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_without_echoing_the_url() {
+        let url = SecretString::from("amqp://fedq:secret@rabbit-1:5672/fedq".to_owned());
+        let tls = crate::tls::ClientTls::default();
+        let new = |url: &SecretString, alt: &[String]| Endpoints::new(url, alt, &tls, "broker.url");
+        assert!(matches!(new(&url, &["rabbit-2".into()]), Err(EndpointsError::Address(_))));
+        assert!(matches!(new(&url, &[":5672".into()]), Err(EndpointsError::Address(_))));
+        let bad = SecretString::from("http://fedq:secret@x".to_owned());
+        let e = new(&bad, &[]).unwrap_err();
+        assert!(!e.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn plain_amqp_goes_only_to_loopback_unless_allowed() {
+        let tls = crate::tls::ClientTls::default();
+        let local = SecretString::from("amqp://u:secret@127.0.0.1:5672/v".to_owned());
+        assert!(Endpoints::new(&local, &[], &tls, "broker.url").is_ok());
+        // A loopback URL with a remote alternate is refused too.
+        let e = Endpoints::new(&local, &["192.0.2.2:5672".into()], &tls, "broker.url").unwrap_err();
+        assert!(e.to_string().contains("amqps://"), "{e}");
+        assert!(!e.to_string().contains("secret"));
+        let remote = SecretString::from("amqps://u:secret@192.0.2.2:5671/v".to_owned());
+        assert!(Endpoints::new(&remote, &[], &tls, "broker.url").is_ok());
+    }
+}

@@ -1,0 +1,209 @@
+//! Sealed payloads, one type per [`Kind`].
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::{JobStatus, Kind, Requester};
+use crate::ids::{JobId, OrgId, RunId, TaskId};
+
+/// Start one organization's job of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStart {
+    /// The job this envelope starts.
+    pub job: JobId,
+    /// The algorithm image, by name and (preferably) digest.
+    pub image: String,
+    /// Who asked; the result is sealed for `requester.org()`.
+    pub requester: Requester,
+    /// Every organization the task runs at, in the order the requester gave; algorithms such as
+    /// Secure Sum derive their role from their position in it.
+    pub organizations: Vec<OrgId>,
+    /// The input for this organization, opaque to fedq.
+    pub input: ByteBuf,
+    /// Whether the requester asks for the container's log with the result (the node sends it
+    /// only if its policy shares logs).
+    #[serde(default)]
+    pub return_log: bool,
+}
+
+/// The final result of a job, sealed for the requester.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The job this result ends.
+    pub job: JobId,
+    /// A terminal status.
+    pub status: JobStatus,
+    /// What the algorithm posted, opaque to fedq; empty when it posted nothing.
+    pub output: ByteBuf,
+    /// The container's log, sealed like the result so the server never stores it in clear.
+    pub log: String,
+    /// Why the job ended as it did, when it did not complete.
+    pub reason: Option<String>,
+}
+
+/// An intermediate status change of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatusUpdate {
+    /// The job whose status changed.
+    pub job: JobId,
+    /// Its new status.
+    pub status: JobStatus,
+    /// A short explanation for people.
+    pub detail: Option<String>,
+}
+
+/// A message between algorithm containers of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunMessage {
+    /// The job that sent it.
+    pub from_job: JobId,
+    /// A label the algorithms agree on, so that one container can wait for a specific message.
+    pub topic: String,
+    /// The message, opaque to fedq.
+    pub body: ByteBuf,
+}
+
+/// Stop the jobs of a task at the receiving organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kill {
+    /// The task whose jobs to stop (the node also stops that task's subtasks).
+    pub task: TaskId,
+    /// Why, for the job's log.
+    pub reason: Option<String>,
+}
+
+/// The run is over: the receiving node may remove the run's volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFinished {
+    /// The run that ended.
+    pub run: RunId,
+}
+
+/// A payload of any kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// See [`JobStart`].
+    JobStart(JobStart),
+    /// See [`JobResult`].
+    JobResult(JobResult),
+    /// See [`JobStatusUpdate`].
+    JobStatus(JobStatusUpdate),
+    /// See [`RunMessage`].
+    RunMessage(RunMessage),
+    /// See [`Kill`].
+    Kill(Kill),
+    /// See [`RunFinished`].
+    RunFinished(RunFinished),
+}
+
+/// A payload that does not decode as the kind its header names.
+#[derive(Debug, thiserror::Error)]
+#[error("the payload is not a valid {kind} body: {source}")]
+pub struct PayloadError {
+    kind: Kind,
+    #[source]
+    source: rmp_serde::decode::Error,
+}
+
+impl Payload {
+    /// The kind an envelope carrying this payload must declare.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Payload::JobStart(_) => Kind::JobStart,
+            Payload::JobResult(_) => Kind::JobResult,
+            Payload::JobStatus(_) => Kind::JobStatus,
+            Payload::RunMessage(_) => Kind::RunMessage,
+            Payload::Kill(_) => Kind::Kill,
+            Payload::RunFinished(_) => Kind::RunFinished,
+        }
+    }
+
+    /// Encodes the payload as MessagePack (named fields, so that payloads stay readable by
+    /// algorithm authors in other languages and can grow optional fields).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let encoded = match self {
+            Payload::JobStart(p) => rmp_serde::to_vec_named(p),
+            Payload::JobResult(p) => rmp_serde::to_vec_named(p),
+            Payload::JobStatus(p) => rmp_serde::to_vec_named(p),
+            Payload::RunMessage(p) => rmp_serde::to_vec_named(p),
+            Payload::Kill(p) => rmp_serde::to_vec_named(p),
+            Payload::RunFinished(p) => rmp_serde::to_vec_named(p),
+        };
+        // Encoding plain structs into a Vec cannot fail: there is no I/O and no map with
+        // non-string keys.
+        encoded.expect("payload types always encode")
+    }
+
+    /// Decodes the payload of an envelope whose header says `kind`.
+    pub fn from_bytes(kind: Kind, bytes: &[u8]) -> Result<Self, PayloadError> {
+        let wrap = |source| PayloadError { kind, source };
+        Ok(match kind {
+            Kind::JobStart => Payload::JobStart(rmp_serde::from_slice(bytes).map_err(wrap)?),
+            Kind::JobResult => Payload::JobResult(rmp_serde::from_slice(bytes).map_err(wrap)?),
+            Kind::JobStatus => Payload::JobStatus(rmp_serde::from_slice(bytes).map_err(wrap)?),
+            Kind::RunMessage => Payload::RunMessage(rmp_serde::from_slice(bytes).map_err(wrap)?),
+            Kind::Kill => Payload::Kill(rmp_serde::from_slice(bytes).map_err(wrap)?),
+            Kind::RunFinished => Payload::RunFinished(rmp_serde::from_slice(bytes).map_err(wrap)?),
+        })
+    }
+}
+
+impl Payload {
+    /// One example payload of every kind, for the tests of whatever carries payloads
+    /// (the envelope's among them).
+    pub fn examples() -> Vec<Payload> {
+        let org = OrgId::new();
+        vec![
+            Payload::JobStart(JobStart {
+                job: JobId::new(),
+                image: "fedq/secure-sum@sha256:00ff".into(),
+                requester: Requester::User { org, user: "ada".into() },
+                organizations: vec![org, OrgId::new(), OrgId::new()],
+                input: ByteBuf::from(b"{\"column\":\"age\"}".to_vec()),
+                return_log: false,
+            }),
+            Payload::JobResult(JobResult {
+                job: JobId::new(),
+                status: JobStatus::Completed,
+                output: ByteBuf::from(vec![1, 2, 3]),
+                log: "done\n".into(),
+                reason: None,
+            }),
+            Payload::JobStatus(JobStatusUpdate {
+                job: JobId::new(),
+                status: JobStatus::Running,
+                detail: Some("container started".into()),
+            }),
+            Payload::RunMessage(RunMessage {
+                from_job: JobId::new(),
+                topic: "x1".into(),
+                body: ByteBuf::from(42u64.to_le_bytes().to_vec()),
+            }),
+            Payload::Kill(Kill { task: TaskId::new(), reason: Some("researcher asked".into()) }),
+            Payload::RunFinished(RunFinished { run: RunId::new() }),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips() {
+        let examples = Payload::examples();
+        assert_eq!(examples.len(), Kind::ALL.len());
+        for (payload, kind) in examples.iter().zip(Kind::ALL) {
+            assert_eq!(payload.kind(), kind);
+            let bytes = payload.to_bytes();
+            assert_eq!(&Payload::from_bytes(kind, &bytes).unwrap(), payload);
+        }
+    }
+
+    #[test]
+    fn a_payload_of_another_kind_is_a_typed_error() {
+        let kill = Payload::Kill(Kill { task: TaskId::new(), reason: None }).to_bytes();
+        let err = Payload::from_bytes(Kind::JobStart, &kill).unwrap_err();
+        assert!(err.to_string().contains("job_start"), "{err}");
+    }
+}

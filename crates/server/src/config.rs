@@ -1,0 +1,212 @@
+//! Server settings: a TOML file, then `FEDQ_…` environment variables (`FEDQ_DATABASE__URL`
+//! overrides `[database] url`). Secrets are `SecretString`s, so they never reach a log through
+//! `Debug`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::tls::ClientTls;
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The HTTP listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// PostgreSQL.
+    pub database: DatabaseConfig,
+    /// RabbitMQ.
+    pub broker: BrokerConfig,
+    /// The blind router.
+    #[serde(default)]
+    pub router: RouterConfig,
+    /// Logins.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// A root administrator created at start-up if none exists.
+    #[serde(default)]
+    pub bootstrap: Option<BootstrapConfig>,
+    /// Prometheus metrics (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: fedq_service::metrics::MetricsSection,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (task creation carries sealed inputs).
+    pub max_body_bytes: u64,
+    /// Mark the dashboard's cookies `Secure`: browsers then send them over HTTPS only (and to
+    /// `localhost`). Turn off only behind a trusted plain-HTTP hop.
+    pub secure_cookies: bool,
+    /// PEM certificate chain served over HTTPS (with `tls_key`). Reloaded on SIGHUP and when
+    /// the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address that is not loopback: only behind a reverse proxy that
+    /// terminates TLS on the same trusted network.
+    pub allow_plaintext: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024 * 1024,
+            secure_cookies: true,
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext: false,
+        }
+    }
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A `postgres://user:password@host:port/database` URL; add `?sslmode=require` for TLS
+    /// (verified against `tls.ca_file` or the system's roots, and the host name).
+    pub url: SecretString,
+    /// TLS: the CA that signs the database's certificate, a client certificate, plain text.
+    #[serde(default)]
+    pub tls: ClientTls,
+    /// Connections in the pool.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_pool_size() -> usize {
+    32
+}
+
+/// RabbitMQ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// AMQP URL of the server's own broker user, with the virtual host:
+    /// `amqps://user:password@host:5671/fedq`.
+    pub url: SecretString,
+    /// TLS to the broker and its management API: CA file, client certificate (mutual TLS),
+    /// plain text beyond loopback.
+    #[serde(default)]
+    pub tls: ClientTls,
+    /// The virtual host, as in `url`.
+    pub vhost: String,
+    /// Base URL of the management HTTP API, used to create and revoke node users.
+    pub management_url: String,
+    /// Management API user (administrator tag).
+    pub management_user: String,
+    /// Its password.
+    pub management_password: SecretString,
+    /// Further `host:port` addresses of the same RabbitMQ cluster, tried in turn when the host
+    /// of `url` does not answer (same credentials and virtual host).
+    #[serde(default, deserialize_with = "crate::settings::comma_list")]
+    pub cluster_hosts: Vec<String>,
+    /// The AMQP URL nodes are told to connect to (scheme, host and port only; they get their
+    /// own credentials). Defaults to the scheme, host and port of `url`.
+    #[serde(default)]
+    pub node_url: Option<String>,
+}
+
+/// The blind router.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Envelopes routed at once by one server (and the consumer's prefetch).
+    pub concurrency: u16,
+    /// Largest envelope routed, in bytes.
+    pub max_envelope_bytes: usize,
+    /// Allowed clock difference when checking expiry, in seconds.
+    pub clock_skew_secs: u64,
+    /// Most dead letters the broker keeps (the oldest go first): a RabbitMQ policy the server
+    /// sets on `fedq.dead-letters`, so that no publisher can fill the broker's disk with refusals.
+    pub dead_letter_max_messages: u64,
+    /// Most bytes of dead letters the broker keeps (the oldest go first).
+    pub dead_letter_max_bytes: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            max_envelope_bytes: 16 * 1024 * 1024,
+            clock_skew_secs: 120,
+            dead_letter_max_messages: 100_000,
+            dead_letter_max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// The clock skew as a duration.
+    pub fn clock_skew(&self) -> Duration {
+        Duration::from_secs(self.clock_skew_secs)
+    }
+}
+
+/// Logins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a login token is valid, in seconds.
+    pub session_ttl_secs: u64,
+    /// How many password checks (Argon2id, 19 MiB each) run at once.
+    pub max_concurrent_hashes: usize,
+    /// How long a login waits for its turn before it is answered `unavailable`.
+    pub hash_queue_secs: u64,
+    /// Failed logins for one user name, within the window, after which it is refused.
+    pub failures_per_user: u32,
+    /// Failed logins from one address, within the window, after which it is refused.
+    pub failures_per_address: u32,
+    /// The window over which failed logins are counted, in seconds.
+    pub failure_window_secs: u64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client's address (its last entry).
+    /// Without them, every login behind a proxy counts against the proxy's address.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 12 * 3600,
+            max_concurrent_hashes: 2,
+            hash_queue_secs: 10,
+            failures_per_user: 10,
+            failures_per_address: 50,
+            failure_window_secs: 300,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// A root administrator to create if there is none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapConfig {
+    /// User name.
+    pub root_username: String,
+    /// Password; set it through `FEDQ_BOOTSTRAP__ROOT_PASSWORD` rather than the file.
+    pub root_password: SecretString,
+}
+
+/// Settings that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid server configuration: {0}")]
+pub struct ConfigError(#[from] config::ConfigError);
+
+impl ServerConfig {
+    /// Reads `path` (if given), then `FEDQ_…` environment variables.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Ok(crate::settings::load(path)?)
+    }
+}

@@ -1,0 +1,203 @@
+//! The server side of TLS: a certificate that is reloaded from its files on SIGHUP and when they
+//! change (so a renewed certificate is used without a restart, and a broken renewal keeps the
+//! old one), and serving a warp filter over it with graceful shutdown.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
+
+use fedq_tls::{TlsError, load_certs, load_key, provider};
+
+/// How often the certificate files are checked for a change.
+const POLL: Duration = Duration::from_secs(2);
+
+/// The server's certificate and key, swapped in place when the files change.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// Modification times and sizes of both files when last loaded.
+    stamp: RwLock<Option<(Stamp, Stamp)>>,
+}
+
+type Stamp = (SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
+    let certs = load_certs(cert_file)?;
+    let key = load_key(key_file)?;
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Setup {
+        what: format!("{} with {}", cert_file.display(), key_file.display()),
+        detail: e.to_string(),
+    })
+}
+
+impl ReloadingCert {
+    /// Loads the certificate chain and key; fails if they are unusable or do not match.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, TlsError> {
+        let stamps = stamp(cert_file).zip(stamp(key_file));
+        let key = certified_key(cert_file, key_file)?;
+        Ok(Arc::new(Self {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            current: RwLock::new(Arc::new(key)),
+            stamp: RwLock::new(stamps),
+        }))
+    }
+
+    /// Loads the files again. On failure the previous certificate stays in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let stamps = stamp(&self.cert_file).zip(stamp(&self.key_file));
+        let key = certified_key(&self.cert_file, &self.key_file)?;
+        *self.current.write().expect("not poisoned") = Arc::new(key);
+        *self.stamp.write().expect("not poisoned") = stamps;
+        Ok(())
+    }
+
+    fn changed(&self) -> bool {
+        let now = stamp(&self.cert_file).zip(stamp(&self.key_file));
+        now.is_some() && now != *self.stamp.read().expect("not poisoned")
+    }
+
+    /// Reloads on SIGHUP and when the files change, until `stop` turns true.
+    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        loop {
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let why = tokio::select! {
+                _ = hup => "SIGHUP",
+                _ = tokio::time::sleep(POLL) => if self.changed() { "the files changed" } else { continue },
+                _ = stopped(&mut stop) => return,
+            };
+            match self.reload() {
+                Ok(()) => tracing::info!(cert = %self.cert_file.display(), why, "TLS certificate reloaded"),
+                Err(e) => {
+                    // Remember the broken files' stamps so the error is logged once per change.
+                    *self.stamp.write().expect("not poisoned") =
+                        stamp(&self.cert_file).zip(stamp(&self.key_file));
+                    tracing::error!(error = %e, why, "TLS certificate not reloaded; the previous one stays in use");
+                }
+            }
+        }
+    }
+
+    /// A rustls server configuration that always presents the current certificate.
+    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Setup { what: "the HTTPS listener".into(), detail: e.to_string() })?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().expect("not poisoned").clone())
+    }
+}
+
+/// Serves `filter` over TLS on `listener` until `shutdown` turns true, then lets the
+/// connections in flight finish.
+pub async fn serve<F, R>(
+    listener: tokio::net::TcpListener,
+    config: rustls::ServerConfig,
+    filter: F,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    F: warp::Filter<Extract = (R,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+    R: warp::Reply,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(WithPeer {
+            inner: warp::service(filter.clone()),
+            peer,
+        });
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // A client that opens a connection and never finishes the handshake is dropped.
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// The TCP peer of a request served over TLS here (warp's own `addr::remote` is filled only by
+/// `warp::serve`), for handlers that count by address, such as the login throttle.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// A service that tags each request with its connection's peer.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: std::net::SocketAddr,
+}
+
+impl<S, B> tower_service::Service<warp::http::Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<warp::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: warp::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(PeerAddr(self.peer));
+        self.inner.call(request)
+    }
+}
+
+/// Resolves when `stop` turns true (the channel's guard is not held across an await).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

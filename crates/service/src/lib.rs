@@ -1,0 +1,5 @@
+//! What every long-running fedq process shares: settings read from a TOML file and
+//! `FEDQ_SECTION__KEY` variables, and Prometheus metrics served on their own listener.
+
+pub mod metrics;
+pub mod settings;
