@@ -101,4 +101,116 @@ mod tests {
         let codes: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(documented, codes);
     }
+
+    /// The REST contract's types and the description's schemas name the same fields: an
+    /// example of each type with every optional field set serializes to exactly the schema's
+    /// properties.
+    #[test]
+    fn the_openapi_schemas_are_the_contract_types() {
+        use crate::contract::*;
+        use crate::ids::{CollaborationId, JobId, NodeId, OrgId, RunId, TaskId};
+        use crate::protocol::JobStatus;
+        use std::time::SystemTime;
+
+        let spec: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
+        let job = Job {
+            id: JobId::new(),
+            organization: OrgId::new(),
+            organization_name: "registry-a".into(),
+            status: JobStatus::Running,
+            status_changed_at: SystemTime::now(),
+        };
+        let task = Task {
+            id: TaskId::new(),
+            collaboration: CollaborationId::new(),
+            run: RunId::new(),
+            parent: Some(TaskId::new()),
+            image: "fedq/secure-sum".into(),
+            name: "count".into(),
+            creator_organization: OrgId::new(),
+            creator_user: Some(uuid::Uuid::new_v4()),
+            creator_node: Some(NodeId::new()),
+            created_at: SystemTime::now(),
+            jobs: vec![job.clone()],
+        };
+        let node = Node {
+            id: NodeId::new(),
+            organization: OrgId::new(),
+            name: "n1".into(),
+            broker_user: "fedq-node-1".into(),
+            version: Some("0.1.0".into()),
+            last_seen_at: Some(SystemTime::now()),
+            online: true,
+            revoked_at: Some(SystemTime::now()),
+            policy: Some(Default::default()),
+        };
+        let broker = BrokerAccess {
+            url: "amqps://broker:5671".into(),
+            vhost: "fedq".into(),
+            username: "fedq-node-1".into(),
+            password: ShownOnce::new("secret"),
+            queue: "fedq.org.x".into(),
+            exchange: "fedq.ingress".into(),
+            server_user: "fedq-server".into(),
+            ca_pem: Some("-----BEGIN CERTIFICATE-----".into()),
+        };
+        let organization =
+            EnrolledOrganization { id: OrgId::new(), name: "registry-a".into(), public_key: None };
+        let registration = NodeRegistration {
+            node: node.clone(),
+            api_key: ShownOnce::new("fedq_n_x"),
+            broker: broker.clone(),
+            organization: Some(organization.clone()),
+        };
+        let new_job = NewJob { id: JobId::new(), organization: OrgId::new(), envelope: "AA==".into() };
+        let create = CreateTask {
+            id: TaskId::new(),
+            run: RunId::new(),
+            collaboration: CollaborationId::new(),
+            image: "fedq/secure-sum".into(),
+            name: "count".into(),
+            parent: Some(TaskId::new()),
+            jobs: vec![new_job.clone()],
+        };
+        let result = SealedResult {
+            job: JobId::new(),
+            organization: OrgId::new(),
+            status: JobStatus::Completed,
+            envelope: "AA==".into(),
+        };
+        let results = TaskResults { complete: true, results: vec![result.clone()] };
+        let error = ErrorBody {
+            code: "envelope_refused".into(),
+            message: "no".into(),
+            reason: Some("malformed".into()),
+        };
+        let examples: Vec<(&str, serde_json::Value)> = vec![
+            ("Task", serde_json::to_value(&task).unwrap()),
+            ("Job", serde_json::to_value(&job).unwrap()),
+            ("Node", serde_json::to_value(&node).unwrap()),
+            ("BrokerCredentials", serde_json::to_value(&broker).unwrap()),
+            ("EnrolledOrganization", serde_json::to_value(&organization).unwrap()),
+            ("NodeRegistration", serde_json::to_value(&registration).unwrap()),
+            ("NewJob", serde_json::to_value(&new_job).unwrap()),
+            ("CreateTask", serde_json::to_value(&create).unwrap()),
+            ("Result", serde_json::to_value(&result).unwrap()),
+            ("Results", serde_json::to_value(&results).unwrap()),
+            ("Error", serde_json::to_value(&error).unwrap()),
+        ];
+        for (name, example) in examples {
+            let schema = &spec["components"]["schemas"][name];
+            let properties: BTreeSet<&str> = schema["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("schema {name}"))
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let fields: BTreeSet<&str> =
+                example.as_object().expect("an object").keys().map(String::as_str).collect();
+            assert_eq!(fields, properties, "schema {name}");
+            for required in schema["required"].as_array().into_iter().flatten() {
+                assert!(fields.contains(required.as_str().unwrap()), "{name}.{required} is required");
+            }
+        }
+    }
 }
