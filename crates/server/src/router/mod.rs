@@ -10,18 +10,21 @@
 //! the receiving node's replay guard drops that copy.
 
 pub mod check;
+mod consumer;
+mod dead_letter;
+mod facts;
+mod hold;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 pub use check::{Publisher, Refusal};
+use facts::FactsCache;
 
-use crate::broker::{self, BrokerError, Consumer, Delivery, PublishChannel as Channel, PublishError, Target};
+use crate::broker::{self, PublishChannel as Channel, PublishError, Target};
 use crate::envelope::{FormatError, Header, OpenPolicy, parse};
 use crate::server::db::{DbError, routing};
 use crate::time::Timestamp;
@@ -206,255 +209,6 @@ impl Router {
             }
         }
     }
-
-    /// Routes what `consumer` (of the ingress queue) delivers until `shutdown` turns true or the
-    /// connection fails. At most `concurrency` envelopes are in flight (the consumer's prefetch
-    /// should be the same). Returns when every envelope in flight has been settled.
-    pub async fn consume(
-        &self,
-        mut consumer: Consumer,
-        concurrency: u16,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), BrokerError> {
-        let slots = Arc::new(Semaphore::new(usize::from(concurrency)));
-        let result = loop {
-            let delivery = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
-                next = consumer.next() => next,
-            };
-            let delivery = match delivery {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => break Err(e),
-                None => break Ok(()),
-            };
-            let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let router = self.clone();
-            let channel = consumer.channel().clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                router.handle(delivery, &channel, shutdown).await;
-                drop(permit);
-            });
-        };
-        // Let in-flight envelopes finish before the caller closes the channel.
-        let _ = slots.acquire_many(u32::from(concurrency)).await;
-        result
-    }
-
-    #[tracing::instrument(skip_all, fields(tag = delivery.tag))]
-    async fn handle(&self, delivery: Delivery, channel: &Channel, mut shutdown: watch::Receiver<bool>) {
-        let publisher_name = delivery.user_id.clone();
-        let route = || async {
-            match &publisher_name {
-                Some(user) => self.route(&delivery.data, Publisher::Node(None), user, channel).await,
-                None => Err(RouteError::Refused {
-                    refusal: Refusal::new("missing_user_id", "published without a validated user id"),
-                    header: None,
-                }),
-            }
-        };
-        let mut result = route().await;
-        // While the database is unreachable, hold the delivery and retry in place.
-        let mut hold = Hold::default();
-        while matches!(result, Err(RouteError::Database(_))) {
-            match self.hold(&mut hold, channel, &mut shutdown).await {
-                HoldOutcome::Retry => result = route().await,
-                HoldOutcome::Proceed => break,
-                // The broker requeued the delivery when the channel closed.
-                HoldOutcome::ChannelClosed => return,
-            }
-        }
-        let result = match result {
-            // A failure of this envelope, not of the database or broker as a whole (a recipient
-            // queue that refuses it, say): retried a few times, then dead-lettered with the
-            // reason, so one bad envelope never circles forever.
-            Err(e)
-                if !matches!(e, RouteError::Refused { .. })
-                    && delivery.delivery_count + 1 >= MAX_ATTEMPTS =>
-            {
-                Err(RouteError::Refused {
-                    refusal: Refusal::new(
-                        "undeliverable",
-                        format!("routing failed {MAX_ATTEMPTS} times; last error: {e}"),
-                    ),
-                    header: parse(&delivery.data, self.inner.policy.max_len).ok().map(|p| Box::new(p.header)),
-                })
-            }
-            other => other,
-        };
-        let publisher_name = publisher_name.as_deref().unwrap_or("");
-        let settled = match result {
-            Ok(routed) => {
-                tracing::debug!(?routed, "routed");
-                delivery.acker.ack().await
-            }
-            Err(RouteError::Refused { refusal, header }) => {
-                tracing::warn!(code = refusal.code, reason = %refusal.message, "envelope refused");
-                let dead_letter =
-                    || self.dead_letter(channel, &delivery.data, &refusal, header.as_deref(), publisher_name);
-                let mut recorded = dead_letter().await;
-                // Recording the refusal needs the database too: hold through an outage rather
-                // than requeue toward the broker's delivery limit.
-                let mut hold = Hold::default();
-                while matches!(recorded, Err(RouteError::Database(_))) {
-                    match self.hold(&mut hold, channel, &mut shutdown).await {
-                        HoldOutcome::Retry => recorded = dead_letter().await,
-                        HoldOutcome::Proceed => break,
-                        HoldOutcome::ChannelClosed => return,
-                    }
-                }
-                match recorded {
-                    Ok(()) => delivery.acker.ack().await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not dead-letter; will retry");
-                        retry_later(&delivery).await
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "routing failed; will retry");
-                retry_later(&delivery).await
-            }
-        };
-        if let Err(e) = settled {
-            // The channel is gone; the broker redelivers the message to another consumer.
-            tracing::warn!(error = %e, "could not settle a delivery");
-        }
-    }
-
-    /// One step of holding a delivery while the database is unreachable: waits (with growing
-    /// pauses) unless the database answers, the server stops or the channel closed. At most
-    /// `concurrency` envelopes wait here; the broker sees neither ack nor nack, so the envelope
-    /// is neither lost nor counted as a failed delivery.
-    async fn hold(
-        &self,
-        hold: &mut Hold,
-        channel: &Channel,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> HoldOutcome {
-        if self.database_answers().await {
-            return HoldOutcome::Proceed;
-        }
-        if !hold.warned {
-            tracing::warn!("the database is unreachable; holding envelopes until it answers");
-            hold.warned = true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(hold.pause) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return HoldOutcome::Proceed,
-        }
-        if !channel.is_open() {
-            return HoldOutcome::ChannelClosed;
-        }
-        hold.pause = (hold.pause * 2).min(Duration::from_secs(5));
-        HoldOutcome::Retry
-    }
-
-    /// Whether the database answers a trivial query within two seconds.
-    async fn database_answers(&self) -> bool {
-        let probe = async {
-            let client = self.inner.db.get().await.ok()?;
-            client.simple_query("SELECT 1").await.ok()
-        };
-        matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Some(_)))
-    }
-
-    async fn dead_letter(
-        &self,
-        channel: &Channel,
-        bytes: &[u8],
-        refusal: &Refusal,
-        header: Option<&Header>,
-        publisher: &str,
-    ) -> Result<(), RouteError> {
-        let client = self.inner.db.get().await.map_err(DbError::from)?;
-        let record = routing::DeadLetter {
-            header,
-            code: refusal.code,
-            reason: &refusal.message,
-            publisher,
-            size: bytes.len(),
-        };
-        routing::record_dead_letter(&**client, &record).await?;
-        let mut headers = FieldTable::default();
-        headers.insert(
-            ShortString::from(broker::REASON_CODE_HEADER),
-            AMQPValue::LongString(refusal.code.into()),
-        );
-        headers.insert(
-            ShortString::from(broker::REASON_HEADER),
-            AMQPValue::LongString(refusal.message.as_str().into()),
-        );
-        headers.insert(ShortString::from(broker::PUBLISHER_HEADER), AMQPValue::LongString(publisher.into()));
-        headers.insert(ShortString::from(broker::SIZE_HEADER), AMQPValue::LongLongInt(bytes.len() as i64));
-        let properties = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
-        // The header block only: what an operator needs to see who sent what, not a copy of a
-        // payload that a flooding publisher would make the broker store twice.
-        let kept = &bytes[..bytes.len().min(broker::DEAD_LETTER_KEEP_BYTES)];
-        channel
-            .publish(Target::exchange(broker::DEAD_EXCHANGE), kept, properties, None)
-            .await
-            .map_err(|e| RouteError::Broker(format!("dead letter not confirmed: {e}")))?;
-        self.inner.metrics.dead_lettered(refusal.code);
-        Ok(())
-    }
-}
-
-/// Routing facts read recently, by everything they depend on.
-///
-/// Traffic within a run repeats the same (task, sender, recipient, key, publisher) many times,
-/// and reading the facts is the router's most expensive query. Cached facts are at most
-/// `FACTS_TTL` old, so a membership change, a key retirement or a node revocation reaches
-/// routing within that time (a revoked node is cut off at the broker at once anyway).
-#[derive(Default)]
-struct FactsCache {
-    entries: std::sync::Mutex<std::collections::HashMap<FactsKey, (tokio::time::Instant, routing::Facts)>>,
-}
-
-type FactsKey =
-    (crate::ids::TaskId, crate::ids::OrgId, crate::ids::OrgId, crate::keys::KeyId, Option<String>, i64);
-
-const FACTS_TTL: Duration = Duration::from_secs(5);
-const FACTS_MAX: usize = 10_000;
-
-impl FactsCache {
-    async fn get_or_read(
-        &self,
-        db: &tokio_postgres::Client,
-        header: &Header,
-        broker_user: Option<&str>,
-    ) -> Result<routing::Facts, DbError> {
-        // The signing key's validity depends on the creation time, so it is part of the key
-        // (to the second: envelopes of one burst share it).
-        let key: FactsKey = (
-            header.task,
-            header.sender,
-            header.recipient,
-            header.sender_key,
-            broker_user.map(str::to_owned),
-            header.created_at.as_millis() / 1000,
-        );
-        let now = tokio::time::Instant::now();
-        if let Some((at, facts)) = self.entries.lock().expect("not poisoned").get(&key)
-            && now.duration_since(*at) < FACTS_TTL
-        {
-            return Ok(facts.clone());
-        }
-        let facts = routing::facts(db, header, broker_user).await?;
-        // Only facts about an existing task are kept: a task created a moment later must be
-        // routable at once.
-        if facts.task.is_some() {
-            let mut entries = self.entries.lock().expect("not poisoned");
-            if entries.len() >= FACTS_MAX {
-                entries.retain(|_, (at, _)| now.duration_since(*at) < FACTS_TTL);
-                if entries.len() >= FACTS_MAX {
-                    entries.clear();
-                }
-            }
-            entries.insert(key, (now, facts.clone()));
-        }
-        Ok(facts)
-    }
 }
 
 /// Publishes `bytes` unchanged to the recipient's queue and waits for the broker's confirm.
@@ -481,41 +235,11 @@ async fn forward(channel: &Channel, header: &Header, bytes: &[u8]) -> Result<(),
     }
 }
 
-/// The state of holding one delivery through a database outage.
-struct Hold {
-    pause: Duration,
-    warned: bool,
-}
-
-impl Default for Hold {
-    fn default() -> Self {
-        Self { pause: Duration::from_millis(250), warned: false }
-    }
-}
-
-/// What to do after a step of holding.
-enum HoldOutcome {
-    /// The database may be back: try again.
-    Retry,
-    /// The database answers (the failure is the envelope's own) or the server stops: settle
-    /// the delivery as usual.
-    Proceed,
-    /// The channel closed: the broker has requeued the delivery already.
-    ChannelClosed,
-}
-
 /// How many times an envelope is tried before it is dead-lettered as undeliverable (database
 /// outages excepted: the router holds envelopes through them without counting). Below the
 /// broker's own `DELIVERY_LIMIT`, so the router records the reason before RabbitMQ would drop
 /// the envelope into the dead-letter queue without one.
 pub const MAX_ATTEMPTS: u64 = 5;
-
-/// Returns a delivery to the queue after a pause, so a database outage holds traffic instead of
-/// spinning on it.
-async fn retry_later(delivery: &Delivery) -> Result<(), BrokerError> {
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    delivery.acker.requeue().await
-}
 
 /// The envelope checks the router shares with opening.
 pub fn policy(config: &crate::server::config::RouterConfig) -> OpenPolicy {

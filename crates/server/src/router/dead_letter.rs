@@ -1,0 +1,53 @@
+//! Dead letters: a refused envelope's header block, with the reason, into the dead-letter
+//! queue, recorded in the database for the dashboard.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+
+use super::{Refusal, RouteError, Router};
+use crate::broker::{self, PublishChannel as Channel, Target};
+use crate::envelope::Header;
+use crate::server::db::{DbError, routing};
+
+impl Router {
+    /// Records a refused envelope and publishes its header block to the dead-letter queue.
+    pub(super) async fn dead_letter(
+        &self,
+        channel: &Channel,
+        bytes: &[u8],
+        refusal: &Refusal,
+        header: Option<&Header>,
+        publisher: &str,
+    ) -> Result<(), RouteError> {
+        let client = self.inner.db.get().await.map_err(DbError::from)?;
+        let record = routing::DeadLetter {
+            header,
+            code: refusal.code,
+            reason: &refusal.message,
+            publisher,
+            size: bytes.len(),
+        };
+        routing::record_dead_letter(&**client, &record).await?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from(broker::REASON_CODE_HEADER),
+            AMQPValue::LongString(refusal.code.into()),
+        );
+        headers.insert(
+            ShortString::from(broker::REASON_HEADER),
+            AMQPValue::LongString(refusal.message.as_str().into()),
+        );
+        headers.insert(ShortString::from(broker::PUBLISHER_HEADER), AMQPValue::LongString(publisher.into()));
+        headers.insert(ShortString::from(broker::SIZE_HEADER), AMQPValue::LongLongInt(bytes.len() as i64));
+        let properties = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+        // The header block only: what an operator needs to see who sent what, not a copy of a
+        // payload that a flooding publisher would make the broker store twice.
+        let kept = &bytes[..bytes.len().min(broker::DEAD_LETTER_KEEP_BYTES)];
+        channel
+            .publish(Target::exchange(broker::DEAD_EXCHANGE), kept, properties, None)
+            .await
+            .map_err(|e| RouteError::Broker(format!("dead letter not confirmed: {e}")))?;
+        self.inner.metrics.dead_lettered(refusal.code);
+        Ok(())
+    }
+}
