@@ -115,7 +115,7 @@ pub(crate) async fn accept(
     received: Instant,
 ) {
     let job = start.job;
-    if let Some(active) = core.jobs.lock().expect("not poisoned").get(&job) {
+    if let Some(active) = core.running.jobs.lock().expect("not poisoned").get(&job) {
         // Redelivered after a reconnection while the job runs: the old delivery's channel is
         // gone, so the new one is what to acknowledge.
         tracing::info!(%job, "job_start redelivered while the job runs");
@@ -167,7 +167,7 @@ pub(crate) async fn accept(
         docker_start: Mutex::new(Duration::ZERO),
         exited: Mutex::new(None),
     });
-    core.jobs.lock().expect("not poisoned").insert(job, active.clone());
+    core.running.jobs.lock().expect("not poisoned").insert(job, active.clone());
     tokio::spawn(async move {
         let outcome = run(&core, &active).await;
         match outcome {
@@ -184,10 +184,10 @@ pub(crate) async fn accept(
         // job has wound down here. Both sides decide under the jobs lock, so the end is
         // acted on exactly once.
         let clean_up = {
-            let mut jobs = core.jobs.lock().expect("not poisoned");
+            let mut jobs = core.running.jobs.lock().expect("not poisoned");
             jobs.remove(&active.record.job);
             !jobs.values().any(|j| j.record.run == run)
-                && core.ended_runs.lock().expect("not poisoned").remove(&run)
+                && core.running.ended_runs.lock().expect("not poisoned").remove(&run)
         };
         if clean_up {
             remove_run(&core, run).await;
@@ -265,7 +265,7 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
 
     let mut stop = job.stop.subscribe();
     let _slot = tokio::select! {
-        slot = core.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        slot = core.running.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         () = async { let _ = stop.wait_for(Option::is_some).await; } => return stopped_before_start(job),
     };
     if job.stop.borrow().is_some() {
@@ -302,10 +302,10 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
         volume,
         data,
     };
-    core.tokens.lock().expect("not poisoned").insert(token_hash, job.clone());
+    core.running.tokens.lock().expect("not poisoned").insert(token_hash, job.clone());
     let outcome = run_container(core, job, &spec, &mut stop).await;
     // The token dies with the job.
-    core.tokens.lock().expect("not poisoned").remove(&token_hash);
+    core.running.tokens.lock().expect("not poisoned").remove(&token_hash);
     outcome
 }
 
@@ -425,7 +425,7 @@ fn record_timing(core: &Core, job: &ActiveJob) {
             docker_start: *job.docker_start.lock().expect("not poisoned"),
             exit_to_confirm: exited.elapsed(),
         };
-        let mut timings = core.timings.lock().expect("not poisoned");
+        let mut timings = core.running.timings.lock().expect("not poisoned");
         if timings.len() >= TIMINGS_KEPT {
             timings.pop_front();
         }
@@ -501,6 +501,7 @@ pub(crate) async fn seal_to(
 /// With `requester`, only the jobs that organization requested are stopped.
 pub(crate) async fn kill_task(core: &Core, task: crate::ids::TaskId, requester: Option<OrgId>, reason: &str) {
     let targets: Vec<Arc<ActiveJob>> = core
+        .running
         .jobs
         .lock()
         .expect("not poisoned")
@@ -516,17 +517,17 @@ pub(crate) async fn kill_task(core: &Core, task: crate::ids::TaskId, requester: 
 
 /// Whether a job of `task` in `run` that `requester` asked for runs here.
 pub(crate) fn requested_here(core: &Core, task: crate::ids::TaskId, run: RunId, requester: OrgId) -> bool {
-    let jobs = core.jobs.lock().expect("not poisoned");
+    let jobs = core.running.jobs.lock().expect("not poisoned");
     jobs.values().any(|j| j.record.task == task && j.record.run == run && j.record.requester == requester)
 }
 
 /// Removes a run's volume and everything kept for it, unless one of its jobs still runs here.
 pub(crate) async fn finish_run(core: &Core, run: RunId) {
     {
-        let jobs = core.jobs.lock().expect("not poisoned");
+        let jobs = core.running.jobs.lock().expect("not poisoned");
         if jobs.values().any(|j| j.record.run == run) {
             tracing::debug!(%run, "run finished; cleaning up once its last job here is done");
-            core.ended_runs.lock().expect("not poisoned").insert(run);
+            core.running.ended_runs.lock().expect("not poisoned").insert(run);
             return;
         }
     }
@@ -553,5 +554,5 @@ fn random_bytes() -> [u8; 32] {
 /// Which job a token belongs to, for the endpoint.
 pub(crate) fn by_token(core: &Core, token: &str) -> Option<Arc<ActiveJob>> {
     let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-    core.tokens.lock().expect("not poisoned").get(&hash).cloned()
+    core.running.tokens.lock().expect("not poisoned").get(&hash).cloned()
 }

@@ -117,17 +117,10 @@ pub(crate) struct Core {
     /// The broker's addresses, tried in turn.
     endpoints: crate::broker::endpoints::Endpoints,
     policy: OpenPolicy,
-    rejections: Rejections,
-    /// Times an envelope from an unknown key waited for the server to answer a key fetch.
-    key_waits: std::sync::atomic::AtomicU64,
-    /// Authenticated envelopes refused for what they ask, by reason code.
-    refusals: Mutex<HashMap<&'static str, u64>>,
-    /// Jobs accepted and not finished, by job id.
-    jobs: Mutex<HashMap<JobId, Arc<ActiveJob>>>,
-    /// Running jobs by the SHA-256 of their endpoint token.
-    tokens: Mutex<HashMap<[u8; 32], Arc<ActiveJob>>>,
-    /// Containers running at once.
-    slots: Arc<Semaphore>,
+    /// What was refused or held, counted.
+    tally: Tally,
+    /// The jobs running here.
+    running: Running,
     /// Bumped when a run message or a subtask result is stored, to wake long polls.
     arrivals: watch::Sender<u64>,
     /// Turns true when the node is asked to stop: no new work is taken.
@@ -135,13 +128,34 @@ pub(crate) struct Core {
     /// Turns true when the grace period after a stop is over: running jobs are abandoned and
     /// publishing gives up.
     halt: watch::Receiver<bool>,
+    /// Prometheus metrics.
+    metrics: metrics::NodeMetrics,
+}
+
+/// The jobs this node runs now, and what is kept about the ones it ran.
+struct Running {
+    /// Jobs accepted and not finished, by job id.
+    jobs: Mutex<HashMap<JobId, Arc<ActiveJob>>>,
+    /// Running jobs by the SHA-256 of their endpoint token.
+    tokens: Mutex<HashMap<[u8; 32], Arc<ActiveJob>>>,
+    /// Containers running at once.
+    slots: Arc<Semaphore>,
     /// Runs announced finished while one of their jobs was still winding down here: cleaned
     /// up when it is done.
     ended_runs: Mutex<std::collections::HashSet<crate::ids::RunId>>,
     /// Where recent jobs' time went.
     timings: Mutex<std::collections::VecDeque<JobTiming>>,
-    /// Prometheus metrics.
-    metrics: metrics::NodeMetrics,
+}
+
+/// What the node refused or held, counted (for its tests, logs and metrics).
+#[derive(Default)]
+struct Tally {
+    /// Envelopes that did not open, by reason.
+    rejections: Rejections,
+    /// Times an envelope from an unknown key waited for the server to answer a key fetch.
+    key_waits: std::sync::atomic::AtomicU64,
+    /// Authenticated envelopes refused for what they ask, by reason code.
+    refusals: Mutex<HashMap<&'static str, u64>>,
 }
 
 impl Core {
@@ -205,23 +219,23 @@ impl RunningNode {
 
     /// Where the time of recent jobs went (the newest 1000).
     pub fn timings(&self) -> Vec<JobTiming> {
-        self.core.timings.lock().expect("not poisoned").iter().copied().collect()
+        self.core.running.timings.lock().expect("not poisoned").iter().copied().collect()
     }
 
     /// Envelopes this node refused, by reason code.
     pub fn rejections(&self) -> Vec<(&'static str, u64)> {
-        self.core.rejections.snapshot()
+        self.core.tally.rejections.snapshot()
     }
 
     /// How many times an envelope signed by a key this node had not fetched waited for the
     /// server to answer (instead of being refused while it was unreachable).
     pub fn waits_for_keys(&self) -> u64 {
-        self.core.key_waits.load(std::sync::atomic::Ordering::Relaxed)
+        self.core.tally.key_waits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Envelopes that opened but asked for what their sender may not do, by reason code.
     pub fn refusals(&self) -> HashMap<&'static str, u64> {
-        self.core.refusals.lock().expect("not poisoned").clone()
+        self.core.tally.refusals.lock().expect("not poisoned").clone()
     }
 
     /// Stops taking work, lets running jobs finish for up to the grace period, stops the rest
@@ -233,7 +247,7 @@ impl RunningNode {
         let grace = Duration::from_secs(self.core.config.node.shutdown_grace_secs);
         let deadline = tokio::time::Instant::now() + grace;
         loop {
-            let running = self.core.jobs.lock().expect("not poisoned").len();
+            let running = self.core.running.jobs.lock().expect("not poisoned").len();
             if running == 0 || tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -241,14 +255,14 @@ impl RunningNode {
         }
         let _ = self.halt.send(true);
         let left: Vec<Arc<ActiveJob>> =
-            self.core.jobs.lock().expect("not poisoned").values().cloned().collect();
+            self.core.running.jobs.lock().expect("not poisoned").values().cloned().collect();
         for job in left {
             tracing::warn!(job = %job.record.job, "stopping a job at shutdown; it will be redelivered");
             job.abandon(&self.core).await;
         }
         // Let the abandoned jobs remove their containers before the network goes.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !self.core.jobs.lock().expect("not poisoned").is_empty()
+        while !self.core.running.jobs.lock().expect("not poisoned").is_empty()
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -330,21 +344,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let (halt_tx, halt) = watch::channel(false);
     let core = Arc::new(Core {
         policy: OpenPolicy::default(),
-        rejections: Rejections::new(),
-        refusals: Mutex::new(HashMap::new()),
-        key_waits: std::sync::atomic::AtomicU64::new(0),
+        tally: Tally::default(),
         peers: PeerKeys::new(trust, Duration::from_secs(config.peers.refresh_secs)),
         link: IngressLink::new(config.broker.username.clone()),
         endpoints,
-        jobs: Mutex::new(HashMap::new()),
-        tokens: Mutex::new(HashMap::new()),
-        slots: Arc::new(Semaphore::new(usize::from(config.limits.concurrent_jobs))),
+        running: Running {
+            jobs: Mutex::default(),
+            tokens: Mutex::default(),
+            slots: Arc::new(Semaphore::new(usize::from(config.limits.concurrent_jobs))),
+            ended_runs: Mutex::default(),
+            timings: Mutex::default(),
+        },
         arrivals: watch::channel(0).0,
         stop,
         halt,
-        timings: Mutex::new(std::collections::VecDeque::new()),
         metrics: metrics::NodeMetrics::new(),
-        ended_runs: Mutex::new(std::collections::HashSet::new()),
         me,
         state,
         server,
@@ -406,7 +420,7 @@ async fn heartbeats(core: Arc<Core>) {
     let interval = Duration::from_secs(core.config.node.heartbeat_secs);
     let mut failing = false;
     loop {
-        core.metrics.set_running(core.jobs.lock().expect("not poisoned").len());
+        core.metrics.set_running(core.running.jobs.lock().expect("not poisoned").len());
         let online = core.link.is_connected();
         match core.server.heartbeat(online, &core.config.policy_summary()).await {
             Ok(()) => failing = false,
@@ -434,7 +448,8 @@ async fn collect_garbage(core: Arc<Core>) {
 async fn gc_once(core: &Core, everything: bool) -> Result<(), ContainerError> {
     let now = Timestamp::now();
     core.state.forget_expired_jobs(now)?;
-    let busy: Vec<_> = core.jobs.lock().expect("not poisoned").values().map(|j| j.record.run).collect();
+    let busy: Vec<_> =
+        core.running.jobs.lock().expect("not poisoned").values().map(|j| j.record.run).collect();
     for (name, run, expires) in core.sandbox.volumes().await? {
         let expired = everything || expires.is_some_and(|e| e < now);
         if expired && run.is_some_and(|r| !busy.contains(&r)) {

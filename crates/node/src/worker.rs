@@ -69,7 +69,7 @@ async fn consume_once(core: &Arc<Core>) -> SessionEnd {
                 consumer.cancel().await;
                 let mut halt = core.halt.clone();
                 loop {
-                    if core.jobs.lock().expect("not poisoned").is_empty() {
+                    if core.running.jobs.lock().expect("not poisoned").is_empty() {
                         break;
                     }
                     tokio::select! {
@@ -104,7 +104,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
         Err(OpenError::Replay { id }) => {
             // Handled before; its acknowledgement was lost.
             tracing::info!(%id, "duplicate envelope dropped");
-            core.rejections.record(&OpenError::Replay { id });
+            core.tally.rejections.record(&OpenError::Replay { id });
             core.metrics.rejected("replay");
             let _ = delivery.acker.ack().await;
             return;
@@ -117,7 +117,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
         }
         Err(e) => {
             tracing::warn!(code = e.code(), error = %e, "envelope refused");
-            core.rejections.record(&e);
+            core.tally.rejections.record(&e);
             core.metrics.rejected(e.code());
             // To the dead-letter exchange: kept for operators, never retried.
             let _ = delivery.acker.reject().await;
@@ -247,7 +247,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
 /// Logs and counts an authenticated envelope that asks for what its sender may not do; it is
 /// dropped.
 fn refuse(core: &Core, header: &crate::envelope::Header, code: &'static str, why: &str) {
-    *core.refusals.lock().expect("not poisoned").entry(code).or_default() += 1;
+    *core.tally.refusals.lock().expect("not poisoned").entry(code).or_default() += 1;
     core.metrics.refused(code);
     tracing::warn!(
         code,
@@ -279,7 +279,7 @@ async fn open(core: &Core, bytes: &[u8]) -> Result<Opened, OpenError> {
             // work. A node that stops meanwhile leaves it to the broker (see `handle`).
             let mut backoff = Duration::from_millis(250);
             while !core.refresh_keys(header.collaboration).await && !core.stopping() {
-                core.key_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                core.tally.key_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
