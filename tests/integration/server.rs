@@ -838,3 +838,20 @@ async fn the_server_routes_with_an_amqp_user_without_tags_confined_to_fedq_objec
     app.cleanup().await;
     mgmt.delete_user(&user).await.unwrap();
 }
+
+/// The client keeps what the server says about a refusal: its status, its stable code and its
+/// message, so that callers (the command line, bindings in other languages) can tell them apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_keeps_the_code_of_a_refusal() {
+    let app = spawn_app().await;
+    let base = format!("http://{}", app.addr);
+    let tls = fedq::tls::ClientTls::default();
+    let client = fedq::client::Client::login(&base, &tls, "root", ROOT_PASSWORD).await.unwrap();
+    let missing = TaskId::new();
+    let err = client.task(missing).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(404), Some("not_found")), "{err}");
+    assert!(err.to_string().contains(&missing.to_string()), "{err}");
+    let wrong = fedq::client::Client::login(&base, &tls, "root", "not-the-password").await.unwrap_err();
+    assert_eq!((wrong.status(), wrong.code()), (Some(401), Some("bad_credentials")), "{wrong}");
+    app.cleanup().await;
+}

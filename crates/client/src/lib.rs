@@ -42,6 +42,10 @@ pub enum ClientError {
     Refused {
         /// HTTP status.
         status: u16,
+        /// The server's stable error code (`docs/api.md`), empty when the answer had none.
+        code: String,
+        /// The refusal's reason code, for `envelope_refused`.
+        reason: Option<String>,
         /// The server's message.
         message: String,
     },
@@ -106,6 +110,14 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The server's stable error code of a refusal (`not_found`, `envelope_refused`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { code, .. } if !code.is_empty() => Some(code),
             _ => None,
         }
     }
@@ -688,9 +700,17 @@ async fn answer(response: reqwest::Response) -> Result<Value, ClientError> {
     let status = response.status().as_u16();
     let text = response.text().await.map_err(|e| ClientError::Decode(e.to_string()))?;
     if status >= 400 {
-        let message =
-            serde_json::from_str::<ErrorBody>(&text).map_or_else(|_| "no message".to_owned(), |e| e.message);
-        return Err(ClientError::Refused { status, message });
+        let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| ErrorBody {
+            code: String::new(),
+            message: "no message".to_owned(),
+            reason: None,
+        });
+        return Err(ClientError::Refused {
+            status,
+            code: body.code,
+            reason: body.reason,
+            message: body.message,
+        });
     }
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
