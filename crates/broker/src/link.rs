@@ -9,7 +9,7 @@ use lapin::BasicProperties;
 use tokio::sync::watch;
 
 use super::backoff::Backoff;
-use super::publish::{Channel, PublishError, Target};
+use super::publish::{Channel, Target};
 
 /// The broker is not connected now.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -49,18 +49,6 @@ impl Link {
         self.channel().is_ok()
     }
 
-    /// Publishes once on the current channel and waits for the confirm.
-    pub async fn publish(
-        &self,
-        target: Target<'_>,
-        bytes: &[u8],
-        properties: BasicProperties,
-        timeout: Option<Duration>,
-    ) -> Result<(), LinkError> {
-        let channel = self.channel()?;
-        Ok(channel.publish(target, bytes, properties, timeout).await?)
-    }
-
     /// Publishes until the broker confirms, through reconnections (waiting with the one
     /// [`Backoff`]), or until `stop` turns true. A retry may publish the message twice; every
     /// message fedq retries this way carries an id its receiver deduplicates by.
@@ -93,15 +81,4 @@ impl Link {
             }
         }
     }
-}
-
-/// Why a publish through the link failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    /// Not connected.
-    #[error(transparent)]
-    Unavailable(#[from] Unavailable),
-    /// Connected, not confirmed.
-    #[error(transparent)]
-    Publish(#[from] PublishError),
 }

@@ -23,6 +23,13 @@ pub enum SessionEnd {
     },
 }
 
+impl SessionEnd {
+    /// A session that failed with `error`, having got as far as a working connection or not.
+    pub fn lost(connected: bool, error: impl std::fmt::Display) -> Self {
+        SessionEnd::Lost { connected, error: error.to_string() }
+    }
+}
+
 /// Runs `session` again and again until it ends with [`SessionEnd::Stopped`] or `stop` turns
 /// true, waiting between sessions.
 pub async fn supervise<F, Fut>(mut stop: watch::Receiver<bool>, mut session: F)

@@ -37,24 +37,21 @@ pub(crate) async fn consume_forever(core: Arc<Core>) {
 }
 
 async fn consume_once(core: &Arc<Core>) -> SessionEnd {
-    let lost = |connected: bool| {
-        move |e: &dyn std::fmt::Display| SessionEnd::Lost { connected, error: e.to_string() }
-    };
     let (connection, address) = match core.endpoints.connect().await {
         Ok(connected) => connected,
-        Err(e) => return lost(false)(&e),
+        Err(e) => return SessionEnd::lost(false, e),
     };
     tracing::info!(%address, "connected to the broker");
     let publish = match PublishChannel::open(&connection).await {
         Ok(channel) => channel,
-        Err(e) => return lost(false)(&e),
+        Err(e) => return SessionEnd::lost(false, e),
     };
     core.link.set(Some(publish));
     let queue = crate::broker::org_queue(core.org());
     let prefetch = core.config.limits.concurrent_jobs.saturating_add(MESSAGE_HEADROOM);
     let mut consumer = match Consumer::start(&connection, &queue, &core.config.node.name, prefetch).await {
         Ok(consumer) => consumer,
-        Err(e) => return lost(false)(&e),
+        Err(e) => return SessionEnd::lost(false, e),
     };
     tracing::info!(%queue, "consuming");
     // Tell the server at once rather than at the next heartbeat.
@@ -87,8 +84,8 @@ async fn consume_once(core: &Arc<Core>) -> SessionEnd {
                 let core = core.clone();
                 tokio::spawn(async move { handle(core, delivery).await });
             }
-            Some(Err(e)) => return lost(true)(&e),
-            None => return lost(true)(&"the broker closed the consumer"),
+            Some(Err(e)) => return SessionEnd::lost(true, e),
+            None => return SessionEnd::lost(true, "the broker closed the consumer"),
         }
     }
 }

@@ -340,7 +340,7 @@ async fn supervise_broker(
     let session = || async {
         let (connection, address, api_channel) = match connect(&endpoints, &db).await {
             Ok(connected) => connected,
-            Err(e) => return SessionEnd::Lost { connected: false, error: e.to_string() },
+            Err(e) => return SessionEnd::lost(false, e),
         };
         let concurrency = config.router.concurrency;
         let consumer =
@@ -348,7 +348,7 @@ async fn supervise_broker(
                 Ok(consumer) => consumer,
                 Err(e) => {
                     let _ = connection.close(200, "reconnecting".into()).await;
-                    return SessionEnd::Lost { connected: false, error: e.to_string() };
+                    return SessionEnd::lost(false, e);
                 }
             };
         link.link.set(Some(api_channel));
@@ -358,10 +358,8 @@ async fn supervise_broker(
         let _ = connection.close(200, "shutting down".into()).await;
         match result {
             Ok(()) if *shutdown.borrow() => SessionEnd::Stopped,
-            Ok(()) => {
-                SessionEnd::Lost { connected: true, error: "the ingress consumer was cancelled".into() }
-            }
-            Err(e) => SessionEnd::Lost { connected: true, error: e.to_string() },
+            Ok(()) => SessionEnd::lost(true, "the ingress consumer was cancelled"),
+            Err(e) => SessionEnd::lost(true, e),
         }
     };
     broker::supervisor::supervise(shutdown.clone(), session).await;
