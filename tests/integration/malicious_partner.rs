@@ -2,8 +2,9 @@
 //! publishes with its own broker credentials, so that the router lets them through (their
 //! headers are ones it may send), while their sealed payloads ask for more.
 //!
-//! Asserted: a kill whose header names the attacker's own task but whose payload names another
-//! researcher's task stops nothing at the receiving node; that task's job completes. A result
+//! Asserted: no way of hers to stop another researcher's job works (the API refuses her, the
+//! router dead-letters a control message she publishes, the broker refuses a publish to the
+//! target's queue), and the job completes. A result
 //! for another organization's subtask job is refused. And the partner's own container, through
 //! the endpoint, cannot start a subtask in another organization's run volume.
 
@@ -14,15 +15,16 @@ use std::time::Duration;
 use fedq::client::{Inputs, TaskSpec};
 use fedq::envelope::{self, Route, SealOptions};
 use fedq::ids::{RunId, TaskId};
-use fedq::protocol::{JobStatus, Kill, Kind, Payload};
+use fedq::protocol::control::{CONTROL_TYPE, Control};
+use fedq::protocol::{JobStatus, Kind, Payload};
 use fedq::time::Timestamp;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
+use support::eventually;
 use support::federation::Federation;
 use support::node::PROBE;
-use support::{eventually, job_entry};
 
 /// Publishes `bytes` to ingress with the broker credentials of organization `i`'s node, as that
 /// node would; returns the connection, to keep it open until the test is done with it.
@@ -48,7 +50,7 @@ async fn publish_as_node(fed: &Federation, i: usize, bytes: &[u8]) -> Connection
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partner_cannot_kill_another_researchers_job_under_cover_of_its_own_task() {
+async fn a_partner_cannot_kill_another_researchers_job() {
     let fed = Federation::new(3, &["fedq/probe"], |_, _| Default::default()).await;
     let (researcher_org, mallory_org, target) = (&fed.orgs[0], &fed.orgs[1], &fed.orgs[2]);
 
@@ -63,42 +65,49 @@ async fn a_partner_cannot_kill_another_researchers_job_under_cover_of_its_own_ta
         return_log: false,
     };
     let victim = fed.researcher.create_task(researcher_org, &spec).await.unwrap();
-
-    // Mallory's own task with a job at the target: what lets the router pass her kill.
-    let mallory = fed.app.user(mallory_org.org(), "mallory", "researcher").await;
-    let (task, run) = (TaskId::new(), RunId::new());
-    let route = Route { kind: Kind::JobStart, collaboration: fed.collaboration, task, run, status: None };
-    let (_, entry, _) =
-        job_entry(mallory_org, target.org(), target.current().public(), &route, b"[]", &[target.org()]);
-    let body =
-        json!({"id": task, "run": run, "collaboration": fed.collaboration, "image": PROBE, "jobs": [entry]});
-    let (status, answer) = fed.app.call("POST", "/tasks", Some(&mallory), Some(body)).await;
-    assert_eq!(status, 201, "{answer}");
-
     eventually(60, "the victim's job to run", || async {
         let shown = fed.researcher.task(victim.task).await.ok()?;
         (shown.jobs[0].status == JobStatus::Running).then_some(())
     })
     .await;
 
-    // The kill: her task in the header, the victim's in the sealed payload.
-    let kill_route = Route { kind: Kind::Kill, ..route };
-    let payload = Payload::Kill(Kill { task: victim.task, reason: Some("mallory".into()) });
-    let sealed = envelope::seal(
-        mallory_org,
-        target.org(),
-        target.current().public(),
-        &kill_route,
-        &payload.to_bytes(),
-        &SealOptions::default(),
-        Timestamp::now(),
-    )
-    .unwrap();
-    let connection = publish_as_node(&fed, 1, &sealed.bytes).await;
-    eventually(30, "the kill to be routed to the target", || async {
-        (fed.app.routed(task, "kill").await == 1).then_some(())
+    // Through the API, as a researcher of her own organization: refused.
+    let mallory = fed.app.user(mallory_org.org(), "mallory", "researcher").await;
+    let path = format!("/tasks/{}/kill", victim.task);
+    let (status, answer) = fed.app.call("POST", &path, Some(&mallory), None).await;
+    assert_eq!(status, 403, "{answer}");
+
+    // As the server would say it: a control message, published with her node's broker user to
+    // the only exchange it may write. No envelope kind stops jobs, and the router dead-letters
+    // what is not an envelope.
+    let control = Control::Kill { task: victim.task, run: victim.run };
+    let connection = publish_as_node(&fed, 1, &control.to_bytes()).await;
+    eventually(30, "the forged control message to be dead-lettered", || async {
+        let sql = fed.app.sql().await;
+        let n: i64 = sql.query_one("SELECT count(*) FROM dead_letters", &[]).await.ok()?.get(0);
+        (n == 1).then_some(())
     })
     .await;
+
+    // Straight to the target's queue: the broker refuses the publish.
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let published = channel
+        .basic_publish(
+            "".into(),
+            fedq::broker::org_queue(target.org()).as_str().into(),
+            BasicPublishOptions::default(),
+            &control.to_bytes(),
+            BasicProperties::default().with_type(CONTROL_TYPE.into()),
+        )
+        .await;
+    // The broker answers a publish it does not permit by closing the channel, which fails the
+    // confirm; an accepted one is confirmed.
+    let refused = match published {
+        Err(_) => true,
+        Ok(confirm) => confirm.await.is_err(),
+    };
+    assert!(refused, "a node's broker user published to another organization's queue");
 
     let results = fed
         .researcher

@@ -499,26 +499,20 @@ pub(crate) async fn seal_to(
 /// Stops every job of `task` at this node.
 ///
 /// With `requester`, only the jobs that organization requested are stopped.
-pub(crate) async fn kill_task(core: &Core, task: crate::ids::TaskId, requester: Option<OrgId>, reason: &str) {
+pub(crate) async fn kill_task(core: &Core, task: crate::ids::TaskId, reason: &str) {
     let targets: Vec<Arc<ActiveJob>> = core
         .running
         .jobs
         .lock()
         .expect("not poisoned")
         .values()
-        .filter(|j| j.record.task == task && requester.is_none_or(|r| r == j.record.requester))
+        .filter(|j| j.record.task == task)
         .cloned()
         .collect();
     for job in targets {
         tracing::info!(job = %job.record.job, %task, "killing");
         job.kill(core, reason.to_owned()).await;
     }
-}
-
-/// Whether a job of `task` in `run` that `requester` asked for runs here.
-pub(crate) fn requested_here(core: &Core, task: crate::ids::TaskId, run: RunId, requester: OrgId) -> bool {
-    let jobs = core.running.jobs.lock().expect("not poisoned");
-    jobs.values().any(|j| j.record.task == task && j.record.run == run && j.record.requester == requester)
 }
 
 /// Removes a run's volume and everything kept for it, unless one of its jobs still runs here.

@@ -159,37 +159,6 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
                 ),
             })
         }
-        // The router checked the header: its sender created the header's task. The sealed
-        // payload may name nothing else, and only jobs that sender requested are touched, so
-        // that a partner cannot act on another's task or run under cover of one of its own.
-        Payload::Kill(kill) if kill.task != header.task => {
-            refuse(&core, &header, "kill_other_task", "a kill naming another task than its header's");
-            Ok(())
-        }
-        Payload::Kill(kill) => {
-            let reason = kill.reason.unwrap_or_else(|| "killed by the requester".into());
-            jobs::kill_task(&core, header.task, Some(header.sender), &reason).await;
-            Ok(())
-        }
-        Payload::RunFinished(finished) if finished.run != header.run => {
-            refuse(&core, &header, "run_end_other_run", "a run end naming another run than its header's");
-            Ok(())
-        }
-        Payload::RunFinished(_) => {
-            if jobs::requested_here(&core, header.task, header.run, header.sender) {
-                jobs::finish_run(&core, header.run).await;
-            } else {
-                // Without a running job of that task requested by the sender, nothing vouches for
-                // it here; the server's run-end notice and the volume's time-to-live clean up.
-                refuse(
-                    &core,
-                    &header,
-                    "run_end_not_requester",
-                    "a run end from an organization that requested no job of it running here",
-                );
-            }
-            Ok(())
-        }
         Payload::JobResult(result) => match core.state.subtask(header.task) {
             // A result answers one job of the subtask, the one its signed sender runs.
             Ok(Some(record)) if !record.jobs.contains(&(result.job, header.sender)) => {
@@ -294,9 +263,7 @@ async fn handle_control(core: &Core, delivery: Delivery) {
         return;
     }
     match Control::from_bytes(&delivery.data) {
-        Ok(Control::Kill { task, .. }) => {
-            jobs::kill_task(core, task, None, "killed through the server").await
-        }
+        Ok(Control::Kill { task, .. }) => jobs::kill_task(core, task, "killed through the server").await,
         Ok(Control::RunFinished { run }) => jobs::finish_run(core, run).await,
         Err(e) => tracing::warn!(error = %e, "unreadable control message dropped"),
     }

@@ -12,9 +12,7 @@ pub mod control;
 pub mod heartbeat;
 mod payload;
 
-pub use payload::{
-    JobResult, JobStart, JobStatusUpdate, Kill, Payload, PayloadError, RunFinished, RunMessage,
-};
+pub use payload::{JobResult, JobStart, JobStatusUpdate, Payload, PayloadError, RunMessage};
 
 /// What an envelope is for. Carried in the clear header so the router can check that the kind
 /// is allowed in the direction it travels.
@@ -29,16 +27,14 @@ pub enum Kind {
     JobStatus,
     /// A message between the algorithm containers of one run (organization → organization).
     RunMessage,
-    /// Stop the jobs of a task (requester → organization).
-    Kill,
-    /// The run is over: its per-run volumes can be removed (requester → organization).
-    RunFinished,
 }
+// Stopping a task's jobs and ending a run are not envelope kinds: only the server knows when a
+// researcher killed a task or a run's last job ended, and it tells nodes by a control message
+// (`control`), so that no organization has an envelope with which to act on another's jobs.
 
 impl Kind {
     /// Every kind, for exhaustive tests and listings.
-    pub const ALL: [Kind; 6] =
-        [Kind::JobStart, Kind::JobResult, Kind::JobStatus, Kind::RunMessage, Kind::Kill, Kind::RunFinished];
+    pub const ALL: [Kind; 4] = [Kind::JobStart, Kind::JobResult, Kind::JobStatus, Kind::RunMessage];
 
     /// The stable name used in headers, logs and dead-letter reasons.
     pub const fn as_str(self) -> &'static str {
@@ -47,8 +43,6 @@ impl Kind {
             Kind::JobResult => "job_result",
             Kind::JobStatus => "job_status",
             Kind::RunMessage => "run_message",
-            Kind::Kill => "kill",
-            Kind::RunFinished => "run_finished",
         }
     }
 

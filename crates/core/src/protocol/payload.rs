@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use super::{JobStatus, Kind, Requester};
-use crate::ids::{JobId, OrgId, RunId, TaskId};
+use crate::ids::{JobId, OrgId};
 
 /// Start one organization's job of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,22 +63,6 @@ pub struct RunMessage {
     pub body: ByteBuf,
 }
 
-/// Stop the jobs of a task at the receiving organization.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Kill {
-    /// The task whose jobs to stop (the node also stops that task's subtasks).
-    pub task: TaskId,
-    /// Why, for the job's log.
-    pub reason: Option<String>,
-}
-
-/// The run is over: the receiving node may remove the run's volume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunFinished {
-    /// The run that ended.
-    pub run: RunId,
-}
-
 /// A payload of any kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -90,10 +74,6 @@ pub enum Payload {
     JobStatus(JobStatusUpdate),
     /// See [`RunMessage`].
     RunMessage(RunMessage),
-    /// See [`Kill`].
-    Kill(Kill),
-    /// See [`RunFinished`].
-    RunFinished(RunFinished),
 }
 
 /// A payload that does not decode as the kind its header names.
@@ -113,8 +93,6 @@ impl Payload {
             Payload::JobResult(_) => Kind::JobResult,
             Payload::JobStatus(_) => Kind::JobStatus,
             Payload::RunMessage(_) => Kind::RunMessage,
-            Payload::Kill(_) => Kind::Kill,
-            Payload::RunFinished(_) => Kind::RunFinished,
         }
     }
 
@@ -126,8 +104,6 @@ impl Payload {
             Payload::JobResult(p) => rmp_serde::to_vec_named(p),
             Payload::JobStatus(p) => rmp_serde::to_vec_named(p),
             Payload::RunMessage(p) => rmp_serde::to_vec_named(p),
-            Payload::Kill(p) => rmp_serde::to_vec_named(p),
-            Payload::RunFinished(p) => rmp_serde::to_vec_named(p),
         };
         // Encoding plain structs into a Vec cannot fail: there is no I/O and no map with
         // non-string keys.
@@ -142,8 +118,6 @@ impl Payload {
             Kind::JobResult => Payload::JobResult(rmp_serde::from_slice(bytes).map_err(wrap)?),
             Kind::JobStatus => Payload::JobStatus(rmp_serde::from_slice(bytes).map_err(wrap)?),
             Kind::RunMessage => Payload::RunMessage(rmp_serde::from_slice(bytes).map_err(wrap)?),
-            Kind::Kill => Payload::Kill(rmp_serde::from_slice(bytes).map_err(wrap)?),
-            Kind::RunFinished => Payload::RunFinished(rmp_serde::from_slice(bytes).map_err(wrap)?),
         })
     }
 }
@@ -179,8 +153,6 @@ impl Payload {
                 topic: "x1".into(),
                 body: ByteBuf::from(42u64.to_le_bytes().to_vec()),
             }),
-            Payload::Kill(Kill { task: TaskId::new(), reason: Some("researcher asked".into()) }),
-            Payload::RunFinished(RunFinished { run: RunId::new() }),
         ]
     }
 }
@@ -202,8 +174,12 @@ mod tests {
 
     #[test]
     fn a_payload_of_another_kind_is_a_typed_error() {
-        let kill = Payload::Kill(Kill { task: TaskId::new(), reason: None }).to_bytes();
-        let err = Payload::from_bytes(Kind::JobStart, &kill).unwrap_err();
+        let status = Payload::JobStatus(JobStatusUpdate {
+            job: JobId::new(),
+            status: JobStatus::Running,
+            detail: None,
+        });
+        let err = Payload::from_bytes(Kind::JobStart, &status.to_bytes()).unwrap_err();
         assert!(err.to_string().contains("job_start"), "{err}");
     }
 }

@@ -459,13 +459,17 @@ proptest! {
 #[test]
 fn payload_of_the_wrong_kind_fails_to_decode_after_opening() {
     let w = World::new();
-    let kill = Payload::Kill(crate::protocol::Kill { task: TaskId::new(), reason: None });
+    let status = Payload::JobStatus(crate::protocol::JobStatusUpdate {
+        job: crate::ids::JobId::new(),
+        status: crate::protocol::JobStatus::Running,
+        detail: None,
+    });
     let sealed = seal(
         &w.a,
         w.b.org(),
         w.b_public(),
         &World::route(Kind::JobStart),
-        &kill.to_bytes(),
+        &status.to_bytes(),
         &SealOptions::default(),
         w.now,
     )

@@ -115,7 +115,7 @@ fn direction(
     // subtask go on to the node of the job that created it.
     let to_requester = if task.parent.is_none() { Outcome::Stored } else { Outcome::Forwarded };
     match kind {
-        Kind::JobStart | Kind::Kill => {
+        Kind::JobStart => {
             if sender != task.creator {
                 return Err(refuse("only the task's creator may send it"));
             }
@@ -136,15 +136,6 @@ fn direction(
         Kind::RunMessage => {
             if !facts.sender_in_run || !facts.recipient_in_run {
                 return Err(refuse("both organizations must have a job in the run"));
-            }
-            Ok(Outcome::Forwarded)
-        }
-        Kind::RunFinished => {
-            if sender != task.creator {
-                return Err(refuse("only the task's creator may end its run"));
-            }
-            if !facts.recipient_in_run {
-                return Err(refuse("the recipient has no job in the run"));
             }
             Ok(Outcome::Forwarded)
         }
