@@ -1,33 +1,45 @@
-//! Router throughput against a real RabbitMQ and PostgreSQL, beside a no-op forwarder.
+//! Router throughput and latency against a real RabbitMQ and PostgreSQL, beside a no-op
+//! forwarder.
 //!
-//! Both move N persistent 1 KiB messages over the same two hops (a quorum queue in, a quorum
-//! queue out), with publisher confirms and an ack only after the confirm, at the same
-//! concurrency (prefetch 64):
+//! Both move persistent 1 KiB messages over the same two hops (a quorum queue in, a quorum queue
+//! out), with publisher confirms and an ack only after the confirm, at the same number in
+//! flight (the consumer's prefetch):
 //! - `noop`: consume, publish, ack; nothing else;
-//! - `router`: fedq's router: header parse, the routing facts query, the rules, the signature
-//!   check, the routing-log transaction, publish, commit, ack.
+//! - `router`: fedq's router: header parse, the routing facts, the rules, the signature check,
+//!   the routing-log transaction (group commit), publish, commit, ack.
 //!
-//! Each is timed from the start of its consumer until the out queue holds all N messages; the
-//! in queue is filled beforehand. `scripts/bench` runs it and writes the table.
+//! Throughput: the in queue is filled first; the rate is taken between the first and the last
+//! message arriving in the out queue (so the server's start is not counted), at 64 and 256 in
+//! flight, and for the router also with two server replicas on one broker. The CPU time of this
+//! process while the router runs (the server runs in it) gives envelopes per CPU-second.
+//!
+//! Latency: envelopes offered at a fixed rate below saturation (100/s), each timed from its
+//! publish to its arrival in the out queue.
+//!
+//! `scripts/bench` runs it and writes the tables from `target/bench-router.json`.
 
 #![allow(missing_docs)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+    QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
+use serde_json::json;
 use support::*;
 
-const N: usize = 4000;
-const CONCURRENCY: u16 = 64;
+const N: usize = 10_000;
+const LATENCY_RATE: u64 = 100;
+const LATENCY_N: usize = 1_000;
 
 fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
@@ -47,97 +59,175 @@ async fn depth(channel: &Channel, queue: &str) -> u32 {
     q.message_count()
 }
 
-async fn wait_depth(channel: &Channel, queue: &str, n: usize) {
-    while (depth(channel, queue).await as usize) < n {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Waits until `queue` holds `n` messages; returns the time the first one was seen and the time
+/// all were there.
+async fn watch_arrivals(channel: &Channel, queue: &str, n: usize) -> (Instant, Instant) {
+    let mut first = None;
+    loop {
+        let d = depth(channel, queue).await as usize;
+        if d > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if d >= n {
+            return (first.unwrap_or_else(Instant::now), Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 /// Publishes all messages, then waits for every confirm.
 async fn fill(channel: &Channel, exchange: &str, key: &str, messages: &[Vec<u8>], user: Option<&str>) {
-    let mut confirms = Vec::with_capacity(messages.len());
-    for m in messages {
-        let mut props = BasicProperties::default().with_delivery_mode(2);
-        if let Some(user) = user {
-            props = props.with_user_id(user.into());
+    for chunk in messages.chunks(1000) {
+        let mut confirms = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            let mut props = BasicProperties::default().with_delivery_mode(2);
+            if let Some(user) = user {
+                props = props.with_user_id(user.into());
+            }
+            confirms.push(
+                channel
+                    .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), m, props)
+                    .await
+                    .unwrap(),
+            );
         }
-        confirms.push(
-            channel
-                .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), m, props)
-                .await
-                .unwrap(),
-        );
-    }
-    for c in confirms {
-        c.await.unwrap();
+        for c in confirms {
+            c.await.unwrap();
+        }
     }
 }
 
-async fn noop_forwarder(app: &TestApp, messages: &[Vec<u8>]) -> Duration {
-    let admin = app.amqp("guest", "guest").await.unwrap();
-    let setup = admin.create_channel().await.unwrap();
-    setup.confirm_select(Default::default()).await.unwrap();
-    for q in ["bench.in", "bench.out"] {
-        setup
-            .queue_declare(q.into(), QueueDeclareOptions { durable: true, ..Default::default() }, quorum())
-            .await
-            .unwrap();
-    }
-    fill(&setup, "", "bench.in", messages, None).await;
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
 
-    let start = Instant::now();
+/// The no-op forwarder from `bench.in` to `bench.out`, running until aborted.
+async fn spawn_noop(app: &TestApp, in_flight: u16) -> tokio::task::JoinHandle<()> {
+    let admin = app.amqp("guest", "guest").await.unwrap();
     let channel = admin.create_channel().await.unwrap();
     channel.confirm_select(Default::default()).await.unwrap();
-    channel.basic_qos(CONCURRENCY, BasicQosOptions::default()).await.unwrap();
+    channel.basic_qos(in_flight, BasicQosOptions::default()).await.unwrap();
     let mut consumer = channel
         .basic_consume("bench.in".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
-    let forwarding = {
-        let channel = channel.clone();
-        tokio::spawn(async move {
-            let slots = Arc::new(tokio::sync::Semaphore::new(usize::from(CONCURRENCY)));
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let permit = slots.clone().acquire_owned().await.unwrap();
-                let channel = channel.clone();
-                tokio::spawn(async move {
-                    let props = BasicProperties::default().with_delivery_mode(2);
-                    channel
-                        .basic_publish(
-                            "".into(),
-                            "bench.out".into(),
-                            BasicPublishOptions::default(),
-                            &delivery.data,
-                            props,
-                        )
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap();
-                    delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
-                    drop(permit);
-                });
-            }
-        })
-    };
-    wait_depth(&setup, "bench.out", messages.len()).await;
-    let elapsed = start.elapsed();
-    forwarding.abort();
-    elapsed
+    tokio::spawn(async move {
+        let _admin = admin;
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                let props = BasicProperties::default().with_delivery_mode(2);
+                channel
+                    .basic_publish(
+                        "".into(),
+                        "bench.out".into(),
+                        BasicPublishOptions::default(),
+                        &delivery.data,
+                        props,
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+            });
+        }
+    })
 }
 
-async fn router(app: &mut TestApp, messages: &[Vec<u8>], node: &NodeBroker, out_queue: &str) -> Duration {
-    let admin = app.amqp("guest", "guest").await.unwrap();
-    let setup = admin.create_channel().await.unwrap();
+async fn purge(channel: &Channel, queue: &str) {
+    channel.queue_purge(queue.into(), QueuePurgeOptions::default()).await.unwrap();
+}
+
+/// Envelopes per second through the no-op forwarder.
+async fn noop_throughput(app: &TestApp, setup: &Channel, messages: &[Vec<u8>], in_flight: u16) -> f64 {
+    purge(setup, "bench.out").await;
+    fill(setup, "", "bench.in", messages, None).await;
+    let forwarder = spawn_noop(app, in_flight).await;
+    let (first, last) = watch_arrivals(setup, "bench.out", messages.len()).await;
+    forwarder.abort();
+    (messages.len() - 1) as f64 / (last - first).as_secs_f64()
+}
+
+struct RouterRun {
+    per_sec: f64,
+    per_cpu_sec: f64,
+}
+
+/// Envelopes per second through `replicas` servers routing with `in_flight` each.
+async fn router_throughput(
+    app: &mut TestApp,
+    setup: &Channel,
+    fixture: &TwoOrgRun,
+    messages: &[Vec<u8>],
+    in_flight: u16,
+    replicas: usize,
+) -> RouterRun {
     app.stop().await;
+    purge(setup, &fixture.node_a.queue).await;
+    app.config.router.concurrency = in_flight;
     // A connection per envelope in flight, as a production server is configured.
-    app.config.database.pool_size = usize::from(CONCURRENCY);
+    app.config.database.pool_size = usize::from(in_flight).min(64);
     // Filled by the node itself: RabbitMQ accepts its user id only from its own connection.
-    fill(&node.channel, "fedq.ingress", "", messages, Some(&node.user)).await;
-    let start = Instant::now();
+    fill(&fixture.node_b.channel, "fedq.ingress", "", messages, Some(&fixture.node_b.user)).await;
+    let cpu_before = cpu_time();
+    let mut others = Vec::new();
+    for _ in 1..replicas {
+        others.push(fedq::server::start(app.config.clone()).await.expect("a replica starts"));
+    }
     app.restart().await;
-    wait_depth(&setup, out_queue, messages.len()).await;
-    start.elapsed()
+    let (first, last) = watch_arrivals(setup, &fixture.node_a.queue, messages.len()).await;
+    let cpu = cpu_time() - cpu_before;
+    for other in others {
+        other.shutdown().await;
+    }
+    RouterRun {
+        per_sec: (messages.len() - 1) as f64 / (last - first).as_secs_f64(),
+        per_cpu_sec: messages.len() as f64 / cpu.as_secs_f64(),
+    }
+}
+
+/// Offers `LATENCY_N` messages at `LATENCY_RATE` per second through `publish`, and times each from
+/// its publish to its arrival on `out` (consumed by `consumer`); returns p50 and p99 in ms.
+async fn latency<P, F>(messages: Vec<Vec<u8>>, publish: P, mut consumer: lapin::Consumer) -> (f64, f64)
+where
+    P: Fn(Vec<u8>) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let sent: Arc<Mutex<HashMap<[u8; 16], Instant>>> = Arc::default();
+    let receiving = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(LATENCY_N);
+            while latencies.len() < LATENCY_N {
+                let delivery = consumer.next().await.unwrap().unwrap();
+                let arrived = Instant::now();
+                let id = *fedq::envelope::parse(&delivery.data, usize::MAX).unwrap().header.id.as_bytes();
+                let at = sent.lock().unwrap().remove(&id).expect("a message this test sent");
+                latencies.push((arrived - at).as_secs_f64() * 1000.0);
+                delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            latencies
+        })
+    };
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+    for m in messages {
+        tick.tick().await;
+        let id = *fedq::envelope::parse(&m, usize::MAX).unwrap().header.id.as_bytes();
+        sent.lock().unwrap().insert(id, Instant::now());
+        tokio::spawn(publish(m));
+    }
+    let mut latencies = receiving.await.unwrap();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (at(0.50), at(0.99))
 }
 
 fn main() {
@@ -147,15 +237,136 @@ fn main() {
         let fixture = TwoOrgRun::start(&app).await;
         let payload = vec![7u8; 1024];
         let messages: Vec<Vec<u8>> = (0..N).map(|_| fixture.b_to_a(&payload)).collect();
+        let admin = app.amqp("guest", "guest").await.unwrap();
+        let setup = admin.create_channel().await.unwrap();
+        setup.confirm_select(Default::default()).await.unwrap();
+        for q in ["bench.in", "bench.out"] {
+            setup
+                .queue_declare(
+                    q.into(),
+                    QueueDeclareOptions { durable: true, ..Default::default() },
+                    quorum(),
+                )
+                .await
+                .unwrap();
+        }
 
-        let noop = noop_forwarder(&app, &messages).await;
-        let routed = router(&mut app, &messages, &fixture.node_b, &fixture.node_a.queue).await;
-        let noop_rate = N as f64 / noop.as_secs_f64();
-        let router_rate = N as f64 / routed.as_secs_f64();
-        println!("noop forwarder: {N} messages in {noop:?} = {noop_rate:.0}/s");
-        println!("router:         {N} messages in {routed:?} = {router_rate:.0}/s");
-        println!("router / noop = {:.2}", router_rate / noop_rate);
-        let out = serde_json::json!({ "n": N, "concurrency": CONCURRENCY, "noop_per_sec": noop_rate, "router_per_sec": router_rate });
+        let mut rows = Vec::new();
+        for (in_flight, replicas) in [(64u16, 1usize), (256, 1), (64, 2)] {
+            // Fresh envelopes each time: the router drops ids it has routed before.
+            let messages: Vec<Vec<u8>> = if rows.is_empty() {
+                messages.clone()
+            } else {
+                (0..N).map(|_| fixture.b_to_a(&payload)).collect()
+            };
+            let noop = noop_throughput(&app, &setup, &messages, in_flight).await;
+            let router = router_throughput(&mut app, &setup, &fixture, &messages, in_flight, replicas).await;
+            println!(
+                "{in_flight} in flight, {replicas} replica(s): noop {noop:.0}/s, router {:.0}/s = {:.2}; \
+                 {:.0} envelopes per CPU-second",
+                router.per_sec,
+                router.per_sec / noop,
+                router.per_cpu_sec
+            );
+            rows.push(json!({
+                "in_flight": in_flight, "replicas": replicas, "noop_per_sec": noop,
+                "router_per_sec": router.per_sec, "router_per_cpu_sec": router.per_cpu_sec,
+            }));
+        }
+
+        // Latency at a fixed offered rate, the server running with its defaults.
+        app.stop().await;
+        app.config.router.concurrency = 64;
+        app.restart().await;
+        purge(&setup, &fixture.node_a.queue).await;
+        purge(&setup, "bench.out").await;
+        let offered: Vec<Vec<u8>> = (0..LATENCY_N).map(|_| fixture.b_to_a(&payload)).collect();
+        let out = fixture.node_a.connection.create_channel().await.unwrap();
+        let consumer = out
+            .basic_consume(
+                fixture.node_a.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let node_b = fixture.node_b.channel.clone();
+        let user = fixture.node_b.user.clone();
+        let (router_p50, router_p99) = latency(
+            offered.clone(),
+            move |m| {
+                let (channel, user) = (node_b.clone(), user.clone());
+                async move {
+                    let props =
+                        BasicProperties::default().with_delivery_mode(2).with_user_id(user.as_str().into());
+                    channel
+                        .basic_publish(
+                            "fedq.ingress".into(),
+                            "".into(),
+                            BasicPublishOptions::default(),
+                            &m,
+                            props,
+                        )
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                }
+            },
+            consumer,
+        )
+        .await;
+        let forwarder = spawn_noop(&app, 64).await;
+        let consumer = setup
+            .basic_consume(
+                "bench.out".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let publisher = admin.create_channel().await.unwrap();
+        publisher.confirm_select(Default::default()).await.unwrap();
+        let (noop_p50, noop_p99) = latency(
+            offered,
+            move |m| {
+                let channel = publisher.clone();
+                async move {
+                    let props = BasicProperties::default().with_delivery_mode(2);
+                    channel
+                        .basic_publish(
+                            "".into(),
+                            "bench.in".into(),
+                            BasicPublishOptions::default(),
+                            &m,
+                            props,
+                        )
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                }
+            },
+            consumer,
+        )
+        .await;
+        forwarder.abort();
+        println!(
+            "latency at {LATENCY_RATE}/s: router p50 {router_p50:.1} ms, p99 {router_p99:.1} ms; \
+             noop p50 {noop_p50:.1} ms, p99 {noop_p99:.1} ms"
+        );
+
+        let out = json!({
+            "n": N,
+            "throughput": rows,
+            "latency": {
+                "rate": LATENCY_RATE, "n": LATENCY_N,
+                "router_p50_ms": router_p50, "router_p99_ms": router_p99,
+                "noop_p50_ms": noop_p50, "noop_p99_ms": noop_p99,
+            },
+        });
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-router.json");
         std::fs::write(path, out.to_string()).unwrap();
         app.cleanup().await;

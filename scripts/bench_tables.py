@@ -63,15 +63,29 @@ def envelope_table():
 
 def router_table():
     data = json.loads((ROOT / "target" / "bench-router.json").read_text())
-    ratio = data["router_per_sec"] / data["noop_per_sec"]
-    return "\n".join([
-        f"Measured {machine()}; {data['n']} envelopes of 1 KiB, {data['concurrency']} in flight.",
+    rows = [
+        f"Measured {machine()}; {data['n']} envelopes of 1 KiB per row.",
         "",
-        "| forwarder | envelopes per second | ratio to no-op |",
+        "| in flight | server replicas | no-op, envelopes/s | fedq router, envelopes/s | ratio to no-op | router envelopes per CPU-second |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in data["throughput"]:
+        rows.append(
+            f"| {r['in_flight']} | {r['replicas']} | {r['noop_per_sec']:.0f} | {r['router_per_sec']:.0f} "
+            f"| {r['router_per_sec'] / r['noop_per_sec']:.2f} | {r['router_per_cpu_sec']:.0f} |"
+        )
+    lat = data["latency"]
+    rows += [
+        "",
+        f"Latency from publish to arrival in the recipient's queue, {lat['n']} envelopes offered at "
+        f"{lat['rate']}/s:",
+        "",
+        "| forwarder | p50 | p99 |",
         "|---|---|---|",
-        f"| no-op (consume, publish with confirm, ack) | {data['noop_per_sec']:.0f} | 1.00 |",
-        f"| fedq router | {data['router_per_sec']:.0f} | {ratio:.2f} |",
-    ])
+        f"| no-op | {lat['noop_p50_ms']:.1f} ms | {lat['noop_p99_ms']:.1f} ms |",
+        f"| fedq router | {lat['router_p50_ms']:.1f} ms | {lat['router_p99_ms']:.1f} ms |",
+    ]
+    return "\n".join(rows)
 
 
 def node_table():

@@ -855,3 +855,66 @@ async fn the_client_keeps_the_code_of_a_refusal() {
     assert_eq!((wrong.status(), wrong.code()), (Some(401), Some("bad_credentials")), "{wrong}");
     app.cleanup().await;
 }
+
+/// The status the database keeps for each task (migration V7) follows its jobs by the same rule
+/// as `TaskStatus::of`, for every combination of three jobs' statuses, whether the jobs change
+/// one statement at a time or together, and from the moment they are inserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_task_status_follows_its_jobs_by_the_protocols_rule() {
+    use fedq::protocol::TaskStatus;
+    let app = spawn_app().await;
+    let orgs = [app.org("a").await, app.org("b").await, app.org("c").await];
+    let ids: Vec<OrgId> = orgs.iter().map(|o| o.org()).collect();
+    let collaboration = app.collaboration("abc", &ids).await;
+    let sql = app.sql().await;
+    let task = uuid::Uuid::new_v4();
+    sql.execute(
+        "INSERT INTO tasks (id, collaboration_id, run_id, image, name, creator_org_id)
+         VALUES ($1, $2, $3, 'img', 'statuses', $4)",
+        &[&task, collaboration.as_uuid(), &uuid::Uuid::new_v4(), ids[0].as_uuid()],
+    )
+    .await
+    .unwrap();
+    let jobs: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
+    sql.execute(
+        "INSERT INTO jobs (id, task_id, org_id) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[])",
+        &[&jobs, &vec![task; 3], &ids.iter().map(|o| *o.as_uuid()).collect::<Vec<_>>()],
+    )
+    .await
+    .unwrap();
+    let stored = || async {
+        let row = sql.query_one("SELECT status FROM tasks WHERE id = $1", &[&task]).await.unwrap();
+        row.get::<_, String>(0)
+    };
+    assert_eq!(stored().await, "pending");
+
+    let mut checked = 0;
+    for a in JobStatus::ALL {
+        for b in JobStatus::ALL {
+            for c in JobStatus::ALL {
+                let statuses = [a, b, c];
+                // Alternately in one statement and in three.
+                if checked % 2 == 0 {
+                    let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+                    sql.execute(
+                        "UPDATE jobs SET status = u.status FROM unnest($1::uuid[], $2::text[]) u(id, status)
+                         WHERE jobs.id = u.id",
+                        &[&jobs, &names],
+                    )
+                    .await
+                    .unwrap();
+                } else {
+                    for (job, status) in jobs.iter().zip(statuses) {
+                        sql.execute("UPDATE jobs SET status = $2 WHERE id = $1", &[job, &status.as_str()])
+                            .await
+                            .unwrap();
+                    }
+                }
+                assert_eq!(stored().await, TaskStatus::of(statuses).as_str(), "jobs {statuses:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 512);
+    app.cleanup().await;
+}

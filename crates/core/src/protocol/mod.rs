@@ -156,7 +156,8 @@ impl std::fmt::Display for JobStatus {
 
 /// The status of a whole task, from its jobs' statuses: running while any job runs, pending
 /// while any waits, completed when all completed, killed when any was killed, refused when all
-/// were, and failed otherwise. The database says the same in `db::tasks::TASK_STATUS_SQL`.
+/// were, and failed otherwise. The server's database keeps the same rule for each task
+/// (`task_status_of` in migrations/V7__task_status.sql), tested against this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {

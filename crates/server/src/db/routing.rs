@@ -2,13 +2,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio_postgres::GenericClient;
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::DbError;
 use crate::envelope::Header;
-use crate::ids::{CollaborationId, OrgId, RunId, TaskId};
+use crate::ids::{CollaborationId, MessageId, OrgId, RunId, TaskId};
 use crate::keys::PublicKey;
+use crate::protocol::JobStatus;
 
 /// The task an envelope names, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,14 +61,16 @@ pub async fn facts(
     broker_user: Option<&str>,
 ) -> Result<Facts, DbError> {
     let publisher_org = match broker_user {
-        Some(user) => db
-            .query_opt("SELECT org_id FROM nodes WHERE broker_user = $1 AND revoked_at IS NULL", &[&user])
-            .await?
-            .map(|r| OrgId::from_uuid(r.get(0))),
+        Some(user) => {
+            let statement = db
+                .prepare_cached("SELECT org_id FROM nodes WHERE broker_user = $1 AND revoked_at IS NULL")
+                .await?;
+            db.query_opt(&statement, &[&user]).await?.map(|r| OrgId::from_uuid(r.get(0)))
+        }
         None => None,
     };
-    let row = db
-        .query_opt(
+    let statement = db
+        .prepare_cached(
             "SELECT t.collaboration_id, t.run_id, t.parent_task_id, t.creator_org_id,
                EXISTS (SELECT 1 FROM collaboration_members WHERE collaboration_id = t.collaboration_id AND org_id = $2),
                EXISTS (SELECT 1 FROM collaboration_members WHERE collaboration_id = t.collaboration_id AND org_id = $3),
@@ -77,6 +82,11 @@ pub async fn facts(
                  WHERE org_id = $2 AND key_id = $4 AND revoked_at IS NULL
                    AND (retired_at IS NULL OR retired_at > $5))
              FROM tasks t WHERE t.id = $1",
+        )
+        .await?;
+    let row = db
+        .query_opt(
+            &statement,
             &[
                 header.task.as_uuid(),
                 header.sender.as_uuid(),
@@ -114,66 +124,162 @@ pub enum Outcome {
     Stored,
 }
 
-/// Records a routed envelope in the caller's transaction: the routing log row, the job status
-/// it reports, and (for `Stored` results) the sealed envelope. Returns `false` if the message
-/// id was routed before, in which case nothing was written.
-pub async fn record(
-    tx: &impl GenericClient,
-    header: &Header,
-    envelope: &[u8],
-    outcome: Outcome,
-    via: &str,
-    publisher: &str,
-) -> Result<bool, DbError> {
-    let status = header.status.map(|s| s.as_str());
-    let inserted = tx
-        .execute(
+impl Outcome {
+    /// The routing log's name for it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Stored => "stored",
+        }
+    }
+}
+
+/// One routed envelope, as the routing log records it.
+#[derive(Debug, Clone, Copy)]
+pub struct LogRow<'a> {
+    /// Its header.
+    pub header: &'a Header,
+    /// Its size in bytes.
+    pub size: usize,
+    /// What the router does with it.
+    pub outcome: Outcome,
+    /// `broker` or `api`.
+    pub via: &'a str,
+    /// The validated broker user or API principal that published it.
+    pub publisher: &'a str,
+}
+
+/// Inserts the routing log rows of a group of envelopes in one statement, in the caller's
+/// transaction, and returns the message ids that were new (the others were routed before).
+///
+/// Rows are inserted in message id order, so that two replicas routing overlapping groups (after
+/// a redelivery) wait for each other's rows in the same order and never deadlock.
+pub async fn insert_log(tx: &impl GenericClient, rows: &[LogRow<'_>]) -> Result<HashSet<MessageId>, DbError> {
+    let mut rows: Vec<&LogRow<'_>> = rows.iter().collect();
+    rows.sort_by_key(|r| r.header.id);
+    let ids: Vec<&[u8]> = rows.iter().map(|r| r.header.id.as_bytes().as_slice()).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.header.kind.as_str()).collect();
+    let senders: Vec<&Uuid> = rows.iter().map(|r| r.header.sender.as_uuid()).collect();
+    let recipients: Vec<&Uuid> = rows.iter().map(|r| r.header.recipient.as_uuid()).collect();
+    let collaborations: Vec<&Uuid> = rows.iter().map(|r| r.header.collaboration.as_uuid()).collect();
+    let tasks: Vec<&Uuid> = rows.iter().map(|r| r.header.task.as_uuid()).collect();
+    let runs: Vec<&Uuid> = rows.iter().map(|r| r.header.run.as_uuid()).collect();
+    let statuses: Vec<Option<&str>> = rows.iter().map(|r| r.header.status.map(|s| s.as_str())).collect();
+    let sizes: Vec<i32> = rows.iter().map(|r| i32::try_from(r.size).unwrap_or(i32::MAX)).collect();
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
+    let vias: Vec<&str> = rows.iter().map(|r| r.via).collect();
+    let publishers: Vec<&str> = rows.iter().map(|r| r.publisher).collect();
+    let statement = tx
+        .prepare_cached(
             "INSERT INTO routing_log (message_id, kind, sender_org, recipient_org, collaboration_id, task_id,
                                       run_id, status, size, outcome, via, publisher)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (message_id) DO NOTHING",
+             SELECT * FROM unnest($1::bytea[], $2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[],
+                                  $7::uuid[], $8::text[], $9::int4[], $10::text[], $11::text[], $12::text[])
+             ON CONFLICT (message_id) DO NOTHING
+             RETURNING message_id",
+        )
+        .await?;
+    let inserted = tx
+        .query(
+            &statement,
             &[
-                &header.id.as_bytes().as_slice(),
-                &header.kind.as_str(),
-                header.sender.as_uuid(),
-                header.recipient.as_uuid(),
-                header.collaboration.as_uuid(),
-                header.task.as_uuid(),
-                header.run.as_uuid(),
-                &status,
-                &i32::try_from(envelope.len()).unwrap_or(i32::MAX),
-                &match outcome {
-                    Outcome::Forwarded => "forwarded",
-                    Outcome::Stored => "stored",
-                },
-                &via,
-                &publisher,
+                &ids,
+                &kinds,
+                &senders,
+                &recipients,
+                &collaborations,
+                &tasks,
+                &runs,
+                &statuses,
+                &sizes,
+                &outcomes,
+                &vias,
+                &publishers,
             ],
         )
         .await?;
-    if inserted == 0 {
-        return Ok(false);
+    Ok(inserted
+        .iter()
+        .filter_map(|row| <[u8; 16]>::try_from(row.get::<_, &[u8]>(0)).ok().map(MessageId::from_bytes))
+        .collect())
+}
+
+/// Removes log rows inserted earlier in the caller's transaction, for envelopes whose forwarding
+/// failed after all: they are routed again when the broker delivers them again.
+pub async fn forget(tx: &impl GenericClient, ids: &[MessageId]) -> Result<(), DbError> {
+    if ids.is_empty() {
+        return Ok(());
     }
-    if let Some(status) = status {
-        // A job never leaves a terminal state: a late "running" cannot undo "killed".
-        tx.execute(
-            "UPDATE jobs SET status = $3, status_changed_at = now()
-             WHERE task_id = $1 AND org_id = $2
-               AND status NOT IN ('completed', 'failed', 'crashed', 'killed', 'refused')",
-            &[header.task.as_uuid(), header.sender.as_uuid(), &status],
-        )
-        .await?;
+    let ids: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+    let statement = tx.prepare_cached("DELETE FROM routing_log WHERE message_id = ANY($1::bytea[])").await?;
+    tx.execute(&statement, &[&ids]).await?;
+    Ok(())
+}
+
+/// A job status reported by a routed envelope, with the sealed result for the API when the
+/// envelope is a researcher's result.
+#[derive(Debug, Clone, Copy)]
+pub struct Reported<'a> {
+    /// The envelope's header: its task, sender and status name the job and its new state.
+    pub header: &'a Header,
+    /// The envelope, to keep for the REST API (a `Stored` result), or `None`.
+    pub stored_result: Option<&'a [u8]>,
+}
+
+/// Applies the job statuses that a group of routed envelopes report, and keeps the results
+/// among them for the API, in the caller's transaction (one statement each).
+///
+/// A job never leaves a terminal state: a late `running` cannot undo `killed`. Of several
+/// statuses for one job in a group, a terminal one wins, else the last.
+pub async fn apply_reports(tx: &impl GenericClient, reports: &[Reported<'_>]) -> Result<(), DbError> {
+    let mut latest: HashMap<(&Uuid, &Uuid), JobStatus> = HashMap::new();
+    for report in reports {
+        let Some(status) = report.header.status else { continue };
+        let job = (report.header.task.as_uuid(), report.header.sender.as_uuid());
+        match latest.get(&job) {
+            Some(kept) if kept.is_terminal() && !status.is_terminal() => {}
+            _ => {
+                latest.insert(job, status);
+            }
+        }
     }
-    if outcome == Outcome::Stored && header.kind == crate::protocol::Kind::JobResult {
-        tx.execute(
-            "INSERT INTO results (job_id, message_id, envelope)
-             SELECT id, $3, $4 FROM jobs WHERE task_id = $1 AND org_id = $2
-             ON CONFLICT (job_id) DO NOTHING",
-            &[header.task.as_uuid(), header.sender.as_uuid(), &header.id.as_bytes().as_slice(), &envelope],
-        )
-        .await?;
+    if !latest.is_empty() {
+        let mut jobs: Vec<_> = latest.into_iter().collect();
+        // One order for every replica: row locks are taken in it.
+        jobs.sort_by_key(|((task, org), _)| (**task, **org));
+        let tasks: Vec<&Uuid> = jobs.iter().map(|((task, _), _)| *task).collect();
+        let orgs: Vec<&Uuid> = jobs.iter().map(|((_, org), _)| *org).collect();
+        let statuses: Vec<&str> = jobs.iter().map(|(_, status)| status.as_str()).collect();
+        let statement = tx
+            .prepare_cached(
+                "UPDATE jobs SET status = u.status, status_changed_at = now()
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(task_id, org_id, status)
+                 WHERE jobs.task_id = u.task_id AND jobs.org_id = u.org_id
+                   AND jobs.status NOT IN ('completed', 'failed', 'crashed', 'killed', 'refused')",
+            )
+            .await?;
+        tx.execute(&statement, &[&tasks, &orgs, &statuses]).await?;
     }
-    Ok(true)
+    let results: Vec<(&Header, &[u8])> =
+        reports.iter().filter_map(|r| Some((r.header, r.stored_result?))).collect();
+    if !results.is_empty() {
+        let tasks: Vec<&Uuid> = results.iter().map(|(h, _)| h.task.as_uuid()).collect();
+        let orgs: Vec<&Uuid> = results.iter().map(|(h, _)| h.sender.as_uuid()).collect();
+        let ids: Vec<&[u8]> = results.iter().map(|(h, _)| h.id.as_bytes().as_slice()).collect();
+        let envelopes: Vec<&[u8]> = results.iter().map(|(_, bytes)| *bytes).collect();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO results (job_id, message_id, envelope)
+                 SELECT j.id, u.message_id, u.envelope
+                 FROM unnest($1::uuid[], $2::uuid[], $3::bytea[], $4::bytea[])
+                      AS u(task_id, org_id, message_id, envelope)
+                 JOIN jobs j ON j.task_id = u.task_id AND j.org_id = u.org_id
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(&statement, &[&tasks, &orgs, &ids, &envelopes]).await?;
+    }
+    Ok(())
 }
 
 /// A refused envelope, as recorded.
@@ -214,12 +320,12 @@ pub async fn record_dead_letter(db: &impl GenericClient, d: &DeadLetter<'_>) -> 
     Ok(())
 }
 
-/// Counts an envelope from `sender` that was routed before and came again.
-pub async fn count_repeat(db: &impl GenericClient, sender: OrgId) -> Result<(), DbError> {
+/// Counts `n` envelopes from `sender` that were routed before and came again.
+pub async fn count_repeats(db: &impl GenericClient, sender: OrgId, n: i64) -> Result<(), DbError> {
     db.execute(
-        "INSERT INTO repeated_envelopes (sender_org, count) VALUES ($1, 1)
-         ON CONFLICT (sender_org) DO UPDATE SET count = repeated_envelopes.count + 1, last_at = now()",
-        &[sender.as_uuid()],
+        "INSERT INTO repeated_envelopes (sender_org, count) VALUES ($1, $2)
+         ON CONFLICT (sender_org) DO UPDATE SET count = repeated_envelopes.count + $2, last_at = now()",
+        &[sender.as_uuid(), &n],
     )
     .await?;
     Ok(())

@@ -36,16 +36,6 @@ pub struct NewTask<'a> {
     pub jobs: &'a [(JobId, OrgId)],
 }
 
-/// The aggregate of [`TaskStatus::of`](crate::protocol::TaskStatus::of) over a group of
-/// `jobs j` rows: the same rule in SQL, for filtering and counting in the database.
-pub(crate) const TASK_STATUS_SQL: &str = "CASE
-       WHEN bool_or(j.status = 'running') THEN 'running'
-       WHEN bool_or(j.status IN ('pending', 'delivered')) THEN 'pending'
-       WHEN bool_and(j.status = 'completed') THEN 'completed'
-       WHEN bool_or(j.status = 'killed') THEN 'killed'
-       WHEN bool_and(j.status = 'refused') THEN 'refused'
-       ELSE 'failed' END";
-
 pub(crate) fn parse_status(s: &str) -> JobStatus {
     match s {
         "delivered" => JobStatus::Delivered,
@@ -171,7 +161,7 @@ pub async fn list(db: &impl GenericClient, f: &TaskFilter) -> Result<Vec<Task>, 
                        AND ($2::uuid IS NULL OR t.collaboration_id = $2)
                        AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.org_id = $3))
                        AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.status = $4))
-                       AND ($7::text IS NULL OR (SELECT {TASK_STATUS_SQL} FROM jobs j WHERE j.task_id = t.id) = $7)
+                       AND ($7::text IS NULL OR t.status = $7)
                      ORDER BY t.created_at DESC, t.id LIMIT $5 OFFSET $6) t
                  ORDER BY t.created_at DESC, t.id"
             ),

@@ -27,7 +27,7 @@ impl Router {
             publisher,
             size: bytes.len(),
         };
-        routing::record_dead_letter(&**client, &record).await?;
+        routing::record_dead_letter(&client, &record).await?;
         let mut headers = FieldTable::default();
         headers.insert(
             ShortString::from(broker::REASON_CODE_HEADER),

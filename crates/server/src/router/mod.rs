@@ -3,9 +3,10 @@
 //!
 //! Delivery guarantees. An ingress message is acknowledged only after everything it caused is
 //! durable: the routing-log row and job status committed, the forwarded copy confirmed by the
-//! broker. Routing runs inside a transaction whose first statement inserts the message id into
-//! the routing log; a redelivered or duplicated envelope finds the id and is dropped, and two
-//! replicas handling copies of one envelope serialize on that row. If a server dies after the
+//! broker. The envelopes in flight together are routed as a group (`group`), inside one
+//! transaction whose first statement inserts their message ids into the routing log; a
+//! redelivered or duplicated envelope finds its id and is dropped, and two replicas handling
+//! copies of one envelope serialize on that row. If a server dies after the
 //! broker confirmed the forwarded copy but before the commit, the redelivery forwards it again;
 //! the receiving node's replay guard drops that copy.
 
@@ -13,6 +14,7 @@ pub mod check;
 mod consumer;
 mod dead_letter;
 mod facts;
+mod group;
 mod hold;
 
 use std::sync::Arc;
@@ -25,9 +27,8 @@ pub use check::{Publisher, Refusal};
 use facts::FactsCache;
 
 use crate::broker::{self, PublishChannel as Channel, PublishError, Target};
-use crate::envelope::{FormatError, Header, OpenPolicy, parse};
-use crate::server::db::{DbError, routing};
-use crate::time::Timestamp;
+use crate::envelope::{Header, OpenPolicy};
+use crate::server::db::DbError;
 
 /// What happened to a routed envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,17 @@ pub enum Routed {
     Stored,
     /// Routed before: dropped.
     Duplicate,
+}
+
+impl Routed {
+    /// Its name in metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Routed::Forwarded => "forwarded",
+            Routed::Stored => "stored",
+            Routed::Duplicate => "duplicate",
+        }
+    }
 }
 
 /// Why an envelope was not routed.
@@ -111,7 +123,7 @@ impl Router {
     }
 
     /// Routes one envelope published by `publisher` (`publisher_name` goes into the log),
-    /// publishing forwarded copies on `channel` (in confirm mode).
+    /// publishing forwarded copies on `channel` (in confirm mode): a group of one.
     pub async fn route(
         &self,
         bytes: &[u8],
@@ -119,69 +131,9 @@ impl Router {
         publisher_name: &str,
         channel: &Channel,
     ) -> Result<Routed, RouteError> {
-        let started = std::time::Instant::now();
-        let result = self.route_once(bytes, publisher, publisher_name, channel).await;
-        let metrics = &self.inner.metrics;
-        match &result {
-            Ok((routed, kind)) => {
-                let outcome = match routed {
-                    Routed::Forwarded => "forwarded",
-                    Routed::Stored => "stored",
-                    Routed::Duplicate => "duplicate",
-                };
-                metrics.routed(*kind, outcome, started.elapsed());
-            }
-            Err(RouteError::Refused { refusal, .. }) => metrics.refused(refusal.code),
-            Err(_) => {}
-        }
-        result.map(|(routed, _)| routed)
-    }
-
-    async fn route_once(
-        &self,
-        bytes: &[u8],
-        publisher: Publisher,
-        publisher_name: &str,
-        channel: &Channel,
-    ) -> Result<(Routed, crate::protocol::Kind), RouteError> {
-        let parsed = parse(bytes, self.inner.policy.max_len).map_err(|e| {
-            let code = if matches!(e, FormatError::TooLarge { .. }) { "too_large" } else { "malformed" };
-            RouteError::Refused { refusal: Refusal::new(code, e.to_string()), header: None }
-        })?;
-        let header = &parsed.header;
-        let mut client = self.inner.db.get().await.map_err(DbError::from)?;
-        let broker_user = matches!(publisher, Publisher::Node(_)).then_some(publisher_name);
-        let facts = self.inner.facts.get_or_read(&client, header, broker_user).await?;
-        let publisher = match publisher {
-            Publisher::Node(_) => Publisher::Node(facts.publisher_org),
-            api => api,
-        };
-        let outcome = check::decide(&parsed, publisher, &facts, &self.inner.policy, Timestamp::now())
-            .map_err(|refusal| RouteError::Refused { refusal, header: Some(Box::new(header.clone())) })?;
-
-        let tx = client.transaction().await.map_err(DbError::from)?;
-        let via = if matches!(publisher, Publisher::Api(_)) { "api" } else { "broker" };
-        if !routing::record(&*tx, header, bytes, outcome, via, publisher_name).await? {
-            tx.rollback().await.map_err(DbError::from)?;
-            // Dropped, but not silently: operators see repeats per sender on the dashboard.
-            routing::count_repeat(&**client, header.sender).await?;
-            return Ok((Routed::Duplicate, header.kind));
-        }
-        if outcome == routing::Outcome::Forwarded {
-            forward(channel, header, bytes).await?;
-        }
-        tx.commit().await.map_err(DbError::from)?;
-        let routed = match outcome {
-            routing::Outcome::Forwarded => Routed::Forwarded,
-            routing::Outcome::Stored => {
-                self.inner.results.send_modify(|n| *n = n.wrapping_add(1));
-                if header.kind == crate::protocol::Kind::JobResult {
-                    self.announce_if_run_finished(&client, header.task, channel).await;
-                }
-                Routed::Stored
-            }
-        };
-        Ok((routed, header.kind))
+        let item = group::Item { bytes, publisher, publisher_name: Some(publisher_name) };
+        let mut results = self.route_group(&[item], channel).await?;
+        results.pop().expect("one result per item").map(|(routed, _)| routed)
     }
 
     /// When the last job of a researcher's task has reported, tells every node with a job in
@@ -212,7 +164,7 @@ impl Router {
 }
 
 /// Publishes `bytes` unchanged to the recipient's queue and waits for the broker's confirm.
-async fn forward(channel: &Channel, header: &Header, bytes: &[u8]) -> Result<(), RouteError> {
+pub(super) async fn forward(channel: &Channel, header: &Header, bytes: &[u8]) -> Result<(), RouteError> {
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_message_id(header.id.to_string().as_str().into())
