@@ -1,10 +1,11 @@
-//! Dashboard page times with 10,000 tasks in the database, against a real server, PostgreSQL
-//! and RabbitMQ (the overview also reads the management API, cached for two seconds).
+//! Dashboard page times with 100,000 tasks and 1,000,000 routing-log rows in the database,
+//! against a real server, PostgreSQL and RabbitMQ (the overview also reads the management API,
+//! cached for two seconds).
 //!
-//! The database is filled the way the router fills it, in bulk SQL: 10,000 tasks at three
-//! organizations (30,000 jobs in a realistic mix of statuses), a `job_start` and a `job_result`
-//! in the routing log for each job (60,000 rows) and 500 dead letters. Each page is then
-//! fetched sequentially by a logged-in root administrator; the in-run baseline is
+//! The database is filled the way the router fills it, in bulk SQL: 100,000 tasks at three
+//! organizations (300,000 jobs in a realistic mix of statuses), a `job_start` and a `job_result`
+//! in the routing log for each job and run messages (1,000,000 rows) and 500 dead letters. Each
+//! page is then fetched sequentially by a logged-in root administrator; the in-run baseline is
 //! `GET /api/v1/health`, the server's smallest round trip that touches the database.
 //! `scripts/bench` runs it and writes the table.
 
@@ -18,7 +19,9 @@ use std::time::{Duration, Instant};
 use support::dashboard::Dash;
 use support::*;
 
-const TASKS: i64 = 10_000;
+const TASKS: i64 = 100_000;
+/// Run messages in the routing log beside each job's start and result, to reach 1,000,000 rows.
+const RUN_MESSAGES: i64 = 1_000_000 - TASKS * 6;
 const ROUNDS: usize = 200;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -60,6 +63,19 @@ async fn fill(app: &TestApp, orgs: &[fedq::ids::OrgId], collaboration: fedq::ids
                 t.created_at + interval '1 second'
          FROM jobs j JOIN tasks t ON t.id = j.task_id CROSS JOIN (VALUES ('job_start'), ('job_result')) k(kind)",
         &[],
+    )
+    .await
+    .unwrap();
+    sql.execute(
+        "WITH recent AS (SELECT id, collaboration_id, run_id, created_at,
+                                row_number() OVER (ORDER BY created_at DESC) - 1 AS n
+                         FROM tasks ORDER BY created_at DESC LIMIT 1000)
+         INSERT INTO routing_log (message_id, kind, sender_org, recipient_org, collaboration_id, task_id, run_id,
+                                  size, outcome, via, publisher, routed_at)
+         SELECT decode(md5('run' || i), 'hex'), 'run_message', $1, $2, t.collaboration_id, t.id, t.run_id,
+                1100, 'forwarded', 'broker', 'bench', t.created_at + interval '2 seconds'
+         FROM generate_series(1, $3::bigint) i JOIN recent t ON t.n = i % 1000",
+        &[&b, &c, &RUN_MESSAGES],
     )
     .await
     .unwrap();
@@ -121,7 +137,7 @@ async fn main() {
         ("overview, organization administrator", "/admin", &org_admin),
         ("overview live fragment", "/admin/live", &root),
         ("tasks, first page", "/admin/tasks", &root),
-        ("tasks, last page", "/admin/tasks?page=200", &root),
+        ("tasks, last page", &*format!("/admin/tasks?page={}", TASKS / 50), &root),
         ("tasks, filtered by task status", "/admin/tasks?task_status=failed", &root),
         ("one task", &*format!("/admin/tasks/{task}"), &root),
         ("routing log, first page", "/admin/routing", &root),
@@ -141,7 +157,7 @@ async fn main() {
             serde_json::json!({"page": name, "path": path, "p50_ms": p50, "p95_ms": p95, "max_ms": max}),
         );
     }
-    let out = serde_json::json!({"tasks": TASKS, "jobs": TASKS * 3, "routing_log": TASKS * 6, "rounds": ROUNDS, "pages": rows});
+    let out = serde_json::json!({"tasks": TASKS, "jobs": TASKS * 3, "routing_log": TASKS * 6 + RUN_MESSAGES, "rounds": ROUNDS, "pages": rows});
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-dashboard.json");
     std::fs::write(path, out.to_string()).unwrap();
     app.cleanup().await;

@@ -178,6 +178,7 @@ async fn router_throughput(
     // Filled by the node itself: RabbitMQ accepts its user id only from its own connection.
     fill(&fixture.node_b.channel, "fedq.ingress", "", messages, Some(&fixture.node_b.user)).await;
     let cpu_before = cpu_time();
+    println!("routing");
     let mut others = Vec::new();
     for _ in 1..replicas {
         others.push(fedq::server::start(app.config.clone()).await.expect("a replica starts"));
@@ -251,6 +252,15 @@ fn main() {
                 .unwrap();
         }
 
+        // `ROUTER_PROFILE=1`: the router alone, long enough for `perf record` (docs/benchmarks.md).
+        if std::env::var_os("ROUTER_PROFILE").is_some() {
+            let messages: Vec<Vec<u8>> = (0..4 * N).map(|_| fixture.b_to_a(&payload)).collect();
+            println!("router alone: filling; profile from the line 'routing'");
+            let run = router_throughput(&mut app, &setup, &fixture, &messages, 64, 1).await;
+            println!("router alone: {:.0}/s, {:.0} per CPU-second", run.per_sec, run.per_cpu_sec);
+            app.cleanup().await;
+            return;
+        }
         let mut rows = Vec::new();
         for (in_flight, replicas) in [(64u16, 1usize), (256, 1), (64, 2)] {
             // Fresh envelopes each time: the router drops ids it has routed before.

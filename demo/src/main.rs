@@ -266,6 +266,7 @@ async fn run_federation(
         },
         router: RouterConfig::default(),
         auth: AuthConfig::default(),
+        retention: Default::default(),
         bootstrap: Some(BootstrapConfig {
             root_username: "root".into(),
             root_password: SecretString::from(root_password.clone()),

@@ -918,3 +918,82 @@ async fn the_stored_task_status_follows_its_jobs_by_the_protocols_rule() {
     assert_eq!(checked, 512);
     app.cleanup().await;
 }
+
+/// The retention job removes what is older than the settings, a batch per statement, while
+/// routing goes on: routing-log rows, a result and dead letters past their days and an expired
+/// session go; the recent ones, the envelopes routed meanwhile and live sessions stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_old_rows_in_batches_while_routing_goes_on() {
+    let mut app = spawn_app().await;
+    let fixture = TwoOrgRun::start(&app).await;
+    let (a, b) = (*fixture.a.org().as_uuid(), *fixture.b.org().as_uuid());
+    let sql = app.sql().await;
+    sql.execute(
+        "INSERT INTO routing_log (message_id, kind, sender_org, recipient_org, collaboration_id, task_id, run_id,
+                                  size, outcome, via, publisher, routed_at)
+         SELECT decode(md5('old' || i), 'hex'), 'run_message', $1, $2, $3, $4, $5, 100, 'forwarded', 'broker',
+                'old', now() - interval '40 days'
+         FROM generate_series(1, 20000) i",
+        &[&b, &a, fixture.collaboration.as_uuid(), fixture.task.as_uuid(), fixture.run.as_uuid()],
+    )
+    .await
+    .unwrap();
+    sql.execute(
+        "INSERT INTO dead_letters (reason_code, reason, publisher, size, received_at)
+         SELECT 'malformed', 'old', 'test', 10, now() - CASE WHEN i <= 300 THEN interval '40 days' ELSE interval '0' END
+         FROM generate_series(1, 303) i",
+        &[],
+    )
+    .await
+    .unwrap();
+    // An old result of A's job, a recent one of B's.
+    sql.execute(
+        "INSERT INTO results (job_id, message_id, envelope, received_at)
+         SELECT id, decode(md5(id::text), 'hex'), '\\x00'::bytea,
+                now() - CASE WHEN org_id = $2 THEN interval '40 days' ELSE interval '0' END
+         FROM jobs WHERE task_id = $1",
+        &[fixture.task.as_uuid(), &a],
+    )
+    .await
+    .unwrap();
+    sql.execute(
+        "INSERT INTO sessions (token_hash, user_id, expires_at)
+         SELECT decode(md5('expired'), 'hex'), id, now() - interval '1 hour' FROM users WHERE username = 'root'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let count = |query: &'static str| {
+        let sql = &sql;
+        async move { sql.query_one(query, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let recent_log = count("SELECT count(*) FROM routing_log WHERE publisher <> 'old'").await;
+
+    app.stop().await;
+    app.config.retention.routing_log_days = 32;
+    app.config.retention.batch_rows = 500;
+    app.restart().await;
+    // Routed while the first round runs.
+    for i in 0..100u8 {
+        fixture.node_b.publish(&fixture.b_to_a(&[i])).await.unwrap();
+    }
+    for _ in 0..100 {
+        fixture.node_a.next(30).await;
+    }
+    eventually(60, "the old rows to be removed", || async {
+        let old = count("SELECT count(*) FROM routing_log WHERE publisher = 'old'").await
+            + count("SELECT count(*) FROM dead_letters WHERE received_at < now() - interval '1 day'").await
+            + count("SELECT count(*) FROM results WHERE received_at < now() - interval '1 day'").await
+            + count("SELECT count(*) FROM sessions WHERE expires_at < now()").await;
+        (old == 0).then_some(())
+    })
+    .await;
+    assert_eq!(count("SELECT count(*) FROM routing_log").await, recent_log + 100);
+    assert_eq!(count("SELECT count(*) FROM dead_letters").await, 3);
+    assert_eq!(count("SELECT count(*) FROM results").await, 1);
+    let (status, _) = app.call("GET", "/collaborations", Some(&app.root_token.clone()), None).await;
+    assert_eq!(status, 200, "a live session outlives the round");
+    let metrics = scrape(app.server.as_ref().unwrap().metrics_addr.unwrap()).await;
+    assert_eq!(sample(&metrics, "fedq_retention_removed_rows_total{table=\"routing_log\"}"), Some(20000.0));
+    app.cleanup().await;
+}

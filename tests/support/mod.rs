@@ -156,6 +156,7 @@ pub async fn prepare() -> (ServerConfig, String, String) {
         },
         router: RouterConfig::default(),
         auth: AuthConfig::default(),
+        retention: Default::default(),
         bootstrap: Some(BootstrapConfig {
             root_username: "root".into(),
             root_password: SecretString::from(ROOT_PASSWORD),

@@ -28,6 +28,9 @@ pub struct ServerConfig {
     /// Logins.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// How long what grows with traffic is kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// A root administrator created at start-up if none exists.
     #[serde(default)]
     pub bootstrap: Option<BootstrapConfig>,
@@ -154,6 +157,60 @@ impl RouterConfig {
     }
 }
 
+/// How long the server keeps what grows with traffic. Expired login sessions are removed at
+/// every round whatever the settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days a routing-log row is kept. At least [`RetentionConfig::MIN_ROUTING_LOG_DAYS`]: the
+    /// row is what lets the router drop an envelope that comes again, and an envelope may be
+    /// routed for up to 31 days after it was sealed.
+    pub routing_log_days: u32,
+    /// Days a sealed result is kept for the researcher's organization after it arrived.
+    pub results_days: u32,
+    /// Days the record of a dead letter is kept.
+    pub dead_letters_days: u32,
+    /// Seconds between two rounds of the retention job (the first runs at start).
+    pub interval_secs: u64,
+    /// Rows removed per statement, so that no statement holds locks for long and routing goes
+    /// on beside it.
+    pub batch_rows: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            routing_log_days: 90,
+            results_days: 30,
+            dead_letters_days: 30,
+            interval_secs: 3600,
+            batch_rows: 5000,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The shortest routing-log retention: the longest envelope lifetime (31 days) and a day
+    /// for clock skew.
+    pub const MIN_ROUTING_LOG_DAYS: u32 = 32;
+
+    /// Refuses settings that would let an envelope be routed twice, or that say nothing.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.routing_log_days < Self::MIN_ROUTING_LOG_DAYS {
+            return Err(format!(
+                "retention.routing_log_days is {}; it must be at least {}, because an envelope may be routed \
+                 up to 31 days after it was sealed and the routing log is what drops its second copy",
+                self.routing_log_days,
+                Self::MIN_ROUTING_LOG_DAYS
+            ));
+        }
+        if self.interval_secs == 0 || self.batch_rows == 0 {
+            return Err("retention.interval_secs and retention.batch_rows must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// Logins.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -208,5 +265,21 @@ impl ServerConfig {
     /// Reads `path` (if given), then `FEDQ_…` environment variables.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         Ok(crate::settings::load(path)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RetentionConfig;
+
+    #[test]
+    fn a_routing_log_kept_shorter_than_an_envelope_lives_is_refused() {
+        assert!(RetentionConfig::default().validate().is_ok());
+        let short = RetentionConfig { routing_log_days: 31, ..RetentionConfig::default() };
+        let err = short.validate().unwrap_err();
+        assert!(err.contains("retention.routing_log_days") && err.contains("at least 32"), "{err}");
+        let minimum = RetentionConfig { routing_log_days: RetentionConfig::MIN_ROUTING_LOG_DAYS, ..short };
+        assert!(minimum.validate().is_ok());
+        assert!(RetentionConfig { batch_rows: 0, ..RetentionConfig::default() }.validate().is_err());
     }
 }

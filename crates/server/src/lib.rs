@@ -23,6 +23,7 @@ pub mod dashboard;
 pub mod db;
 pub mod http;
 pub mod metrics;
+mod retention;
 pub mod router;
 
 use std::net::SocketAddr;
@@ -198,6 +199,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .map_err(|e| ServerError::Config(format!("broker: {e}")))?,
     );
     let mode = listener_mode(&config.http)?;
+    config.retention.validate().map_err(ServerError::Config)?;
 
     let pool = db::pool(&config.database.url, config.database.pool_size, &config.database.tls)?;
     migrate_when_ready(&pool).await?;
@@ -266,6 +268,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         tasks.push(task);
         tasks.push(tokio::spawn(refresh_gauges(state.clone(), shutdown_rx.clone())));
     }
+    tasks.push(tokio::spawn(retention::run(
+        pool.clone(),
+        config.retention.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )));
     let broker_task =
         tokio::spawn(supervise_broker(config.clone(), endpoints, link, router, pool, shutdown_rx.clone()));
     tasks.push(broker_task);

@@ -67,6 +67,12 @@ pub struct ServerMetrics {
     request_seconds: Seconds<ByRoute>,
     queue_messages: Family<ByQueue, Gauge>,
     db_pool: Family<ByState, Gauge>,
+    retention_removed: Family<ByTable, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByTable {
+    table: &'static str,
 }
 
 impl Default for ServerMetrics {
@@ -88,7 +94,7 @@ impl ServerMetrics {
         let routing_seconds = Seconds::<ByKind>::new_with_constructor(seconds_histogram as fn() -> Histogram);
         registry.register(
             "routing_seconds",
-            "Time to route one envelope, from parsing to commit, by kind",
+            "Time to route an envelope, with the group routed beside it, from parsing to commit, by kind",
             routing_seconds.clone(),
         );
         let refused = Family::<ByReason, Counter>::default();
@@ -124,6 +130,12 @@ impl ServerMetrics {
             "Database pool connections: size, available, waiting",
             db_pool.clone(),
         );
+        let retention_removed = Family::<ByTable, Counter>::default();
+        registry.register(
+            "retention_removed_rows",
+            "Rows removed by the retention job, by table",
+            retention_removed.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             routed,
@@ -134,7 +146,13 @@ impl ServerMetrics {
             request_seconds,
             queue_messages,
             db_pool,
+            retention_removed,
         }
+    }
+
+    /// Counts rows the retention job removed from `table`.
+    pub fn retention_removed(&self, table: &'static str, rows: u64) {
+        self.retention_removed.get_or_create(&ByTable { table }).inc_by(rows);
     }
 
     /// The registry, to serve.

@@ -6,6 +6,7 @@
 pub mod directory;
 pub mod enrollments;
 pub mod monitor;
+pub mod retention;
 pub mod routing;
 pub mod tasks;
 pub mod users;
