@@ -19,6 +19,7 @@ pub struct Consumer {
     channel: Channel,
     consumer: lapin::Consumer,
     tag: String,
+    window: Option<AckWindow>,
 }
 
 impl Consumer {
@@ -37,12 +38,23 @@ impl Consumer {
             .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
             .await?;
         let tag = consumer.tag().to_string();
-        Ok(Self { channel, consumer, tag })
+        Ok(Self { channel, consumer, tag, window: None })
     }
 
     /// The next delivery; `None` when the consumer was cancelled or the channel closed.
     pub async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        Some(self.consumer.next().await?.map(Delivery::from).map_err(BrokerError::from))
+        let delivery = self.consumer.next().await?.map(Delivery::from).map_err(BrokerError::from);
+        if let (Ok(delivery), Some(window)) = (&delivery, &self.window) {
+            window.received(delivery.tag);
+        }
+        Some(delivery)
+    }
+
+    /// Acknowledges this consumer's deliveries many at a time from now on: every delivery must
+    /// then be settled through the window (`AckWindow::ack`, or `AckWindow::settled` after an
+    /// `Acker` settled it alone).
+    pub fn ack_window(&mut self) -> AckWindow {
+        self.window.get_or_insert_with(|| AckWindow::new(self.channel.amqp().clone())).clone()
     }
 
     /// The consumer's channel, to publish on.
@@ -113,6 +125,85 @@ impl Acker {
     }
 }
 
+/// Acknowledges many deliveries of one channel with one frame: `basic.ack` with `multiple` up to
+/// the highest delivery tag below which every delivery is settled. Deliveries are settled out of
+/// order (the router routes several groups at once), so a tag marked done waits until every
+/// earlier one is settled too; the broker is never told "up to N" while an earlier delivery is
+/// still being handled.
+#[derive(Clone)]
+pub struct AckWindow {
+    channel: lapin::Channel,
+    // Never held across an await: `Consumer::next` records a delivery without waiting, so that
+    // taking one delivery cannot be interrupted half-way.
+    state: std::sync::Arc<std::sync::Mutex<Window>>,
+    // Held while an acknowledgement is computed and sent: two acks with `multiple` sent out of
+    // order would name a tag already acknowledged, and the broker would close the channel.
+    sending: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Default)]
+struct Window {
+    /// Received and not yet acknowledged or settled otherwise.
+    unsettled: std::collections::BTreeSet<u64>,
+    /// Of those, the ones done and waiting for the earlier ones.
+    done: std::collections::BTreeSet<u64>,
+}
+
+impl Window {
+    /// The highest tag that can be acknowledged with `multiple` now, removed from the window.
+    fn acknowledgeable(&mut self) -> Option<u64> {
+        let mut upto = None;
+        while let Some(&first) = self.unsettled.first() {
+            if !self.done.remove(&first) {
+                break;
+            }
+            self.unsettled.remove(&first);
+            upto = Some(first);
+        }
+        upto
+    }
+}
+
+impl AckWindow {
+    fn new(channel: lapin::Channel) -> Self {
+        Self { channel, state: Default::default(), sending: Default::default() }
+    }
+
+    fn received(&self, tag: u64) {
+        self.state.lock().expect("not poisoned").unsettled.insert(tag);
+    }
+
+    /// Marks deliveries done and acknowledges every delivery that can be now.
+    pub async fn ack(&self, tags: &[u64]) -> Result<(), BrokerError> {
+        self.update(|window| {
+            window.done.extend(tags.iter().copied().filter(|t| window.unsettled.contains(t)));
+        })
+        .await
+    }
+
+    /// A delivery was settled alone (requeued, rejected or acknowledged through its `Acker`).
+    pub async fn settled(&self, tag: u64) -> Result<(), BrokerError> {
+        self.update(|window| {
+            window.unsettled.remove(&tag);
+            window.done.remove(&tag);
+        })
+        .await
+    }
+
+    async fn update(&self, change: impl FnOnce(&mut Window)) -> Result<(), BrokerError> {
+        let _sending = self.sending.lock().await;
+        let upto = {
+            let mut window = self.state.lock().expect("not poisoned");
+            change(&mut window);
+            window.acknowledgeable()
+        };
+        if let Some(upto) = upto {
+            self.channel.basic_ack(upto, BasicAckOptions { multiple: true }).await?;
+        }
+        Ok(())
+    }
+}
+
 fn delivery_count(properties: &lapin::BasicProperties) -> u64 {
     let Some(headers) = properties.headers() else { return 0 };
     match headers.inner().get("x-delivery-count") {
@@ -122,5 +213,30 @@ fn delivery_count(properties: &lapin::BasicProperties) -> u64 {
         Some(AMQPValue::LongUInt(n)) => u64::from(*n),
         Some(AMQPValue::ShortShortInt(n)) => u64::try_from(*n).unwrap_or(0),
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn a_tag_is_acknowledged_only_once_every_earlier_one_is_settled() {
+        let mut w = Window::default();
+        w.unsettled.extend(1..=6);
+        // 3 and 4 done first: 1 and 2 are still being handled.
+        w.done.extend([3, 4]);
+        assert_eq!(w.acknowledgeable(), None);
+        // 1 done: up to 1 only (2 is still out).
+        w.done.insert(1);
+        assert_eq!(w.acknowledgeable(), Some(1));
+        // 2 settled alone (requeued, say): 3 and 4 go with one frame.
+        w.unsettled.remove(&2);
+        assert_eq!(w.acknowledgeable(), Some(4));
+        assert_eq!(w.acknowledgeable(), None);
+        assert_eq!(w.unsettled.iter().copied().collect::<Vec<_>>(), vec![5, 6]);
+        w.done.extend([5, 6]);
+        assert_eq!(w.acknowledgeable(), Some(6));
+        assert!(w.unsettled.is_empty() && w.done.is_empty());
     }
 }

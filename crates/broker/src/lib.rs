@@ -25,7 +25,7 @@ pub mod management;
 pub mod publish;
 pub mod supervisor;
 
-pub use delivery::{Acker, BrokerError, Consumer, Delivery};
+pub use delivery::{AckWindow, Acker, BrokerError, Consumer, Delivery};
 pub use link::Link;
 pub use publish::{Channel as PublishChannel, PublishError, Target, publish_confirmed};
 

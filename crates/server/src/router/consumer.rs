@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use super::group::{Item, ItemResult};
 use super::hold::{Hold, HoldOutcome, retry_later};
 use super::{MAX_ATTEMPTS, Publisher, Refusal, RouteError, Router};
-use crate::broker::{BrokerError, Consumer, Delivery, PublishChannel as Channel};
+use crate::broker::{AckWindow, BrokerError, Consumer, Delivery, PublishChannel as Channel};
 use crate::envelope::parse;
 
 /// Groups routed at once. More than one, so that a group's database work overlaps the next
@@ -32,6 +32,8 @@ impl Router {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), BrokerError> {
         let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
+        // Routed deliveries are acknowledged many at a time, one frame per group or fewer.
+        let window = consumer.ack_window();
         let max_group = usize::from(concurrency).max(1);
         let result = loop {
             let first = tokio::select! {
@@ -64,9 +66,9 @@ impl Router {
             }
             let router = self.clone();
             let channel = consumer.channel().clone();
-            let shutdown = shutdown.clone();
+            let (shutdown, window) = (shutdown.clone(), window.clone());
             tokio::spawn(async move {
-                router.handle_group(group, &channel, shutdown).await;
+                router.handle_group(group, &channel, &window, shutdown).await;
                 drop(permit);
             });
             if let Some(ended) = ended {
@@ -83,6 +85,7 @@ impl Router {
         &self,
         deliveries: Vec<Delivery>,
         channel: &Channel,
+        window: &AckWindow,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let items: Vec<Item<'_>> = deliveries
@@ -131,20 +134,26 @@ impl Router {
         }
         let settled = deliveries.into_iter().zip(results).map(|(delivery, result)| {
             let result = result.expect("every delivery has a result").map(|(routed, _)| routed);
-            self.settle(delivery, result, channel, shutdown.clone())
+            self.settle(delivery, result, channel, window, shutdown.clone())
         });
-        join_all(settled).await;
+        let routed: Vec<u64> = join_all(settled).await.into_iter().flatten().collect();
+        if let Err(e) = window.ack(&routed).await {
+            // The channel is gone; the broker redelivers the messages to another consumer.
+            tracing::warn!(error = %e, "could not acknowledge routed deliveries");
+        }
     }
 
-    /// Acknowledges a routed delivery, dead-letters a refused one, and returns a failed one to
-    /// the queue (or dead-letters it as undeliverable after `MAX_ATTEMPTS`).
+    /// Returns the tag of a routed delivery, for the caller to acknowledge with the others of
+    /// its group; dead-letters a refused one, and returns a failed one to the queue (or
+    /// dead-letters it as undeliverable after `MAX_ATTEMPTS`), each settled alone.
     async fn settle(
         &self,
         delivery: Delivery,
         result: Result<super::Routed, RouteError>,
         channel: &Channel,
+        window: &AckWindow,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> Option<u64> {
         let result = match result {
             // A failure of this envelope, not of the database or broker as a whole (a recipient
             // queue that refuses it, say): retried a few times, then dead-lettered with the
@@ -167,7 +176,7 @@ impl Router {
         let settled = match result {
             Ok(routed) => {
                 tracing::debug!(tag = delivery.tag, ?routed, "routed");
-                delivery.acker.ack().await
+                return Some(delivery.tag);
             }
             Err(RouteError::Refused { refusal, header }) => {
                 tracing::warn!(code = refusal.code, reason = %refusal.message, "envelope refused");
@@ -181,7 +190,7 @@ impl Router {
                     match self.hold(&mut hold, channel, &mut shutdown).await {
                         HoldOutcome::Retry => recorded = dead_letter().await,
                         HoldOutcome::Proceed => break,
-                        HoldOutcome::ChannelClosed => return,
+                        HoldOutcome::ChannelClosed => return None,
                     }
                 }
                 match recorded {
@@ -197,9 +206,10 @@ impl Router {
                 retry_later(&delivery).await
             }
         };
-        if let Err(e) = settled {
+        if let Err(e) = settled.and(window.settled(delivery.tag).await) {
             // The channel is gone; the broker redelivers the message to another consumer.
             tracing::warn!(error = %e, "could not settle a delivery");
         }
+        None
     }
 }
