@@ -36,4 +36,9 @@ CREATE TRIGGER jobs_updated_task_status AFTER UPDATE ON jobs
 
 UPDATE tasks t SET status = task_status_of(t.id);
 
+-- The overview counts tasks by status (all, or an organization's collaborations') from indexes
+-- alone; the task list pages by (created_at, id) without sorting.
 CREATE INDEX tasks_status_created ON tasks (status, created_at DESC);
+CREATE INDEX tasks_collaboration_status ON tasks (collaboration_id, status);
+CREATE INDEX tasks_created_id ON tasks (created_at DESC, id);
+DROP INDEX tasks_created;

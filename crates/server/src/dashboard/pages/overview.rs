@@ -84,7 +84,7 @@ async fn live_section(admin: &Admin, state: &State) -> Result<Markup, AppError> 
                     }
                     @if counts.tasks.is_empty() { tr { td.muted { "No task yet." } } }
                 }
-                h2 { "Jobs by status" }
+                h2 { @if scope.is_some() { "Jobs at your nodes by status" } @else { "Jobs by status" } }
                 table.counts {
                     @for (status, n) in &counts.jobs {
                         tr { td { a href={ "/admin/tasks?status=" (status) } { (badge(status)) } } td.num { (n) } }
