@@ -148,6 +148,8 @@ async fn purge(channel: &Channel, queue: &str) {
 
 /// Envelopes per second through the no-op forwarder.
 async fn noop_throughput(app: &TestApp, setup: &Channel, messages: &[Vec<u8>], in_flight: u16) -> f64 {
+    // A forwarder aborted mid-flight leaves its unacknowledged messages requeued in `bench.in`.
+    purge(setup, "bench.in").await;
     purge(setup, "bench.out").await;
     fill(setup, "", "bench.in", messages, None).await;
     let forwarder = spawn_noop(app, in_flight).await;
