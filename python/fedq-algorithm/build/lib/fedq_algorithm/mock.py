@@ -1,0 +1,266 @@
+"""A mock federation for algorithm authors: run a Python algorithm at N simulated organizations,
+each with its own data directory and run volume, on one machine, through an HTTP endpoint with
+the node-local endpoint's semantics (job, input, messages, subtasks, result), without a server,
+a broker or keys.
+
+    from fedq_algorithm import mock
+    from fedq_algorithm.secure_sum import run
+
+    results = mock.run(run, {"A": "data/a", "B": "data/b", "C": "data/c"}, input={"data": "patients"})
+    results["A"].json()   # {"N": …, "organizations": 3}
+
+Each organization's data directory holds its data sources by label (``data/a/patients``). What
+passes here runs unchanged at real nodes: the algorithm uses the same ``Node`` over HTTP. Not
+simulated: the node's policy, container limits, sealing, and the network isolation.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import tempfile
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from fedq_algorithm.node import Node
+
+Algorithm = Callable[[Node], None]
+
+
+@dataclass
+class Result:
+    """One organization's job: its status (``completed`` or ``failed``), output and error."""
+
+    organization: str
+    status: str
+    output: bytes
+    reason: str | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.output)
+
+
+@dataclass
+class _Job:
+    id: str
+    task: str
+    run: str
+    organization: str
+    organizations: list[str]
+    requester: str
+    image: str
+    input: bytes
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Result | None = None
+    output: bytes | None = None
+
+
+class MockFederation:
+    """Organizations with their data directories, and an endpoint shared by their jobs."""
+
+    def __init__(self, organizations: Mapping[str, str | Path], images: Mapping[str, Algorithm] | None = None):
+        self.organizations = list(organizations)
+        self.data = {org: Path(path) for org, path in organizations.items()}
+        self.images = dict(images or {})
+        self._tmp = tempfile.TemporaryDirectory(prefix="fedq-mock-")
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}  # by token
+        self._subtasks: dict[str, list[_Job]] = {}
+        self._inboxes: dict[tuple[str, str], queue.Queue] = {}  # (run, organization)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> MockFederation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, algorithm: Algorithm, input: Any, organizations: list[str] | None = None,
+            timeout: float = 60) -> dict[str, Result]:
+        """Runs a task of ``algorithm`` at ``organizations`` (default: all, in order) with the
+        same ``input`` (bytes, or JSON-encoded); returns each organization's result."""
+        self.images.setdefault("main", algorithm)
+        raw = input if isinstance(input, bytes) else json.dumps(input).encode()
+        orgs = organizations or self.organizations
+        run = str(uuid.uuid4())
+        jobs = self._start(orgs, "main", raw, run, requester="researcher")
+        results = {}
+        for job in jobs:
+            if not job.done.wait(timeout):
+                raise TimeoutError(f"the job at {job.organization} did not finish within {timeout} s")
+            results[job.organization] = job.result
+        return results
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def _start(self, orgs: list[str], image: str, raw: bytes, run: str, requester: str) -> list[_Job]:
+        task = str(uuid.uuid4())
+        jobs = []
+        for org in orgs:
+            if org not in self.data:
+                raise KeyError(f"no organization {org!r} in this mock federation")
+            job = _Job(str(uuid.uuid4()), task, run, org, list(orgs), requester, image, raw)
+            token = uuid.uuid4().hex
+            with self._lock:
+                self._jobs[token] = job
+                self._inboxes.setdefault((run, org), queue.Queue())
+            jobs.append(job)
+            run_dir = Path(self._tmp.name) / run / org
+            run_dir.mkdir(parents=True, exist_ok=True)
+            node = Node(self.endpoint, token, run_dir=run_dir, data_dir=self.data[org])
+            threading.Thread(target=self._execute, args=(job, node), daemon=True).start()
+        with self._lock:
+            self._subtasks[task] = jobs
+        return jobs
+
+    def _execute(self, job: _Job, node: Node) -> None:
+        algorithm = self.images.get(job.image)
+        try:
+            if algorithm is None:
+                raise KeyError(f"no image {job.image!r} in this mock federation (MockFederation(images=…))")
+            algorithm(node)
+            job.result = Result(job.organization, "completed", job.output or b"")
+        except BaseException as e:  # the container's exit: anything raised fails the job
+            traceback.print_exc()
+            job.result = Result(job.organization, "failed", job.output or b"", f"{type(e).__name__}: {e}")
+        job.done.set()
+
+    # -- the endpoint --------------------------------------------------------------------------
+
+    def _handler(self):
+        federation = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                federation._serve(self, "GET")
+
+            def do_POST(self) -> None:
+                federation._serve(self, "POST")
+
+        return Handler
+
+    def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        token = h.headers.get("Authorization", "").removeprefix("Bearer ")
+        with self._lock:
+            job = self._jobs.get(token)
+        if job is None:
+            return _answer(h, 401, {"code": "unauthorized", "message": "no job has this token"})
+        url = urlparse(h.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        path = url.path.removeprefix("/v1")
+        try:
+            status, answer = self._route(job, method, path, query, body, h.headers.get("Content-Type", ""))
+        except (KeyError, ValueError) as e:
+            status, answer = 400, {"code": "invalid", "message": str(e)}
+        _answer(h, status, answer)
+
+    def _route(self, job: _Job, method: str, path: str, query: dict, body: bytes, content_type: str):
+        if (method, path) == ("GET", "/job"):
+            return 200, {
+                "job": job.id, "task": job.task, "run": job.run, "collaboration": "mock",
+                "organization": job.organization, "organizations": job.organizations,
+                "requester": job.requester, "image": job.image, "max_result_bytes": None,
+            }
+        if (method, path) == ("GET", "/input"):
+            return 200, job.input
+        if (method, path) == ("GET", "/organizations"):
+            return 200, {"collaboration": "mock",
+                         "organizations": [{"id": o, "key_id": "mock"} for o in self.organizations]}
+        if (method, path) == ("POST", "/messages"):
+            request = json.loads(body)
+            to = request["to"]
+            if to not in job.organizations and to != job.organization:
+                # As at a real node: only organizations with a job in the run.
+                with self._lock:
+                    in_run = (job.run, to) in self._inboxes
+                if not in_run:
+                    return 409, {"code": "not_in_run", "message": f"{to} has no job in this run"}
+            message = {"id": uuid.uuid4().hex, "from": job.organization, "from_job": job.id,
+                       "topic": request["topic"], "body": request["body"]}
+            with self._lock:
+                inbox = self._inboxes.setdefault((job.run, to), queue.Queue())
+            inbox.put(message)
+            return 202, {"id": message["id"]}
+        if (method, path) == ("GET", "/messages"):
+            return 200, {"messages": self._take(job, query.get("topic"), min(float(query.get("wait", 0)), 60))}
+        if (method, path) == ("POST", "/subtasks"):
+            request = json.loads(body)
+            image = request.get("image") or job.image
+            raw = base64.b64decode(request["input"])
+            jobs = self._start(list(request["organizations"]), image, raw, job.run, requester=job.organization)
+            return 201, {"task": jobs[0].task, "jobs": [{"job": j.id, "organization": j.organization} for j in jobs]}
+        if method == "GET" and path.startswith("/subtasks/") and path.endswith("/results"):
+            task = path.split("/")[2]
+            with self._lock:
+                jobs = self._subtasks.get(task)
+            if jobs is None:
+                return 404, {"code": "not_found", "message": f"no subtask {task}"}
+            wait = float(query.get("wait", 0))
+            for j in jobs:
+                j.done.wait(wait)
+            results = [{"job": j.id, "organization": j.organization, "status": j.result.status,
+                        "output": base64.b64encode(j.result.output).decode(), "reason": j.result.reason}
+                       for j in jobs if j.done.is_set()]
+            return 200, {"complete": len(results) == len(jobs), "results": results}
+        if (method, path) == ("POST", "/result"):
+            if job.output is not None:
+                return 409, {"code": "result_exists", "message": "this job's result was posted already"}
+            job.output = base64.b64decode(json.loads(body)["output"]) if content_type.startswith("application/json") else body
+            return 204, None
+        return 404, {"code": "not_found", "message": f"{method} {path} is not a route of the endpoint"}
+
+    def _take(self, job: _Job, topic: str | None, wait: float) -> list[dict]:
+        with self._lock:
+            inbox = self._inboxes[(job.run, job.organization)]
+        # Messages with another topic stay for whoever asks for them.
+        deadline = wait
+        kept, taken = [], []
+        while True:
+            try:
+                message = inbox.get(timeout=deadline) if deadline > 0 else inbox.get_nowait()
+            except queue.Empty:
+                break
+            if topic is None or message["topic"] == topic:
+                taken.append(message)
+                deadline = 0
+            else:
+                kept.append(message)
+        for message in kept:
+            inbox.put(message)
+        return taken
+
+
+def run(algorithm: Algorithm, organizations: Mapping[str, str | Path], input: Any,
+        images: Mapping[str, Algorithm] | None = None, timeout: float = 60) -> dict[str, Result]:
+    """Runs ``algorithm`` once at every organization of a fresh mock federation."""
+    with MockFederation(organizations, images) as federation:
+        return federation.run(algorithm, input, timeout=timeout)
+
+
+def _answer(h: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
+    h.send_response(status)
+    h.send_header("Content-Type", "application/octet-stream" if isinstance(body, bytes) else "application/json")
+    h.send_header("Content-Length", str(len(raw)))
+    h.end_headers()
+    h.wfile.write(raw)

@@ -1,0 +1,131 @@
+"""The algorithm package against the mock federation's endpoint (real HTTP, the Node class as
+containers use it), and its parts alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedq_algorithm import Node, NodeError, mock
+from fedq_algorithm.data import count_rows, read_csv
+from fedq_algorithm.secure_sum import decode, encode
+from fedq_algorithm.secure_sum import run as secure_sum
+
+
+def registry(tmp_path: Path, name: str, rows: int) -> Path:
+    """A data directory with a `patients` CSV of `rows` rows, every third one E11."""
+    folder = tmp_path / name
+    folder.mkdir()
+    lines = ["id,age,diagnosis"] + [f"p{i:05},{20 + i % 70},{'E11' if i % 3 == 0 else 'I10'}" for i in range(rows)]
+    (folder / "patients").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_secure_sum_gives_the_total_of_three_registries(tmp_path):
+    orgs = {"A": registry(tmp_path, "a", 120), "B": registry(tmp_path, "b", 45), "C": registry(tmp_path, "c", 7)}
+    results = mock.run(secure_sum, orgs, {"data": "patients"})
+    assert results["A"].status == "completed", results["A"].reason
+    assert results["A"].json() == {"N": 172, "organizations": 3}
+    assert results["B"].json() == {"contributed": True}
+
+
+def test_secure_sum_with_a_filter_shares_the_total(tmp_path):
+    orgs = {"A": registry(tmp_path, "a", 30), "B": registry(tmp_path, "b", 31), "C": registry(tmp_path, "c", 32)}
+    spec = {"data": "patients", "where": {"column": "diagnosis", "equals": "E11"}, "share": True}
+    results = mock.run(secure_sum, orgs, spec)
+    expected = 10 + 11 + 11
+    assert results["A"].json()["N"] == expected
+    assert results["B"].json() == {"N": expected}
+    assert results["C"].json() == {"N": expected}
+
+
+def test_a_missing_data_source_fails_the_job_with_the_reason(tmp_path):
+    orgs = {"A": registry(tmp_path, "a", 3), "B": registry(tmp_path, "b", 3)}
+    results = mock.run(secure_sum, orgs, {"data": "nothing-here"}, timeout=10)
+    failed = [r for r in results.values() if r.status == "failed"]
+    assert failed and any("nothing-here" in (r.reason or "") for r in failed)
+
+
+def test_a_finisher_of_another_image_takes_part(tmp_path):
+    seen = []
+
+    def finisher(node: Node) -> None:
+        seen.append(node.job().image)
+        secure_sum(node)
+
+    orgs = {"A": registry(tmp_path, "a", 5), "B": registry(tmp_path, "b", 6)}
+    results = mock.run(secure_sum, orgs, {"finisher_image": "other"}, images={"other": finisher})
+    assert results["A"].json()["N"] == 11
+    assert seen == ["other"]
+
+
+def test_the_node_refuses_a_wrong_token_with_a_typed_error(tmp_path):
+    with mock.MockFederation({"A": registry(tmp_path, "a", 1)}) as federation:
+        node = Node(federation.endpoint, "not-a-token")
+        with pytest.raises(NodeError) as refused:
+            node.job()
+    assert refused.value.status == 401
+    assert refused.value.code == "unauthorized"
+
+
+def test_an_unreachable_endpoint_is_a_typed_error():
+    with pytest.raises(NodeError) as refused:
+        Node("http://127.0.0.1:9", "t").job()
+    assert refused.value.code == "unreachable"
+
+
+def test_from_env_says_what_is_missing(monkeypatch):
+    monkeypatch.delenv("FEDQ_ENDPOINT", raising=False)
+    with pytest.raises(NodeError, match="FEDQ_ENDPOINT"):
+        Node.from_env()
+
+
+def test_messages_are_taken_by_topic_and_others_kept(tmp_path):
+    def algorithm(node: Node) -> None:
+        job = node.job()
+        if job.position == 0:
+            node.send(job.organizations[1], "second", b"2")
+            node.send(job.organizations[1], "first", b"1")
+            node.post_json("sent")
+        else:
+            first = node.receive_one("first").body
+            second = node.receive_one("second").body
+            node.post_result(first + second)
+
+    orgs = {"A": registry(tmp_path, "a", 1), "B": registry(tmp_path, "b", 1)}
+    results = mock.run(algorithm, orgs, b"")
+    assert results["B"].output == b"12"
+
+
+def test_values_travel_as_eight_little_endian_bytes():
+    assert encode(1) == b"\x01" + b"\x00" * 7
+    assert encode(-1) == b"\xff" * 8
+    assert decode(encode(2**64 + 5)) == 5
+    with pytest.raises(ValueError):
+        decode(b"\x00" * 7)
+
+
+def test_csv_rows_and_counts(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id, diagnosis\n1, E11\n2,I10\n\n3,E11\n")
+    assert read_csv(path) == [{"id": "1", "diagnosis": "E11"}, {"id": "2", "diagnosis": "I10"}, {"id": "3", "diagnosis": "E11"}]
+    assert count_rows(path) == 3
+    assert count_rows(path, "diagnosis", "E11") == 2
+    with pytest.raises(KeyError):
+        count_rows(path, "age", "1")
+
+
+def test_input_json_refuses_what_is_not_json(tmp_path):
+    got = []
+
+    def algorithm(node: Node) -> None:
+        try:
+            node.input_json()
+        except NodeError as e:
+            got.append(e.code)
+        node.post_json(json.dumps("ok"))
+
+    mock.run(algorithm, {"A": registry(tmp_path, "a", 1)}, b"\xff not json")
+    assert got == ["invalid_input"]
