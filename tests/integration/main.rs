@@ -24,6 +24,7 @@ mod node;
 mod node_endpoint;
 mod node_outage;
 mod node_process;
+mod python_algorithm;
 mod research_cli;
 mod secure_sum;
 mod server;

@@ -1,0 +1,82 @@
+//! A Python algorithm through real nodes: the `fedq/python-secure-sum` image (Debian's python3
+//! from a root file system `scripts/images` makes with mmdebstrap, and the fedq-algorithm
+//! package) computes Secure Sum across three registries with real Docker containers, RabbitMQ,
+//! PostgreSQL and the server; and a ring of Python containers hands its sum to A's second
+//! container running the Rust `fedq/secure-sum`, which reads the R the Python container wrote to
+//! the run volume: the two implementations interoperate.
+
+use crate::support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fedq::client::{Inputs, TaskSpec};
+use fedq::protocol::JobStatus;
+use serde_json::{Value, json};
+use support::federation::Federation;
+
+const PYTHON: &str = "fedq/python-secure-sum:0.1.0";
+const RUST: &str = "fedq/secure-sum:0.1.0";
+
+fn write_patients(path: &std::path::Path, rows: u64) {
+    use std::fmt::Write as _;
+    let mut csv = String::from("id,age,diagnosis\n");
+    for i in 0..rows {
+        let _ = writeln!(csv, "p{i:07},{},{}", 20 + i % 70, if i % 3 == 0 { "E11" } else { "I10" });
+    }
+    std::fs::write(path, csv).unwrap();
+}
+
+async fn python_secure_sum(input: Value) -> (Vec<u64>, Vec<Value>) {
+    let counts: Vec<u64> = vec![1_234, 567, 89];
+    let data_counts = counts.clone();
+    let fed = Federation::new(3, &["fedq/python-secure-sum", "fedq/secure-sum"], move |i, dir| {
+        let path = dir.join("patients.csv");
+        write_patients(&path, data_counts[i]);
+        BTreeMap::from([("patients".to_owned(), path)])
+    })
+    .await;
+    let spec = TaskSpec {
+        collaboration: fed.collaboration,
+        image: PYTHON.into(),
+        organizations: fed.orgs.iter().map(|o| o.org()).collect(),
+        inputs: Inputs::Same(input.to_string().into_bytes()),
+        name: "python secure sum".into(),
+        return_log: false,
+    };
+    let created = fed.researcher.create_task(&fed.orgs[0], &spec).await.expect("the task is created");
+    let results = fed
+        .researcher
+        .wait_and_open(&fed.orgs[0], fed.collaboration, created.task, Duration::from_secs(180))
+        .await
+        .expect("the results open");
+    let outputs = results
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+            serde_json::from_slice(&r.output).unwrap()
+        })
+        .collect();
+    fed.cleanup().await;
+    (counts, outputs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_secure_sum_across_three_registries_through_real_nodes() {
+    let (counts, outputs) = python_secure_sum(json!({"data": "patients", "share": true})).await;
+    let total: u64 = counts.iter().sum();
+    assert_eq!(outputs.len(), 3);
+    for output in &outputs {
+        assert_eq!(output["N"], total, "every registry learns N: {output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_ring_finishes_in_the_rust_container() {
+    let input = json!({"data": "patients", "where": {"column": "diagnosis", "equals": "E11"}, "finisher_image": RUST});
+    let (counts, outputs) = python_secure_sum(input).await;
+    let e11: u64 = counts.iter().map(|rows| rows.div_ceil(3)).sum();
+    let at_a = outputs.iter().find(|o| o.get("organizations").is_some()).expect("A's result");
+    assert_eq!(at_a["N"], e11, "{at_a}");
+    assert_eq!(at_a["organizations"], 3);
+}
