@@ -3,7 +3,8 @@
 //! package) computes Secure Sum across three registries with real Docker containers, RabbitMQ,
 //! PostgreSQL and the server; and a ring of Python containers hands its sum to A's second
 //! container running the Rust `fedq/secure-sum`, which reads the R the Python container wrote to
-//! the run volume: the two implementations interoperate.
+//! the run volume: the two implementations interoperate. The mock federation that algorithm
+//! authors test with gives the same results as the real one.
 
 use crate::support;
 
@@ -61,14 +62,49 @@ async fn python_secure_sum(input: Value) -> (Vec<u64>, Vec<Value>) {
     (counts, outputs)
 }
 
+/// The same algorithm on the same data in the mock federation of `fedq_algorithm.mock` (no
+/// server, broker, keys or containers), through `scripts/python`: its results, by position in
+/// the ring.
+fn in_the_mock(counts: &[u64], input: &Value) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut folders = Vec::new();
+    for (i, rows) in counts.iter().enumerate() {
+        let folder = dir.path().join(format!("registry-{i}"));
+        std::fs::create_dir(&folder).unwrap();
+        write_patients(&folder.join("patients"), *rows);
+        folders.push(folder.to_str().unwrap().to_owned());
+    }
+    let script = "import json, sys\n\
+        from fedq_algorithm import mock\n\
+        from fedq_algorithm.secure_sum import run\n\
+        orgs = {f'org-{i}': path for i, path in enumerate(sys.argv[2:])}\n\
+        results = mock.run(run, orgs, json.loads(sys.argv[1]))\n\
+        print(json.dumps([results[org].json() for org in orgs]))";
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python"))
+        .args(["-c", script, &input.to_string()])
+        .args(&folders)
+        .output()
+        .expect("scripts/python runs");
+    assert!(out.status.success(), "the mock failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_secure_sum_across_three_registries_through_real_nodes() {
-    let (counts, outputs) = python_secure_sum(json!({"data": "patients", "share": true})).await;
+async fn python_secure_sum_across_three_registries_through_real_nodes_as_in_the_mock() {
+    let input = json!({"data": "patients", "share": true});
+    let (counts, outputs) = python_secure_sum(input.clone()).await;
     let total: u64 = counts.iter().sum();
     assert_eq!(outputs.len(), 3);
     for output in &outputs {
         assert_eq!(output["N"], total, "every registry learns N: {output}");
     }
+    // What an author saw in the mock is what the federation computed.
+    let mocked = in_the_mock(&counts, &input);
+    let mut real = outputs.clone();
+    let mut mocked_sorted = mocked.clone();
+    real.sort_by_key(|o| o.to_string());
+    mocked_sorted.sort_by_key(|o| o.to_string());
+    assert_eq!(real, mocked_sorted, "the mock and the federation disagree");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
