@@ -16,17 +16,10 @@ use fedq::protocol::JobStatus;
 use serde_json::{Value, json};
 use support::federation::Federation;
 
+use crate::secure_sum::write_patients;
+
 const PYTHON: &str = "fedq/python-secure-sum:0.1.0";
 const RUST: &str = "fedq/secure-sum:0.1.0";
-
-fn write_patients(path: &std::path::Path, rows: u64) {
-    use std::fmt::Write as _;
-    let mut csv = String::from("id,age,diagnosis\n");
-    for i in 0..rows {
-        let _ = writeln!(csv, "p{i:07},{},{}", 20 + i % 70, if i % 3 == 0 { "E11" } else { "I10" });
-    }
-    std::fs::write(path, csv).unwrap();
-}
 
 async fn python_secure_sum(input: Value) -> (Vec<u64>, Vec<Value>) {
     let counts: Vec<u64> = vec![1_234, 567, 89];
