@@ -75,18 +75,29 @@ async fn watch_arrivals(channel: &Channel, queue: &str, n: usize) -> (Instant, I
     }
 }
 
+/// Persistent, with the publisher's validated user id when it is a node.
+fn properties(user: Option<&str>) -> BasicProperties {
+    let props = BasicProperties::default().with_delivery_mode(2);
+    match user {
+        Some(user) => props.with_user_id(user.into()),
+        None => props,
+    }
+}
+
 /// Publishes all messages, then waits for every confirm.
 async fn fill(channel: &Channel, exchange: &str, key: &str, messages: &[Vec<u8>], user: Option<&str>) {
     for chunk in messages.chunks(1000) {
         let mut confirms = Vec::with_capacity(chunk.len());
         for m in chunk {
-            let mut props = BasicProperties::default().with_delivery_mode(2);
-            if let Some(user) = user {
-                props = props.with_user_id(user.into());
-            }
             confirms.push(
                 channel
-                    .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), m, props)
+                    .basic_publish(
+                        exchange.into(),
+                        key.into(),
+                        BasicPublishOptions::default(),
+                        m,
+                        properties(user),
+                    )
                     .await
                     .unwrap(),
             );
@@ -197,13 +208,19 @@ async fn router_throughput(
     }
 }
 
-/// Offers `LATENCY_N` messages at `LATENCY_RATE` per second through `publish`, and times each from
-/// its publish to its arrival on `out` (consumed by `consumer`); returns p50 and p99 in ms.
-async fn latency<P, F>(messages: Vec<Vec<u8>>, publish: P, mut consumer: lapin::Consumer) -> (f64, f64)
-where
-    P: Fn(Vec<u8>) -> F,
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
+/// Where the latency run publishes: a channel in confirm mode, an exchange and routing key, and
+/// the node's user id if a node publishes.
+struct Offer {
+    channel: Channel,
+    exchange: &'static str,
+    key: &'static str,
+    user: Option<String>,
+}
+
+/// Offers `LATENCY_N` messages at `LATENCY_RATE` per second as `offer` says, and times each from
+/// its publish to its arrival (consumed by `consumer`); returns p50 and p99 in ms.
+async fn latency(messages: Vec<Vec<u8>>, offer: Offer, mut consumer: lapin::Consumer) -> (f64, f64) {
+    let offer = Arc::new(offer);
     let sent: Arc<Mutex<HashMap<[u8; 16], Instant>>> = Arc::default();
     let receiving = {
         let sent = sent.clone();
@@ -225,7 +242,23 @@ where
         tick.tick().await;
         let id = *fedq::envelope::parse(&m, usize::MAX).unwrap().header.id.as_bytes();
         sent.lock().unwrap().insert(id, Instant::now());
-        tokio::spawn(publish(m));
+        let offer = offer.clone();
+        tokio::spawn(async move {
+            let props = properties(offer.user.as_deref());
+            offer
+                .channel
+                .basic_publish(
+                    offer.exchange.into(),
+                    offer.key.into(),
+                    BasicPublishOptions::default(),
+                    &m,
+                    props,
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        });
     }
     let mut latencies = receiving.await.unwrap();
     latencies.sort_by(f64::total_cmp);
@@ -303,32 +336,13 @@ fn main() {
             )
             .await
             .unwrap();
-        let node_b = fixture.node_b.channel.clone();
-        let user = fixture.node_b.user.clone();
-        let (router_p50, router_p99) = latency(
-            offered.clone(),
-            move |m| {
-                let (channel, user) = (node_b.clone(), user.clone());
-                async move {
-                    let props =
-                        BasicProperties::default().with_delivery_mode(2).with_user_id(user.as_str().into());
-                    channel
-                        .basic_publish(
-                            "fedq.ingress".into(),
-                            "".into(),
-                            BasicPublishOptions::default(),
-                            &m,
-                            props,
-                        )
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap();
-                }
-            },
-            consumer,
-        )
-        .await;
+        let node_b = Offer {
+            channel: fixture.node_b.channel.clone(),
+            exchange: "fedq.ingress",
+            key: "",
+            user: Some(fixture.node_b.user.clone()),
+        };
+        let (router_p50, router_p99) = latency(offered.clone(), node_b, consumer).await;
         let forwarder = spawn_noop(&app, 64).await;
         let consumer = setup
             .basic_consume(
@@ -341,29 +355,8 @@ fn main() {
             .unwrap();
         let publisher = admin.create_channel().await.unwrap();
         publisher.confirm_select(Default::default()).await.unwrap();
-        let (noop_p50, noop_p99) = latency(
-            offered,
-            move |m| {
-                let channel = publisher.clone();
-                async move {
-                    let props = BasicProperties::default().with_delivery_mode(2);
-                    channel
-                        .basic_publish(
-                            "".into(),
-                            "bench.in".into(),
-                            BasicPublishOptions::default(),
-                            &m,
-                            props,
-                        )
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap();
-                }
-            },
-            consumer,
-        )
-        .await;
+        let admin_offer = Offer { channel: publisher, exchange: "", key: "bench.in", user: None };
+        let (noop_p50, noop_p99) = latency(offered, admin_offer, consumer).await;
         forwarder.abort();
         println!(
             "latency at {LATENCY_RATE}/s: router p50 {router_p50:.1} ms, p99 {router_p99:.1} ms; \

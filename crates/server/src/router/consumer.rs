@@ -99,9 +99,11 @@ impl Router {
         let mut results: Vec<Option<ItemResult>> = (0..items.len()).map(|_| None).collect();
         // While the database is unreachable, hold the group and retry it in place.
         let mut hold = Hold::default();
-        while let pending @ [_, ..] =
-            &(0..items.len()).filter(|i| results[*i].is_none()).collect::<Vec<_>>()[..]
-        {
+        loop {
+            let pending: Vec<usize> = (0..items.len()).filter(|i| results[*i].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
             let group: Vec<Item<'_>> = pending.iter().map(|i| items[*i]).collect();
             let error = match self.route_group(&group, channel).await {
                 Ok(routed) => {
@@ -117,12 +119,12 @@ impl Router {
                 // The database answers, so the failure may be one envelope's own: route each alone,
                 // so that it fails alone and the others of its group are not held back with it.
                 HoldOutcome::Proceed => {
-                    if let [i] = pending {
-                        results[*i] = Some(Err(error.into()));
+                    if let [i] = pending[..] {
+                        results[i] = Some(Err(error.into()));
                         continue;
                     }
                     for i in pending {
-                        results[*i] = Some(match self.route_group(&[items[*i]], channel).await {
+                        results[i] = Some(match self.route_group(&[items[i]], channel).await {
                             Ok(mut routed) => routed.pop().expect("one result per item"),
                             Err(e) => Err(e.into()),
                         });
