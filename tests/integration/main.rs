@@ -25,6 +25,7 @@ mod node_endpoint;
 mod node_outage;
 mod node_process;
 mod python_algorithm;
+mod python_client;
 mod research_cli;
 mod secure_sum;
 mod server;

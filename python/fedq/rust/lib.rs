@@ -1,0 +1,364 @@
+//! `fedq._native`: the researcher's client (`fedq-client`) for Python. Everything that touches
+//! keys — trusting them, sealing inputs, opening and checking results — is the Rust client's
+//! code, the same the `fedq` command line runs; the Python package (`src/fedq/`) adds names,
+//! progress, DataFrames and exceptions around it. Calls release the GIL while they wait on the
+//! network.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fedq_client::{Client as Inner, ClientError, Inputs, TaskSpec};
+use fedq_core::ids::{CollaborationId, JobId, OrgId, TaskId};
+use fedq_envelope::keys::{FirstUse, Identity, KeyFileError, KeyId, KeyTrust, OrgKey, TrustError};
+use fedq_tls::ClientTls;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use secrecy::{ExposeSecret as _, SecretString};
+
+create_exception!(
+    _native,
+    NativeError,
+    PyException,
+    "A failure of the native client: args are (kind, code, status, reason, message); the \
+     `fedq` package turns it into its typed exceptions."
+);
+
+/// One failure as Python sees it: which exception (`kind`), the stable code, the HTTP status
+/// and refusal reason where the server gave them, and the message a person reads.
+struct Failure {
+    kind: &'static str,
+    code: String,
+    status: Option<u16>,
+    reason: Option<String>,
+    message: String,
+}
+
+impl Failure {
+    fn new(kind: &'static str, code: &str, message: String) -> Self {
+        Self { kind, code: code.to_owned(), status: None, reason: None, message }
+    }
+}
+
+impl From<Failure> for PyErr {
+    fn from(f: Failure) -> Self {
+        NativeError::new_err((f.kind, f.code, f.status, f.reason, f.message))
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let message = e.to_string();
+        match e {
+            ClientError::Unreachable { .. } => Failure::new("unreachable", "unreachable", message),
+            ClientError::Refused { status, code, reason, message } => Failure {
+                kind: "refused",
+                code: if code.is_empty() { "refused".to_owned() } else { code },
+                status: Some(status),
+                reason,
+                message,
+            },
+            ClientError::Decode(_) => Failure::new("decode", "bad_answer", message),
+            ClientError::WrongKey { .. } => Failure::new("wrong_key", "wrong_key", message),
+            ClientError::NotAMember { .. } => Failure::new("not_a_member", "not_a_member", message),
+            ClientError::NoOrganizations => Failure::new("bad_input", "no_organizations", message),
+            ClientError::Seal(_) => Failure::new("seal", "seal_failed", message),
+            ClientError::Tls(_) => Failure::new("tls", "tls", message),
+            ClientError::Open { source, .. } => Failure::new("result_refused", source.code(), message),
+            ClientError::Mismatch { .. } => Failure::new("result_refused", "mismatch", message),
+            ClientError::Trust(e) => e.into(),
+        }
+    }
+}
+
+impl From<TrustError> for Failure {
+    fn from(e: TrustError) -> Self {
+        let code = match e {
+            TrustError::Unknown { .. } => "key_unknown",
+            TrustError::Changed { .. } => "key_changed",
+            TrustError::Revoked { .. } => "key_revoked",
+            TrustError::Io { .. } | TrustError::Damaged { .. } => "trust_store",
+        };
+        Failure::new("untrusted_key", code, e.to_string())
+    }
+}
+
+impl From<KeyFileError> for Failure {
+    fn from(e: KeyFileError) -> Self {
+        Failure::new("key_file", "key_file", e.to_string())
+    }
+}
+
+fn bad_input(message: String) -> Failure {
+    Failure::new("bad_input", "bad_input", message)
+}
+
+fn parse<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, Failure> {
+    text.parse().map_err(|_| bad_input(format!("{text:?} is not a valid {what}")))
+}
+
+/// A session with a fedq server, and the keys it trusts.
+#[pyclass(frozen, module = "fedq._native")]
+struct Client {
+    inner: Inner,
+    runtime: tokio::runtime::Runtime,
+    /// The researcher's organization key, once given.
+    identity: Mutex<Option<Arc<Identity>>>,
+}
+
+/// How the server is reached and which keys are trusted, as the Python side gives them.
+fn settings(
+    ca_file: Option<PathBuf>,
+    allow_plaintext: bool,
+    trust_store: Option<PathBuf>,
+    trust_on_first_use: bool,
+) -> Result<(ClientTls, KeyTrust), Failure> {
+    let tls = ClientTls { ca_file, allow_plaintext, ..ClientTls::default() };
+    let first_use = if trust_on_first_use { FirstUse::Accept } else { FirstUse::Refuse };
+    let trust = match trust_store {
+        Some(path) => KeyTrust::open(&path, first_use)?,
+        None => KeyTrust::in_memory(first_use),
+    };
+    Ok((tls, trust))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new("runtime", "runtime", format!("cannot start the client's runtime: {e}")))
+}
+
+impl Client {
+    fn identity(&self) -> Result<Arc<Identity>, Failure> {
+        self.identity.lock().expect("not poisoned").clone().ok_or_else(|| {
+            bad_input("no organization key given: pass key=… to the client, or call use_key".into())
+        })
+    }
+
+    /// Runs `work` on the client's runtime with the GIL released.
+    fn wait<T: Send>(
+        &self,
+        py: Python<'_>,
+        work: impl std::future::Future<Output = Result<T, ClientError>> + Send,
+    ) -> Result<T, Failure> {
+        py.detach(|| self.runtime.block_on(work)).map_err(Failure::from)
+    }
+}
+
+#[pymethods]
+impl Client {
+    /// Logs in; the password is used once and not kept.
+    // Python's keyword arguments, each with its default: a struct would only move the list.
+    #[allow(clippy::too_many_arguments)]
+    #[staticmethod]
+    #[pyo3(signature = (server, username, password, ca_file=None, allow_plaintext=false, trust_store=None, trust_on_first_use=false))]
+    fn login(
+        py: Python<'_>,
+        server: &str,
+        username: &str,
+        password: &str,
+        ca_file: Option<PathBuf>,
+        allow_plaintext: bool,
+        trust_store: Option<PathBuf>,
+        trust_on_first_use: bool,
+    ) -> PyResult<Self> {
+        let (tls, trust) = settings(ca_file, allow_plaintext, trust_store, trust_on_first_use)?;
+        let runtime = runtime()?;
+        let password = SecretString::from(password.to_owned());
+        let inner = py
+            .detach(|| runtime.block_on(Inner::login(server, &tls, username, password.expose_secret())))
+            .map_err(Failure::from)?;
+        Ok(Self { inner: inner.with_trust(Arc::new(trust)), runtime, identity: Mutex::default() })
+    }
+
+    /// A session from a token obtained before (`fedq login`'s saved session).
+    #[staticmethod]
+    #[pyo3(signature = (server, token, ca_file=None, allow_plaintext=false, trust_store=None, trust_on_first_use=false))]
+    fn with_token(
+        server: &str,
+        token: &str,
+        ca_file: Option<PathBuf>,
+        allow_plaintext: bool,
+        trust_store: Option<PathBuf>,
+        trust_on_first_use: bool,
+    ) -> PyResult<Self> {
+        let (tls, trust) = settings(ca_file, allow_plaintext, trust_store, trust_on_first_use)?;
+        let inner =
+            Inner::with_token(server, &tls, SecretString::from(token.to_owned())).map_err(Failure::from)?;
+        Ok(Self { inner: inner.with_trust(Arc::new(trust)), runtime: runtime()?, identity: Mutex::default() })
+    }
+
+    /// The session's token, to save it.
+    fn token(&self) -> String {
+        self.inner.token().expose_secret().to_owned()
+    }
+
+    /// Loads the organization's private key file (refused if group or others can read it);
+    /// returns its fingerprint.
+    fn use_key(&self, path: PathBuf, organization: &str) -> PyResult<String> {
+        let org: OrgId = parse("organization id", organization)?;
+        let identity = Identity::new(org, OrgKey::load(&path).map_err(Failure::from)?);
+        let fingerprint = identity.current().id().to_string();
+        *self.identity.lock().expect("not poisoned") = Some(Arc::new(identity));
+        Ok(fingerprint)
+    }
+
+    /// Any call of the REST API (`/api/v1` + `path`); the answer as JSON text.
+    #[pyo3(signature = (method, path, body=None))]
+    fn call(&self, py: Python<'_>, method: &str, path: &str, body: Option<&str>) -> PyResult<String> {
+        let body = body
+            .map(serde_json::from_str::<serde_json::Value>)
+            .transpose()
+            .map_err(|e| bad_input(format!("the request body is not JSON: {e}")))?;
+        let inner = &self.inner;
+        let answer = match (method, body) {
+            ("GET", _) => self.wait(py, inner.get(path))?,
+            ("DELETE", _) => self.wait(py, inner.delete(path))?,
+            ("POST", body) => self.wait(py, inner.post(path, &body.unwrap_or_default()))?,
+            ("PUT", body) => self.wait(py, inner.put(path, &body.unwrap_or_default()))?,
+            (other, _) => return Err(bad_input(format!("unknown method {other:?}")).into()),
+        };
+        Ok(answer.to_string())
+    }
+
+    /// Seals each organization's input with the organization key and creates the task; the
+    /// created task (id, run, jobs) as JSON text. One input goes to every organization; a list
+    /// of as many inputs as organizations gives each its own.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (collaboration, image, organizations, inputs, name="", return_log=false))]
+    fn create_task(
+        &self,
+        py: Python<'_>,
+        collaboration: &str,
+        image: String,
+        organizations: Vec<String>,
+        inputs: Vec<Bound<'_, PyBytes>>,
+        name: &str,
+        return_log: bool,
+    ) -> PyResult<String> {
+        let collaboration: CollaborationId = parse("collaboration id", collaboration)?;
+        let organizations = organizations
+            .iter()
+            .map(|o| parse::<OrgId>("organization id", o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut inputs: Vec<Vec<u8>> = inputs.iter().map(|b| b.as_bytes().to_vec()).collect();
+        let inputs = match inputs.len() {
+            1 => Inputs::Same(inputs.remove(0)),
+            n if n == organizations.len() => Inputs::Each(inputs),
+            n => {
+                return Err(bad_input(format!(
+                    "{n} inputs for {} organizations: give one for all, or one per organization",
+                    organizations.len()
+                ))
+                .into());
+            }
+        };
+        let spec =
+            TaskSpec { collaboration, image, organizations, inputs, name: name.to_owned(), return_log };
+        let me = self.identity()?;
+        let created = self.wait(py, self.inner.create_task(&me, &spec))?;
+        Ok(serde_json::json!({"task": created.task, "run": created.run, "jobs": created.jobs}).to_string())
+    }
+
+    /// Tells the client which jobs a task has and where (a task created in another session),
+    /// so that its results are checked against them.
+    fn expect(&self, task: &str, jobs: Vec<(String, String)>) -> PyResult<()> {
+        let task: TaskId = parse("task id", task)?;
+        let jobs = jobs
+            .iter()
+            .map(|(j, o)| Ok((parse::<JobId>("job id", j)?, parse::<OrgId>("organization id", o)?)))
+            .collect::<Result<Vec<_>, Failure>>()?;
+        self.inner.expect(task, jobs);
+        Ok(())
+    }
+
+    /// The results so far, waiting up to `wait_secs` (at most 60) for all of them, opened with
+    /// the organization key and checked: `(complete, [(job, organization, status, output,
+    /// reason, log)])`.
+    #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (collaboration, task, wait_secs=0))]
+    fn results<'py>(
+        &self,
+        py: Python<'py>,
+        collaboration: &str,
+        task: &str,
+        wait_secs: u64,
+    ) -> PyResult<(bool, Vec<(String, String, String, Bound<'py, PyBytes>, Option<String>, String)>)> {
+        let collaboration: CollaborationId = parse("collaboration id", collaboration)?;
+        let task: TaskId = parse("task id", task)?;
+        let me = self.identity()?;
+        let inner = &self.inner;
+        let (complete, opened) = self.wait(py, async {
+            let results = inner.results(task, Duration::from_secs(wait_secs)).await?;
+            let opened = inner.open_results(&me, collaboration, &results).await?;
+            Ok((results.complete, opened))
+        })?;
+        let rows = opened
+            .into_iter()
+            .map(|r| {
+                (
+                    r.job.to_string(),
+                    r.organization.to_string(),
+                    r.status.to_string(),
+                    PyBytes::new(py, &r.output),
+                    r.reason,
+                    r.log,
+                )
+            })
+            .collect();
+        Ok((complete, rows))
+    }
+
+    /// What this client decides about each member's key in a collaboration: `(organization,
+    /// fingerprint, None)` for a trusted key, `(organization, None, (code, message))` for a
+    /// refused one.
+    #[allow(clippy::type_complexity)]
+    fn trusted_keys(
+        &self,
+        py: Python<'_>,
+        collaboration: &str,
+    ) -> PyResult<Vec<(String, Option<String>, Option<(String, String)>)>> {
+        let collaboration: CollaborationId = parse("collaboration id", collaboration)?;
+        if let Ok(me) = self.identity() {
+            self.inner.trust().trust_own(me.org(), me.current().public()).map_err(Failure::from)?;
+        }
+        let decisions = self.wait(py, self.inner.trusted_keys(collaboration))?;
+        Ok(decisions
+            .into_iter()
+            .map(|d| match d.key {
+                Ok(key) => (d.org.to_string(), Some(key.id().to_string()), None),
+                Err(e) => {
+                    let failure = Failure::from(e);
+                    (d.org.to_string(), None, Some((failure.code, failure.message)))
+                }
+            })
+            .collect())
+    }
+
+    /// Trusts `fingerprint` (`SHA256:…`) for an organization, after comparing it out of band;
+    /// false if it was trusted already.
+    fn trust(&self, organization: &str, fingerprint: &str) -> PyResult<bool> {
+        let org: OrgId = parse("organization id", organization)?;
+        let key: KeyId = parse("key fingerprint (SHA256:…)", fingerprint)?;
+        Ok(self.inner.trust().trust(org, key).map_err(Failure::from)?)
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The client's warnings (a key trusted on first use, a rotation followed) go to standard
+    // error, as the command line's do. Nothing it logs carries a secret.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .without_time()
+        .try_init();
+    fedq_tls::install_crypto_provider();
+    m.add_class::<Client>()?;
+    m.add("NativeError", m.py().get_type::<NativeError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,48 @@
+"""Type stubs of the native client (``fedq-client`` in Rust, bound with PyO3).
+
+Use :class:`fedq.Client`; this module is its engine.
+"""
+
+__version__: str
+
+class NativeError(Exception):
+    """``args`` are ``(kind, code, status, reason, message)``."""
+
+class Client:
+    @staticmethod
+    def login(
+        server: str,
+        username: str,
+        password: str,
+        ca_file: str | None = None,
+        allow_plaintext: bool = False,
+        trust_store: str | None = None,
+        trust_on_first_use: bool = False,
+    ) -> Client: ...
+    @staticmethod
+    def with_token(
+        server: str,
+        token: str,
+        ca_file: str | None = None,
+        allow_plaintext: bool = False,
+        trust_store: str | None = None,
+        trust_on_first_use: bool = False,
+    ) -> Client: ...
+    def token(self) -> str: ...
+    def use_key(self, path: str, organization: str) -> str: ...
+    def call(self, method: str, path: str, body: str | None = None) -> str: ...
+    def create_task(
+        self,
+        collaboration: str,
+        image: str,
+        organizations: list[str],
+        inputs: list[bytes],
+        name: str = "",
+        return_log: bool = False,
+    ) -> str: ...
+    def expect(self, task: str, jobs: list[tuple[str, str]]) -> None: ...
+    def results(
+        self, collaboration: str, task: str, wait_secs: int = 0
+    ) -> tuple[bool, list[tuple[str, str, str, bytes, str | None, str]]]: ...
+    def trusted_keys(self, collaboration: str) -> list[tuple[str, str | None, tuple[str, str] | None]]: ...
+    def trust(self, organization: str, fingerprint: str) -> bool: ...

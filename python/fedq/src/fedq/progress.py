@@ -1,0 +1,45 @@
+"""Progress of a task's jobs: a tqdm bar (a widget in Jupyter, a line in a terminal)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+class Progress:
+    """Jobs finished out of all, with each organization's status beside the bar."""
+
+    def __init__(self, task: str, total: int, enabled: bool | None) -> None:
+        if enabled is None:
+            enabled = _interactive()
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=f"task {task[:8]}", unit="job", leave=True)
+
+    def update(self, jobs: list[dict[str, Any]], names: dict[str, str]) -> None:
+        if self._bar is None:
+            return
+        done = sum(1 for j in jobs if j["status"] in TERMINAL)
+        self._bar.total = len(jobs)
+        self._bar.n = done
+        statuses = ", ".join(
+            f"{names.get(j['organization'], j['organization'][:8])}: {j['status']}" for j in jobs
+        )
+        self._bar.set_postfix_str(statuses, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+TERMINAL = frozenset({"completed", "failed", "crashed", "killed", "refused"})
+
+
+def _interactive() -> bool:
+    """A bar where someone watches: a terminal, or a Jupyter kernel."""
+    if "ipykernel" in sys.modules:
+        return True
+    return sys.stderr.isatty()

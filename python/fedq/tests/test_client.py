@@ -1,0 +1,104 @@
+"""The client's Python parts on their own: errors, results, inputs, names (the federation suite
+in federation/ covers the rest against real services)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import fedq
+from fedq import client as client_module
+from fedq import errors
+from fedq.results import Result, Results
+
+
+def native_error(kind, code, status=None, reason=None, message="m"):
+    return fedq._native.NativeError(kind, code, status, reason, message)
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "status", "expected"),
+    [
+        ("refused", "not_found", 404, fedq.NotFound),
+        ("refused", "forbidden", 403, fedq.Forbidden),
+        ("refused", "unauthorized", 401, fedq.AuthenticationFailed),
+        ("refused", "envelope_refused", 400, fedq.Refused),
+        ("unreachable", "unreachable", None, fedq.ServerUnreachable),
+        ("untrusted_key", "key_changed", None, fedq.UntrustedKey),
+        ("wrong_key", "wrong_key", None, fedq.WrongKey),
+        ("result_refused", "bad_signature", None, fedq.ResultRefused),
+        ("tls", "tls", None, fedq.TlsError),
+        ("bad_input", "bad_input", None, fedq.BadInput),
+        ("something new", "x", None, fedq.FedqError),
+    ],
+)
+def test_native_errors_become_typed_exceptions(kind, code, status, expected):
+    e = errors.from_native(native_error(kind, code, status, "replay" if status else None))
+    assert type(e) is expected
+    assert e.code == code and e.exit_status == 1 and str(e) == "m"
+    if status:
+        assert e.status == status
+
+
+def test_an_unreachable_server_is_a_typed_error():
+    # Port 9 on loopback (discard): nothing of this test listens there.
+    with pytest.raises(fedq.ServerUnreachable) as raised:
+        fedq.Client.login("http://127.0.0.1:9", "ada", "pw", trust_store=fedq.IN_MEMORY)
+    assert raised.value.code == "unreachable"
+
+
+def test_plain_text_beyond_loopback_is_refused_before_connecting():
+    with pytest.raises(fedq.TlsError):
+        fedq.Client.login("http://fedq.invalid", "ada", "pw", trust_store=fedq.IN_MEMORY)
+
+
+def test_inputs_are_bytes_text_or_json():
+    assert client_module._encode(b"\x00\x01") == b"\x00\x01"
+    assert client_module._encode("é") == "é".encode()
+    assert json.loads(client_module._encode({"data": "patients"})) == {"data": "patients"}
+
+
+def test_names_resolve_and_unknown_names_say_so():
+    items = [{"id": "0b0e8c7e-3f5a-4e59-9d0b-5f2e54a1c001", "name": "registry-0"}]
+    assert client_module._find(items, "registry-0", "organization") == items[0]["id"]
+    with pytest.raises(fedq.BadInput, match="no organization named 'nobody'"):
+        client_module._find(items, "nobody", "organization")
+    assert client_module._is_id(items[0]["id"]) and not client_module._is_id("registry-0")
+
+
+def result(org, output, status="completed"):
+    return Result("job-" + org, org, "id-" + org, status, output)
+
+
+def test_tabular_results_become_one_dataframe():
+    results = Results(
+        "t",
+        [
+            result("a", b'{"N": 3, "mean": 1.5}'),
+            result("b", b'[{"N": 4, "mean": 2.0}]'),
+            result("c", b"N,mean\n5,2.5\n"),
+            result("d", b"", status="failed"),
+        ],
+        complete=True,
+    )
+    frame = results.dataframe()
+    assert list(frame["organization"]) == ["a", "b", "c"]
+    assert [int(n) for n in frame["N"]] == [3, 4, 5]
+    assert Results("t", results[:2], True).json() == {"a": {"N": 3, "mean": 1.5}, "b": [{"N": 4, "mean": 2.0}]}
+    columns = result("x", b'{"age": [30, 40], "n": [1, 2]}').dataframe()
+    assert list(columns["age"]) == [30, 40]
+    with pytest.raises(ValueError):
+        result("y", b"42").dataframe()
+
+
+def test_the_module_says_when_there_is_no_session(tmp_path):
+    env = {"XDG_CONFIG_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "fedq", "whoami"], capture_output=True, text=True, env=env)
+    assert out.returncode == 1
+    assert "not_logged_in" in out.stderr and "fedq login" in out.stderr
+
+
+def test_incomplete_exits_like_the_command_line():
+    e = fedq.Incomplete("late", Results("t", [], False), ["registry-1 (running)"])
+    assert e.exit_status == 3 and e.code == "incomplete"
