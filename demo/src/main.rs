@@ -117,6 +117,12 @@ struct DemoArgs {
     /// Do not run `scripts/services` and `scripts/images` first.
     #[arg(long)]
     no_setup: bool,
+    /// Keep the federation running for your own client (the Python package, the notebook
+    /// `examples/secure_sum.ipynb`, the `fedq` command line) instead of running the analysis:
+    /// write how to reach it to FILE (JSON, mode 0600: it holds the researcher's password) and
+    /// wait for Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "FILE")]
+    serve: Option<PathBuf>,
 }
 
 /// Runs a demo.
@@ -425,6 +431,43 @@ async fn run_federation(
             };
             nodes.push(fedq::node::start(node).await?);
             eprintln!("   {name}: {about}; node started");
+        }
+
+        if let Some(path) = &args.serve {
+            let fingerprints: std::collections::BTreeMap<_, _> =
+                orgs.iter().map(|(name, o)| (name.clone(), o.current().id().to_string())).collect();
+            let connection = json!({
+                "server": base,
+                "ca_file": (!args.plaintext).then(|| args.tls_dir.join("ca.pem")),
+                "username": "ada",
+                "password": password,
+                "organization": orgs[0].0,
+                "key_file": work.join(&orgs[0].0).join("org.key"),
+                "collaboration": "registries",
+                "organizations": orgs.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                "fingerprints": fingerprints,
+                "image": format!("{}:{}", analysis.image(), env!("CARGO_PKG_VERSION")),
+                "input": analysis.input(),
+            });
+            let bytes = serde_json::to_vec_pretty(&connection).expect("JSON encodes");
+            fedq::files::write_atomic(path, &bytes, 0o600)
+                .map_err(|source| CliError::Io { path: path.clone(), source })?;
+            step(&format!(
+                "the federation is up; the researcher ada at {} reaches it as {} says. Ctrl-C stops it",
+                orgs[0].0,
+                path.display()
+            ));
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|source| CliError::Io { path: "SIGTERM".into(), source })?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            let _ = std::fs::remove_file(path);
+            for node in nodes {
+                node.shutdown().await;
+            }
+            return Ok(());
         }
 
         step("the researcher at registry-a submits the task; inputs are sealed per registry on her machine");
