@@ -109,3 +109,36 @@ async fn a_python_ring_finishes_in_the_rust_container() {
     assert_eq!(at_a["N"], e11, "{at_a}");
     assert_eq!(at_a["organizations"], 3);
 }
+
+/// `fedq-algorithm test` (the mock federation running images in Docker, as an author tests
+/// before any node is involved) gives the total for the Python image and for the Rust one:
+/// an image that passes there is the image the federation runs.
+#[test]
+fn the_algorithm_test_command_runs_images_in_the_mock() {
+    support::node::ensure_images();
+    let counts: [u64; 3] = [31, 415, 92];
+    let dir = tempfile::tempdir().unwrap();
+    let mut orgs = Vec::new();
+    for (i, rows) in counts.iter().enumerate() {
+        let path = dir.path().join(format!("registry-{i}.csv"));
+        write_patients(&path, *rows);
+        orgs.push(format!("registry-{i}={}", path.display()));
+    }
+    for image in [PYTHON, RUST] {
+        let mut command = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python"));
+        command.args(["-m", "fedq_algorithm", "test", "--image", image, "--json"]);
+        command.args(["--input", &json!({"data": "patients", "share": true}).to_string()]);
+        for org in &orgs {
+            command.args(["--org", org]);
+        }
+        let out = command.output().expect("scripts/python runs");
+        assert!(out.status.success(), "{image} in the mock:\n{}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        for row in &rows {
+            assert_eq!(row["status"], "completed", "{image}: {row}");
+            let output: Value = serde_json::from_str(row["output"].as_str().unwrap()).unwrap();
+            assert_eq!(output["N"], counts.iter().sum::<u64>(), "{image}: {row}");
+        }
+    }
+}

@@ -1,11 +1,13 @@
 //! The vertically partitioned analysis end to end: A holds ages, B diagnoses and BMI for the
 //! same pseudonymous patients, C deals randomness; the researcher's sum of the shares equals
-//! the statistic computed on the joined data in the clear, and no share alone reveals it.
+//! the statistic computed on the joined data in the clear, and no share alone reveals it. The
+//! same for the Python implementation (`fedq_algorithm.vertical` in `fedq/python-vertical`),
+//! which also gives in the mock federation what it gives through real nodes.
 
 use crate::support;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use fedq::client::{Inputs, TaskSpec};
@@ -13,10 +15,11 @@ use fedq::protocol::JobStatus;
 use serde_json::{Value, json};
 use support::federation::Federation;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_joint_count_and_mean_match_the_joined_data_in_the_clear() {
-    // 600 patients; B lists them in another order than A.
-    let patients: Vec<(String, i64, &str, u64)> = (0..600u64)
+type Patient = (String, i64, &'static str, u64);
+
+/// 600 patients: id, age, diagnosis, BMI.
+fn patients() -> Vec<Patient> {
+    (0..600u64)
         .map(|i| {
             (
                 format!("pt-{:05}", (i * 7919) % 100_000),
@@ -25,44 +28,61 @@ async fn the_joint_count_and_mean_match_the_joined_data_in_the_clear() {
                 18 + i * 13 % 25,
             )
         })
-        .collect();
-    let expected_count = patients.iter().filter(|p| p.1 > 65 && p.2 == "E11").count() as u64;
-    let expected_sum: u64 = patients.iter().filter(|p| p.1 > 65 && p.2 == "E11").map(|p| p.3).sum();
-    assert!(expected_count > 10, "the data has matches: {expected_count}");
+        .collect()
+}
 
-    let rows = patients.clone();
-    let fed = Federation::new(3, &["fedq/vertical"], move |i, dir| {
-        let mut csv = String::new();
-        match i {
-            0 => {
-                csv.push_str("id,age\n");
-                for p in &rows {
-                    let _ = writeln!(csv, "{},{}", p.0, p.1);
-                }
+/// The count and BMI sum of patients over 65 with E11, on the joined data in the clear.
+fn in_the_clear(patients: &[Patient]) -> (u64, u64) {
+    let chosen = patients.iter().filter(|p| p.1 > 65 && p.2 == "E11");
+    let count = chosen.clone().count() as u64;
+    assert!(count > 10, "the data has matches: {count}");
+    (count, chosen.map(|p| p.3).sum())
+}
+
+/// Organization `i`'s data source, written to `path`: A's ages, B's diagnoses and BMI (listed in
+/// another order than A's), nothing for C. Its label.
+fn write_columns(i: usize, patients: &[Patient], path: &Path) -> Option<&'static str> {
+    let mut csv = String::new();
+    match i {
+        0 => {
+            csv.push_str("id,age\n");
+            for p in patients {
+                let _ = writeln!(csv, "{},{}", p.0, p.1);
             }
-            1 => {
-                csv.push_str("id,diagnosis,bmi\n");
-                for p in rows.iter().rev() {
-                    let _ = writeln!(csv, "{},{},{}", p.0, p.2, p.3);
-                }
-            }
-            _ => return BTreeMap::new(),
         }
-        let path = dir.join("columns.csv");
-        std::fs::write(&path, csv).unwrap();
-        BTreeMap::from([(if i == 0 { "ages" } else { "diagnoses" }.to_owned(), path)])
-    })
-    .await;
+        1 => {
+            csv.push_str("id,diagnosis,bmi\n");
+            for p in patients.iter().rev() {
+                let _ = writeln!(csv, "{},{},{}", p.0, p.2, p.3);
+            }
+        }
+        _ => return None,
+    }
+    std::fs::write(path, csv).unwrap();
+    Some(if i == 0 { "ages" } else { "diagnoses" })
+}
 
-    let input = json!({
+fn input() -> Value {
+    json!({
         "a": {"data": "ages", "column": "age", "greater_than": 65},
         "b": {"data": "diagnoses", "column": "diagnosis", "equals": "E11", "value": "bmi"},
-    });
+    })
+}
+
+/// The analysis through real nodes with `image`: A's, B's and C's outputs.
+async fn through_real_nodes(image: &str, patients: &[Patient]) -> [Value; 3] {
+    let rows = patients.to_vec();
+    let name = image.split(':').next().unwrap();
+    let fed = Federation::new(3, &[name], move |i, dir| {
+        let path = dir.join("columns.csv");
+        write_columns(i, &rows, &path).map(|label| (label.to_owned(), path)).into_iter().collect()
+    })
+    .await;
     let spec = TaskSpec {
         collaboration: fed.collaboration,
-        image: "fedq/vertical:0.1.0".into(),
+        image: image.into(),
         organizations: fed.orgs.iter().map(|o| o.org()).collect(),
-        inputs: Inputs::Same(input.to_string().into_bytes()),
+        inputs: Inputs::Same(input().to_string().into_bytes()),
         name: "vertical".into(),
         return_log: true,
     };
@@ -78,13 +98,65 @@ async fn the_joint_count_and_mean_match_the_joined_data_in_the_clear() {
         assert_eq!(r.status, JobStatus::Completed, "{r:?}");
         serde_json::from_slice(&r.output).unwrap()
     };
-    let (a, b, c) = (output(0), output(1), output(2));
+    let outputs = [output(0), output(1), output(2)];
+    fed.cleanup().await;
+    outputs
+}
+
+/// The count and sum the researcher adds up from A's and B's shares, checked against the clear.
+fn check_shares(outputs: &[Value; 3], patients: &[Patient]) {
+    let (expected_count, expected_sum) = in_the_clear(patients);
+    let [a, b, c] = outputs;
     let share = |v: &Value, k: &str| v[k].as_u64().unwrap();
-    let count = share(&a, "count_share").wrapping_add(share(&b, "count_share"));
-    let sum = share(&a, "sum_share").wrapping_add(share(&b, "sum_share"));
+    let count = share(a, "count_share").wrapping_add(share(b, "count_share"));
+    let sum = share(a, "sum_share").wrapping_add(share(b, "sum_share"));
     assert_eq!(count, expected_count);
     assert_eq!(sum, expected_sum);
-    assert_ne!(share(&a, "count_share"), expected_count, "a share alone is not the answer");
-    assert_eq!(c["dealt"], 600, "the dealer learns the number of patients only");
-    fed.cleanup().await;
+    assert_ne!(share(a, "count_share"), expected_count, "a share alone is not the answer");
+    assert_eq!(c["dealt"], patients.len(), "the dealer learns the number of patients only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_joint_count_and_mean_match_the_joined_data_in_the_clear() {
+    let patients = patients();
+    let outputs = through_real_nodes("fedq/vertical:0.1.0", &patients).await;
+    check_shares(&outputs, &patients);
+}
+
+/// The Python implementation through real nodes, and in the mock federation of
+/// `fedq_algorithm.mock` (no server, broker, keys or containers) on the same data: the same
+/// count and mean, and the same dealer's output (the shares themselves are random).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_vertical_analysis_matches_the_clear_and_the_mock() {
+    let patients = patients();
+    let outputs = through_real_nodes("fedq/python-vertical:0.1.0", &patients).await;
+    check_shares(&outputs, &patients);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut folders = Vec::new();
+    for i in 0..3 {
+        let folder = dir.path().join(format!("org-{i}"));
+        std::fs::create_dir(&folder).unwrap();
+        // In the mock, a data source is the file named by its label in the organization's folder.
+        if let Some(label) = write_columns(i, &patients, &folder.join("columns")) {
+            std::fs::rename(folder.join("columns"), folder.join(label)).unwrap();
+        }
+        folders.push(folder.to_str().unwrap().to_owned());
+    }
+    let script = "import json, sys\n\
+        from fedq_algorithm import mock\n\
+        from fedq_algorithm.vertical import run\n\
+        orgs = {f'org-{i}': path for i, path in enumerate(sys.argv[2:])}\n\
+        results = mock.run(run, orgs, json.loads(sys.argv[1]), timeout=120)\n\
+        print(json.dumps([results[org].json() for org in orgs]))";
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python"))
+        .args(["-c", script, &input().to_string()])
+        .args(&folders)
+        .output()
+        .expect("scripts/python runs");
+    assert!(out.status.success(), "the mock failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mocked: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mocked: [Value; 3] = mocked.try_into().unwrap();
+    check_shares(&mocked, &patients);
+    assert_eq!(mocked[2], outputs[2], "the dealer's output in the mock and at the real node");
 }

@@ -129,3 +129,30 @@ def test_input_json_refuses_what_is_not_json(tmp_path):
 
     mock.run(algorithm, {"A": registry(tmp_path, "a", 1)}, b"\xff not json")
     assert got == ["invalid_input"]
+
+
+def test_the_vertical_analysis_gives_the_count_and_mean_of_the_joined_columns(tmp_path):
+    from fedq_algorithm.vertical import combine, id_digest
+    from fedq_algorithm.vertical import run as vertical
+
+    patients = [(f"pt-{i:04}", 20 + i * 37 % 75, "E11" if i % 4 == 0 else "I10", 18 + i * 13 % 25) for i in range(200)]
+    dirs = {name: tmp_path / name for name in ("A", "B", "C")}
+    for d in dirs.values():
+        d.mkdir()
+    (dirs["A"] / "ages").write_text("id,age\n" + "".join(f"{p[0]},{p[1]}\n" for p in patients))
+    (dirs["B"] / "diagnoses").write_text(
+        "id,diagnosis,bmi\n" + "".join(f"{p[0]},{p[2]},{p[3]}\n" for p in reversed(patients))
+    )
+    spec = {
+        "a": {"data": "ages", "column": "age", "greater_than": 65},
+        "b": {"data": "diagnoses", "column": "diagnosis", "equals": "E11", "value": "bmi"},
+    }
+    results = mock.run(vertical, dirs, spec)
+    chosen = [p for p in patients if p[1] > 65 and p[2] == "E11"]
+    answer = combine(results["A"].json(), results["B"].json())
+    assert answer["count"] == len(chosen) and answer["sum"] == sum(p[3] for p in chosen)
+    assert results["A"].json()["count_share"] != len(chosen), "a share alone is not the answer"
+    assert results["C"].json() == {"dealt": 200}
+    # The digest is the Rust one's (the same vector is checked in sdk/src/bin/fedq-vertical.rs).
+    assert id_digest([("pt-0001", "70"), ("pt-0002", "80")]) == 0xf6ed436d639a609a
+

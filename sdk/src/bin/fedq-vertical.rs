@@ -18,9 +18,6 @@
 //! Each data source is a CSV with an `id` column; rows are aligned by sorting on it, and A and
 //! B must hold the same ids (checked by count and by a digest of the sorted ids).
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash as _, Hasher as _};
-
 use fedq_sdk::{Failure, Node, random_u64s};
 use serde::Deserialize;
 use serde_json::json;
@@ -166,13 +163,20 @@ fn read_rows(data: &str, column: &str) -> Result<Vec<(String, String)>, Failure>
 }
 
 /// A digest of the sorted ids, so that A and B can tell they hold the same patients without
-/// sending the ids themselves.
+/// sending the ids themselves: 64-bit FNV-1a over each id's UTF-8 bytes followed by a newline.
+/// A fixed, written-down function (not `DefaultHasher`, whose algorithm Rust may change), so that
+/// images built apart, and the Python implementation, agree. It detects mistakes, not a
+/// dishonest party.
 fn id_digest(rows: &[(String, String)]) -> u64 {
-    let mut hasher = DefaultHasher::new();
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
     for (id, _) in rows {
-        id.hash(&mut hasher);
+        for byte in id.bytes().chain([b'\n']) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
     }
-    hasher.finish()
+    hash
 }
 
 fn dot(a: &[u64], b: &[u64]) -> u64 {
@@ -192,4 +196,15 @@ fn decode(bytes: &[u8]) -> Result<Vec<u64>, Failure> {
 
 fn check_len(v: &[u64], m: usize) -> Result<(), Failure> {
     if v.len() == m { Ok(()) } else { Err(Failure(format!("expected {m} values, got {}", v.len()))) }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The digest is written down (docs/algorithms.md) so that every implementation agrees: the
+    /// Python one checks the same vector (python/fedq-algorithm/tests/test_algorithm.py).
+    #[test]
+    fn the_id_digest_is_fnv1a_of_each_id_and_a_newline() {
+        let rows = [("pt-0001".to_owned(), "70".to_owned()), ("pt-0002".to_owned(), "80".to_owned())];
+        assert_eq!(super::id_digest(&rows), 0xf6ed436d639a609a);
+    }
 }

@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 #: Where the node mounts this run's volume, shared by the run's containers at this node.
 RUN_DIR = Path("/fedq/run")
@@ -319,3 +320,13 @@ def _unb64(text: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except ValueError as e:
         raise NodeError(0, "decode", f"invalid base64 from the node: {e}") from None
+
+
+def run_in_container(algorithm: Callable[[Node], None], name: str) -> None:
+    """A container's main: runs ``algorithm`` on the node's endpoint; a failure is one line on
+    standard error (the node keeps it as the job's reason) and exit status 1."""
+    try:
+        algorithm(Node.from_env())
+    except (NodeError, OSError, ValueError, KeyError, RuntimeError) as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(1)

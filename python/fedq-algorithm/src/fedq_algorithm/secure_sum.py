@@ -21,7 +21,7 @@ import secrets
 import sys
 
 from fedq_algorithm.data import count_rows
-from fedq_algorithm.node import Node, NodeError
+from fedq_algorithm.node import Node, run_in_container
 
 R_FILE = "secure-sum-R"
 MASK = (1 << 64) - 1
@@ -107,11 +107,7 @@ def _count(node: Node, spec: dict) -> int:
 
 
 def main() -> None:
-    try:
-        run(Node.from_env())
-    except (NodeError, OSError, ValueError, KeyError, RuntimeError) as e:
-        print(f"secure-sum: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_in_container(run, "secure-sum")
 
 
 if __name__ == "__main__":
