@@ -124,8 +124,11 @@ fn settings(
     Ok((tls, trust))
 }
 
+/// One worker thread: the pooled connections' tasks keep running between the calls Python
+/// makes (a current-thread runtime would run them only inside a call).
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| Failure::new("runtime", "runtime", format!("cannot start the client's runtime: {e}")))

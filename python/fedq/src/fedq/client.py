@@ -213,9 +213,13 @@ class Client:
         return self._call("GET", "/collaborations")
 
     def organization_id(self, name_or_id: str) -> str:
-        """An organization's id: an id as given, a name looked up among those you can see."""
+        """An organization's id: an id as given, a name looked up among those you can see (the
+        list fetched once, and again only for a name not in it)."""
         if _is_id(name_or_id):
             return name_or_id
+        for org_id, name in self._org_names.items():
+            if name == name_or_id:
+                return org_id
         return _find(self.organizations(), name_or_id, "organization")
 
     def collaboration_id(self, name_or_id: str) -> str:
@@ -344,7 +348,8 @@ class Client:
                 remaining = deadline - time.monotonic()
                 wait = 0 if done else max(0, min(2, int(remaining)))
                 results = self._open(shown, wait)
-                if done and len(results) == len(jobs):
+                # The server says every job has finished, and every result is here.
+                if (done or results.complete) and len(results) == len(jobs):
                     return results
                 if time.monotonic() >= deadline:
                     shown = self.task(task_id)
