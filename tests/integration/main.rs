@@ -11,6 +11,7 @@ mod support;
 
 mod cluster;
 mod command_line;
+mod compose;
 mod dashboard;
 mod dashboard_browser;
 mod deploy;

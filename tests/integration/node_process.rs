@@ -126,33 +126,6 @@ async fn a_message_taken_by_a_job_cut_short_by_kill_9_is_given_to_its_rerun() {
     fed.cleanup().await;
 }
 
-/// Runs `fedq` with `args`, its session and trust store in `home`; returns (success, stdout,
-/// stderr).
-fn fedq(home: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fedq"))
-        .args(args)
-        .env("FEDQ_SESSION", home.join("session.json"))
-        .env("XDG_CONFIG_HOME", home)
-        .env_remove("FEDQ_ENROLLMENT_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 /// An organization's administrator creates a token; on the node's machine one command enrolls
 /// the node and writes settings the node starts from as they are; `fedq node check` passes on
 /// them and names what to fix once something is broken; a token works once.
@@ -164,14 +137,15 @@ async fn a_node_enrolls_with_one_token_and_starts_from_the_settings_written() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let server = format!("http://{}", app.addr);
-    let (ok, _, err) = fedq(
+    let (ok, _, err) = support::fedq_command(
         h,
         &["login", "--server", &server, "--user", "admin-of-registry-a", "--password-stdin"],
         Some("a-long-password-123\n"),
     );
     assert!(ok, "{err}");
     let name = format!("enr-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let (ok, token, err) = fedq(h, &["admin", "enrollment", "create", "registry-a", &name], None);
+    let (ok, token, err) =
+        support::fedq_command(h, &["admin", "enrollment", "create", "registry-a", &name], None);
     assert!(ok, "{err}");
     let token = token.trim().to_owned();
     assert!(token.starts_with("fedq_e_"), "{token}");
@@ -208,7 +182,7 @@ async fn a_node_enrolls_with_one_token_and_starts_from_the_settings_written() {
         unit.to_str().unwrap(),
     ];
     let mut guard = support::node::NodeGuard { name: name.clone(), process: None };
-    let (ok, out, err) = fedq(h, &enroll, None);
+    let (ok, out, err) = support::fedq_command(h, &enroll, None);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains(&format!("enrolled node {name} of registry-a")), "{out}");
     use std::os::unix::fs::PermissionsExt as _;
@@ -220,10 +194,10 @@ async fn a_node_enrolls_with_one_token_and_starts_from_the_settings_written() {
     );
 
     // The token is spent.
-    let (ok, _, err) = fedq(h, &[&enroll[..], &["--force"]].concat(), None);
+    let (ok, _, err) = support::fedq_command(h, &[&enroll[..], &["--force"]].concat(), None);
     assert!(!ok && err.contains("unknown, already used or expired"), "{err}");
 
-    let (ok, out, err) = fedq(h, &["node", "check", "--config", config_s], None);
+    let (ok, out, err) = support::fedq_command(h, &["node", "check", "--config", config_s], None);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("all 8 checks passed"), "{out}");
 
@@ -252,16 +226,16 @@ async fn a_node_enrolls_with_one_token_and_starts_from_the_settings_written() {
     // Broken: the data source is gone and the key file is readable by others.
     std::fs::remove_file(&data).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (ok, out, _) = fedq(h, &["node", "check", "--config", config_s], None);
+    let (ok, out, _) = support::fedq_command(h, &["node", "check", "--config", config_s], None);
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL  data sources: not found: patients") && out.contains("chmod 600"), "{out}");
 
     // Revoked by its administrator, by name: the check says so.
-    let (ok, out, err) = fedq(h, &["admin", "node", "list"], None);
+    let (ok, out, err) = support::fedq_command(h, &["admin", "node", "list"], None);
     assert!(ok && out.contains(&format!("name={name}")), "{out}\n{err}");
-    let (ok, out, err) = fedq(h, &["admin", "node", "revoke", &name], None);
+    let (ok, out, err) = support::fedq_command(h, &["admin", "node", "revoke", &name], None);
     assert!(ok && out.contains("revoked"), "{out}\n{err}");
-    let (_, out, _) = fedq(h, &["node", "check", "--config", config_s], None);
+    let (_, out, _) = support::fedq_command(h, &["node", "check", "--config", config_s], None);
     assert!(out.contains("FAIL  server:") && out.contains("the node is revoked"), "{out}");
     drop(guard);
     app.cleanup().await;
@@ -281,7 +255,7 @@ async fn three_registries_enroll_by_the_book_and_run_secure_sum() {
     let commands = std::cell::Cell::new(0);
     let run = |home: &std::path::Path, args: &[&str], stdin: Option<&str>| {
         commands.set(commands.get() + 1);
-        let (ok, out, err) = fedq(home, args, stdin);
+        let (ok, out, err) = support::fedq_command(home, args, stdin);
         assert!(ok, "fedq {args:?}\n{out}\n{err}");
         out
     };

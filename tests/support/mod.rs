@@ -591,3 +591,30 @@ impl TwoOrgRun {
         .bytes
     }
 }
+
+/// Runs `fedq` with `args`, its session and trust store in `home`; returns (success, stdout,
+/// stderr).
+pub fn fedq_command(home: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedq"))
+        .args(args)
+        .env("FEDQ_SESSION", home.join("session.json"))
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("FEDQ_ENROLLMENT_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}

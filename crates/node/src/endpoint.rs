@@ -340,6 +340,10 @@ struct SubtaskBody {
     inputs: Option<HashMap<OrgId, String>>,
 }
 
+/// How long a subtask's creation is tried again while the server is unreachable or failing:
+/// less than the SDKs' 90 s request timeout, so that the algorithm gets an answer.
+const SUBTASK_RETRY_FOR: Duration = Duration::from_secs(60);
+
 async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
     let job = authorize(core, auth)?;
     let request: SubtaskBody = parse_json(body)?;
@@ -392,17 +396,43 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
     };
     // Recorded before the server sees it, so that no result can arrive unrecognised.
     core.state.save_subtask(&record).map_err(internal)?;
-    core.server
-        .create_subtask(task, job.record.run, job.record.task, job.record.collaboration, &image, &new_jobs)
-        .await
-        .map_err(|e| match e.status() {
-            Some(status @ 400..=499) => fail(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                "refused",
-                e.to_string(),
-            ),
-            _ => fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
-        })?;
+    // The server may be away for a moment (a restart, an upgrade): the request is held and
+    // tried again rather than failing the algorithm, which cannot tell a restart from a refusal.
+    // The task's id is this node's, so a retry is idempotent: "exists" after a retry means an
+    // earlier attempt reached the server and only its answer was lost.
+    let deadline = tokio::time::Instant::now() + SUBTASK_RETRY_FOR;
+    let mut backoff = crate::broker::backoff::Backoff::default();
+    let mut retried = false;
+    loop {
+        let created = core
+            .server
+            .create_subtask(
+                task,
+                job.record.run,
+                job.record.task,
+                job.record.collaboration,
+                &image,
+                &new_jobs,
+            )
+            .await;
+        match created {
+            Ok(()) => break,
+            Err(e) if retried && e.status() == Some(409) => break,
+            Err(e) if matches!(e.status(), Some(400..=499)) => {
+                let status =
+                    e.status().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+                return Err(fail(status, "refused", e.to_string()));
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()));
+            }
+            Err(e) => {
+                tracing::warn!(%task, error = %e, "the server did not take a subtask; trying again");
+                retried = true;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
     let jobs: Vec<Value> = record.jobs.iter().map(|(j, o)| json!({"job": j, "organization": o})).collect();
     ok_json(StatusCode::CREATED, &json!({"task": task, "jobs": jobs}))
 }

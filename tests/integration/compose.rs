@@ -1,0 +1,414 @@
+//! The docker-compose deployment (`compose/docker-compose.yml`) started for real, with the
+//! images `scripts/compose-images` builds on this machine from Debian's packages (RabbitMQ,
+//! PostgreSQL) and the server's binary: the stack comes up healthy over TLS, three nodes on the
+//! host enroll against it with the command line and run Secure Sum; a Secure Sum whose ring
+//! messages wait in the broker while the server container is stopped completes once it is back;
+//! the whole stack stopped and started again (its volumes kept) still knows the federation and
+//! runs the next task. Everything runs under a compose project of the test's own, on ports of
+//! its own, and is removed (`down -v`) even when an assertion fails.
+
+use crate::support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use support::node::NodeGuard;
+
+const PASSWORD: &str = "a-long-password-789";
+const ROOT_PASSWORD: &str = "compose-root-password";
+
+/// A compose project in a directory of its own, taken down with its volumes when dropped.
+struct Stack {
+    dir: tempfile::TempDir,
+    project: String,
+    files: Vec<&'static str>,
+}
+
+impl Stack {
+    fn compose_dir(&self) -> PathBuf {
+        self.dir.path().join("compose")
+    }
+
+    fn compose(&self, args: &[&str]) -> Output {
+        let mut command = Command::new("docker-compose");
+        command.arg("-p").arg(&self.project);
+        for file in &self.files {
+            command.args(["-f", file]);
+        }
+        command.args(args).current_dir(self.compose_dir()).output().expect("docker-compose runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.compose(args);
+        assert!(out.status.success(), "docker-compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The health of a service's container (`healthy`, `starting`, …; `exited` when stopped).
+    fn health(&self, service: &str) -> String {
+        let id = self.ok(&["ps", "-q", service]).trim().to_owned();
+        if id.is_empty() {
+            return "absent".into();
+        }
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+                &id,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        match text.split_once(' ') {
+            Some(("running", health)) => health.to_owned(),
+            Some((state, _)) => state.to_owned(),
+            None => text,
+        }
+    }
+
+    async fn wait_healthy(&self, services: &[&str], secs: u64) {
+        for service in services {
+            support::eventually(secs, &format!("compose service {service} to be healthy"), || async {
+                (self.health(service) == "healthy").then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let out = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
+        if !out.status.success() {
+            eprintln!("docker-compose down: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// A port on loopback that nothing listens on, below the ephemeral range that port 0 draws from
+/// (so that no other test's listener takes it meanwhile).
+fn free_low_port() -> u16 {
+    loop {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
+}
+
+fn fedq(home: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let (ok, out, err) = support::fedq_command(home, args, stdin);
+    assert!(ok, "fedq {args:?}\n{out}\n{err}");
+    out
+}
+
+/// The compose files and what they mount, as in a checkout (compose/ beside broker/), with a
+/// development CA's certificates and the secrets in compose/.env.
+fn stage(dir: &Path, http_port: u16, amqp_port: u16, server_image: &str) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose = dir.join("compose");
+    std::fs::create_dir_all(&compose).unwrap();
+    std::fs::create_dir_all(dir.join("broker")).unwrap();
+    for file in [
+        "docker-compose.yml",
+        "docker-compose.cluster.yml",
+        "rabbitmq.conf",
+        "rabbitmq-cluster.conf",
+        "server.toml",
+    ] {
+        std::fs::copy(repo.join("compose").join(file), compose.join(file)).unwrap();
+    }
+    std::fs::copy(repo.join("broker/definitions.json"), dir.join("broker/definitions.json")).unwrap();
+    let ca = dir.join("ca");
+    let d = dir.to_str().unwrap();
+    fedq(dir, &["tls", "dev-ca", "--dir", ca.to_str().unwrap(), "--name", "compose test CA"], None);
+    for (name, out) in [("server", "compose/tls/server"), ("rabbitmq", "compose/tls/rabbitmq")] {
+        let out = format!("{d}/{out}");
+        fedq(
+            dir,
+            &[
+                "tls",
+                "issue",
+                "--ca-dir",
+                ca.to_str().unwrap(),
+                "--name",
+                name,
+                "--out-dir",
+                &out,
+                "--host",
+                "localhost",
+            ],
+            None,
+        );
+    }
+    std::fs::copy(ca.join("ca.pem"), compose.join("tls/rabbitmq/ca.pem")).unwrap();
+    // The server runs as uid 10001 in its container (compose/README.md, "Certificates").
+    std::os::unix::fs::chown(compose.join("tls/server/server.key"), Some(10001), None).unwrap();
+    let env = format!(
+        "DB_PASSWORD=db-{pw}\nBROKER_PASSWORD=broker-{pw}\nROOT_PASSWORD={ROOT_PASSWORD}\n\
+         NODE_AMQP_URL=amqps://localhost:{amqp_port}\nHTTP_PORT={http_port}\nAMQP_PORT={amqp_port}\n\
+         ERLANG_COOKIE=cookie-{pw}\nRABBITMQ_IMAGE=fedq/rabbitmq:bookworm\nPOSTGRES_IMAGE=fedq/postgres:bookworm\n\
+         SERVER_IMAGE={server_image}\n",
+        pw = uuid::Uuid::new_v4().simple(),
+    );
+    std::fs::write(compose.join(".env"), env).unwrap();
+    ca.join("ca.pem")
+}
+
+/// The images: the algorithm images of the nodes, and the compose images with this build's
+/// `fedq` in the server's (under a tag of the test's own).
+fn build_images(server_image: &str) {
+    support::node::ensure_images();
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/compose-images"))
+        .args(["--binary", env!("CARGO_BIN_EXE_fedq"), "--server-tag", server_image])
+        .output()
+        .expect("scripts/compose-images runs");
+    assert!(out.status.success(), "scripts/compose-images: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Three registries set up with the command line against `server`: organizations with their
+/// administrators, a collaboration, a researcher at the first; each registry's key generated
+/// and published, its node enrolled over TLS with the partners' pins and started. Returns the
+/// researcher's home, her key file and the nodes' guards.
+fn federation(
+    server: &str,
+    ca: &Path,
+    work: &Path,
+    counts: [usize; 3],
+) -> (PathBuf, PathBuf, Vec<NodeGuard>) {
+    let ca = ca.to_str().unwrap();
+    let root = work.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    fedq(
+        &root,
+        &["login", "--server", server, "--ca-file", ca, "--user", "root", "--password-stdin"],
+        Some(ROOT_PASSWORD),
+    );
+    let names = ["registry-a", "registry-b", "registry-c"];
+    for name in names {
+        fedq(&root, &["admin", "org", "create", name], None);
+        fedq(
+            &root,
+            &["admin", "user", "create", &format!("admin-{name}"), "--role", "org_admin", "--org", name],
+            Some(PASSWORD),
+        );
+    }
+    fedq(
+        &root,
+        &["admin", "collab", "create", "registries", "--org", names[0], "--org", names[1], "--org", names[2]],
+        None,
+    );
+    fedq(
+        &root,
+        &["admin", "user", "create", "ada", "--role", "researcher", "--org", names[0]],
+        Some(PASSWORD),
+    );
+    let orgs: serde_json::Value =
+        serde_json::from_str(&fedq(&root, &["admin", "--json", "org", "list"], None)).unwrap();
+    let id_of = |name: &str| {
+        orgs.as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let ids: Vec<String> = names.iter().map(|n| id_of(n)).collect();
+
+    let homes: Vec<PathBuf> = names.iter().map(|n| work.join(n)).collect();
+    let mut fingerprints = Vec::new();
+    for (name, h) in names.iter().zip(&homes) {
+        std::fs::create_dir_all(h).unwrap();
+        fedq(
+            h,
+            &[
+                "login",
+                "--server",
+                server,
+                "--ca-file",
+                ca,
+                "--user",
+                &format!("admin-{name}"),
+                "--password-stdin",
+            ],
+            Some(PASSWORD),
+        );
+        let key = h.join("org.key");
+        let out = fedq(h, &["keys", "generate", "--out", key.to_str().unwrap()], None);
+        fingerprints
+            .push(out.lines().find_map(|l| l.strip_prefix("fingerprint:")).unwrap().trim().to_owned());
+        fedq(h, &["keys", "publish", "--key", key.to_str().unwrap()], None);
+    }
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let mut guards = Vec::new();
+    for (i, (name, h)) in names.iter().zip(&homes).enumerate() {
+        let node = format!("nc-{suffix}-{i}");
+        let token = fedq(h, &["admin", "enrollment", "create", name, &node], None);
+        let data = h.join("patients.csv");
+        std::fs::write(&data, format!("id\n{}", "p\n".repeat(counts[i]))).unwrap();
+        let config = h.join("node.toml");
+        let data_arg = format!("patients={}", data.display());
+        let (config_s, key, state, unit) =
+            (config.to_str().unwrap(), h.join("org.key"), h.join("state"), h.join("fedq-node.service"));
+        let pins: Vec<String> =
+            (0..3).filter(|j| *j != i).map(|j| format!("{}={}", ids[j], fingerprints[j])).collect();
+        let mut args = vec![
+            "node",
+            "enroll",
+            "--server",
+            server,
+            "--ca-file",
+            ca,
+            "--token",
+            token.trim(),
+            "--config",
+            config_s,
+            "--key",
+            key.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--data",
+            &data_arg,
+            "--allow",
+            "fedq/secure-sum:0.1.0",
+            "--requester",
+            &ids[0],
+            "--unit",
+            unit.to_str().unwrap(),
+        ];
+        for pin in &pins {
+            args.extend(["--pin", pin.as_str()]);
+        }
+        fedq(h, &args, None);
+        let mut guard = NodeGuard { name: node, process: None };
+        guard.process = Some(
+            Command::new(env!("CARGO_BIN_EXE_fedq"))
+                .args(["node", "--config", config_s])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(h.join("node.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        guards.push(guard);
+    }
+    let researcher = work.join("ada");
+    std::fs::create_dir_all(&researcher).unwrap();
+    fedq(
+        &researcher,
+        &["login", "--server", server, "--ca-file", ca, "--user", "ada", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    for j in 1..3 {
+        fedq(&researcher, &["keys", "trust", &ids[j], &fingerprints[j]], None);
+    }
+    (researcher, homes[0].join("org.key"), guards)
+}
+
+async fn nodes_online(root: &Path, n: usize) {
+    support::eventually(90, &format!("{n} nodes to show online"), || async {
+        let (ok, out, _) = support::fedq_command(root, &["admin", "--json", "node", "list"], None);
+        let nodes: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (ok && nodes.as_array()?.iter().filter(|n| n["online"] == true).count() == n).then_some(())
+    })
+    .await;
+}
+
+fn secure_sum_args(key: &Path) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["task", "create", "--collaboration", "registries", "--image", "fedq/secure-sum:0.1.0"]
+            .map(String::from)
+            .to_vec();
+    for name in ["registry-a", "registry-b", "registry-c"] {
+        args.extend(["--org".into(), name.into()]);
+    }
+    args.extend(["--input-json".into(), r#"{"data": "patients", "share": true}"#.into()]);
+    args.extend(["--key".into(), key.to_str().unwrap().into()]);
+    args
+}
+
+/// The N every registry learned, from `fedq … --json` results.
+fn learned(out: &str) -> Vec<u64> {
+    let results: serde_json::Value = serde_json::from_str(out).unwrap();
+    results.as_array().unwrap().iter().map(|r| r["output"]["N"].as_u64().unwrap_or(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compose_deployment_runs_secure_sum_and_keeps_queued_work_across_restarts() {
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let server_image = format!("fedq/server:test-{tag}");
+    build_images(&server_image);
+    // Dropped last: after the nodes and the stack.
+    let _image = ImageGuard(server_image.clone());
+    let (http_port, amqp_port) = (free_low_port(), free_low_port());
+    let stack = Stack {
+        dir: tempfile::tempdir().unwrap(),
+        project: format!("fedq-test-{tag}"),
+        files: vec!["docker-compose.yml"],
+    };
+    let ca = stage(stack.dir.path(), http_port, amqp_port, &server_image);
+
+    let started = Instant::now();
+    stack.ok(&["up", "-d"]);
+    stack.wait_healthy(&["rabbitmq", "postgres", "server"], 180).await;
+    eprintln!("docker-compose up to a healthy server: {:.1?}", started.elapsed());
+
+    let server = format!("https://localhost:{http_port}");
+    let counts = [10, 11, 12];
+    let total: u64 = counts.iter().sum::<usize>() as u64;
+    let work = stack.dir.path().join("work");
+    let (researcher, key, _nodes) = federation(&server, &ca, &work, counts);
+    nodes_online(&work.join("root"), 3).await;
+
+    let mut args = secure_sum_args(&key);
+    args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
+    let out = fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(learned(&out), vec![total; 3], "{out}");
+
+    // Queued work: the task is created, then the server container stops; the ring's messages
+    // wait in the broker's ingress queue until it is back.
+    let mut args = secure_sum_args(&key);
+    args.push("--json".into());
+    let created: serde_json::Value =
+        serde_json::from_str(&fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None))
+            .unwrap();
+    let task = created["task"].as_str().unwrap().to_owned();
+    stack.ok(&["stop", "-t", "10", "server"]);
+    assert_eq!(stack.health("server"), "exited");
+    stack.ok(&["start", "server"]);
+    stack.wait_healthy(&["server"], 120).await;
+    let out = fedq(
+        &researcher,
+        &["result", &task, "--json", "--timeout", "120", "--key", key.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(learned(&out), vec![total; 3], "the task held while the server was stopped: {out}");
+
+    // The whole stack stopped and started: the volumes keep the federation; nodes reconnect.
+    stack.ok(&["stop", "-t", "10"]);
+    for service in ["rabbitmq", "postgres", "server"] {
+        assert_eq!(stack.health(service), "exited", "{service}");
+    }
+    let restarted = Instant::now();
+    stack.ok(&["start"]);
+    stack.wait_healthy(&["rabbitmq", "postgres", "server"], 180).await;
+    eprintln!("docker-compose start to a healthy server: {:.1?}", restarted.elapsed());
+    nodes_online(&work.join("root"), 3).await;
+    let listed = fedq(&researcher, &["task", "list", "--json"], None);
+    assert!(listed.contains(&task), "the tasks from before the restart are kept: {listed}");
+    let mut args = secure_sum_args(&key);
+    args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
+    let out = fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(learned(&out), vec![total; 3], "{out}");
+}
+
+/// Removes the test's server image when dropped.
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
