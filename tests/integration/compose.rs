@@ -108,7 +108,7 @@ fn fedq(home: &Path, args: &[&str], stdin: Option<&str>) -> String {
 
 /// The compose files and what they mount, as in a checkout (compose/ beside broker/), with a
 /// development CA's certificates and the secrets in compose/.env.
-fn stage(dir: &Path, http_port: u16, amqp_port: u16, server_image: &str) -> PathBuf {
+fn stage(dir: &Path, http_port: u16, amqp_port: u16, server_image: &str, more_env: &str) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let compose = dir.join("compose");
     std::fs::create_dir_all(&compose).unwrap();
@@ -152,7 +152,7 @@ fn stage(dir: &Path, http_port: u16, amqp_port: u16, server_image: &str) -> Path
         "DB_PASSWORD=db-{pw}\nBROKER_PASSWORD=broker-{pw}\nROOT_PASSWORD={ROOT_PASSWORD}\n\
          NODE_AMQP_URL=amqps://localhost:{amqp_port}\nHTTP_PORT={http_port}\nAMQP_PORT={amqp_port}\n\
          ERLANG_COOKIE=cookie-{pw}\nRABBITMQ_IMAGE=fedq/rabbitmq:bookworm\nPOSTGRES_IMAGE=fedq/postgres:bookworm\n\
-         SERVER_IMAGE={server_image}\n",
+         SERVER_IMAGE={server_image}\n{more_env}",
         pw = uuid::Uuid::new_v4().simple(),
     );
     std::fs::write(compose.join(".env"), env).unwrap();
@@ -348,7 +348,7 @@ async fn the_compose_deployment_runs_secure_sum_and_keeps_queued_work_across_res
         project: format!("fedq-test-{tag}"),
         files: vec!["docker-compose.yml"],
     };
-    let ca = stage(stack.dir.path(), http_port, amqp_port, &server_image);
+    let ca = stage(stack.dir.path(), http_port, amqp_port, &server_image, "");
 
     let started = Instant::now();
     stack.ok(&["up", "-d"]);
@@ -411,4 +411,73 @@ impl Drop for ImageGuard {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
     }
+}
+
+/// The clustered variant (`docker-compose.cluster.yml`): three broker nodes and two server
+/// replicas come up healthy; Secure Sum runs; a broker node, the one the second replica prefers,
+/// is stopped while a Secure Sum is under way, and the task completes (its queues are quorum
+/// queues on all three nodes; the replica moves to another node).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clustered_compose_deployment_loses_a_broker_node_mid_run() {
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let server_image = format!("fedq/server:test-{tag}");
+    build_images(&server_image);
+    let _image = ImageGuard(server_image.clone());
+    let (http_port, amqp_port) = (free_low_port(), free_low_port());
+    let more = format!(
+        "AMQP_PORT_2={}\nAMQP_PORT_3={}\nHTTP_PORT_2={}\n",
+        free_low_port(),
+        free_low_port(),
+        free_low_port()
+    );
+    let stack = Stack {
+        dir: tempfile::tempdir().unwrap(),
+        project: format!("fedq-test-{tag}"),
+        files: vec!["docker-compose.yml", "docker-compose.cluster.yml"],
+    };
+    let ca = stage(stack.dir.path(), http_port, amqp_port, &server_image, &more);
+    stack.ok(&["up", "-d"]);
+    stack
+        .wait_healthy(&["rabbitmq", "rabbitmq-2", "rabbitmq-3", "postgres", "server", "server-2"], 300)
+        .await;
+
+    let server = format!("https://localhost:{http_port}");
+    let counts = [3, 4, 5];
+    let total: u64 = counts.iter().sum::<usize>() as u64;
+    let work = stack.dir.path().join("work");
+    let (researcher, key, _nodes) = federation(&server, &ca, &work, counts);
+    nodes_online(&work.join("root"), 3).await;
+    let mut args = secure_sum_args(&key);
+    args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
+    let out = fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(learned(&out), vec![total; 3], "{out}");
+
+    let mut args = secure_sum_args(&key);
+    args.push("--json".into());
+    let created: serde_json::Value =
+        serde_json::from_str(&fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None))
+            .unwrap();
+    let task = created["task"].as_str().unwrap().to_owned();
+    stack.ok(&["stop", "-t", "5", "rabbitmq-2"]);
+    assert_eq!(stack.health("rabbitmq-2"), "exited");
+    let out = fedq(
+        &researcher,
+        &["result", &task, "--json", "--timeout", "120", "--key", key.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(learned(&out), vec![total; 3], "the task ran on with a broker node gone: {out}");
+    // The second replica's own answer (Docker's health status would lag by its retries).
+    support::eventually(60, "the second replica to reach another broker node", || async {
+        let out = stack.compose(&[
+            "exec",
+            "-T",
+            "server-2",
+            "curl",
+            "-fsSk",
+            "https://localhost:8443/api/v1/health",
+        ]);
+        let health: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (health["broker"] == true).then_some(())
+    })
+    .await;
 }
