@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use support::node::NodeGuard;
+use support::newcomer::{learned, nodes_online, secure_sum_args, three_registries};
 
-const PASSWORD: &str = "a-long-password-789";
 const ROOT_PASSWORD: &str = "compose-root-password";
 
 /// A compose project in a directory of its own, taken down with its volumes when dropped.
@@ -170,171 +169,6 @@ fn build_images(server_image: &str) {
     assert!(out.status.success(), "scripts/compose-images: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Three registries set up with the command line against `server`: organizations with their
-/// administrators, a collaboration, a researcher at the first; each registry's key generated
-/// and published, its node enrolled over TLS with the partners' pins and started. Returns the
-/// researcher's home, her key file and the nodes' guards.
-fn federation(
-    server: &str,
-    ca: &Path,
-    work: &Path,
-    counts: [usize; 3],
-) -> (PathBuf, PathBuf, Vec<NodeGuard>) {
-    let ca = ca.to_str().unwrap();
-    let root = work.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    fedq(
-        &root,
-        &["login", "--server", server, "--ca-file", ca, "--user", "root", "--password-stdin"],
-        Some(ROOT_PASSWORD),
-    );
-    let names = ["registry-a", "registry-b", "registry-c"];
-    for name in names {
-        fedq(&root, &["admin", "org", "create", name], None);
-        fedq(
-            &root,
-            &["admin", "user", "create", &format!("admin-{name}"), "--role", "org_admin", "--org", name],
-            Some(PASSWORD),
-        );
-    }
-    fedq(
-        &root,
-        &["admin", "collab", "create", "registries", "--org", names[0], "--org", names[1], "--org", names[2]],
-        None,
-    );
-    fedq(
-        &root,
-        &["admin", "user", "create", "ada", "--role", "researcher", "--org", names[0]],
-        Some(PASSWORD),
-    );
-    let orgs: serde_json::Value =
-        serde_json::from_str(&fedq(&root, &["admin", "--json", "org", "list"], None)).unwrap();
-    let id_of = |name: &str| {
-        orgs.as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let ids: Vec<String> = names.iter().map(|n| id_of(n)).collect();
-
-    let homes: Vec<PathBuf> = names.iter().map(|n| work.join(n)).collect();
-    let mut fingerprints = Vec::new();
-    for (name, h) in names.iter().zip(&homes) {
-        std::fs::create_dir_all(h).unwrap();
-        fedq(
-            h,
-            &[
-                "login",
-                "--server",
-                server,
-                "--ca-file",
-                ca,
-                "--user",
-                &format!("admin-{name}"),
-                "--password-stdin",
-            ],
-            Some(PASSWORD),
-        );
-        let key = h.join("org.key");
-        let out = fedq(h, &["keys", "generate", "--out", key.to_str().unwrap()], None);
-        fingerprints
-            .push(out.lines().find_map(|l| l.strip_prefix("fingerprint:")).unwrap().trim().to_owned());
-        fedq(h, &["keys", "publish", "--key", key.to_str().unwrap()], None);
-    }
-    let suffix = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
-    let mut guards = Vec::new();
-    for (i, (name, h)) in names.iter().zip(&homes).enumerate() {
-        let node = format!("nc-{suffix}-{i}");
-        let token = fedq(h, &["admin", "enrollment", "create", name, &node], None);
-        let data = h.join("patients.csv");
-        std::fs::write(&data, format!("id\n{}", "p\n".repeat(counts[i]))).unwrap();
-        let config = h.join("node.toml");
-        let data_arg = format!("patients={}", data.display());
-        let (config_s, key, state, unit) =
-            (config.to_str().unwrap(), h.join("org.key"), h.join("state"), h.join("fedq-node.service"));
-        let pins: Vec<String> =
-            (0..3).filter(|j| *j != i).map(|j| format!("{}={}", ids[j], fingerprints[j])).collect();
-        let mut args = vec![
-            "node",
-            "enroll",
-            "--server",
-            server,
-            "--ca-file",
-            ca,
-            "--token",
-            token.trim(),
-            "--config",
-            config_s,
-            "--key",
-            key.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--data",
-            &data_arg,
-            "--allow",
-            "fedq/secure-sum:0.1.0",
-            "--requester",
-            &ids[0],
-            "--unit",
-            unit.to_str().unwrap(),
-        ];
-        for pin in &pins {
-            args.extend(["--pin", pin.as_str()]);
-        }
-        fedq(h, &args, None);
-        let mut guard = NodeGuard { name: node, process: None };
-        guard.process = Some(
-            Command::new(env!("CARGO_BIN_EXE_fedq"))
-                .args(["node", "--config", config_s])
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(h.join("node.log")).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        guards.push(guard);
-    }
-    let researcher = work.join("ada");
-    std::fs::create_dir_all(&researcher).unwrap();
-    fedq(
-        &researcher,
-        &["login", "--server", server, "--ca-file", ca, "--user", "ada", "--password-stdin"],
-        Some(PASSWORD),
-    );
-    for j in 1..3 {
-        fedq(&researcher, &["keys", "trust", &ids[j], &fingerprints[j]], None);
-    }
-    (researcher, homes[0].join("org.key"), guards)
-}
-
-async fn nodes_online(root: &Path, n: usize) {
-    support::eventually(90, &format!("{n} nodes to show online"), || async {
-        let (ok, out, _) = support::fedq_command(root, &["admin", "--json", "node", "list"], None);
-        let nodes: serde_json::Value = serde_json::from_str(&out).ok()?;
-        (ok && nodes.as_array()?.iter().filter(|n| n["online"] == true).count() == n).then_some(())
-    })
-    .await;
-}
-
-fn secure_sum_args(key: &Path) -> Vec<String> {
-    let mut args: Vec<String> =
-        ["task", "create", "--collaboration", "registries", "--image", "fedq/secure-sum:0.1.0"]
-            .map(String::from)
-            .to_vec();
-    for name in ["registry-a", "registry-b", "registry-c"] {
-        args.extend(["--org".into(), name.into()]);
-    }
-    args.extend(["--input-json".into(), r#"{"data": "patients", "share": true}"#.into()]);
-    args.extend(["--key".into(), key.to_str().unwrap().into()]);
-    args
-}
-
-/// The N every registry learned, from `fedq … --json` results.
-fn learned(out: &str) -> Vec<u64> {
-    let results: serde_json::Value = serde_json::from_str(out).unwrap();
-    results.as_array().unwrap().iter().map(|r| r["output"]["N"].as_u64().unwrap_or(0)).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_compose_deployment_runs_secure_sum_and_keeps_queued_work_across_restarts() {
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -359,20 +193,21 @@ async fn the_compose_deployment_runs_secure_sum_and_keeps_queued_work_across_res
     let counts = [10, 11, 12];
     let total: u64 = counts.iter().sum::<usize>() as u64;
     let work = stack.dir.path().join("work");
-    let (researcher, key, _nodes) = federation(&server, &ca, &work, counts);
-    nodes_online(&work.join("root"), 3).await;
+    let registries = three_registries(&server, Some(&ca), ROOT_PASSWORD, &work, counts);
+    let (researcher, key) = (&registries.researcher, &registries.key);
+    nodes_online(&registries.root, 3).await;
 
-    let mut args = secure_sum_args(&key);
+    let mut args = secure_sum_args(key);
     args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
-    let out = fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    let out = fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
     assert_eq!(learned(&out), vec![total; 3], "{out}");
 
     // Queued work: the task is created, then the server container stops; the ring's messages
     // wait in the broker's ingress queue until it is back.
-    let mut args = secure_sum_args(&key);
+    let mut args = secure_sum_args(key);
     args.push("--json".into());
     let created: serde_json::Value =
-        serde_json::from_str(&fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None))
+        serde_json::from_str(&fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None))
             .unwrap();
     let task = created["task"].as_str().unwrap().to_owned();
     stack.ok(&["stop", "-t", "10", "server"]);
@@ -380,7 +215,7 @@ async fn the_compose_deployment_runs_secure_sum_and_keeps_queued_work_across_res
     stack.ok(&["start", "server"]);
     stack.wait_healthy(&["server"], 120).await;
     let out = fedq(
-        &researcher,
+        researcher,
         &["result", &task, "--json", "--timeout", "120", "--key", key.to_str().unwrap()],
         None,
     );
@@ -395,12 +230,12 @@ async fn the_compose_deployment_runs_secure_sum_and_keeps_queued_work_across_res
     stack.ok(&["start"]);
     stack.wait_healthy(&["rabbitmq", "postgres", "server"], 180).await;
     eprintln!("docker-compose start to a healthy server: {:.1?}", restarted.elapsed());
-    nodes_online(&work.join("root"), 3).await;
-    let listed = fedq(&researcher, &["task", "list", "--json"], None);
+    nodes_online(&registries.root, 3).await;
+    let listed = fedq(researcher, &["task", "list", "--json"], None);
     assert!(listed.contains(&task), "the tasks from before the restart are kept: {listed}");
-    let mut args = secure_sum_args(&key);
+    let mut args = secure_sum_args(key);
     args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
-    let out = fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    let out = fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
     assert_eq!(learned(&out), vec![total; 3], "{out}");
 }
 
@@ -445,23 +280,24 @@ async fn the_clustered_compose_deployment_loses_a_broker_node_mid_run() {
     let counts = [3, 4, 5];
     let total: u64 = counts.iter().sum::<usize>() as u64;
     let work = stack.dir.path().join("work");
-    let (researcher, key, _nodes) = federation(&server, &ca, &work, counts);
-    nodes_online(&work.join("root"), 3).await;
-    let mut args = secure_sum_args(&key);
+    let registries = three_registries(&server, Some(&ca), ROOT_PASSWORD, &work, counts);
+    let (researcher, key) = (&registries.researcher, &registries.key);
+    nodes_online(&registries.root, 3).await;
+    let mut args = secure_sum_args(key);
     args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
-    let out = fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    let out = fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
     assert_eq!(learned(&out), vec![total; 3], "{out}");
 
-    let mut args = secure_sum_args(&key);
+    let mut args = secure_sum_args(key);
     args.push("--json".into());
     let created: serde_json::Value =
-        serde_json::from_str(&fedq(&researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None))
+        serde_json::from_str(&fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None))
             .unwrap();
     let task = created["task"].as_str().unwrap().to_owned();
     stack.ok(&["stop", "-t", "5", "rabbitmq-2"]);
     assert_eq!(stack.health("rabbitmq-2"), "exited");
     let out = fedq(
-        &researcher,
+        researcher,
         &["result", &task, "--json", "--timeout", "120", "--key", key.to_str().unwrap()],
         None,
     );

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use fedq::protocol::JobStatus;
 use serde_json::{Value, json};
+use support::newcomer;
 use support::node::Fed;
 
 async fn online(fed: &Fed) -> bool {
@@ -252,176 +253,29 @@ async fn three_registries_enroll_by_the_book_and_run_secure_sum() {
     let app = support::spawn_app().await;
     let server = format!("http://{}", app.addr);
     let started = Instant::now();
-    let commands = std::cell::Cell::new(0);
-    let run = |home: &std::path::Path, args: &[&str], stdin: Option<&str>| {
-        commands.set(commands.get() + 1);
-        let (ok, out, err) = support::fedq_command(home, args, stdin);
-        assert!(ok, "fedq {args:?}\n{out}\n{err}");
-        out
-    };
-    let password = "a-long-password-789";
-    let root = tempfile::tempdir().unwrap();
-    run(
-        root.path(),
-        &["login", "--server", &server, "--user", "root", "--password-stdin"],
-        Some(&format!("{}\n", support::ROOT_PASSWORD)),
-    );
-    let names = ["registry-a", "registry-b", "registry-c"];
-    for name in names {
-        run(root.path(), &["admin", "org", "create", name], None);
-        run(
-            root.path(),
-            &["admin", "user", "create", &format!("admin-{name}"), "--role", "org_admin", "--org", name],
-            Some(password),
-        );
+    let work = tempfile::tempdir().unwrap();
+    let registries =
+        newcomer::three_registries(&server, None, support::ROOT_PASSWORD, work.path(), [10, 11, 12]);
+    for (i, took) in registries.node_commands.iter().enumerate() {
+        assert!(*took <= 4, "enrolling node {i} took {took} commands");
     }
-    run(
-        root.path(),
-        &["admin", "collab", "create", "registries", "--org", names[0], "--org", names[1], "--org", names[2]],
-        None,
-    );
-    run(
-        root.path(),
-        &["admin", "user", "create", "ada", "--role", "researcher", "--org", names[0]],
-        Some(password),
-    );
-    let federation_commands = commands.get();
-    let orgs: serde_json::Value =
-        serde_json::from_str(&run(root.path(), &["admin", "--json", "org", "list"], None)).unwrap();
-    let id_of = |name: &str| {
-        orgs.as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let ids: Vec<String> = names.iter().map(|n| id_of(n)).collect();
-
-    // Each registry's administrator: the key first, its fingerprint to the partners.
-    let homes: Vec<tempfile::TempDir> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut fingerprints = Vec::new();
-    for (name, home) in names.iter().zip(&homes) {
-        let h = home.path();
-        run(
-            h,
-            &["login", "--server", &server, "--user", &format!("admin-{name}"), "--password-stdin"],
-            Some(password),
-        );
-        let key = h.join("org.key");
-        let out = run(h, &["keys", "generate", "--out", key.to_str().unwrap()], None);
-        let fingerprint = out.lines().find_map(|l| l.strip_prefix("fingerprint:")).unwrap().trim().to_owned();
-        run(h, &["keys", "publish", "--key", key.to_str().unwrap()], None);
-        fingerprints.push(fingerprint);
-    }
-    let suffix = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
-    let mut guards = Vec::new();
-    for (i, (name, home)) in names.iter().zip(&homes).enumerate() {
-        let h = home.path();
-        let before = commands.get();
-        let token = run(h, &["admin", "enrollment", "create", name, &format!("nb-{suffix}-{i}")], None);
-        let data = h.join("patients.csv");
-        std::fs::write(&data, format!("id\n{}", "p\n".repeat(10 + i))).unwrap();
-        let config = h.join("node.toml");
-        let state = h.join("state");
-        let key = h.join("org.key");
-        let unit = h.join("fedq-node.service");
-        let data_arg = format!("patients={}", data.display());
-        let pins: Vec<String> =
-            (0..3).filter(|j| *j != i).map(|j| format!("{}={}", ids[j], fingerprints[j])).collect();
-        let mut args = vec![
-            "node",
-            "enroll",
-            "--server",
-            &server,
-            "--token",
-            token.trim(),
-            "--config",
-            config.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--data",
-            &data_arg,
-            "--allow",
-            "fedq/secure-sum:0.1.0",
-            "--requester",
-            &ids[0],
-            "--unit",
-            unit.to_str().unwrap(),
-        ];
-        for pin in &pins {
-            args.extend(["--pin", pin.as_str()]);
-        }
-        run(h, &args, None);
-        run(h, &["node", "check", "--config", config.to_str().unwrap()], None);
-        // `systemctl enable --now fedq-node`, here a process of the test.
-        commands.set(commands.get() + 1);
-        let mut guard = support::node::NodeGuard { name: format!("nb-{suffix}-{i}"), process: None };
-        guard.process = Some(
-            std::process::Command::new(env!("CARGO_BIN_EXE_fedq"))
-                .args(["node", "--config", config.to_str().unwrap()])
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(h.join("node.log")).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        guards.push(guard);
-        let took = commands.get() - before;
-        assert!(took <= 4, "enrolling a node took {took} commands");
-    }
-    support::eventually(60, "the three nodes to show online", || async {
-        let (_, nodes) = app.call("GET", "/nodes", Some(&app.root_token), None).await;
-        (nodes.as_array().unwrap().iter().filter(|n| n["online"] == true).count() == 3).then_some(())
-    })
-    .await;
+    newcomer::nodes_online(&registries.root, 3).await;
     let online_after = started.elapsed();
 
-    // The researcher.
-    let researcher = tempfile::tempdir().unwrap();
-    let r = researcher.path();
-    run(r, &["login", "--server", &server, "--user", "ada", "--password-stdin"], Some(password));
-    for j in 1..3 {
-        run(r, &["keys", "trust", &ids[j], &fingerprints[j]], None);
-    }
-    let key = homes[0].path().join("org.key");
-    let out = run(
-        r,
-        &[
-            "task",
-            "create",
-            "--collaboration",
-            "registries",
-            "--image",
-            "fedq/secure-sum:0.1.0",
-            "--org",
-            names[0],
-            "--org",
-            names[1],
-            "--org",
-            names[2],
-            "--input-json",
-            r#"{"data": "patients", "share": true}"#,
-            "--key",
-            key.to_str().unwrap(),
-            "--wait",
-            "--json",
-            "--timeout",
-            "120",
-        ],
-        None,
-    );
-    let results: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for result in results.as_array().unwrap() {
-        assert_eq!(result["output"]["N"], 10 + 11 + 12, "{result}");
-    }
+    let mut args = newcomer::secure_sum_args(&registries.key);
+    args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = support::fedq_command(&registries.researcher, &args, None);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(newcomer::learned(&out), vec![10 + 11 + 12; 3], "{out}");
     eprintln!(
-        "newcomer path: {federation_commands} commands for the federation, per registry 3 for its key and 4 to \
-         enroll and start its node; three nodes online after {online_after:.1?}, Secure Sum done after {:.1?}, \
-         {} commands in all",
+        "newcomer path: {} commands for the federation, per registry 3 for its key and {:?} to enroll and start \
+         its node; three nodes online after {online_after:.1?}, Secure Sum done after {:.1?}, {} commands in all",
+        registries.federation_commands,
+        registries.node_commands,
         started.elapsed(),
-        commands.get()
+        registries.commands + 1
     );
-    drop(guards);
+    drop(registries);
     app.cleanup().await;
 }

@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod dashboard;
 pub mod federation;
+pub mod newcomer;
 pub mod node;
 
 use std::process::Command;
