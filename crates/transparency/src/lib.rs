@@ -7,10 +7,12 @@
 //! so a server that rewrote history or showed two organizations different histories is caught
 //! by arithmetic, not trust.
 
+pub mod leaf;
 pub mod proof;
 pub mod tree;
 pub mod tree_head;
 
+pub use leaf::{EnvelopeLeaf, Event, EventLeaf, Leaf, LeafError};
 pub use proof::{ProofError, verify_consistency, verify_inclusion};
 pub use tree::{Hash, MerkleTree, leaf_hash, node_hash};
 pub use tree_head::{SignedTreeHead, TreeHead, TreeHeadError};
