@@ -8,11 +8,13 @@
 //! by arithmetic, not trust.
 
 pub mod leaf;
+pub mod monitor;
 pub mod proof;
 pub mod tree;
 pub mod tree_head;
 
 pub use leaf::{EnvelopeLeaf, Event, EventLeaf, Leaf, LeafError};
+pub use monitor::{Accepted, Alarm, Monitor};
 pub use proof::{ProofError, verify_consistency, verify_inclusion};
 pub use tree::{Hash, MerkleTree, leaf_hash, node_hash};
 pub use tree_head::{SignedTreeHead, TreeHead, TreeHeadError};
