@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use support::newcomer::{learned, nodes_online, secure_sum_args, three_registries};
+use support::fedq_ok as fedq;
+use support::newcomer::{Registries, learned, nodes_online, secure_sum_args, three_registries};
 
 const ROOT_PASSWORD: &str = "compose-root-password";
 
@@ -99,12 +100,6 @@ fn free_low_port() -> u16 {
     }
 }
 
-fn fedq(home: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let (ok, out, err) = support::fedq_command(home, args, stdin);
-    assert!(ok, "fedq {args:?}\n{out}\n{err}");
-    out
-}
-
 /// The compose files and what they mount, as in a checkout (compose/ beside broker/), with a
 /// development CA's certificates and the secrets in compose/.env.
 fn stage(dir: &Path, http_port: u16, amqp_port: u16, server_image: &str, more_env: &str) -> PathBuf {
@@ -169,74 +164,109 @@ fn build_images(server_image: &str) {
     assert!(out.status.success(), "scripts/compose-images: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A compose deployment up and healthy with three registries enrolled against it. Fields drop
+/// in order: the nodes, then the stack (`down -v`), then the test's server image.
+struct Deployment {
+    registries: Registries,
+    stack: Stack,
+    _image: ImageGuard,
+    /// The sum of the registries' counts, which every registry must learn.
+    total: u64,
+}
+
+impl Deployment {
+    /// Builds the images, starts the compose `files` (with a free port for each of
+    /// `more_ports`), waits for `services` to be healthy and enrolls three registries holding
+    /// `counts` patients.
+    async fn start(
+        files: Vec<&'static str>,
+        more_ports: &[&str],
+        services: &[&str],
+        counts: [usize; 3],
+    ) -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let server_image = format!("fedq/server:test-{tag}");
+        build_images(&server_image);
+        let image = ImageGuard(server_image.clone());
+        let (http_port, amqp_port) = (free_low_port(), free_low_port());
+        let more: String = more_ports.iter().map(|name| format!("{name}={}\n", free_low_port())).collect();
+        let stack = Stack { dir: tempfile::tempdir().unwrap(), project: format!("fedq-test-{tag}"), files };
+        let ca = stage(stack.dir.path(), http_port, amqp_port, &server_image, &more);
+
+        let started = Instant::now();
+        stack.ok(&["up", "-d"]);
+        stack.wait_healthy(services, 300).await;
+        eprintln!("docker-compose up to a healthy server: {:.1?}", started.elapsed());
+
+        let server = format!("https://localhost:{http_port}");
+        let work = stack.dir.path().join("work");
+        let registries = three_registries(&server, Some(&ca), ROOT_PASSWORD, &work, counts);
+        nodes_online(&registries.root, 3).await;
+        let total = counts.iter().sum::<usize>() as u64;
+        Self { registries, stack, _image: image, total }
+    }
+
+    /// The researcher's `fedq` with `args`; its standard output.
+    fn fedq(&self, args: &[&str]) -> String {
+        fedq(&self.registries.researcher, args, None)
+    }
+
+    /// Secure Sum over the three registries: with `extra` (`--wait`…), JSON out.
+    fn secure_sum(&self, extra: &[&str]) -> String {
+        let mut args = secure_sum_args(&self.registries.key);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push("--json".into());
+        self.fedq(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// A Secure Sum waited for; what every registry learned is the total.
+    fn secure_sum_done(&self) {
+        let out = self.secure_sum(&["--wait", "--timeout", "120"]);
+        assert_eq!(learned(&out), vec![self.total; 3], "{out}");
+    }
+
+    /// A Secure Sum created, not waited for: its task id.
+    fn secure_sum_created(&self) -> String {
+        let created: serde_json::Value = serde_json::from_str(&self.secure_sum(&[])).unwrap();
+        created["task"].as_str().unwrap().to_owned()
+    }
+
+    /// `fedq result` of `task`, waiting up to two minutes.
+    fn result(&self, task: &str) -> String {
+        let key = self.registries.key.to_str().unwrap();
+        self.fedq(&["result", task, "--json", "--timeout", "120", "--key", key])
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_compose_deployment_runs_secure_sum_and_keeps_queued_work_across_restarts() {
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let server_image = format!("fedq/server:test-{tag}");
-    build_images(&server_image);
-    // Dropped last: after the nodes and the stack.
-    let _image = ImageGuard(server_image.clone());
-    let (http_port, amqp_port) = (free_low_port(), free_low_port());
-    let stack = Stack {
-        dir: tempfile::tempdir().unwrap(),
-        project: format!("fedq-test-{tag}"),
-        files: vec!["docker-compose.yml"],
-    };
-    let ca = stage(stack.dir.path(), http_port, amqp_port, &server_image, "");
-
-    let started = Instant::now();
-    stack.ok(&["up", "-d"]);
-    stack.wait_healthy(&["rabbitmq", "postgres", "server"], 180).await;
-    eprintln!("docker-compose up to a healthy server: {:.1?}", started.elapsed());
-
-    let server = format!("https://localhost:{http_port}");
-    let counts = [10, 11, 12];
-    let total: u64 = counts.iter().sum::<usize>() as u64;
-    let work = stack.dir.path().join("work");
-    let registries = three_registries(&server, Some(&ca), ROOT_PASSWORD, &work, counts);
-    let (researcher, key) = (&registries.researcher, &registries.key);
-    nodes_online(&registries.root, 3).await;
-
-    let mut args = secure_sum_args(key);
-    args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
-    let out = fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
-    assert_eq!(learned(&out), vec![total; 3], "{out}");
+    let services = ["rabbitmq", "postgres", "server"];
+    let d = Deployment::start(vec!["docker-compose.yml"], &[], &services, [10, 11, 12]).await;
+    d.secure_sum_done();
 
     // Queued work: the task is created, then the server container stops; the ring's messages
     // wait in the broker's ingress queue until it is back.
-    let mut args = secure_sum_args(key);
-    args.push("--json".into());
-    let created: serde_json::Value =
-        serde_json::from_str(&fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None))
-            .unwrap();
-    let task = created["task"].as_str().unwrap().to_owned();
-    stack.ok(&["stop", "-t", "10", "server"]);
-    assert_eq!(stack.health("server"), "exited");
-    stack.ok(&["start", "server"]);
-    stack.wait_healthy(&["server"], 120).await;
-    let out = fedq(
-        researcher,
-        &["result", &task, "--json", "--timeout", "120", "--key", key.to_str().unwrap()],
-        None,
-    );
-    assert_eq!(learned(&out), vec![total; 3], "the task held while the server was stopped: {out}");
+    let task = d.secure_sum_created();
+    d.stack.ok(&["stop", "-t", "10", "server"]);
+    assert_eq!(d.stack.health("server"), "exited");
+    d.stack.ok(&["start", "server"]);
+    d.stack.wait_healthy(&["server"], 120).await;
+    let out = d.result(&task);
+    assert_eq!(learned(&out), vec![d.total; 3], "the task held while the server was stopped: {out}");
 
     // The whole stack stopped and started: the volumes keep the federation; nodes reconnect.
-    stack.ok(&["stop", "-t", "10"]);
-    for service in ["rabbitmq", "postgres", "server"] {
-        assert_eq!(stack.health(service), "exited", "{service}");
+    d.stack.ok(&["stop", "-t", "10"]);
+    for service in services {
+        assert_eq!(d.stack.health(service), "exited", "{service}");
     }
     let restarted = Instant::now();
-    stack.ok(&["start"]);
-    stack.wait_healthy(&["rabbitmq", "postgres", "server"], 180).await;
+    d.stack.ok(&["start"]);
+    d.stack.wait_healthy(&services, 180).await;
     eprintln!("docker-compose start to a healthy server: {:.1?}", restarted.elapsed());
-    nodes_online(&registries.root, 3).await;
-    let listed = fedq(researcher, &["task", "list", "--json"], None);
+    nodes_online(&d.registries.root, 3).await;
+    let listed = d.fedq(&["task", "list", "--json"]);
     assert!(listed.contains(&task), "the tasks from before the restart are kept: {listed}");
-    let mut args = secure_sum_args(key);
-    args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
-    let out = fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
-    assert_eq!(learned(&out), vec![total; 3], "{out}");
+    d.secure_sum_done();
 }
 
 /// Removes the test's server image when dropped.
@@ -254,57 +284,23 @@ impl Drop for ImageGuard {
 /// queues on all three nodes; the replica moves to another node).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_clustered_compose_deployment_loses_a_broker_node_mid_run() {
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let server_image = format!("fedq/server:test-{tag}");
-    build_images(&server_image);
-    let _image = ImageGuard(server_image.clone());
-    let (http_port, amqp_port) = (free_low_port(), free_low_port());
-    let more = format!(
-        "AMQP_PORT_2={}\nAMQP_PORT_3={}\nHTTP_PORT_2={}\n",
-        free_low_port(),
-        free_low_port(),
-        free_low_port()
-    );
-    let stack = Stack {
-        dir: tempfile::tempdir().unwrap(),
-        project: format!("fedq-test-{tag}"),
-        files: vec!["docker-compose.yml", "docker-compose.cluster.yml"],
-    };
-    let ca = stage(stack.dir.path(), http_port, amqp_port, &server_image, &more);
-    stack.ok(&["up", "-d"]);
-    stack
-        .wait_healthy(&["rabbitmq", "rabbitmq-2", "rabbitmq-3", "postgres", "server", "server-2"], 300)
-        .await;
+    let d = Deployment::start(
+        vec!["docker-compose.yml", "docker-compose.cluster.yml"],
+        &["AMQP_PORT_2", "AMQP_PORT_3", "HTTP_PORT_2"],
+        &["rabbitmq", "rabbitmq-2", "rabbitmq-3", "postgres", "server", "server-2"],
+        [3, 4, 5],
+    )
+    .await;
+    d.secure_sum_done();
 
-    let server = format!("https://localhost:{http_port}");
-    let counts = [3, 4, 5];
-    let total: u64 = counts.iter().sum::<usize>() as u64;
-    let work = stack.dir.path().join("work");
-    let registries = three_registries(&server, Some(&ca), ROOT_PASSWORD, &work, counts);
-    let (researcher, key) = (&registries.researcher, &registries.key);
-    nodes_online(&registries.root, 3).await;
-    let mut args = secure_sum_args(key);
-    args.extend(["--wait", "--json", "--timeout", "120"].map(String::from));
-    let out = fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None);
-    assert_eq!(learned(&out), vec![total; 3], "{out}");
-
-    let mut args = secure_sum_args(key);
-    args.push("--json".into());
-    let created: serde_json::Value =
-        serde_json::from_str(&fedq(researcher, &args.iter().map(String::as_str).collect::<Vec<_>>(), None))
-            .unwrap();
-    let task = created["task"].as_str().unwrap().to_owned();
-    stack.ok(&["stop", "-t", "5", "rabbitmq-2"]);
-    assert_eq!(stack.health("rabbitmq-2"), "exited");
-    let out = fedq(
-        researcher,
-        &["result", &task, "--json", "--timeout", "120", "--key", key.to_str().unwrap()],
-        None,
-    );
-    assert_eq!(learned(&out), vec![total; 3], "the task ran on with a broker node gone: {out}");
+    let task = d.secure_sum_created();
+    d.stack.ok(&["stop", "-t", "5", "rabbitmq-2"]);
+    assert_eq!(d.stack.health("rabbitmq-2"), "exited");
+    let out = d.result(&task);
+    assert_eq!(learned(&out), vec![d.total; 3], "the task ran on with a broker node gone: {out}");
     // The second replica's own answer (Docker's health status would lag by its retries).
     support::eventually(60, "the second replica to reach another broker node", || async {
-        let out = stack.compose(&[
+        let out = d.stack.compose(&[
             "exec",
             "-T",
             "server-2",

@@ -55,9 +55,8 @@ async fn python_secure_sum(input: Value) -> (Vec<u64>, Vec<Value>) {
     (counts, outputs)
 }
 
-/// The same algorithm on the same data in the mock federation of `fedq_algorithm.mock` (no
-/// server, broker, keys or containers), through `scripts/python`: its results, by position in
-/// the ring.
+/// The same algorithm on the same data in the mock federation: its results, by position in the
+/// ring.
 fn in_the_mock(counts: &[u64], input: &Value) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let mut folders = Vec::new();
@@ -67,19 +66,7 @@ fn in_the_mock(counts: &[u64], input: &Value) -> Vec<Value> {
         write_patients(&folder.join("patients"), *rows);
         folders.push(folder.to_str().unwrap().to_owned());
     }
-    let script = "import json, sys\n\
-        from fedq_algorithm import mock\n\
-        from fedq_algorithm.secure_sum import run\n\
-        orgs = {f'org-{i}': path for i, path in enumerate(sys.argv[2:])}\n\
-        results = mock.run(run, orgs, json.loads(sys.argv[1]))\n\
-        print(json.dumps([results[org].json() for org in orgs]))";
-    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python"))
-        .args(["-c", script, &input.to_string()])
-        .args(&folders)
-        .output()
-        .expect("scripts/python runs");
-    assert!(out.status.success(), "the mock failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    support::in_the_mock("secure_sum", input, &folders, 60)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +112,7 @@ fn the_algorithm_test_command_runs_images_in_the_mock() {
         orgs.push(format!("registry-{i}={}", path.display()));
     }
     for image in [PYTHON, RUST] {
-        let mut command = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python"));
+        let mut command = support::python();
         command.args(["-m", "fedq_algorithm", "test", "--image", image, "--json"]);
         command.args(["--input", &json!({"data": "patients", "share": true}).to_string()]);
         for org in &orgs {

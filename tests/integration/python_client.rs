@@ -14,7 +14,6 @@ use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use fedq::keys::OrgKey;
 use serde_json::json;
@@ -25,7 +24,7 @@ use crate::secure_sum::write_patients;
 const COUNTS: [u64; 3] = [1_234, 567, 89];
 
 fn pytest(dir: &Path, env: &[(String, String)], select: &str) -> std::process::Output {
-    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python"))
+    support::python()
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", select])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/python/fedq/tests/federation"))
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -143,19 +143,7 @@ async fn the_python_vertical_analysis_matches_the_clear_and_the_mock() {
         }
         folders.push(folder.to_str().unwrap().to_owned());
     }
-    let script = "import json, sys\n\
-        from fedq_algorithm import mock\n\
-        from fedq_algorithm.vertical import run\n\
-        orgs = {f'org-{i}': path for i, path in enumerate(sys.argv[2:])}\n\
-        results = mock.run(run, orgs, json.loads(sys.argv[1]), timeout=120)\n\
-        print(json.dumps([results[org].json() for org in orgs]))";
-    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python"))
-        .args(["-c", script, &input().to_string()])
-        .args(&folders)
-        .output()
-        .expect("scripts/python runs");
-    assert!(out.status.success(), "the mock failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let mocked: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mocked = support::in_the_mock("vertical", &input(), &folders, 120);
     let mocked: [Value; 3] = mocked.try_into().unwrap();
     check_shares(&mocked, &patients);
     assert_eq!(mocked[2], outputs[2], "the dealer's output in the mock and at the real node");

@@ -619,3 +619,37 @@ pub fn fedq_command(home: &std::path::Path, args: &[&str], stdin: Option<&str>) 
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+/// Runs `fedq` as [`fedq_command`] does and asserts it succeeded; its standard output.
+pub fn fedq_ok(home: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    let (ok, out, err) = fedq_command(home, args, stdin);
+    assert!(ok, "fedq {args:?}\n{out}\n{err}");
+    out
+}
+
+/// The project's Python (`scripts/python`: a virtual environment with fedq's packages, made or
+/// brought up to date on the way).
+pub fn python() -> Command {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python"))
+}
+
+/// Runs `fedq_algorithm.<module>`'s algorithm in the mock federation of `fedq_algorithm.mock` (no
+/// server, broker, keys or containers), one organization per data folder, all with `input`;
+/// each organization's result as JSON, in the folders' order.
+pub fn in_the_mock(module: &str, input: &Value, folders: &[String], timeout_secs: u32) -> Vec<Value> {
+    let script = format!(
+        "import json, sys\n\
+         from fedq_algorithm import mock\n\
+         from fedq_algorithm.{module} import run\n\
+         orgs = {{f'org-{{i}}': path for i, path in enumerate(sys.argv[2:])}}\n\
+         results = mock.run(run, orgs, json.loads(sys.argv[1]), timeout={timeout_secs})\n\
+         print(json.dumps([results[org].json() for org in orgs]))"
+    );
+    let out = python()
+        .args(["-c", &script, &input.to_string()])
+        .args(folders)
+        .output()
+        .expect("scripts/python runs");
+    assert!(out.status.success(), "the mock failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

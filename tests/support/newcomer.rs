@@ -42,9 +42,7 @@ struct Counter<'a> {
 impl Counter<'_> {
     fn run(&self, home: &Path, args: &[&str], stdin: Option<&str>) -> String {
         self.count.set(self.count.get() + 1);
-        let (ok, out, err) = super::fedq_command(home, args, stdin);
-        assert!(ok, "fedq {args:?}\n{out}\n{err}");
-        out
+        super::fedq_ok(home, args, stdin)
     }
 
     fn login(&self, home: &Path, user: &str, password: &str) {

@@ -135,6 +135,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 impl Client {
+    /// A session trusting the keys of `trust`, with no organization key given yet.
+    fn session(inner: Inner, trust: KeyTrust, runtime: tokio::runtime::Runtime) -> Self {
+        Self { inner: inner.with_trust(Arc::new(trust)), runtime, identity: Mutex::default() }
+    }
+
     fn identity(&self) -> Result<Arc<Identity>, Failure> {
         self.identity.lock().expect("not poisoned").clone().ok_or_else(|| {
             bad_input("no organization key given: pass key=… to the client, or call use_key".into())
@@ -153,7 +158,7 @@ impl Client {
 
 #[pymethods]
 impl Client {
-    /// Logs in; the password is used once and not kept.
+    /// Logs in; the password is sent once and not kept.
     // Python's keyword arguments, each with its default: a struct would only move the list.
     #[allow(clippy::too_many_arguments)]
     #[staticmethod]
@@ -170,11 +175,10 @@ impl Client {
     ) -> PyResult<Self> {
         let (tls, trust) = settings(ca_file, allow_plaintext, trust_store, trust_on_first_use)?;
         let runtime = runtime()?;
-        let password = SecretString::from(password.to_owned());
         let inner = py
-            .detach(|| runtime.block_on(Inner::login(server, &tls, username, password.expose_secret())))
+            .detach(|| runtime.block_on(Inner::login(server, &tls, username, password)))
             .map_err(Failure::from)?;
-        Ok(Self { inner: inner.with_trust(Arc::new(trust)), runtime, identity: Mutex::default() })
+        Ok(Self::session(inner, trust, runtime))
     }
 
     /// A session from a token obtained before (`fedq login`'s saved session).
@@ -191,7 +195,7 @@ impl Client {
         let (tls, trust) = settings(ca_file, allow_plaintext, trust_store, trust_on_first_use)?;
         let inner =
             Inner::with_token(server, &tls, SecretString::from(token.to_owned())).map_err(Failure::from)?;
-        Ok(Self { inner: inner.with_trust(Arc::new(trust)), runtime: runtime()?, identity: Mutex::default() })
+        Ok(Self::session(inner, trust, runtime()?))
     }
 
     /// The session's token, to save it.

@@ -323,7 +323,7 @@ class Client:
     def results(self, task: str | Task) -> Results:
         """The results that have arrived, opened and checked (without waiting)."""
         shown = self.task(_id(task))
-        return self._open(shown, 0)
+        return self._open(shown, 0, self._created_jobs(shown["id"]))
 
     def wait(self, task: str | Task, timeout: float = 600, progress: bool | None = None) -> Results:
         """Waits for every job (showing a progress bar where someone watches, unless
@@ -339,6 +339,7 @@ class Client:
                 f"created it; ask for {shown['parent']}'s",
                 "bad_input",
             )
+        created = self._created_jobs(task_id)
         bar = Progress(task_id, len(shown["jobs"]), progress)
         try:
             while True:
@@ -347,7 +348,7 @@ class Client:
                 done = bool(jobs) and all(j["status"] in TERMINAL for j in jobs)
                 remaining = deadline - time.monotonic()
                 wait = 0 if done else max(0, min(2, int(remaining)))
-                results = self._open(shown, wait)
+                results = self._open(shown, wait, created)
                 # The server says every job has finished, and every result is here.
                 if (done or results.complete) and len(results) == len(jobs):
                     return results
@@ -370,16 +371,20 @@ class Client:
             bar.close()
 
     @_translated
-    def _open(self, shown: Mapping[str, Any], wait: int) -> Results:
-        task_id = shown["id"]
-        # The jobs as created, where this machine created the task: results are checked against
-        # them, and given in the order of the organizations asked for.
-        created: list[tuple[str, str]] = []
+    def _created_jobs(self, task_id: str) -> list[tuple[str, str]]:
+        """The jobs as created, where this machine created the task (the record `fedq` keeps
+        too): the client checks results against them, and gives them in the order of the
+        organizations asked for. Empty for a task created elsewhere."""
         try:
             created = [(job, org) for job, org in json.loads(_task_record(task_id).read_text())]
-            self._native.expect(task_id, created)
         except (OSError, ValueError):
-            pass
+            return []
+        self._native.expect(task_id, created)
+        return created
+
+    @_translated
+    def _open(self, shown: Mapping[str, Any], wait: int, created: list[tuple[str, str]]) -> Results:
+        task_id = shown["id"]
         complete, rows = self._native.results(shown["collaboration"], task_id, wait)
         names = {j["organization"]: j["organization_name"] for j in shown["jobs"]}
         jobs = [job for job, _ in created] or [j["id"] for j in shown["jobs"]]
