@@ -31,6 +31,10 @@ pub enum AdminCommand {
     /// One-time tokens that enroll nodes (`fedq node enroll`).
     #[command(subcommand)]
     Enrollment(EnrollmentCommand),
+    /// Envelopes the router refused, with the reason (root: all; an organization's
+    /// administrator: those to or from it).
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +139,22 @@ pub enum EnrollmentCommand {
         /// How long the token is valid, in seconds (a day by default, a week at most).
         #[arg(long)]
         valid_secs: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// The newest dead letters, with the organizations' names.
+    List {
+        /// Only this reason code (`expired`, `not_a_member`, …).
+        #[arg(long)]
+        reason: Option<String>,
+        /// How many (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// How many of the newest to skip (the next page).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
     },
 }
 
@@ -253,6 +273,23 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
             );
             created
         }
+        AdminCommand::DeadLetters(DeadLetterCommand::List { reason, limit, offset }) => {
+            let letters = client.dead_letters(reason.as_deref(), limit, offset).await?;
+            let orgs = client.get("/organizations").await?;
+            // An organization outside this session's view keeps its id alone.
+            let name = |id: Option<crate::ids::OrgId>| {
+                id.and_then(|id| find(&orgs, &id.to_string(), "name"))
+                    .map_or(Value::Null, |o| o["name"].clone())
+            };
+            let mut named = Vec::new();
+            for letter in &letters {
+                let mut item = json!(letter);
+                item["sender_name"] = name(letter.sender);
+                item["recipient_name"] = name(letter.recipient);
+                named.push(item);
+            }
+            Value::Array(named)
+        }
     })
 }
 
@@ -264,6 +301,9 @@ fn print_human(answer: &Value) {
         return;
     }
     let line = |item: &Value| -> String {
+        if item.get("reason_code").is_some() {
+            return dead_letter_line(item);
+        }
         let fields =
             ["id", "name", "username", "role", "organization_name", "organization", "fingerprint", "status"];
         let mut parts: Vec<String> =
@@ -285,6 +325,32 @@ fn print_human(answer: &Value) {
         Value::Null => println!("done"),
         other => println!("{}", line(other)),
     }
+}
+
+/// A dead letter on one line: when, why, and the organizations by name where this session
+/// sees them (by id otherwise), the reason for people last.
+fn dead_letter_line(item: &Value) -> String {
+    let text = |field: &str| item[field].as_str().filter(|v| !v.is_empty()).unwrap_or("-").to_owned();
+    let org = |field: &str| match item[format!("{field}_name")].as_str() {
+        Some(name) => name.to_owned(),
+        None => text(field),
+    };
+    let received = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(
+            u64::try_from(system_time_millis(&item["received_at"])).unwrap_or(0),
+        );
+    format!(
+        "{}  {}  kind={}  from={}  to={}  task={}  publisher={}  size={}  {}",
+        humantime::format_rfc3339_seconds(received),
+        text("reason_code"),
+        text("kind"),
+        org("sender"),
+        org("recipient"),
+        text("task"),
+        text("publisher"),
+        item["size"].as_u64().unwrap_or(0),
+        text("reason"),
+    )
 }
 
 /// Collaborations with their members' names beside the ids.

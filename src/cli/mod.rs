@@ -45,7 +45,8 @@ enum Command {
     /// Fetch a task's results and open them with your organization's key.
     Result(research::ResultArgs),
     /// Administration over the REST API, from the saved session: organizations,
-    /// collaborations, users, nodes, keys, enrollment tokens (names or ids, `--json`).
+    /// collaborations, users, nodes, keys, enrollment tokens, dead letters (names or ids,
+    /// `--json`).
     Admin(admin::AdminArgs),
     /// A development certificate authority and the certificates it signs.
     #[command(subcommand)]

@@ -187,3 +187,83 @@ async fn administrators_work_by_name_from_the_command_line() {
     assert!(!cli.ok(&["admin", "user", "list"]).contains("username=ada"));
     app.cleanup().await;
 }
+
+/// `fedq admin dead-letters list` and `GET /dead-letters`: an envelope the router refused shows
+/// up with its reason and the organizations by name; root reads every one, an organization's
+/// administrator those to or from it, anyone else is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_envelopes_are_listed_for_administrators() {
+    use fedq::envelope::{self, SealOptions};
+    use fedq::ids::{RunId, TaskId};
+    use fedq::protocol::Kind;
+    use fedq::time::Timestamp;
+
+    let app = support::spawn_app().await;
+    let a = app.org("registry-a").await;
+    let b = app.org("registry-b").await;
+    app.org("registry-c").await;
+    let collaboration = app.collaboration("ab", &[a.org(), b.org()]).await;
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let node_b = support::NodeBroker::connect(&app, &app.node(b.org(), "b-1").await).await.unwrap();
+    // B's node writes to A about a task the server does not know: refused as `unknown_task`.
+    let route = support::route(Kind::RunMessage, collaboration, TaskId::new(), RunId::new());
+    let options = SealOptions::default();
+    let sealed =
+        envelope::seal(&b, a.org(), a.current().public(), &route, b"x1", &options, Timestamp::now()).unwrap();
+    node_b.publish(&sealed.bytes).await.unwrap();
+
+    let root = app.root_token.clone();
+    let letters = support::eventually(10, "the dead letter", || async {
+        let (status, body) = app.call("GET", "/dead-letters", Some(&root), None).await;
+        (status == 200 && body.as_array()?.len() == 1).then_some(body)
+    })
+    .await;
+    let letter = &letters[0];
+    assert_eq!(letter["reason_code"], "unknown_task", "{letter}");
+    assert_eq!(letter["sender"], b.org().to_string());
+    assert_eq!(letter["recipient"], a.org().to_string());
+    assert_eq!(letter["kind"], "run_message");
+    assert_eq!(letter["size"], sealed.bytes.len());
+
+    let password = "a-long-password-123";
+    let admin_a = app.login("admin-of-registry-a", password).await;
+    let admin_c = app.login("admin-of-registry-c", password).await;
+    let count = |token: String, query: &'static str| {
+        let app = &app;
+        async move {
+            let (status, body) = app.call("GET", &format!("/dead-letters{query}"), Some(&token), None).await;
+            assert_eq!(status, 200, "{body}");
+            body.as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count(admin_a.clone(), "").await, 1, "the recipient's administrator reads it");
+    assert_eq!(count(admin_c, "").await, 0, "an administrator of neither side does not");
+    assert_eq!(count(root.clone(), "?reason=unknown_task").await, 1);
+    assert_eq!(count(root.clone(), "?reason=expired").await, 0);
+    assert_eq!(count(root.clone(), "?limit=1&offset=1").await, 0);
+    let (status, body) = app.call("GET", "/dead-letters?limit=501", Some(&root), None).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let (status, body) = app.call("GET", "/dead-letters", Some(&researcher), None).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+
+    // The command line, as A's administrator: the organizations by name.
+    let cli = Cli { session: tempfile::tempdir().unwrap() };
+    let server = format!("http://{}", app.addr);
+    let login = cli.run(
+        &["login", "--server", &server, "--user", "admin-of-registry-a", "--password-stdin"],
+        Some(&format!("{password}\n")),
+    );
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    let listed = cli.ok(&["admin", "dead-letters", "list"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    for expected in
+        ["unknown_task", "kind=run_message", "from=registry-b", "to=registry-a", "publisher=fedq-node-"]
+    {
+        assert!(listed.contains(expected), "{expected} in {listed}");
+    }
+    let listed: Value = serde_json::from_str(&cli.ok(&["admin", "--json", "dead-letters", "list"])).unwrap();
+    assert_eq!(listed[0]["sender_name"], "registry-b", "{listed}");
+    assert_eq!(listed[0]["recipient_name"], "registry-a", "{listed}");
+    assert_eq!(cli.ok(&["admin", "dead-letters", "list", "--reason", "expired"]), "");
+    app.cleanup().await;
+}

@@ -566,6 +566,32 @@ impl Client {
         self.fetch(reqwest::Method::GET, &format!("/tasks?limit={limit}"), None::<&()>).await
     }
 
+    /// Dead letters this session may read (root: all; an organization's administrator: those to
+    /// or from it), newest first: `limit` (1 to 500) from `offset`, of one reason code if given.
+    pub async fn dead_letters(
+        &self,
+        reason: Option<&str>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<contract::DeadLetter>, ClientError> {
+        let mut path = format!("/dead-letters?limit={limit}&offset={offset}");
+        if let Some(reason) = reason {
+            // Reason codes are snake_case words; anything else is percent-encoded whole.
+            let encoded: String = reason
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b == b'_' {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            path.push_str(&format!("&reason={encoded}"));
+        }
+        self.fetch(reqwest::Method::GET, &path, None::<&()>).await
+    }
+
     /// Kills a task and its subtasks; the task as it is afterwards.
     pub async fn kill(&self, task: TaskId) -> Result<contract::Task, ClientError> {
         self.fetch(reqwest::Method::POST, &format!("/tasks/{task}/kill"), None::<&()>).await

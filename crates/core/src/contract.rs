@@ -226,6 +226,32 @@ pub struct EnrolledOrganization {
     pub public_key: Option<String>,
 }
 
+/// An envelope the router refused, as `GET /dead-letters` shows it: what could be read of its
+/// header, and why. Never a payload: the server keeps none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The envelope's message id (hex), if its header could be read.
+    pub message_id: Option<String>,
+    /// Stable reason code (`docs/operations.md`, "Reading the dead-letter queue").
+    pub reason_code: String,
+    /// The reason, for people.
+    pub reason: String,
+    /// Its kind, if the header could be read.
+    pub kind: Option<String>,
+    /// The sending organization the header claims.
+    pub sender: Option<OrgId>,
+    /// The receiving organization the header names.
+    pub recipient: Option<OrgId>,
+    /// The task the header names.
+    pub task: Option<TaskId>,
+    /// The validated broker user that published it (empty when the message carried none).
+    pub publisher: Option<String>,
+    /// The envelope's size in bytes.
+    pub size: u64,
+    /// When the router refused it.
+    pub received_at: SystemTime,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod collaborations;
+mod dead_letters;
 mod enrollments;
 pub mod error;
 mod nodes;
@@ -237,6 +238,14 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(st.clone())
         .and_then(tasks::results);
 
+    let dead_letters_list = v1
+        .and(warp::path!("dead-letters"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(query::<dead_letters::ListQuery>())
+        .and(st.clone())
+        .and_then(dead_letters::list);
+
     // Each route is boxed before combining: a long chain of unboxed `or` filters makes the
     // compiler's type checking explode.
     let all: Vec<BoxedRoute> = vec![
@@ -272,6 +281,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         tasks_get.boxed(),
         tasks_kill.boxed(),
         tasks_results.boxed(),
+        dead_letters_list.boxed(),
     ];
     all.into_iter()
         .reduce(|a, b| a.or(b).unify().boxed())

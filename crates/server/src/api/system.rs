@@ -84,7 +84,7 @@ mod tests {
             }
         }
         let routes = routes_in_source();
-        assert_eq!(routes.len(), 32, "{routes:?}");
+        assert_eq!(routes.len(), 33, "{routes:?}");
         assert_eq!(documented, routes);
     }
 
@@ -184,6 +184,18 @@ mod tests {
             message: "no".into(),
             reason: Some("malformed".into()),
         };
+        let dead_letter = DeadLetter {
+            message_id: Some("00".repeat(16)),
+            reason_code: "not_a_member".into(),
+            reason: "the sender is not a member".into(),
+            kind: Some("run_message".into()),
+            sender: Some(OrgId::new()),
+            recipient: Some(OrgId::new()),
+            task: Some(TaskId::new()),
+            publisher: Some("fedq-node-1".into()),
+            size: 2054,
+            received_at: SystemTime::now(),
+        };
         let examples: Vec<(&str, serde_json::Value)> = vec![
             ("Task", serde_json::to_value(&task).unwrap()),
             ("Job", serde_json::to_value(&job).unwrap()),
@@ -196,6 +208,7 @@ mod tests {
             ("Result", serde_json::to_value(&result).unwrap()),
             ("Results", serde_json::to_value(&results).unwrap()),
             ("Error", serde_json::to_value(&error).unwrap()),
+            ("DeadLetter", serde_json::to_value(&dead_letter).unwrap()),
         ];
         for (name, example) in examples {
             let schema = &spec["components"]["schemas"][name];

@@ -130,3 +130,17 @@ pub fn node_visible(principal: &Principal, node: &Node) -> bool {
 pub fn collaboration_visible(principal: &Principal, collaboration: &Collaboration) -> bool {
     principal.is_root() || principal.org().is_some_and(|o| collaboration.organizations.contains(&o))
 }
+
+/// Which dead letters the caller may read: every one for root (`None`), those whose sender or
+/// recipient is their organization for its administrators. Others are refused: a refusal's
+/// header names organizations, tasks and publishers beyond what they may see.
+pub fn dead_letter_scope(principal: &Principal) -> Result<Option<OrgId>, AppError> {
+    match principal {
+        _ if principal.is_root() => Ok(None),
+        Principal::User(User { role: Role::OrgAdmin, organization: Some(org), .. }) => Ok(Some(*org)),
+        _ => Err(AppError::forbidden(
+            "only root and organization administrators read dead letters (an organization's administrator \
+             those to or from it); ask one of yours",
+        )),
+    }
+}

@@ -7,7 +7,7 @@ use warp::http::StatusCode;
 
 use super::Page;
 use super::{filter, names, page_of};
-use crate::server::app::{State, db};
+use crate::server::app::{State, access, db};
 use crate::server::dashboard::session::Admin;
 use crate::server::dashboard::view::{self, Nav, PAGE_SIZE, bytes, pager, query, short, when};
 use crate::server::db::monitor;
@@ -23,7 +23,8 @@ pub struct Query {
 pub async fn page(admin: Admin, q: Query, state: State) -> Page {
     let (page, offset) = page_of(q.page)?;
     let reason: Option<String> = filter(&q.reason, "reason")?;
-    let scope = admin.scope();
+    // The API's rule, so that both front ends show the same dead letters.
+    let scope = access::dead_letter_scope(&admin.principal())?;
     let client = db(&state).await?;
     let names = names(&**client, scope).await?;
     let counts = monitor::dead_letter_reasons(&**client, scope).await?;
