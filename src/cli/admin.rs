@@ -96,6 +96,13 @@ pub enum UserCommand {
         /// The user.
         user: String,
     },
+    /// Give a user (by name or id) another role within their organization.
+    Role {
+        /// The user.
+        user: String,
+        /// `org_admin`, `researcher` or `viewer`.
+        role: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +231,11 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
             let users = client.get("/users").await?;
             let found = find(&users, &user, "username").ok_or_else(|| not_seen("user", &user))?;
             client.delete(&format!("/users/{}", id_of(&found))).await?
+        }
+        AdminCommand::User(UserCommand::Role { user, role }) => {
+            let users = client.get("/users").await?;
+            let found = find(&users, &user, "username").ok_or_else(|| not_seen("user", &user))?;
+            client.patch(&format!("/users/{}", id_of(&found)), &json!({"role": role})).await?
         }
         AdminCommand::Node(NodeCommand::List) => client.get("/nodes").await?,
         AdminCommand::Node(NodeCommand::Revoke { node, org }) => {

@@ -179,6 +179,12 @@ async fn administrators_work_by_name_from_the_command_line() {
     assert!(user.status.success(), "{}", String::from_utf8_lossy(&user.stderr));
     let users = cli.ok(&["admin", "user", "list"]);
     assert!(users.contains("username=ada") && users.contains("role=researcher"), "{users}");
+    let changed = cli.ok(&["admin", "user", "role", "ada", "viewer"]);
+    assert!(changed.contains("username=ada") && changed.contains("role=viewer"), "{changed}");
+    let users = cli.ok(&["admin", "user", "list"]);
+    assert!(users.contains("role=viewer") && !users.contains("role=researcher"), "{users}");
+    let err = cli.fails(&["admin", "user", "role", "ada", "root"]);
+    assert!(err.contains("belongs to no organization"), "{err}");
     let err = cli.fails(&["admin", "collab", "add", "registries", "registry-z"]);
     assert!(err.contains("no organization named \"registry-z\""), "{err}");
     let token = cli.ok(&["admin", "enrollment", "create", "registry-b", "node-b1"]);

@@ -997,3 +997,62 @@ async fn retention_removes_old_rows_in_batches_while_routing_goes_on() {
     assert_eq!(sample(&metrics, "fedq_retention_removed_rows_total{table=\"routing_log\"}"), Some(20000.0));
     app.cleanup().await;
 }
+
+/// `PATCH /users/{id}`: root changes the role of any organization's user, an organization's
+/// administrator only their own organization's users; no one becomes or stops being root this
+/// way; the new role holds in the user's session at once.
+#[tokio::test]
+async fn roles_change_within_an_organization_by_its_administrators() {
+    let app = spawn_app().await;
+    let a = app.org("a").await;
+    app.org("b").await;
+    let password = "a-long-password-123";
+    let admin_a = app.login("admin-of-a", password).await;
+    let admin_b = app.login("admin-of-b", password).await;
+    let ada = app.user(a.org(), "ada", "researcher").await;
+    let (_, me) = app.call("GET", "/users/me", Some(&ada), None).await;
+    let ada_id = me["id"].as_str().unwrap().to_owned();
+    let (_, users) = app.call("GET", "/users", Some(&app.root_token), None).await;
+    let root_id = users.as_array().unwrap().iter().find(|u| u["username"] == "root").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let set = |token: String, id: String, body: serde_json::Value| {
+        let app = &app;
+        async move { app.call("PATCH", &format!("/users/{id}"), Some(&token), Some(body)).await }
+    };
+    let role = |r: &str| json!({"role": r});
+
+    // Another organization's administrator does not see ada; ada may not promote herself.
+    let (status, body) = set(admin_b.clone(), ada_id.clone(), role("viewer")).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) = set(ada.clone(), ada_id.clone(), role("org_admin")).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    // Nobody becomes or stops being root this way.
+    let (status, body) = set(admin_a.clone(), ada_id.clone(), role("root")).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let (status, body) = set(app.root_token.clone(), ada_id.clone(), role("root")).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let (status, body) = set(app.root_token.clone(), root_id.clone(), role("viewer")).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("root administrator"), "{body}");
+    let (status, _) = set(admin_a.clone(), root_id, role("viewer")).await;
+    assert_eq!(status, 404, "an organization's administrator does not see root");
+    let (status, body) = set(admin_a.clone(), ada_id.clone(), json!({"role": "boss"})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("malformed_body")), "{body}");
+    let (status, _) = set(admin_a.clone(), uuid::Uuid::new_v4().to_string(), role("viewer")).await;
+    assert_eq!(status, 404);
+
+    // A's administrator makes ada a viewer; her session has the new role at once.
+    let (status, body) = set(admin_a.clone(), ada_id.clone(), role("viewer")).await;
+    assert_eq!((status, body["role"].as_str()), (200, Some("viewer")), "{body}");
+    assert_eq!(body["organization"], a.org().to_string());
+    let (_, me) = app.call("GET", "/users/me", Some(&ada), None).await;
+    assert_eq!(me["role"], "viewer");
+    // Root makes her an administrator of A: she may now list A's dead letters.
+    let (status, body) = set(app.root_token.clone(), ada_id.clone(), role("org_admin")).await;
+    assert_eq!((status, body["role"].as_str()), (200, Some("org_admin")), "{body}");
+    let (status, _) = app.call("GET", "/dead-letters", Some(&ada), None).await;
+    assert_eq!(status, 200);
+    app.cleanup().await;
+}

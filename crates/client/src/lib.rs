@@ -388,6 +388,11 @@ impl Client {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
+    /// Any `PATCH` of the API.
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
     /// Who this session is.
     pub async fn me(&self) -> Result<Me, ClientError> {
         let body = self.call(reqwest::Method::GET, "/users/me", None).await?;

@@ -123,6 +123,14 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(st.clone())
         .and_then(users::delete);
 
+    let users_set_role = v1
+        .and(warp::path!("users" / Uuid))
+        .and(warp::patch())
+        .and(auth.clone())
+        .and(json_body(4096))
+        .and(st.clone())
+        .and_then(users::set_role);
+
     let collab_create = v1
         .and(warp::path!("collaborations"))
         .and(warp::post())
@@ -263,6 +271,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         users_list.boxed(),
         users_me.boxed(),
         users_delete.boxed(),
+        users_set_role.boxed(),
         collab_create.boxed(),
         collab_list.boxed(),
         collab_get.boxed(),

@@ -58,7 +58,7 @@ mod tests {
                     }
                 })
                 .fold(String::new(), |acc, s| format!("{acc}/{s}"));
-            let method = ["get", "post", "put", "delete"]
+            let method = ["get", "post", "put", "patch", "delete"]
                 .iter()
                 .filter_map(|m| rest.find(&format!("warp::{m}()")).map(|i| (i, *m)))
                 .min()
@@ -84,7 +84,7 @@ mod tests {
             }
         }
         let routes = routes_in_source();
-        assert_eq!(routes.len(), 33, "{routes:?}");
+        assert_eq!(routes.len(), 34, "{routes:?}");
         assert_eq!(documented, routes);
     }
 

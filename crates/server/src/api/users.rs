@@ -7,7 +7,8 @@ use warp::http::StatusCode;
 
 use super::{Response, reply};
 use crate::ids::OrgId;
-use crate::server::app::{AppError, Principal, State, access, db, logins};
+use crate::server::app::users as app_users;
+use crate::server::app::{AppError, Principal, State, db, logins};
 use crate::server::db::users::{self, Role};
 
 /// `POST /users` body.
@@ -73,15 +74,25 @@ pub async fn me(principal: Principal) -> Response {
 
 /// Root deletes anyone; an organization administrator deletes users of their organization.
 pub async fn delete(id: Uuid, principal: Principal, state: State) -> Response {
-    let client = db(&state).await?;
-    let user = users::get(&**client, id).await.map_err(AppError::from)?;
-    let user = user
-        .filter(|u| access::user_visible(&principal, u))
-        .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
+    let user = app_users::visible(&principal, id, &state).await?;
     match user.organization {
         Some(org) => principal.require_admin_of(org)?,
         None => principal.require_root()?,
     }
+    let client = db(&state).await?;
     users::delete(&**client, id).await.map_err(AppError::from)?;
     Ok(reply(StatusCode::OK, &user))
+}
+
+/// `PATCH /users/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    role: Role,
+}
+
+/// Root changes the role of any user of an organization; an organization administrator the
+/// role of their organization's users. Never to or from root.
+pub async fn set_role(id: Uuid, principal: Principal, body: SetRole, state: State) -> Response {
+    Ok(reply(StatusCode::OK, &app_users::set_role(&principal, id, body.role, &state).await?))
 }

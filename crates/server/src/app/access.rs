@@ -121,6 +121,28 @@ pub fn user_visible(principal: &Principal, user: &User) -> bool {
     principal.is_root() || (principal.org().is_some() && principal.org() == user.organization)
 }
 
+/// The organization within which `principal` may give `user` the role `role`: root for any
+/// user of an organization, an administrator of the user's organization for its users. A role
+/// changes within an organization only: root administrators belong to none, so no one becomes
+/// or stops being one this way. The caller has already seen `user` ([`user_visible`]).
+pub fn may_set_role(principal: &Principal, user: &User, role: Role) -> Result<OrgId, AppError> {
+    let Some(org) = user.organization else {
+        return Err(AppError::invalid(format!(
+            "user {} is a root administrator, who belongs to no organization: the role does not change; \
+             create a user of the organization instead",
+            user.username
+        )));
+    };
+    if role == Role::Root {
+        return Err(AppError::invalid(
+            "a root administrator belongs to no organization: create one with POST /users instead of \
+             changing a user's role",
+        ));
+    }
+    principal.require_admin_of(org)?;
+    Ok(org)
+}
+
 /// Whether the caller may see `node`: root, or the node's organization.
 pub fn node_visible(principal: &Principal, node: &Node) -> bool {
     principal.is_root() || principal.org() == Some(node.organization)

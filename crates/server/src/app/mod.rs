@@ -1,7 +1,7 @@
 //! The application layer of the server: what a request may do and what it does, whichever front
 //! end it came through. The REST API (`api/`) and the dashboard (`dashboard/`) parse requests,
 //! call these functions and render what they return; every permission rule is in
-//! [`access`], every task, node and enrollment action in its module here.
+//! [`access`], every task, node, enrollment and user action in its module here.
 
 pub mod access;
 pub mod broker_stats;
@@ -12,6 +12,7 @@ pub mod logins;
 pub mod nodes;
 pub mod tasks;
 pub mod throttle;
+pub mod users;
 
 use std::sync::Arc;
 

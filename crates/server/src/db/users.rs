@@ -114,6 +114,19 @@ pub async fn list(db: &impl GenericClient, org: Option<OrgId>) -> Result<Vec<Use
     Ok(rows.iter().map(user_from_row).collect())
 }
 
+/// Gives user `id` of organization `org` the role `role`, in one statement whose condition
+/// names the organization, so that the change reaches no user of another organization and no
+/// root administrator (who belongs to none). Returns whether such a user was there.
+pub async fn set_role(db: &impl GenericClient, id: Uuid, org: OrgId, role: Role) -> Result<bool, DbError> {
+    let row = db
+        .query_opt(
+            "UPDATE users SET role = $3 WHERE id = $1 AND org_id = $2 RETURNING id",
+            &[&id, org.as_uuid(), &role.as_str()],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
 /// Deletes a user; returns whether it existed.
 pub async fn delete(db: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
     Ok(db.execute("DELETE FROM users WHERE id = $1", &[&id]).await? == 1)
