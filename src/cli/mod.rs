@@ -77,9 +77,24 @@ pub enum CliError {
     /// The server could not start.
     #[error("the server could not start: {0}")]
     Server(#[from] crate::server::ServerError),
-    /// The node's settings are invalid.
-    #[error(transparent)]
-    NodeConfig(#[from] crate::node::config::ConfigError),
+    /// The node's settings file is not there.
+    #[error(
+        "no node settings at {path}: enroll this machine with `fedq node enroll` (which writes them to \
+         /etc/fedq/node.toml, or where --config says), or give the settings file with --config"
+    )]
+    NoNodeSettings {
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// The node's settings, read from `path` and the `FEDQ_…` variables, are invalid.
+    #[error("{path}: {source}")]
+    NodeConfig {
+        /// The settings file read.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: crate::node::config::ConfigError,
+    },
     /// The node could not start.
     #[error("the node could not start: {0}")]
     Node(#[from] crate::node::NodeError),

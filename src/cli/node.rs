@@ -14,14 +14,15 @@ use crate::tls::ClientTls;
 
 /// The systemd unit `fedq node enroll` installs.
 const UNIT: &str = include_str!("../../compose/node/fedq-node.service");
-/// Where the unit expects the settings.
+/// Where `enroll` writes the settings, the unit reads them, and every other `fedq node` command
+/// looks for them without `--config`.
 const DEFAULT_CONFIG: &str = "/etc/fedq/node.toml";
 
 /// `fedq node`: run the worker, or enroll, check or clean up after it.
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
-    /// Settings file (TOML); `FEDQ_…` environment variables override it. `enroll` writes it
-    /// (default /etc/fedq/node.toml there).
+    /// Settings file (TOML), /etc/fedq/node.toml by default: where `enroll` writes it and the
+    /// other commands read it. `FEDQ_…` environment variables override it.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -101,13 +102,11 @@ fn parse_pin(text: &str) -> Result<(OrgId, String), String> {
 
 /// Runs `fedq node …`.
 pub fn run(args: NodeArgs) -> Result<(), CliError> {
+    let path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match args.command {
-        Some(NodeCommand::Enroll(enroll_args)) => {
-            let config = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            super::runtime()?.block_on(enroll(&config, *enroll_args))
-        }
+        Some(NodeCommand::Enroll(enroll_args)) => super::runtime()?.block_on(enroll(&path, *enroll_args)),
         Some(NodeCommand::Check) => {
-            let config = crate::node::config::NodeConfig::load(args.config.as_deref())?;
+            let config = load(&path)?;
             let checks = super::runtime()?.block_on(crate::node::check::run(&config));
             let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
             for check in &checks {
@@ -123,7 +122,7 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
             Ok(())
         }
         command => {
-            let config = crate::node::config::NodeConfig::load(args.config.as_deref())?;
+            let config = load(&path)?;
             super::runtime()?.block_on(async {
                 match command {
                     Some(NodeCommand::Gc { all }) => {
@@ -139,6 +138,15 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
             })
         }
     }
+}
+
+/// The settings in `path`, then the `FEDQ_…` variables; an error names the file.
+fn load(path: &Path) -> Result<crate::node::config::NodeConfig, CliError> {
+    if !path.exists() {
+        return Err(CliError::NoNodeSettings { path: path.to_owned() });
+    }
+    crate::node::config::NodeConfig::load(Some(path))
+        .map_err(|source| CliError::NodeConfig { path: path.to_owned(), source })
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
@@ -212,7 +220,7 @@ async fn enroll(config: &Path, args: EnrollArgs) -> Result<(), CliError> {
         crate::node::enroll::render(&answer, &choices).map_err(|e| CliError::BadInput(e.to_string()))?;
     crate::files::write_atomic(config, text.as_bytes(), 0o600).map_err(io(config))?;
     // What was written must be what the node loads.
-    crate::node::config::NodeConfig::load(Some(config))?;
+    load(config)?;
     let node = &answer.node.name;
     let org_name = answer.organization.as_ref().map(|o| o.name.as_str()).unwrap_or_default();
     println!("enrolled node {node} of {org_name}; settings in {} (mode 0600)", config.display());
@@ -264,6 +272,10 @@ async fn enroll(config: &Path, args: EnrollArgs) -> Result<(), CliError> {
             args.unit.display()
         );
     }
-    println!("check it: fedq node check --config {}", config.display());
+    if config == Path::new(DEFAULT_CONFIG) {
+        println!("check it: fedq node check");
+    } else {
+        println!("check it: fedq node check --config {}", config.display());
+    }
     Ok(())
 }

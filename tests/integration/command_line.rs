@@ -139,3 +139,59 @@ fn seal_inspect_open_round_trip_and_tampering_is_refused() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong_recipient"));
 }
+
+/// `fedq node` with `args` in a mount namespace of its own whose `/etc` is this machine's with an
+/// empty `/etc/fedq` laid over it (the machine's own stays untouched), after `setup` (shell)
+/// has run there.
+fn fedq_node_with_private_etc(setup: &str, args: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+    fs::create_dir_all(&upper).unwrap();
+    fs::create_dir_all(&work).unwrap();
+    let script = format!(
+        "set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir={},workdir={} /etc; mkdir -p /etc/fedq; \
+         mount -t tmpfs tmpfs /etc/fedq; {setup}; exec {} node {args}",
+        upper.display(),
+        work.display(),
+        env!("CARGO_BIN_EXE_fedq"),
+    );
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare runs")
+}
+
+/// Without `--config`, `fedq node check` (and the worker, and `gc`) read /etc/fedq/node.toml,
+/// where `fedq node enroll` writes it, and every error about the settings names the file read.
+#[test]
+fn node_commands_read_the_settings_enroll_writes_and_name_the_file() {
+    let example = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/node/node.toml")).unwrap();
+    let broken = example.replacen("name = \"registry-a-1\"", "name = \"not a node name\"", 1);
+    assert_ne!(broken, example, "the example names its node");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    fs::write(&file, &broken).unwrap();
+
+    // Nothing at the default path: what to do.
+    for args in ["check", "gc", ""] {
+        let out = fedq_node_with_private_etc("true", args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "fedq node {args}: {stderr}");
+        assert!(
+            stderr.contains("no node settings at /etc/fedq/node.toml") && stderr.contains("fedq node enroll"),
+            "fedq node {args}: {stderr}"
+        );
+    }
+    // The file at the default path is the one read.
+    let out = fedq_node_with_private_etc(&format!("cp {} /etc/fedq/node.toml", file.display()), "check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("/etc/fedq/node.toml: invalid node configuration: node.name is"), "{stderr}");
+    // A file given with --config is named the same way.
+    let out = fedq(&["node", "check", "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}: invalid node configuration: node.name is", file.display())),
+        "{stderr}"
+    );
+}
