@@ -1,6 +1,8 @@
 //! `fedq admin`: what administrators do over the REST API, from the saved session
 //! (`fedq login`). Organizations, collaborations, users and nodes are named by name or id;
-//! `--json` prints what the server answered.
+//! `--json` prints what the server answered, with organizations' names added beside their ids
+//! (`organization_name`, a collaboration's `members`, a dead letter's `sender_name` and
+//! `recipient_name`).
 
 use std::io::{IsTerminal as _, Read as _};
 
@@ -8,7 +10,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::CliError;
-use super::lookup::{collaboration, find, id_of, not_seen, organization};
+use super::lookup::{collaboration, find, id_of, not_seen, organization, with_organization_names};
 use crate::client::Client;
 
 #[derive(Debug, Subcommand)]
@@ -213,7 +215,9 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
                 (id_of(&collaboration(client, &collab).await?), id_of(&organization(client, &org).await?));
             client.delete(&format!("/collaborations/{c}/organizations/{o}")).await?
         }
-        AdminCommand::User(UserCommand::List) => client.get("/users").await?,
+        AdminCommand::User(UserCommand::List) => {
+            with_organization_names(client, client.get("/users").await?).await?
+        }
         AdminCommand::User(UserCommand::Create { username, role, org }) => {
             let organization = match org {
                 Some(org) => Some(id_of(&organization(client, &org).await?)),
@@ -235,9 +239,12 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
         AdminCommand::User(UserCommand::Role { user, role }) => {
             let users = client.get("/users").await?;
             let found = find(&users, &user, "username").ok_or_else(|| not_seen("user", &user))?;
-            client.patch(&format!("/users/{}", id_of(&found)), &json!({"role": role})).await?
+            let changed = client.patch(&format!("/users/{}", id_of(&found)), &json!({"role": role})).await?;
+            with_organization_names(client, changed).await?
         }
-        AdminCommand::Node(NodeCommand::List) => client.get("/nodes").await?,
+        AdminCommand::Node(NodeCommand::List) => {
+            with_organization_names(client, client.get("/nodes").await?).await?
+        }
         AdminCommand::Node(NodeCommand::Revoke { node, org }) => {
             let nodes = client.get("/nodes").await?;
             let org = match org {

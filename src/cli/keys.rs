@@ -1,6 +1,7 @@
 //! `fedq keys`: organization key files, the keys you trust, and publishing your organization's
 //! key (with a signed rotation when it replaces one).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::CliError;
+use super::{CliError, lookup};
 use crate::ids::OrgId;
 use crate::keys::{FirstUse, KeyId, KeyTrust, OrgKey, PublicKey, Rotation};
 
@@ -36,8 +37,8 @@ pub(super) enum KeysCommand {
     /// Trust an organization's key by its fingerprint, after comparing it with the organization
     /// out of band (also to accept a new key after it confirmed a change).
     Trust {
-        /// The organization.
-        org: OrgId,
+        /// The organization: its id, or its name as the logged-in session sees it.
+        org: String,
         /// The fingerprint (`SHA256:…`).
         fingerprint: KeyId,
         /// The store of trusted keys (default: yours; a node's is `<state_dir>/trusted-keys.json`).
@@ -68,6 +69,49 @@ fn store(path: Option<PathBuf>) -> Result<KeyTrust, CliError> {
     Ok(KeyTrust::open(&path, FirstUse::Refuse)?)
 }
 
+/// The organization named `org`: an id as it is (no session needed), a name as the logged-in
+/// session sees it (`fedq admin org list`). Its id, and its name when it is known.
+fn organization(org: &str) -> Result<(OrgId, Option<String>), CliError> {
+    if let Ok(id) = org.parse::<OrgId>() {
+        return Ok((id, org_names().remove(&id)));
+    }
+    let client = super::research::session_client()?;
+    let found = super::runtime()?.block_on(lookup::organization(&client, org))?;
+    let id = lookup::id_of(&found)
+        .parse()
+        .map_err(|_| CliError::BadInput(format!("the server gave no id for organization {org:?}")))?;
+    Ok((id, Some(org.to_owned())))
+}
+
+/// The names of the organizations the logged-in session sees, to print beside their ids. None
+/// without a session: the store of trusted keys holds ids only, and works without a server
+/// (a node's, say). When the server does not answer, the ids alone, and why on standard error.
+fn org_names() -> BTreeMap<OrgId, String> {
+    let Ok(client) = super::research::session_client() else { return BTreeMap::new() };
+    let listed = super::runtime().and_then(|r| Ok(r.block_on(client.get("/organizations"))?));
+    match listed {
+        Ok(orgs) => orgs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| Some((o["id"].as_str()?.parse().ok()?, o["name"].as_str()?.to_owned())))
+            .collect(),
+        Err(e) => {
+            eprintln!("(organizations by id only: their names could not be read: {e})");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// An organization as people know it: its name, then its id; the id alone when the name is
+/// not known.
+fn label(org: OrgId, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{name} ({org})"),
+        None => org.to_string(),
+    }
+}
+
 pub(super) fn run(command: KeysCommand) -> Result<(), CliError> {
     match command {
         KeysCommand::Generate { out } => {
@@ -80,19 +124,24 @@ pub(super) fn run(command: KeysCommand) -> Result<(), CliError> {
         KeysCommand::Public { key } => println!("{}", OrgKey::load(&key)?.public()),
         KeysCommand::Fingerprint { public_key } => println!("{}", public_key.id()),
         KeysCommand::Trust { org, fingerprint, store: path } => {
-            let added = store(path)?.trust(org, fingerprint)?;
-            if added {
-                eprintln!("organization {org}: key {fingerprint} is now trusted (and current)");
+            let store = store(path)?;
+            let (id, name) = organization(&org)?;
+            let shown = label(id, name.as_deref());
+            if store.trust(id, fingerprint)? {
+                eprintln!("organization {shown}: key {fingerprint} is now trusted (and current)");
             } else {
-                eprintln!("organization {org}: key {fingerprint} was already trusted");
+                eprintln!("organization {shown}: key {fingerprint} was already trusted");
             }
         }
         KeysCommand::Trusted { store: path } => {
-            for (org, keys) in store(path)?.list() {
+            let trusted = store(path)?.list();
+            let names = if trusted.is_empty() { BTreeMap::new() } else { org_names() };
+            for (org, keys) in trusted {
+                let org_label = label(org, names.get(&org).map(String::as_str));
                 for (i, key) in keys.iter().enumerate() {
                     let current = if i + 1 == keys.len() { "current" } else { "earlier" };
                     let how = serde_json::to_value(key.how).unwrap_or_default();
-                    println!("{org}  {}  {current}  {}", key.fingerprint, how.as_str().unwrap_or(""));
+                    println!("{org_label}  {}  {current}  {}", key.fingerprint, how.as_str().unwrap_or(""));
                 }
             }
         }
@@ -114,7 +163,10 @@ pub(super) fn run(command: KeysCommand) -> Result<(), CliError> {
                 // Your own new key is trusted here; partners follow the signed rotation.
                 let trust = Arc::clone(client.trust());
                 trust.trust_own(org, new.public())?;
-                println!("published {} for organization {org}", new.id());
+                // The key is published: a name that cannot be read now only leaves the id.
+                let shown = client.get(&format!("/organizations/{org}")).await.ok();
+                let name = shown.as_ref().and_then(|o| o["name"].as_str());
+                println!("published {} for organization {}", new.id(), label(org, name));
                 Ok::<(), CliError>(())
             })?;
         }

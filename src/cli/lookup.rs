@@ -23,7 +23,8 @@ pub fn id_of(item: &Value) -> String {
 /// The error for a name that matches nothing this session can see.
 pub fn not_seen(what: &str, name: &str) -> CliError {
     CliError::BadInput(format!(
-        "no {what} named {name:?} that this user can see (`fedq admin` takes a name or an id)"
+        "no {what} named {name:?} that this user can see (give its name or its id, as `fedq admin … list` \
+         shows them)"
     ))
 }
 
@@ -54,4 +55,22 @@ pub async fn collaboration_id(
 pub async fn collaboration(client: &Client, name_or_id: &str) -> Result<Value, CliError> {
     find(&client.get("/collaborations").await?, name_or_id, "name")
         .ok_or_else(|| not_seen("collaboration", name_or_id))
+}
+
+/// `answer` (a list of users or nodes, or one) with the name of each one's organization beside
+/// its id, as `organization_name`, where this session sees the organization.
+pub async fn with_organization_names(client: &Client, mut answer: Value) -> Result<Value, CliError> {
+    let orgs = client.get("/organizations").await?;
+    let items: Vec<&mut Value> = match &mut answer {
+        Value::Array(items) => items.iter_mut().collect(),
+        item => vec![item],
+    };
+    for item in items {
+        let name =
+            item["organization"].as_str().and_then(|id| find(&orgs, id, "name")).map(|o| o["name"].clone());
+        if let Some(name) = name {
+            item["organization_name"] = name;
+        }
+    }
+    Ok(answer)
 }

@@ -92,7 +92,10 @@ async fn a_researcher_runs_secure_sum_from_the_command_line() {
     assert!(err.contains("not trusted yet") && err.contains(&fingerprint_b), "{err}");
     cli.ok(&["keys", "trust", &b, &fingerprint_b]);
     let trusted = cli.ok(&["keys", "trusted"]);
-    assert!(trusted.contains(&format!("{b}  {fingerprint_b}  current  fingerprint")), "{trusted}");
+    assert!(
+        trusted.contains(&format!("registry-1 ({b})  {fingerprint_b}  current  fingerprint")),
+        "{trusted}"
+    );
     let results: Value = serde_json::from_str(&cli.ok(&strs(&args))).unwrap();
     assert_eq!(results.as_array().unwrap().len(), 2);
     for r in results.as_array().unwrap() {
@@ -179,6 +182,16 @@ async fn administrators_work_by_name_from_the_command_line() {
     assert!(user.status.success(), "{}", String::from_utf8_lossy(&user.stderr));
     let users = cli.ok(&["admin", "user", "list"]);
     assert!(users.contains("username=ada") && users.contains("role=researcher"), "{users}");
+    let ada = users.lines().find(|l| l.contains("username=ada")).unwrap();
+    assert!(ada.contains("organization_name=registry-a"), "{users}");
+    let registry_b = orgs.as_array().unwrap().iter().find(|o| o["name"] == "registry-b").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.node(registry_b, "node-b0").await;
+    let nodes = cli.ok(&["admin", "node", "list"]);
+    assert!(nodes.contains("name=node-b0") && nodes.contains("organization_name=registry-b"), "{nodes}");
     let changed = cli.ok(&["admin", "user", "role", "ada", "viewer"]);
     assert!(changed.contains("username=ada") && changed.contains("role=viewer"), "{changed}");
     let users = cli.ok(&["admin", "user", "list"]);
@@ -271,5 +284,68 @@ async fn refused_envelopes_are_listed_for_administrators() {
     assert_eq!(listed[0]["sender_name"], "registry-b", "{listed}");
     assert_eq!(listed[0]["recipient_name"], "registry-a", "{listed}");
     assert_eq!(cli.ok(&["admin", "dead-letters", "list", "--reason", "expired"]), "");
+    app.cleanup().await;
+}
+
+/// `fedq keys trust`, `trusted` and `publish` name organizations as people know them: by name
+/// beside the id, and `trust` takes either; without a session, ids work and print alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_commands_take_and_show_organization_names() {
+    let app = support::spawn_app().await;
+    let a = app.org("registry-a").await;
+    let b = app.org("registry-b").await;
+    app.collaboration("registries", &[a.org(), b.org()]).await;
+    app.user(a.org(), "ada", "researcher").await;
+    let server = format!("http://{}", app.addr);
+    let login = |cli: &Cli, user: &str| {
+        let out = cli.run(
+            &["login", "--server", &server, "--user", user, "--password-stdin"],
+            Some("a-long-password-123\n"),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    // A's administrator publishes a new key (a replacement, without a signed rotation).
+    let admin = Cli { session: tempfile::tempdir().unwrap() };
+    login(&admin, "admin-of-registry-a");
+    let key = admin.session.path().join("new.key");
+    admin.ok(&["keys", "generate", "--out", key.to_str().unwrap()]);
+    let published = admin.ok(&["keys", "publish", "--key", key.to_str().unwrap()]);
+    assert!(published.contains(&format!("for organization registry-a ({})", a.org())), "{published}");
+
+    // ada trusts B's key by B's name, then by its id.
+    let ada = Cli { session: tempfile::tempdir().unwrap() };
+    login(&ada, "ada");
+    let fingerprint = b.current().id().to_string();
+    let out = ada.run(&["keys", "trust", "registry-b", &fingerprint], None);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("organization registry-b ({}): key {fingerprint} is now trusted", b.org())),
+        "{said}"
+    );
+    let out = ada.run(&["keys", "trust", &b.org().to_string(), &fingerprint], None);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("organization registry-b ({}): key {fingerprint} was already", b.org())),
+        "{said}"
+    );
+    let trusted = ada.ok(&["keys", "trusted"]);
+    assert!(
+        trusted.contains(&format!("registry-b ({})  {fingerprint}  current  fingerprint", b.org())),
+        "{trusted}"
+    );
+    let err = ada.fails(&["keys", "trust", "registry-z", &fingerprint]);
+    assert!(err.contains("no organization named \"registry-z\""), "{err}");
+
+    // Without a session: an id works and prints alone; a name needs a session, and says so.
+    let offline = Cli { session: tempfile::tempdir().unwrap() };
+    let out = offline.run(&["keys", "trust", &b.org().to_string(), &fingerprint], None);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains(&format!("organization {}: key {fingerprint} is now trusted", b.org())), "{said}");
+    let listed = offline.ok(&["keys", "trusted"]);
+    assert!(listed.starts_with(&format!("{}  {fingerprint}", b.org())), "{listed}");
+    assert!(offline.fails(&["keys", "trust", "registry-b", &fingerprint]).contains("not logged in"));
     app.cleanup().await;
 }
