@@ -116,6 +116,9 @@ async fn a_researcher_runs_secure_sum_from_the_command_line() {
     assert!(cli.ok(&["task", "show", &id]).contains("completed"));
     let fetched = cli.ok(&["result", &id, "--key", key, "--timeout", "30"]);
     assert!(fetched.contains("\"N\":21"), "{fetched}");
+    let fetched: Value = serde_json::from_str(&cli.ok(&["result", &id, "--key", key, "--json"])).unwrap();
+    assert_eq!(fetched[0]["output"]["N"], 21, "{fetched}");
+    assert!(fetched[0]["organization_name"].as_str().unwrap().starts_with("registry-"), "{fetched}");
 
     // A key that is not the organization's published one.
     let wrong = cli.session.path().join("other.key");
@@ -347,5 +350,62 @@ async fn key_commands_take_and_show_organization_names() {
     let listed = offline.ok(&["keys", "trusted"]);
     assert!(listed.starts_with(&format!("{}  {fingerprint}", b.org())), "{listed}");
     assert!(offline.fails(&["keys", "trust", "registry-b", &fingerprint]).contains("not logged in"));
+    app.cleanup().await;
+}
+
+/// The README's commands that the other tests leave out: a key published with a rotation signed
+/// by the key it replaces (`keys publish --previous-key`), a partner's first key trusted on first
+/// use (`task create --trust-on-first-use`), and a task killed from the command line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_rotation_first_use_and_kill_from_the_command_line() {
+    let app = support::spawn_app().await;
+    let a = app.org("registry-a").await;
+    let b = app.org("registry-b").await;
+    app.collaboration("registries", &[a.org(), b.org()]).await;
+    app.user(a.org(), "ada", "researcher").await;
+    let server = format!("http://{}", app.addr);
+    let login = |cli: &Cli, user: &str| {
+        let out = cli.run(
+            &["login", "--server", &server, "--user", user, "--password-stdin"],
+            Some("a-long-password-123\n"),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    // A's administrator rotates A's key, signing the hand-over with the current one.
+    let admin = Cli { session: tempfile::tempdir().unwrap() };
+    login(&admin, "admin-of-registry-a");
+    let (old, new) = (admin.session.path().join("old.key"), admin.session.path().join("new.key"));
+    a.current().write_new(&old).unwrap();
+    admin.ok(&["keys", "generate", "--out", new.to_str().unwrap()]);
+    admin.ok(&["keys", "publish", "--key", new.to_str().unwrap(), "--previous-key", old.to_str().unwrap()]);
+    let (_, history) =
+        app.call("GET", &format!("/organizations/{}/keys", a.org()), Some(&app.root_token), None).await;
+    assert_eq!(history[0]["previous_key_id"], a.current().id().to_string(), "{history}");
+    assert!(history[0]["rotation_signature"].is_string(), "the rotation is signed: {history}");
+
+    // ada seals with A's new key, trusting B's first key on first use; then kills the task.
+    let ada = Cli { session: tempfile::tempdir().unwrap() };
+    login(&ada, "ada");
+    let key = ada.session.path().join("registry-a.key");
+    std::fs::copy(&new, &key).unwrap();
+    let key = key.to_str().unwrap();
+    let base = ["--org", "registry-a", "--org", "registry-b", "--input-json", r#"{"share": true}"#];
+    let err = ada.fails(&strs(&task_create("registries", "fedq/secure-sum:0.1.0", key, &base)));
+    assert!(err.contains("not trusted yet"), "{err}");
+    let with_first_use = [&base[..], &["--trust-on-first-use"]].concat();
+    let out = ada.run(&strs(&task_create("registries", "fedq/secure-sum:0.1.0", key, &with_first_use)), None);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains(&b.current().id().to_string()), "the key trusted on first use is printed: {said}");
+    let task = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let trusted = ada.ok(&["keys", "trusted"]);
+    assert!(trusted.contains(&format!("{}  current  first-use", b.current().id())), "{trusted}");
+
+    let out = ada.run(&["task", "kill", &task], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("task {task} killed")));
+    let shown = ada.ok(&["task", "show", &task]);
+    assert!(shown.contains("killed") && !shown.contains("pending"), "{shown}");
     app.cleanup().await;
 }
