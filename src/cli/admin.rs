@@ -285,10 +285,10 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
             }
             let created = client.post(&format!("/organizations/{org}/enrollments"), &body).await?;
             eprintln!(
-                "a token for node {node_name} of {}, valid once, until {} UTC; on the node's machine:\n  \
+                "a token for node {node_name} of {}, valid once, until {}; on the node's machine:\n  \
                  FEDQ_ENROLLMENT_TOKEN=… fedq node enroll --server URL [--ca-file CA.pem] …",
                 created["organization_name"].as_str().unwrap_or_default(),
-                crate::time::Timestamp::from_millis(system_time_millis(&created["expires_at"])),
+                humantime::format_rfc3339_seconds(system_time(&created["expires_at"])),
             );
             created
         }
@@ -354,10 +354,7 @@ fn dead_letter_line(item: &Value) -> String {
         Some(name) => name.to_owned(),
         None => text(field),
     };
-    let received = std::time::UNIX_EPOCH
-        + std::time::Duration::from_millis(
-            u64::try_from(system_time_millis(&item["received_at"])).unwrap_or(0),
-        );
+    let received = system_time(&item["received_at"]);
     format!(
         "{}  {}  kind={}  from={}  to={}  task={}  publisher={}  size={}  {}",
         humantime::format_rfc3339_seconds(received),
@@ -409,9 +406,9 @@ fn read_password(username: &str) -> Result<String, CliError> {
     Ok(first)
 }
 
-/// Milliseconds since the epoch of a `SystemTime` as serde writes it.
-fn system_time_millis(value: &Value) -> i64 {
-    let secs = value["secs_since_epoch"].as_i64().unwrap_or(0);
-    let nanos = value["nanos_since_epoch"].as_i64().unwrap_or(0);
-    secs * 1000 + nanos / 1_000_000
+/// A `SystemTime` as serde writes it (the epoch if it is not one).
+fn system_time(value: &Value) -> std::time::SystemTime {
+    let secs = value["secs_since_epoch"].as_u64().unwrap_or(0);
+    let nanos = value["nanos_since_epoch"].as_u64().unwrap_or(0);
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs) + std::time::Duration::from_nanos(nanos)
 }

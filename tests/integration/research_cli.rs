@@ -203,8 +203,15 @@ async fn administrators_work_by_name_from_the_command_line() {
     assert!(err.contains("belongs to no organization"), "{err}");
     let err = cli.fails(&["admin", "collab", "add", "registries", "registry-z"]);
     assert!(err.contains("no organization named \"registry-z\""), "{err}");
-    let token = cli.ok(&["admin", "enrollment", "create", "registry-b", "node-b1"]);
+    let created = cli.run(&["admin", "enrollment", "create", "registry-b", "node-b1"], None);
+    let token = String::from_utf8_lossy(&created.stdout);
     assert!(token.trim().starts_with("fedq_e_"), "{token}");
+    // The token's expiry for people: a date and time a day from now, not a count of milliseconds.
+    let said = String::from_utf8_lossy(&created.stderr);
+    let until = said.split("valid once, until ").nth(1).and_then(|rest| rest.split(';').next()).unwrap();
+    let until = humantime::parse_rfc3339(until).unwrap_or_else(|e| panic!("{until:?}: {e}"));
+    let left = until.duration_since(std::time::SystemTime::now()).unwrap().as_secs();
+    assert!((86_300..=86_400).contains(&left), "{said}");
     cli.ok(&["admin", "user", "delete", "ada"]);
     assert!(!cli.ok(&["admin", "user", "list"]).contains("username=ada"));
     app.cleanup().await;
