@@ -273,6 +273,10 @@ async fn run_federation(
         router: RouterConfig::default(),
         auth: AuthConfig::default(),
         retention: Default::default(),
+        transparency: fedq::server::config::TransparencyConfig {
+            key_file: work.join("transparency.key"),
+            ..Default::default()
+        },
         bootstrap: Some(BootstrapConfig {
             root_username: "root".into(),
             root_password: SecretString::from(root_password.clone()),
@@ -427,6 +431,7 @@ async fn run_federation(
                 },
                 data: [(label.to_owned(), data)].into_iter().collect(),
                 peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },
+                transparency: Default::default(),
                 metrics: Default::default(),
             };
             nodes.push(fedq::node::start(node).await?);

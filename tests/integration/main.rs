@@ -33,4 +33,5 @@ mod server;
 mod server_process;
 mod shell_algorithm;
 mod tls;
+mod transparency;
 mod vertical;

@@ -338,6 +338,7 @@ async fn secure_sum_across_a_network_over_tls() {
         ("FEDQ_BROKER__MANAGEMENT_PASSWORD", PASSWORD.into()),
         ("FEDQ_BOOTSTRAP__ROOT_USERNAME", "root".into()),
         ("FEDQ_BOOTSTRAP__ROOT_PASSWORD", PASSWORD.into()),
+        ("FEDQ_TRANSPARENCY__KEY_FILE", ns.path("transparency.key").display().to_string()),
     ]);
     let tls = trusting(&ca);
     let health = tls.http_client("test", Duration::from_secs(5)).unwrap();
@@ -476,6 +477,7 @@ async fn secure_sum_across_a_network_over_tls() {
             },
             data: [("patients".to_owned(), dir.join("patients.csv"))].into_iter().collect(),
             peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },
+            transparency: Default::default(),
             metrics: Default::default(),
         };
         nodes

@@ -72,6 +72,44 @@ async fn a_killed_server_loses_nothing_and_a_terminated_one_stops_cleanly_withou
     }
     assert_eq!((accepted, replays), (sent.len(), extra));
 
+    // The transparency log, decided by the same commits: once the sequencer has caught up, every
+    // envelope routed has exactly one leaf, the indexes are dense, and the leaves give the root
+    // of the newest signed head.
+    let sql = app.sql().await;
+    eventually(30, "the sequencer to catch up", || async {
+        let n: i64 = sql.query_one("SELECT count(*) FROM transparency_pending", &[]).await.ok()?.get(0);
+        (n == 0).then_some(())
+    })
+    .await;
+    let rows = sql.query("SELECT idx, leaf FROM transparency_leaves ORDER BY idx", &[]).await.unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.get::<_, i64>(0), i as i64, "dense indexes");
+    }
+    let leaves: Vec<Vec<u8>> = rows.iter().map(|r| r.get(1)).collect();
+    let mut envelope_ids = Vec::new();
+    for leaf in &leaves {
+        if let fedq::transparency::Leaf::Envelope(e) = fedq::transparency::Leaf::decode(leaf).unwrap() {
+            envelope_ids.push(e.id);
+        }
+    }
+    let routed: i64 = sql.query_one("SELECT count(*) FROM routing_log", &[]).await.unwrap().get(0);
+    assert_eq!(envelope_ids.len() as i64, routed, "one leaf per routed envelope");
+    let logged: HashSet<_> = envelope_ids.iter().collect();
+    assert_eq!(logged.len(), envelope_ids.len(), "no envelope logged twice");
+    for bytes in &sent {
+        let id = envelope::parse(bytes, usize::MAX).unwrap().header.id;
+        assert!(logged.contains(&id), "every envelope B sent is in the log");
+    }
+    let head = sql
+        .query_one("SELECT size, root FROM transparency_heads ORDER BY size DESC LIMIT 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(head.get::<_, i64>(0), leaves.len() as i64);
+    let tree = fedq::transparency::MerkleTree::from_leaf_hashes(
+        leaves.iter().map(|l| fedq::transparency::leaf_hash(l)),
+    );
+    assert_eq!(head.get::<_, &[u8]>(1), tree.root().as_slice(), "the signed root is the leaves'");
+
     // SIGTERM: a graceful stop.
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();

@@ -158,6 +158,11 @@ pub async fn prepare() -> (ServerConfig, String, String) {
         router: RouterConfig::default(),
         auth: AuthConfig::default(),
         retention: Default::default(),
+        // The log key of this test's server (and its replicas), removed by `cleanup`.
+        transparency: fedq::server::config::TransparencyConfig {
+            key_file: log_key_file(&db_name),
+            sequence_interval_ms: 100,
+        },
         bootstrap: Some(BootstrapConfig {
             root_username: "root".into(),
             root_password: SecretString::from(ROOT_PASSWORD),
@@ -166,6 +171,13 @@ pub async fn prepare() -> (ServerConfig, String, String) {
         metrics: fedq::metrics::MetricsSection { listen: Some("127.0.0.1:0".parse().unwrap()) },
     };
     (config, db_name, vhost)
+}
+
+/// Where the log key of the test server with database `db_name` lives.
+pub fn log_key_file(db_name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("fedq-test-log-keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{db_name}.key"))
 }
 
 /// A TCP port free on loopback now.
@@ -208,6 +220,8 @@ pub fn spawn_server_process_with(
         .env("FEDQ_BROKER__MANAGEMENT_PASSWORD", config.broker.management_password.expose_secret())
         .env("FEDQ_BOOTSTRAP__ROOT_USERNAME", "root")
         .env("FEDQ_BOOTSTRAP__ROOT_PASSWORD", ROOT_PASSWORD)
+        .env("FEDQ_TRANSPARENCY__KEY_FILE", &config.transparency.key_file)
+        .env("FEDQ_TRANSPARENCY__SEQUENCE_INTERVAL_MS", config.transparency.sequence_interval_ms.to_string())
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
@@ -409,6 +423,7 @@ impl TestApp {
 
 /// Removes a test's virtual host and database.
 async fn remove_test_services(vhost: &str, db_name: &str) {
+    let _ = std::fs::remove_file(log_key_file(db_name));
     let _ = management().delete_vhost(vhost).await;
     if let Ok((admin, conn)) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls).await {
         tokio::spawn(conn);

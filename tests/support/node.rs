@@ -116,6 +116,7 @@ pub async fn register_node(
         data: Default::default(),
         // Probe tests trust partners on first use; `Federation` pins every key instead.
         peers: PeersSection { trust_on_first_use: true, ..PeersSection::default() },
+        transparency: Default::default(),
         metrics: fedq::metrics::MetricsSection { listen: Some("127.0.0.1:0".parse().unwrap()) },
     };
     let config_path = dir.join("node.toml");

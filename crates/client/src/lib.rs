@@ -6,6 +6,8 @@ use fedq_core::{contract, ids, protocol, time};
 use fedq_envelope::{envelope, keys};
 use fedq_tls as tls;
 
+pub mod audit;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CollaborationId, JobId, NodeId, OrgId, RunId, TaskId};
-use crate::protocol::heartbeat::PolicySummary;
+use crate::protocol::heartbeat::{LogReport, PolicySummary};
 use crate::protocol::{JobStatus, TaskStatus};
 
 /// A secret the server shows once (an API key, a broker password): the string itself on the
@@ -176,6 +176,9 @@ pub struct Node {
     pub revoked_at: Option<SystemTime>,
     /// What it said it agrees to run, with its last heartbeat.
     pub policy: Option<PolicySummary>,
+    /// What its monitor of the transparency log reported with its last heartbeat.
+    #[serde(default)]
+    pub transparency: Option<LogReport>,
 }
 
 /// `POST /nodes` and `POST /enroll` answer: the node and its credentials, shown once.
@@ -262,4 +265,60 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "<redacted>");
         assert_eq!(serde_json::to_value(&secret).unwrap(), "fedq_n_very-secret");
     }
+}
+
+/// The transparency log's public key (`GET /transparency/key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogKey {
+    /// `Ed25519`.
+    pub algorithm: String,
+    /// The 32-byte public key, in hex.
+    pub public_key: String,
+}
+
+/// A signed tree head of the transparency log (`GET /transparency/tree-head`). The signature
+/// covers the label `fedq transparency log tree head v1\0`, then size, root and timestamp
+/// (docs/protocol.md, "The transparency log").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeHeadBody {
+    /// Leaves in the tree.
+    pub size: u64,
+    /// The Merkle tree head (RFC 9162), 32 bytes in hex.
+    pub root: String,
+    /// When the log signed it, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Ed25519, 64 bytes in hex.
+    pub signature: String,
+}
+
+/// That a leaf is in the tree of a size (`GET /transparency/proof/inclusion`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProofBody {
+    /// The leaf's index.
+    pub leaf_index: u64,
+    /// The size of the tree it is proven in.
+    pub tree_size: u64,
+    /// The audit path (RFC 9162, 2.1.3), hashes in hex.
+    pub path: Vec<String>,
+}
+
+/// That the tree of size `from` is a prefix of the tree of size `to`
+/// (`GET /transparency/proof/consistency`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyProofBody {
+    /// The older size.
+    pub from: u64,
+    /// The newer size.
+    pub to: u64,
+    /// The consistency proof (RFC 9162, 2.1.4), hashes in hex.
+    pub path: Vec<String>,
+}
+
+/// One leaf of the log (`GET /transparency/entries`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Its index.
+    pub index: u64,
+    /// The leaf's bytes (layout version 1), in hex.
+    pub leaf: String,
 }

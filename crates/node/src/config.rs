@@ -38,6 +38,9 @@ pub struct NodeConfig {
     /// Trust in other organizations' keys.
     #[serde(default)]
     pub peers: PeersSection,
+    /// The monitor of the server's transparency log.
+    #[serde(default)]
+    pub transparency: TransparencySection,
     /// Prometheus metrics (off unless `listen` is set).
     #[serde(default)]
     pub metrics: fedq_service::metrics::MetricsSection,
@@ -245,6 +248,36 @@ pub struct PeersSection {
     /// one (envelopes sealed before the rotation, still in a queue). Counted on this node's
     /// clock: a thief of the old key cannot stretch it by back-dating.
     pub retired_key_grace_secs: u64,
+}
+
+/// The monitor of the server's transparency log (docs/protocol.md, "The transparency log").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransparencySection {
+    /// The log's public key (Ed25519, 64 hex digits), as `fedq node enroll` wrote it; when
+    /// absent, the key the server shows at the first check is pinned in the state directory.
+    pub log_key: Option<String>,
+    /// Seconds between two checks of the log.
+    pub check_secs: u64,
+    /// Seconds within which an envelope delivered to this node must be in the log.
+    pub inclusion_delay_secs: u64,
+    /// The organization's other nodes: their registration is not an alarm.
+    pub nodes: Vec<crate::ids::NodeId>,
+    /// When set, the collaborations this organization agreed to join: a membership in any
+    /// other is an alarm. When absent, memberships are logged, not alarmed.
+    pub collaborations: Option<Vec<crate::ids::CollaborationId>>,
+}
+
+impl Default for TransparencySection {
+    fn default() -> Self {
+        Self {
+            log_key: None,
+            check_secs: 10,
+            inclusion_delay_secs: 60,
+            nodes: Vec::new(),
+            collaborations: None,
+        }
+    }
 }
 
 impl Default for PeersSection {

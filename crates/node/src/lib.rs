@@ -22,6 +22,7 @@ mod endpoint;
 pub mod enroll;
 mod jobs;
 pub mod link;
+mod log_monitor;
 pub mod metrics;
 pub mod policy;
 pub mod server;
@@ -130,6 +131,8 @@ pub(crate) struct Core {
     halt: watch::Receiver<bool>,
     /// Prometheus metrics.
     metrics: metrics::NodeMetrics,
+    /// The monitor of the server's transparency log.
+    log: log_monitor::LogMonitor,
 }
 
 /// The jobs this node runs now, and what is kept about the ones it ran.
@@ -233,6 +236,12 @@ impl RunningNode {
         self.core.tally.key_waits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// What the transparency log's monitor found: the size it last checked, its alarms since
+    /// start.
+    pub fn log_report(&self) -> crate::protocol::heartbeat::LogReport {
+        self.core.log.report()
+    }
+
     /// Envelopes that opened but asked for what their sender may not do, by reason code.
     pub fn refusals(&self) -> HashMap<&'static str, u64> {
         self.core.tally.refusals.lock().expect("not poisoned").clone()
@@ -271,7 +280,11 @@ impl RunningNode {
             task.abort();
             let _ = task.await;
         }
-        let _ = self.core.server.heartbeat(false, &self.core.config.policy_summary()).await;
+        let _ = self
+            .core
+            .server
+            .heartbeat(false, &self.core.config.policy_summary(), self.core.log.report())
+            .await;
         self.core.sandbox.teardown().await;
         tracing::info!("node stopped");
     }
@@ -316,11 +329,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         trust.clone(),
     )
     .map_err(|e| NodeError::Server(e.to_string()))?;
-    match server.whoami().await {
-        Ok(actual) if actual != me.org() => {
+    let metrics = metrics::NodeMetrics::new();
+    let own_keys = me.keys().map(|k| *k.id().as_bytes()).collect();
+    let log = log_monitor::LogMonitor::open(
+        me.org(),
+        own_keys,
+        config.transparency.clone(),
+        &config.node.state_dir,
+        metrics.clone(),
+    )
+    .map_err(|source| NodeError::State { path: config.node.state_dir.clone(), source })?;
+    match server.whoami_node().await {
+        Ok((_, actual)) if actual != me.org() => {
             return Err(NodeError::WrongOrganization { configured: me.org(), actual });
         }
-        Ok(_) => {}
+        Ok((node, _)) => log.set_node(node),
         // The server may be down; the node still serves what the broker holds.
         Err(e) => tracing::warn!(error = %e, "could not check the API key with the server"),
     }
@@ -358,7 +381,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         arrivals: watch::channel(0).0,
         stop,
         halt,
-        metrics: metrics::NodeMetrics::new(),
+        metrics,
+        log,
         me,
         state,
         server,
@@ -392,6 +416,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tasks.push(tokio::spawn(heartbeats(core.clone())));
     tasks.push(tokio::spawn(collect_garbage(core.clone())));
     tasks.push(tokio::spawn(watch_firewall(core.clone())));
+    let monitor = core.clone();
+    tasks
+        .push(tokio::spawn(async move { monitor.log.run(monitor.server.api(), monitor.halt.clone()).await }));
     if let Some(interval) = sd_notify::watchdog_enabled() {
         tasks.push(tokio::spawn(async move {
             loop {
@@ -422,7 +449,7 @@ async fn heartbeats(core: Arc<Core>) {
     loop {
         core.metrics.set_running(core.running.jobs.lock().expect("not poisoned").len());
         let online = core.link.is_connected();
-        match core.server.heartbeat(online, &core.config.policy_summary()).await {
+        match core.server.heartbeat(online, &core.config.policy_summary(), core.log.report()).await {
             Ok(()) => failing = false,
             Err(e) if !failing => {
                 tracing::warn!(error = %e, "heartbeat failed");

@@ -40,6 +40,8 @@ pub struct NodeMetrics {
     requests: Family<Request, Counter>,
     rejected: Family<ByReason, Counter>,
     refused: Family<ByReason, Counter>,
+    log_alarms: Family<ByReason, Counter>,
+    log_size: Gauge,
 }
 
 impl Default for NodeMetrics {
@@ -80,7 +82,25 @@ impl NodeMetrics {
             "Envelopes that opened but asked for what their sender may not do, by reason code",
             refused.clone(),
         );
-        Self { registry: Arc::new(registry), jobs, running, container_start, requests, rejected, refused }
+        let log_alarms = Family::<ByReason, Counter>::default();
+        registry.register(
+            "log_alarms",
+            "Alarms of the transparency log's monitor (the server's log misbehaved or logged a change this organization did not make), by code",
+            log_alarms.clone(),
+        );
+        let log_size = Gauge::default();
+        registry.register("log_size", "Leaves in the last transparency-log head checked", log_size.clone());
+        Self {
+            registry: Arc::new(registry),
+            jobs,
+            running,
+            container_start,
+            requests,
+            rejected,
+            refused,
+            log_alarms,
+            log_size,
+        }
     }
 
     /// The registry, to serve.
@@ -117,5 +137,15 @@ impl NodeMetrics {
     /// An envelope refused for what it asked.
     pub fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ByReason { reason }).inc();
+    }
+
+    /// The transparency log's monitor raised an alarm.
+    pub fn log_alarm(&self, reason: &'static str) {
+        self.log_alarms.get_or_create(&ByReason { reason }).inc();
+    }
+
+    /// The transparency log's monitor checked a head of `size` leaves.
+    pub fn log_size(&self, size: u64) {
+        self.log_size.set(i64::try_from(size).unwrap_or(i64::MAX));
     }
 }

@@ -12,9 +12,9 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::client::{Client, ClientError, KeyDecision};
-use crate::ids::{CollaborationId, JobId, OrgId, RunId, TaskId};
+use crate::ids::{CollaborationId, JobId, NodeId, OrgId, RunId, TaskId};
 use crate::keys::{KeyId, KeyTrust, PublicKey, SenderKeys, TrustError};
-use crate::protocol::heartbeat::{Heartbeat, PolicySummary};
+use crate::protocol::heartbeat::{Heartbeat, LogReport, PolicySummary};
 
 /// One job of a new (sub)task.
 #[derive(Debug, Clone)]
@@ -45,19 +45,33 @@ impl ServerClient {
         Ok(Self { api: Client::with_token(base, tls, api_key)?.with_trust(trust) })
     }
 
-    /// Which organization the API key belongs to.
-    pub async fn whoami(&self) -> Result<OrgId, ClientError> {
-        let body = self.api.get("/users/me").await?;
-        body["organization"]
-            .as_str()
-            .and_then(|o| o.parse().ok())
-            .ok_or_else(|| ClientError::Decode(format!("no organization in {body}")))
+    /// The REST client itself, for reading the transparency log.
+    pub fn api(&self) -> &Client {
+        &self.api
     }
 
-    /// Tells the server this node is online (or going offline) and what it agrees to run.
-    pub async fn heartbeat(&self, online: bool, policy: &PolicySummary) -> Result<(), ClientError> {
-        let body =
-            Heartbeat { version: env!("CARGO_PKG_VERSION").into(), online, policy: Some(policy.clone()) };
+    /// This node's id and organization, as the server knows its API key.
+    pub async fn whoami_node(&self) -> Result<(NodeId, OrgId), ClientError> {
+        let body = self.api.get("/users/me").await?;
+        let id = body["id"].as_str().and_then(|o| o.parse().ok());
+        let org = body["organization"].as_str().and_then(|o| o.parse().ok());
+        id.zip(org).ok_or_else(|| ClientError::Decode(format!("no node id and organization in {body}")))
+    }
+
+    /// Tells the server this node is online (or going offline), what it agrees to run, and what
+    /// its monitor of the transparency log found.
+    pub async fn heartbeat(
+        &self,
+        online: bool,
+        policy: &PolicySummary,
+        transparency: LogReport,
+    ) -> Result<(), ClientError> {
+        let body = Heartbeat {
+            version: env!("CARGO_PKG_VERSION").into(),
+            online,
+            policy: Some(policy.clone()),
+            transparency: Some(transparency),
+        };
         let body = serde_json::to_value(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
         self.api.post("/node/heartbeat", &body).await.map(drop)
     }

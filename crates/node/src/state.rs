@@ -419,7 +419,7 @@ impl SeenLog {
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     crate::files::write_atomic(path, bytes, 0o600)
 }
 

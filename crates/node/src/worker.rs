@@ -55,7 +55,7 @@ async fn consume_once(core: &Arc<Core>) -> SessionEnd {
     };
     tracing::info!(%queue, "consuming");
     // Tell the server at once rather than at the next heartbeat.
-    let _ = core.server.heartbeat(true, &core.config.policy_summary()).await;
+    let _ = core.server.heartbeat(true, &core.config.policy_summary(), core.log.report()).await;
     let mut stop = core.stop.clone();
     loop {
         let next = tokio::select! {
@@ -122,6 +122,8 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
         }
     };
     let header = opened.header.clone();
+    // The broker delivered it, so the server routed it: its leaf must be in the log.
+    core.log.received(&header, &delivery.data);
     let payload = match opened.decode() {
         Ok(payload) => payload,
         Err(e) => {

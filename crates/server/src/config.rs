@@ -31,6 +31,9 @@ pub struct ServerConfig {
     /// How long what grows with traffic is kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The transparency log.
+    #[serde(default)]
+    pub transparency: TransparencyConfig,
     /// A root administrator created at start-up if none exists.
     #[serde(default)]
     pub bootstrap: Option<BootstrapConfig>,
@@ -208,6 +211,32 @@ impl RetentionConfig {
             return Err("retention.interval_secs and retention.batch_rows must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+/// The transparency log (docs/protocol.md, "The transparency log").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransparencyConfig {
+    /// The file of the log's signing key (Ed25519, mode 0600), created at the first start if
+    /// absent. Every replica of one server must read the same key: members' monitors take a
+    /// head signed by another key for a forgery.
+    pub key_file: PathBuf,
+    /// Milliseconds between two steps of the sequencer, which gives queued leaves their place in
+    /// the tree and signs the new head: the longest a leaf waits when traffic is light.
+    pub sequence_interval_ms: u64,
+}
+
+impl Default for TransparencyConfig {
+    fn default() -> Self {
+        Self { key_file: PathBuf::from("/var/lib/fedq/transparency.key"), sequence_interval_ms: 500 }
+    }
+}
+
+impl TransparencyConfig {
+    /// The sequencer's interval as a duration (at least a millisecond).
+    pub fn sequence_interval(&self) -> Duration {
+        Duration::from_millis(self.sequence_interval_ms.max(1))
     }
 }
 

@@ -25,6 +25,7 @@ pub mod http;
 pub mod metrics;
 mod retention;
 pub mod router;
+pub mod transparency;
 
 use std::net::SocketAddr;
 use std::str::FromStr as _;
@@ -200,6 +201,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     );
     let mode = listener_mode(&config.http)?;
     config.retention.validate().map_err(ServerError::Config)?;
+    let transparency = transparency::Log::open(&config.transparency.key_file).map_err(|e| {
+        ServerError::Config(format!(
+            "transparency.key_file: {e} (the file is created at the first start when its directory is writable)"
+        ))
+    })?;
 
     let pool = db::pool(&config.database.url, config.database.pool_size, &config.database.tls)?;
     migrate_when_ready(&pool).await?;
@@ -252,6 +258,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         throttle: app::throttle::LoginThrottle::new(&config.auth, app::logins::verify_password),
         config: config.clone(),
         metrics: metrics.clone(),
+        transparency: transparency.clone(),
     });
     if let Err(e) = app::logins::bootstrap_root(&state).await {
         tracing::warn!(error = %e.message, "could not create the bootstrap root administrator");
@@ -272,6 +279,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         pool.clone(),
         config.retention.clone(),
         metrics.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(transparency::run(
+        transparency,
+        pool.clone(),
+        config.transparency.sequence_interval(),
         shutdown_rx.clone(),
     )));
     let broker_task =

@@ -11,6 +11,8 @@
 use fedq_core::ids::{CollaborationId, MessageId, NodeId, OrgId, RunId, TaskId};
 use fedq_core::protocol::Kind;
 use fedq_core::time::Timestamp;
+use fedq_envelope::envelope::Header;
+use sha2::{Digest as _, Sha256};
 
 use crate::tree::{Hash, leaf_hash};
 
@@ -55,6 +57,26 @@ pub struct EnvelopeLeaf {
     pub run: RunId,
     /// When the sender sealed it, by its clock.
     pub created_at: Timestamp,
+}
+
+impl EnvelopeLeaf {
+    /// The leaf of an envelope, from its full bytes and their parsed header: what the router
+    /// logs and what anyone holding the envelope recomputes.
+    pub fn of(header: &Header, bytes: &[u8]) -> Self {
+        Self {
+            digest: Sha256::digest(bytes).into(),
+            id: header.id,
+            kind: header.kind,
+            sender: header.sender,
+            sender_key: *header.sender_key.as_bytes(),
+            recipient: header.recipient,
+            recipient_key: *header.recipient_key.as_bytes(),
+            collaboration: header.collaboration,
+            task: header.task,
+            run: header.run,
+            created_at: header.created_at,
+        }
+    }
 }
 
 /// An event that decides whom an organization trusts, and when the server recorded it.
@@ -117,7 +139,8 @@ pub enum Event {
     UserRoleChanged {
         /// The user's id.
         user: uuid::Uuid,
-        /// 1 researcher, 2 organization administrator, 0 removed.
+        /// 0 removed, 1 researcher, 2 organization administrator, 3 viewer (4, root, belongs to no
+        /// organization and is not logged).
         role: u8,
     },
 }

@@ -7,14 +7,18 @@
 //! so a server that rewrote history or showed two organizations different histories is caught
 //! by arithmetic, not trust.
 
+pub mod frontier;
 pub mod leaf;
 pub mod monitor;
 pub mod proof;
 pub mod tree;
 pub mod tree_head;
+pub mod wire;
 
+pub use frontier::Frontier;
 pub use leaf::{EnvelopeLeaf, Event, EventLeaf, Leaf, LeafError};
 pub use monitor::{Accepted, Alarm, Monitor};
 pub use proof::{ProofError, verify_consistency, verify_inclusion};
 pub use tree::{Hash, MerkleTree, leaf_hash, node_hash};
 pub use tree_head::{SignedTreeHead, TreeHead, TreeHeadError};
+pub use wire::WireError;

@@ -43,6 +43,38 @@ pub enum Alarm {
         /// The two heads, as evidence.
         heads: Box<(TreeHead, TreeHead)>,
     },
+    /// The leaves the log served, appended to the ones already checked, do not give the root it
+    /// signed: it served forged entries, or history before them changed.
+    #[error(
+        "the log's entries up to {size} do not give the root it signed for that size: entries were forged or history before them was rewritten"
+    )]
+    EntriesMismatch {
+        /// The size of the signed head.
+        size: u64,
+    },
+    /// The log signs with another key than the one pinned.
+    #[error(
+        "the log's key is now {now}, not the pinned {pinned}: a new key makes every head it signs unverifiable"
+    )]
+    KeyChanged {
+        /// The pinned key, hex.
+        pinned: String,
+        /// The key the server shows now, hex.
+        now: String,
+    },
+}
+
+impl Alarm {
+    /// A stable code for logs, metrics and tests.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Alarm::BadSignature { .. } => "bad_signature",
+            Alarm::Shrunk { .. } => "shrunk",
+            Alarm::Inconsistent { .. } => "inconsistent",
+            Alarm::EntriesMismatch { .. } => "entries_mismatch",
+            Alarm::KeyChanged { .. } => "log_key_changed",
+        }
+    }
 }
 
 /// The result of accepting a new head.

@@ -10,6 +10,8 @@ pub const MAX_VERSION_LEN: usize = 100;
 pub const MAX_LIST_LEN: usize = 64;
 /// Longest entry of a list of a policy summary.
 pub const MAX_ENTRY_LEN: usize = 300;
+/// Longest alarm of a transparency report (an alarm names keys, heads and envelopes).
+pub const MAX_ALARM_LEN: usize = 1000;
 
 /// The heartbeat body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +25,20 @@ pub struct Heartbeat {
     /// What the node agrees to run; absent from nodes that do not report it.
     #[serde(default)]
     pub policy: Option<PolicySummary>,
+    /// What the node's monitor of the transparency log found; absent from nodes that do not
+    /// report it.
+    #[serde(default)]
+    pub transparency: Option<LogReport>,
+}
+
+/// A node's monitor of the transparency log, as its heartbeat reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogReport {
+    /// The size of the last tree head it checked, if it checked one.
+    pub size: Option<u64>,
+    /// Its alarms, newest last (at most 64, of at most 1,000 characters each).
+    pub alarms: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -57,6 +73,9 @@ pub enum HeartbeatError {
     /// A list of the policy summary is too long or has too long an entry.
     #[error("policy lists have at most {MAX_LIST_LEN} entries of at most {MAX_ENTRY_LEN} characters")]
     Policy,
+    /// The transparency report has too many or too long alarms.
+    #[error("transparency.alarms has at most {MAX_LIST_LEN} entries of at most {MAX_ALARM_LEN} characters")]
+    Transparency,
 }
 
 impl Heartbeat {
@@ -71,6 +90,11 @@ impl Heartbeat {
             if !ok(&p.images) || !ok(&p.requesters) {
                 return Err(HeartbeatError::Policy);
             }
+        }
+        if let Some(report) = &self.transparency
+            && (report.alarms.len() > MAX_LIST_LEN || report.alarms.iter().any(|a| a.len() > MAX_ALARM_LEN))
+        {
+            return Err(HeartbeatError::Transparency);
         }
         Ok(())
     }
@@ -90,7 +114,7 @@ mod tests {
 
     #[test]
     fn oversized_reports_are_refused() {
-        let mut h = Heartbeat { version: "x".repeat(101), online: true, policy: None };
+        let mut h = Heartbeat { version: "x".repeat(101), online: true, policy: None, transparency: None };
         assert_eq!(h.validate(), Err(HeartbeatError::Version));
         h.version = "0.1.0".into();
         h.policy = Some(PolicySummary { images: vec!["a".into(); 65], ..Default::default() });

@@ -54,9 +54,22 @@ pub enum KeyFileError {
     },
 }
 
-impl OrgKey {
-    /// Writes the key to a new file `path` with mode 0600. Fails if the file exists.
-    pub fn write_new(&self, path: &Path) -> Result<(), KeyFileError> {
+/// A file that holds one 32-byte secret seed: a comment line saying what it is, then
+/// `<prefix><base64url seed>`. Organization keys and the server's transparency log key use it.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedFile {
+    /// The comment written above the key line (ends with a newline).
+    pub header: &'static str,
+    /// What starts the key line, naming the kind of key.
+    pub prefix: &'static str,
+}
+
+/// An organization's private key file.
+pub const ORG_KEY_FILE: SeedFile = SeedFile { header: HEADER, prefix: SECRET_PREFIX };
+
+impl SeedFile {
+    /// Writes `seed` to a new file `path` with mode 0600. Fails if the file exists.
+    pub fn write_new(&self, path: &Path, seed: &[u8; 32]) -> Result<(), KeyFileError> {
         let io = |source| KeyFileError::Io { path: path.to_owned(), source };
         // `create_new` makes the existence check and the creation one atomic step, and the mode
         // is set at creation, so there is no moment when the file is readable by others.
@@ -68,13 +81,13 @@ impl OrgKey {
                 }
             })?;
         let line =
-            Zeroizing::new(format!("{HEADER}{SECRET_PREFIX}{}\n", URL_SAFE_NO_PAD.encode(self.seed())));
+            Zeroizing::new(format!("{}{}{}\n", self.header, self.prefix, URL_SAFE_NO_PAD.encode(seed)));
         file.write_all(line.as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)
     }
 
-    /// Reads a key file, refusing one that group or others can access.
-    pub fn load(path: &Path) -> Result<Self, KeyFileError> {
+    /// Reads a seed file, refusing one that group or others can access.
+    pub fn load(&self, path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyFileError> {
         let io = |source| KeyFileError::Io { path: path.to_owned(), source };
         let malformed = |reason| KeyFileError::Malformed { path: path.to_owned(), reason };
         let mut file = File::open(path).map_err(io)?;
@@ -97,14 +110,26 @@ impl OrgKey {
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with('#'))
             .ok_or_else(|| malformed("no key line"))?;
-        let encoded = line
-            .strip_prefix(SECRET_PREFIX)
-            .ok_or_else(|| malformed("the key line does not start with fedq-sk1:"))?;
+        let encoded = line.strip_prefix(self.prefix).ok_or_else(|| {
+            malformed("the key line does not start with this kind of key's prefix (fedq-sk1: for an organization key, fedq-log1: for a log key)")
+        })?;
         let bytes = Zeroizing::new(
             URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed("the key is not base64url"))?,
         );
         let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| malformed("the key is not 32 bytes"))?;
-        Ok(OrgKey::from_seed(Zeroizing::new(seed)))
+        Ok(Zeroizing::new(seed))
+    }
+}
+
+impl OrgKey {
+    /// Writes the key to a new file `path` with mode 0600. Fails if the file exists.
+    pub fn write_new(&self, path: &Path) -> Result<(), KeyFileError> {
+        ORG_KEY_FILE.write_new(path, self.seed())
+    }
+
+    /// Reads a key file, refusing one that group or others can access.
+    pub fn load(path: &Path) -> Result<Self, KeyFileError> {
+        ORG_KEY_FILE.load(path).map(OrgKey::from_seed)
     }
 }
 

@@ -91,6 +91,11 @@ impl Identity {
         &self.keys[0]
     }
 
+    /// Every key of the identity, newest first.
+    pub fn keys(&self) -> impl Iterator<Item = &OrgKey> {
+        self.keys.iter()
+    }
+
     /// The private key named `id`, if this identity holds it.
     pub fn key(&self, id: &KeyId) -> Option<&OrgKey> {
         self.keys.iter().find(|k| &k.id() == id)

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-pub use file::KeyFileError;
+pub use file::{KeyFileError, ORG_KEY_FILE, SeedFile};
 pub use keyring::{Identity, Keyring, SenderKeys};
 pub use trust::{FirstUse, KeyTrust, RETIRED_KEY_GRACE, Rotation, TrustError};
 

@@ -11,6 +11,7 @@ mod nodes;
 mod organizations;
 mod system;
 mod tasks;
+mod transparency;
 mod users;
 
 use std::convert::Infallible;
@@ -253,6 +254,40 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(query::<dead_letters::ListQuery>())
         .and(st.clone())
         .and_then(dead_letters::list);
+    let log_key = v1
+        .and(warp::path!("transparency" / "key"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(st.clone())
+        .and_then(transparency::key);
+    let log_head = v1
+        .and(warp::path!("transparency" / "tree-head"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(query::<transparency::HeadQuery>())
+        .and(st.clone())
+        .and_then(transparency::tree_head);
+    let log_inclusion = v1
+        .and(warp::path!("transparency" / "proof" / "inclusion"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(query::<transparency::InclusionQuery>())
+        .and(st.clone())
+        .and_then(transparency::inclusion);
+    let log_consistency = v1
+        .and(warp::path!("transparency" / "proof" / "consistency"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(query::<transparency::ConsistencyQuery>())
+        .and(st.clone())
+        .and_then(transparency::consistency);
+    let log_entries = v1
+        .and(warp::path!("transparency" / "entries"))
+        .and(warp::get())
+        .and(auth.clone())
+        .and(query::<transparency::EntriesQuery>())
+        .and(st.clone())
+        .and_then(transparency::entries);
 
     // Each route is boxed before combining: a long chain of unboxed `or` filters makes the
     // compiler's type checking explode.
@@ -291,6 +326,11 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         tasks_kill.boxed(),
         tasks_results.boxed(),
         dead_letters_list.boxed(),
+        log_key.boxed(),
+        log_head.boxed(),
+        log_inclusion.boxed(),
+        log_consistency.boxed(),
+        log_entries.boxed(),
     ];
     all.into_iter()
         .reduce(|a, b| a.or(b).unify().boxed())

@@ -84,7 +84,7 @@ mod tests {
             }
         }
         let routes = routes_in_source();
-        assert_eq!(routes.len(), 34, "{routes:?}");
+        assert_eq!(routes.len(), 39, "{routes:?}");
         assert_eq!(documented, routes);
     }
 
@@ -143,6 +143,7 @@ mod tests {
             online: true,
             revoked_at: Some(SystemTime::now()),
             policy: Some(Default::default()),
+            transparency: Some(Default::default()),
         };
         let broker = BrokerAccess {
             url: "amqps://broker:5671".into(),
@@ -209,6 +210,31 @@ mod tests {
             ("Results", serde_json::to_value(&results).unwrap()),
             ("Error", serde_json::to_value(&error).unwrap()),
             ("DeadLetter", serde_json::to_value(&dead_letter).unwrap()),
+            (
+                "LogKey",
+                serde_json::to_value(LogKey { algorithm: "Ed25519".into(), public_key: "00".into() })
+                    .unwrap(),
+            ),
+            (
+                "TreeHead",
+                serde_json::to_value(TreeHeadBody {
+                    size: 1,
+                    root: "00".into(),
+                    timestamp_ms: 1,
+                    signature: "00".into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "InclusionProof",
+                serde_json::to_value(InclusionProofBody { leaf_index: 0, tree_size: 1, path: vec![] })
+                    .unwrap(),
+            ),
+            (
+                "ConsistencyProof",
+                serde_json::to_value(ConsistencyProofBody { from: 0, to: 1, path: vec![] }).unwrap(),
+            ),
+            ("LogEntry", serde_json::to_value(LogEntry { index: 0, leaf: "01".into() }).unwrap()),
         ];
         for (name, example) in examples {
             let schema = &spec["components"]["schemas"][name];

@@ -80,7 +80,7 @@ pub async fn delete(id: Uuid, principal: Principal, state: State) -> Response {
         None => principal.require_root()?,
     }
     let client = db(&state).await?;
-    users::delete(&**client, id).await.map_err(AppError::from)?;
+    users::delete(&**client, id, user.organization).await.map_err(AppError::from)?;
     Ok(reply(StatusCode::OK, &user))
 }
 

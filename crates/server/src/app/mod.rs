@@ -45,6 +45,8 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Prometheus metrics.
     pub metrics: crate::server::metrics::ServerMetrics,
+    /// The transparency log: its key and tree.
+    pub transparency: crate::server::transparency::SharedLog,
 }
 
 /// Shared state handed to handlers.

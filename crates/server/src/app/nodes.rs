@@ -117,7 +117,7 @@ pub async fn revoke_node(
     let node = visible(principal, id, state).await?;
     principal.require_admin_of(node.organization)?;
     let client = db(state).await?;
-    directory::revoke_node(&**client, id).await?;
+    directory::revoke_node(&**client, id, node.organization).await?;
     let unavailable = |e: crate::broker::management::ManagementError| {
         tracing::warn!(error = %e, node = %id, "could not revoke the node's broker user");
         AppError::unavailable("the node is revoked at the server, but the broker could not be reached; retry")

@@ -7,7 +7,9 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::DbError;
+use fedq_transparency::Event;
+
+use super::{DbError, transparency};
 use crate::ids::{CollaborationId, NodeId, OrgId};
 use crate::keys::{KeyId, PublicKey};
 use crate::protocol::heartbeat::Heartbeat;
@@ -141,6 +143,12 @@ pub async fn publish_key(
             &[org.as_uuid(), &key_id, &key.to_string(), &previous_id, &signature],
         )
         .await?;
+        let new = *key.id().as_bytes();
+        let event = match previous {
+            Some((old, _)) => Event::KeyRotated { old: *old.as_bytes(), new },
+            None => Event::KeyPublished { key: new },
+        };
+        transparency::queue(&tx, &[transparency::event(org, event)]).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -149,14 +157,18 @@ pub async fn publish_key(
 /// Revokes `org`'s key `key`: it signs nothing from now on, whatever time an envelope claims,
 /// and stops being the current key. Returns whether it was live (not revoked already).
 pub async fn revoke_key(db: &impl GenericClient, org: OrgId, key: &KeyId) -> Result<Option<bool>, DbError> {
+    // One statement, so that the log's leaf is written exactly when the key goes from live to
+    // revoked.
+    let leaf = transparency::event(org, Event::KeyRevoked { key: *key.as_bytes() });
     let row = db
         .query_opt(
-            "UPDATE organization_keys k
-             SET revoked_at = coalesce(k.revoked_at, now()), retired_at = coalesce(k.retired_at, now())
-             FROM (SELECT revoked_at IS NULL AS live FROM organization_keys WHERE org_id = $1 AND key_id = $2) before
-             WHERE k.org_id = $1 AND k.key_id = $2
-             RETURNING before.live",
-            &[org.as_uuid(), &key.as_bytes().as_slice()],
+            "WITH before AS (SELECT revoked_at IS NULL AS live FROM organization_keys WHERE org_id = $1 AND key_id = $2),
+                  revoked AS (UPDATE organization_keys k
+                              SET revoked_at = coalesce(k.revoked_at, now()), retired_at = coalesce(k.retired_at, now())
+                              WHERE k.org_id = $1 AND k.key_id = $2 RETURNING 1),
+                  logged AS (INSERT INTO transparency_pending (leaf) SELECT $3 FROM before WHERE before.live)
+             SELECT live FROM before",
+            &[org.as_uuid(), &key.as_bytes().as_slice(), &leaf],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
@@ -264,10 +276,15 @@ pub async fn insert_collaboration(
         )
         .await?;
     }
-    tx.commit().await?;
     let mut organizations = members.to_vec();
     organizations.sort();
     organizations.dedup();
+    let leaves: Vec<Vec<u8>> = organizations
+        .iter()
+        .map(|org| transparency::event(*org, Event::CollaborationCreated { collaboration: id }))
+        .collect();
+    transparency::queue(&tx, &leaves).await?;
+    tx.commit().await?;
     Ok(Collaboration { id, name: name.to_owned(), organizations })
 }
 
@@ -315,19 +332,27 @@ pub async fn set_member(
     org: OrgId,
     member: bool,
 ) -> Result<bool, DbError> {
-    let changed = if member {
-        db.execute(
-            "INSERT INTO collaboration_members (collaboration_id, org_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[collaboration.as_uuid(), org.as_uuid()],
+    // One statement each, so that the log's leaf is written exactly when membership changes.
+    let (statement, event) = if member {
+        (
+            "WITH changed AS (INSERT INTO collaboration_members (collaboration_id, org_id) VALUES ($1, $2)
+                              ON CONFLICT DO NOTHING RETURNING 1),
+                  logged AS (INSERT INTO transparency_pending (leaf) SELECT $3 FROM changed)
+             SELECT count(*) FROM changed",
+            Event::MemberAdded { collaboration },
         )
-        .await?
     } else {
-        db.execute(
-            "DELETE FROM collaboration_members WHERE collaboration_id = $1 AND org_id = $2",
-            &[collaboration.as_uuid(), org.as_uuid()],
+        (
+            "WITH changed AS (DELETE FROM collaboration_members WHERE collaboration_id = $1 AND org_id = $2
+                              RETURNING 1),
+                  logged AS (INSERT INTO transparency_pending (leaf) SELECT $3 FROM changed)
+             SELECT count(*) FROM changed",
+            Event::MemberRemoved { collaboration },
         )
-        .await?
     };
+    let leaf = transparency::event(org, event);
+    let changed: i64 =
+        db.query_one(statement, &[collaboration.as_uuid(), org.as_uuid(), &leaf]).await?.get(0);
     Ok(changed == 1)
 }
 
@@ -353,7 +378,7 @@ pub use crate::contract::Node;
 /// seconds, so one that died shows offline within `NODE_OFFLINE_AFTER`.
 const NODE_COLUMNS: &str = "id, org_id, name, broker_user, version, last_seen_at,
      (online AND revoked_at IS NULL AND last_seen_at > now() - interval '9 seconds') AS online, revoked_at,
-     policy";
+     policy, log_report";
 
 /// How long after its last heartbeat a node shows offline.
 pub const NODE_OFFLINE_AFTER: std::time::Duration = std::time::Duration::from_secs(9);
@@ -372,6 +397,9 @@ fn node_from_row(row: &tokio_postgres::Row) -> Node {
         policy: row
             .get::<_, Option<serde_json::Value>>("policy")
             .and_then(|v| serde_json::from_value(v).ok()),
+        transparency: row
+            .get::<_, Option<serde_json::Value>>("log_report")
+            .and_then(|v| serde_json::from_value(v).ok()),
     }
 }
 
@@ -387,10 +415,19 @@ pub async fn insert_node(
     let row = db
         .query_one(
             &format!(
-                "INSERT INTO nodes (id, org_id, name, api_key_hash, broker_user) VALUES ($1, $2, $3, $4, $5)
-                 RETURNING {NODE_COLUMNS}"
+                "WITH node AS (INSERT INTO nodes (id, org_id, name, api_key_hash, broker_user)
+                               VALUES ($1, $2, $3, $4, $5) RETURNING {NODE_COLUMNS}),
+                      logged AS (INSERT INTO transparency_pending (leaf) SELECT $6 FROM node)
+                 SELECT * FROM node"
             ),
-            &[id.as_uuid(), org.as_uuid(), &name, &api_key_hash, &broker_user],
+            &[
+                id.as_uuid(),
+                org.as_uuid(),
+                &name,
+                &api_key_hash,
+                &broker_user,
+                &transparency::event(org, Event::NodeRegistered { node: id }),
+            ],
         )
         .await?;
     Ok(node_from_row(&row))
@@ -425,24 +462,31 @@ pub async fn node_by_key(db: &impl GenericClient, api_key_hash: &[u8]) -> Result
     Ok(row.as_ref().map(node_from_row))
 }
 
-/// Marks a node revoked; returns whether it was live.
-pub async fn revoke_node(db: &impl GenericClient, id: NodeId) -> Result<bool, DbError> {
-    Ok(db
-        .execute(
-            "UPDATE nodes SET revoked_at = now(), online = false WHERE id = $1 AND revoked_at IS NULL",
-            &[id.as_uuid()],
+/// Marks node `id` of `org` revoked; returns whether it was live.
+pub async fn revoke_node(db: &impl GenericClient, id: NodeId, org: OrgId) -> Result<bool, DbError> {
+    let leaf = transparency::event(org, Event::NodeRevoked { node: id });
+    let revoked: i64 = db
+        .query_one(
+            "WITH revoked AS (UPDATE nodes SET revoked_at = now(), online = false
+                              WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL RETURNING 1),
+                  logged AS (INSERT INTO transparency_pending (leaf) SELECT $3 FROM revoked)
+             SELECT count(*) FROM revoked",
+            &[id.as_uuid(), org.as_uuid(), &leaf],
         )
         .await?
-        == 1)
+        .get(0);
+    Ok(revoked == 1)
 }
 
 /// Records a node's report of itself.
 pub async fn heartbeat(db: &impl GenericClient, id: NodeId, report: &Heartbeat) -> Result<(), DbError> {
     let policy = report.policy.as_ref().map(|p| serde_json::to_value(p).unwrap_or_default());
+    let log = report.transparency.as_ref().map(|r| serde_json::to_value(r).unwrap_or_default());
     db.execute(
-        "UPDATE nodes SET last_seen_at = now(), version = $2, online = $3, policy = coalesce($4, policy)
+        "UPDATE nodes SET last_seen_at = now(), version = $2, online = $3, policy = coalesce($4, policy),
+                          log_report = coalesce($5, log_report)
          WHERE id = $1",
-        &[id.as_uuid(), &report.version, &report.online, &policy],
+        &[id.as_uuid(), &report.version, &report.online, &policy, &log],
     )
     .await?;
     Ok(())

@@ -9,6 +9,7 @@ pub mod monitor;
 pub mod retention;
 pub mod routing;
 pub mod tasks;
+pub mod transparency;
 pub mod users;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

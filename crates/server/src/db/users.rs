@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::DbError;
+use fedq_transparency::Event;
+
+use super::{DbError, transparency};
 use crate::ids::OrgId;
 
 /// What a user may do. Checked in one place: `server::app::access`.
@@ -24,6 +26,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// Its code in the transparency log's `UserRoleChanged` leaves (0 means removed).
+    pub const fn code(self) -> u8 {
+        match self {
+            Role::Root => 4,
+            Role::OrgAdmin => 2,
+            Role::Researcher => 1,
+            Role::Viewer => 3,
+        }
+    }
+
     /// The name stored in the database.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -75,11 +87,18 @@ pub async fn insert(
     password_hash: &str,
     role: Role,
 ) -> Result<User, DbError> {
+    let id = Uuid::new_v4();
+    // A user of an organization is a trust event of that organization: its leaf is written by
+    // the same statement.
+    let leaf =
+        org.map(|org| transparency::event(org, Event::UserRoleChanged { user: id, role: role.code() }));
     let row = db
         .query_one(
-            "INSERT INTO users (id, org_id, username, password_hash, role) VALUES ($1, $2, $3, $4, $5)
-             RETURNING id, org_id, username, role",
-            &[&Uuid::new_v4(), &org.map(|o| *o.as_uuid()), &username, &password_hash, &role.as_str()],
+            "WITH added AS (INSERT INTO users (id, org_id, username, password_hash, role) VALUES ($1, $2, $3, $4, $5)
+                            RETURNING id, org_id, username, role),
+                  logged AS (INSERT INTO transparency_pending (leaf) SELECT $6 FROM added WHERE $6::bytea IS NOT NULL)
+             SELECT * FROM added",
+            &[&id, &org.map(|o| *o.as_uuid()), &username, &password_hash, &role.as_str(), &leaf],
         )
         .await?;
     Ok(user_from_row(&row))
@@ -116,20 +135,43 @@ pub async fn list(db: &impl GenericClient, org: Option<OrgId>) -> Result<Vec<Use
 
 /// Gives user `id` of organization `org` the role `role`, in one statement whose condition
 /// names the organization, so that the change reaches no user of another organization and no
-/// root administrator (who belongs to none). Returns whether such a user was there.
+/// root administrator (who belongs to none); the same statement queues the transparency log's
+/// leaf, so a role changes exactly when it is logged. Returns whether such a user was there.
 pub async fn set_role(db: &impl GenericClient, id: Uuid, org: OrgId, role: Role) -> Result<bool, DbError> {
-    let row = db
-        .query_opt(
-            "UPDATE users SET role = $3 WHERE id = $1 AND org_id = $2 RETURNING id",
-            &[&id, org.as_uuid(), &role.as_str()],
+    let leaf = transparency::event(org, Event::UserRoleChanged { user: id, role: role.code() });
+    let changed: i64 = db
+        .query_one(
+            "WITH changed AS (UPDATE users SET role = $3 WHERE id = $1 AND org_id = $2 AND role <> $3 RETURNING 1),
+                  logged AS (INSERT INTO transparency_pending (leaf) SELECT $4 FROM changed)
+             SELECT count(*) FROM changed",
+            &[&id, org.as_uuid(), &role.as_str(), &leaf],
         )
-        .await?;
-    Ok(row.is_some())
+        .await?
+        .get(0);
+    Ok(changed == 1 || exists_in(db, id, org).await?)
 }
 
-/// Deletes a user; returns whether it existed.
-pub async fn delete(db: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
-    Ok(db.execute("DELETE FROM users WHERE id = $1", &[&id]).await? == 1)
+/// Whether user `id` belongs to `org`.
+async fn exists_in(db: &impl GenericClient, id: Uuid, org: OrgId) -> Result<bool, DbError> {
+    Ok(db
+        .query_one("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND org_id = $2)", &[&id, org.as_uuid()])
+        .await?
+        .get(0))
+}
+
+/// Deletes user `id` of `org` (`None` for a root administrator); returns whether it existed.
+pub async fn delete(db: &impl GenericClient, id: Uuid, org: Option<OrgId>) -> Result<bool, DbError> {
+    let leaf = org.map(|org| transparency::event(org, Event::UserRoleChanged { user: id, role: 0 }));
+    let deleted: i64 = db
+        .query_one(
+            "WITH deleted AS (DELETE FROM users WHERE id = $1 AND org_id IS NOT DISTINCT FROM $2 RETURNING 1),
+                  logged AS (INSERT INTO transparency_pending (leaf) SELECT $3 FROM deleted WHERE $3::bytea IS NOT NULL)
+             SELECT count(*) FROM deleted",
+            &[&id, &org.map(|o| *o.as_uuid()), &leaf],
+        )
+        .await?
+        .get(0);
+    Ok(deleted == 1)
 }
 
 /// Whether any root administrator exists.

@@ -18,7 +18,7 @@ use crate::broker::PublishChannel as Channel;
 use crate::envelope::{FormatError, Parsed, parse};
 use crate::ids::{MessageId, OrgId, TaskId};
 use crate::protocol::Kind;
-use crate::server::db::{DbError, routing};
+use crate::server::db::{DbError, routing, transparency};
 use crate::time::Timestamp;
 
 /// One envelope of a group, as it came in.
@@ -108,6 +108,13 @@ impl Router {
                 .map(|a| a.parsed.header.id)
                 .collect();
             routing::forget(&tx, &forgotten).await?;
+            // The log's leaves commit with the routing: none lost, none twice.
+            let leaves: Vec<Vec<u8>> = accepted
+                .iter()
+                .filter(|a| new.contains(&a.parsed.header.id) && !failed.contains_key(&a.index))
+                .map(|a| transparency::envelope(&a.parsed.header, items[a.index].bytes))
+                .collect();
+            transparency::queue(&tx, &leaves).await?;
             let reports: Vec<routing::Reported<'_>> = accepted
                 .iter()
                 .filter(|a| new.contains(&a.parsed.header.id) && !failed.contains_key(&a.index))

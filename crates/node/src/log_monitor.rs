@@ -1,0 +1,299 @@
+//! The organization's monitor of the server's transparency log (docs/protocol.md, "The
+//! transparency log").
+//!
+//! Every `[transparency] check_secs` it reads the newest signed tree head, checks its signature
+//! with the pinned log key, and replays every leaf added since the last check into its own
+//! frontier, which must give the signed root: so the server can neither rewrite what this node
+//! saw nor serve it forged entries. On the way it reads every event about its own organization
+//! and raises an alarm for a key that is not one of the organization's key files, a node it does
+//! not know, or a membership it has not listed; and it checks that each envelope delivered to it
+//! is in the log within `inclusion_delay_secs`. An alarm is logged at error, counted in
+//! `fedq_node_log_alarms_total`, and reported with every heartbeat.
+//!
+//! What it has checked (pinned key, last head, frontier, envelopes waiting for their leaf) is
+//! kept in `state_dir/transparency.json`, so a restart neither forgets history nor trusts anew.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use fedq_transparency::{EnvelopeLeaf, Event, Frontier, Leaf};
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::client::audit::AuditError;
+use crate::config::TransparencySection;
+use crate::contract::TreeHeadBody;
+use crate::envelope::Header;
+use crate::ids::{NodeId, OrgId};
+use crate::metrics::NodeMetrics;
+use crate::protocol::heartbeat::LogReport;
+use crate::time::Timestamp;
+
+/// Most alarms kept for the heartbeat (the log keeps them all).
+const MAX_ALARMS: usize = 32;
+/// Most envelopes waiting for their leaf; beyond, the oldest are dropped from the check.
+const MAX_WATCHED: usize = 100_000;
+
+/// What the monitor keeps between checks and across restarts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    /// The log key, pinned on first use when `[transparency] log_key` does not name it.
+    log_key: Option<String>,
+    /// The last head accepted.
+    head: Option<TreeHeadBody>,
+    /// The checked tree's right edge.
+    frontier: Frontier,
+    /// Envelopes delivered here whose leaf has not been seen yet.
+    watched: Vec<Watched>,
+}
+
+/// An envelope waiting for its leaf.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Watched {
+    /// Its leaf hash, hex.
+    leaf: String,
+    /// What it is, for the alarm.
+    what: String,
+    /// When this node got it, ms since the epoch.
+    since_ms: i64,
+}
+
+/// The monitor of one organization's node.
+pub(crate) struct LogMonitor {
+    org: OrgId,
+    node: Mutex<Option<NodeId>>,
+    own_keys: HashSet<[u8; 32]>,
+    settings: TransparencySection,
+    path: PathBuf,
+    saved: tokio::sync::Mutex<Saved>,
+    watched: Mutex<Vec<Watched>>,
+    alarms: Mutex<Vec<String>>,
+    metrics: NodeMetrics,
+}
+
+impl LogMonitor {
+    /// The monitor of `org`, whose key files' fingerprints are `own_keys`, keeping its state in
+    /// `state_dir`.
+    pub fn open(
+        org: OrgId,
+        own_keys: HashSet<[u8; 32]>,
+        settings: TransparencySection,
+        state_dir: &std::path::Path,
+        metrics: NodeMetrics,
+    ) -> std::io::Result<Self> {
+        let path = state_dir.join("transparency.json");
+        let saved: Saved = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::other(format!(
+                    "{}: not the monitor's state ({e}); move it away to start monitoring afresh",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+            Err(e) => return Err(e),
+        };
+        let watched = saved.watched.clone();
+        Ok(Self {
+            org,
+            node: Mutex::new(None),
+            own_keys,
+            settings,
+            path,
+            saved: tokio::sync::Mutex::new(saved),
+            watched: Mutex::new(watched),
+            alarms: Mutex::new(Vec::new()),
+            metrics,
+        })
+    }
+
+    /// This node's id, once the server told it.
+    pub fn set_node(&self, node: NodeId) {
+        *self.node.lock().expect("not poisoned") = Some(node);
+    }
+
+    /// Notes an envelope delivered to this node: its leaf must appear in the log.
+    pub fn received(&self, header: &Header, bytes: &[u8]) {
+        let leaf = Leaf::Envelope(EnvelopeLeaf::of(header, bytes)).hash();
+        let what = format!("{} {} from {}", header.kind, header.id, header.sender);
+        let mut watched = self.watched.lock().expect("not poisoned");
+        if watched.len() >= MAX_WATCHED {
+            watched.remove(0);
+        }
+        watched.push(Watched { leaf: hex::encode(leaf), what, since_ms: Timestamp::now().as_millis() });
+    }
+
+    /// What the heartbeat reports.
+    pub fn report(&self) -> LogReport {
+        let alarms = self.alarms.lock().expect("not poisoned").clone();
+        let size = self.saved.try_lock().ok().and_then(|s| s.head.as_ref().map(|h| h.size));
+        LogReport { size, alarms }
+    }
+
+    /// Runs a check every `check_secs` until `stop`.
+    pub async fn run(&self, server: &Client, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let interval = Duration::from_secs(self.settings.check_secs.max(1));
+        loop {
+            self.check(server).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// One check: the head, the new leaves, the envelopes waiting for theirs.
+    pub async fn check(&self, server: &Client) {
+        match self.check_once(server).await {
+            Ok(()) => {}
+            Err(AuditError::Alarm(alarm)) => self.raise(alarm.code(), &alarm.to_string()),
+            // Unreachable, or answering errors: checked again next time. Not an alarm: the
+            // server may delay, it may not lie.
+            Err(e) => tracing::warn!(error = %e, "transparency log: could not check the log; retrying"),
+        }
+    }
+
+    async fn check_once(&self, server: &Client) -> Result<(), AuditError> {
+        let mut saved = self.saved.lock().await;
+        let shown = server.log_key().await?;
+        let key = self.pinned_key(&mut saved, shown)?;
+        let head = server.log_head(&key, None).await?;
+        if let Some(last) = &saved.head
+            && head.head.size < last.size
+        {
+            return Err(fedq_transparency::Alarm::Shrunk { old: last.size, new: head.head.size }.into());
+        }
+        let mut events = Vec::new();
+        let mut seen = HashSet::new();
+        let org = self.org;
+        let frontier = server
+            .log_replay(&saved.frontier, &head, |index, leaf| {
+                seen.insert(hex::encode(fedq_transparency::leaf_hash(leaf)));
+                match Leaf::decode(leaf) {
+                    Ok(Leaf::Event(e)) if e.organization == org => events.push((index, e.event)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(index, error = %e, "transparency log: a leaf this version cannot read")
+                    }
+                }
+            })
+            .await?;
+        for (index, event) in events {
+            if let Some(why) = self.unrecognised(&event) {
+                self.raise("unrecognised_event", &format!("log leaf {index}: {why}"));
+            } else {
+                tracing::info!(index, ?event, "transparency log: a change of this organization");
+            }
+        }
+        saved.frontier = frontier;
+        saved.head = Some(TreeHeadBody::from(&head));
+        let overdue = self.settle_watched(&seen);
+        for what in overdue {
+            self.raise(
+                "envelope_not_logged",
+                &format!(
+                    "{what} was delivered to this node but is not in the log after {} s: the server routed it \
+                     without logging it",
+                    self.settings.inclusion_delay_secs
+                ),
+            );
+        }
+        saved.watched = self.watched.lock().expect("not poisoned").clone();
+        self.metrics.log_size(head.head.size);
+        self.save(&saved);
+        Ok(())
+    }
+
+    /// The key heads must be signed with: the configured one, else the one pinned on first use.
+    fn pinned_key(&self, saved: &mut Saved, shown: VerifyingKey) -> Result<VerifyingKey, AuditError> {
+        let shown_hex = hex::encode(shown.as_bytes());
+        let pinned = self.settings.log_key.clone().or_else(|| saved.log_key.clone());
+        match pinned {
+            Some(pinned) if pinned.eq_ignore_ascii_case(&shown_hex) => Ok(shown),
+            Some(pinned) => Err(fedq_transparency::Alarm::KeyChanged { pinned, now: shown_hex }.into()),
+            None => {
+                tracing::info!(key = %shown_hex, "transparency log: pinned the log's key on first use");
+                saved.log_key = Some(shown_hex);
+                Ok(shown)
+            }
+        }
+    }
+
+    /// Why an event about this organization is not one it made, if it is not.
+    fn unrecognised(&self, event: &Event) -> Option<String> {
+        let fp = |key: &[u8; 32]| format!("SHA256:{}", hex::encode(key));
+        let me = *self.node.lock().expect("not poisoned");
+        let known_node = |node: &NodeId| Some(*node) == me || self.settings.nodes.contains(node);
+        match event {
+            Event::KeyPublished { key } | Event::KeyRotated { new: key, .. }
+                if !self.own_keys.contains(key) =>
+            {
+                Some(format!(
+                    "a key {} was published for this organization, and it is not one of its key files \
+                     (node.key_file, previous_key_files): someone else can now sign as it and read what is \
+                     sealed for it",
+                    fp(key)
+                ))
+            }
+            Event::KeyRevoked { key } if self.own_keys.contains(key) => Some(format!(
+                "this organization's key {} was revoked: if its administrator did not revoke it, the \
+                 server did",
+                fp(key)
+            )),
+            Event::NodeRegistered { node } if !known_node(node) => Some(format!(
+                "a node {node} was registered for this organization that this node does not know \
+                 (list it in [transparency] nodes if its administrator registered it)"
+            )),
+            Event::NodeRevoked { node } if Some(*node) == me => {
+                Some("this node was revoked: if its administrator did not revoke it, the server did".into())
+            }
+            Event::CollaborationCreated { collaboration } | Event::MemberAdded { collaboration } => {
+                let listed = self.settings.collaborations.as_ref();
+                listed.filter(|l| !l.contains(collaboration)).map(|_| {
+                    format!(
+                        "this organization was made a member of collaboration {collaboration}, which is not in \
+                         [transparency] collaborations"
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Removes the watched envelopes whose leaf was seen; returns those overdue.
+    fn settle_watched(&self, seen: &HashSet<String>) -> Vec<String> {
+        let deadline = Timestamp::now().as_millis().saturating_sub(
+            i64::try_from(self.settings.inclusion_delay_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        );
+        let mut watched = self.watched.lock().expect("not poisoned");
+        watched.retain(|w| !seen.contains(&w.leaf));
+        let (overdue, waiting): (Vec<Watched>, Vec<Watched>) =
+            watched.drain(..).partition(|w| w.since_ms < deadline);
+        *watched = waiting;
+        overdue.into_iter().map(|w| w.what).collect()
+    }
+
+    fn raise(&self, code: &'static str, message: &str) {
+        let mut alarms = self.alarms.lock().expect("not poisoned");
+        if alarms.iter().any(|a| a == message) {
+            return;
+        }
+        tracing::error!(code, "transparency log alarm: {message}");
+        self.metrics.log_alarm(code);
+        if alarms.len() == MAX_ALARMS {
+            alarms.remove(0);
+        }
+        alarms.push(message.to_owned());
+    }
+
+    fn save(&self, saved: &Saved) {
+        let written = serde_json::to_vec_pretty(saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::state::write_atomic(&self.path, &bytes));
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "transparency log: could not save the monitor's state");
+        }
+    }
+}

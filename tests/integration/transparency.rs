@@ -1,0 +1,357 @@
+//! The transparency log kept by a real server on real PostgreSQL and RabbitMQ: every routed
+//! envelope and every trust event gets exactly one leaf, the signed heads verify with the log's
+//! key, inclusion and consistency proofs served by the API verify with RFC 9162's algorithms,
+//! and the whole tree recomputed from the entries gives the signed root.
+
+use ed25519_dalek::VerifyingKey;
+use fedq::envelope;
+use fedq::transparency::{
+    EnvelopeLeaf, Event, Leaf, MerkleTree, SignedTreeHead, leaf_hash, verify_consistency, verify_inclusion,
+    wire,
+};
+use serde_json::Value;
+
+use crate::support::{TestApp, TwoOrgRun, eventually, spawn_app};
+
+/// The log as a member reads it, through the REST API.
+struct LogReader<'a> {
+    app: &'a TestApp,
+    token: String,
+    key: VerifyingKey,
+}
+
+impl<'a> LogReader<'a> {
+    async fn new(app: &'a TestApp, token: &str) -> Self {
+        let (status, body) = app.call("GET", "/transparency/key", Some(token), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["algorithm"], "Ed25519");
+        let bytes: [u8; 32] = hex::decode(body["public_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+        Self { app, token: token.to_owned(), key: VerifyingKey::from_bytes(&bytes).unwrap() }
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.app.call("GET", path, Some(&self.token), None).await
+    }
+
+    /// The newest head, its signature checked.
+    async fn head(&self) -> SignedTreeHead {
+        let (status, body) = self.get("/transparency/tree-head").await;
+        assert_eq!(status, 200, "{body}");
+        let head = SignedTreeHead::try_from(&serde_json::from_value(body).unwrap()).unwrap();
+        head.verify(&self.key).expect("the head is signed by the log's key");
+        head
+    }
+
+    /// A head of at least `size` leaves.
+    async fn head_of_at_least(&self, size: u64) -> SignedTreeHead {
+        eventually(30, &format!("a signed head of at least {size} leaves"), || async {
+            let head = self.head().await;
+            (head.head.size >= size).then_some(head)
+        })
+        .await
+    }
+
+    /// Proves `leaf` is in the tree of `head`, or says why not.
+    async fn prove(&self, leaf: &Leaf, head: &SignedTreeHead) -> Result<u64, String> {
+        let hash = leaf.hash();
+        let (status, body) = self
+            .get(&format!(
+                "/transparency/proof/inclusion?leaf_hash={}&size={}",
+                hex::encode(hash),
+                head.head.size
+            ))
+            .await;
+        if status != 200 {
+            return Err(format!("{status} {body}"));
+        }
+        let proof: fedq::contract::InclusionProofBody = serde_json::from_value(body).unwrap();
+        let path = wire::inclusion_path(&proof).unwrap();
+        verify_inclusion(&hash, proof.leaf_index, head.head.size, &path, &head.head.root)
+            .map_err(|e| format!("the proof does not verify: {e}"))?;
+        Ok(proof.leaf_index)
+    }
+
+    /// Every leaf of the tree of `head`, in order.
+    async fn entries(&self, head: &SignedTreeHead) -> Vec<Vec<u8>> {
+        let mut leaves = Vec::new();
+        while (leaves.len() as u64) < head.head.size {
+            let (status, body) = self
+                .get(&format!("/transparency/entries?start={}&end={}", leaves.len(), head.head.size))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let page = body.as_array().unwrap();
+            assert!(!page.is_empty(), "entries end before the head's size");
+            for entry in page {
+                assert_eq!(entry["index"].as_u64().unwrap(), leaves.len() as u64);
+                leaves.push(hex::decode(entry["leaf"].as_str().unwrap()).unwrap());
+            }
+        }
+        leaves
+    }
+}
+
+fn envelope_leaf(bytes: &[u8]) -> Leaf {
+    let parsed = envelope::parse(bytes, usize::MAX).unwrap();
+    Leaf::Envelope(EnvelopeLeaf::of(&parsed.header, bytes))
+}
+
+#[tokio::test]
+async fn every_routed_envelope_and_trust_event_is_in_the_log_and_every_proof_verifies() {
+    let app = spawn_app().await;
+    let run = TwoOrgRun::start(&app).await;
+    let log = LogReader::new(&app, &run.researcher).await;
+    let first = log.head_of_at_least(1).await;
+
+    // B sends A run messages; A's node receives what B published.
+    let mut sent = Vec::new();
+    for i in 0..20u8 {
+        let bytes = run.b_to_a(&[i; 40]);
+        run.node_b.publish(&bytes).await.unwrap();
+        sent.push(bytes);
+    }
+    let mut received = Vec::new();
+    for _ in &sent {
+        received.push(run.node_a.next(20).await.data);
+    }
+    // The router routes concurrently: the order may differ, the envelopes may not.
+    received.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(received, expected);
+
+    // Each envelope is in the log, proven against a signed head by the RFC 9162 verifier.
+    let (routed, _) = app.routed_results(&[run.task]).await;
+    let head = log.head_of_at_least(first.head.size + 20).await;
+    let mut indexes = Vec::new();
+    for bytes in &sent {
+        let leaf = envelope_leaf(bytes);
+        let index = eventually(30, "the envelope's leaf in a signed head", || async {
+            log.prove(&leaf, &log.head().await).await.ok()
+        })
+        .await;
+        indexes.push(index);
+    }
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), sent.len(), "one leaf per envelope");
+    // An envelope that was never routed has no leaf.
+    let never = envelope_leaf(&run.b_to_a(b"never sent"));
+    let refused = log.prove(&never, &head).await.unwrap_err();
+    assert!(refused.starts_with("404"), "{refused}");
+
+    // The later tree extends the earlier one: the server's consistency proof verifies.
+    let last = log.head().await;
+    let (status, body) = log
+        .get(&format!("/transparency/proof/consistency?from={}&to={}", first.head.size, last.head.size))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let proof: fedq::contract::ConsistencyProofBody = serde_json::from_value(body).unwrap();
+    verify_consistency(
+        first.head.size,
+        last.head.size,
+        &wire::consistency_path(&proof).unwrap(),
+        &first.head.root,
+        &last.head.root,
+    )
+    .expect("the log only grew");
+
+    // From scratch: the entries recompute the signed root, each leaf parses, and they are
+    // exactly the routed envelopes (each once) and the trust events of the set-up.
+    let leaves = log.entries(&last).await;
+    let tree = MerkleTree::from_leaf_hashes(leaves.iter().map(|l| leaf_hash(l)));
+    assert_eq!(tree.root(), last.head.root, "the entries give the signed root");
+    let leaves: Vec<Leaf> = leaves.iter().map(|l| Leaf::decode(l).expect("every leaf parses")).collect();
+    let mut ids: Vec<_> = leaves
+        .iter()
+        .filter_map(|l| match l {
+            Leaf::Envelope(e) => Some(e.id),
+            Leaf::Event(_) => None,
+        })
+        .collect();
+    let envelopes = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), envelopes, "no envelope logged twice");
+    let in_log =
+        app.sql().await.query_one("SELECT count(*) FROM routing_log", &[]).await.unwrap().get::<_, i64>(0);
+    assert_eq!(envelopes as i64, in_log, "one leaf per routing-log row (task {routed} routed)");
+
+    let events_of = |org| {
+        leaves
+            .iter()
+            .filter_map(|l| match l {
+                Leaf::Event(e) if e.organization == org => Some(e.event),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = events_of(run.a.org());
+    assert!(a.contains(&Event::KeyPublished { key: *run.a.current().public().id().as_bytes() }), "{a:?}");
+    assert!(a.contains(&Event::CollaborationCreated { collaboration: run.collaboration }), "{a:?}");
+    let node_a: fedq::ids::NodeId = serde_json::from_value(run.reg_a["node"]["id"].clone()).unwrap();
+    assert!(a.contains(&Event::NodeRegistered { node: node_a }), "{a:?}");
+    assert!(
+        a.iter().any(|e| matches!(e, Event::UserRoleChanged { role: 1, .. })),
+        "ada, a researcher: {a:?}"
+    );
+    let b = events_of(run.b.org());
+    assert!(b.contains(&Event::KeyPublished { key: *run.b.current().public().id().as_bytes() }), "{b:?}");
+    assert!(
+        !b.iter().any(|e| matches!(e, Event::UserRoleChanged { role: 1, .. })),
+        "no researcher at B: {b:?}"
+    );
+
+    // Revoking A's node and removing B from the collaboration are logged as they happen.
+    let root = app.root_token.clone();
+    let (status, body) = app.call("DELETE", &format!("/nodes/{node_a}"), Some(&root), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .call(
+            "DELETE",
+            &format!("/collaborations/{}/organizations/{}", run.collaboration, run.b.org()),
+            Some(&root),
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let newest = log.head_of_at_least(last.head.size + 2).await;
+    let more: Vec<Event> = log.entries(&newest).await[last.head.size as usize..]
+        .iter()
+        .filter_map(|l| match Leaf::decode(l).unwrap() {
+            Leaf::Event(e) => Some(e.event),
+            Leaf::Envelope(_) => None,
+        })
+        .collect();
+    assert!(more.contains(&Event::NodeRevoked { node: node_a }), "{more:?}");
+    assert!(more.contains(&Event::MemberRemoved { collaboration: run.collaboration }), "{more:?}");
+    app.cleanup().await;
+}
+
+/// A federation whose node at B checks the log every second and wants envelopes logged within
+/// three seconds; returns it once the monitor has checked a head with no alarm.
+async fn monitored() -> crate::support::node::Fed {
+    let mut fed = crate::support::node::Fed::new(crate::support::node::Fed::limits()).await;
+    fed.config.transparency.check_secs = 1;
+    fed.config.transparency.inclusion_delay_secs = 3;
+    fed.start_node().await;
+    let node = fed.node.as_ref().unwrap();
+    let report = eventually(30, "the monitor's first check", || async {
+        let report = node.log_report();
+        report.size.is_some().then_some(report)
+    })
+    .await;
+    assert_eq!(report.alarms, Vec::<String>::new(), "an honest log raises no alarm");
+    fed
+}
+
+/// The alarm of B's monitor that contains `what`, once raised.
+async fn alarm(fed: &crate::support::node::Fed, what: &str) -> String {
+    let node = fed.node.as_ref().unwrap();
+    eventually(30, &format!("an alarm about {what}"), || async {
+        node.log_report().alarms.into_iter().find(|a| a.contains(what))
+    })
+    .await
+}
+
+/// The server publishes a key for B that B's administrator never published (root, or anyone
+/// with the database): to keep the log honest it must log it, and B's node sees a key for its
+/// organization that is not its key file.
+#[tokio::test]
+async fn a_key_published_for_an_organization_without_it_is_caught_by_its_node() {
+    let fed = monitored().await;
+    let forged = fedq::keys::OrgKey::generate();
+    let sql = fed.app.sql().await;
+    sql.execute(
+        "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
+        &[fed.b.org().as_uuid(), &forged.id().as_bytes().as_slice(), &forged.public().to_string()],
+    )
+    .await
+    .unwrap();
+    let leaf = Leaf::Event(fedq::transparency::EventLeaf {
+        organization: fed.b.org(),
+        at: fedq::time::Timestamp::now(),
+        event: Event::KeyPublished { key: *forged.id().as_bytes() },
+    });
+    sql.execute("INSERT INTO transparency_pending (leaf) VALUES ($1)", &[&leaf.encode()]).await.unwrap();
+    let alarm = alarm(&fed, "was published for this organization").await;
+    assert!(alarm.contains(&hex::encode(forged.id().as_bytes())), "{alarm}");
+    fed.cleanup().await;
+}
+
+/// The server routes an envelope to B without logging it (a trigger drops every envelope's
+/// leaf, as a server whose logging was switched off would): B's monitor does not find the
+/// envelope it was delivered and says so.
+#[tokio::test]
+async fn an_envelope_delivered_but_left_out_of_the_log_is_caught_by_its_receiver() {
+    let fed = monitored().await;
+    fed.app
+        .sql()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION drop_envelope_leaves() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF get_byte(NEW.leaf, 1) = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER drop_envelope_leaves BEFORE INSERT ON transparency_pending
+             FOR EACH ROW EXECUTE FUNCTION drop_envelope_leaves();",
+        )
+        .await
+        .unwrap();
+    let submitted = fed.submit(serde_json::json!([])).await;
+    fed.result(submitted.task).await;
+    let alarm = alarm(&fed, "is not in the log").await;
+    assert!(alarm.contains("job_start"), "{alarm}");
+    fed.cleanup().await;
+}
+
+/// The server rewrites a leaf B's monitor already checked, and signs a head over the rewritten
+/// history with its real key: the entries no longer give the root from what B checked.
+#[tokio::test]
+async fn a_rewritten_history_is_caught_even_when_the_log_signs_it() {
+    let fed = monitored().await;
+    let sql = fed.app.sql().await;
+    let rows = sql.query("SELECT leaf FROM transparency_leaves ORDER BY idx", &[]).await.unwrap();
+    let mut leaves: Vec<Vec<u8>> = rows.iter().map(|r| r.get(0)).collect();
+    let checked = fed.node.as_ref().unwrap().log_report().size.unwrap();
+    assert!(checked >= 1 && checked as usize <= leaves.len());
+    // Leaf 0 (B's... or A's first key) now says another key; one leaf is appended so that the
+    // forged head is the newest.
+    let forged = Leaf::Event(fedq::transparency::EventLeaf {
+        organization: fed.b.org(),
+        at: fedq::time::Timestamp::now(),
+        event: Event::KeyPublished { key: *fed.b.current().id().as_bytes() },
+    })
+    .encode();
+    leaves[0] = forged.clone();
+    leaves.push(forged.clone());
+    sql.execute(
+        "UPDATE transparency_leaves SET leaf = $1, leaf_hash = $2 WHERE idx = 0",
+        &[&forged, &leaf_hash(&forged).as_slice()],
+    )
+    .await
+    .unwrap();
+    let size = leaves.len() as i64;
+    sql.execute(
+        "INSERT INTO transparency_leaves (idx, leaf, leaf_hash) VALUES ($1, $2, $3)",
+        &[&(size - 1), &forged, &leaf_hash(&forged).as_slice()],
+    )
+    .await
+    .unwrap();
+    let key = fedq::keys::SeedFile { header: "", prefix: "fedq-log1:" }
+        .load(&crate::support::log_key_file(&fed.app.db_name))
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&key);
+    let tree = MerkleTree::from_leaf_hashes(leaves.iter().map(|l| leaf_hash(l)));
+    let head = fedq::transparency::TreeHead {
+        size: size as u64,
+        root: tree.root(),
+        timestamp_ms: fedq::time::Timestamp::now().as_millis() as u64,
+    }
+    .sign(&key);
+    sql.execute(
+        "INSERT INTO transparency_heads (size, root, timestamp_ms, signature) VALUES ($1, $2, $3, $4)",
+        &[&size, &head.head.root.as_slice(), &(head.head.timestamp_ms as i64), &head.signature.as_slice()],
+    )
+    .await
+    .unwrap();
+    alarm(&fed, "do not give the root it signed").await;
+    fed.cleanup().await;
+}
