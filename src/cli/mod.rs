@@ -2,6 +2,7 @@
 //! and returns [`CliError`]; `main` prints the error chain.
 
 mod admin;
+mod audit;
 mod envelope;
 mod keys;
 mod lookup;
@@ -48,6 +49,9 @@ enum Command {
     /// collaborations, users, nodes, keys, enrollment tokens, dead letters (names or ids,
     /// `--json`).
     Admin(admin::AdminArgs),
+    /// Check the server's transparency log: verify it from scratch or from a checkpoint, prove
+    /// that envelopes or leaves are in it, print an organization's own view.
+    Audit(audit::AuditArgs),
     /// A development certificate authority and the certificates it signs.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -116,6 +120,31 @@ pub enum CliError {
     /// An input given on the command line is not usable.
     #[error("invalid input: {0}")]
     BadInput(String),
+    /// The transparency log could not be read, or was caught misbehaving.
+    #[error("transparency log: {0}")]
+    Log(crate::client::audit::AuditError),
+    /// The server proved an inclusion with a proof that does not verify.
+    #[error(
+        "{what}: the server's inclusion proof does not verify against its signed head ({why}): the log is not what it signed"
+    )]
+    BadProof {
+        /// The envelope file or leaf hash.
+        what: String,
+        /// Which check failed.
+        why: fedq_transparency::ProofError,
+    },
+    /// Envelopes or leaves asked about are not in the log.
+    #[error(
+        "not in the log of {size} leaves: {}. A leaf takes its place within a second of routing; if it stays \
+         absent, the server routed it without logging it (or refused it)",
+        missing.join(", ")
+    )]
+    NotInLog {
+        /// The log's size.
+        size: u64,
+        /// What is missing.
+        missing: Vec<String>,
+    },
     /// Not every job had its result when the wait ended; the results printed are partial.
     #[error(
         "task {task}: {} organization(s) had no result after {waited_secs} s: {}; the results printed are \
@@ -154,6 +183,8 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Incomplete { .. } => 3,
+            // The log misbehaved: evidence to keep, not a failure to retry.
+            Self::Log(crate::client::audit::AuditError::Alarm(_)) | Self::BadProof { .. } => 4,
             _ => 1,
         }
     }
@@ -178,6 +209,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Result(args) => research::result(args),
         Command::Node(args) => node::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
 

@@ -355,3 +355,90 @@ async fn a_rewritten_history_is_caught_even_when_the_log_signs_it() {
     alarm(&fed, "do not give the root it signed").await;
     fed.cleanup().await;
 }
+
+/// `fedq audit` as a member runs it: the log verified from scratch and from a checkpoint, an
+/// organization's own view, envelopes proven in (and one proven absent), and a rewritten leaf or
+/// a swapped log key refused with exit status 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fedq_audit_verifies_the_log_proves_envelopes_and_catches_a_rewrite() {
+    use crate::support::{fedq_ok, fedq_status};
+    let app = spawn_app().await;
+    let run = TwoOrgRun::start(&app).await;
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let server = format!("http://{}", app.addr);
+    fedq_ok(
+        home,
+        &["login", "--server", &server, "--user", "ada", "--password-stdin"],
+        Some("a-long-password-123\n"),
+    );
+
+    let sent = run.b_to_a(b"logged");
+    run.node_b.publish(&sent).await.unwrap();
+    assert_eq!(run.node_a.next(20).await.data, sent);
+    std::fs::write(home.join("sent.env"), &sent).unwrap();
+    std::fs::write(home.join("never.env"), run.b_to_a(b"never sent")).unwrap();
+    let proved = eventually(30, "the envelope proven in the log", || async {
+        let (code, out, _) =
+            fedq_status(home, &["audit", "prove", home.join("sent.env").to_str().unwrap()], None);
+        (code == Some(0)).then_some(out)
+    })
+    .await;
+    assert!(proved.contains("in the log, leaf"), "{proved}");
+    let (code, _, err) =
+        fedq_status(home, &["audit", "prove", home.join("never.env").to_str().unwrap()], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not in the log"), "{err}");
+
+    // From scratch, with A's own view, and a checkpoint.
+    let checkpoint = home.join("checkpoint.json");
+    let out = fedq_ok(
+        home,
+        &["audit", "verify", "--org", &run.a.org().to_string(), "--save", checkpoint.to_str().unwrap()],
+        None,
+    );
+    assert!(out.contains("they give the signed root"), "{out}");
+    assert!(
+        out.contains(&format!("key published SHA256:{}", hex::encode(run.a.current().id().as_bytes()))),
+        "{out}"
+    );
+    assert!(out.contains(&format!("collaboration created {}", run.collaboration)), "{out}");
+    let json: Value = serde_json::from_str(&fedq_ok(home, &["audit", "verify", "--json"], None)).unwrap();
+    let size = json["tree_head"]["size"].as_u64().unwrap();
+    assert!(size >= 6, "{json}");
+
+    // More traffic; from the checkpoint only the new leaves are read.
+    let more = run.b_to_a(b"later");
+    run.node_b.publish(&more).await.unwrap();
+    run.node_a.next(20).await;
+    let out = eventually(30, "a verification past the checkpoint", || async {
+        let (code, out, _) =
+            fedq_status(home, &["audit", "verify", "--from", checkpoint.to_str().unwrap()], None);
+        (code == Some(0) && !out.contains(&format!("leaves {size} to {size}:"))).then_some(out)
+    })
+    .await;
+    assert!(out.contains(&format!("verified   leaves {size} to")), "{out}");
+
+    // A pinned key that is not the log's, and a rewritten leaf: evidence, exit status 4.
+    let (code, _, err) = fedq_status(home, &["audit", "--log-key", &"ab".repeat(32), "verify"], None);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("not the pinned"), "{err}");
+    let forged = Leaf::Event(fedq::transparency::EventLeaf {
+        organization: run.a.org(),
+        at: fedq::time::Timestamp::now(),
+        event: Event::KeyPublished { key: [7; 32] },
+    })
+    .encode();
+    app.sql()
+        .await
+        .execute(
+            "UPDATE transparency_leaves SET leaf = $1, leaf_hash = $2 WHERE idx = 0",
+            &[&forged, &leaf_hash(&forged).as_slice()],
+        )
+        .await
+        .unwrap();
+    let (code, _, err) = fedq_status(home, &["audit", "verify"], None);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("do not give the root it signed"), "{err}");
+    app.cleanup().await;
+}

@@ -611,6 +611,16 @@ impl TwoOrgRun {
 /// Runs `fedq` with `args`, its session and trust store in `home`; returns (success, stdout,
 /// stderr).
 pub fn fedq_command(home: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let (code, out, err) = fedq_status(home, args, stdin);
+    (code == Some(0), out, err)
+}
+
+/// As [`fedq_command`], with the exit status itself.
+pub fn fedq_status(
+    home: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (Option<i32>, String, String) {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_fedq"))
@@ -629,7 +639,7 @@ pub fn fedq_command(home: &std::path::Path, args: &[&str], stdin: Option<&str>) 
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )

@@ -1,0 +1,302 @@
+//! `fedq audit`: the server's transparency log checked by someone who trusts nothing it says
+//! (docs/protocol.md, "The transparency log"). `verify` replays every leaf (from the start, or
+//! from a checkpoint saved earlier) and requires the newest signed root; `prove` proves that
+//! envelopes or leaves are, or are not, in the log; `verify --org` prints an organization's own
+//! view: the trust events about it and the envelopes it sent and received.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use ed25519_dalek::VerifyingKey;
+use fedq_transparency::{Event, Frontier, Leaf, SignedTreeHead, verify_inclusion};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::CliError;
+use crate::client::Client;
+use crate::client::audit::AuditError;
+use crate::contract::TreeHeadBody;
+use crate::ids::OrgId;
+
+/// `fedq audit …`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+    /// The log's public key (64 hex digits), as compared out of band; by default the key of the
+    /// `--from` checkpoint, else the server's (printed, to compare).
+    #[arg(long, global = true)]
+    log_key: Option<String>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the whole log against its newest signed tree head.
+    Verify {
+        /// A checkpoint saved by `--save`: only later leaves are read, and the log must extend it.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Save a checkpoint (log key, tree head, frontier) to this file.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Also print this organization's own view (name or id): the trust events about it and
+        /// the envelopes it sent and received.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Prove that envelopes (files) or leaves (hashes) are in the log, or say that they are not.
+    Prove {
+        /// Envelope files.
+        envelopes: Vec<PathBuf>,
+        /// A leaf hash (64 hex digits), as `verify --org` prints for events; repeatable.
+        #[arg(long = "leaf")]
+        leaves: Vec<String>,
+    },
+}
+
+/// What `--save` writes and `--from` reads.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    log_key: String,
+    head: TreeHeadBody,
+    frontier: Frontier,
+}
+
+/// `fedq audit`.
+pub fn run(args: AuditArgs) -> Result<(), CliError> {
+    let client = super::research::session_client()?;
+    let answer = super::runtime()?.block_on(execute(&client, &args))?;
+    if args.json {
+        println!("{answer:#}");
+    } else if let Some(text) = answer["text"].as_str() {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+async fn execute(client: &Client, args: &AuditArgs) -> Result<Value, CliError> {
+    match &args.command {
+        AuditCommand::Verify { from, save, org } => {
+            let checkpoint = from.as_ref().map(read_checkpoint).transpose()?;
+            let pinned = args.log_key.clone().or_else(|| checkpoint.as_ref().map(|c| c.log_key.clone()));
+            let key = log_key(client, pinned.as_deref()).await?;
+            let head = client.log_head(&key, None).await.map_err(CliError::Log)?;
+            let start = checkpoint.map(|c| c.frontier).unwrap_or_default();
+            let org = match org {
+                Some(org) => Some(super::lookup::organization_id(client, org).await?),
+                None => None,
+            };
+            let mut view = View::new(org);
+            let frontier = client
+                .log_replay(&start, &head, |index, leaf| view.visit(index, leaf))
+                .await
+                .map_err(CliError::Log)?;
+            if let Some(path) = save {
+                let checkpoint = Checkpoint {
+                    log_key: hex::encode(key.as_bytes()),
+                    head: TreeHeadBody::from(&head),
+                    frontier,
+                };
+                let text = serde_json::to_string_pretty(&checkpoint).expect("a checkpoint serializes");
+                std::fs::write(path, text).map_err(|source| CliError::Io { path: path.clone(), source })?;
+            }
+            Ok(view.answer(&key, &head, start.size()))
+        }
+        AuditCommand::Prove { envelopes, leaves } => {
+            let key = log_key(client, args.log_key.as_deref()).await?;
+            let head = client.log_head(&key, None).await.map_err(CliError::Log)?;
+            let mut wanted: Vec<(String, fedq_transparency::Hash)> = Vec::new();
+            for path in envelopes {
+                let bytes =
+                    std::fs::read(path).map_err(|source| CliError::Io { path: path.clone(), source })?;
+                let parsed = crate::envelope::parse(&bytes, usize::MAX)
+                    .map_err(|e| CliError::BadInput(format!("{}: not an envelope ({e})", path.display())))?;
+                let leaf = Leaf::Envelope(fedq_transparency::EnvelopeLeaf::of(&parsed.header, &bytes));
+                wanted.push((path.display().to_string(), leaf.hash()));
+            }
+            for text in leaves {
+                let hash = fedq_transparency::wire::hash_from_hex(text).map_err(|_| {
+                    CliError::BadInput(format!("--leaf {text}: a leaf hash is 64 hex digits"))
+                })?;
+                wanted.push((text.clone(), hash));
+            }
+            if wanted.is_empty() {
+                return Err(CliError::BadInput("name envelope files or --leaf hashes to prove".into()));
+            }
+            let mut proven = Vec::new();
+            let mut text = String::new();
+            let mut missing = Vec::new();
+            for (what, hash) in wanted {
+                match client.log_inclusion(&hash, head.head.size).await.map_err(CliError::Log)? {
+                    Some((index, path)) => {
+                        verify_inclusion(&hash, index, head.head.size, &path, &head.head.root)
+                            .map_err(|why| CliError::BadProof { what: what.clone(), why })?;
+                        text.push_str(&format!(
+                            "{what}: in the log, leaf {index} of {} (proof of {} hashes verified)\n",
+                            head.head.size,
+                            path.len()
+                        ));
+                        proven.push(json!({"what": what, "leaf_hash": hex::encode(hash), "index": index}));
+                    }
+                    None => missing.push(what),
+                }
+            }
+            if !missing.is_empty() {
+                print!("{text}");
+                return Err(CliError::NotInLog { size: head.head.size, missing });
+            }
+            Ok(json!({"tree_size": head.head.size, "proven": proven, "text": text}))
+        }
+    }
+}
+
+/// The key heads must verify with: the pinned one (and the server must show the same), else the
+/// server's.
+async fn log_key(client: &Client, pinned: Option<&str>) -> Result<VerifyingKey, CliError> {
+    let shown = client.log_key().await.map_err(CliError::Log)?;
+    match pinned {
+        Some(pinned) if !pinned.eq_ignore_ascii_case(&hex::encode(shown.as_bytes())) => {
+            Err(CliError::Log(AuditError::Alarm(fedq_transparency::Alarm::KeyChanged {
+                pinned: pinned.to_owned(),
+                now: hex::encode(shown.as_bytes()),
+            })))
+        }
+        _ => Ok(shown),
+    }
+}
+
+fn read_checkpoint(path: &PathBuf) -> Result<Checkpoint, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io { path: path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::BadInput(format!(
+            "{}: not a checkpoint of `fedq audit verify --save` ({e})",
+            path.display()
+        ))
+    })
+}
+
+/// What `verify` saw.
+struct View {
+    org: Option<OrgId>,
+    envelopes: u64,
+    events: u64,
+    unreadable: u64,
+    own_events: Vec<Value>,
+    own_sent: u64,
+    own_received: u64,
+}
+
+impl View {
+    fn new(org: Option<OrgId>) -> Self {
+        Self {
+            org,
+            envelopes: 0,
+            events: 0,
+            unreadable: 0,
+            own_events: Vec::new(),
+            own_sent: 0,
+            own_received: 0,
+        }
+    }
+
+    fn visit(&mut self, index: u64, leaf: &[u8]) {
+        match Leaf::decode(leaf) {
+            Ok(Leaf::Envelope(e)) => {
+                self.envelopes += 1;
+                if Some(e.sender) == self.org {
+                    self.own_sent += 1;
+                }
+                if Some(e.recipient) == self.org {
+                    self.own_received += 1;
+                }
+            }
+            Ok(Leaf::Event(e)) => {
+                self.events += 1;
+                if Some(e.organization) == self.org {
+                    self.own_events.push(json!({
+                        "index": index,
+                        "at_ms": e.at.as_millis(),
+                        "event": describe(&e.event),
+                        "leaf_hash": hex::encode(fedq_transparency::leaf_hash(leaf)),
+                    }));
+                }
+            }
+            Err(_) => self.unreadable += 1,
+        }
+    }
+
+    fn answer(self, key: &VerifyingKey, head: &SignedTreeHead, from: u64) -> Value {
+        let mut text = format!(
+            "log key    {}\ntree head  {} leaves, root {}, signed at {} ms\nverified   leaves {from} to {}: \
+             they give the signed root ({} envelopes, {} trust events{})\n",
+            hex::encode(key.as_bytes()),
+            head.head.size,
+            hex::encode(head.head.root),
+            head.head.timestamp_ms,
+            head.head.size,
+            self.envelopes,
+            self.events,
+            if self.unreadable > 0 {
+                format!(", {} leaves of a newer layout", self.unreadable)
+            } else {
+                String::new()
+            },
+        );
+        if let Some(org) = self.org {
+            text.push_str(&format!(
+                "organization {org}: sent {} and received {} envelopes in these leaves; its trust events:\n",
+                self.own_sent, self.own_received
+            ));
+            for e in &self.own_events {
+                text.push_str(&format!(
+                    "  leaf {:>8}  {}  {}\n",
+                    e["index"],
+                    e["event"].as_str().unwrap_or_default(),
+                    e["leaf_hash"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        json!({
+            "log_key": hex::encode(key.as_bytes()),
+            "tree_head": TreeHeadBody::from(head),
+            "verified_from": from,
+            "envelopes": self.envelopes,
+            "events": self.events,
+            "organization": self.org.map(|org| json!({
+                "id": org,
+                "sent": self.own_sent,
+                "received": self.own_received,
+                "events": self.own_events,
+            })),
+            "text": text,
+        })
+    }
+}
+
+/// An event in words.
+fn describe(event: &Event) -> String {
+    let fp = |key: &[u8; 32]| format!("SHA256:{}", hex::encode(key));
+    match event {
+        Event::KeyPublished { key } => format!("key published {}", fp(key)),
+        Event::KeyRotated { old, new } => format!("key rotated {} -> {}", fp(old), fp(new)),
+        Event::KeyRevoked { key } => format!("key revoked {}", fp(key)),
+        Event::CollaborationCreated { collaboration } => format!("collaboration created {collaboration}"),
+        Event::MemberAdded { collaboration } => format!("added to collaboration {collaboration}"),
+        Event::MemberRemoved { collaboration } => format!("removed from collaboration {collaboration}"),
+        Event::NodeRegistered { node } => format!("node registered {node}"),
+        Event::NodeRevoked { node } => format!("node revoked {node}"),
+        Event::UserRoleChanged { user, role } => {
+            let role = match role {
+                0 => "removed",
+                1 => "researcher",
+                2 => "org_admin",
+                3 => "viewer",
+                _ => "unknown role",
+            };
+            format!("user {user}: {role}")
+        }
+    }
+}
