@@ -202,7 +202,25 @@ async fn enroll(config: &Path, args: EnrollArgs) -> Result<(), CliError> {
         }
         None => ca_file.clone(),
     };
+    // The log key, pinned now: a later change is then an alarm, not a new first use.
+    let log_key = match crate::client::Client::with_token(
+        &args.server,
+        &tls,
+        SecretString::from(answer.api_key.expose().to_owned()),
+    ) {
+        Ok(client) => match client.log_key().await {
+            Ok(key) => Some(hex::encode(key.as_bytes())),
+            Err(e) => {
+                eprintln!(
+                    "warning: could not read the server's transparency-log key ({e}); the node pins it at its first check"
+                );
+                None
+            }
+        },
+        Err(_) => None,
+    };
     let choices = Choices {
+        log_key,
         server_url: args.server.clone(),
         server_ca_file: ca_file,
         broker_ca_file,

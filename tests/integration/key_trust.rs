@@ -86,6 +86,7 @@ async fn submit_by_hand(fed: &Federation, jobs: &[(OrgId, Value)]) -> TaskId {
             organizations: all.clone(),
             input: serde_bytes::ByteBuf::from(serde_json::to_vec(steps).unwrap()),
             return_log: false,
+            log_head: None,
         });
         let sealed = envelope::seal(
             &fed.orgs[0],
@@ -189,6 +190,7 @@ async fn a_swapped_key_is_refused_and_a_signed_rotation_is_followed() {
         organizations: vec![a],
         input: serde_bytes::ByteBuf::from(b"[]".to_vec()),
         return_log: false,
+        log_head: None,
     });
     let forger = fedq::keys::Identity::new(b, OrgKey::from_seed(seed));
     let forged = envelope::seal(

@@ -179,6 +179,7 @@ async fn a_partner_cannot_replace_another_organizations_subtask_result() {
         output: serde_bytes::ByteBuf::from(br#"["forged"]"#.to_vec()),
         log: String::new(),
         reason: None,
+        log_head: None,
     });
     let sealed = envelope::seal(
         mallory_org,

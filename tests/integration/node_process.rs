@@ -188,6 +188,13 @@ async fn a_node_enrolls_with_one_token_and_starts_from_the_settings_written() {
     assert!(out.contains(&format!("enrolled node {name} of registry-a")), "{out}");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    // The server's transparency-log key is pinned at enrollment.
+    let (_, log_key) = app.call("GET", "/transparency/key", Some(&app.root_token), None).await;
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        written.contains(&format!("log_key = \"{}\"", log_key["public_key"].as_str().unwrap())),
+        "{written}"
+    );
     let unit_text = std::fs::read_to_string(&unit).unwrap();
     assert!(
         unit_text.contains(&format!("ExecStart=/usr/local/bin/fedq node --config {config_s}")),

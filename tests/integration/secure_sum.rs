@@ -222,6 +222,8 @@ async fn run_secure_sum(n: usize) {
             );
         }
     }
+    // The server's log shows every envelope of the run, and no node saw anything to alarm on.
+    fed.assert_log_checked_without_alarms().await;
     fed.cleanup().await;
 }
 

@@ -69,6 +69,7 @@ async fn a_task_travels_sealed_from_researcher_to_node_and_back() {
         output: serde_bytes::ByteBuf::from(b"N = CANARY-result-9931".to_vec()),
         log: "CANARY-log-line".into(),
         reason: None,
+        log_head: None,
     });
     let r = route(Kind::JobResult, collab, task, run);
     let sealed = envelope::seal(

@@ -37,7 +37,8 @@ impl<'a> LogReader<'a> {
     async fn head(&self) -> SignedTreeHead {
         let (status, body) = self.get("/transparency/tree-head").await;
         assert_eq!(status, 200, "{body}");
-        let head = SignedTreeHead::try_from(&serde_json::from_value(body).unwrap()).unwrap();
+        let body: fedq::contract::TreeHeadBody = serde_json::from_value(body).unwrap();
+        let head = SignedTreeHead::try_from(&body).unwrap();
         head.verify(&self.key).expect("the head is signed by the log's key");
         head
     }
@@ -441,4 +442,51 @@ async fn fedq_audit_verifies_the_log_proves_envelopes_and_catches_a_rewrite() {
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("do not give the root it signed"), "{err}");
     app.cleanup().await;
+}
+
+/// The server shows A a history B never saw: A's node seals the head it checked into its run
+/// message, and B, comparing it with its own, finds two heads of one size with different roots,
+/// both signed by the log. The same message with the head B also saw raises nothing.
+#[tokio::test]
+async fn two_organizations_shown_different_histories_notice_it_from_what_they_send() {
+    let fed = monitored().await;
+    let node = fed.node.as_ref().unwrap();
+    let (submitted, job_a) = fed.submit_with_a(serde_json::json!([])).await;
+    let key = fedq::keys::SeedFile { header: "", prefix: "fedq-log1:" }
+        .load(&crate::support::log_key_file(&fed.app.db_name))
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&key);
+    let honest = {
+        let sql = fed.app.sql().await;
+        let size = node.log_report().size.unwrap();
+        let row = sql
+            .query_one(
+                "SELECT root, timestamp_ms, signature FROM transparency_heads WHERE size = $1",
+                &[&(size as i64)],
+            )
+            .await
+            .unwrap();
+        SignedTreeHead {
+            head: fedq::transparency::TreeHead {
+                size,
+                root: row.get::<_, &[u8]>(0).try_into().unwrap(),
+                timestamp_ms: row.get::<_, i64>(1) as u64,
+            },
+            signature: row.get::<_, &[u8]>(2).try_into().unwrap(),
+        }
+    };
+    fed.send_from_a_seen(&submitted, job_a, &[("same", b"x")], Some((&honest).into())).await;
+    let forked = fedq::transparency::TreeHead { root: [0x5a; 32], ..honest.head }.sign(&key);
+    // The honest head first: if it raised an alarm, it would be there before the forked one's.
+    eventually(30, "the honest message stored at B", || async {
+        let inbox = fed.config.node.state_dir.join("runs").join(submitted.run.to_string()).join("inbox");
+        (std::fs::read_dir(inbox).ok()?.count() >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(node.log_report().alarms, Vec::<String>::new(), "the same history raises nothing");
+    fed.send_from_a_seen(&submitted, job_a, &[("forked", b"y")], Some((&forked).into())).await;
+    let alarm = alarm(&fed, "different histories").await;
+    assert!(alarm.contains(&hex::encode([0x5a; 32])) && alarm.contains(&fed.a.org().to_string()), "{alarm}");
+    assert_eq!(node.log_report().alarms, vec![alarm], "the honest head raised nothing");
+    fed.cleanup().await;
 }

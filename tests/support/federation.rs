@@ -73,6 +73,9 @@ impl Federation {
                 refresh_secs: 1,
                 ..PeersSection::default()
             };
+            // The transparency log checked every second, so that a test sees the monitors'
+            // verdict on its run at once.
+            config.transparency.check_secs = 1;
             guards.push(NodeGuard { name: config.node.name.clone(), process: None });
             nodes.push(fedq::node::start(config.clone()).await.expect("the node starts"));
             configs.push(config);
@@ -93,6 +96,27 @@ impl Federation {
             }
         }
         all
+    }
+
+    /// Waits until every node's monitor has checked the log up to the newest signed head, and
+    /// asserts that none raised an alarm: what an honest server's run must give.
+    pub async fn assert_log_checked_without_alarms(&self) {
+        let sql = self.app.sql().await;
+        let newest: i64 =
+            sql.query_one("SELECT coalesce(max(size), 0) FROM transparency_heads", &[]).await.unwrap().get(0);
+        for (node, config) in self.nodes.iter().zip(&self.configs) {
+            let report = super::eventually(30, "every node's monitor at the newest head", || async {
+                let report = node.log_report();
+                (report.size.unwrap_or(0) >= newest as u64).then_some(report)
+            })
+            .await;
+            assert_eq!(
+                report.alarms,
+                Vec::<String>::new(),
+                "node {}: an honest run raises no alarm",
+                config.node.name
+            );
+        }
     }
 
     pub async fn cleanup(self) {

@@ -527,6 +527,7 @@ pub fn job_entry(
         organizations: all.to_vec(),
         input: serde_bytes::ByteBuf::from(input.to_vec()),
         return_log: false,
+        log_head: None,
     });
     let sealed = envelope::seal(
         from,

@@ -222,6 +222,7 @@ impl Fed {
             organizations: organizations.to_vec(),
             input: serde_bytes::ByteBuf::from(serde_json::to_vec(steps).unwrap()),
             return_log: true,
+            log_head: None,
         });
         envelope::seal(
             &self.a,
@@ -259,6 +260,17 @@ impl Fed {
     /// Sends run messages from A's job of `submitted` (see [`Fed::submit_with_a`]) to B, through
     /// a node of A registered for the purpose, as A's node would.
     pub async fn send_from_a(&self, submitted: &Submitted, job_a: JobId, messages: &[(&str, &[u8])]) {
+        self.send_from_a_seen(submitted, job_a, messages, None).await;
+    }
+
+    /// As [`Fed::send_from_a`], with the transparency log's head A's node would seal in.
+    pub async fn send_from_a_seen(
+        &self,
+        submitted: &Submitted,
+        job_a: JobId,
+        messages: &[(&str, &[u8])],
+        log_head: Option<fedq::protocol::SeenHead>,
+    ) {
         let name = format!("a-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let registration = self.app.node(self.a.org(), &name).await;
         let node_a = super::NodeBroker::connect(&self.app, &registration).await.unwrap();
@@ -274,6 +286,7 @@ impl Fed {
                 from_job: job_a,
                 topic: (*topic).into(),
                 body: serde_bytes::ByteBuf::from(body.to_vec()),
+                log_head: log_head.clone(),
             });
             let sealed = envelope::seal(
                 &self.a,

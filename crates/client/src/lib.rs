@@ -536,6 +536,7 @@ impl Client {
                 organizations: spec.organizations.clone(),
                 input: serde_bytes::ByteBuf::from(input),
                 return_log: spec.return_log,
+                log_head: None,
             });
             let sealed = envelope::seal(
                 me,

@@ -245,6 +245,7 @@ async fn send(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
         from_job: job.record.job,
         topic: request.topic,
         body: ByteBuf::from(content),
+        log_head: core.log.seen_head(),
     });
     let sealed = jobs::seal_to(core, request.to, &route, &payload).await.ok_or_else(|| {
         let why = core.peers.refusal(request.to).map(|r| format!(": {r}")).unwrap_or_default();
@@ -379,6 +380,7 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
             organizations: request.organizations.clone(),
             input: ByteBuf::from(input),
             return_log: false,
+            log_head: core.log.seen_head(),
         });
         let sealed = jobs::seal_to(core, org, &route, &payload).await.ok_or_else(|| {
             fail(

@@ -39,6 +39,8 @@ pub struct Choices {
     pub requesters: Vec<OrgId>,
     /// Key fingerprints per organization, compared out of band.
     pub pins: BTreeMap<OrgId, Vec<String>>,
+    /// The server's transparency-log key (hex), pinned at enrollment.
+    pub log_key: Option<String>,
 }
 
 /// Why an enrollment answer cannot be made into settings.
@@ -142,6 +144,14 @@ pub fn render(answer: &NodeRegistration, choices: &Choices) -> Result<String, An
         let list: Vec<String> = fingerprints.iter().map(|f| quoted(f)).collect();
         let _ = writeln!(w, "{} = [{}]", quoted(&org.to_string()), list.join(", "));
     }
+    let _ = writeln!(
+        w,
+        "\n[transparency]\n# The server's transparency log, checked by this node (docs/protocol.md). Compare the\n\
+         # key with your partners': every member must see the same one."
+    );
+    if let Some(key) = &choices.log_key {
+        let _ = writeln!(w, "log_key = {}", quoted(key));
+    }
     Ok(out)
 }
 
@@ -189,6 +199,7 @@ mod tests {
             images: vec![PinnedImage { name: "fedq/secure-sum".into(), id: "sha256:ab12".into() }],
             requesters: vec![org],
             pins: BTreeMap::from([(org, vec!["SHA256:00ff".to_owned()])]),
+            log_key: Some("ab".repeat(32)),
         };
         let text = render(&answer(), &choices).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -200,5 +211,6 @@ mod tests {
         assert_eq!(config.policy.images[0].data, vec!["patients".to_owned()]);
         assert_eq!(config.peers.pins[&org], vec!["SHA256:00ff".to_owned()]);
         assert_eq!(config.broker.username, "fedq-node-1");
+        assert_eq!(config.transparency.log_key, Some("ab".repeat(32)));
     }
 }

@@ -384,6 +384,7 @@ async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<
         output: ByteBuf::from(output),
         log: if share_log { String::from_utf8_lossy(&log).into_owned() } else { String::new() },
         reason: reason.clone(),
+        log_head: core.log.seen_head(),
     };
     tracing::info!(job = %job.record.job, %status, reason = reason.as_deref().unwrap_or(""), "job finished");
     core.metrics.job_finished(status);

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
-use fedq_transparency::{EnvelopeLeaf, Event, Frontier, Leaf};
+use fedq_transparency::{EnvelopeLeaf, Event, Frontier, Leaf, SignedTreeHead};
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
@@ -29,6 +29,7 @@ use crate::contract::TreeHeadBody;
 use crate::envelope::Header;
 use crate::ids::{NodeId, OrgId};
 use crate::metrics::NodeMetrics;
+use crate::protocol::SeenHead;
 use crate::protocol::heartbeat::LogReport;
 use crate::time::Timestamp;
 
@@ -71,6 +72,10 @@ pub(crate) struct LogMonitor {
     saved: tokio::sync::Mutex<Saved>,
     watched: Mutex<Vec<Watched>>,
     alarms: Mutex<Vec<String>>,
+    /// The last head accepted, for the envelopes this node seals.
+    last: Mutex<Option<SignedTreeHead>>,
+    /// Partners' heads already compared with this node's (size and root).
+    compared: Mutex<HashSet<(u64, [u8; 32])>>,
     metrics: NodeMetrics,
 }
 
@@ -96,6 +101,7 @@ impl LogMonitor {
             Err(e) => return Err(e),
         };
         let watched = saved.watched.clone();
+        let last = saved.head.as_ref().and_then(|h| SignedTreeHead::try_from(h).ok());
         Ok(Self {
             org,
             node: Mutex::new(None),
@@ -105,6 +111,8 @@ impl LogMonitor {
             saved: tokio::sync::Mutex::new(saved),
             watched: Mutex::new(watched),
             alarms: Mutex::new(Vec::new()),
+            last: Mutex::new(last),
+            compared: Mutex::new(HashSet::new()),
             metrics,
         })
     }
@@ -123,6 +131,84 @@ impl LogMonitor {
             watched.remove(0);
         }
         watched.push(Watched { leaf: hex::encode(leaf), what, since_ms: Timestamp::now().as_millis() });
+    }
+
+    /// The last head this node accepted, to seal into what it sends: the receiver compares it
+    /// with its own.
+    pub fn seen_head(&self) -> Option<SeenHead> {
+        self.last.lock().expect("not poisoned").as_ref().map(SeenHead::from)
+    }
+
+    /// Compares the head a partner last checked (sealed in what it sent) with this node's: the
+    /// log must have shown both the same history. The server proves it with a consistency proof
+    /// between the two sizes; a head signed by the log that no proof joins to this node's is a
+    /// split view, and the two signed heads are the evidence.
+    pub async fn compare_partner(&self, server: &Client, theirs: &SeenHead, from: OrgId) {
+        let Ok(theirs) = SignedTreeHead::try_from(theirs) else {
+            tracing::warn!(%from, "transparency log: a partner's head is malformed; ignored");
+            return;
+        };
+        let Some(mine) = *self.last.lock().expect("not poisoned") else { return };
+        {
+            let mut compared = self.compared.lock().expect("not poisoned");
+            if compared.len() > 10_000 {
+                compared.clear();
+            }
+            if !compared.insert((theirs.head.size, theirs.head.root)) {
+                return;
+            }
+        }
+        let key = {
+            let saved = self.saved.lock().await;
+            self.settings.log_key.clone().or_else(|| saved.log_key.clone())
+        };
+        let key = key
+            .and_then(|k| hex::decode(k).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .and_then(|b| VerifyingKey::from_bytes(&b).ok());
+        let Some(key) = key else { return };
+        if theirs.verify(&key).is_err() {
+            // Not the log's: the partner's own mistake or lie, not evidence against the server.
+            tracing::warn!(%from, size = theirs.head.size, "transparency log: a partner sent a head the log did not sign");
+            return;
+        }
+        let monitor = fedq_transparency::Monitor::new(key, Some(mine.head));
+        let (old, new) = if theirs.head.size <= mine.head.size {
+            (theirs.head.size, mine.head.size)
+        } else {
+            (mine.head.size, theirs.head.size)
+        };
+        let proof = if old == new { Ok(Vec::new()) } else { server.log_consistency(old, new).await };
+        let verdict = match proof {
+            Ok(proof) => monitor.compare(&theirs, &proof),
+            Err(AuditError::Client(e)) if e.status() == Some(404) => {
+                Err(fedq_transparency::Alarm::Inconsistent {
+                    old,
+                    new,
+                    why: fedq_transparency::ProofError::Mismatch,
+                    heads: Box::new((mine.head, theirs.head)),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "transparency log: could not compare a partner's head; it is compared again when it comes again");
+                self.compared.lock().expect("not poisoned").remove(&(theirs.head.size, theirs.head.root));
+                return;
+            }
+        };
+        if let Err(alarm) = verdict {
+            self.raise(
+                "split_view",
+                &format!(
+                    "organization {from} was shown a tree head of {} leaves with root {} that the log cannot join \
+                     to this node's head of {} leaves with root {} ({alarm}): the server shows different \
+                     histories to different organizations",
+                    theirs.head.size,
+                    hex::encode(theirs.head.root),
+                    mine.head.size,
+                    hex::encode(mine.head.root),
+                ),
+            );
+        }
     }
 
     /// What the heartbeat reports.
@@ -189,6 +275,7 @@ impl LogMonitor {
         }
         saved.frontier = frontier;
         saved.head = Some(TreeHeadBody::from(&head));
+        *self.last.lock().expect("not poisoned") = Some(head);
         let overdue = self.settle_watched(&seen);
         for what in overdue {
             self.raise(

@@ -132,6 +132,10 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             return;
         }
     };
+    if let Some(theirs) = payload.log_head().cloned() {
+        let (core, from) = (core.clone(), header.sender);
+        tokio::spawn(async move { core.log.compare_partner(core.server.api(), &theirs, from).await });
+    }
     let forget_after = header.expires_at.saturating_add(core.policy.clock_skew);
     let handled: std::io::Result<()> = match payload {
         Payload::JobStart(start) => {

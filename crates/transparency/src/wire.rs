@@ -1,6 +1,8 @@
 //! The log's values as the REST contract carries them (hashes and signatures in hex), and back.
 
 use fedq_core::contract::{ConsistencyProofBody, InclusionProofBody, TreeHeadBody};
+use fedq_core::protocol::SeenHead;
+use serde_bytes::ByteBuf;
 
 use crate::tree::Hash;
 use crate::tree_head::{SignedTreeHead, TreeHead};
@@ -52,6 +54,36 @@ impl TryFrom<&TreeHeadBody> for SignedTreeHead {
         Ok(Self {
             head: TreeHead { size: b.size, root: hash_from_hex(&b.root)?, timestamp_ms: b.timestamp_ms },
             signature: signature.try_into().map_err(|_| WireError("the signature is not 64 bytes"))?,
+        })
+    }
+}
+
+impl From<&SignedTreeHead> for SeenHead {
+    fn from(h: &SignedTreeHead) -> Self {
+        Self {
+            size: h.head.size,
+            root: ByteBuf::from(h.head.root.to_vec()),
+            timestamp_ms: h.head.timestamp_ms,
+            signature: ByteBuf::from(h.signature.to_vec()),
+        }
+    }
+}
+
+impl TryFrom<&SeenHead> for SignedTreeHead {
+    type Error = WireError;
+
+    fn try_from(s: &SeenHead) -> Result<Self, WireError> {
+        Ok(Self {
+            head: TreeHead {
+                size: s.size,
+                root: s.root.as_slice().try_into().map_err(|_| WireError("a root is not 32 bytes"))?,
+                timestamp_ms: s.timestamp_ms,
+            },
+            signature: s
+                .signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| WireError("the signature is not 64 bytes"))?,
         })
     }
 }

@@ -12,7 +12,7 @@ pub mod control;
 pub mod heartbeat;
 mod payload;
 
-pub use payload::{JobResult, JobStart, JobStatusUpdate, Payload, PayloadError, RunMessage};
+pub use payload::{JobResult, JobStart, JobStatusUpdate, Payload, PayloadError, RunMessage, SeenHead};
 
 /// What an envelope is for. Carried in the clear header so the router can check that the kind
 /// is allowed in the direction it travels.

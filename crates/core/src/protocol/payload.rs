@@ -24,6 +24,9 @@ pub struct JobStart {
     /// only if its policy shares logs).
     #[serde(default)]
     pub return_log: bool,
+    /// The transparency log's head as the sender last checked it, if it monitors the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_head: Option<SeenHead>,
 }
 
 /// The final result of a job, sealed for the requester.
@@ -39,6 +42,9 @@ pub struct JobResult {
     pub log: String,
     /// Why the job ended as it did, when it did not complete.
     pub reason: Option<String>,
+    /// The transparency log's head as the sender last checked it, if it monitors the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_head: Option<SeenHead>,
 }
 
 /// An intermediate status change of a job.
@@ -61,6 +67,25 @@ pub struct RunMessage {
     pub topic: String,
     /// The message, opaque to fedq.
     pub body: ByteBuf,
+    /// The transparency log's head as the sender last checked it, if it monitors the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_head: Option<SeenHead>,
+}
+
+/// A signed tree head of the server's transparency log, as the sender of an envelope last
+/// checked it. Sealed inside the payload, so the server can neither read nor strip it: the
+/// receiver compares it with its own, and a server that showed the two organizations different
+/// histories is caught (docs/protocol.md, "The transparency log"). Old readers ignore it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenHead {
+    /// Leaves in the tree.
+    pub size: u64,
+    /// Its root, 32 bytes.
+    pub root: ByteBuf,
+    /// When the log signed it, ms since the epoch.
+    pub timestamp_ms: u64,
+    /// The log's Ed25519 signature, 64 bytes.
+    pub signature: ByteBuf,
 }
 
 /// A payload of any kind.
@@ -86,6 +111,16 @@ pub struct PayloadError {
 }
 
 impl Payload {
+    /// The transparency log's head the sender sealed in, if any.
+    pub fn log_head(&self) -> Option<&SeenHead> {
+        match self {
+            Payload::JobStart(p) => p.log_head.as_ref(),
+            Payload::JobResult(p) => p.log_head.as_ref(),
+            Payload::RunMessage(p) => p.log_head.as_ref(),
+            Payload::JobStatus(_) => None,
+        }
+    }
+
     /// The kind an envelope carrying this payload must declare.
     pub fn kind(&self) -> Kind {
         match self {
@@ -135,6 +170,7 @@ impl Payload {
                 organizations: vec![org, OrgId::new(), OrgId::new()],
                 input: ByteBuf::from(b"{\"column\":\"age\"}".to_vec()),
                 return_log: false,
+                log_head: None,
             }),
             Payload::JobResult(JobResult {
                 job: JobId::new(),
@@ -142,6 +178,7 @@ impl Payload {
                 output: ByteBuf::from(vec![1, 2, 3]),
                 log: "done\n".into(),
                 reason: None,
+                log_head: None,
             }),
             Payload::JobStatus(JobStatusUpdate {
                 job: JobId::new(),
@@ -152,6 +189,7 @@ impl Payload {
                 from_job: JobId::new(),
                 topic: "x1".into(),
                 body: ByteBuf::from(42u64.to_le_bytes().to_vec()),
+                log_head: None,
             }),
         ]
     }
