@@ -16,6 +16,9 @@
 //! Latency: envelopes offered at a fixed rate below saturation (100/s), each timed from its
 //! publish to its arrival in the out queue.
 //!
+//! The transparency log's cost: the router with and without logging each envelope
+//! (`transparency.log_envelopes`), five rounds of each in turns, 64 in flight.
+//!
 //! `scripts/bench` runs it and writes the tables from `target/bench-router.json`.
 
 #![allow(missing_docs)]
@@ -296,6 +299,24 @@ fn main() {
             app.cleanup().await;
             return;
         }
+        // The transparency log's cost: the router with and without logging each envelope, in
+        // turns, so that drift of the machine falls on both alike; the sequencer runs at its
+        // default pace (every 500 ms) as in production, here and in every row below.
+        app.config.transparency.sequence_interval_ms =
+            fedq::server::config::TransparencyConfig::default().sequence_interval_ms;
+        let mut log_rows = Vec::new();
+        for round in 0..5 {
+            for logged in [true, false] {
+                app.config.transparency.log_envelopes = logged;
+                let messages: Vec<Vec<u8>> = (0..N).map(|_| fixture.b_to_a(&payload)).collect();
+                let run = router_throughput(&mut app, &setup, &fixture, &messages, 64, 1).await;
+                println!("round {round}, log {logged}: router {:.0}/s", run.per_sec);
+                log_rows.push(json!({"round": round, "logged": logged, "router_per_sec": run.per_sec}));
+            }
+        }
+        // The rows below run as in production: log on, the sequencer at its default pace.
+        app.config.transparency.log_envelopes = true;
+
         let mut rows = Vec::new();
         for (in_flight, replicas) in [(64u16, 1usize), (256, 1), (64, 2)] {
             // Fresh envelopes each time: the router drops ids it has routed before.
@@ -366,6 +387,7 @@ fn main() {
         let out = json!({
             "n": N,
             "throughput": rows,
+            "transparency": log_rows,
             "latency": {
                 "rate": LATENCY_RATE, "n": LATENCY_N,
                 "router_p50_ms": router_p50, "router_p99_ms": router_p99,

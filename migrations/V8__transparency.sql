@@ -8,6 +8,9 @@
 -- and stores the tree head it signed, in one transaction.
 CREATE TABLE transparency_pending (
     seq bigserial PRIMARY KEY,
+    -- An envelope's message id, so that the routing transaction can take its leaf back with its
+    -- routing-log row when the forwarded copy's publish fails; null for events.
+    message_id bytea,
     leaf bytea NOT NULL
 );
 

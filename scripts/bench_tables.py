@@ -85,6 +85,26 @@ def router_table():
         f"| no-op | {lat['noop_p50_ms']:.1f} ms | {lat['noop_p99_ms']:.1f} ms |",
         f"| fedq router | {lat['router_p50_ms']:.1f} ms | {lat['router_p99_ms']:.1f} ms |",
     ]
+    log = data.get("transparency")
+    if log:
+        rows += [
+            "",
+            "The transparency log's cost: the router at 64 in flight with and without logging each "
+            "envelope (`transparency.log_envelopes`), in turns:",
+            "",
+            "| round | with the log, envelopes/s | without, envelopes/s | ratio |",
+            "|---|---|---|---|",
+        ]
+        rounds = sorted({r["round"] for r in log})
+        ratios = []
+        for n in rounds:
+            on = next(r["router_per_sec"] for r in log if r["round"] == n and r["logged"])
+            off = next(r["router_per_sec"] for r in log if r["round"] == n and not r["logged"])
+            ratios.append(on / off)
+            rows.append(f"| {n + 1} | {on:.0f} | {off:.0f} | {on / off:.2f} |")
+        total_on = sum(r["router_per_sec"] for r in log if r["logged"])
+        total_off = sum(r["router_per_sec"] for r in log if not r["logged"])
+        rows.append(f"| all | {total_on / len(rounds):.0f} | {total_off / len(rounds):.0f} | {total_on / total_off:.2f} |")
     return "\n".join(rows)
 
 

@@ -276,6 +276,18 @@ async fn a_key_published_for_an_organization_without_it_is_caught_by_its_node() 
     sql.execute("INSERT INTO transparency_pending (leaf) VALUES ($1)", &[&leaf.encode()]).await.unwrap();
     let alarm = alarm(&fed, "was published for this organization").await;
     assert!(alarm.contains(&hex::encode(forged.id().as_bytes())), "{alarm}");
+    // The node's heartbeat carries it to the dashboard: the node's row and the overview's card.
+    let mut dash = crate::support::dashboard::Dash::new(&fed.app);
+    dash.login("root", crate::support::ROOT_PASSWORD).await;
+    let page = eventually(30, "the alarm on the dashboard", || async {
+        let (_, _, page) = dash.get("/admin/organizations").await;
+        page.contains("was published for this organization").then_some(page)
+    })
+    .await;
+    assert!(page.contains("badge s-alarm"), "the node's row is marked");
+    let (_, _, overview) = dash.get("/admin").await;
+    let card = overview.split("id=\"transparency\"").nth(1).expect("the overview has the log's card");
+    assert!(card.contains("1 node(s) reporting an alarm"), "{}", &card[..card.len().min(400)]);
     fed.cleanup().await;
 }
 
@@ -298,8 +310,11 @@ async fn an_envelope_delivered_but_left_out_of_the_log_is_caught_by_its_receiver
         .unwrap();
     let submitted = fed.submit(serde_json::json!([])).await;
     fed.result(submitted.task).await;
-    let alarm = alarm(&fed, "is not in the log").await;
-    assert!(alarm.contains("job_start"), "{alarm}");
+    let received = alarm(&fed, "was delivered to this node but is not in the log").await;
+    assert!(received.contains("job_start"), "{received}");
+    // What B sent (its status and result) is missing too, and B says so.
+    let sent = alarm(&fed, "was sent by this node").await;
+    assert!(sent.contains("job_result") || sent.contains("job_status"), "{sent}");
     fed.cleanup().await;
 }
 

@@ -162,6 +162,7 @@ pub async fn prepare() -> (ServerConfig, String, String) {
         transparency: fedq::server::config::TransparencyConfig {
             key_file: log_key_file(&db_name),
             sequence_interval_ms: 100,
+            ..Default::default()
         },
         bootstrap: Some(BootstrapConfig {
             root_username: "root".into(),

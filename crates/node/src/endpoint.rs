@@ -256,7 +256,7 @@ async fn send(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
         )
     })?;
     let mut halt = core.halt.clone();
-    let publish = core.link.publish(&sealed.header, &sealed.bytes, &mut halt);
+    let publish = core.publish(&sealed.header, &sealed.bytes, &mut halt);
     match tokio::time::timeout(Duration::from_secs(30), publish).await {
         Ok(Ok(())) => ok_json(StatusCode::ACCEPTED, &json!({"id": sealed.header.id.to_string()})),
         _ => Err(fail(

@@ -202,7 +202,7 @@ async fn resend(core: &Core, result: &[u8], acker: Acker, start: &Header) {
         return;
     };
     let mut halt = core.halt.clone();
-    if core.link.publish(&header, result, &mut halt).await.is_ok() {
+    if core.publish(&header, result, &mut halt).await.is_ok() {
         let _ = acker.ack().await;
         let _ = core.state.record_seen(start.id, start.expires_at.saturating_add(core.policy.clock_skew));
     }
@@ -398,7 +398,7 @@ async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<
         return;
     }
     let mut halt = core.halt.clone();
-    if core.link.publish(&sealed.header, &sealed.bytes, &mut halt).await.is_err() {
+    if core.publish(&sealed.header, &sealed.bytes, &mut halt).await.is_err() {
         // Stored: the redelivered job_start re-sends it after the restart.
         return;
     }
@@ -442,7 +442,7 @@ async fn send_status(core: &Core, job: &ActiveJob, status: JobStatus, detail: Op
         return;
     };
     let mut halt = core.halt.clone();
-    let publish = core.link.publish(&sealed.header, &sealed.bytes, &mut halt);
+    let publish = core.publish(&sealed.header, &sealed.bytes, &mut halt);
     if tokio::time::timeout(Duration::from_secs(10), publish).await.is_err() {
         tracing::warn!(job = %job.record.job, %status, "status not published within 10 s");
     }

@@ -166,6 +166,19 @@ impl Core {
         self.me.org()
     }
 
+    /// Publishes an envelope to ingress until the broker confirms it (see `IngressLink::publish`),
+    /// and has the transparency log's monitor expect its leaf.
+    async fn publish(
+        &self,
+        header: &crate::envelope::Header,
+        bytes: &[u8],
+        halt: &mut watch::Receiver<bool>,
+    ) -> Result<(), link::Stopping> {
+        self.link.publish(header, bytes, halt).await?;
+        self.log.sent(header, bytes);
+        Ok(())
+    }
+
     fn notify_arrival(&self) {
         self.arrivals.send_modify(|n| *n = n.wrapping_add(1));
     }

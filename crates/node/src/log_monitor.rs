@@ -58,8 +58,11 @@ struct Watched {
     leaf: String,
     /// What it is, for the alarm.
     what: String,
-    /// When this node got it, ms since the epoch.
+    /// When this node got or sent it, ms since the epoch.
     since_ms: i64,
+    /// Sent by this node (else delivered to it).
+    #[serde(default)]
+    sent: bool,
 }
 
 /// The monitor of one organization's node.
@@ -122,15 +125,27 @@ impl LogMonitor {
         *self.node.lock().expect("not poisoned") = Some(node);
     }
 
-    /// Notes an envelope delivered to this node: its leaf must appear in the log.
+    /// Notes an envelope delivered to this node: the server routed it, so its leaf must appear
+    /// in the log.
     pub fn received(&self, header: &Header, bytes: &[u8]) {
-        let leaf = Leaf::Envelope(EnvelopeLeaf::of(header, bytes)).hash();
         let what = format!("{} {} from {}", header.kind, header.id, header.sender);
+        self.expect(header, bytes, what, false);
+    }
+
+    /// Notes an envelope this node published and the broker confirmed: unless the router refused
+    /// it, its leaf must appear in the log.
+    pub fn sent(&self, header: &Header, bytes: &[u8]) {
+        let what = format!("{} {} to {}", header.kind, header.id, header.recipient);
+        self.expect(header, bytes, what, true);
+    }
+
+    fn expect(&self, header: &Header, bytes: &[u8], what: String, sent: bool) {
+        let leaf = Leaf::Envelope(EnvelopeLeaf::of(header, bytes)).hash();
         let mut watched = self.watched.lock().expect("not poisoned");
         if watched.len() >= MAX_WATCHED {
             watched.remove(0);
         }
-        watched.push(Watched { leaf: hex::encode(leaf), what, since_ms: Timestamp::now().as_millis() });
+        watched.push(Watched { leaf: hex::encode(leaf), what, since_ms: Timestamp::now().as_millis(), sent });
     }
 
     /// The last head this node accepted, to seal into what it sends: the receiver compares it
@@ -276,16 +291,22 @@ impl LogMonitor {
         saved.frontier = frontier;
         saved.head = Some(TreeHeadBody::from(&head));
         *self.last.lock().expect("not poisoned") = Some(head);
-        let overdue = self.settle_watched(&seen);
-        for what in overdue {
-            self.raise(
-                "envelope_not_logged",
-                &format!(
-                    "{what} was delivered to this node but is not in the log after {} s: the server routed it \
+        let delay = self.settings.inclusion_delay_secs;
+        for w in self.settle_watched(&seen) {
+            let message = if w.sent {
+                format!(
+                    "{} was sent by this node and confirmed by the broker but is not in the log after {delay} s: \
+                     the router refused it (see the dead letters) or routed it without logging it",
+                    w.what
+                )
+            } else {
+                format!(
+                    "{} was delivered to this node but is not in the log after {delay} s: the server routed it \
                      without logging it",
-                    self.settings.inclusion_delay_secs
-                ),
-            );
+                    w.what
+                )
+            };
+            self.raise("envelope_not_logged", &message);
         }
         saved.watched = self.watched.lock().expect("not poisoned").clone();
         self.metrics.log_size(head.head.size);
@@ -350,7 +371,7 @@ impl LogMonitor {
     }
 
     /// Removes the watched envelopes whose leaf was seen; returns those overdue.
-    fn settle_watched(&self, seen: &HashSet<String>) -> Vec<String> {
+    fn settle_watched(&self, seen: &HashSet<String>) -> Vec<Watched> {
         let deadline = Timestamp::now().as_millis().saturating_sub(
             i64::try_from(self.settings.inclusion_delay_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         );
@@ -359,7 +380,7 @@ impl LogMonitor {
         let (overdue, waiting): (Vec<Watched>, Vec<Watched>) =
             watched.drain(..).partition(|w| w.since_ms < deadline);
         *watched = waiting;
-        overdue.into_iter().map(|w| w.what).collect()
+        overdue
     }
 
     fn raise(&self, code: &'static str, message: &str) {

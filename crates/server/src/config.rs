@@ -225,11 +225,18 @@ pub struct TransparencyConfig {
     /// Milliseconds between two steps of the sequencer, which gives queued leaves their place in
     /// the tree and signs the new head: the longest a leaf waits when traffic is light.
     pub sequence_interval_ms: u64,
+    /// Whether routed envelopes are logged. Off only to measure what the log costs
+    /// (`benches/router.rs`): every node then reports `envelope_not_logged`.
+    pub log_envelopes: bool,
 }
 
 impl Default for TransparencyConfig {
     fn default() -> Self {
-        Self { key_file: PathBuf::from("/var/lib/fedq/transparency.key"), sequence_interval_ms: 500 }
+        Self {
+            key_file: PathBuf::from("/var/lib/fedq/transparency.key"),
+            sequence_interval_ms: 500,
+            log_envelopes: true,
+        }
     }
 }
 

@@ -135,7 +135,7 @@ impl Outcome {
 }
 
 /// One routed envelope, as the routing log records it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LogRow<'a> {
     /// Its header.
     pub header: &'a Header,
@@ -147,6 +147,9 @@ pub struct LogRow<'a> {
     pub via: &'a str,
     /// The validated broker user or API principal that published it.
     pub publisher: &'a str,
+    /// Its transparency-log leaf, queued with its row if the row is new (none when the log of
+    /// envelopes is off).
+    pub leaf: Option<Vec<u8>>,
 }
 
 /// Inserts the routing log rows of a group of envelopes in one statement, in the caller's
@@ -169,14 +172,24 @@ pub async fn insert_log(tx: &impl GenericClient, rows: &[LogRow<'_>]) -> Result<
     let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
     let vias: Vec<&str> = rows.iter().map(|r| r.via).collect();
     let publishers: Vec<&str> = rows.iter().map(|r| r.publisher).collect();
+    let leaves: Vec<Option<&[u8]>> = rows.iter().map(|r| r.leaf.as_deref()).collect();
+    // The new rows' transparency-log leaves go in by the same statement: no round trip of their
+    // own, and exactly the rows inserted (a repeat's leaf is not queued again).
     let statement = tx
         .prepare_cached(
-            "INSERT INTO routing_log (message_id, kind, sender_org, recipient_org, collaboration_id, task_id,
-                                      run_id, status, size, outcome, via, publisher)
-             SELECT * FROM unnest($1::bytea[], $2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[],
-                                  $7::uuid[], $8::text[], $9::int4[], $10::text[], $11::text[], $12::text[])
-             ON CONFLICT (message_id) DO NOTHING
-             RETURNING message_id",
+            "WITH inserted AS (
+                 INSERT INTO routing_log (message_id, kind, sender_org, recipient_org, collaboration_id, task_id,
+                                          run_id, status, size, outcome, via, publisher)
+                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[],
+                                      $7::uuid[], $8::text[], $9::int4[], $10::text[], $11::text[], $12::text[])
+                 ON CONFLICT (message_id) DO NOTHING
+                 RETURNING message_id),
+             logged AS (
+                 INSERT INTO transparency_pending (message_id, leaf)
+                 SELECT l.id, l.leaf FROM unnest($1::bytea[], $13::bytea[]) AS l(id, leaf)
+                 JOIN inserted ON inserted.message_id = l.id
+                 WHERE l.leaf IS NOT NULL)
+             SELECT message_id FROM inserted",
         )
         .await?;
     let inserted = tx
@@ -195,6 +208,7 @@ pub async fn insert_log(tx: &impl GenericClient, rows: &[LogRow<'_>]) -> Result<
                 &outcomes,
                 &vias,
                 &publishers,
+                &leaves,
             ],
         )
         .await?;
@@ -204,14 +218,21 @@ pub async fn insert_log(tx: &impl GenericClient, rows: &[LogRow<'_>]) -> Result<
         .collect())
 }
 
-/// Removes log rows inserted earlier in the caller's transaction, for envelopes whose forwarding
-/// failed after all: they are routed again when the broker delivers them again.
+/// Removes log rows inserted earlier in the caller's transaction, with their transparency-log
+/// leaves, for envelopes whose forwarding failed after all: they are routed again when the
+/// broker delivers them again.
 pub async fn forget(tx: &impl GenericClient, ids: &[MessageId]) -> Result<(), DbError> {
     if ids.is_empty() {
         return Ok(());
     }
     let ids: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
-    let statement = tx.prepare_cached("DELETE FROM routing_log WHERE message_id = ANY($1::bytea[])").await?;
+    // Their transparency-log leaves go with them: they are logged when they are routed again.
+    let statement = tx
+        .prepare_cached(
+            "WITH forgotten AS (DELETE FROM routing_log WHERE message_id = ANY($1::bytea[]))
+             DELETE FROM transparency_pending WHERE message_id = ANY($1::bytea[])",
+        )
+        .await?;
     tx.execute(&statement, &[&ids]).await?;
     Ok(())
 }

@@ -51,17 +51,22 @@ pub async fn leaf_hashes(db: &impl GenericClient, from: u64) -> Result<Vec<Hash>
     Ok(rows.iter().filter_map(|r| <Hash>::try_from(r.get::<_, &[u8]>(0)).ok()).collect())
 }
 
-/// At most `limit` pending leaves, oldest first, locked for the caller's transaction.
-pub async fn pending(tx: &impl GenericClient, limit: u32) -> Result<Vec<(i64, Vec<u8>)>, DbError> {
+/// Takes at most `limit` pending leaves, oldest first, out of the queue (in the caller's
+/// transaction, which the sequencer's lock makes the only one doing so): one statement.
+pub async fn take_pending(tx: &impl GenericClient, limit: u32) -> Result<Vec<(i64, Vec<u8>)>, DbError> {
     let statement = tx
-        .prepare_cached("SELECT seq, leaf FROM transparency_pending ORDER BY seq LIMIT $1 FOR UPDATE")
+        .prepare_cached(
+            "WITH taken AS (DELETE FROM transparency_pending
+                            WHERE seq IN (SELECT seq FROM transparency_pending ORDER BY seq LIMIT $1)
+                            RETURNING seq, leaf)
+             SELECT seq, leaf FROM taken ORDER BY seq",
+        )
         .await?;
     let rows = tx.query(&statement, &[&i64::from(limit)]).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Appends leaves at indexes `first`, `first + 1`… and removes their pending rows, in the
-/// caller's transaction.
+/// Appends leaves at indexes `first`, `first + 1`… in the caller's transaction.
 pub async fn append(
     tx: &impl GenericClient,
     first: u64,
@@ -71,7 +76,6 @@ pub async fn append(
     let indexes: Vec<i64> = (0..leaves.len() as u64).map(|i| to_i64(first + i)).collect();
     let bytes: Vec<&[u8]> = leaves.iter().map(|(_, leaf)| leaf.as_slice()).collect();
     let hashes: Vec<&[u8]> = hashes.iter().map(<[u8; 32]>::as_slice).collect();
-    let seqs: Vec<i64> = leaves.iter().map(|(seq, _)| *seq).collect();
     let statement = tx
         .prepare_cached(
             "INSERT INTO transparency_leaves (idx, leaf, leaf_hash)
@@ -79,8 +83,6 @@ pub async fn append(
         )
         .await?;
     tx.execute(&statement, &[&indexes, &bytes, &hashes]).await?;
-    let statement = tx.prepare_cached("DELETE FROM transparency_pending WHERE seq = ANY($1::int8[])").await?;
-    tx.execute(&statement, &[&seqs]).await?;
     Ok(())
 }
 

@@ -85,6 +85,10 @@ impl Router {
                         Publisher::Node(_) => "broker",
                     },
                     publisher: items[a.index].publisher_name.unwrap_or(""),
+                    leaf: self
+                        .inner
+                        .log_envelopes
+                        .then(|| transparency::envelope(&a.parsed.header, items[a.index].bytes)),
                 })
                 .collect();
             let new = routing::insert_log(&tx, &rows).await?;
@@ -108,13 +112,6 @@ impl Router {
                 .map(|a| a.parsed.header.id)
                 .collect();
             routing::forget(&tx, &forgotten).await?;
-            // The log's leaves commit with the routing: none lost, none twice.
-            let leaves: Vec<Vec<u8>> = accepted
-                .iter()
-                .filter(|a| new.contains(&a.parsed.header.id) && !failed.contains_key(&a.index))
-                .map(|a| transparency::envelope(&a.parsed.header, items[a.index].bytes))
-                .collect();
-            transparency::queue(&tx, &leaves).await?;
             let reports: Vec<routing::Reported<'_>> = accepted
                 .iter()
                 .filter(|a| new.contains(&a.parsed.header.id) && !failed.contains_key(&a.index))

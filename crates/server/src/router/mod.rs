@@ -92,6 +92,8 @@ struct Inner {
     /// Bumped whenever a result is stored, to wake long-polling API requests.
     results: watch::Sender<u64>,
     metrics: crate::server::metrics::ServerMetrics,
+    /// Whether routed envelopes get their transparency-log leaf (`transparency.log_envelopes`).
+    log_envelopes: bool,
 }
 
 impl Router {
@@ -113,8 +115,18 @@ impl Router {
                 facts: FactsCache::default(),
                 results,
                 metrics,
+                log_envelopes: true,
             }),
         }
+    }
+
+    /// Whether routed envelopes are logged (true unless `transparency.log_envelopes = false`,
+    /// which exists to measure the log's cost: every node then reports `envelope_not_logged`).
+    pub fn with_envelope_log(self, on: bool) -> Self {
+        let mut inner =
+            Arc::try_unwrap(self.inner).unwrap_or_else(|_| unreachable!("set before the router is shared"));
+        inner.log_envelopes = on;
+        Self { inner: Arc::new(inner) }
     }
 
     /// A receiver that changes whenever this server stores a result.

@@ -67,7 +67,7 @@ impl Log {
             return Ok(None);
         }
         let mut tree = self.tree(&tx).await?;
-        let pending = table::pending(&tx, BATCH).await?;
+        let pending = table::take_pending(&tx, BATCH).await?;
         if pending.is_empty() {
             if tree.size() == 0 && table::head(&tx, Some(0)).await?.is_none() {
                 table::insert_head(&tx, &self.sign(tree.size(), tree.root())).await?;

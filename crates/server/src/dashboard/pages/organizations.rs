@@ -86,7 +86,7 @@ pub async fn page(admin: Admin, state: State) -> Page {
 fn node_table(admin: &Admin, nodes: &[&Node]) -> Markup {
     html! {
         table.nodes {
-            thead { tr { th { "Node" } th { "Status" } th { "Version" } th { "Last seen" } th { "Policy" } th {} } }
+            thead { tr { th { "Node" } th { "Status" } th { "Version" } th { "Last seen" } th { "Policy" } th { "Transparency log" } th {} } }
             tbody {
                 @for node in nodes {
                     tr data-node=(node.name) {
@@ -103,6 +103,17 @@ fn node_table(admin: &Admin, nodes: &[&Node]) -> Markup {
                             }
                             None => span.muted { "not reported" },
                         } }
+                        td.log { @match &node.transparency {
+                            Some(r) if !r.alarms.is_empty() => {
+                                (badge("alarm"))
+                                @for alarm in &r.alarms { div.alarm { (alarm) } }
+                            }
+                            Some(r) => { @match r.size {
+                                Some(size) => { "checked to " (size) " leaves, no alarm" }
+                                None => span.muted { "not checked yet" },
+                            } }
+                            None => span.muted { "not reported" },
+                        } }
                         td {
                             @if node.revoked_at.is_none() {
                                 form method="post" action={ "/admin/nodes/" (node.id) "/revoke" }
@@ -114,7 +125,7 @@ fn node_table(admin: &Admin, nodes: &[&Node]) -> Markup {
                         }
                     }
                 }
-                @if nodes.is_empty() { tr { td colspan="6" .muted { "No node registered." } } }
+                @if nodes.is_empty() { tr { td colspan="7" .muted { "No node registered." } } }
             }
         }
     }

@@ -28,15 +28,21 @@ pub async fn live(admin: Admin, state: State) -> Page {
 
 async fn live_section(admin: &Admin, state: &State) -> Result<Markup, AppError> {
     let scope = admin.scope();
-    let (orgs, collaborations, nodes, counts) = {
-        let client = db(state).await?;
-        let client = &**client;
+    let (orgs, collaborations, nodes, counts, head) = {
+        let pooled = db(state).await?;
+        let head = crate::server::db::transparency::head(&pooled, None).await?;
+        let client = &**pooled;
         let orgs = names(client, scope).await?;
         let collaborations = directory::collaborations(client, scope).await?;
         let nodes = directory::nodes(client, scope).await?;
         let counts = monitor::counts(client, scope).await?;
-        (orgs, collaborations, nodes, counts)
+        (orgs, collaborations, nodes, counts, head)
     };
+    // Nodes whose monitor of the transparency log reports an alarm.
+    let alarmed = nodes
+        .iter()
+        .filter(|n| n.revoked_at.is_none() && n.transparency.as_ref().is_some_and(|r| !r.alarms.is_empty()))
+        .count();
     let reading = state.broker_stats.read(&state.management, &state.config.broker.vhost).await;
     // An organization administrator's federation is their organization and its partners.
     let own_orgs = orgs.0.len();
@@ -55,6 +61,16 @@ async fn live_section(admin: &Admin, state: &State) -> Result<Markup, AppError> 
             }
             div.card.warn[counts.repeated > 0] #repeated {
                 span.n { (counts.repeated) } span.l { "envelopes repeated after routing, dropped" }
+            }
+            a.card.warn[alarmed > 0] #transparency href="/admin/organizations" {
+                @match &head {
+                    Some(h) => {
+                        span.n { (h.head.size) }
+                        span.l { "leaves in the transparency log, root " code { (hex::encode(&h.head.root[..8])) } "…; "
+                            (alarmed) " node(s) reporting an alarm" }
+                    }
+                    None => { span.n { "–" } span.l { "transparency log: no signed head yet" } }
+                }
             }
         }
         div.grid {
