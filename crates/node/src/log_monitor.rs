@@ -405,3 +405,95 @@ impl LogMonitor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::CollaborationId;
+
+    fn monitor(settings: TransparencySection) -> (LogMonitor, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let own = HashSet::from([[1u8; 32]]);
+        let monitor = LogMonitor::open(OrgId::new(), own, settings, dir.path(), NodeMetrics::new()).unwrap();
+        (monitor, dir)
+    }
+
+    #[test]
+    fn only_changes_the_organization_did_not_make_are_unrecognised() {
+        let other_node = NodeId::new();
+        let (m, _dir) = monitor(TransparencySection { nodes: vec![other_node], ..Default::default() });
+        let me = NodeId::new();
+        m.set_node(me);
+        assert_eq!(m.unrecognised(&Event::KeyPublished { key: [1; 32] }), None, "its own key");
+        assert!(
+            m.unrecognised(&Event::KeyPublished { key: [2; 32] })
+                .unwrap()
+                .contains("not one of its key files")
+        );
+        assert!(m.unrecognised(&Event::KeyRotated { old: [1; 32], new: [2; 32] }).is_some());
+        assert!(m.unrecognised(&Event::KeyRevoked { key: [1; 32] }).unwrap().contains("was revoked"));
+        assert_eq!(m.unrecognised(&Event::KeyRevoked { key: [2; 32] }), None, "not its key");
+        assert_eq!(m.unrecognised(&Event::NodeRegistered { node: me }), None);
+        assert_eq!(m.unrecognised(&Event::NodeRegistered { node: other_node }), None, "listed");
+        assert!(
+            m.unrecognised(&Event::NodeRegistered { node: NodeId::new() }).unwrap().contains("does not know")
+        );
+        assert!(m.unrecognised(&Event::NodeRevoked { node: me }).is_some());
+        let c = CollaborationId::new();
+        assert_eq!(m.unrecognised(&Event::MemberAdded { collaboration: c }), None, "no list: logged only");
+        assert_eq!(m.unrecognised(&Event::UserRoleChanged { user: *OrgId::new().as_uuid(), role: 2 }), None);
+    }
+
+    #[test]
+    fn with_a_list_of_collaborations_any_other_membership_is_unrecognised() {
+        let agreed = CollaborationId::new();
+        let (m, _dir) =
+            monitor(TransparencySection { collaborations: Some(vec![agreed]), ..Default::default() });
+        assert_eq!(m.unrecognised(&Event::MemberAdded { collaboration: agreed }), None);
+        assert!(
+            m.unrecognised(&Event::CollaborationCreated { collaboration: CollaborationId::new() }).is_some()
+        );
+        assert_eq!(m.unrecognised(&Event::MemberRemoved { collaboration: CollaborationId::new() }), None);
+    }
+
+    #[test]
+    fn an_envelope_is_overdue_only_after_the_delay_and_not_once_its_leaf_is_seen() {
+        let (m, _dir) = monitor(TransparencySection { inclusion_delay_secs: 0, ..Default::default() });
+        let (seen, missing) = ("aa".to_owned(), "bb".to_owned());
+        for leaf in [&seen, &missing] {
+            m.watched.lock().unwrap().push(Watched {
+                leaf: leaf.clone(),
+                what: leaf.clone(),
+                since_ms: 0,
+                sent: false,
+            });
+        }
+        let overdue = m.settle_watched(&HashSet::from([seen]));
+        assert_eq!(overdue.iter().map(|w| w.what.as_str()).collect::<Vec<_>>(), vec!["bb"]);
+        assert!(m.watched.lock().unwrap().is_empty());
+        let (m, _dir) = monitor(TransparencySection { inclusion_delay_secs: 3600, ..Default::default() });
+        m.watched.lock().unwrap().push(Watched {
+            leaf: missing.clone(),
+            what: missing,
+            since_ms: Timestamp::now().as_millis(),
+            sent: true,
+        });
+        assert!(m.settle_watched(&HashSet::new()).is_empty(), "still within the delay");
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("transparency.json"), b"{not json").unwrap();
+        let err = LogMonitor::open(
+            OrgId::new(),
+            HashSet::new(),
+            TransparencySection::default(),
+            dir.path(),
+            NodeMetrics::new(),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("move it away"), "{err}");
+    }
+}
