@@ -5,8 +5,7 @@
 use crate::support;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use fedq::keys::OrgKey;
 use serde_json::Value;
@@ -18,21 +17,16 @@ struct Cli {
 
 impl Cli {
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fedq"))
-            .args(args)
-            .env("FEDQ_SESSION", self.session.path().join("session.json"))
-            // Trusted keys and task records stay in the test's directory.
-            .env("XDG_CONFIG_HOME", self.session.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
+        support::fedq_output(self.session.path(), args, stdin)
+    }
+
+    /// Logs `user` (password `a-long-password-123`) in to `server`.
+    fn login(&self, server: &str, user: &str) {
+        let out = self.run(
+            &["login", "--server", server, "--user", user, "--password-stdin"],
+            Some("a-long-password-123\n"),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -46,6 +40,15 @@ impl Cli {
         assert!(!out.status.success(), "fedq {args:?} should fail");
         String::from_utf8(out.stderr).unwrap()
     }
+}
+
+/// Registries A and B in one collaboration, and ada, a researcher of A.
+async fn two_registries(app: &support::TestApp) -> (fedq::keys::Identity, fedq::keys::Identity) {
+    let a = app.org("registry-a").await;
+    let b = app.org("registry-b").await;
+    app.collaboration("registries", &[a.org(), b.org()]).await;
+    app.user(a.org(), "ada", "researcher").await;
+    (a, b)
 }
 
 /// `fedq task create` arguments.
@@ -73,11 +76,7 @@ async fn a_researcher_runs_secure_sum_from_the_command_line() {
     let key = key.to_str().unwrap();
 
     assert!(cli.fails(&["task", "list"]).contains("not logged in"));
-    let login = cli.run(
-        &["login", "--server", &server, "--user", "ada", "--password-stdin"],
-        Some("a-long-password-123\n"),
-    );
-    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    cli.login(&server, "ada");
     let bad = cli.run(&["login", "--server", &server, "--user", "ada", "--password-stdin"], Some("wrong\n"));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("401"));
 
@@ -302,18 +301,9 @@ async fn refused_envelopes_are_listed_for_administrators() {
 #[tokio::test(flavor = "multi_thread")]
 async fn key_commands_take_and_show_organization_names() {
     let app = support::spawn_app().await;
-    let a = app.org("registry-a").await;
-    let b = app.org("registry-b").await;
-    app.collaboration("registries", &[a.org(), b.org()]).await;
-    app.user(a.org(), "ada", "researcher").await;
+    let (a, b) = two_registries(&app).await;
     let server = format!("http://{}", app.addr);
-    let login = |cli: &Cli, user: &str| {
-        let out = cli.run(
-            &["login", "--server", &server, "--user", user, "--password-stdin"],
-            Some("a-long-password-123\n"),
-        );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
+    let login = |cli: &Cli, user: &str| cli.login(&server, user);
 
     // A's administrator publishes a new key (a replacement, without a signed rotation).
     let admin = Cli { session: tempfile::tempdir().unwrap() };
@@ -366,18 +356,9 @@ async fn key_commands_take_and_show_organization_names() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_rotation_first_use_and_kill_from_the_command_line() {
     let app = support::spawn_app().await;
-    let a = app.org("registry-a").await;
-    let b = app.org("registry-b").await;
-    app.collaboration("registries", &[a.org(), b.org()]).await;
-    app.user(a.org(), "ada", "researcher").await;
+    let (a, b) = two_registries(&app).await;
     let server = format!("http://{}", app.addr);
-    let login = |cli: &Cli, user: &str| {
-        let out = cli.run(
-            &["login", "--server", &server, "--user", user, "--password-stdin"],
-            Some("a-long-password-123\n"),
-        );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
+    let login = |cli: &Cli, user: &str| cli.login(&server, user);
 
     // A's administrator rotates A's key, signing the hand-over with the current one.
     let admin = Cli { session: tempfile::tempdir().unwrap() };

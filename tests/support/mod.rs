@@ -623,6 +623,17 @@ pub fn fedq_status(
     args: &[&str],
     stdin: Option<&str>,
 ) -> (Option<i32>, String, String) {
+    let out = fedq_output(home, args, stdin);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Runs `fedq` with `args`, its session, trusted keys and task records in `home`; the process's
+/// output.
+pub fn fedq_output(home: &std::path::Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_fedq"))
@@ -639,12 +650,7 @@ pub fn fedq_status(
         child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     }
     drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    child.wait_with_output().unwrap()
 }
 
 /// Runs `fedq` as [`fedq_command`] does and asserts it succeeded; its standard output.

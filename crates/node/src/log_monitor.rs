@@ -38,6 +38,12 @@ const MAX_ALARMS: usize = 32;
 /// Most envelopes waiting for their leaf; beyond, the oldest are dropped from the check.
 const MAX_WATCHED: usize = 100_000;
 
+/// A log key from its hex form, as the settings and the state file hold it.
+fn parse_key(hex_key: &str) -> Option<VerifyingKey> {
+    let bytes = <[u8; 32]>::try_from(hex::decode(hex_key).ok()?).ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
 /// What the monitor keeps between checks and across restarts.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Saved {
@@ -75,8 +81,9 @@ pub(crate) struct LogMonitor {
     saved: tokio::sync::Mutex<Saved>,
     watched: Mutex<Vec<Watched>>,
     alarms: Mutex<Vec<String>>,
-    /// The last head accepted, for the envelopes this node seals.
-    last: Mutex<Option<SignedTreeHead>>,
+    /// The pinned log key and the last head accepted with it: what the envelopes this node seals
+    /// carry, what partners' heads are compared with, and what the heartbeat reports.
+    last: Mutex<Option<(VerifyingKey, SignedTreeHead)>>,
     /// Partners' heads already compared with this node's (size and root).
     compared: Mutex<HashSet<(u64, [u8; 32])>>,
     metrics: NodeMetrics,
@@ -104,7 +111,8 @@ impl LogMonitor {
             Err(e) => return Err(e),
         };
         let watched = saved.watched.clone();
-        let last = saved.head.as_ref().and_then(|h| SignedTreeHead::try_from(h).ok());
+        let key = settings.log_key.as_ref().or(saved.log_key.as_ref()).and_then(|k| parse_key(k));
+        let last = key.zip(saved.head.as_ref().and_then(|h| SignedTreeHead::try_from(h).ok()));
         Ok(Self {
             org,
             node: Mutex::new(None),
@@ -151,7 +159,7 @@ impl LogMonitor {
     /// The last head this node accepted, to seal into what it sends: the receiver compares it
     /// with its own.
     pub fn seen_head(&self) -> Option<SeenHead> {
-        self.last.lock().expect("not poisoned").as_ref().map(SeenHead::from)
+        self.last.lock().expect("not poisoned").as_ref().map(|(_, head)| SeenHead::from(head))
     }
 
     /// Compares the head a partner last checked (sealed in what it sent) with this node's: the
@@ -163,7 +171,7 @@ impl LogMonitor {
             tracing::warn!(%from, "transparency log: a partner's head is malformed; ignored");
             return;
         };
-        let Some(mine) = *self.last.lock().expect("not poisoned") else { return };
+        let Some((key, mine)) = *self.last.lock().expect("not poisoned") else { return };
         {
             let mut compared = self.compared.lock().expect("not poisoned");
             if compared.len() > 10_000 {
@@ -173,15 +181,6 @@ impl LogMonitor {
                 return;
             }
         }
-        let key = {
-            let saved = self.saved.lock().await;
-            self.settings.log_key.clone().or_else(|| saved.log_key.clone())
-        };
-        let key = key
-            .and_then(|k| hex::decode(k).ok())
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .and_then(|b| VerifyingKey::from_bytes(&b).ok());
-        let Some(key) = key else { return };
         if theirs.verify(&key).is_err() {
             // Not the log's: the partner's own mistake or lie, not evidence against the server.
             tracing::warn!(%from, size = theirs.head.size, "transparency log: a partner sent a head the log did not sign");
@@ -229,7 +228,7 @@ impl LogMonitor {
     /// What the heartbeat reports.
     pub fn report(&self) -> LogReport {
         let alarms = self.alarms.lock().expect("not poisoned").clone();
-        let size = self.saved.try_lock().ok().and_then(|s| s.head.as_ref().map(|h| h.size));
+        let size = self.last.lock().expect("not poisoned").as_ref().map(|(_, head)| head.head.size);
         LogReport { size, alarms }
     }
 
@@ -290,7 +289,7 @@ impl LogMonitor {
         }
         saved.frontier = frontier;
         saved.head = Some(TreeHeadBody::from(&head));
-        *self.last.lock().expect("not poisoned") = Some(head);
+        *self.last.lock().expect("not poisoned") = Some((key, head));
         let delay = self.settings.inclusion_delay_secs;
         for w in self.settle_watched(&seen) {
             let message = if w.sent {

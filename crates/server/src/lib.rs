@@ -216,8 +216,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         router::policy(&config.router),
         link.server_user().to_owned(),
         metrics.clone(),
-    )
-    .with_envelope_log(config.transparency.log_envelopes);
+        config.transparency.log_envelopes,
+    );
     config
         .broker
         .tls

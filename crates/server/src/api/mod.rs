@@ -38,6 +38,19 @@ pub fn reply<T: Serialize>(status: StatusCode, body: &T) -> warp::reply::Respons
     warp::reply::with_status(warp::reply::json(body), status).into_response()
 }
 
+/// The page size of a list when the query names none.
+fn default_limit() -> i64 {
+    50
+}
+
+/// Refuses a page of a list outside its bounds: 1 to 500 items, from offset 0 on.
+fn check_page(limit: i64, offset: i64) -> Result<(), crate::server::app::AppError> {
+    if !(1..=500).contains(&limit) || offset < 0 {
+        return Err(crate::server::app::AppError::invalid("limit is 1 to 500 and offset at least 0"));
+    }
+    Ok(())
+}
+
 /// The result type of handlers.
 pub type Response = Result<warp::reply::Response, warp::Rejection>;
 

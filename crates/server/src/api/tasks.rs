@@ -28,21 +28,15 @@ pub struct ListQuery {
     collaboration: Option<CollaborationId>,
     organization: Option<OrgId>,
     status: Option<JobStatus>,
-    #[serde(default = "default_limit")]
+    #[serde(default = "super::default_limit")]
     limit: i64,
     #[serde(default)]
     offset: i64,
 }
 
-fn default_limit() -> i64 {
-    50
-}
-
 /// Tasks visible to the caller, newest first, filtered and paginated.
 pub async fn list(principal: Principal, q: ListQuery, state: State) -> Response {
-    if !(1..=500).contains(&q.limit) || q.offset < 0 {
-        return Err(AppError::invalid("limit is 1 to 500 and offset at least 0").into());
-    }
+    super::check_page(q.limit, q.offset)?;
     let client = db(&state).await?;
     let filter = TaskFilter {
         visible_to: principal.scope(),

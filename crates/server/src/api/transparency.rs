@@ -34,10 +34,7 @@ pub struct HeadQuery {
 /// `GET /transparency/tree-head[?size=N]`.
 pub async fn tree_head(_: Principal, q: HeadQuery, state: State) -> Response {
     let client = db(&state).await?;
-    let head = table::head(&client, q.size).await.map_err(AppError::from)?.ok_or_else(|| match q.size {
-        Some(size) => AppError::not_found(format!("a signed tree head of size {size}")),
-        None => AppError::unavailable("the log has no signed tree head yet; retry in a second"),
-    })?;
+    let head = signed_head(&client, q.size).await?;
     Ok(reply(StatusCode::OK, &TreeHeadBody::from(&head)))
 }
 
@@ -55,7 +52,7 @@ pub async fn inclusion(_: Principal, q: InclusionQuery, state: State) -> Respons
     let hash = wire::hash_from_hex(&q.leaf_hash)
         .map_err(|_| AppError::invalid("leaf_hash: the leaf's RFC 9162 hash, 64 hex digits"))?;
     let client = db(&state).await?;
-    let size = signed_size(&client, q.size).await?;
+    let size = signed_head(&client, q.size).await?.head.size;
     let index = table::index_of(&client, &hash).await.map_err(AppError::from)?.ok_or_else(|| {
         AppError::not_found(
             "a leaf with this hash (leaves take their place within transparency.sequence_interval_ms; retry, \
@@ -88,7 +85,7 @@ pub struct ConsistencyQuery {
 /// leaves is a prefix of the tree of `to` (the newest signed head's size by default).
 pub async fn consistency(_: Principal, q: ConsistencyQuery, state: State) -> Response {
     let client = db(&state).await?;
-    let to = signed_size(&client, q.to).await?;
+    let to = signed_head(&client, q.to).await?.head.size;
     if q.from > to {
         return Err(AppError::invalid(format!("from ({}) is larger than to ({to})", q.from)).into());
     }
@@ -119,13 +116,13 @@ pub async fn entries(_: Principal, q: EntriesQuery, state: State) -> Response {
     Ok(reply(StatusCode::OK, &body))
 }
 
-/// `size` if a head of that size was signed, else the newest head's size.
-async fn signed_size(client: &deadpool_postgres::Object, size: Option<u64>) -> Result<u64, AppError> {
-    match table::head(client, size).await? {
-        Some(head) => Ok(head.head.size),
-        None => Err(match size {
-            Some(size) => AppError::not_found(format!("a signed tree head of size {size}")),
-            None => AppError::unavailable("the log has no signed tree head yet; retry in a second"),
-        }),
-    }
+/// The head signed for `size`, else the newest.
+async fn signed_head(
+    client: &deadpool_postgres::Object,
+    size: Option<u64>,
+) -> Result<fedq_transparency::SignedTreeHead, AppError> {
+    table::head(client, size).await?.ok_or_else(|| match size {
+        Some(size) => AppError::not_found(format!("a signed tree head of size {size}")),
+        None => AppError::unavailable("the log has no signed tree head yet; retry in a second"),
+    })
 }

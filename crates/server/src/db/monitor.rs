@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::DbError;
 use super::tasks::{TASK_COLUMNS, Task, task_from_row};
+use crate::contract::DeadLetter;
 use crate::ids::{OrgId, RunId, TaskId};
 use crate::protocol::TaskStatus;
 
@@ -179,31 +180,6 @@ pub async fn routing_log(db: &impl GenericClient, f: &RoutingFilter) -> Result<V
         .collect())
 }
 
-/// A refused envelope: what could be read of its header, and why. Never a payload.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    /// Message id (hex), if the header could be read.
-    pub message_id: Option<String>,
-    /// Stable reason code.
-    pub reason_code: String,
-    /// Reason for people.
-    pub reason: String,
-    /// Kind.
-    pub kind: Option<String>,
-    /// Sending organization, as the header claimed.
-    pub sender: Option<OrgId>,
-    /// Receiving organization.
-    pub recipient: Option<OrgId>,
-    /// Task.
-    pub task: Option<TaskId>,
-    /// The validated broker user that published it, or `api`.
-    pub publisher: Option<String>,
-    /// Size in bytes.
-    pub size: i32,
-    /// When.
-    pub received_at: SystemTime,
-}
-
 /// Dead letters, newest first, optionally of one reason.
 pub async fn dead_letters(
     db: &impl GenericClient,
@@ -211,7 +187,7 @@ pub async fn dead_letters(
     reason: Option<&str>,
     limit: i64,
     offset: i64,
-) -> Result<Vec<Refused>, DbError> {
+) -> Result<Vec<DeadLetter>, DbError> {
     let rows = db
         .query(
             "SELECT message_id, reason_code, reason, kind, sender_org, recipient_org, task_id, publisher, size,
@@ -225,7 +201,7 @@ pub async fn dead_letters(
         .await?;
     Ok(rows
         .iter()
-        .map(|r| Refused {
+        .map(|r| DeadLetter {
             message_id: r.get::<_, Option<Vec<u8>>>(0).map(hex::encode),
             reason_code: r.get(1),
             reason: r.get(2),
@@ -234,7 +210,7 @@ pub async fn dead_letters(
             recipient: r.get::<_, Option<Uuid>>(5).map(OrgId::from_uuid),
             task: r.get::<_, Option<Uuid>>(6).map(TaskId::from_uuid),
             publisher: r.get(7),
-            size: r.get(8),
+            size: u64::try_from(r.get::<_, i32>(8)).unwrap_or_default(),
             received_at: r.get(9),
         })
         .collect())

@@ -100,11 +100,14 @@ impl Router {
     /// A router over `db` that checks envelopes against `policy` (its `max_len` and
     /// `clock_skew`).
     /// `server_user` is the server's broker user, stamped on the control messages it publishes.
+    /// `log_envelopes` gives each routed envelope its transparency-log leaf (off only to measure
+    /// the log's cost, `transparency.log_envelopes`).
     pub fn new(
         db: Pool,
         policy: OpenPolicy,
         server_user: String,
         metrics: crate::server::metrics::ServerMetrics,
+        log_envelopes: bool,
     ) -> Self {
         let (results, _) = watch::channel(0);
         Self {
@@ -115,18 +118,9 @@ impl Router {
                 facts: FactsCache::default(),
                 results,
                 metrics,
-                log_envelopes: true,
+                log_envelopes,
             }),
         }
-    }
-
-    /// Whether routed envelopes are logged (true unless `transparency.log_envelopes = false`,
-    /// which exists to measure the log's cost: every node then reports `envelope_not_logged`).
-    pub fn with_envelope_log(self, on: bool) -> Self {
-        let mut inner =
-            Arc::try_unwrap(self.inner).unwrap_or_else(|_| unreachable!("set before the router is shared"));
-        inner.log_envelopes = on;
-        Self { inner: Arc::new(inner) }
     }
 
     /// A receiver that changes whenever this server stores a result.

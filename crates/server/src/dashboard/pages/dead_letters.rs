@@ -58,7 +58,7 @@ pub async fn page(admin: Admin, q: Query, state: State) -> Page {
                         td { @match d.task { Some(t) => (short(&t)), None => "–" } }
                         td { @match &d.message_id { Some(m) => (short(m)), None => "–" } }
                         td { code { (d.publisher.as_deref().unwrap_or("–")) } }
-                        td.num { (bytes(d.size.into())) }
+                        td.num { (bytes(i64::try_from(d.size).unwrap_or(i64::MAX))) }
                     }
                 }
             }
