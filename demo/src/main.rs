@@ -23,8 +23,8 @@ use fedq::cli::CliError;
 use fedq::client::{Client, Inputs, TaskSpec};
 use fedq::keys::{FirstUse, Identity, KeyTrust, OrgKey};
 use fedq::node::config::{
-    BrokerSection, ImageRule, Limits, NetworkSection, NodeConfig, NodeSection, PeersSection, Policy,
-    ServerSection,
+    BrokerSection, DEFAULT_MIN_ORGANIZATIONS, ImageRule, Limits, NetworkSection, NodeConfig, NodeSection,
+    PeersSection, Policy, ServerSection,
 };
 use fedq::server::config::{
     AuthConfig, BootstrapConfig, BrokerConfig, DatabaseConfig, HttpConfig, RouterConfig, ServerConfig,
@@ -135,8 +135,11 @@ fn run(command: DemoCommand) -> Result<(), CliError> {
         // A and B hold the columns, C deals randomness.
         args.registries = 3;
     }
-    if args.registries < 2 {
-        return Err(CliError::BadInput("Secure Sum needs at least two registries".into()));
+    if args.registries < DEFAULT_MIN_ORGANIZATIONS {
+        return Err(CliError::BadInput(format!(
+            "Secure Sum needs at least {DEFAULT_MIN_ORGANIZATIONS} registries: with two, each learns the other's \
+             count from the total, and the nodes refuse such a ring (policy.min_organizations)"
+        )));
     }
     if !args.no_setup {
         script("services")?;
@@ -279,7 +282,7 @@ async fn run_federation(
         },
         bootstrap: Some(BootstrapConfig {
             root_username: "root".into(),
-            root_password: SecretString::from(root_password.clone()),
+            root_password: Some(SecretString::from(root_password.clone())),
         }),
         metrics: Default::default(),
     };
@@ -427,7 +430,7 @@ async fn run_federation(
                         requesters: Vec::new(),
                     }],
                     requesters: vec![ids[0].to_string()],
-                    share_logs: false,
+                    ..Policy::default()
                 },
                 data: [(label.to_owned(), data)].into_iter().collect(),
                 peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },

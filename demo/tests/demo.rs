@@ -5,21 +5,27 @@
 use std::process::Command;
 
 /// `fedq-demo secure-sum`: the N the registries learned is the sum of their counts, and what
-/// the server saw contains none of them.
+/// the server saw contains none of them. A ring of two is refused before anything starts.
 #[test]
 fn the_demo_runs_secure_sum_and_shows_what_the_server_saw() {
     let out = Command::new(env!("CARGO_BIN_EXE_fedq-demo"))
-        .args(["secure-sum", "--registries", "2"])
+        .args(["secure-sum", "--registries", "3"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("Secure Sum over 2 registries"), "{stdout}");
-    assert!(stdout.contains("registry-b: completed"), "{stdout}");
+    assert!(stdout.contains("Secure Sum over 3 registries"), "{stdout}");
+    assert!(stdout.contains("registry-b: completed") && stdout.contains("registry-c: completed"), "{stdout}");
     assert!(stdout.contains("contains none of the counts nor N"), "{stdout}");
     let line = stdout.lines().find(|l| l.trim_start().starts_with("N = ")).unwrap();
     let numbers: Vec<&str> = line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
     assert_eq!(numbers.first(), numbers.last(), "{line}");
+    let two = Command::new(env!("CARGO_BIN_EXE_fedq-demo"))
+        .args(["secure-sum", "--registries", "2", "--no-setup"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&two.stderr);
+    assert!(!two.status.success() && stderr.contains("policy.min_organizations"), "{stderr}");
 }
 
 /// `fedq-demo vertical`: the count and mean from the shares equal those on the joined data.

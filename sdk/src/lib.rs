@@ -284,13 +284,28 @@ impl Node {
         Ok(())
     }
 
-    /// Takes the messages that arrived for this run (with `topic`, if given), waiting up to
-    /// `wait` (at most 60 s) for at least one.
+    /// Takes the messages that arrived for this run (with `topic`, if given), from any member
+    /// of the run, waiting up to `wait` (at most 60 s) for at least one. Any member may send any
+    /// topic: a protocol that expects a value from one organization uses [`Node::receive_from`]
+    /// or [`Node::receive_one`], which name it.
     pub fn receive(&self, topic: Option<&str>, wait: Duration) -> Result<Vec<Message>, Error> {
+        self.take(topic, None, wait)
+    }
+
+    /// Takes the messages with `topic` that organization `from` sent this run, waiting up to
+    /// `wait` (at most 60 s) for at least one. Messages of other senders stay for whoever asks
+    /// for them.
+    pub fn receive_from(&self, from: &str, topic: &str, wait: Duration) -> Result<Vec<Message>, Error> {
+        self.take(Some(topic), Some(from), wait)
+    }
+
+    fn take(&self, topic: Option<&str>, from: Option<&str>, wait: Duration) -> Result<Vec<Message>, Error> {
         let mut path = format!("/messages?wait={}", wait.as_secs().min(60));
-        if let Some(topic) = topic {
-            path.push_str("&topic=");
-            path.push_str(&encode_query(topic));
+        for (key, value) in [("topic", topic), ("from", from)] {
+            if let Some(value) = value {
+                path.push_str(&format!("&{key}="));
+                path.push_str(&encode_query(value));
+            }
         }
         let messages: Messages = self.get_json(&path)?;
         messages
@@ -302,10 +317,10 @@ impl Node {
             .collect()
     }
 
-    /// Waits, as long as it takes, for one message with `topic`.
-    pub fn receive_one(&self, topic: &str) -> Result<Message, Error> {
+    /// Waits, as long as it takes, for one message with `topic` from organization `from`.
+    pub fn receive_one(&self, from: &str, topic: &str) -> Result<Message, Error> {
         loop {
-            let mut messages = self.receive(Some(topic), Duration::from_secs(30))?;
+            let mut messages = self.receive_from(from, topic, Duration::from_secs(30))?;
             if !messages.is_empty() {
                 return Ok(messages.remove(0));
             }

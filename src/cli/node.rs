@@ -153,7 +153,22 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
     move |source| CliError::Io { path: path.to_owned(), source }
 }
 
-async fn enroll(config: &Path, args: EnrollArgs) -> Result<(), CliError> {
+async fn enroll(config: &Path, mut args: EnrollArgs) -> Result<(), CliError> {
+    // The node runs as a service from `/`, and Docker mounts only absolute paths: every path
+    // given relative to where this command runs is written as the absolute path it means here.
+    let absolute = |path: &Path| {
+        std::path::absolute(path).map_err(|e| {
+            CliError::BadInput(format!("{}: cannot make it an absolute path: {e}", path.display()))
+        })
+    };
+    args.key = absolute(&args.key)?;
+    args.state_dir = absolute(&args.state_dir)?;
+    if let Some(ca) = &args.ca_file {
+        args.ca_file = Some(absolute(ca)?);
+    }
+    for (_, path) in &mut args.data {
+        *path = absolute(path)?;
+    }
     if config.exists() && !args.force {
         return Err(CliError::BadInput(format!(
             "{} exists: this machine is enrolled already (`fedq node check` verifies it); pass --force to \

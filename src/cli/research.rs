@@ -229,12 +229,21 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
     };
     let tls =
         ClientTls { ca_file: ca_file.clone(), allow_plaintext: args.allow_plaintext, ..ClientTls::default() };
-    let client = super::runtime()?.block_on(Client::login(
-        &args.server,
-        &tls,
-        &args.user,
-        password.expose_secret(),
-    ))?;
+    let client = super::runtime()?
+        .block_on(Client::login(&args.server, &tls, &args.user, password.expose_secret()))
+        .map_err(|e| match e {
+            // Here plain text is allowed by this command's flag, not by a setting.
+            crate::client::ClientError::Tls(crate::tls::TlsError::Plaintext {
+                scheme, secure, host, ..
+            }) => crate::client::ClientError::Tls(crate::tls::TlsError::Plaintext {
+                setting: "--server".into(),
+                allow: "pass --allow-plaintext".into(),
+                scheme,
+                secure,
+                host,
+            }),
+            other => other,
+        })?;
     let path = session_path();
     let session = Session {
         server: args.server,

@@ -195,3 +195,40 @@ fn node_commands_read_the_settings_enroll_writes_and_name_the_file() {
         "{stderr}"
     );
 }
+
+/// `fedq login` to a plain `http://` server beyond this machine is refused before anything is
+/// sent, and says how this command allows it: its `--allow-plaintext` flag, not a setting.
+#[test]
+fn login_over_plain_text_names_the_flag_that_allows_it() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedq"))
+        .args(["login", "--server", "http://registry.invalid:8080", "--user", "ada", "--password-stdin"])
+        .env("HOME", tempfile::tempdir().unwrap().path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"a-long-password-123\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("pass --allow-plaintext") && stderr.contains("https://"), "{stderr}");
+    assert!(!stderr.contains("tls.allow_plaintext"), "no setting of the server's is suggested: {stderr}");
+}
+
+/// Settings with a relative state directory, key file or data source are refused by `fedq node
+/// check` (and the node) with the setting named: Docker mounts only absolute paths, and the
+/// service does not run where the path was typed.
+#[test]
+fn node_check_refuses_relative_paths() {
+    let example = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/compose/node/node.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    let relative = example.replacen("state_dir = \"/var/lib/fedq\"", "state_dir = \"state\"", 1);
+    assert_ne!(relative, example, "the example sets its state directory");
+    fs::write(&file, &relative).unwrap();
+    let out = fedq(&["node", "check", "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("node.state_dir must be an absolute path"), "{stderr}");
+}

@@ -473,7 +473,7 @@ async fn secure_sum_across_a_network_over_tls() {
                     ..ImageRule::default()
                 }],
                 requesters: vec![ids[0].to_string()],
-                share_logs: false,
+                ..Policy::default()
             },
             data: [("patients".to_owned(), dir.join("patients.csv"))].into_iter().collect(),
             peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },

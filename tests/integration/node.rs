@@ -433,7 +433,8 @@ async fn node_gc_removes_expired_run_volumes_and_stopped_containers() {
 }
 
 /// A network the administrator created beforehand (Docker names its bridge `br-…`): the node
-/// hangs its rules on that bridge, so containers still reach only the endpoint.
+/// hangs its rules on that bridge, so containers still reach only the endpoint, and a clean stop
+/// leaves the network (and so its subnet and the endpoint's address) to the administrator.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_network_created_beforehand_gets_the_firewall_on_its_real_bridge() {
     let mut fed = Fed::new(Fed::limits()).await;
@@ -466,6 +467,14 @@ async fn a_network_created_beforehand_gets_the_firewall_on_its_real_bridge() {
     assert_eq!(found[0], "open", "the endpoint is reachable: {found:?}");
     assert_ne!(found[1], "open", "a host port: {found:?}");
     assert_ne!(found[2], "open", "the broker: {found:?}");
+    let id = docker(&["network", "inspect", "-f", "{{.Id}}", &network]);
+    fed.node.take().expect("the node runs").shutdown().await;
+    let after = std::process::Command::new("docker")
+        .args(["network", "inspect", "-f", "{{.Id}}", &network])
+        .output()
+        .unwrap();
+    assert!(after.status.success(), "the stop removed the administrator's network");
+    assert_eq!(String::from_utf8_lossy(&after.stdout).trim(), id.trim(), "the same network");
     fed.cleanup().await;
 }
 
@@ -600,5 +609,55 @@ async fn a_restarted_node_keeps_its_address_range() {
     assert_ne!(moved.ip(), after.ip());
     let (_, found) = fed.probe(json!([{"op": "endpoint"}])).await;
     assert_eq!(found[0], format!("http://{moved}"), "{found:?}");
+    fed.cleanup().await;
+}
+
+/// A container's subtask requests are bounded: an organization listed 1,000 times is one job
+/// (one sealed copy of the input, not a thousand), a request's inputs summed over its
+/// organizations are at most `limits.subtask_input_mib`, and all the subtasks of one job carry
+/// at most `limits.job_subtask_mib` together; past either, the node answers 413 naming the
+/// setting, before it seals anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn subtask_requests_are_deduplicated_and_bounded_per_request_and_per_job() {
+    let limits = fedq::node::config::Limits { subtask_input_mib: 1, job_subtask_mib: 2, ..Fed::limits() };
+    let mut fed = Fed::new(limits).await;
+    fed.start_node().await;
+    let a = fed.a.org().to_string();
+    let (_, found) = fed
+        .probe(json!([
+            {"op": "subtasks", "orgs": ["self"], "copies": 1000, "kib": 600, "times": 4},
+            {"op": "subtasks", "orgs": ["self", a], "copies": 1, "kib": 600, "times": 1},
+        ]))
+        .await;
+    let repeated = found[0].as_array().unwrap_or_else(|| panic!("{found:?}"));
+    assert_eq!(repeated[..3], [json!(1), json!(1), json!(1)], "one job per organization: {found:?}");
+    let per_job = repeated[3].as_str().unwrap_or_default();
+    assert!(per_job.contains("413") && per_job.contains("limits.job_subtask_mib"), "{found:?}");
+    let per_request = found[1][0].as_str().unwrap_or_default();
+    assert!(per_request.contains("413") && per_request.contains("limits.subtask_input_mib"), "{found:?}");
+    fed.cleanup().await;
+}
+
+/// A node stopped the moment it has started (its broker session may still be connecting or
+/// setting up its consumer) leaves no consumer on its organization's queue: what arrives for it
+/// waits in the queue for the next start, not in a connection nobody reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_stopped_at_once_leaves_no_consumer_on_its_queue() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    let queue = fedq::broker::org_queue(fed.b.org());
+    let management = support::management();
+    // Stops at a range of moments after the start, to land in each step of the session's
+    // setup: a sleep here makes the race, no test waits on one.
+    for delay_ms in (0..=150).step_by(10) {
+        fed.start_node().await;
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        fed.node.take().unwrap().shutdown().await;
+        let consumers = support::eventually(20, "the broker to see the node's connection closed", || async {
+            let stats = management.queue(&fed.app.vhost, &queue).await.ok()??;
+            (stats.consumers == 0).then_some(stats.consumers)
+        })
+        .await;
+        assert_eq!(consumers, 0);
+    }
     fed.cleanup().await;
 }

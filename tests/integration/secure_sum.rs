@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fedq::client::{Inputs, TaskSpec};
-use fedq::protocol::JobStatus;
+use fedq::envelope::{self, OpenPolicy, Replay};
+use fedq::keys::Keyring;
+use fedq::protocol::{JobStatus, Kind, Payload};
+use fedq::time::Timestamp;
 use futures_util::StreamExt as _;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -56,14 +59,34 @@ fn contains_decimal(hay: &str, text: &str) -> bool {
     })
 }
 
-/// Values after `key=` in the audit lines of the nodes' own logs.
-fn audited(logs: &str, key: &str) -> Vec<u64> {
-    logs.lines()
-        .filter(|l| l.starts_with("secure-sum audit:"))
-        .flat_map(|l| l.split_whitespace())
-        .filter_map(|w| w.strip_prefix(&format!("{key}=")))
-        .filter_map(|v| v.parse().ok())
-        .collect()
+/// The ring's values (topic, value) in the run messages the tap saw, opened with the keys of the
+/// registries they were sealed for: what travelled, as only its receiver could read it.
+fn ring_values(fed: &Federation, carried: &[Vec<u8>]) -> Vec<(String, u64)> {
+    let mut keys = Keyring::new();
+    for org in &fed.orgs {
+        keys.insert(org.org(), org.current().public().clone());
+    }
+    let mut values = Vec::new();
+    for bytes in carried {
+        let Ok(header) = envelope::peek_header(bytes, usize::MAX) else { continue };
+        if header.kind != Kind::RunMessage {
+            continue;
+        }
+        let me = fed.orgs.iter().find(|o| o.org() == header.recipient).expect("sealed for a registry");
+        let opened = envelope::open_with(
+            bytes,
+            me,
+            &keys,
+            Replay::Unchecked,
+            &OpenPolicy::default(),
+            Timestamp::now(),
+        )
+        .expect("a run message of the ring opens with its receiver's key");
+        let Ok(Payload::RunMessage(message)) = opened.decode() else { panic!("a run message's payload") };
+        let value = u64::from_le_bytes(message.body.as_slice().try_into().expect("8 bytes"));
+        values.push((message.topic, value));
+    }
+    values
 }
 
 async fn run_secure_sum(n: usize) {
@@ -103,7 +126,7 @@ async fn run_secure_sum(n: usize) {
     }
 
     let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
-    let input = json!({"data": "patients", "share": true, "audit": true}).to_string().into_bytes();
+    let input = json!({"data": "patients", "share": true}).to_string().into_bytes();
     let spec = TaskSpec {
         collaboration: fed.collaboration,
         image: IMAGE.into(),
@@ -161,18 +184,6 @@ async fn run_secure_sum(n: usize) {
         assert!(!contains_decimal(&server_metrics, &decimal) && !contains_decimal(&node_metrics, &decimal));
     }
 
-    // What each party handled, from its own node's logs (which never leave it).
-    let logs = fed.node_logs();
-    let mut secrets: Vec<(String, u64)> = counts.iter().map(|c| ("a count".to_owned(), *c)).collect();
-    secrets.push(("N".into(), total));
-    for key in ["R", "x1", "received", "sent"] {
-        for value in audited(&logs, key) {
-            secrets.push((key.into(), value));
-        }
-    }
-    assert_eq!(audited(&logs, "R").len(), 1, "A drew R once");
-    assert_eq!(audited(&logs, "sent").len(), n - 1, "every other registry passed a sum on");
-
     // Everything the broker carried.
     let mut carried = Vec::new();
     let mut consumer = tap
@@ -184,13 +195,29 @@ async fn run_secure_sum(n: usize) {
         )
         .await
         .unwrap();
-    let mut messages = 0;
     while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
-        carried.extend_from_slice(&delivery.data);
-        messages += 1;
+        carried.push(delivery.data);
     }
     // job starts, statuses, results, the ring's messages and the subtask all went by.
-    assert!(messages >= 3 * n, "the tap saw {messages} messages");
+    assert!(carried.len() >= 3 * n, "the tap saw {} messages", carried.len());
+
+    // What each party handled: the values of the ring, opened with their receivers' keys, and
+    // R, which the first value hides A's count with.
+    let mut secrets: Vec<(String, u64)> = counts.iter().map(|c| ("a count".to_owned(), *c)).collect();
+    secrets.push(("N".into(), total));
+    let travelled = ring_values(&fed, &carried);
+    let first: Vec<u64> = travelled.iter().filter(|(t, _)| t == "secure-sum/1").map(|(_, v)| *v).collect();
+    assert!(!first.is_empty(), "A's first value went by: {travelled:?}");
+    secrets.push(("R".into(), first[0].wrapping_sub(counts[0])));
+    let passed: std::collections::BTreeSet<&str> =
+        travelled.iter().filter(|(t, _)| t != "secure-sum/N").map(|(t, _)| t.as_str()).collect();
+    assert_eq!(passed.len(), n, "every registry passed a sum on: {travelled:?}");
+    for (topic, value) in &travelled {
+        if topic != "secure-sum/N" {
+            secrets.push((topic.clone(), *value));
+        }
+    }
+    let carried: Vec<u8> = carried.concat();
 
     // Everything the server stored.
     let dump = std::process::Command::new("su")

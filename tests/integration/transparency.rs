@@ -505,3 +505,146 @@ async fn two_organizations_shown_different_histories_notice_it_from_what_they_se
     assert_eq!(node.log_report().alarms, vec![alarm], "the honest head raised nothing");
     fed.cleanup().await;
 }
+
+/// The sequencer's head insert fails once (a trigger raises on the first non-empty head): the
+/// step's transaction is rolled back, and the tree the server keeps in memory must forget the
+/// leaves it had appended, or the next step signs them again after a gap. After the failure the
+/// log goes on: dense indexes, every leaf once, the entries giving the signed root.
+#[tokio::test]
+async fn a_failed_sequencing_step_leaves_the_log_consistent() {
+    let app = spawn_app().await;
+    let sql = app.sql().await;
+    sql.batch_execute(
+        "CREATE SEQUENCE head_failures;
+         CREATE FUNCTION fail_first_head() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.size > 0 THEN IF nextval('head_failures') = 1 THEN
+           RAISE EXCEPTION 'injected failure of the head insert'; END IF; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER fail_first_head BEFORE INSERT ON transparency_heads
+         FOR EACH ROW EXECUTE FUNCTION fail_first_head();",
+    )
+    .await
+    .unwrap();
+    let _a = app.org("a").await;
+    eventually(30, "the injected failure to happen", || async {
+        let n: i64 = sql.query_one("SELECT last_value FROM head_failures", &[]).await.ok()?.get(0);
+        let called: bool = sql.query_one("SELECT is_called FROM head_failures", &[]).await.ok()?.get(0);
+        (called && n >= 1).then_some(())
+    })
+    .await;
+    let _b = app.org("b").await;
+    let reader = LogReader::new(&app, &app.root_token).await;
+    let pending = || async {
+        let n: i64 = sql.query_one("SELECT count(*) FROM transparency_pending", &[]).await.unwrap().get(0);
+        n
+    };
+    eventually(30, "the sequencer to catch up after the failure", || async {
+        (pending().await == 0).then_some(())
+    })
+    .await;
+    let leaves: i64 = sql.query_one("SELECT count(*) FROM transparency_leaves", &[]).await.unwrap().get(0);
+    let top: i64 =
+        sql.query_one("SELECT coalesce(max(idx), -1) FROM transparency_leaves", &[]).await.unwrap().get(0);
+    assert_eq!(top + 1, leaves, "the leaves' indexes are dense");
+    let head = reader.head_of_at_least(leaves as u64).await;
+    assert_eq!(head.head.size, leaves as u64, "the newest head covers exactly the stored leaves");
+    let mut tree = MerkleTree::new();
+    for leaf in reader.entries(&head).await {
+        tree.push(&leaf);
+    }
+    assert_eq!(tree.root(), head.head.root, "the entries give the signed root");
+    app.cleanup().await;
+}
+
+/// The real server behind a front that answers every consistency proof with 503, as a server
+/// that forked the log answers the proofs it cannot give; everything else is forwarded.
+async fn withholding_proofs(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    use warp::Filter as _;
+    let client = reqwest::Client::new();
+    let route = warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::bytes())
+        .then(
+            move |method: warp::http::Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  auth: Option<String>,
+                  kind: Option<String>,
+                  body: warp::hyper::body::Bytes| {
+                let client = client.clone();
+                async move {
+                    let respond = |status: u16, body: Vec<u8>| {
+                        warp::http::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .unwrap()
+                    };
+                    if path.as_str().ends_with("/transparency/proof/consistency") {
+                        return respond(
+                            503,
+                            br#"{"code":"unavailable","message":"try again later"}"#.to_vec(),
+                        );
+                    }
+                    let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+                    let mut request = client
+                        .request(method, format!("http://{upstream}{}{query}", path.as_str()))
+                        .body(body.to_vec());
+                    if let Some(auth) = auth {
+                        request = request.header("authorization", auth);
+                    }
+                    if let Some(kind) = kind {
+                        request = request.header("content-type", kind);
+                    }
+                    match request.send().await {
+                        Ok(answer) => {
+                            let status = answer.status().as_u16();
+                            respond(status, answer.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+                        }
+                        Err(_) => respond(502, Vec::new()),
+                    }
+                }
+            },
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    addr
+}
+
+/// A shows B a head of a history B's log never had (a larger tree, signed by the log), and the
+/// server, asked for the proof joining it to B's head, answers 503 every time instead of the 404
+/// that would give it away. B keeps A's head as evidence, asks again at every check, and after
+/// `transparency.proof_tries` checks raises `proof_withheld` with both heads. (Before, B logged
+/// the failure and forgot the head: a forking server that failed its cross-fork proofs was
+/// never caught.)
+#[tokio::test]
+async fn a_withheld_consistency_proof_is_an_alarm_after_a_bounded_number_of_tries() {
+    let mut fed = crate::support::node::Fed::new(crate::support::node::Fed::limits()).await;
+    let front = withholding_proofs(fed.app.addr).await;
+    fed.config.server.url = format!("http://{front}");
+    fed.config.transparency.check_secs = 1;
+    fed.config.transparency.proof_tries = 3;
+    fed.start_node().await;
+    let node = fed.node.as_ref().unwrap();
+    eventually(30, "the monitor's first check", || async { node.log_report().size }).await;
+    let (submitted, job_a) = fed.submit_with_a(serde_json::json!([])).await;
+    let key = fedq::keys::SeedFile { header: "", prefix: "fedq-log1:" }
+        .load(&crate::support::log_key_file(&fed.app.db_name))
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&key);
+    let size = node.log_report().size.unwrap();
+    let forked = fedq::transparency::TreeHead {
+        size: size + 1_000,
+        root: [0x6b; 32],
+        timestamp_ms: u64::try_from(fedq::time::Timestamp::now().as_millis()).unwrap(),
+    }
+    .sign(&key);
+    fed.send_from_a_seen(&submitted, job_a, &[("forked", b"y")], Some((&forked).into())).await;
+    let alarm = alarm(&fed, "gave no consistency proof").await;
+    assert!(alarm.contains(&hex::encode([0x6b; 32])) && alarm.contains(&fed.a.org().to_string()), "{alarm}");
+    assert!(alarm.contains("in 3 checks"), "{alarm}");
+    fed.cleanup().await;
+}

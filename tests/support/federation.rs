@@ -33,6 +33,17 @@ impl Federation {
         images: &[&str],
         data: impl Fn(usize, &Path) -> BTreeMap<String, PathBuf>,
     ) -> Self {
+        Self::configured(n, images, data, |_, _| {}).await
+    }
+
+    /// [`Federation::new`], with each node's settings changed by `configure` (given the
+    /// organization's index) before it starts.
+    pub async fn configured(
+        n: usize,
+        images: &[&str],
+        data: impl Fn(usize, &Path) -> BTreeMap<String, PathBuf>,
+        configure: impl Fn(usize, &mut NodeConfig),
+    ) -> Self {
         ensure_images();
         let app = spawn_app().await;
         let mut orgs = Vec::with_capacity(n);
@@ -76,6 +87,7 @@ impl Federation {
             // The transparency log checked every second, so that a test sees the monitors'
             // verdict on its run at once.
             config.transparency.check_secs = 1;
+            configure(i, &mut config);
             guards.push(NodeGuard { name: config.node.name.clone(), process: None });
             nodes.push(fedq::node::start(config.clone()).await.expect("the node starts"));
             configs.push(config);

@@ -166,7 +166,7 @@ pub async fn prepare() -> (ServerConfig, String, String) {
         },
         bootstrap: Some(BootstrapConfig {
             root_username: "root".into(),
-            root_password: SecretString::from(ROOT_PASSWORD),
+            root_password: Some(SecretString::from(ROOT_PASSWORD)),
         }),
         // Every test server serves its metrics, on a port of its own.
         metrics: fedq::metrics::MetricsSection { listen: Some("127.0.0.1:0".parse().unwrap()) },
@@ -529,6 +529,7 @@ pub fn job_entry(
         input: serde_bytes::ByteBuf::from(input.to_vec()),
         return_log: false,
         log_head: None,
+        on_behalf_of: None,
     });
     let sealed = envelope::seal(
         from,

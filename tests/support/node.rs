@@ -112,6 +112,8 @@ pub async fn register_node(
                 .collect(),
             requesters: vec!["*".into()],
             share_logs: true,
+            // Probe tests run at one or two organizations; the rule has its own tests.
+            min_organizations: 1,
         },
         data: Default::default(),
         // Probe tests trust partners on first use; `Federation` pins every key instead.
@@ -223,6 +225,7 @@ impl Fed {
             input: serde_bytes::ByteBuf::from(serde_json::to_vec(steps).unwrap()),
             return_log: true,
             log_head: None,
+            on_behalf_of: None,
         });
         envelope::seal(
             &self.a,
@@ -449,6 +452,7 @@ trust_on_first_use = true
 [policy]
 requesters = ["*"]
 share_logs = true
+min_organizations = 1
 {images}"#,
         name = n.name,
         org = n.organization,

@@ -5,9 +5,11 @@
 //! across the cluster, so any node serves every queue.
 
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lapin::uri::AMQPUri;
+use lapin::tcp::{AsyncTcpStream, RustlsConnector};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -30,8 +32,11 @@ pub enum EndpointsError {
 pub struct Endpoints {
     uris: Vec<AMQPUri>,
     next: AtomicUsize,
-    /// CA and client identity for `amqps://`.
-    tls: lapin::tcp::OwnedTLSConfig,
+    /// The rustls client configuration of `amqps://`, made from the same `ClientTls` settings
+    /// as every other hop: the CA file alone when one is set (lapin's own connector would add
+    /// the platform's roots beside it, so that a TLS-inspecting proxy with a locally trusted CA
+    /// could read broker passwords), the client identity for mutual TLS.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Endpoints {
@@ -64,8 +69,9 @@ impl Endpoints {
         for uri in &uris {
             tls.check_plaintext(setting, scheme, &uri.authority.host)?;
         }
-        let tls = amqp_tls(tls, &format!("{}.tls", setting.rsplit_once('.').map_or(setting, |(s, _)| s)))?;
-        Ok(Self { uris, next: AtomicUsize::new(0), tls })
+        let tls =
+            tls.rustls_config(&format!("{}.tls", setting.rsplit_once('.').map_or(setting, |(s, _)| s)))?;
+        Ok(Self { uris, next: AtomicUsize::new(0), tls: Arc::new(tls) })
     }
 
     /// Every address, as `host:port`.
@@ -83,11 +89,23 @@ impl Endpoints {
             let uri = self.uris[index].clone();
             let address = format!("{}:{}", uri.authority.host, uri.authority.port);
             let runtime = lapin::runtime::default_runtime()?;
-            let connected = Connection::connect_uri_with_config(
+            let tls = self.tls.clone();
+            let connected = Connection::connector(
                 uri,
-                ConnectionProperties::default(),
-                self.tls.clone(),
                 runtime,
+                async move |uri: AMQPUri, runtime| {
+                    let host = uri.authority.host.clone();
+                    let addresses: Vec<std::net::SocketAddr> =
+                        tokio::net::lookup_host((host.as_str(), uri.authority.port)).await?.collect();
+                    let stream = AsyncTcpStream::connect(&runtime, addresses).await?;
+                    Ok(match uri.scheme {
+                        AMQPScheme::AMQP => stream,
+                        AMQPScheme::AMQPS => {
+                            stream.into_rustls(&RustlsConnector::from(tls.clone()), &host).await?
+                        }
+                    })
+                },
+                ConnectionProperties::default(),
             )
             .await;
             match connected {
@@ -105,15 +123,6 @@ impl Endpoints {
         self.next.store(start + 1, Ordering::Relaxed);
         Err(last.expect("there is at least one address"))
     }
-}
-
-/// The TLS settings of an AMQPS connection: the CA and the client identity.
-fn amqp_tls(
-    tls: &crate::tls::ClientTls,
-    setting: &str,
-) -> Result<lapin::tcp::OwnedTLSConfig, crate::tls::TlsError> {
-    let identity = tls.identity_pem(setting)?.map(|(pem, key)| lapin::tcp::OwnedIdentity::PKCS8 { pem, key });
-    Ok(lapin::tcp::OwnedTLSConfig { identity, cert_chain: tls.ca_pem()? })
 }
 
 #[cfg(test)]

@@ -537,6 +537,7 @@ impl Client {
                 input: serde_bytes::ByteBuf::from(input),
                 return_log: spec.return_log,
                 log_head: None,
+                on_behalf_of: None,
             });
             let sealed = envelope::seal(
                 me,

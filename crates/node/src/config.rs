@@ -163,6 +163,16 @@ pub struct Limits {
     pub run_inbox_messages: usize,
     /// Bytes of waiting run messages kept for one run at most, in MiB.
     pub run_inbox_mib: u64,
+    /// Inputs one subtask request may carry, summed over its organizations, in MiB: the node
+    /// seals a copy for each, so that without a bound one request of a large input to many
+    /// organizations would have it seal gigabytes.
+    pub subtask_input_mib: u64,
+    /// Inputs all the subtasks of one job may carry together, in MiB.
+    pub job_subtask_mib: u64,
+    /// Requests one job may have in flight at the endpoint at once (subtask creations held
+    /// through a server outage and messages waiting for the broker included); more are
+    /// answered 429.
+    pub job_concurrent_requests: usize,
 }
 
 impl Default for Limits {
@@ -178,6 +188,9 @@ impl Default for Limits {
             user: "65534:65534".into(),
             run_inbox_messages: 10_000,
             run_inbox_mib: 256,
+            subtask_input_mib: 64,
+            job_subtask_mib: 256,
+            job_concurrent_requests: 8,
         }
     }
 }
@@ -196,7 +209,7 @@ impl Limits {
 }
 
 /// What the node agrees to run.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// Images allowed, by name pattern and digest pattern. Empty: nothing runs.
@@ -205,6 +218,25 @@ pub struct Policy {
     pub requesters: Vec<String>,
     /// Send the container log to the requester when the task asks for it.
     pub share_logs: bool,
+    /// The fewest distinct organizations a task of another organization must list for this node
+    /// to take part: an aggregate over two parties tells each the other's contribution (a ring
+    /// of two in Secure Sum hands the requester this registry's count). Tasks of this
+    /// organization's own researchers and subtasks of its own algorithms are not counted.
+    pub min_organizations: usize,
+}
+
+/// Three: the smallest federation in which a sum hides each party's part from the others.
+pub const DEFAULT_MIN_ORGANIZATIONS: usize = 3;
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            images: Vec::new(),
+            requesters: Vec::new(),
+            share_logs: false,
+            min_organizations: DEFAULT_MIN_ORGANIZATIONS,
+        }
+    }
 }
 
 /// One allowed image.
@@ -266,6 +298,14 @@ pub struct TransparencySection {
     /// When set, the collaborations this organization agreed to join: a membership in any
     /// other is an alarm. When absent, memberships are logged, not alarmed.
     pub collaborations: Option<Vec<crate::ids::CollaborationId>>,
+    /// The oldest a newest signed head may be (by its own timestamp) before it is an alarm:
+    /// the server signs its head again every minute, so an older one means this node is shown
+    /// a frozen view.
+    pub max_head_age_secs: u64,
+    /// Checks in a row in which the server does not answer for a consistency proof between a
+    /// partner's head and this node's (an error, a timeout, a malformed proof) before the
+    /// withheld proof is an alarm. The partner's head is kept as evidence meanwhile.
+    pub proof_tries: u32,
 }
 
 impl Default for TransparencySection {
@@ -276,6 +316,8 @@ impl Default for TransparencySection {
             inclusion_delay_secs: 60,
             nodes: Vec::new(),
             collaborations: None,
+            max_head_age_secs: 600,
+            proof_tries: 5,
         }
     }
 }
@@ -341,15 +383,34 @@ impl NodeConfig {
         if !(self.limits.cpus > 0.0 && self.limits.cpus <= 1024.0) {
             return invalid("limits.cpus must be above 0");
         }
+        if self.limits.job_concurrent_requests == 0 {
+            return invalid("limits.job_concurrent_requests must be at least 1");
+        }
         if self.limits.pids < 1 {
             return invalid("limits.pids must be at least 1");
         }
         if self.limits.uid_gid().is_none_or(|(u, _)| u == 0) {
             return invalid("limits.user must be a numeric uid:gid other than root");
         }
+        if self.policy.min_organizations == 0 {
+            return invalid("policy.min_organizations must be at least 1");
+        }
         if self.node.heartbeat_secs == 0 || self.node.heartbeat_secs > 5 {
             // The server shows a node offline 10 s after its last heartbeat.
             return invalid("node.heartbeat_secs must be 1 to 5");
+        }
+        // Docker mounts the run volumes (under the state directory) and the data sources only by
+        // absolute path, and the service does not run where a relative one was typed.
+        if !self.node.state_dir.is_absolute() {
+            return invalid("node.state_dir must be an absolute path (Docker mounts run volumes from it)");
+        }
+        if !self.node.key_file.is_absolute() {
+            return invalid("node.key_file must be an absolute path (the service runs from /)");
+        }
+        if let Some((label, _)) = self.data.iter().find(|(_, path)| !path.is_absolute()) {
+            return Err(ConfigError::Invalid(format!(
+                "data.{label} must be an absolute path (Docker mounts data sources only by absolute path)"
+            )));
         }
         for label in self.data.keys() {
             if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -450,5 +511,19 @@ mod tests {
         let requester = example().replace("requesters = [\"*\"]", "requesters = [\"registry-b\"]");
         let err = parse(&requester).unwrap_err().to_string();
         assert!(err.contains("\"registry-b\" is not an organization id"), "{err}");
+        let none = example().replace("requesters = [\"*\"]", "requesters = [\"*\"]\nmin_organizations = 0");
+        assert!(parse(&none).unwrap_err().to_string().contains("policy.min_organizations"));
+    }
+
+    #[test]
+    fn relative_paths_are_refused_with_the_setting_named() {
+        for (from, to, setting) in [
+            ("\"/var/lib/fedq/node\"", "\"state\"", "node.state_dir"),
+            ("\"/etc/fedq/org.key\"", "\"org.key\"", "node.key_file"),
+            ("\"/srv/patients.csv\"", "\"patients.csv\"", "data.patients"),
+        ] {
+            let err = parse(&example().replace(from, to)).unwrap_err().to_string();
+            assert!(err.contains(setting) && err.contains("absolute"), "{err}");
+        }
     }
 }

@@ -19,11 +19,25 @@ use warp::reply::{Reply as _, Response};
 
 use super::Core;
 use super::jobs::{self, ActiveJob};
+use super::policy::ImageRefusal;
 use super::server::NewJob;
-use super::state::SubtaskRecord;
+use super::state::{SubtaskRecord, Wanted};
 use crate::envelope::Route;
 use crate::ids::{JobId, OrgId, TaskId};
 use crate::protocol::{JobStart, Kind, Payload, Requester, RunMessage};
+
+/// The endpoint's routes, the only values of its metrics' route label.
+static ROUTES: std::sync::LazyLock<fedq_service::metrics::Routes> = std::sync::LazyLock::new(|| {
+    fedq_service::metrics::Routes::new([
+        "/v1/job",
+        "/v1/input",
+        "/v1/organizations",
+        "/v1/messages",
+        "/v1/subtasks",
+        "/v1/subtasks/{task}/results",
+        "/v1/result",
+    ])
+});
 
 /// The longest a long poll waits.
 const MAX_WAIT_SECS: u64 = 60;
@@ -157,7 +171,9 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
         .and_then(|answer| async move { finish(answer) })
         .recover(recover)
         .unify()
-        .with(warp::log::custom(move |info| core.metrics.request(info.path(), info.status().as_u16())))
+        .with(warp::log::custom(move |info| {
+            core.metrics.request(ROUTES.label(info.path(), info.status().as_u16()), info.status().as_u16())
+        }))
         .map(warp::Reply::into_response)
         .boxed()
 }
@@ -229,6 +245,7 @@ struct SendBody {
 
 async fn send(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
     let job = authorize(core, auth)?;
+    let _permit = one_request(&job)?;
     let request: SendBody = parse_json(body)?;
     let content = decode_b64(&request.body, "body")?;
     if request.topic.len() > 200 {
@@ -286,10 +303,17 @@ async fn receive(core: &Core, auth: Option<String>, query: HashMap<String, Strin
         }
         None => 100,
     };
-    let topic = query.get("topic").map(String::as_str);
+    let from = match query.get("from") {
+        Some(org) => Some(
+            org.parse::<OrgId>()
+                .map_err(|_| fail(StatusCode::BAD_REQUEST, "malformed", "from is an organization's id"))?,
+        ),
+        None => None,
+    };
+    let wanted = Wanted { topic: query.get("topic").map(String::as_str), from };
     long_poll(core, wait, |last| {
         let taken =
-            core.state.take_messages(job.record.run, job.record.job, topic, max.max(1)).map_err(internal)?;
+            core.state.take_messages(job.record.run, job.record.job, wanted, max.max(1)).map_err(internal)?;
         if taken.is_empty() && !last {
             return Ok(None);
         }
@@ -341,14 +365,50 @@ struct SubtaskBody {
     inputs: Option<HashMap<OrgId, String>>,
 }
 
+/// Whether `image` may run at this node for a subtask of `job`: for this organization, which
+/// sends it, and for the run's root requester.
+async fn check_own_image(core: &Core, job: &ActiveJob, image: &str) -> Result<(), Failure> {
+    let refused = |why: String| fail(StatusCode::FORBIDDEN, "refused", why);
+    let local = match core.sandbox.image(image).await {
+        Ok(Some(local)) => local,
+        Ok(None) => return Err(refused(ImageRefusal::Missing(image.to_owned()).to_string())),
+        Err(e) => return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())),
+    };
+    let principals: Vec<OrgId> =
+        std::iter::once(core.org()).chain(Some(job.root()).filter(|r| *r != core.org())).collect();
+    super::policy::check_image_for_all(&core.config.policy, image, &local, &principals)
+        .map(|_| ())
+        .map_err(|refusal| refused(format!("a subtask at this organization: {refusal}")))
+}
+
 /// How long a subtask's creation is tried again while the server is unreachable or failing:
 /// less than the SDKs' 90 s request timeout, so that the algorithm gets an answer.
 const SUBTASK_RETRY_FOR: Duration = Duration::from_secs(60);
 
+/// A permit for one of the job's requests in flight, or 429.
+fn one_request(job: &ActiveJob) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
+    job.requests.clone().try_acquire_owned().map_err(|_| {
+        fail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "this job has limits.job_concurrent_requests requests in flight; wait for one to finish",
+        )
+    })
+}
+
 async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
     let job = authorize(core, auth)?;
+    let _permit = one_request(&job)?;
     let request: SubtaskBody = parse_json(body)?;
-    if request.organizations.is_empty() || request.organizations.len() > 1000 {
+    // Each organization once, in the order first given: a list that repeats one would have the
+    // node seal the input again for every repetition.
+    let mut organizations: Vec<OrgId> = Vec::with_capacity(request.organizations.len());
+    for org in &request.organizations {
+        if !organizations.contains(org) {
+            organizations.push(*org);
+        }
+    }
+    if organizations.is_empty() || organizations.len() > 1000 {
         return Err(fail(
             StatusCode::BAD_REQUEST,
             "malformed",
@@ -357,6 +417,43 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
     }
     let image = request.image.unwrap_or_else(|| job.start.image.clone());
     let common = request.input.as_deref().map(|i| decode_b64(i, "input")).transpose()?;
+    let mut inputs = Vec::with_capacity(organizations.len());
+    for &org in &organizations {
+        inputs.push(match (&request.inputs, &common) {
+            (Some(each), _) if each.contains_key(&org) => decode_b64(&each[&org], "inputs")?,
+            (_, Some(common)) => common.clone(),
+            _ => Vec::new(),
+        });
+    }
+    let total: u64 = inputs.iter().map(|i| i.len() as u64).sum();
+    let limits = &core.config.limits;
+    if total > limits.subtask_input_mib.saturating_mul(1 << 20) {
+        return Err(fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "a subtask's inputs are at most limits.subtask_input_mib ({} MiB) summed over its organizations",
+                limits.subtask_input_mib
+            ),
+        ));
+    }
+    let before = job.subtask_bytes.fetch_add(total, std::sync::atomic::Ordering::Relaxed);
+    if before.saturating_add(total) > limits.job_subtask_mib.saturating_mul(1 << 20) {
+        job.subtask_bytes.fetch_sub(total, std::sync::atomic::Ordering::Relaxed);
+        return Err(fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "a job's subtasks carry at most limits.job_subtask_mib ({} MiB) of inputs together",
+                limits.job_subtask_mib
+            ),
+        ));
+    }
+    // A subtask at this organization runs under this node's policy for the run's root requester
+    // as well as for this organization (jobs::run); refused here, the algorithm hears why at once.
+    if organizations.contains(&core.org()) {
+        check_own_image(core, &job, &image).await?;
+    }
     let task = TaskId::new();
     let route = Route {
         kind: Kind::JobStart,
@@ -365,22 +462,18 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
         run: job.record.run,
         status: None,
     };
-    let mut new_jobs = Vec::with_capacity(request.organizations.len());
-    for &org in &request.organizations {
-        let input = match (&request.inputs, &common) {
-            (Some(inputs), _) if inputs.contains_key(&org) => decode_b64(&inputs[&org], "inputs")?,
-            (_, Some(common)) => common.clone(),
-            _ => Vec::new(),
-        };
+    let mut new_jobs = Vec::with_capacity(organizations.len());
+    for (&org, input) in organizations.iter().zip(inputs) {
         let id = JobId::new();
         let payload = Payload::JobStart(JobStart {
             job: id,
             image: image.clone(),
             requester: Requester::Job { org: core.org(), job: job.record.job, task: job.record.task },
-            organizations: request.organizations.clone(),
+            organizations: organizations.clone(),
             input: ByteBuf::from(input),
             return_log: false,
             log_head: core.log.seen_head(),
+            on_behalf_of: Some(job.root()),
         });
         let sealed = jobs::seal_to(core, org, &route, &payload).await.ok_or_else(|| {
             fail(
@@ -429,7 +522,13 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
                 return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()));
             }
             Err(e) => {
-                tracing::warn!(%task, error = %e, "the server did not take a subtask; trying again");
+                // Said once at warning level: a server restart would otherwise fill the log with
+                // the same line every backoff step.
+                if retried {
+                    tracing::debug!(%task, error = %e, "the server did not take a subtask; trying again");
+                } else {
+                    tracing::warn!(%task, error = %e, "the server did not take a subtask; trying again until it does (for up to 60 s)");
+                }
                 retried = true;
                 tokio::time::sleep(backoff.next_delay()).await;
             }

@@ -116,6 +116,9 @@ pub fn render(answer: &NodeRegistration, choices: &Choices) -> Result<String, An
     let requesters: Vec<String> = choices.requesters.iter().map(|o| quoted(&o.to_string())).collect();
     let _ = writeln!(w, "requesters = [{}]", requesters.join(", "));
     let _ = writeln!(w, "share_logs = false");
+    let _ =
+        writeln!(w, "# Another organization's task must list at least this many organizations to run here.");
+    let _ = writeln!(w, "min_organizations = {}", super::config::DEFAULT_MIN_ORGANIZATIONS);
     let labels: Vec<String> = choices.data.keys().map(|l| quoted(l)).collect();
     for image in &choices.images {
         let _ =

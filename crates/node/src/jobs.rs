@@ -68,6 +68,10 @@ pub(crate) struct ActiveJob {
     acker: Mutex<Option<Acker>>,
     /// What the algorithm posted.
     pub(crate) output: Mutex<Option<Vec<u8>>>,
+    /// The endpoint requests it may have in flight (`limits.job_concurrent_requests`).
+    pub(crate) requests: Arc<tokio::sync::Semaphore>,
+    /// Input bytes its subtasks carried so far (`limits.job_subtask_mib`).
+    pub(crate) subtask_bytes: std::sync::atomic::AtomicU64,
     /// Set to stop the container.
     stop: tokio::sync::watch::Sender<Option<Stop>>,
     container: Mutex<Option<String>>,
@@ -79,6 +83,19 @@ pub(crate) struct ActiveJob {
 }
 
 impl ActiveJob {
+    /// The organization whose researcher started this job's run, as far as this node knows: the
+    /// one its creator named, else its sender. What its subtasks are created on behalf of.
+    pub(crate) fn root(&self) -> OrgId {
+        self.start.on_behalf_of.unwrap_or(self.record.requester)
+    }
+
+    /// The organizations this node's policy must allow the job for: its sender, and the run's
+    /// root requester when that is another.
+    pub(crate) fn principals(&self) -> Vec<OrgId> {
+        let requester = self.record.requester;
+        std::iter::once(requester).chain(Some(self.root()).filter(|r| *r != requester)).collect()
+    }
+
     /// Stops the job's container because the node is shutting down; its delivery stays
     /// unacknowledged.
     pub(crate) async fn abandon(&self, core: &Core) {
@@ -115,6 +132,24 @@ pub(crate) async fn accept(
     received: Instant,
 ) {
     let job = start.job;
+    // A job id belongs to one task. Members see other tasks' job ids (`GET /tasks`), so a
+    // job_start for one task may carry the id of another task's job that has not come here yet;
+    // taken for a redelivery, it would take over that job's delivery or re-send its result, and
+    // the other task would wait for ever. The id is bound to the task it first came with.
+    let known = core.running.jobs.lock().expect("not poisoned").get(&job).map(|a| a.record.task);
+    let known = match known {
+        Some(task) => Some(task),
+        None => match core.state.job(job) {
+            Ok(record) => record.map(|r| r.task),
+            Err(e) => {
+                tracing::error!(%job, error = %e, "cannot read the state directory; the job will be redelivered");
+                return;
+            }
+        },
+    };
+    if let Some(task) = known.filter(|t| *t != header.task) {
+        return refuse_reused_id(&core, &header, &start, task, acker).await;
+    }
     if let Some(active) = core.running.jobs.lock().expect("not poisoned").get(&job) {
         // Redelivered after a reconnection while the job runs: the old delivery's channel is
         // gone, so the new one is what to acknowledge.
@@ -160,6 +195,8 @@ pub(crate) async fn accept(
         start_id: (header.id, header.expires_at.saturating_add(core.policy.clock_skew)),
         acker: Mutex::new(Some(acker)),
         output: Mutex::new(None),
+        requests: Arc::new(tokio::sync::Semaphore::new(core.config.limits.job_concurrent_requests)),
+        subtask_bytes: std::sync::atomic::AtomicU64::new(0),
         stop: tokio::sync::watch::channel(None).0,
         container: Mutex::new(None),
         received,
@@ -195,6 +232,43 @@ pub(crate) async fn accept(
     });
 }
 
+/// Answers a `job_start` whose job id is already another task's job here with a refusal that is
+/// not stored (the id's record is the other task's), and acknowledges it.
+async fn refuse_reused_id(
+    core: &Core,
+    header: &Header,
+    start: &JobStart,
+    task: crate::ids::TaskId,
+    acker: Acker,
+) {
+    core.refuse(header, "job_of_another_task", "a job_start reusing another task's job id");
+    let reason = format!(
+        "job id {} is already a job of task {task} at this node; a job id belongs to one task",
+        start.job
+    );
+    let result = Payload::JobResult(JobResult {
+        job: start.job,
+        status: JobStatus::Refused,
+        output: ByteBuf::new(),
+        log: String::new(),
+        reason: Some(reason),
+        log_head: core.log.seen_head(),
+    });
+    let route = Route {
+        kind: Kind::JobResult,
+        collaboration: header.collaboration,
+        task: header.task,
+        run: header.run,
+        status: Some(JobStatus::Refused),
+    };
+    let Some(sealed) = seal_to(core, header.sender, &route, &result).await else { return };
+    let mut halt = core.halt.clone();
+    if core.publish(&sealed.header, &sealed.bytes, &mut halt).await.is_ok() {
+        let _ = acker.ack().await;
+        let _ = core.state.record_seen(header.id, header.expires_at.saturating_add(core.policy.clock_skew));
+    }
+}
+
 /// Re-publishes a stored result and acknowledges the delivery.
 async fn resend(core: &Core, result: &[u8], acker: Acker, start: &Header) {
     let Ok(header) = envelope::peek_header(result, usize::MAX) else {
@@ -224,14 +298,31 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
             vec![],
         ));
     }
-    if !policy::requester_allowed(&core.config.policy, requester) {
-        let reason = format!("organization {requester} may not run jobs at this node");
+    // Whom the job works for: its sender, and the run's root requester when the sender names
+    // another (a subtask its host node creates for a partner's job). Policy holds for both.
+    let principals = job.principals();
+    for &principal in &principals {
+        if !policy::requester_allowed(&core.config.policy, principal) {
+            let reason = if principal == requester {
+                format!("organization {requester} may not run jobs at this node")
+            } else {
+                format!(
+                    "organization {principal}, whose run this subtask of organization {requester} serves, may not \
+                     run jobs at this node"
+                )
+            };
+            return Some((JobStatus::Refused, Some(reason), vec![]));
+        }
+    }
+    let own = core.config.node.organization;
+    if let Some(reason) =
+        policy::too_few_organizations(&core.config.policy, requester, own, &job.start.organizations)
+    {
         return Some((JobStatus::Refused, Some(reason), vec![]));
     }
     // A run's volume and messages here belong to the organization whose job came first, and
     // to this organization's own jobs (its algorithms' subtasks): a partner's subtask may not
     // join them and read what the owner's jobs keep there (Secure Sum's R, and so the count).
-    let own = core.config.node.organization;
     match core.state.claim_run(job.record.run, requester) {
         Ok(owner) if owner == requester || requester == own => {}
         Ok(owner) => {
@@ -257,7 +348,7 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
             return Some((JobStatus::Crashed, Some(format!("could not inspect the image: {e}")), vec![]));
         }
     };
-    let data = match policy::check_image(&core.config.policy, &job.start.image, &image, requester) {
+    let data = match policy::check_image_for_all(&core.config.policy, &job.start.image, &image, &principals) {
         Ok(data) => data,
         Err(refusal) => return Some((JobStatus::Refused, Some(refusal.to_string()), vec![])),
     };

@@ -183,6 +183,17 @@ impl Core {
         self.arrivals.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Logs and counts an authenticated envelope that asks for what its sender may not do.
+    fn refuse(&self, header: &crate::envelope::Header, code: &'static str, why: &str) {
+        *self.tally.refusals.lock().expect("not poisoned").entry(code).or_default() += 1;
+        self.metrics.refused(code);
+        tracing::warn!(
+            code,
+            id = %header.id, kind = %header.kind, sender = %header.sender, task = %header.task,
+            "refused {why}"
+        );
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
@@ -217,6 +228,10 @@ pub struct RunningNode {
     core: Arc<Core>,
     stop: watch::Sender<bool>,
     halt: watch::Sender<bool>,
+    /// The broker session: awaited at shutdown, not aborted, so that it closes its connection
+    /// (an aborted one left a connection whose consumer held the queue's messages unacknowledged
+    /// for as long as the process lived).
+    consumer: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     endpoint: std::net::SocketAddr,
     metrics_addr: Option<std::net::SocketAddr>,
@@ -288,6 +303,14 @@ impl RunningNode {
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The session sees the stop wherever it is (connecting, setting up, consuming) and ends
+        // by closing its connection, which returns whatever it holds to the queue.
+        let mut consumer = self.consumer;
+        if tokio::time::timeout(Duration::from_secs(10), &mut consumer).await.is_err() {
+            tracing::warn!("the broker session did not end within 10 s of the stop; dropped");
+            consumer.abort();
+            let _ = consumer.await;
         }
         for task in self.tasks {
             task.abort();
@@ -425,7 +448,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         metrics_addr = Some(bound);
         tasks.push(task);
     }
-    tasks.push(tokio::spawn(worker::consume_forever(core.clone())));
+    let consumer = tokio::spawn(worker::consume_forever(core.clone()));
     tasks.push(tokio::spawn(heartbeats(core.clone())));
     tasks.push(tokio::spawn(collect_garbage(core.clone())));
     tasks.push(tokio::spawn(watch_firewall(core.clone())));
@@ -442,7 +465,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(endpoint = %addr, network = core.sandbox.network(), "node started");
-    Ok(RunningNode { core, stop: stop_tx, halt: halt_tx, tasks, endpoint: addr, metrics_addr })
+    Ok(RunningNode { core, stop: stop_tx, halt: halt_tx, consumer, tasks, endpoint: addr, metrics_addr })
 }
 
 /// Checks the algorithm network's firewall every `network.firewall_check_secs`.

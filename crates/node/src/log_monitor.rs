@@ -55,6 +55,40 @@ struct Saved {
     frontier: Frontier,
     /// Envelopes delivered here whose leaf has not been seen yet.
     watched: Vec<Watched>,
+    /// Partners' heads the server has not yet joined to this node's by a proof: evidence,
+    /// compared again at every check until a proof comes or the tries run out.
+    #[serde(default)]
+    disputed: Vec<Disputed>,
+}
+
+/// A partner's head waiting for the proof that joins it to this node's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Disputed {
+    /// The partner's signed head.
+    head: TreeHeadBody,
+    /// The partner.
+    from: OrgId,
+    /// Checks in a row in which the server gave no usable proof.
+    failures: u32,
+    /// The last reason.
+    last_error: String,
+}
+
+/// What the server's answer for a partner's head concluded.
+enum Judgement {
+    /// A proof joins the two heads.
+    Consistent,
+    /// No history contains both: the evidence of a split view.
+    Split(fedq_transparency::Alarm),
+    /// No usable answer (an error, a timeout, a malformed proof): asked again later.
+    Unanswered(String),
+}
+
+/// Whether a head signed at `timestamp_ms` is older than `max_age_secs` at `now_ms`; if so,
+/// its age in seconds.
+fn stale(timestamp_ms: u64, now_ms: u64, max_age_secs: u64) -> Option<u64> {
+    let age = now_ms.saturating_sub(timestamp_ms) / 1000;
+    (age > max_age_secs).then_some(age)
 }
 
 /// An envelope waiting for its leaf.
@@ -86,6 +120,8 @@ pub(crate) struct LogMonitor {
     last: Mutex<Option<(VerifyingKey, SignedTreeHead)>>,
     /// Partners' heads already compared with this node's (size and root).
     compared: Mutex<HashSet<(u64, [u8; 32])>>,
+    /// Partners' heads without a proof yet (see [`Saved::disputed`]).
+    disputed: Mutex<Vec<Disputed>>,
     metrics: NodeMetrics,
 }
 
@@ -111,6 +147,7 @@ impl LogMonitor {
             Err(e) => return Err(e),
         };
         let watched = saved.watched.clone();
+        let disputed = saved.disputed.clone();
         let key = settings.log_key.as_ref().or(saved.log_key.as_ref()).and_then(|k| parse_key(k));
         let last = key.zip(saved.head.as_ref().and_then(|h| SignedTreeHead::try_from(h).ok()));
         Ok(Self {
@@ -124,6 +161,7 @@ impl LogMonitor {
             alarms: Mutex::new(Vec::new()),
             last: Mutex::new(last),
             compared: Mutex::new(HashSet::new()),
+            disputed: Mutex::new(disputed),
             metrics,
         })
     }
@@ -186,6 +224,30 @@ impl LogMonitor {
             tracing::warn!(%from, size = theirs.head.size, "transparency log: a partner sent a head the log did not sign");
             return;
         }
+        match Self::judge(server, key, &mine, &theirs).await {
+            Judgement::Consistent => {}
+            Judgement::Split(alarm) => self.split_view(from, &theirs, &mine, &alarm),
+            Judgement::Unanswered(why) => {
+                // Kept as evidence and asked again at every check: a server that answers only
+                // for the heads it can join must not escape by failing the others.
+                tracing::warn!(%from, error = %why, "transparency log: no proof joins a partner's head to this node's yet; kept and asked again");
+                self.disputed.lock().expect("not poisoned").push(Disputed {
+                    head: TreeHeadBody::from(&theirs),
+                    from,
+                    failures: 1,
+                    last_error: why,
+                });
+            }
+        }
+    }
+
+    /// Asks the server for the proof joining a partner's head and this node's.
+    async fn judge(
+        server: &Client,
+        key: VerifyingKey,
+        mine: &SignedTreeHead,
+        theirs: &SignedTreeHead,
+    ) -> Judgement {
         let monitor = fedq_transparency::Monitor::new(key, Some(mine.head));
         let (old, new) = if theirs.head.size <= mine.head.size {
             (theirs.head.size, mine.head.size)
@@ -193,36 +255,82 @@ impl LogMonitor {
             (mine.head.size, theirs.head.size)
         };
         let proof = if old == new { Ok(Vec::new()) } else { server.log_consistency(old, new).await };
-        let verdict = match proof {
-            Ok(proof) => monitor.compare(&theirs, &proof),
+        match proof {
+            // Same sizes and another root, or a proof served that does not join them: both
+            // heads are signed by the log, so they are the evidence.
+            Ok(proof) => match monitor.compare(theirs, &proof) {
+                Ok(()) => Judgement::Consistent,
+                Err(alarm) => Judgement::Split(alarm),
+            },
             Err(AuditError::Client(e)) if e.status() == Some(404) => {
-                Err(fedq_transparency::Alarm::Inconsistent {
+                Judgement::Split(fedq_transparency::Alarm::Inconsistent {
                     old,
                     new,
                     why: fedq_transparency::ProofError::Mismatch,
                     heads: Box::new((mine.head, theirs.head)),
                 })
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "transparency log: could not compare a partner's head; it is compared again when it comes again");
-                self.compared.lock().expect("not poisoned").remove(&(theirs.head.size, theirs.head.root));
-                return;
-            }
-        };
-        if let Err(alarm) = verdict {
-            self.raise(
-                "split_view",
-                &format!(
-                    "organization {from} was shown a tree head of {} leaves with root {} that the log cannot join \
-                     to this node's head of {} leaves with root {} ({alarm}): the server shows different \
-                     histories to different organizations",
-                    theirs.head.size,
-                    hex::encode(theirs.head.root),
-                    mine.head.size,
-                    hex::encode(mine.head.root),
-                ),
-            );
+            Err(e) => Judgement::Unanswered(e.to_string()),
         }
+    }
+
+    fn split_view(
+        &self,
+        from: OrgId,
+        theirs: &SignedTreeHead,
+        mine: &SignedTreeHead,
+        alarm: &fedq_transparency::Alarm,
+    ) {
+        self.raise(
+            "split_view",
+            &format!(
+                "organization {from} was shown a tree head of {} leaves with root {} that the log cannot join \
+                 to this node's head of {} leaves with root {} ({alarm}): the server shows different \
+                 histories to different organizations",
+                theirs.head.size,
+                hex::encode(theirs.head.root),
+                mine.head.size,
+                hex::encode(mine.head.root),
+            ),
+        );
+    }
+
+    /// Asks again for every partner's head still without a proof; past `proof_tries` checks,
+    /// the withheld proof is an alarm with both heads as its evidence.
+    async fn settle_disputed(&self, server: &Client, key: VerifyingKey, mine: &SignedTreeHead) {
+        let disputed = std::mem::take(&mut *self.disputed.lock().expect("not poisoned"));
+        let mut still = Vec::new();
+        for mut d in disputed {
+            let Ok(theirs) = SignedTreeHead::try_from(&d.head) else { continue };
+            match Self::judge(server, key, mine, &theirs).await {
+                Judgement::Consistent => {}
+                Judgement::Split(alarm) => self.split_view(d.from, &theirs, mine, &alarm),
+                Judgement::Unanswered(why) => {
+                    d.failures += 1;
+                    d.last_error = why;
+                    if d.failures >= self.settings.proof_tries.max(1) {
+                        self.raise(
+                            "proof_withheld",
+                            &format!(
+                                "the server gave no consistency proof joining the tree head of {} leaves with root {} \
+                                 that organization {} was shown to this node's head of {} leaves with root {}, in {} \
+                                 checks (last: {}): a server that forked the log cannot give one",
+                                theirs.head.size,
+                                hex::encode(theirs.head.root),
+                                d.from,
+                                mine.head.size,
+                                hex::encode(mine.head.root),
+                                d.failures,
+                                d.last_error,
+                            ),
+                        );
+                    } else {
+                        still.push(d);
+                    }
+                }
+            }
+        }
+        self.disputed.lock().expect("not poisoned").extend(still);
     }
 
     /// What the heartbeat reports.
@@ -265,6 +373,18 @@ impl LogMonitor {
         {
             return Err(fedq_transparency::Alarm::Shrunk { old: last.size, new: head.head.size }.into());
         }
+        let now_ms = u64::try_from(Timestamp::now().as_millis()).unwrap_or(0);
+        if let Some(age) = stale(head.head.timestamp_ms, now_ms, self.settings.max_head_age_secs) {
+            self.raise(
+                "stale_head",
+                &format!(
+                    "the newest tree head the server shows ({} leaves) was signed {age} s ago, more than \
+                     transparency.max_head_age_secs ({}): the server signs its head again every minute, so \
+                     this node is being shown a frozen view of the log",
+                    head.head.size, self.settings.max_head_age_secs
+                ),
+            );
+        }
         let mut events = Vec::new();
         let mut seen = HashSet::new();
         let org = self.org;
@@ -290,6 +410,8 @@ impl LogMonitor {
         saved.frontier = frontier;
         saved.head = Some(TreeHeadBody::from(&head));
         *self.last.lock().expect("not poisoned") = Some((key, head));
+        self.settle_disputed(server, key, &head).await;
+        saved.disputed = self.disputed.lock().expect("not poisoned").clone();
         let delay = self.settings.inclusion_delay_secs;
         for w in self.settle_watched(&seen) {
             let message = if w.sent {
@@ -478,6 +600,13 @@ mod tests {
             sent: true,
         });
         assert!(m.settle_watched(&HashSet::new()).is_empty(), "still within the delay");
+    }
+
+    #[test]
+    fn a_head_is_stale_only_past_the_bound() {
+        assert_eq!(stale(1_000_000, 1_000_000 + 600_000, 600), None);
+        assert_eq!(stale(1_000_000, 1_000_000 + 601_000, 600), Some(601));
+        assert_eq!(stale(2_000_000, 1_000_000, 600), None, "a head from the future is not stale");
     }
 
     #[test]

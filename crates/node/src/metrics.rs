@@ -123,10 +123,10 @@ impl NodeMetrics {
         self.container_start.observe(took.as_secs_f64());
     }
 
-    /// An endpoint request answered.
-    pub fn request(&self, path: &str, status: u16) {
-        let route = fedq_service::metrics::route_of(path, status);
-        self.requests.get_or_create(&Request { route, status: status.to_string() }).inc();
+    /// An endpoint request answered, by its route label (one of the endpoint's templates, or
+    /// `unmatched`).
+    pub fn request(&self, route: &str, status: u16) {
+        self.requests.get_or_create(&Request { route: route.to_owned(), status: status.to_string() }).inc();
     }
 
     /// An envelope that did not open.

@@ -132,6 +132,27 @@ pub fn check_image(
     Ok(data)
 }
 
+/// [`check_image`] for every one of `principals` (the envelope's sender, and the run's root
+/// requester when another): the image must be allowed for each, and its container gets only the
+/// data sources granted to all of them. A subtask that a partner's job makes its host node create
+/// at the host's own organization is thereby held to what the partner may do there.
+pub fn check_image_for_all(
+    policy: &Policy,
+    reference: &str,
+    image: &LocalImage,
+    principals: &[OrgId],
+) -> Result<Vec<String>, ImageRefusal> {
+    let mut granted: Option<Vec<String>> = None;
+    for &principal in principals {
+        let data = check_image(policy, reference, image, principal)?;
+        granted = Some(match granted {
+            None => data,
+            Some(before) => before.into_iter().filter(|d| data.contains(d)).collect(),
+        });
+    }
+    Ok(granted.unwrap_or_default())
+}
+
 /// Whether `list` (organization ids, or `*`) names `org`.
 fn names(list: &[String], org: OrgId) -> bool {
     list.iter().any(|r| r == "*" || r.parse::<OrgId>().is_ok_and(|o| o == org))
@@ -159,6 +180,28 @@ pub fn loose_rules(policy: &Policy) -> Vec<String> {
 /// Whether organization `requester` may have jobs run here.
 pub fn requester_allowed(policy: &Policy, requester: OrgId) -> bool {
     names(&policy.requesters, requester)
+}
+
+/// Why a task with `organizations` may not run here for `requester`, if it lists fewer distinct
+/// organizations than `policy.min_organizations`. This organization's own tasks and its own
+/// algorithms' subtasks (`requester == own`) are exempt: their aggregate reaches only itself, and
+/// a subtask's run was checked when its first job came.
+pub fn too_few_organizations(
+    policy: &Policy,
+    requester: OrgId,
+    own: OrgId,
+    organizations: &[OrgId],
+) -> Option<String> {
+    let distinct: std::collections::BTreeSet<&OrgId> = organizations.iter().collect();
+    (requester != own && distinct.len() < policy.min_organizations).then(|| {
+        format!(
+            "the task lists {} distinct organization(s); this node takes part in another organization's \
+             tasks only with at least {} (policy.min_organizations), so that what it contributes to is \
+             never one other party's view of its data",
+            distinct.len(),
+            policy.min_organizations
+        )
+    })
 }
 
 #[cfg(test)]
@@ -268,5 +311,40 @@ mod tests {
         assert!(requester_allowed(&policy, OrgId::new()));
         policy.requesters = vec![];
         assert!(!requester_allowed(&policy, me));
+    }
+
+    #[test]
+    fn a_job_on_behalf_of_another_organization_gets_only_what_both_may_have() {
+        let (me, partner) = (OrgId::new(), OrgId::new());
+        let everyone =
+            ImageRule { name: "fedq/probe".into(), requesters: vec!["*".into()], ..rule("fedq/probe", "*") };
+        let only_me = ImageRule {
+            name: "fedq/probe".into(),
+            requesters: vec![me.to_string()],
+            data: vec!["registry".into()],
+            ..rule("fedq/probe", "*")
+        };
+        let mine = ImageRule { requesters: vec![me.to_string()], ..rule("fedq/own-only", "*") };
+        let policy = policy(vec![everyone, only_me, mine]);
+        let image = LocalImage { id: "sha256:1".into(), tags: vec![], digests: vec![] };
+        assert_eq!(check_image_for_all(&policy, "fedq/probe", &image, &[me]).unwrap(), vec!["registry"]);
+        assert!(check_image_for_all(&policy, "fedq/probe", &image, &[me, partner]).unwrap().is_empty());
+        assert!(matches!(
+            check_image_for_all(&policy, "fedq/own-only", &image, &[me, partner]),
+            Err(ImageRefusal::NotForRequester { requester, .. }) if requester == partner
+        ));
+    }
+
+    #[test]
+    fn a_task_of_another_organization_needs_enough_distinct_organizations() {
+        let policy = Policy::default();
+        assert_eq!(policy.min_organizations, 3);
+        let (me, a, b) = (OrgId::new(), OrgId::new(), OrgId::new());
+        assert!(too_few_organizations(&policy, a, me, &[a, me]).is_some(), "a ring of two");
+        assert!(too_few_organizations(&policy, a, me, &[a, me, a]).is_some(), "listed twice is one");
+        assert!(too_few_organizations(&policy, a, me, &[a, me, b]).is_none());
+        assert!(too_few_organizations(&policy, me, me, &[me]).is_none(), "our own subtask");
+        let one = Policy { min_organizations: 1, ..Policy::default() };
+        assert!(too_few_organizations(&one, a, me, &[me]).is_none());
     }
 }

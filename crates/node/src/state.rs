@@ -101,6 +101,23 @@ pub struct StoredMessage {
     pub body: Vec<u8>,
 }
 
+/// Which waiting run messages a container asks for. A message another sender sent on the same
+/// topic stays in the inbox: an algorithm that names the sender it expects cannot be handed a
+/// value forged by another member of the run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted<'a> {
+    /// Only this topic.
+    pub topic: Option<&'a str>,
+    /// Only from this organization.
+    pub from: Option<OrgId>,
+}
+
+impl Wanted<'_> {
+    fn matches(&self, message: &StoredMessage) -> bool {
+        self.topic.is_none_or(|t| t == message.topic) && self.from.is_none_or(|o| o == message.from)
+    }
+}
+
 /// A subtask one of this node's jobs created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubtaskRecord {
@@ -255,7 +272,7 @@ impl StateDir {
         &self,
         run: RunId,
         job: JobId,
-        topic: Option<&str>,
+        wanted: Wanted<'_>,
         max: usize,
     ) -> io::Result<Vec<StoredMessage>> {
         let dir = self.inbox(run);
@@ -282,7 +299,7 @@ impl StateDir {
             }
             let Some(bytes) = read_optional(&path)? else { continue };
             let Ok(message) = rmp_serde::from_slice::<StoredMessage>(&bytes) else { continue };
-            if topic.is_some_and(|t| t != message.topic) {
+            if !wanted.matches(&message) {
                 continue;
             }
             fs::rename(&path, path.with_extension(format!("taken-{job}")))?;
@@ -534,18 +551,41 @@ mod tests {
         assert_eq!(put(&x1), Stored::Again, "a redelivery is not stored twice");
         assert_eq!(put(&other), Stored::New);
         let (job, rerun_of_other) = (JobId::new(), JobId::new());
-        assert_eq!(state.take_messages(RunId::new(), job, None, 10).unwrap(), vec![]);
-        assert_eq!(state.take_messages(run, job, Some("x1"), 10).unwrap(), vec![x1.clone()]);
-        assert!(state.take_messages(run, job, Some("x1"), 10).unwrap().is_empty());
+        let topic = |t| Wanted { topic: Some(t), from: None };
+        assert_eq!(state.take_messages(RunId::new(), job, Wanted::default(), 10).unwrap(), vec![]);
+        assert_eq!(state.take_messages(run, job, topic("x1"), 10).unwrap(), vec![x1.clone()]);
+        assert!(state.take_messages(run, job, topic("x1"), 10).unwrap().is_empty());
         assert_eq!(put(&x1), Stored::Again, "nor after it was taken");
         // Another job's rerun gives back nothing of this one's; this job's rerun gets x1 again,
         // once.
         assert_eq!(state.give_back_messages(run, rerun_of_other).unwrap(), 0);
         assert_eq!(state.give_back_messages(run, job).unwrap(), 1);
         assert_eq!(put(&x1), Stored::Again, "a redelivery is still recognised");
-        assert_eq!(state.take_messages(run, job, Some("x1"), 10).unwrap(), vec![x1]);
-        assert_eq!(state.take_messages(run, job, None, 10).unwrap(), vec![other]);
+        assert_eq!(state.take_messages(run, job, topic("x1"), 10).unwrap(), vec![x1]);
+        assert_eq!(state.take_messages(run, job, Wanted::default(), 10).unwrap(), vec![other]);
         assert_eq!(state.give_back_messages(RunId::new(), job).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_message_from_another_sender_is_left_for_whoever_expects_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path(), Timestamp::now()).unwrap();
+        let (run, job, honest, forger) = (RunId::new(), JobId::new(), OrgId::new(), OrgId::new());
+        let message = |from| StoredMessage {
+            id: MessageId::random(),
+            from,
+            from_job: JobId::new(),
+            topic: "secure-sum/1".into(),
+            body: b"x".to_vec(),
+        };
+        let (forged, genuine) = (message(forger), message(honest));
+        // The forgery arrives first.
+        state.put_message(run, &forged, InboxQuota::NONE).unwrap();
+        state.put_message(run, &genuine, InboxQuota::NONE).unwrap();
+        let from = |o| Wanted { topic: Some("secure-sum/1"), from: Some(o) };
+        assert_eq!(state.take_messages(run, job, from(honest), 10).unwrap(), vec![genuine]);
+        assert!(state.take_messages(run, job, from(honest), 10).unwrap().is_empty());
+        assert_eq!(state.take_messages(run, job, from(forger), 10).unwrap(), vec![forged]);
     }
 
     #[test]
@@ -571,7 +611,7 @@ mod tests {
             "other runs are not affected"
         );
         // Taken messages no longer count.
-        assert_eq!(state.take_messages(run, job, None, 1).unwrap().len(), 1);
+        assert_eq!(state.take_messages(run, job, Wanted::default(), 1).unwrap().len(), 1);
         assert_eq!(state.put_message(run, &message(), quota).unwrap(), Stored::New);
         // Nor may one message pass the byte quota.
         let small = InboxQuota { messages: 100, bytes: 50 };

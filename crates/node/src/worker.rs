@@ -44,14 +44,22 @@ async fn consume_once(core: &Arc<Core>) -> SessionEnd {
     tracing::info!(%address, "connected to the broker");
     let publish = match PublishChannel::open(&connection).await {
         Ok(channel) => channel,
-        Err(e) => return SessionEnd::lost(false, e),
+        Err(e) => {
+            let _ = connection.close(200, "could not open a channel".into()).await;
+            return SessionEnd::lost(false, e);
+        }
     };
     core.link.set(Some(publish));
     let queue = crate::broker::org_queue(core.org());
     let prefetch = core.config.limits.concurrent_jobs.saturating_add(MESSAGE_HEADROOM);
     let mut consumer = match Consumer::start(&connection, &queue, &core.config.node.name, prefetch).await {
         Ok(consumer) => consumer,
-        Err(e) => return SessionEnd::lost(false, e),
+        Err(e) => {
+            // Closed, not dropped: a dropped connection can stay open, and whatever it had
+            // registered at the broker with it.
+            let _ = connection.close(200, "could not consume".into()).await;
+            return SessionEnd::lost(false, e);
+        }
     };
     tracing::info!(%queue, "consuming");
     // Tell the server at once rather than at the next heartbeat.
@@ -157,8 +165,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             core.state.put_message(header.run, &stored, quota).map(|stored| match stored {
                 Stored::New => core.notify_arrival(),
                 Stored::Again => {}
-                Stored::InboxFull => refuse(
-                    &core,
+                Stored::InboxFull => core.refuse(
                     &header,
                     "run_inbox_full",
                     "a run message: the run's inbox is at its quota (limits.run_inbox_messages, run_inbox_mib)",
@@ -168,8 +175,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
         Payload::JobResult(result) => match core.state.subtask(header.task) {
             // A result answers one job of the subtask, the one its signed sender runs.
             Ok(Some(record)) if !record.jobs.contains(&(result.job, header.sender)) => {
-                refuse(
-                    &core,
+                core.refuse(
                     &header,
                     "result_for_another_job",
                     "a result for a job of the subtask that its sender does not run",
@@ -214,18 +220,6 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             let _ = delivery.acker.requeue().await;
         }
     }
-}
-
-/// Logs and counts an authenticated envelope that asks for what its sender may not do; it is
-/// dropped.
-fn refuse(core: &Core, header: &crate::envelope::Header, code: &'static str, why: &str) {
-    *core.tally.refusals.lock().expect("not poisoned").entry(code).or_default() += 1;
-    core.metrics.refused(code);
-    tracing::warn!(
-        code,
-        id = %header.id, kind = %header.kind, sender = %header.sender, task = %header.task,
-        "refused {why}"
-    );
 }
 
 /// Opens an envelope, fetching the collaboration's keys once if the sender's is unknown.

@@ -61,6 +61,13 @@ pub struct HttpConfig {
     /// Serve plain HTTP on an address that is not loopback: only behind a reverse proxy that
     /// terminates TLS on the same trusted network.
     pub allow_plaintext: bool,
+    /// Seconds a client has to finish the TLS handshake, and then each request's headers,
+    /// counted again while a kept-alive connection waits for its next request: a client that
+    /// trickles bytes, or opens connections and sends nothing, is dropped after it.
+    pub header_read_timeout_secs: u64,
+    /// HTTPS connections open at once; further clients wait in the kernel's backlog until one
+    /// closes, so that slow clients cannot take every file descriptor of the process.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -72,6 +79,8 @@ impl Default for HttpConfig {
             tls_cert: None,
             tls_key: None,
             allow_plaintext: false,
+            header_read_timeout_secs: 10,
+            max_connections: 1024,
         }
     }
 }
@@ -228,6 +237,10 @@ pub struct TransparencyConfig {
     /// Whether routed envelopes are logged. Off only to measure what the log costs
     /// (`benches/router.rs`): every node then reports `envelope_not_logged`.
     pub log_envelopes: bool,
+    /// Seconds after which the head of a tree that did not grow is signed again with the time
+    /// of now: monitors refuse heads older than their `max_head_age_secs`, so that a server
+    /// cannot freeze an organization's view on an old head while the log grows for others.
+    pub head_refresh_secs: u64,
 }
 
 impl Default for TransparencyConfig {
@@ -236,6 +249,7 @@ impl Default for TransparencyConfig {
             key_file: PathBuf::from("/var/lib/fedq/transparency.key"),
             sequence_interval_ms: 500,
             log_envelopes: true,
+            head_refresh_secs: 60,
         }
     }
 }
@@ -244,6 +258,11 @@ impl TransparencyConfig {
     /// The sequencer's interval as a duration (at least a millisecond).
     pub fn sequence_interval(&self) -> Duration {
         Duration::from_millis(self.sequence_interval_ms.max(1))
+    }
+
+    /// How old the newest head may be before it is signed again (at least a second).
+    pub fn head_refresh(&self) -> Duration {
+        Duration::from_secs(self.head_refresh_secs.max(1))
     }
 }
 
@@ -288,8 +307,10 @@ impl Default for AuthConfig {
 pub struct BootstrapConfig {
     /// User name.
     pub root_username: String,
-    /// Password; set it through `FEDQ_BOOTSTRAP__ROOT_PASSWORD` rather than the file.
-    pub root_password: SecretString,
+    /// Password; set it through `FEDQ_BOOTSTRAP__ROOT_PASSWORD` rather than the file. Needed
+    /// only while no root administrator exists: a restart after that needs none.
+    #[serde(default)]
+    pub root_password: Option<SecretString>,
 }
 
 /// Settings that could not be read.

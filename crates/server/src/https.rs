@@ -114,12 +114,23 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// How long clients may take, and how many may be connected at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// For the TLS handshake, and for each request's headers (also while a kept-alive
+    /// connection is idle between requests).
+    pub header_read_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
 /// Serves `filter` over TLS on `listener` until `shutdown` turns true, then lets the
 /// connections in flight finish.
 pub async fn serve<F, R>(
     listener: tokio::net::TcpListener,
     config: rustls::ServerConfig,
     filter: F,
+    limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) where
     F: warp::Filter<Extract = (R,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
@@ -127,7 +138,13 @@ pub async fn serve<F, R>(
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
+        // A free slot first: past the limit, clients wait in the listen backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = stopped(&mut shutdown) => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -147,8 +164,9 @@ pub async fn serve<F, R>(
         });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             // A client that opens a connection and never finishes the handshake is dropped.
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -157,7 +175,21 @@ pub async fn serve<F, R>(
                 Err(_) => return,
             };
             let io = hyper_util::rt::TokioIo::new(tls);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // Without a timer hyper enforces no timeout at all. With one, a connection whose
+            // next request's headers do not arrive in time is closed (hyper starts the clock
+            // again each time a kept-alive connection turns idle); HTTP/2 connections are
+            // pinged and closed when the pings go unanswered.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Some(limits.header_read_timeout))
+                .keep_alive_timeout(limits.header_read_timeout);
             let connection = builder.serve_connection_with_upgrades(io, service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

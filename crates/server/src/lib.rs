@@ -200,6 +200,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .map_err(|e| ServerError::Config(format!("broker: {e}")))?,
     );
     let mode = listener_mode(&config.http)?;
+    if let Some(why) = config
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.root_password.as_ref())
+        .and_then(|p| app::logins::weak_bootstrap_password(secrecy::ExposeSecret::expose_secret(p)))
+    {
+        return Err(ServerError::Config(format!(
+            "bootstrap.root_password (FEDQ_BOOTSTRAP__ROOT_PASSWORD) {why}: choose a password of at least 12 \
+             characters that no example file ships"
+        )));
+    }
     config.retention.validate().map_err(ServerError::Config)?;
     let transparency = transparency::Log::open(&config.transparency.key_file).map_err(|e| {
         ServerError::Config(format!(
@@ -286,6 +297,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         transparency,
         pool.clone(),
         config.transparency.sequence_interval(),
+        config.transparency.head_refresh(),
         shutdown_rx.clone(),
     )));
     let broker_task =
@@ -295,7 +307,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Listener::Tls(cert) => {
             let tls = cert.server_config().map_err(|e| ServerError::Config(e.to_string()))?;
             tasks.push(tokio::spawn(cert.watch(shutdown_rx.clone())));
-            tasks.push(tokio::spawn(crate::https::serve(listener, tls, routes(state), shutdown_rx)));
+            let limits = crate::https::ConnectionLimits {
+                header_read_timeout: Duration::from_secs(config.http.header_read_timeout_secs.max(1)),
+                max_connections: config.http.max_connections,
+            };
+            tasks.push(tokio::spawn(crate::https::serve(listener, tls, routes(state), limits, shutdown_rx)));
             tracing::info!(%addr, "server listening (HTTPS)");
         }
         Listener::Plain => {

@@ -33,7 +33,7 @@ struct ByReason {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Request {
-    method: String,
+    method: &'static str,
     route: String,
     status: String,
 }
@@ -176,13 +176,12 @@ impl ServerMetrics {
         self.dead_letters.get_or_create(&ByReason { reason }).inc();
     }
 
-    /// A request answered.
-    pub fn request(&self, method: &str, path: &str, status: u16, took: Duration) {
-        let route = fedq_service::metrics::route_of(path, status);
+    /// A request answered, by its method and route as labels (see `fedq_service::metrics`:
+    /// each from a closed set, so that requests cannot add series without bound).
+    pub fn request(&self, method: &'static str, route: &str, status: u16, took: Duration) {
+        let route = route.to_owned();
         self.request_seconds.get_or_create(&ByRoute { route: route.clone() }).observe(took.as_secs_f64());
-        self.requests
-            .get_or_create(&Request { method: method.to_owned(), route, status: status.to_string() })
-            .inc();
+        self.requests.get_or_create(&Request { method, route, status: status.to_string() }).inc();
     }
 
     /// Refreshes the gauges that are read, not counted: queue depths and the database pool.

@@ -60,39 +60,95 @@ pub async fn serve(
     Ok((addr, task))
 }
 
-/// An HTTP path with its variable parts replaced, so that a label has few values whatever is
-/// requested: ids and tokens become `{id}`, and a path no route matched is `unmatched`.
-pub fn route_of(path: &str, status: u16) -> String {
-    if status == 404 || status == 405 {
-        return "unmatched".into();
+/// The routes a service answers, as templates (`/api/v1/tasks/{id}/results`) whose `{…}`
+/// segments match any one segment. A request's route label is the template it matches, or
+/// `unmatched`: whatever is requested, a label takes one of these values and no other, so that
+/// no caller can grow the metrics without bound.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    templates: Vec<(String, Vec<Option<String>>)>,
+}
+
+/// The label of a path that matches no template.
+pub const UNMATCHED: &str = "unmatched";
+
+impl Routes {
+    /// The routes `templates` name.
+    pub fn new<S: Into<String>>(templates: impl IntoIterator<Item = S>) -> Self {
+        let templates = templates
+            .into_iter()
+            .map(|t| {
+                let template: String = t.into();
+                let segments = segments(&template)
+                    .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_owned()))
+                    .collect();
+                (template, segments)
+            })
+            .collect();
+        Self { templates }
     }
-    let mut route = String::new();
-    for segment in path.split('/').filter(|s| !s.is_empty()) {
-        route.push('/');
-        let fixed = segment.len() <= 24
-            && segment
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
-        route.push_str(if fixed { segment } else { "{id}" });
+
+    /// The template `path` matches, or [`UNMATCHED`]. A path the service answered 404 or 405 is
+    /// always unmatched.
+    pub fn label(&self, path: &str, status: u16) -> &str {
+        if status == 404 || status == 405 {
+            return UNMATCHED;
+        }
+        let wanted: Vec<&str> = segments(path).collect();
+        self.templates
+            .iter()
+            .find(|(_, fixed)| {
+                fixed.len() == wanted.len()
+                    && fixed.iter().zip(&wanted).all(|(f, w)| f.as_deref().is_none_or(|f| f == *w))
+            })
+            .map_or(UNMATCHED, |(template, _)| template.as_str())
     }
-    if route.is_empty() { "/".into() } else { route }
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+/// An HTTP method as a label: the methods of HTTP/1.1 and PATCH by name, anything else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::route_of;
+    use super::{Routes, UNMATCHED, method_label};
 
     #[test]
-    fn routes_have_few_values() {
+    fn a_route_label_is_a_template_or_unmatched() {
+        let routes =
+            Routes::new(["/api/v1/tasks/{id}/results", "/api/v1/organizations/{id}/keys/{fp}/revoke", "/"]);
         assert_eq!(
-            route_of("/api/v1/tasks/6d1f2a52-5f0e-4f7e-9a43-5b3c1a0e8d21/results", 200),
+            routes.label("/api/v1/tasks/6d1f2a52-5f0e-4f7e-9a43-5b3c1a0e8d21/results", 200),
             "/api/v1/tasks/{id}/results"
         );
         assert_eq!(
-            route_of("/api/v1/organizations/x/keys/SHA256:00ff/revoke", 200),
-            "/api/v1/organizations/x/keys/{id}/revoke"
+            routes.label("/api/v1/organizations/x/keys/ab/revoke", 403),
+            "/api/v1/organizations/{id}/keys/{fp}/revoke"
         );
-        assert_eq!(route_of("/anything/an-attacker/chose", 404), "unmatched");
-        assert_eq!(route_of("/", 200), "/");
+        assert_eq!(routes.label("/api/v1/tasks/x/other", 400), UNMATCHED);
+        assert_eq!(routes.label("/api/v1/tasks/x/results", 404), UNMATCHED);
+        assert_eq!(routes.label("/anything/an-attacker/chose", 401), UNMATCHED);
+        assert_eq!(routes.label("/", 200), "/");
+    }
+
+    #[test]
+    fn methods_are_a_closed_set() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("BREW"), "other");
+        assert_eq!(method_label("get"), "other");
     }
 }

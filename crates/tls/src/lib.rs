@@ -55,17 +55,17 @@ pub enum TlsError {
     /// A plain-text address that is not on this machine, without permission.
     #[error(
         "{setting} = {scheme}://{host}… would send credentials and keys across the network in \
-         plain text; use {secure}:// (see docs/operations.md, \"Certificates\"), or, only on a \
-         network you trust, set {setting_section}.tls.allow_plaintext = true"
+         plain text; use {secure} (see docs/operations.md, \"Certificates\"), or, only on a \
+         network you trust, {allow}"
     )]
     Plaintext {
-        /// The setting that holds the address.
+        /// The setting (or command-line argument) that holds the address.
         setting: String,
-        /// Its section (where `tls.allow_plaintext` goes).
-        setting_section: String,
+        /// How to allow plain text there: the setting, or the command line's flag.
+        allow: String,
         /// The plain scheme.
         scheme: String,
-        /// The TLS scheme to use instead.
+        /// The address form to use instead (`https://`, `postgres://…?sslmode=require`).
         secure: String,
         /// The host.
         host: String,
@@ -140,9 +140,9 @@ impl ClientTls {
     /// is not allowed. `setting` names the setting in the error (`broker.url`).
     pub fn check_plaintext(&self, setting: &str, scheme: &str, host: &str) -> Result<(), TlsError> {
         let secure = match scheme {
-            "http" => "https",
-            "amqp" => "amqps",
-            "postgres" | "postgresql" => "postgres (with ?sslmode=require)",
+            "http" => "https://",
+            "amqp" => "amqps://",
+            "postgres" | "postgresql" => "postgres://…?sslmode=require",
             _ => return Ok(()),
         };
         if self.allow_plaintext || is_loopback(host) {
@@ -151,7 +151,7 @@ impl ClientTls {
         let section = setting.rsplit_once('.').map_or(setting, |(s, _)| s);
         Err(TlsError::Plaintext {
             setting: setting.to_owned(),
-            setting_section: section.to_owned(),
+            allow: format!("set {section}.tls.allow_plaintext = true"),
             scheme: scheme.to_owned(),
             secure: secure.to_owned(),
             host: host.to_owned(),

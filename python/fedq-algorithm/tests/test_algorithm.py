@@ -90,13 +90,38 @@ def test_messages_are_taken_by_topic_and_others_kept(tmp_path):
             node.send(job.organizations[1], "first", b"1")
             node.post_json("sent")
         else:
-            first = node.receive_one("first").body
-            second = node.receive_one("second").body
+            first = node.receive_one("first", sender=job.organizations[0]).body
+            second = node.receive_one("second", sender=job.organizations[0]).body
             node.post_result(first + second)
 
     orgs = {"A": registry(tmp_path, "a", 1), "B": registry(tmp_path, "b", 1)}
     results = mock.run(algorithm, orgs, b"")
     assert results["B"].output == b"12"
+
+
+def test_a_ring_member_takes_the_running_sum_only_from_the_organization_before_it(tmp_path):
+    """C, after B in the ring, sends B a first value of 0 before A's arrives; B must not take
+    it (it would hand C its own count), so the total stays right and C learns nothing."""
+    import threading
+
+    from fedq_algorithm import secure_sum as ring
+
+    forged = threading.Event()
+
+    def ring_with_a_forger(node: Node) -> None:
+        job = node.job()
+        if job.organization == "C" and (node.input_json() or {}).get("role") != "finish":
+            node.send("B", "secure-sum/1", ring.encode(0))
+            forged.set()
+        elif job.organization == "A" and (node.input_json() or {}).get("role") != "finish":
+            forged.wait(30)
+        ring.run(node)
+
+    orgs = {"A": registry(tmp_path, "a", 3), "B": registry(tmp_path, "b", 5), "C": registry(tmp_path, "c", 7)}
+    results = mock.run(ring_with_a_forger, orgs, {"data": "patients", "share": True})
+    assert forged.is_set()
+    assert results["A"].json()["N"] == 15
+    assert results["B"].json()["N"] == 15
 
 
 def test_values_travel_as_eight_little_endian_bytes():

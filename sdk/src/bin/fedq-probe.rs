@@ -10,6 +10,21 @@ use std::time::{Duration, Instant};
 use fedq_sdk::Node;
 use serde_json::{Value, json};
 
+/// One message with the step's `topic`, from its `from` organization if it names one, else from
+/// anyone (what an algorithm that does not check senders would take).
+fn receive(node: &Node, step: &Value) -> Result<fedq_sdk::Message, fedq_sdk::Error> {
+    let topic = step["topic"].as_str().unwrap_or("");
+    if let Some(from) = step["from"].as_str() {
+        return node.receive_one(from, topic);
+    }
+    loop {
+        let mut messages = node.receive(Some(topic), Duration::from_secs(30))?;
+        if !messages.is_empty() {
+            return Ok(messages.remove(0));
+        }
+    }
+}
+
 fn main() {
     // `fedq-probe listen PORT`: a plain TCP listener, the target of isolation tests.
     let args: Vec<String> = std::env::args().collect();
@@ -68,11 +83,12 @@ fn main() {
                     node.send(step["to"].as_str().unwrap_or(""), step["topic"].as_str().unwrap_or(""), body);
                 json!(sent.map(|()| "ok".to_owned()).unwrap_or_else(|e| format!("error: {e}")))
             }
-            "receive" => match node.receive_one(step["topic"].as_str().unwrap_or("")) {
+            "receive" => match receive(&node, step) {
                 Ok(m) => json!({"from": m.from, "body": String::from_utf8_lossy(&m.body)}),
                 Err(e) => json!(format!("error: {e}")),
             },
             "subtask" => subtask(&node, step),
+            "subtasks" => subtasks(&node, step),
             "print" => {
                 let text = step["text"].as_str().unwrap_or("");
                 println!("{text}");
@@ -112,6 +128,38 @@ fn fail(message: &str) -> ! {
     std::process::exit(3);
 }
 
+/// The step's `orgs`, with `"self"` standing for this node's organization `me`.
+fn orgs_of(step: &Value, me: &str) -> Vec<String> {
+    let named = step["orgs"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>());
+    named
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| if o == "self" { me.to_owned() } else { o.to_owned() })
+        .collect()
+}
+
+/// Asks `times` times for a subtask of this image at `orgs` (`"self"` for this node's
+/// organization), each organization listed `copies` times, with an input of `kib` KiB (not
+/// steps: the subtasks fail at once), without waiting for them. Returns, per request, the number
+/// of jobs created or the node's refusal.
+fn subtasks(node: &Node, step: &Value) -> Value {
+    let me = match node.job() {
+        Ok(job) => job.organization,
+        Err(e) => return json!(format!("error: {e}")),
+    };
+    let copies = step["copies"].as_u64().unwrap_or(1) as usize;
+    let orgs = orgs_of(step, &me);
+    let listed: Vec<&str> = orgs.iter().flat_map(|o| std::iter::repeat_n(o.as_str(), copies)).collect();
+    let input = vec![b'x'; step["kib"].as_u64().unwrap_or(1) as usize * 1024];
+    let outcomes: Vec<Value> = (0..step["times"].as_u64().unwrap_or(1))
+        .map(|_| match node.create_subtask(&listed, None, &input) {
+            Ok(created) => json!(created.jobs.len()),
+            Err(e) => json!(format!("error: {e}")),
+        })
+        .collect();
+    json!(outcomes)
+}
+
 /// Creates a subtask running this image with `steps` at `orgs` (`"self"` for this node's
 /// organization), waits for it, and returns each job's status and output.
 fn subtask(node: &Node, step: &Value) -> Value {
@@ -119,15 +167,7 @@ fn subtask(node: &Node, step: &Value) -> Value {
         Ok(job) => job.organization,
         Err(e) => return json!(format!("error: {e}")),
     };
-    let orgs: Vec<String> = step["orgs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(|o| if o == "self" { me.clone() } else { o.to_owned() })
-                .collect()
-        })
-        .unwrap_or_default();
+    let orgs = orgs_of(step, &me);
     let orgs: Vec<&str> = orgs.iter().map(String::as_str).collect();
     let input = serde_json::to_vec(&step["steps"]).expect("JSON values encode");
     let created = match node.create_subtask(&orgs, None, &input) {

@@ -32,10 +32,6 @@ struct Input {
     /// Tell every organization the total.
     #[serde(default)]
     share: bool,
-    /// Write this organization's own values to its container log (which stays at its node),
-    /// so an operator can audit that none of them left.
-    #[serde(default)]
-    audit: bool,
     /// Set by A for its second container.
     #[serde(default)]
     role: Option<String>,
@@ -85,13 +81,10 @@ fn run() -> Result<(), Failure> {
         std::fs::write(Node::run_dir().join(R_FILE), r.to_le_bytes())
             .map_err(|e| Failure(format!("run volume: {e}")))?;
         // Start the second container first, so its start overlaps the trip around the ring.
-        let finisher = json!({"role": "finish", "ring": ring, "share": input.share, "audit": input.audit});
+        let finisher = json!({"role": "finish", "ring": ring, "share": input.share});
         let subtask =
             node.create_subtask(&[job.organization.as_str()], None, finisher.to_string().as_bytes())?;
         let x1 = r.wrapping_add(count);
-        if input.audit {
-            eprintln!("secure-sum audit: count={count} R={r} x1={x1}");
-        }
         node.send(next, "secure-sum/1", &x1.to_le_bytes())?;
         let results = node.wait_subtask(&subtask.task)?;
         let done = results.first().ok_or_else(|| Failure("the second container gave no result".into()))?;
@@ -102,15 +95,14 @@ fn run() -> Result<(), Failure> {
             serde_json::from_slice(&done.output).map_err(|e| Failure(format!("second container: {e}")))?;
         node.post_result(json!({"N": out["N"], "organizations": n}).to_string().as_bytes())?;
     } else {
-        let incoming = node.receive_one(&format!("secure-sum/{me}"))?;
+        // Only the organization before this one may hand it the running sum: any other member
+        // could send a value it chose (0, say) and read this organization's count in the answer.
+        let incoming = node.receive_one(&ring[me - 1], &format!("secure-sum/{me}"))?;
         let x = read_u64(&incoming.body)?;
         let sum = x.wrapping_add(count);
-        if input.audit {
-            eprintln!("secure-sum audit: count={count} received={x} sent={sum}");
-        }
         node.send(next, &format!("secure-sum/{}", me + 1), &sum.to_le_bytes())?;
         let result = if input.share {
-            let total = read_u64(&node.receive_one("secure-sum/N")?.body)?;
+            let total = read_u64(&node.receive_one(&ring[0], "secure-sum/N")?.body)?;
             json!({"N": total})
         } else {
             json!({"contributed": true})
@@ -123,15 +115,13 @@ fn run() -> Result<(), Failure> {
 /// A's second container: takes the sum back from the last organization and removes R.
 fn finish(node: &Node, input: &Input) -> Result<(), Failure> {
     let n = input.ring.len();
-    let incoming = node.receive_one(&format!("secure-sum/{n}"))?;
+    let last = input.ring.last().ok_or_else(|| Failure("the ring is empty".into()))?;
+    let incoming = node.receive_one(last, &format!("secure-sum/{n}"))?;
     let x = read_u64(&incoming.body)?;
     let stored =
         std::fs::read(Node::run_dir().join(R_FILE)).map_err(|e| Failure(format!("run volume: {e}")))?;
     let r = read_u64(&stored)?;
     let total = x.wrapping_sub(r);
-    if input.audit {
-        eprintln!("secure-sum audit: received={x} N={total}");
-    }
     if input.share {
         for org in &input.ring[1..] {
             node.send(org, "secure-sum/N", &total.to_le_bytes())?;

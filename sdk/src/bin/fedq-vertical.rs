@@ -17,6 +17,10 @@
 //!   "b": {"data": "diagnoses", "column": "diagnosis", "equals": "E11", "value": "bmi"}}`.
 //! Each data source is a CSV with an `id` column; rows are aligned by sorting on it, and A and
 //! B must hold the same ids (checked by count and by a digest of the sorted ids).
+//!
+//! Every message is taken from the organization whose role sends it (the dealer's randomness
+//! from C, â from A, b̂ and u from B): a partner posing as the dealer would otherwise choose
+//! (Ra, ra) and read A's condition bit for every patient out of â.
 
 use fedq_sdk::{Failure, Node, random_u64s};
 use serde::Deserialize;
@@ -78,14 +82,14 @@ fn run() -> Result<(), Failure> {
             node.send(c, "vertical/ids", &encode(&header[..1]))?;
             let mut shares = Vec::new();
             for k in PRODUCTS {
-                let dealt = decode(&node.receive_one(&format!("vertical/dealer-a-{k}"))?.body)?;
+                let dealt = decode(&node.receive_one(c, &format!("vertical/dealer-a-{k}"))?.body)?;
                 let (ra, r_a) = (dealt[0], &dealt[1..]);
                 check_len(r_a, x.len())?;
                 let a_hat: Vec<u64> = x.iter().zip(r_a).map(|(x, r)| x.wrapping_add(*r)).collect();
                 node.send(b, &format!("vertical/a-hat-{k}"), &encode(&a_hat))?;
-                let b_hat = decode(&node.receive_one(&format!("vertical/b-hat-{k}"))?.body)?;
+                let b_hat = decode(&node.receive_one(b, &format!("vertical/b-hat-{k}"))?.body)?;
                 check_len(&b_hat, x.len())?;
-                let u = decode(&node.receive_one(&format!("vertical/u-{k}"))?.body)?;
+                let u = decode(&node.receive_one(b, &format!("vertical/u-{k}"))?.body)?;
                 let v1 = u[0].wrapping_sub(dot(r_a, &b_hat)).wrapping_add(ra);
                 shares.push(v1);
             }
@@ -96,7 +100,7 @@ fn run() -> Result<(), Failure> {
         1 => {
             let rows = read_rows(&input.b.data, &input.b.column)?;
             let values = read_rows(&input.b.data, &input.b.value)?;
-            let header = decode(&node.receive_one("vertical/ids")?.body)?;
+            let header = decode(&node.receive_one(a, "vertical/ids")?.body)?;
             if header.first() != Some(&(rows.len() as u64)) || header.get(1) != Some(&id_digest(&rows)) {
                 return Err(Failure("A and B do not hold the same patient ids".into()));
             }
@@ -109,12 +113,12 @@ fn run() -> Result<(), Failure> {
                 .map_err(|e| Failure(format!("column {}: {e}", input.b.value)))?;
             let mut shares = Vec::new();
             for (k, y) in PRODUCTS.iter().zip([&selected, &weighted]) {
-                let dealt = decode(&node.receive_one(&format!("vertical/dealer-b-{k}"))?.body)?;
+                let dealt = decode(&node.receive_one(c, &format!("vertical/dealer-b-{k}"))?.body)?;
                 let (rb, r_b) = (dealt[0], &dealt[1..]);
                 check_len(r_b, y.len())?;
                 let b_hat: Vec<u64> = y.iter().zip(r_b).map(|(y, r)| y.wrapping_add(*r)).collect();
                 node.send(a, &format!("vertical/b-hat-{k}"), &encode(&b_hat))?;
-                let a_hat = decode(&node.receive_one(&format!("vertical/a-hat-{k}"))?.body)?;
+                let a_hat = decode(&node.receive_one(a, &format!("vertical/a-hat-{k}"))?.body)?;
                 check_len(&a_hat, y.len())?;
                 let v2 = random_u64s(1)?[0];
                 let u = dot(&a_hat, y).wrapping_add(rb).wrapping_sub(v2);
@@ -126,7 +130,7 @@ fn run() -> Result<(), Failure> {
             )?;
         }
         _ => {
-            let m = decode(&node.receive_one("vertical/ids")?.body)?[0] as usize;
+            let m = decode(&node.receive_one(a, "vertical/ids")?.body)?[0] as usize;
             for k in PRODUCTS {
                 let r_a = random_u64s(m)?;
                 let r_b = random_u64s(m)?;

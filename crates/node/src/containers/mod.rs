@@ -240,10 +240,20 @@ impl Sandbox {
         *self.firewall_intact.borrow()
     }
 
-    /// Removes the firewall rules and the network (when no container is attached any more).
+    /// Removes the firewall rules, and the network if this node created it (when no container
+    /// is attached any more). A network an administrator created beforehand stays: removed, the
+    /// next start would create one on another subnet, with another endpoint address.
     pub async fn teardown(&self) {
         if let Some(firewall) = &self.firewall {
             firewall.remove().await;
+        }
+        let ours = match self.docker.inspect_network(&self.network, None).await {
+            Ok(network) => network.labels.unwrap_or_default().get(label::NODE) == Some(&self.node),
+            Err(_) => false,
+        };
+        if !ours {
+            tracing::debug!(network = %self.network, "the algorithm network was created by an administrator; it stays");
+            return;
         }
         if let Err(e) = self.docker.remove_network(&self.network).await {
             tracing::debug!(error = %e, "the algorithm network stays");

@@ -121,6 +121,17 @@ fn dummy_hash() -> &'static str {
     HASH.get_or_init(|| hash_password(&new_secret("")).unwrap_or_default())
 }
 
+/// Why a bootstrap password may not create the root administrator, if it may not: one that an
+/// example file ships (`change-me…`), or one too short to resist guessing.
+pub fn weak_bootstrap_password(password: &str) -> Option<&'static str> {
+    if password.to_ascii_lowercase().contains("change-me")
+        || password.to_ascii_lowercase().contains("changeme")
+    {
+        return Some("is the example's placeholder");
+    }
+    (password.chars().count() < 12).then_some("is shorter than 12 characters")
+}
+
 /// Creates the bootstrap root administrator if no root exists.
 pub async fn bootstrap_root(state: &State) -> Result<(), AppError> {
     let Some(bootstrap) = &state.config.bootstrap else { return Ok(()) };
@@ -128,7 +139,14 @@ pub async fn bootstrap_root(state: &State) -> Result<(), AppError> {
     if users::root_exists(&**db).await.map_err(AppError::from)? {
         return Ok(());
     }
-    let hash = hash_password(&bootstrap.root_password)?;
+    let Some(password) = &bootstrap.root_password else {
+        return Err(AppError::invalid(format!(
+            "no root administrator exists and bootstrap.root_password is not set: set \
+             FEDQ_BOOTSTRAP__ROOT_PASSWORD to create {:?}",
+            bootstrap.root_username
+        )));
+    };
+    let hash = hash_password(password)?;
     match users::insert(&**db, None, &bootstrap.root_username, &hash, Role::Root).await {
         Ok(_) => {
             tracing::info!(username = %bootstrap.root_username, "created the root administrator");
@@ -154,4 +172,17 @@ pub async fn authenticate(state: &State, token: &str) -> Result<Principal, AppEr
         None
     };
     principal.ok_or_else(AppError::unauthenticated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weak_bootstrap_password;
+
+    #[test]
+    fn an_example_or_short_bootstrap_password_is_refused() {
+        assert!(weak_bootstrap_password("change-me-now").is_some());
+        assert!(weak_bootstrap_password("Please-CHANGE-ME-soon").is_some());
+        assert!(weak_bootstrap_password("short").is_some());
+        assert!(weak_bootstrap_password("root-password-for-tests").is_none());
+    }
 }

@@ -116,14 +116,17 @@ pub async fn revoke_node(
 ) -> Result<directory::Node, AppError> {
     let node = visible(principal, id, state).await?;
     principal.require_admin_of(node.organization)?;
-    let client = db(state).await?;
-    directory::revoke_node(&**client, id, node.organization).await?;
+    // The broker first: a node whose broker user is gone can do nothing, whatever the database
+    // says, while the other order would leave a node revoked on paper still consuming when the
+    // broker fails. Both steps are idempotent, so a retry finishes what a failure left.
     let unavailable = |e: crate::broker::management::ManagementError| {
         tracing::warn!(error = %e, node = %id, "could not revoke the node's broker user");
-        AppError::unavailable("the node is revoked at the server, but the broker could not be reached; retry")
+        AppError::unavailable("the broker could not be reached, so the node is not revoked yet; retry")
     };
     state.management.delete_user(&node.broker_user).await.map_err(unavailable)?;
     state.management.close_connections(&node.broker_user).await.map_err(unavailable)?;
+    let client = db(state).await?;
+    directory::revoke_node(&**client, id, node.organization).await?;
     tracing::info!(node = %id, "node revoked");
     visible(principal, id, state).await
 }

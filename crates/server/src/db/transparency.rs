@@ -88,9 +88,29 @@ pub async fn append(
 
 /// Stores a signed tree head (the first one signed for its size stays).
 pub async fn insert_head(tx: &impl GenericClient, head: &SignedTreeHead) -> Result<(), DbError> {
-    tx.execute(
+    put_head(tx, head, "DO NOTHING").await
+}
+
+/// Stores `head`, signed again later for a tree that did not grow, in place of the head of its
+/// size (only if the root is the same: the history a head vouches for never changes).
+pub async fn refresh_head(tx: &impl GenericClient, head: &SignedTreeHead) -> Result<(), DbError> {
+    put_head(
+        tx,
+        head,
+        "DO UPDATE SET timestamp_ms = EXCLUDED.timestamp_ms, signature = EXCLUDED.signature
+         WHERE transparency_heads.root = EXCLUDED.root AND transparency_heads.timestamp_ms < EXCLUDED.timestamp_ms",
+    )
+    .await
+}
+
+/// Inserts `head`, doing `on_conflict` when its size has a head already.
+async fn put_head(tx: &impl GenericClient, head: &SignedTreeHead, on_conflict: &str) -> Result<(), DbError> {
+    let statement = format!(
         "INSERT INTO transparency_heads (size, root, timestamp_ms, signature) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (size) DO NOTHING",
+         ON CONFLICT (size) {on_conflict}"
+    );
+    tx.execute(
+        &statement,
         &[
             &to_i64(head.head.size),
             &head.head.root.as_slice(),

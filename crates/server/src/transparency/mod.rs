@@ -58,9 +58,15 @@ impl Log {
     }
 
     /// One step of the sequencer: if no other replica is sequencing, appends the pending leaves
-    /// (at most [`BATCH`]) and stores the signed head of the grown tree. Returns how many leaves
-    /// were appended, or `None` when another replica holds the sequencer's lock.
-    pub async fn sequence(&self, pool: &deadpool_postgres::Pool) -> Result<Option<usize>, DbError> {
+    /// (at most [`BATCH`]) and stores the signed head of the grown tree; with nothing pending,
+    /// signs the current tree again once its head is `refresh` old, so that the newest head is
+    /// always recent. Returns how many leaves were appended, or `None` when another replica holds
+    /// the sequencer's lock.
+    pub async fn sequence(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        refresh: Duration,
+    ) -> Result<Option<usize>, DbError> {
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         if !table::try_lock(&tx).await? {
@@ -69,24 +75,39 @@ impl Log {
         let mut tree = self.tree(&tx).await?;
         let pending = table::take_pending(&tx, BATCH).await?;
         if pending.is_empty() {
-            if tree.size() == 0 && table::head(&tx, Some(0)).await?.is_none() {
-                table::insert_head(&tx, &self.sign(tree.size(), tree.root())).await?;
+            let now_ms = u64::try_from(Timestamp::now().as_millis()).unwrap_or(0);
+            let refresh_ms = u64::try_from(refresh.as_millis()).unwrap_or(u64::MAX);
+            let due = match table::head(&tx, None).await? {
+                None => true,
+                Some(newest) => {
+                    newest.head.size == tree.size()
+                        && now_ms.saturating_sub(newest.head.timestamp_ms) >= refresh_ms
+                }
+            };
+            if due {
+                table::refresh_head(&tx, &self.sign(tree.size(), tree.root())).await?;
                 tx.commit().await?;
             }
             return Ok(Some(0));
         }
         let first = tree.size();
         let hashes: Vec<Hash> = pending.iter().map(|(_, leaf)| leaf_hash(leaf)).collect();
-        table::append(&tx, first, &pending, &hashes).await?;
-        for hash in &hashes {
-            tree.push_hash(*hash);
-        }
-        let head = self.sign(tree.size(), tree.root());
-        table::insert_head(&tx, &head).await?;
-        if let Err(e) = tx.commit().await {
-            // The tree in memory went ahead of the database: forget it, it is read again.
+        let step = async {
+            table::append(&tx, first, &pending, &hashes).await?;
+            for hash in &hashes {
+                tree.push_hash(*hash);
+            }
+            let head = self.sign(tree.size(), tree.root());
+            table::insert_head(&tx, &head).await?;
+            tx.commit().await?;
+            Ok::<(), DbError>(())
+        };
+        if let Err(e) = step.await {
+            // Whatever failed, the transaction is rolled back and the tree in memory may have
+            // gone ahead of the database: forget it, it is read again. Kept, the next step would
+            // append the same leaves after a gap and sign a tree no one else can rebuild.
             *tree = MerkleTree::new();
-            return Err(e.into());
+            return Err(e);
         }
         Ok(Some(pending.len()))
     }
@@ -97,16 +118,18 @@ impl Log {
     }
 }
 
-/// Runs the sequencer every `interval` (at once again after a full batch), until `shutdown`.
+/// Runs the sequencer every `interval` (at once again after a full batch), signing a tree that
+/// did not grow again every `refresh`, until `shutdown`.
 /// Every replica runs it; the advisory lock lets one at a time work.
 pub(crate) async fn run(
     log: SharedLog,
     pool: deadpool_postgres::Pool,
     interval: Duration,
+    refresh: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let again = match log.sequence(&pool).await {
+        let again = match log.sequence(&pool, refresh).await {
             Ok(Some(n)) => n == BATCH as usize,
             Ok(None) => false,
             Err(e) => {

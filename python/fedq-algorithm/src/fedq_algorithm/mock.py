@@ -212,7 +212,8 @@ class MockFederation:
             inbox.put(message)
             return 202, {"id": message["id"]}
         if (method, path) == ("GET", "/messages"):
-            return 200, {"messages": self._take(job, query.get("topic"), min(float(query.get("wait", 0)), 60))}
+            wait = min(float(query.get("wait", 0)), 60)
+            return 200, {"messages": self._take(job, query.get("topic"), query.get("from"), wait)}
         if (method, path) == ("POST", "/subtasks"):
             request = json.loads(body)
             image = request.get("image") or job.image
@@ -239,10 +240,11 @@ class MockFederation:
             return 204, None
         return 404, {"code": "not_found", "message": f"{method} {path} is not a route of the endpoint"}
 
-    def _take(self, job: _Job, topic: str | None, wait: float) -> list[dict]:
+    def _take(self, job: _Job, topic: str | None, sender: str | None, wait: float) -> list[dict]:
         with self._lock:
             inbox = self._inboxes[(job.run, job.organization)]
-        # Messages with another topic stay for whoever asks for them.
+        # Messages with another topic, or from another sender than the one named, stay for
+        # whoever asks for them, as at a real node.
         deadline = wait
         kept, taken = [], []
         while True:
@@ -250,7 +252,7 @@ class MockFederation:
                 message = inbox.get(timeout=deadline) if deadline > 0 else inbox.get_nowait()
             except queue.Empty:
                 break
-            if topic is None or message["topic"] == topic:
+            if (topic is None or message["topic"] == topic) and (sender is None or message["from"] == sender):
                 taken.append(message)
                 deadline = 0
             else:

@@ -188,23 +188,30 @@ class Node:
         """Sends ``body`` to this run's job at organization ``to``, once the broker has it."""
         self._json("POST", "/messages", {"to": to, "topic": topic, "body": _b64(body)})
 
-    def receive(self, topic: str | None = None, wait: int = 30) -> list[Message]:
-        """Takes this run's messages (with ``topic``, if given), waiting up to ``wait`` seconds
-        (at most 60) for at least one. Each message is taken once."""
+    def receive(self, topic: str | None = None, wait: int = 30, sender: str | None = None) -> list[Message]:
+        """Takes this run's messages (with ``topic``, and from organization ``sender``, if given),
+        waiting up to ``wait`` seconds (at most 60) for at least one. Each message is taken once.
+
+        Any member of the run may send any topic: a protocol that expects a value from one
+        organization names it as ``sender`` (or uses ``receive_one``, which requires it), so
+        that a value another member forged is never the one taken."""
         query = {"wait": str(max(0, min(int(wait), 60)))}
         if topic is not None:
             query["topic"] = topic
+        if sender is not None:
+            query["from"] = sender
         body = self._json("GET", "/messages?" + urllib.parse.urlencode(query))
         return [
             Message(m.get("id", ""), m["from"], m["from_job"], m["topic"], _unb64(m["body"]))
             for m in body["messages"]
         ]
 
-    def receive_one(self, topic: str) -> Message:
-        """Waits for the next message with ``topic``, however long it takes (the node's
-        wall-clock limit on the job bounds it)."""
+    def receive_one(self, topic: str, *, sender: str) -> Message:
+        """Waits for the next message with ``topic`` from organization ``sender``, however long it
+        takes (the node's wall-clock limit on the job bounds it). Messages on the topic from
+        anyone else stay in the inbox."""
         while True:
-            messages = self.receive(topic, wait=30)
+            messages = self.receive(topic, wait=30, sender=sender)
             if messages:
                 return messages[0]
 

@@ -10,7 +10,7 @@ container (a subtask at A, input ``{"role": "finish", …}``) reads R back and c
 N = x_n - R. Every value is 8 bytes little-endian, and sums wrap mod 2^64.
 
 Input (JSON): ``{"data": "patients", "where": {"column": …, "equals": …}, "share": false,
-"audit": false, "finisher_image": null}``. ``finisher_image`` names the image of A's second
+"finisher_image": null}``. ``finisher_image`` names the image of A's second
 container (default: this one), for example the Rust ``fedq/secure-sum``.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 
 from fedq_algorithm.data import count_rows
 from fedq_algorithm.node import Node, run_in_container
@@ -53,17 +52,14 @@ def run(node: Node) -> None:
     me = job.position
     count = _count(node, spec)
     following = ring[(me + 1) % n]
-    audit = bool(spec.get("audit"))
 
     if me == 0:
         r = secrets.randbits(64)
         (node.run_dir() / R_FILE).write_bytes(encode(r))
         # The second container starts first, so that its start overlaps the trip around the ring.
-        finisher = {"role": "finish", "ring": ring, "share": bool(spec.get("share")), "audit": audit}
+        finisher = {"role": "finish", "ring": ring, "share": bool(spec.get("share"))}
         subtask = node.create_subtask([job.organization], json.dumps(finisher).encode(), spec.get("finisher_image"))
         x1 = (r + count) & MASK
-        if audit:
-            print(f"secure-sum audit: count={count} R={r} x1={x1}", file=sys.stderr)
         node.send(following, "secure-sum/1", encode(x1))
         results = node.wait_subtask(subtask.task)
         if not results:
@@ -73,13 +69,13 @@ def run(node: Node) -> None:
             raise RuntimeError(f"the second container {done.status}: {done.reason}")
         node.post_json({"N": done.json()["N"], "organizations": n})
     else:
-        x = decode(node.receive_one(f"secure-sum/{me}").body)
+        # Only the organization before this one may hand it the running sum: any other member
+        # could send a value it chose (0, say) and read this organization's count in the answer.
+        x = decode(node.receive_one(f"secure-sum/{me}", sender=ring[me - 1]).body)
         total = (x + count) & MASK
-        if audit:
-            print(f"secure-sum audit: count={count} received={x} sent={total}", file=sys.stderr)
         node.send(following, f"secure-sum/{me + 1}", encode(total))
         if spec.get("share"):
-            node.post_json({"N": decode(node.receive_one("secure-sum/N").body)})
+            node.post_json({"N": decode(node.receive_one("secure-sum/N", sender=ring[0]).body)})
         else:
             node.post_json({"contributed": True})
 
@@ -87,11 +83,9 @@ def run(node: Node) -> None:
 def finish(node: Node, spec: dict) -> None:
     """A's second container: takes the sum back from the last organization and removes R."""
     ring = spec["ring"]
-    x = decode(node.receive_one(f"secure-sum/{len(ring)}").body)
+    x = decode(node.receive_one(f"secure-sum/{len(ring)}", sender=ring[-1]).body)
     r = decode((node.run_dir() / R_FILE).read_bytes())
     total = (x - r) & MASK
-    if spec.get("audit"):
-        print(f"secure-sum audit: received={x} N={total}", file=sys.stderr)
     if spec.get("share"):
         for org in ring[1:]:
             node.send(org, "secure-sum/N", encode(total))

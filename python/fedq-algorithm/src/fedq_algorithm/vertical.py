@@ -79,34 +79,34 @@ def run(node: Node) -> None:
         node.send(c, "vertical/ids", encode([len(x)]))
         shares = []
         for k in PRODUCTS:
-            dealt = decode(node.receive_one(f"vertical/dealer-a-{k}").body)
+            dealt = decode(node.receive_one(f"vertical/dealer-a-{k}", sender=c).body)
             ra, r_a = dealt[0], _check(dealt[1:], len(x))
             node.send(b, f"vertical/a-hat-{k}", encode([xi + ri for xi, ri in zip(x, r_a)]))
-            b_hat = _check(decode(node.receive_one(f"vertical/b-hat-{k}").body), len(x))
-            u = decode(node.receive_one(f"vertical/u-{k}").body)[0]
+            b_hat = _check(decode(node.receive_one(f"vertical/b-hat-{k}", sender=b).body), len(x))
+            u = decode(node.receive_one(f"vertical/u-{k}", sender=b).body)[0]
             shares.append((u - dot(r_a, b_hat) + ra) & MASK)
         node.post_json({"count_share": shares[0], "sum_share": shares[1]})
     elif me == 1:
         side = spec["b"]
         rows = read_rows(node, side["data"], side["column"])
         values = read_rows(node, side["data"], side["value"])
-        header = decode(node.receive_one("vertical/ids").body)
+        header = decode(node.receive_one("vertical/ids", sender=a).body)
         if header[:2] != [len(rows), id_digest(rows)]:
             raise ValueError("A and B do not hold the same patient ids")
         selected = [int(d == side["equals"]) for _, d in rows]
         weighted = [s * int(v) for s, (_, v) in zip(selected, values)]
         shares = []
         for k, y in zip(PRODUCTS, (selected, weighted)):
-            dealt = decode(node.receive_one(f"vertical/dealer-b-{k}").body)
+            dealt = decode(node.receive_one(f"vertical/dealer-b-{k}", sender=c).body)
             rb, r_b = dealt[0], _check(dealt[1:], len(y))
             node.send(a, f"vertical/b-hat-{k}", encode([yi + ri for yi, ri in zip(y, r_b)]))
-            a_hat = _check(decode(node.receive_one(f"vertical/a-hat-{k}").body), len(y))
+            a_hat = _check(decode(node.receive_one(f"vertical/a-hat-{k}", sender=a).body), len(y))
             v2 = secrets.randbits(64)
             node.send(a, f"vertical/u-{k}", encode([(dot(a_hat, y) + rb - v2) & MASK]))
             shares.append(v2)
         node.post_json({"count_share": shares[0], "sum_share": shares[1]})
     else:
-        m = decode(node.receive_one("vertical/ids").body)[0]
+        m = decode(node.receive_one("vertical/ids", sender=a).body)[0]
         for k in PRODUCTS:
             r_a = [secrets.randbits(64) for _ in range(m)]
             r_b = [secrets.randbits(64) for _ in range(m)]
