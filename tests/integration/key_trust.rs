@@ -87,7 +87,7 @@ async fn submit_by_hand(fed: &Federation, jobs: &[(OrgId, Value)]) -> TaskId {
             input: serde_bytes::ByteBuf::from(serde_json::to_vec(steps).unwrap()),
             return_log: false,
             log_head: None,
-            on_behalf_of: None,
+            on_behalf_of: Vec::new(),
         });
         let sealed = envelope::seal(
             &fed.orgs[0],
@@ -192,7 +192,7 @@ async fn a_swapped_key_is_refused_and_a_signed_rotation_is_followed() {
         input: serde_bytes::ByteBuf::from(b"[]".to_vec()),
         return_log: false,
         log_head: None,
-        on_behalf_of: None,
+        on_behalf_of: Vec::new(),
     });
     let forger = fedq::keys::Identity::new(b, OrgKey::from_seed(seed));
     let forged = envelope::seal(

@@ -306,7 +306,8 @@ async fn a_partner_cannot_join_another_organizations_run_volume_with_a_subtask()
 /// Secure Sum over A, B and C, where C's node seals B a first value of 0 on `secure-sum/1` the
 /// moment the task exists, before A's genuine value can arrive. Were B to take it, B's answer to
 /// C would be B's own count. B takes the running sum only from A, the organization before it in
-/// the ring, so the forgery waits unread and the total is right.
+/// the ring, so the forgery waits unread and the total is right. A forgery whose `from_job` is
+/// not one of C's jobs in the task is refused by B's node outright.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_member_takes_the_running_sum_only_from_the_organization_before_it() {
     let counts = [7u64, 11, 13];
@@ -322,23 +323,33 @@ async fn a_ring_member_takes_the_running_sum_only_from_the_organization_before_i
         run: created.run,
         status: None,
     };
-    let forged = Payload::RunMessage(fedq::protocol::RunMessage {
-        from_job: c_job,
-        topic: "secure-sum/1".into(),
-        body: serde_bytes::ByteBuf::from(0u64.to_le_bytes().to_vec()),
-        log_head: None,
-    });
-    let sealed = envelope::seal(
-        c,
-        b.org(),
-        b.current().public(),
-        &route,
-        &forged.to_bytes(),
-        &SealOptions::default(),
-        Timestamp::now(),
-    )
-    .unwrap();
+    let seal = |from_job, topic: &str| {
+        let forged = Payload::RunMessage(fedq::protocol::RunMessage {
+            from_job,
+            topic: topic.into(),
+            body: serde_bytes::ByteBuf::from(0u64.to_le_bytes().to_vec()),
+            log_head: None,
+        });
+        let options = SealOptions::default();
+        envelope::seal(
+            c,
+            b.org(),
+            b.current().public(),
+            &route,
+            &forged.to_bytes(),
+            &options,
+            Timestamp::now(),
+        )
+        .unwrap()
+    };
+    let sealed = seal(c_job, "secure-sum/1");
     let connection = publish_as_node(&fed, 2, &sealed.bytes).await;
+    // And one whose `from_job` names no job of C's: B's node refuses to show it to its algorithm.
+    let _second = publish_as_node(&fed, 2, &seal(fedq::ids::JobId::new(), "secure-sum/1").bytes).await;
+    eventually(60, "B's node to refuse a from_job that is not C's", || async {
+        fed.nodes[1].refusals().get("from_job_of_another").filter(|n| **n >= 1).map(|_| ())
+    })
+    .await;
     let results = fed
         .researcher
         .wait_and_open(a, fed.collaboration, created.task, Duration::from_secs(180))
@@ -427,7 +438,7 @@ async fn a_job_id_is_bound_to_the_task_it_came_with() {
         input: serde_bytes::ByteBuf::from(serde_json::to_vec(&steps).unwrap()),
         return_log: false,
         log_head: None,
-        on_behalf_of: None,
+        on_behalf_of: Vec::new(),
     });
     let sealed = envelope::seal(
         mallory_org,

@@ -648,3 +648,90 @@ async fn a_withheld_consistency_proof_is_an_alarm_after_a_bounded_number_of_trie
     assert!(alarm.contains("in 3 checks"), "{alarm}");
     fed.cleanup().await;
 }
+
+/// A job_start the broker delivers again (as after a broker restart mid-run) and the result B's
+/// node sends again for it have the leaves of their first passage, replayed by an earlier check
+/// and so not among the new leaves of the next. B's monitor asks the log to prove them included
+/// instead of alarming (before, both raised `envelope_not_logged` against an honest server);
+/// an envelope truly left out of the log still alarms (the test above).
+#[tokio::test]
+async fn envelopes_delivered_or_sent_again_are_proven_in_the_log_not_alarmed() {
+    use futures_util::StreamExt as _;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let fed = monitored().await;
+    let broker = fed.app.amqp("guest", "guest").await.unwrap();
+    let tap = broker.create_channel().await.unwrap();
+    tap.queue_declare("tap-b".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    let b_key = fed.b.org().to_string();
+    tap.queue_bind(
+        "tap-b".into(),
+        "fedq.deliver".into(),
+        b_key.as_str().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut copies = tap
+        .basic_consume(
+            "tap-b".into(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let submitted = fed.submit(serde_json::json!([])).await;
+    fed.result(submitted.task).await;
+    let start = loop {
+        let delivery = tokio::time::timeout(std::time::Duration::from_secs(30), copies.next())
+            .await
+            .expect("the job_start went by the tap")
+            .unwrap()
+            .unwrap();
+        let header = envelope::peek_header(&delivery.data, usize::MAX).unwrap();
+        if header.kind == fedq::protocol::Kind::JobStart && header.task == submitted.task {
+            break delivery.data;
+        }
+    };
+    // Once B's monitor has checked the leaves of the first passage (the redelivery must not find
+    // them among the new leaves of a later check)...
+    let sql = fed.app.sql().await;
+    let logged = eventually(30, "the run's envelopes to be sequenced", || async {
+        let pending: i64 = sql.query_one("SELECT count(*) FROM transparency_pending", &[]).await.ok()?.get(0);
+        let leaves: i64 = sql.query_one("SELECT count(*) FROM transparency_leaves", &[]).await.ok()?.get(0);
+        (pending == 0).then_some(leaves as u64)
+    })
+    .await;
+    let node = fed.node.as_ref().unwrap();
+    eventually(30, "B's monitor to check them", || async {
+        (node.log_report().size? >= logged).then_some(())
+    })
+    .await;
+    // ...the job_start is delivered to B again, as the broker does with what it had not seen
+    // acknowledged, and B sends its stored result again.
+    let again = broker.create_channel().await.unwrap();
+    again.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.unwrap();
+    let confirm = again
+        .basic_publish(
+            "fedq.deliver".into(),
+            b_key.as_str().into(),
+            BasicPublishOptions::default(),
+            &start,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(matches!(confirm, lapin::Confirmation::Ack(_)), "{confirm:?}");
+    let metrics = node.metrics_addr().expect("test nodes serve metrics");
+    eventually(30, "B's monitor to prove the repeated envelopes in the log", || async {
+        let text = crate::support::scrape(metrics).await;
+        (crate::support::sample(&text, "fedq_node_log_envelopes_proven_total")? >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(node.log_report().alarms, Vec::<String>::new(), "no alarm against an honest log");
+    fed.cleanup().await;
+}

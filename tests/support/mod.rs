@@ -529,7 +529,7 @@ pub fn job_entry(
         input: serde_bytes::ByteBuf::from(input.to_vec()),
         return_log: false,
         log_head: None,
-        on_behalf_of: None,
+        on_behalf_of: Vec::new(),
     });
     let sealed = envelope::seal(
         from,

@@ -225,7 +225,7 @@ impl Fed {
             input: serde_bytes::ByteBuf::from(serde_json::to_vec(steps).unwrap()),
             return_log: true,
             log_head: None,
-            on_behalf_of: None,
+            on_behalf_of: Vec::new(),
         });
         envelope::seal(
             &self.a,

@@ -537,7 +537,7 @@ impl Client {
                 input: serde_bytes::ByteBuf::from(input),
                 return_log: spec.return_log,
                 log_head: None,
-                on_behalf_of: None,
+                on_behalf_of: Vec::new(),
             });
             let sealed = envelope::seal(
                 me,

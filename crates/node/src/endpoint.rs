@@ -374,8 +374,9 @@ async fn check_own_image(core: &Core, job: &ActiveJob, image: &str) -> Result<()
         Ok(None) => return Err(refused(ImageRefusal::Missing(image.to_owned()).to_string())),
         Err(e) => return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())),
     };
-    let principals: Vec<OrgId> =
-        std::iter::once(core.org()).chain(Some(job.root()).filter(|r| *r != core.org())).collect();
+    // As the node receiving it will: this organization (the sender) and all the job answers to.
+    let mut principals = vec![core.org()];
+    principals.extend(job.principals().into_iter().filter(|o| *o != core.org()));
     super::policy::check_image_for_all(&core.config.policy, image, &local, &principals)
         .map(|_| ())
         .map_err(|refusal| refused(format!("a subtask at this organization: {refusal}")))
@@ -384,6 +385,39 @@ async fn check_own_image(core: &Core, job: &ActiveJob, image: &str) -> Result<()
 /// How long a subtask's creation is tried again while the server is unreachable or failing:
 /// less than the SDKs' 90 s request timeout, so that the algorithm gets an answer.
 const SUBTASK_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Bytes counted against a job's subtask budget, given back when dropped unless kept: a
+/// request that fails, or whose client goes away, costs the job nothing.
+struct Reserved<'a> {
+    counter: &'a std::sync::atomic::AtomicU64,
+    bytes: u64,
+    kept: bool,
+}
+
+impl<'a> Reserved<'a> {
+    /// Adds `bytes` to `counter` if it stays within `limit`.
+    fn take(counter: &'a std::sync::atomic::AtomicU64, bytes: u64, limit: u64) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|after| *after <= limit)
+            })
+            .ok()
+            .map(|_| Self { counter, bytes, kept: false })
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.counter.fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
 
 /// A permit for one of the job's requests in flight, or 429.
 fn one_request(job: &ActiveJob) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
@@ -402,10 +436,14 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
     let request: SubtaskBody = parse_json(body)?;
     // Each organization once, in the order first given: a list that repeats one would have the
     // node seal the input again for every repetition.
-    let mut organizations: Vec<OrgId> = Vec::with_capacity(request.organizations.len());
+    let mut organizations: Vec<OrgId> = Vec::new();
+    let mut listed = std::collections::HashSet::new();
     for org in &request.organizations {
-        if !organizations.contains(org) {
+        if listed.insert(*org) {
             organizations.push(*org);
+        }
+        if organizations.len() > 1000 {
+            break;
         }
     }
     if organizations.is_empty() || organizations.len() > 1000 {
@@ -416,16 +454,17 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
         ));
     }
     let image = request.image.unwrap_or_else(|| job.start.image.clone());
-    let common = request.input.as_deref().map(|i| decode_b64(i, "input")).transpose()?;
-    let mut inputs = Vec::with_capacity(organizations.len());
-    for &org in &organizations {
-        inputs.push(match (&request.inputs, &common) {
-            (Some(each), _) if each.contains_key(&org) => decode_b64(&each[&org], "inputs")?,
-            (_, Some(common)) => common.clone(),
-            _ => Vec::new(),
-        });
+    // Decoded once each (the body bounds them); copied per organization only when sealed, after
+    // the sizes have been checked.
+    let common = request.input.as_deref().map(|i| decode_b64(i, "input")).transpose()?.unwrap_or_default();
+    let mut each: HashMap<OrgId, Vec<u8>> = HashMap::new();
+    for (org, text) in request.inputs.iter().flatten() {
+        if listed.contains(org) {
+            each.insert(*org, decode_b64(text, "inputs")?);
+        }
     }
-    let total: u64 = inputs.iter().map(|i| i.len() as u64).sum();
+    let input_of = |org: &OrgId| each.get(org).unwrap_or(&common);
+    let total: u64 = organizations.iter().map(|o| input_of(o).len() as u64).sum();
     let limits = &core.config.limits;
     if total > limits.subtask_input_mib.saturating_mul(1 << 20) {
         return Err(fail(
@@ -437,20 +476,20 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
             ),
         ));
     }
-    let before = job.subtask_bytes.fetch_add(total, std::sync::atomic::Ordering::Relaxed);
-    if before.saturating_add(total) > limits.job_subtask_mib.saturating_mul(1 << 20) {
-        job.subtask_bytes.fetch_sub(total, std::sync::atomic::Ordering::Relaxed);
-        return Err(fail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "a job's subtasks carry at most limits.job_subtask_mib ({} MiB) of inputs together",
-                limits.job_subtask_mib
-            ),
-        ));
-    }
-    // A subtask at this organization runs under this node's policy for the run's root requester
-    // as well as for this organization (jobs::run); refused here, the algorithm hears why at once.
+    // Counted against the job from here, and given back unless the server takes the subtask.
+    let reserved = Reserved::take(&job.subtask_bytes, total, limits.job_subtask_mib.saturating_mul(1 << 20))
+        .ok_or_else(|| {
+            fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "a job's subtasks carry at most limits.job_subtask_mib ({} MiB) of inputs together",
+                    limits.job_subtask_mib
+                ),
+            )
+        })?;
+    // A subtask at this organization runs under this node's policy for the run's requester as
+    // well as for this organization (jobs::run); refused here, the algorithm hears why at once.
     if organizations.contains(&core.org()) {
         check_own_image(core, &job, &image).await?;
     }
@@ -463,7 +502,8 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
         status: None,
     };
     let mut new_jobs = Vec::with_capacity(organizations.len());
-    for (&org, input) in organizations.iter().zip(inputs) {
+    for &org in &organizations {
+        let input = input_of(&org).clone();
         let id = JobId::new();
         let payload = Payload::JobStart(JobStart {
             job: id,
@@ -473,7 +513,7 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
             input: ByteBuf::from(input),
             return_log: false,
             log_head: core.log.seen_head(),
-            on_behalf_of: Some(job.root()),
+            on_behalf_of: job.principals(),
         });
         let sealed = jobs::seal_to(core, org, &route, &payload).await.ok_or_else(|| {
             fail(
@@ -534,6 +574,7 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
             }
         }
     }
+    reserved.keep();
     let jobs: Vec<Value> = record.jobs.iter().map(|(j, o)| json!({"job": j, "organization": o})).collect();
     ok_json(StatusCode::CREATED, &json!({"task": task, "jobs": jobs}))
 }

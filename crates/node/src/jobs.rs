@@ -83,17 +83,17 @@ pub(crate) struct ActiveJob {
 }
 
 impl ActiveJob {
-    /// The organization whose researcher started this job's run, as far as this node knows: the
-    /// one its creator named, else its sender. What its subtasks are created on behalf of.
-    pub(crate) fn root(&self) -> OrgId {
-        self.start.on_behalf_of.unwrap_or(self.record.requester)
-    }
-
-    /// The organizations this node's policy must allow the job for: its sender, and the run's
-    /// root requester when that is another.
+    /// The organizations this node's policy must allow the job for, and that its subtasks are
+    /// created on behalf of: its sender, and every organization the sender says its job answered
+    /// to (a subtask's run requester and the chain between). A claim only ever adds to the set.
     pub(crate) fn principals(&self) -> Vec<OrgId> {
-        let requester = self.record.requester;
-        std::iter::once(requester).chain(Some(self.root()).filter(|r| *r != requester)).collect()
+        let mut all = vec![self.record.requester];
+        for org in &self.start.on_behalf_of {
+            if !all.contains(org) {
+                all.push(*org);
+            }
+        }
+        all
     }
 
     /// Stops the job's container because the node is shutting down; its delivery stays
@@ -261,7 +261,11 @@ async fn refuse_reused_id(
         run: header.run,
         status: Some(JobStatus::Refused),
     };
-    let Some(sealed) = seal_to(core, header.sender, &route, &result).await else { return };
+    let Some(sealed) = seal_to(core, header.sender, &route, &result).await else {
+        // No key to answer with: kept for operators, not retried.
+        let _ = acker.reject().await;
+        return;
+    };
     let mut halt = core.halt.clone();
     if core.publish(&sealed.header, &sealed.bytes, &mut halt).await.is_ok() {
         let _ = acker.ack().await;

@@ -133,6 +133,9 @@ pub(crate) struct Core {
     metrics: metrics::NodeMetrics,
     /// The monitor of the server's transparency log.
     log: log_monitor::LogMonitor,
+    /// Each task's jobs and where they run, as the server lists them: what binds a run
+    /// message's `from_job` to its sender.
+    task_jobs: Mutex<HashMap<crate::ids::TaskId, Vec<(JobId, OrgId)>>>,
 }
 
 /// The jobs this node runs now, and what is kept about the ones it ran.
@@ -181,6 +184,28 @@ impl Core {
 
     fn notify_arrival(&self) {
         self.arrivals.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The organization that runs `job` of `task`, as the server lists the task: `Ok(None)` when
+    /// the task has no such job, `Err` when the server could not say.
+    async fn job_of(&self, task: crate::ids::TaskId, job: JobId) -> Result<Option<OrgId>, ()> {
+        let cached = self.task_jobs.lock().expect("not poisoned").get(&task).cloned();
+        let jobs = match cached {
+            Some(jobs) => jobs,
+            None => {
+                let listed = self.server.api().task(task).await.map_err(|e| {
+                    tracing::warn!(%task, error = %e, "could not read a task's jobs from the server");
+                })?;
+                let jobs: Vec<(JobId, OrgId)> = listed.jobs.iter().map(|j| (j.id, j.organization)).collect();
+                let mut cache = self.task_jobs.lock().expect("not poisoned");
+                if cache.len() >= 10_000 {
+                    cache.clear();
+                }
+                cache.insert(task, jobs.clone());
+                jobs
+            }
+        };
+        Ok(jobs.iter().find(|(j, _)| *j == job).map(|(_, org)| *org))
     }
 
     /// Logs and counts an authenticated envelope that asks for what its sender may not do.
@@ -419,6 +444,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         halt,
         metrics,
         log,
+        task_jobs: Mutex::default(),
         me,
         state,
         server,

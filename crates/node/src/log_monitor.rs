@@ -35,6 +35,8 @@ use crate::time::Timestamp;
 
 /// Most alarms kept for the heartbeat (the log keeps them all).
 const MAX_ALARMS: usize = 32;
+/// Most partners' heads kept waiting for a proof.
+const MAX_DISPUTED: usize = 64;
 /// Most envelopes waiting for their leaf; beyond, the oldest are dropped from the check.
 const MAX_WATCHED: usize = 100_000;
 
@@ -82,6 +84,15 @@ enum Judgement {
     Split(fedq_transparency::Alarm),
     /// No usable answer (an error, a timeout, a malformed proof): asked again later.
     Unanswered(String),
+}
+
+/// The envelopes an alarm names: the first five, and how many more.
+fn summary(what: &[String]) -> String {
+    let shown = what.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+    match what.len() {
+        0..=5 => shown,
+        n => format!("{shown} and {} more", n - 5),
+    }
 }
 
 /// Whether a head signed at `timestamp_ms` is older than `max_age_secs` at `now_ms`; if so,
@@ -231,12 +242,20 @@ impl LogMonitor {
                 // Kept as evidence and asked again at every check: a server that answers only
                 // for the heads it can join must not escape by failing the others.
                 tracing::warn!(%from, error = %why, "transparency log: no proof joins a partner's head to this node's yet; kept and asked again");
-                self.disputed.lock().expect("not poisoned").push(Disputed {
-                    head: TreeHeadBody::from(&theirs),
-                    from,
-                    failures: 1,
-                    last_error: why,
-                });
+                let mut disputed = self.disputed.lock().expect("not poisoned");
+                let known = disputed
+                    .iter()
+                    .any(|d| d.head.size == theirs.head.size && d.head.root == hex::encode(theirs.head.root));
+                // Bounded, so that partners replaying old heads through a server's outage cannot
+                // grow the state file or the checks without end; the oldest evidence stays.
+                if !known && disputed.len() < MAX_DISPUTED {
+                    disputed.push(Disputed {
+                        head: TreeHeadBody::from(&theirs),
+                        from,
+                        failures: 1,
+                        last_error: why,
+                    });
+                }
             }
         }
     }
@@ -374,14 +393,17 @@ impl LogMonitor {
             return Err(fedq_transparency::Alarm::Shrunk { old: last.size, new: head.head.size }.into());
         }
         let now_ms = u64::try_from(Timestamp::now().as_millis()).unwrap_or(0);
+        // Named by its own timestamp, not its age: the same frozen head is one alarm, not one
+        // per check pushing out the others.
         if let Some(age) = stale(head.head.timestamp_ms, now_ms, self.settings.max_head_age_secs) {
+            tracing::debug!(age, "transparency log: the newest head is stale");
             self.raise(
                 "stale_head",
                 &format!(
-                    "the newest tree head the server shows ({} leaves) was signed {age} s ago, more than \
-                     transparency.max_head_age_secs ({}): the server signs its head again every minute, so \
-                     this node is being shown a frozen view of the log",
-                    head.head.size, self.settings.max_head_age_secs
+                    "the newest tree head the server shows ({} leaves, signed at {} ms since the epoch) is \
+                     older than transparency.max_head_age_secs ({}): the server signs its head again every \
+                     minute, so this node is being shown a frozen view of the log",
+                    head.head.size, head.head.timestamp_ms, self.settings.max_head_age_secs
                 ),
             );
         }
@@ -412,27 +434,62 @@ impl LogMonitor {
         *self.last.lock().expect("not poisoned") = Some((key, head));
         self.settle_disputed(server, key, &head).await;
         saved.disputed = self.disputed.lock().expect("not poisoned").clone();
-        let delay = self.settings.inclusion_delay_secs;
+        let (mut received, mut sent) = (Vec::new(), Vec::new());
         for w in self.settle_watched(&seen) {
-            let message = if w.sent {
-                format!(
+            // An envelope the broker delivered again, or that this node sent again (a result
+            // re-sent after a restart), has the leaf of its first passage, which an earlier
+            // check replayed: it is not among this check's new leaves, yet it is in the log. The
+            // log proves it, against the head just checked; only what it cannot prove alarms.
+            match Self::proven(server, &w.leaf, &head).await {
+                Some(true) => self.metrics.log_proven(),
+                Some(false) if w.sent => sent.push(w.what),
+                Some(false) => received.push(w.what),
+                None => self.watched.lock().expect("not poisoned").push(w),
+            }
+        }
+        let delay = self.settings.inclusion_delay_secs;
+        // One alarm per check and direction, however many envelopes: a flood of them (a
+        // container messaging organizations outside its run, say) cannot push out the others.
+        if !sent.is_empty() {
+            self.raise(
+                "envelope_not_logged",
+                &format!(
                     "{} was sent by this node and confirmed by the broker but is not in the log after {delay} s: \
                      the router refused it (see the dead letters) or routed it without logging it",
-                    w.what
-                )
-            } else {
-                format!(
+                    summary(&sent)
+                ),
+            );
+        }
+        if !received.is_empty() {
+            self.raise(
+                "envelope_not_logged",
+                &format!(
                     "{} was delivered to this node but is not in the log after {delay} s: the server routed it \
                      without logging it",
-                    w.what
-                )
-            };
-            self.raise("envelope_not_logged", &message);
+                    summary(&received)
+                ),
+            );
         }
         saved.watched = self.watched.lock().expect("not poisoned").clone();
         self.metrics.log_size(head.head.size);
         self.save(&saved);
         Ok(())
+    }
+
+    /// Whether the log proves the leaf `leaf` (hex) is in the tree of `head`: `None` when the
+    /// server did not answer (asked again at the next check).
+    async fn proven(server: &Client, leaf: &str, head: &SignedTreeHead) -> Option<bool> {
+        let Some(hash) = hex::decode(leaf).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
+            return Some(false);
+        };
+        match server.log_inclusion(&hash, head.head.size).await {
+            Ok(Some((index, path))) => Some(
+                fedq_transparency::verify_inclusion(&hash, index, head.head.size, &path, &head.head.root)
+                    .is_ok(),
+            ),
+            Ok(None) => Some(false),
+            Err(_) => None,
+        }
     }
 
     /// The key heads must be signed with: the configured one, else the one pinned on first use.

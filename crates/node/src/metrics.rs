@@ -42,6 +42,7 @@ pub struct NodeMetrics {
     refused: Family<ByReason, Counter>,
     log_alarms: Family<ByReason, Counter>,
     log_size: Gauge,
+    log_proven: Counter,
 }
 
 impl Default for NodeMetrics {
@@ -90,6 +91,12 @@ impl NodeMetrics {
         );
         let log_size = Gauge::default();
         registry.register("log_size", "Leaves in the last transparency-log head checked", log_size.clone());
+        let log_proven = Counter::default();
+        registry.register(
+            "log_envelopes_proven",
+            "Envelopes delivered or sent again whose leaf, logged before, the log proved included",
+            log_proven.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             jobs,
@@ -100,6 +107,7 @@ impl NodeMetrics {
             refused,
             log_alarms,
             log_size,
+            log_proven,
         }
     }
 
@@ -142,6 +150,11 @@ impl NodeMetrics {
     /// The transparency log's monitor raised an alarm.
     pub fn log_alarm(&self, reason: &'static str) {
         self.log_alarms.get_or_create(&ByReason { reason }).inc();
+    }
+
+    /// An envelope past its inclusion delay that the log proved included after all.
+    pub fn log_proven(&self) {
+        self.log_proven.inc();
     }
 
     /// The transparency log's monitor checked a head of `size` leaves.

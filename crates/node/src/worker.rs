@@ -150,6 +150,27 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             return jobs::accept(core.clone(), header, start, delivery.acker, received).await;
         }
         Payload::RunMessage(message) => {
+            // `from_job` is the sender's word: bound to a job its organization runs in that
+            // task, as the server lists it, before an algorithm is shown it.
+            match core.job_of(header.task, message.from_job).await {
+                Ok(Some(org)) if org == header.sender => {}
+                Ok(_) => {
+                    core.refuse(
+                        &header,
+                        "from_job_of_another",
+                        "a run message whose from_job is not a job of its sender in that task",
+                    );
+                    let _ = core.state.record_seen(header.id, forget_after);
+                    let _ = delivery.acker.ack().await;
+                    return;
+                }
+                Err(()) => {
+                    // The server will answer again: the broker delivers it again meanwhile.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = delivery.acker.requeue().await;
+                    return;
+                }
+            }
             let stored = StoredMessage {
                 id: header.id,
                 from: header.sender,

@@ -27,12 +27,13 @@ pub struct JobStart {
     /// The transparency log's head as the sender last checked it, if it monitors the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_head: Option<SeenHead>,
-    /// For a subtask: the organization whose researcher started the run, as the node that
-    /// creates the subtask knows it. The receiving node checks its policy against this
-    /// organization as well as against the sender, so that a partner's job cannot borrow the
-    /// grants its host node's organization has (a claim can only narrow what the job may do).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_behalf_of: Option<OrgId>,
+    /// For a subtask: every organization the creating job answered to (the run's requester,
+    /// and whoever sent the jobs between), as the node that creates the subtask knows them. The
+    /// receiving node checks its policy against each of them as well as against the sender, so
+    /// that a partner's job cannot borrow the grants its host node's organization has: the set
+    /// only grows along a chain of subtasks, and a claim can only narrow what a job may do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_behalf_of: Vec<OrgId>,
 }
 
 /// The final result of a job, sealed for the requester.
@@ -177,7 +178,7 @@ impl Payload {
                 input: ByteBuf::from(b"{\"column\":\"age\"}".to_vec()),
                 return_log: false,
                 log_head: None,
-                on_behalf_of: Some(org),
+                on_behalf_of: vec![org],
             }),
             Payload::JobResult(JobResult {
                 job: JobId::new(),
