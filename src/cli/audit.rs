@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use ed25519_dalek::VerifyingKey;
-use fedq_transparency::{Event, Frontier, Leaf, SignedTreeHead, verify_inclusion};
+use fedq_transparency::{Frontier, Leaf, SignedTreeHead, verify_inclusion};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -219,7 +219,7 @@ impl View {
                     self.own_events.push(json!({
                         "index": index,
                         "at_ms": e.at.as_millis(),
-                        "event": describe(&e.event),
+                        "event": e.event.to_string(),
                         "leaf_hash": hex::encode(fedq_transparency::leaf_hash(leaf)),
                     }));
                 }
@@ -273,30 +273,5 @@ impl View {
             })),
             "text": text,
         })
-    }
-}
-
-/// An event in words.
-fn describe(event: &Event) -> String {
-    let fp = |key: &[u8; 32]| format!("SHA256:{}", hex::encode(key));
-    match event {
-        Event::KeyPublished { key } => format!("key published {}", fp(key)),
-        Event::KeyRotated { old, new } => format!("key rotated {} -> {}", fp(old), fp(new)),
-        Event::KeyRevoked { key } => format!("key revoked {}", fp(key)),
-        Event::CollaborationCreated { collaboration } => format!("collaboration created {collaboration}"),
-        Event::MemberAdded { collaboration } => format!("added to collaboration {collaboration}"),
-        Event::MemberRemoved { collaboration } => format!("removed from collaboration {collaboration}"),
-        Event::NodeRegistered { node } => format!("node registered {node}"),
-        Event::NodeRevoked { node } => format!("node revoked {node}"),
-        Event::UserRoleChanged { user, role } => {
-            let role = match role {
-                0 => "removed",
-                1 => "researcher",
-                2 => "org_admin",
-                3 => "viewer",
-                _ => "unknown role",
-            };
-            format!("user {user}: {role}")
-        }
     }
 }

@@ -49,7 +49,13 @@ impl Endpoints {
         tls: &crate::tls::ClientTls,
         setting: &str,
     ) -> Result<Self, EndpointsError> {
-        let first = AMQPUri::from_str(url.expose_secret()).map_err(|_| EndpointsError::Url)?;
+        let mut first = AMQPUri::from_str(url.expose_secret()).map_err(|_| EndpointsError::Url)?;
+        // The URI parser keeps only domain names: an IP address in the URL would become
+        // `localhost`, connect there, and pass the plain-text rule as loopback. The host is read
+        // from the URL itself instead.
+        if let Some(host) = host_of(url.expose_secret()) {
+            first.authority.host = host;
+        }
         let scheme = match first.scheme {
             lapin::uri::AMQPScheme::AMQP => "amqp",
             lapin::uri::AMQPScheme::AMQPS => "amqps",
@@ -125,9 +131,35 @@ impl Endpoints {
     }
 }
 
+/// The host of an `amqp(s)://[user[:password]@]host[:port][/vhost]` URL, without the brackets
+/// of an IPv6 literal.
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host_port.split(':').next()?,
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ip_address_in_the_url_is_the_host_connected_to_and_checked() {
+        let tls = crate::tls::ClientTls::default();
+        let remote = SecretString::from("amqp://u:secret@192.0.2.7:5672/v".to_owned());
+        let e = Endpoints::new(&remote, &[], &tls, "broker.url").unwrap_err();
+        assert!(e.to_string().contains("192.0.2.7"), "a remote address is not loopback: {e}");
+        let lax = crate::tls::ClientTls { allow_plaintext: true, ..Default::default() };
+        assert_eq!(Endpoints::new(&remote, &[], &lax, "broker.url").unwrap().addresses(), ["192.0.2.7:5672"]);
+        let v6 = SecretString::from("amqps://u:p@[2001:db8::5]:5671/v".to_owned());
+        assert_eq!(Endpoints::new(&v6, &[], &tls, "broker.url").unwrap().addresses(), ["2001:db8::5:5671"]);
+        assert_eq!(host_of("amqp://rabbit.fedq.test/v").as_deref(), Some("rabbit.fedq.test"));
+    }
 
     #[test]
     fn alternates_keep_the_credentials_and_virtual_host() {

@@ -426,7 +426,7 @@ impl LogMonitor {
             if let Some(why) = self.unrecognised(&event) {
                 self.raise("unrecognised_event", &format!("log leaf {index}: {why}"));
             } else {
-                tracing::info!(index, ?event, "transparency log: a change of this organization");
+                tracing::info!(index, %event, "transparency log: a change of this organization");
             }
         }
         saved.frontier = frontier;

@@ -145,6 +145,36 @@ pub enum Event {
     },
 }
 
+/// An event as people read it (`fedq audit`, the node's log): keys by their fingerprints
+/// (`SHA256:…`, as `fedq keys` prints them), not as byte arrays.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fp = |key: &Fingerprint| format!("SHA256:{}", hex::encode(key));
+        match self {
+            Event::KeyPublished { key } => write!(f, "key published {}", fp(key)),
+            Event::KeyRotated { old, new } => write!(f, "key rotated {} -> {}", fp(old), fp(new)),
+            Event::KeyRevoked { key } => write!(f, "key revoked {}", fp(key)),
+            Event::CollaborationCreated { collaboration } => {
+                write!(f, "collaboration created {collaboration}")
+            }
+            Event::MemberAdded { collaboration } => write!(f, "added to collaboration {collaboration}"),
+            Event::MemberRemoved { collaboration } => write!(f, "removed from collaboration {collaboration}"),
+            Event::NodeRegistered { node } => write!(f, "node registered {node}"),
+            Event::NodeRevoked { node } => write!(f, "node revoked {node}"),
+            Event::UserRoleChanged { user, role } => {
+                let role = match role {
+                    0 => "removed",
+                    1 => "researcher",
+                    2 => "org_admin",
+                    3 => "viewer",
+                    _ => "unknown role",
+                };
+                write!(f, "user {user}: {role}")
+            }
+        }
+    }
+}
+
 /// Why bytes are not a leaf.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeafError {
@@ -352,6 +382,17 @@ impl Reader<'_> {
 
     fn i64(&mut self) -> i64 {
         i64::from_be_bytes(self.array())
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::Event;
+
+    #[test]
+    fn keys_are_shown_by_fingerprint() {
+        let shown = Event::KeyRotated { old: [0xab; 32], new: [0x01; 32] }.to_string();
+        assert_eq!(shown, format!("key rotated SHA256:{} -> SHA256:{}", "ab".repeat(32), "01".repeat(32)));
     }
 }
 
