@@ -735,3 +735,29 @@ async fn envelopes_delivered_or_sent_again_are_proven_in_the_log_not_alarmed() {
     assert_eq!(node.log_report().alarms, Vec::<String>::new(), "no alarm against an honest log");
     fed.cleanup().await;
 }
+
+/// B's key swapped in the server's database, with no leaf recording it (what a curious operator
+/// with the database would do): partners and clients refuse the swapped key, and B's own node
+/// now says that the server hands out a key for B that is none of B's key files. (Before, no
+/// monitor noticed: the log had no event to check.)
+#[tokio::test]
+async fn a_key_swapped_in_the_database_is_caught_by_its_organizations_node() {
+    let fed = monitored().await;
+    let swapped = fedq::keys::OrgKey::generate();
+    let sql = fed.app.sql().await;
+    sql.execute(
+        "UPDATE organization_keys SET retired_at = now() WHERE org_id = $1",
+        &[fed.b.org().as_uuid()],
+    )
+    .await
+    .unwrap();
+    sql.execute(
+        "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
+        &[fed.b.org().as_uuid(), &swapped.id().as_bytes().as_slice(), &swapped.public().to_string()],
+    )
+    .await
+    .unwrap();
+    let alarm = alarm(&fed, "as this organization's current key").await;
+    assert!(alarm.contains(&swapped.id().to_string()), "{alarm}");
+    fed.cleanup().await;
+}

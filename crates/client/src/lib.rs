@@ -229,6 +229,9 @@ struct PublishedKey {
     /// Set when the organization revoked the key.
     #[serde(default)]
     revoked_at: Option<serde_json::Value>,
+    /// Set when another key replaced it.
+    #[serde(default)]
+    retired_at: Option<serde_json::Value>,
 }
 
 impl PublishedKey {
@@ -415,6 +418,19 @@ impl Client {
             .call(reqwest::Method::GET, &format!("/collaborations/{collaboration}/public-keys"), None)
             .await?;
         serde_json::from_value(body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The key the server lists as `org`'s current one (neither replaced nor revoked), as the
+    /// server says: what its members would be handed for it.
+    pub async fn current_key(&self, org: OrgId) -> Result<Option<PublicKey>, ClientError> {
+        let body = self.call(reqwest::Method::GET, &format!("/organizations/{org}/keys"), None).await?;
+        let history: Vec<PublishedKey> =
+            serde_json::from_value(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        history
+            .iter()
+            .find(|k| k.retired_at.is_none() && k.revoked_at.is_none())
+            .map(PublishedKey::key)
+            .transpose()
     }
 
     /// The signed rotations an organization has published. Its keys are offered to the trust

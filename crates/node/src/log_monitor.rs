@@ -407,6 +407,22 @@ impl LogMonitor {
                 ),
             );
         }
+        // The key the server hands out for this organization must be one of its key files: a key
+        // swapped in the server's database is caught here even when no leaf records it.
+        match server.current_key(self.org).await {
+            Ok(Some(served)) if !self.own_keys.contains(served.id().as_bytes()) => self.raise(
+                "own_key_substituted",
+                &format!(
+                    "the server hands out key {} as this organization's current key, and it is not one of its \
+                     key files (node.key_file, previous_key_files): members trusting it would seal to, and \
+                     accept signatures from, a key this organization does not hold; the server's directory \
+                     was changed (in its database, or by someone who published a key for this organization)",
+                    served.id()
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "transparency log: could not read this organization's keys"),
+        }
         let mut events = Vec::new();
         let mut seen = HashSet::new();
         let org = self.org;
