@@ -375,8 +375,7 @@ async fn check_own_image(core: &Core, job: &ActiveJob, image: &str) -> Result<()
         Err(e) => return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())),
     };
     // As the node receiving it will: this organization (the sender) and all the job answers to.
-    let mut principals = vec![core.org()];
-    principals.extend(job.principals().into_iter().filter(|o| *o != core.org()));
+    let principals = super::policy::principals(core.org(), &job.principals());
     super::policy::check_image_for_all(&core.config.policy, image, &local, &principals)
         .map(|_| ())
         .map_err(|refusal| refused(format!("a subtask at this organization: {refusal}")))

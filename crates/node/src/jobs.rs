@@ -87,13 +87,7 @@ impl ActiveJob {
     /// created on behalf of: its sender, and every organization the sender says its job answered
     /// to (a subtask's run requester and the chain between). A claim only ever adds to the set.
     pub(crate) fn principals(&self) -> Vec<OrgId> {
-        let mut all = vec![self.record.requester];
-        for org in &self.start.on_behalf_of {
-            if !all.contains(org) {
-                all.push(*org);
-            }
-        }
-        all
+        policy::principals(self.record.requester, &self.start.on_behalf_of)
     }
 
     /// Stops the job's container because the node is shutting down; its delivery stays

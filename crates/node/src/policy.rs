@@ -132,6 +132,19 @@ pub fn check_image(
     Ok(data)
 }
 
+/// The organizations a job must be allowed for at the node that receives it: the envelope's
+/// `sender`, then every organization its job start says it answers to, each once. The one
+/// definition both of the receiving node's check and of what a subtask carries.
+pub fn principals(sender: OrgId, on_behalf_of: &[OrgId]) -> Vec<OrgId> {
+    let mut all = vec![sender];
+    for org in on_behalf_of {
+        if !all.contains(org) {
+            all.push(*org);
+        }
+    }
+    all
+}
+
 /// [`check_image`] for every one of `principals` (the envelope's sender, and the run's root
 /// requester when another): the image must be allowed for each, and its container gets only the
 /// data sources granted to all of them. A subtask that a partner's job makes its host node create
