@@ -152,11 +152,16 @@ async fn run_secure_sum(n: usize) {
     // The run as the metrics saw it, scraped from the server and the first registry's node.
     let server_addr = fed.app.server.as_ref().unwrap().metrics_addr.expect("the test server serves metrics");
     let queue = format!("fedq_queue_messages{{queue=\"fedq.org.{}\"}}", fed.orgs[0].org());
-    let server_metrics = support::eventually(10, "the queue gauges to be read", || async {
-        let text = support::scrape(server_addr).await;
-        support::sample(&text, &queue).is_some().then_some(text)
-    })
-    .await;
+    // A result is readable through the API once its transaction commits; the router counts it
+    // just after, so the counters are waited for too.
+    let stored = r#"fedq_routed_envelopes_total{kind="job_result",outcome="stored"}"#;
+    let server_metrics =
+        support::eventually(10, "the queue gauges and the results' counts to be read", || async {
+            let text = support::scrape(server_addr).await;
+            let counted = support::sample(&text, stored).is_some_and(|v| v >= n as f64);
+            (support::sample(&text, &queue).is_some() && counted).then_some(text)
+        })
+        .await;
     let at_least = |text: &str, series: &str, n: f64| {
         let value = support::sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
         assert!(value >= n, "{series} = {value}, expected at least {n}");
