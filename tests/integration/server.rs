@@ -587,12 +587,14 @@ async fn organizations_see_only_their_own_users_nodes_and_tasks() {
     app.cleanup().await;
 }
 
-/// Failed logins are counted per user name and per client address; behind a reverse proxy
-/// named in `auth.trusted_proxies`, the client's address is the last of `X-Forwarded-For`.
+/// Failed logins are counted per user name and client address, per client address, and per
+/// user name from addresses it has not logged in from; behind a reverse proxy named in
+/// `auth.trusted_proxies`, the client's address is the last of `X-Forwarded-For`.
 #[tokio::test]
-async fn failed_logins_are_limited_per_user_and_per_client_address() {
+async fn failed_logins_are_limited_per_user_and_address_per_address_and_per_user() {
     let (mut config, db_name, vhost) = prepare().await;
-    config.auth.failures_per_user = 3;
+    config.auth.failures_per_user_and_address = 3;
+    config.auth.failures_per_user = 12;
     config.auth.failures_per_address = 5;
     config.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     let server = fedq::server::start(config.clone()).await.expect("the server starts");
@@ -601,7 +603,7 @@ async fn failed_logins_are_limited_per_user_and_per_client_address() {
     let org = app.org("limited").await;
     app.user(org.org(), "alice", "researcher").await;
     app.user(org.org(), "bob", "researcher").await;
-    let login = |user: &'static str, password: &'static str, client: &'static str| {
+    let login = |user: &'static str, password: &'static str, client: String| {
         let http = app.http.clone();
         let url = app.url("/login");
         async move {
@@ -619,24 +621,42 @@ async fn failed_logins_are_limited_per_user_and_per_client_address() {
         }
     };
     const RIGHT: &str = "a-long-password-123";
-    // Three wrong passwords for alice, from three clients: alice is refused, even with her
-    // password, and with a Retry-After; bob is not.
-    for client in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
-        assert_eq!(login("alice", "wrong", client).await.0, 401);
+    let at = |a: &str| a.to_owned();
+    // Alice logs in from her own address once: it is known for her from then on.
+    assert_eq!(login("alice", RIGHT, at("192.0.2.50")).await.0, 200);
+
+    // Three wrong passwords for alice from one client: alice is refused there, even with her
+    // password, and with a Retry-After; not from another address, and bob is not.
+    for _ in 0..3 {
+        assert_eq!(login("alice", "wrong", at("192.0.2.1")).await.0, 401);
     }
-    let (status, code, retry) = login("alice", RIGHT, "192.0.2.4").await;
+    let (status, code, retry) = login("alice", RIGHT, at("192.0.2.1")).await;
     assert_eq!((status, code.as_str()), (429, "too_many_attempts"));
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
     assert!((1..=300).contains(&retry), "{retry}");
-    assert_eq!(login("bob", RIGHT, "192.0.2.4").await.0, 200);
+    assert_eq!(login("alice", RIGHT, at("192.0.2.2")).await.0, 200);
+    assert_eq!(login("bob", RIGHT, at("192.0.2.1")).await.0, 200);
+
+    // A thousand wrong passwords for alice from two hundred addresses: after 12 failures in all
+    // from addresses she has not logged in from, none is checked; alice still gets in from
+    // the addresses she used, not from a new one.
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    for i in 0..1000 {
+        let (status, _, _) = login("alice", "wrong", format!("198.51.100.{}", i % 200)).await;
+        *answers.entry(status).or_default() += 1;
+    }
+    assert_eq!(answers.get(&401).copied(), Some(12 - 3), "the three above counted too: {answers:?}");
+    assert_eq!(login("alice", RIGHT, at("192.0.2.50")).await.0, 200);
+    assert_eq!(login("alice", RIGHT, at("192.0.2.2")).await.0, 200);
+    assert_eq!(login("alice", RIGHT, at("192.0.2.3")).await.1, "too_many_attempts");
 
     // Five failures from one client address, whatever the user: that address is refused, others
     // are not; the address the client put first in the header does not count.
     for user in ["u1", "u2", "u3", "u4", "u5"] {
-        assert_eq!(login(user, "wrong", "192.0.2.9").await.0, 401);
+        assert_eq!(login(user, "wrong", at("192.0.2.9")).await.0, 401);
     }
-    assert_eq!(login("bob", RIGHT, "192.0.2.9").await.1, "too_many_attempts");
-    assert_eq!(login("bob", RIGHT, "192.0.2.10").await.0, 200);
+    assert_eq!(login("bob", RIGHT, at("192.0.2.9")).await.1, "too_many_attempts");
+    assert_eq!(login("bob", RIGHT, at("192.0.2.10")).await.0, 200);
     app.cleanup().await;
 }
 

@@ -276,12 +276,19 @@ pub struct AuthConfig {
     pub max_concurrent_hashes: usize,
     /// How long a login waits for its turn before it is answered `unavailable`.
     pub hash_queue_secs: u64,
-    /// Failed logins for one user name, within the window, after which it is refused.
+    /// Failed logins for one user name from one address, within the window, after which that
+    /// user is refused from that address.
+    pub failures_per_user_and_address: u32,
+    /// Failed logins for one user name from addresses it has not logged in from lately, within
+    /// the window, after which it is refused from every such address (not from its own).
     pub failures_per_user: u32,
     /// Failed logins from one address, within the window, after which it is refused.
     pub failures_per_address: u32,
-    /// The window over which failed logins are counted, in seconds.
+    /// The window over which failed logins are counted, in seconds; also the first lock-out,
+    /// which doubles each time the same limit is reached again.
     pub failure_window_secs: u64,
+    /// The longest lock-out, in seconds.
+    pub max_lockout_secs: u64,
     /// Reverse proxies whose `X-Forwarded-For` names the client's address (its last entry).
     /// Without them, every login behind a proxy counts against the proxy's address.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -293,9 +300,11 @@ impl Default for AuthConfig {
             session_ttl_secs: 12 * 3600,
             max_concurrent_hashes: 2,
             hash_queue_secs: 10,
-            failures_per_user: 10,
+            failures_per_user_and_address: 10,
+            failures_per_user: 100,
             failures_per_address: 50,
             failure_window_secs: 300,
+            max_lockout_secs: 3600,
             trusted_proxies: Vec::new(),
         }
     }

@@ -78,7 +78,7 @@ pub async fn verify_credentials(
     let ok = state.throttle.check(username, source, password.clone(), hash).await?;
     match (user, ok) {
         (Some(user), true) => {
-            state.throttle.succeeded(username);
+            state.throttle.succeeded(username, source);
             Ok(user)
         }
         _ => {
