@@ -521,3 +521,34 @@ async fn a_partners_job_cannot_borrow_its_hosts_grants_with_a_subtask_at_the_hos
     assert_eq!(sub["status"], "completed", "{found}");
     fed.cleanup().await;
 }
+
+/// A container sends a run message to an organization of the collaboration with no job in its
+/// run: its node refuses to send it (`not_in_run`), instead of publishing what the router would
+/// refuse and its own monitor would then blame on the server for not logging. To an organization
+/// in the run through a subtask, it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_cannot_message_an_organization_outside_its_run() {
+    let fed = Federation::new(3, &["fedq/probe"], |_, _| Default::default()).await;
+    let (a, b, c) = (fed.orgs[0].org(), fed.orgs[1].org(), fed.orgs[2].org());
+    let steps_a = json!([
+        {"op": "send", "to": c.to_string(), "topic": "t", "body": "outside"},
+        {"op": "send", "to": b.to_string(), "topic": "t", "body": "inside"},
+        {"op": "subtask", "orgs": [c.to_string()], "steps": []},
+        {"op": "send", "to": c.to_string(), "topic": "t", "body": "through a subtask"},
+    ]);
+    let spec = TaskSpec {
+        collaboration: fed.collaboration,
+        image: PROBE.into(),
+        organizations: vec![a, b],
+        inputs: Inputs::Each(vec![serde_json::to_vec(&steps_a).unwrap(), b"[]".to_vec()]),
+        name: "outside".into(),
+        return_log: false,
+    };
+    let (_, results) = run_task(&fed, &fed.orgs[0], &spec).await;
+    let out = results.iter().find(|r| r.organization == a).expect("A's result");
+    let found: serde_json::Value = serde_json::from_slice(&out.output).unwrap();
+    let refused = found[0].as_str().unwrap_or_default();
+    assert!(refused.contains("not_in_run") && refused.contains(&c.to_string()), "{found}");
+    assert_eq!((&found[1], &found[3]), (&json!("ok"), &json!("ok")), "{found}");
+    fed.cleanup().await;
+}

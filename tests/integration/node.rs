@@ -542,6 +542,48 @@ async fn firewall_rules_removed_under_a_running_node_are_put_back() {
     fed.cleanup().await;
 }
 
+/// A rule put above the node's jump that accepts the bridge's traffic (which `iptables -C` does
+/// not notice) is noticed, and the node's jump is put back above it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accept_put_above_the_nodes_jump_is_noticed_and_outranked() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    fed.config.network.firewall_check_secs = 1;
+    fed.start_node().await;
+    let bridge = bridge_of(&format!("fedq-{}", fed.config.node.name));
+    let accept = ["INPUT", "-i", bridge.as_str(), "-j", "ACCEPT"];
+    /// Removes the test's ACCEPT rule however the test ends.
+    struct Accept(Vec<String>);
+    impl Drop for Accept {
+        fn drop(&mut self) {
+            let rule: Vec<&str> = self.0.iter().map(String::as_str).collect();
+            while std::process::Command::new("iptables")
+                .args([&["-w", "-D"], &rule[..]].concat())
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {}
+        }
+    }
+    let _accept = Accept(accept.iter().map(|a| a.to_string()).collect());
+    iptables(&[&["-I"], &accept[..1], &["1"], &accept[1..]].concat());
+    let position = |input: &str, needle: &str| input.lines().position(|l| l.contains(needle));
+    let ours = format!("-i {bridge} -j FEDQ-");
+    let theirs = format!("-i {bridge} -j ACCEPT");
+    support::eventually(30, "the node to put its jump above the ACCEPT", || async {
+        let input = iptables(&["-S", "INPUT"]);
+        match (position(&input, &ours), position(&input, &theirs)) {
+            (Some(o), Some(t)) if o < t => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gateway = fed.endpoint().ip();
+    let (_, found) = fed.probe(json!([{"op": "connect", "addr": format!("{gateway}:{port}")}])).await;
+    assert_ne!(found[0], "open", "{found:?}");
+    fed.cleanup().await;
+}
+
 /// The bridge interface of a Docker network.
 fn bridge_of(network: &str) -> String {
     let options = docker(&["network", "inspect", "-f", "{{json .Options}} {{.Id}}", network]);

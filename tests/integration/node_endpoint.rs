@@ -107,7 +107,8 @@ async fn every_route_checks_the_token_and_the_body() {
     let bad_b64 = json!({"to": b, "topic": "x", "body": "%%%"});
     assert_eq!(ep.call("POST", "/messages", Some(&t1), json_body(bad_b64)).await.0, 400);
     let outsider = json!({"to": fedq::ids::OrgId::new(), "topic": "x", "body": ""});
-    assert_eq!(ep.call("POST", "/messages", Some(&t1), json_body(outsider)).await.0, 404);
+    let (s, refused) = ep.call("POST", "/messages", Some(&t1), json_body(outsider)).await;
+    assert_eq!((s, refused["code"].as_str()), (403, Some("not_in_run")), "{refused}");
 
     let (s, theirs) = ep.call("GET", "/messages?topic=greeting&wait=2", Some(&t2), None).await;
     assert_eq!((s, theirs["messages"].as_array().map(Vec::len)), (200, Some(0)), "another run sees nothing");

@@ -591,6 +591,11 @@ impl Client {
         self.fetch(reqwest::Method::GET, &format!("/tasks?limit={limit}"), None::<&()>).await
     }
 
+    /// The tasks of a run (its task and subtasks), newest first, at most 500.
+    pub async fn tasks_of_run(&self, run: RunId) -> Result<Vec<contract::Task>, ClientError> {
+        self.fetch(reqwest::Method::GET, &format!("/tasks?run={run}&limit=500"), None::<&()>).await
+    }
+
     /// Dead letters this session may read (root: all; an organization's administrator: those to
     /// or from it), newest first: `limit` (1 to 500) from `offset`, of one reason code if given.
     pub async fn dead_letters(

@@ -208,6 +208,15 @@ impl Core {
         Ok(jobs.iter().find(|(j, _)| *j == job).map(|(_, org)| *org))
     }
 
+    /// Whether `org` has a job in `run`, as the server lists the run's tasks (asked each time:
+    /// a subtask may have joined the run since). `Err` when the server did not answer.
+    async fn in_run(&self, run: crate::ids::RunId, org: OrgId) -> Result<bool, ()> {
+        let tasks = self.server.api().tasks_of_run(run).await.map_err(|e| {
+            tracing::warn!(%run, error = %e, "could not read a run's tasks from the server");
+        })?;
+        Ok(tasks.iter().any(|t| t.run == run && t.jobs.iter().any(|j| j.organization == org)))
+    }
+
     /// Logs and counts an authenticated envelope that asks for what its sender may not do.
     fn refuse(&self, header: &crate::envelope::Header, code: &'static str, why: &str) {
         *self.tally.refusals.lock().expect("not poisoned").entry(code).or_default() += 1;

@@ -11,9 +11,12 @@
 //! containers reach nothing routed, whatever Docker's own rules become, and not each other
 //! (also Docker's `enable_icc=false`, which needs `br_netfilter`, checked at start).
 //!
-//! Rules can vanish under a running node (a firewall reload, an administrator's flush): the node
-//! checks them with [`Firewall::verify`] every few seconds, starts no container while they are
-//! not in place, and installs them again.
+//! Rules can vanish under a running node (a firewall reload, an administrator's flush), and a
+//! rule put above the node's jump (`iptables -I INPUT 1 -i <bridge> -j ACCEPT`) takes the
+//! verdict before it, although `iptables -C` still finds the jump: the node checks with
+//! [`Firewall::verify`] every few seconds that each jump is there and that nothing above it can
+//! accept the bridge's traffic ([`shadows`]), starts no container while that is not so, and
+//! installs the rules again, its jumps first.
 
 use std::net::Ipv4Addr;
 
@@ -109,13 +112,36 @@ impl Firewall {
                 }
             }
             for (chain, rule) in self.jumps(tool).await {
-                let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-                if run(tool, &[&["-C", chain], &rule[..]].concat()).await.is_err() {
-                    run(tool, &[&["-I", chain, "1"], &rule[..]].concat()).await?;
+                if self.jump_in_place(tool, chain, &rule).await.is_ok() {
+                    continue;
                 }
+                let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+                while run(tool, &[&["-D", chain], &rule[..]].concat()).await.is_ok() {}
+                run(tool, &[&["-I", chain, "1"], &rule[..]].concat()).await?;
             }
         }
         Ok(())
+    }
+
+    /// Whether `rule` is in `chain` with nothing above it that could take a verdict on the
+    /// bridge's traffic first.
+    async fn jump_in_place(&self, tool: &str, chain: &str, rule: &[String]) -> Result<(), FirewallError> {
+        let listed = output(tool, &["-S", chain]).await?;
+        let ours = format!("-A {chain} {}", rule.join(" "));
+        let mut above: Vec<&str> = Vec::new();
+        for line in listed.lines().filter(|l| l.starts_with("-A ")) {
+            if line == ours {
+                return match above.iter().find(|l| shadows(l, &self.bridge, chain == "INPUT")) {
+                    None => Ok(()),
+                    Some(l) => Err(FirewallError {
+                        command: format!("{tool} -S {chain}"),
+                        detail: format!("`{l}` comes before the node's `{ours}` and can accept its traffic"),
+                    }),
+                };
+            }
+            above.push(line);
+        }
+        Err(FirewallError { command: format!("{tool} -S {chain}"), detail: format!("`{ours}` is missing") })
     }
 
     /// Whether every rule is in place, and nothing else in the node's chains: `Err` names the
@@ -141,8 +167,7 @@ impl Firewall {
                 }
             }
             for (chain, rule) in self.jumps(tool).await {
-                let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-                run(tool, &[&["-C", chain], &rule[..]].concat()).await?;
+                self.jump_in_place(tool, chain, &rule).await?;
             }
         }
         Ok(())
@@ -164,6 +189,31 @@ impl Firewall {
                 let _ = run(tool, &["-X", chain]).await;
             }
         }
+    }
+}
+
+/// Whether `line`, a rule of `iptables -S` listed above the node's jump for `bridge`, could take
+/// a verdict on the bridge's traffic before the jump does. Harmless: a jump to another node's
+/// chain (its rules only drop), a rule that only drops, rejects or logs, and, in `INPUT`, a rule
+/// for another interface named literally. Anything else (an ACCEPT, a jump to someone else's
+/// chain, a negation, an interface pattern that covers the bridge) could, so it counts.
+fn shadows(line: &str, bridge: &str, input: bool) -> bool {
+    let tokens: Vec<&str> = line.split_whitespace().skip(2).collect();
+    let target = tokens.windows(2).find(|w| w[0] == "-j" || w[0] == "-g").map(|w| w[1]);
+    match target {
+        None | Some("DROP" | "REJECT" | "LOG") => return false,
+        Some(t) if t.starts_with("FEDQ-") => return false,
+        Some(_) => {}
+    }
+    if !input || tokens.contains(&"!") {
+        return true;
+    }
+    match tokens.windows(2).find(|w| w[0] == "-i").map(|w| w[1]) {
+        Some(interface) => match interface.strip_suffix('+') {
+            Some(prefix) => bridge.starts_with(prefix),
+            None => interface == bridge,
+        },
+        None => true,
     }
 }
 
@@ -217,5 +267,34 @@ async fn output(tool: &str, args: &[&str]) -> Result<String, FirewallError> {
             command: format!("{tool} {}", args.join(" ")),
             detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shadows;
+
+    #[test]
+    fn a_rule_above_the_jump_shadows_it_when_it_could_accept_the_bridges_traffic() {
+        let b = "br-0123456789ab";
+        for (line, input, expected) in [
+            ("-A INPUT -i br-0123456789ab -j ACCEPT", true, true),
+            ("-A INPUT -j ACCEPT", true, true),
+            ("-A INPUT -p tcp --dport 22 -j ACCEPT", true, true),
+            ("-A INPUT -i br-+ -j ACCEPT", true, true),
+            ("-A INPUT ! -i lo -j ACCEPT", true, true),
+            ("-A INPUT -i br-0123456789ab -j f2b-sshd", true, true),
+            ("-A INPUT -i lo -j ACCEPT", true, false),
+            ("-A INPUT -i br-ffffffffffff -j ACCEPT", true, false),
+            ("-A INPUT -i br-ffffffffffff -j FEDQ-other", true, false),
+            ("-A INPUT -j DROP", true, false),
+            ("-A INPUT -i br-0123456789ab -j LOG --log-prefix x", true, false),
+            ("-A INPUT -i br-0123456789ab", true, false),
+            ("-A DOCKER-USER -i br-ffffffffffff -j FEDQ-other-F", false, false),
+            ("-A DOCKER-USER -i eth0 -j ACCEPT", false, true),
+            ("-A DOCKER-USER -j RETURN", false, true),
+        ] {
+            assert_eq!(shadows(line, b, input), expected, "{line}");
+        }
     }
 }

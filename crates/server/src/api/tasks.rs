@@ -10,7 +10,7 @@ use warp::http::StatusCode;
 
 use super::{Response, reply};
 use crate::contract::{CreateTask, SealedResult, TaskResults};
-use crate::ids::{CollaborationId, OrgId, TaskId};
+use crate::ids::{CollaborationId, OrgId, RunId, TaskId};
 use crate::protocol::JobStatus;
 use crate::server::app::tasks;
 use crate::server::app::{AppError, Principal, State, db};
@@ -28,6 +28,7 @@ pub struct ListQuery {
     collaboration: Option<CollaborationId>,
     organization: Option<OrgId>,
     status: Option<JobStatus>,
+    run: Option<RunId>,
     #[serde(default = "super::default_limit")]
     limit: i64,
     #[serde(default)]
@@ -44,6 +45,7 @@ pub async fn list(principal: Principal, q: ListQuery, state: State) -> Response 
         organization: q.organization,
         status: q.status,
         task_status: None,
+        run: q.run,
         limit: q.limit,
         offset: q.offset,
     };

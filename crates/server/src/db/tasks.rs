@@ -141,6 +141,8 @@ pub struct TaskFilter {
     pub status: Option<JobStatus>,
     /// Only tasks in this overall status.
     pub task_status: Option<crate::protocol::TaskStatus>,
+    /// Only tasks of this run (its root task and subtasks).
+    pub run: Option<RunId>,
     /// Page size.
     pub limit: i64,
     /// Rows to skip.
@@ -163,6 +165,7 @@ pub async fn list(db: &impl GenericClient, f: &TaskFilter) -> Result<Vec<Task>, 
                        AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.org_id = $3))
                        AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.status = $4))
                        AND ($7::text IS NULL OR t.status = $7)
+                       AND ($8::uuid IS NULL OR t.run_id = $8)
                      ORDER BY t.created_at DESC, t.id LIMIT $5 OFFSET $6) page ON page.id = t.id
                  ORDER BY t.created_at DESC, t.id"
             ),
@@ -174,6 +177,7 @@ pub async fn list(db: &impl GenericClient, f: &TaskFilter) -> Result<Vec<Task>, 
                 &f.limit,
                 &f.offset,
                 &f.task_status.map(|s| s.as_str()),
+                &f.run.map(|r| *r.as_uuid()),
             ],
         )
         .await?;

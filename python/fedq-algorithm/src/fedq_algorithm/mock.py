@@ -204,7 +204,7 @@ class MockFederation:
                 with self._lock:
                     in_run = (job.run, to) in self._inboxes
                 if not in_run:
-                    return 409, {"code": "not_in_run", "message": f"{to} has no job in this run"}
+                    return 403, {"code": "not_in_run", "message": f"{to} has no job in this run; nothing was sent"}
             message = {"id": uuid.uuid4().hex, "from": job.organization, "from_job": job.id,
                        "topic": request["topic"], "body": request["body"]}
             with self._lock:

@@ -57,6 +57,7 @@ pub async fn list(admin: Admin, q: ListQuery, state: State) -> Page {
             organization,
             status,
             task_status: overall,
+            run: None,
             limit: PAGE_SIZE + 1,
             offset,
         },
