@@ -757,6 +757,142 @@ async fn a_flood_of_refused_envelopes_is_contained_while_others_keep_working() {
     app.cleanup().await;
 }
 
+/// A node floods ingress faster than its rate: past its burst its envelopes are refused
+/// `rate_limited` before they are parsed, only `router.dead_letters_per_publisher_hour` of its
+/// refusals are recorded, and another node's message arrives through the flood. Every queue is
+/// bounded by the `fedq-queues` policy: with A's node not consuming, A's queue holds at most
+/// `router.queue_max_mib`, the envelope past it is refused by the broker and dead-lettered by
+/// the router as `undeliverable`, and A's queue takes envelopes again once drained.
+#[tokio::test]
+async fn a_flooding_node_is_rate_limited_and_every_queue_is_bounded() {
+    const FLOOD: usize = 1000;
+    let (mut config, db_name, vhost) = prepare().await;
+    config.router.publisher_envelopes_per_sec = 5;
+    config.router.publisher_burst_secs = 4;
+    config.router.dead_letters_per_publisher_hour = 50;
+    config.router.queue_max_mib = 1;
+    let server = fedq::server::start(config.clone()).await.expect("the server starts");
+    let mut app = attach(config, db_name, vhost, server.addr).await;
+    app.server = Some(server);
+    let (a, b, c) = (app.org("a").await, app.org("b").await, app.org("c").await);
+    let shared = RunOfTwo::start(&app, &a, &b, &[&c]).await;
+    let node_c = NodeBroker::connect(&app, &app.node(c.org(), "c-1").await).await.unwrap();
+
+    for i in 0..FLOOD {
+        node_c.publish(&vec![(i % 251) as u8; 256]).await.unwrap();
+    }
+    let good = shared.message(&b, &a, Timestamp::now());
+    shared.node_b.publish(&good).await.unwrap();
+    assert_eq!(shared.node_a.next(60).await.data, good, "B's message arrives through the flood");
+    let sql = app.sql().await;
+    let by_code = || async {
+        let rows = sql
+            .query(
+                "SELECT reason_code, count(*) FROM dead_letters WHERE publisher = $1 GROUP BY 1",
+                &[&node_c.user],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    eventually(60, "the flood taken off the ingress queue", || async {
+        let q = management().queue(&app.vhost, "fedq.ingress").await.ok().flatten()?;
+        (q.messages == 0).then_some(())
+    })
+    .await;
+    let recorded = by_code().await;
+    assert_eq!(recorded.values().sum::<i64>(), 50, "{recorded:?}");
+    assert!(recorded.get("malformed").is_some_and(|&n| n >= 20), "the burst was parsed: {recorded:?}");
+    assert!(recorded.get("rate_limited").is_some_and(|&n| n > 0), "{recorded:?}");
+
+    // A's queue: five envelopes of 400 KiB from B. A quorum queue refuses publishes once it
+    // holds more than its bound, so it keeps at most the bound and the envelope that crossed it.
+    let route = route(Kind::RunMessage, shared.collab, shared.task, shared.run);
+    let big = |n: u8| {
+        let payload = vec![n; 400 * 1024];
+        envelope::seal(
+            &b,
+            a.org(),
+            a.current().public(),
+            &route,
+            &payload,
+            &SealOptions::default(),
+            Timestamp::now(),
+        )
+        .unwrap()
+        .bytes
+    };
+    // One at a time, each routed before the next, as the bound holds between envelopes (those
+    // forwarded at the same moment are all taken).
+    let admin = app.amqp("guest", "guest").await.unwrap();
+    let ch = admin.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let queue_a = fedq::broker::org_queue(a.org());
+    let settled = || async {
+        let queued = ch.queue_declare(queue_a.as_str().into(), passive, FieldTable::default()).await.unwrap();
+        let dead: i64 = sql
+            .query_one("SELECT count(*) FROM dead_letters WHERE reason_code = 'undeliverable'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (i64::from(queued.message_count()), dead)
+    };
+    let sent: Vec<Vec<u8>> = (1..=5).map(big).collect();
+    for (i, bytes) in sent.iter().enumerate() {
+        shared.node_b.publish(bytes).await.unwrap();
+        eventually(60, "the envelope queued at A or dead-lettered", || async {
+            let (queued, dead) = settled().await;
+            (queued + dead == i as i64 + 1).then_some(())
+        })
+        .await;
+    }
+    let undeliverable: String = sql
+        .query_one("SELECT reason FROM dead_letters WHERE reason_code = 'undeliverable' LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(undeliverable.contains("queue at its bound"), "{undeliverable}");
+    let mut queued = Vec::new();
+    while let Some(m) = shared.node_a.try_next().await {
+        queued.push(m.data);
+    }
+    assert!((2..=3).contains(&queued.len()), "1 MiB and the envelope that crossed it: {}", queued.len());
+    assert!(queued.iter().all(|q| sent.contains(q)));
+    let again = big(6);
+    shared.node_b.publish(&again).await.unwrap();
+    assert_eq!(shared.node_a.next(60).await.data, again, "a drained queue takes envelopes again");
+    app.cleanup().await;
+}
+
+/// Request bodies: a route other than task creation takes at most 1 MiB, whatever
+/// `http.max_body_bytes`; a task body reserves its size from `http.body_budget_mib` (half of it
+/// per organization) before it is read, and one larger than an organization's share is refused
+/// at once, naming the setting, while a smaller one goes through.
+#[tokio::test]
+async fn request_bodies_are_bounded_per_route_and_in_flight() {
+    let (mut config, db_name, vhost) = prepare().await;
+    config.http.body_budget_mib = 4;
+    let server = fedq::server::start(config.clone()).await.expect("the server starts");
+    let mut app = attach(config, db_name, vhost, server.addr).await;
+    app.server = Some(server);
+    let a = app.org("a").await;
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let root = app.root_token.clone();
+    let big_name = json!({"name": "x".repeat(2 * 1024 * 1024)});
+    let (status, body) = app.call("POST", "/organizations", Some(&root), Some(big_name)).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("too_large")), "{body}");
+    let task = |mib: usize| json!({"id": TaskId::new(), "padding": "x".repeat(mib * 1024 * 1024)});
+    let (status, body) = app.call("POST", "/tasks", Some(&researcher), Some(task(3))).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("too_large")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("http.body_budget_mib"), "{body}");
+    // Within the share, the body is read and judged on what it says.
+    let (status, body) = app.call("POST", "/tasks", Some(&researcher), Some(task(1))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("malformed_body")), "{body}");
+    app.cleanup().await;
+}
+
 /// A compromised key revoked by its organization's administrator signs nothing any more: an
 /// envelope signed with it is refused even with a creation time from before the revocation
 /// (which its signer chooses), the collaboration's key listing says it is revoked, and clients

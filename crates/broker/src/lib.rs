@@ -68,6 +68,20 @@ pub fn dead_letter_policy(messages: u64, bytes: u64) -> serde_json::Value {
     serde_json::json!({ "max-length": messages, "max-length-bytes": bytes, "overflow": "drop-head" })
 }
 
+/// The RabbitMQ policy that bounds the ingress queue and every organization's queue.
+pub const QUEUE_POLICY: &str = "fedq-queues";
+
+/// The queues [`QUEUE_POLICY`] applies to, as a RabbitMQ pattern.
+pub const QUEUE_POLICY_PATTERN: &str = "^fedq\\.(ingress|org\\..+)$";
+
+/// The definition of [`QUEUE_POLICY`]: at most `bytes` of messages in each queue; a publish
+/// past it is refused (a negative confirm), so nothing already queued is lost and the publisher
+/// tries again later (a node's link does; the router retries, then dead-letters it as
+/// `undeliverable`).
+pub fn queue_policy(bytes: u64) -> serde_json::Value {
+    serde_json::json!({ "max-length-bytes": bytes, "overflow": "reject-publish" })
+}
+
 /// What every organization's queue name starts with.
 pub const ORG_QUEUE_PREFIX: &str = "fedq.org.";
 

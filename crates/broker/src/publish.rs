@@ -16,7 +16,7 @@ pub enum PublishError {
     #[error("no queue takes this message (returned by the broker)")]
     Unroutable,
     /// The broker refused the message (a negative confirm).
-    #[error("the broker refused the message")]
+    #[error("the broker refused the message (a queue at its bound, router.queue_max_mib, or unavailable)")]
     Refused,
     /// No confirm within the time allowed.
     #[error("no confirm from the broker within {} s", .0.as_secs())]

@@ -208,9 +208,21 @@ impl Core {
         Ok(jobs.iter().find(|(j, _)| *j == job).map(|(_, org)| *org))
     }
 
-    /// Whether `org` has a job in `run`, as the server lists the run's tasks (asked each time:
-    /// a subtask may have joined the run since). `Err` when the server did not answer.
+    /// Whether `org` has a job in `run`: first among the tasks of this node's own jobs in the run
+    /// (a finishing subtask's parent lists the whole ring), then as the server lists the run's
+    /// tasks (asked each time: a subtask may have joined the run since). `Err` when the server
+    /// did not answer.
     async fn in_run(&self, run: crate::ids::RunId, org: OrgId) -> Result<bool, ()> {
+        let known_here = self
+            .running
+            .jobs
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .any(|j| j.record.run == run && j.start.organizations.contains(&org));
+        if known_here {
+            return Ok(true);
+        }
         let tasks = self.server.api().tasks_of_run(run).await.map_err(|e| {
             tracing::warn!(%run, error = %e, "could not read a run's tasks from the server");
         })?;

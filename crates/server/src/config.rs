@@ -48,8 +48,11 @@ pub struct ServerConfig {
 pub struct HttpConfig {
     /// Address and port to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Largest request body accepted, in bytes (task creation carries sealed inputs).
+    /// Largest task body accepted, in bytes (task creation carries sealed inputs); the bodies of
+    /// other routes are at most 1 MiB.
     pub max_body_bytes: u64,
+    /// MiB of task bodies in flight at once, half of it per organization (`app/bodies.rs`).
+    pub body_budget_mib: u32,
     /// Mark the dashboard's cookies `Secure`: browsers then send them over HTTPS only (and to
     /// `localhost`). Turn off only behind a trusted plain-HTTP hop.
     pub secure_cookies: bool,
@@ -75,6 +78,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024 * 1024,
+            body_budget_mib: 256,
             secure_cookies: true,
             tls_cert: None,
             tls_key: None,
@@ -148,6 +152,19 @@ pub struct RouterConfig {
     pub dead_letter_max_messages: u64,
     /// Most bytes of dead letters the broker keeps (the oldest go first).
     pub dead_letter_max_bytes: u64,
+    /// Most MiB each organization's queue, and the ingress queue, hold: a RabbitMQ policy the
+    /// server sets (`fedq-queues`, overflow `reject-publish`), so that no publisher, and no
+    /// node that stops consuming, can fill the broker's disk.
+    pub queue_max_mib: u64,
+    /// Envelopes a second one broker user may publish, beyond its burst (`router/rates.rs`).
+    pub publisher_envelopes_per_sec: u32,
+    /// MiB a second one broker user may publish, beyond its burst.
+    pub publisher_mib_per_sec: u32,
+    /// Seconds of each rate a publisher may spend at once.
+    pub publisher_burst_secs: u32,
+    /// Refused envelopes recorded (database row and dead letter) per publisher and hour; past
+    /// it they are only counted.
+    pub dead_letters_per_publisher_hour: u32,
 }
 
 impl Default for RouterConfig {
@@ -158,6 +175,11 @@ impl Default for RouterConfig {
             clock_skew_secs: 120,
             dead_letter_max_messages: 100_000,
             dead_letter_max_bytes: 256 * 1024 * 1024,
+            queue_max_mib: 1024,
+            publisher_envelopes_per_sec: 500,
+            publisher_mib_per_sec: 32,
+            publisher_burst_secs: 10,
+            dead_letters_per_publisher_hour: 600,
         }
     }
 }

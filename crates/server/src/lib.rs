@@ -224,7 +224,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let metrics = metrics::ServerMetrics::new();
     let router = Router::new(
         pool.clone(),
-        router::policy(&config.router),
+        &config.router,
         link.server_user().to_owned(),
         metrics.clone(),
         config.transparency.log_envelopes,
@@ -256,6 +256,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     {
         tracing::warn!(error = %e, "could not bound the dead-letter queue (RabbitMQ policy {})", broker::DEAD_LETTER_POLICY);
     }
+    let bytes = config.router.queue_max_mib.max(1).saturating_mul(1024 * 1024);
+    if let Err(e) = management
+        .put_policy(
+            &config.broker.vhost,
+            broker::QUEUE_POLICY,
+            broker::QUEUE_POLICY_PATTERN,
+            broker::queue_policy(bytes),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not bound the queues (RabbitMQ policy {})", broker::QUEUE_POLICY);
+    }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServerError::Listen { addr: config.http.listen, source })?;
@@ -268,6 +280,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         management,
         broker_stats: app::BrokerStats::default(),
         throttle: app::throttle::LoginThrottle::new(&config.auth, app::logins::verify_password),
+        bodies: app::bodies::BodyBudget::new(config.http.body_budget_mib),
         config: config.clone(),
         metrics: metrics.clone(),
         transparency: transparency.clone(),

@@ -33,6 +33,31 @@ fn json_body<T: serde::de::DeserializeOwned + Send>(
     warp::body::content_length_limit(limit).and(warp::body::json())
 }
 
+/// The largest body of a route other than task creation.
+const SMALL_BODY: u64 = 1024 * 1024;
+
+/// Reserves a task body's size from the budget of bodies in flight (`app/bodies.rs`) before it
+/// is read: the caller, and the reservation, which the handler holds until it answers.
+fn reserved_body(
+    auth: impl Filter<Extract = (crate::server::app::Principal,), Error = warp::Rejection> + Clone,
+    state: State,
+) -> impl Filter<
+    Extract = (crate::server::app::Principal, crate::server::app::bodies::Reservation),
+    Error = warp::Rejection,
+> + Clone {
+    auth.and(warp::header::optional::<u64>("content-length"))
+        .and(with_state(state))
+        .and_then(|principal: crate::server::app::Principal, length: Option<u64>, state: State| async move {
+            let reserved = state
+                .bodies
+                .reserve(principal.scope(), length.unwrap_or(0), crate::server::app::bodies::WAIT)
+                .await
+                .map_err(warp::reject::custom)?;
+            Ok::<_, warp::Rejection>((principal, reserved))
+        })
+        .untuple_one()
+}
+
 /// A JSON reply with a status.
 pub fn reply<T: Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
     use warp::Reply as _;
@@ -86,7 +111,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("organizations"))
         .and(warp::post())
         .and(auth.clone())
-        .and(json_body(limit))
+        .and(json_body(SMALL_BODY))
         .and(st.clone())
         .and_then(organizations::create);
     let orgs_list = v1
@@ -105,7 +130,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("organizations" / OrgId / "public-key"))
         .and(warp::put())
         .and(auth.clone())
-        .and(json_body(limit))
+        .and(json_body(SMALL_BODY))
         .and(st.clone())
         .and_then(organizations::publish_key);
     let orgs_key_revoke = v1
@@ -125,7 +150,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("users"))
         .and(warp::post())
         .and(auth.clone())
-        .and(json_body(limit))
+        .and(json_body(SMALL_BODY))
         .and(st.clone())
         .and_then(users::create);
     let users_list =
@@ -150,7 +175,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("collaborations"))
         .and(warp::post())
         .and(auth.clone())
-        .and(json_body(limit))
+        .and(json_body(SMALL_BODY))
         .and(st.clone())
         .and_then(collaborations::create);
     let collab_list = v1
@@ -188,7 +213,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("nodes"))
         .and(warp::post())
         .and(auth.clone())
-        .and(json_body(limit))
+        .and(json_body(SMALL_BODY))
         .and(st.clone())
         .and_then(nodes::create);
     let nodes_list =
@@ -230,7 +255,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
     let tasks_create = v1
         .and(warp::path!("tasks"))
         .and(warp::post())
-        .and(auth.clone())
+        .and(reserved_body(auth.clone(), state.clone()))
         .and(json_body(limit))
         .and(st.clone())
         .and_then(tasks::create);

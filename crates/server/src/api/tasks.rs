@@ -16,8 +16,14 @@ use crate::server::app::tasks;
 use crate::server::app::{AppError, Principal, State, db};
 use crate::server::db::tasks::{self as store, TaskFilter};
 
-/// Creates a task and forwards its `job_start` envelopes.
-pub async fn create(principal: Principal, body: CreateTask, state: State) -> Response {
+/// Creates a task and forwards its `job_start` envelopes, holding the body's reservation until
+/// it answers.
+pub async fn create(
+    principal: Principal,
+    _reserved: crate::server::app::bodies::Reservation,
+    body: CreateTask,
+    state: State,
+) -> Response {
     Ok(reply(StatusCode::CREATED, &tasks::create(&principal, body, &state).await?))
 }
 

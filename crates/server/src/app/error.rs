@@ -166,6 +166,11 @@ impl AppError {
         Self::new(ErrorCode::NotFound, format!("{} not found", what.into()))
     }
 
+    /// The request body is larger than a bound.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TooLarge, message)
+    }
+
     /// The request body or parameters are invalid.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)

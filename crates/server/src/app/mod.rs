@@ -4,6 +4,7 @@
 //! [`access`], every task, node, enrollment and user action in its module here.
 
 pub mod access;
+pub mod bodies;
 pub mod broker_stats;
 pub mod collaborations;
 pub mod enrollments;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub broker_stats: BrokerStats,
     /// Bounds on password checking: concurrency and failures.
     pub throttle: throttle::LoginThrottle,
+    /// Bounds on large request bodies in flight.
+    pub bodies: bodies::BodyBudget,
     /// Settings.
     pub config: ServerConfig,
     /// Prometheus metrics.

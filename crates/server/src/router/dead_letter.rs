@@ -4,6 +4,7 @@
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
+use super::rates::Record;
 use super::{Refusal, RouteError, Router};
 use crate::broker::{self, PublishChannel as Channel, Target};
 use crate::envelope::Header;
@@ -19,6 +20,18 @@ impl Router {
         header: Option<&Header>,
         publisher: &str,
     ) -> Result<(), RouteError> {
+        match self.inner.recorded.take(publisher) {
+            Record::Yes => {}
+            Record::FirstOver => {
+                tracing::warn!(
+                    publisher,
+                    "more than router.dead_letters_per_publisher_hour refusals of this publisher in the hour: \
+                     the rest are counted in fedq_refused_envelopes_total, not recorded"
+                );
+                return Ok(());
+            }
+            Record::No => return Ok(()),
+        }
         let client = self.inner.db.get().await.map_err(DbError::from)?;
         let record = routing::DeadLetter {
             header,

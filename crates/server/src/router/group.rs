@@ -186,6 +186,18 @@ impl Router {
             (Publisher::Node(_), Some(user)) => (item.publisher, Some(user)),
             (api @ Publisher::Api(_), _) => (api, None),
         };
+        // Before anything else, parsing included: a flood costs the router as little as can be.
+        if let Some(user) = broker_user
+            && !self.inner.rates.admit(user, item.bytes.len())
+        {
+            let refusal = Refusal::new(
+                "rate_limited",
+                format!(
+                    "{user} publishes faster than router.publisher_envelopes_per_sec / publisher_mib_per_sec allow"
+                ),
+            );
+            return Ok(Err(RouteError::Refused { refusal, header: None }));
+        }
         let parsed = match parse(item.bytes, self.inner.policy.max_len) {
             Ok(parsed) => parsed,
             Err(e) => {

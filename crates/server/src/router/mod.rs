@@ -16,6 +16,7 @@ mod dead_letter;
 mod facts;
 mod group;
 mod hold;
+mod rates;
 
 use std::sync::Arc;
 
@@ -94,17 +95,21 @@ struct Inner {
     metrics: crate::server::metrics::ServerMetrics,
     /// Whether routed envelopes get their transparency-log leaf (`transparency.log_envelopes`).
     log_envelopes: bool,
+    /// How fast each broker user may publish.
+    rates: rates::PublisherRates,
+    /// How many of each publisher's refusals are recorded.
+    recorded: rates::DeadLetterBudget,
 }
 
 impl Router {
-    /// A router over `db` that checks envelopes against `policy` (its `max_len` and
-    /// `clock_skew`).
+    /// A router over `db` that checks envelopes against the limits of `config` (see
+    /// [`policy`]) and bounds each publisher by its rates (`rates.rs`).
     /// `server_user` is the server's broker user, stamped on the control messages it publishes.
     /// `log_envelopes` gives each routed envelope its transparency-log leaf (off only to measure
     /// the log's cost, `transparency.log_envelopes`).
     pub fn new(
         db: Pool,
-        policy: OpenPolicy,
+        config: &crate::server::config::RouterConfig,
         server_user: String,
         metrics: crate::server::metrics::ServerMetrics,
         log_envelopes: bool,
@@ -114,11 +119,13 @@ impl Router {
             inner: Arc::new(Inner {
                 db,
                 server_user,
-                policy,
+                policy: policy(config),
                 facts: FactsCache::default(),
                 results,
                 metrics,
                 log_envelopes,
+                rates: rates::PublisherRates::new(config),
+                recorded: rates::DeadLetterBudget::new(config),
             }),
         }
     }
