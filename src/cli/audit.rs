@@ -4,6 +4,7 @@
 //! envelopes or leaves are, or are not, in the log; `verify --org` prints an organization's own
 //! view: the trust events about it and the envelopes it sent and received.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -103,7 +104,31 @@ async fn execute(client: &Client, args: &AuditArgs) -> Result<Value, CliError> {
                 let text = serde_json::to_string_pretty(&checkpoint).expect("a checkpoint serializes");
                 std::fs::write(path, text).map_err(|source| CliError::Io { path: path.clone(), source })?;
             }
-            Ok(view.answer(&key, &head, start.size()))
+            // Every key the server serves must have its leaf: one in its database alone was put
+            // there outside the log. Only a replay from the start has seen every such leaf.
+            let unlogged =
+                if from.is_none() { Some(unlogged_keys(client, &view.logged_keys).await?) } else { None };
+            let mut answer = view.answer(&key, &head, start.size());
+            let note = match &unlogged {
+                None => "keys       not checked: a checkpoint starts after the leaves that publish them (verify \
+                         without --from to check them)\n"
+                    .to_owned(),
+                Some(list) if list.is_empty() => {
+                    "keys       every organization's current key, as the server serves it, has its leaf in the log\n"
+                        .to_owned()
+                }
+                Some(_) => String::new(),
+            };
+            if let Some(text) = answer["text"].as_str() {
+                answer["text"] = Value::from(format!("{text}{note}"));
+            }
+            match unlogged {
+                Some(keys) if !keys.is_empty() => {
+                    print!("{}", answer["text"].as_str().unwrap_or_default());
+                    Err(CliError::KeyNotLogged { keys })
+                }
+                _ => Ok(answer),
+            }
         }
         AuditCommand::Prove { envelopes, leaves } => {
             let key = log_key(client, args.log_key.as_deref()).await?;
@@ -153,6 +178,25 @@ async fn execute(client: &Client, args: &AuditArgs) -> Result<Value, CliError> {
     }
 }
 
+/// The organizations visible to the session whose current key, as the server serves it, no leaf
+/// of `logged` publishes: each as "name (id): key fingerprint".
+async fn unlogged_keys(
+    client: &Client,
+    logged: &HashMap<OrgId, HashSet<[u8; 32]>>,
+) -> Result<Vec<String>, CliError> {
+    let orgs = client.get("/organizations").await?;
+    let mut unlogged = Vec::new();
+    for org in orgs.as_array().into_iter().flatten() {
+        let Some(id) = org["id"].as_str().and_then(|id| id.parse::<OrgId>().ok()) else { continue };
+        let Some(served) = client.current_key(id).await? else { continue };
+        if !logged.get(&id).is_some_and(|keys| keys.contains(served.id().as_bytes())) {
+            let name = org["name"].as_str().unwrap_or("?");
+            unlogged.push(format!("{name} ({id}): key {}", served.id()));
+        }
+    }
+    Ok(unlogged)
+}
+
 /// The key heads must verify with: the pinned one (and the server must show the same), else the
 /// server's.
 async fn log_key(client: &Client, pinned: Option<&str>) -> Result<VerifyingKey, CliError> {
@@ -181,6 +225,8 @@ fn read_checkpoint(path: &PathBuf) -> Result<Checkpoint, CliError> {
 /// What `verify` saw.
 struct View {
     org: Option<OrgId>,
+    /// Every key a leaf published or rotated to, by organization.
+    logged_keys: HashMap<OrgId, HashSet<[u8; 32]>>,
     envelopes: u64,
     events: u64,
     unreadable: u64,
@@ -193,6 +239,7 @@ impl View {
     fn new(org: Option<OrgId>) -> Self {
         Self {
             org,
+            logged_keys: HashMap::new(),
             envelopes: 0,
             events: 0,
             unreadable: 0,
@@ -215,6 +262,11 @@ impl View {
             }
             Ok(Leaf::Event(e)) => {
                 self.events += 1;
+                if let fedq_transparency::Event::KeyPublished { key }
+                | fedq_transparency::Event::KeyRotated { new: key, .. } = e.event
+                {
+                    self.logged_keys.entry(e.organization).or_default().insert(key);
+                }
                 if Some(e.organization) == self.org {
                     self.own_events.push(json!({
                         "index": index,

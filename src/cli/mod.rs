@@ -145,6 +145,17 @@ pub enum CliError {
         /// What is missing.
         missing: Vec<String>,
     },
+    /// The server serves keys that no leaf of its transparency log publishes.
+    #[error(
+        "the server serves keys that no leaf of the log publishes: {}. A key in the server's directory \
+         without its leaf was put there outside the log (in its database, by whoever controls it): do not \
+         trust it; compare its fingerprint with the organization's administrator",
+        keys.join("; ")
+    )]
+    KeyNotLogged {
+        /// Each as "name (id): key fingerprint".
+        keys: Vec<String>,
+    },
     /// Not every job had its result when the wait ended; the results printed are partial.
     #[error(
         "task {task}: {} organization(s) had no result after {waited_secs} s: {}; the results printed are \
@@ -184,7 +195,9 @@ impl CliError {
         match self {
             Self::Incomplete { .. } => 3,
             // The log misbehaved: evidence to keep, not a failure to retry.
-            Self::Log(crate::client::audit::AuditError::Alarm(_)) | Self::BadProof { .. } => 4,
+            Self::Log(crate::client::audit::AuditError::Alarm(_))
+            | Self::BadProof { .. }
+            | Self::KeyNotLogged { .. } => 4,
             _ => 1,
         }
     }

@@ -231,6 +231,33 @@ async fn a_run_volume_is_shared_within_the_run_only_and_removed_when_the_run_end
     fed.cleanup().await;
 }
 
+/// A container that fills its run volume fills the run's own disk of `limits.run_volume_mib`,
+/// not the node's state directory: its writes stop at the bound with "no space", the node goes
+/// on (the job's result is recorded and sent, the next task runs), and the disk's file and loop
+/// device are gone when the run ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_that_fills_its_run_volume_fills_only_the_runs_own_disk() {
+    let mut fed = Fed::new(fedq::node::config::Limits { run_volume_mib: 16, ..Fed::limits() }).await;
+    fed.start_node().await;
+    let submitted = fed.submit(json!([{"op": "fill", "path": "/fedq/run/big", "mib": 64}])).await;
+    let result = fed.result(submitted.task).await;
+    assert_eq!(result.status, JobStatus::Completed, "{result:?}");
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&result.output).unwrap();
+    let written = found[0]["written_mib"].as_u64().unwrap();
+    assert!(written < 16, "stopped at the run's 16 MiB: {found:?}");
+    assert!(found[0]["error"].as_str().is_some_and(|e| e.contains("No space left")), "{found:?}");
+    let (_, next) = fed.probe(json!([{"op": "write", "path": "/fedq/run/x", "data": "ok"}])).await;
+    assert_eq!(next[0], "ok", "another run has its own disk: {next:?}");
+
+    let image = fed.config.node.state_dir.join("runs").join(submitted.run.to_string()).join("volume.img");
+    support::eventually(30, "the run's disk to be removed", || async { (!image.exists()).then_some(()) })
+        .await;
+    let attached = std::process::Command::new("losetup").arg("--all").output().unwrap();
+    let attached = String::from_utf8_lossy(&attached.stdout);
+    assert!(!attached.contains(&image.display().to_string()), "no loop device left: {attached}");
+    fed.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_task_stops_its_container() {
     let fed = fed().await;

@@ -207,7 +207,7 @@ async fn a_node_enrolls_with_one_token_and_starts_from_the_settings_written() {
 
     let (ok, out, err) = support::fedq_command(h, &["node", "check", "--config", config_s], None);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("all 8 checks passed"), "{out}");
+    assert!(out.contains("all 9 checks passed"), "{out}");
 
     // The node runs from the settings as written.
     let log = std::fs::File::create(h.join("node.log")).unwrap();

@@ -124,7 +124,11 @@ async fn a_researcher_runs_secure_sum_from_the_command_line() {
     OrgKey::generate().write_new(&wrong).unwrap();
     let args = task_create(&collaboration, image, wrong.to_str().unwrap(), &["--org", &a]);
     let err = cli.fails(&strs(&args));
-    assert!(err.contains("is not organization") && err.contains("published key"), "{err}");
+    assert!(
+        err.contains("is not the key the server publishes as organization")
+            && err.contains("fedq audit verify"),
+        "{err}"
+    );
 
     // An organization outside the collaboration.
     let outsider = fed.app.org("outsider").await.org().to_string();

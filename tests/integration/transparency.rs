@@ -419,6 +419,7 @@ async fn fedq_audit_verifies_the_log_proves_envelopes_and_catches_a_rewrite() {
         "{out}"
     );
     assert!(out.contains(&format!("collaboration created {}", run.collaboration)), "{out}");
+    assert!(out.contains("current key, as the server serves it, has its leaf in the log"), "{out}");
     let json: Value = serde_json::from_str(&fedq_ok(home, &["audit", "verify", "--json"], None)).unwrap();
     let size = json["tree_head"]["size"].as_u64().unwrap();
     assert!(size >= 6, "{json}");
@@ -434,6 +435,32 @@ async fn fedq_audit_verifies_the_log_proves_envelopes_and_catches_a_rewrite() {
     })
     .await;
     assert!(out.contains(&format!("verified   leaves {size} to")), "{out}");
+
+    // B's key swapped in the server's database, which no leaf records: the server now serves a
+    // key outside the log, named with its organization; evidence, exit status 4.
+    let swapped = fedq::keys::OrgKey::generate();
+    let sql = app.sql().await;
+    let b = run.b.org();
+    sql.execute("UPDATE organization_keys SET retired_at = now() WHERE org_id = $1", &[b.as_uuid()])
+        .await
+        .unwrap();
+    sql.execute(
+        "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
+        &[b.as_uuid(), &swapped.id().as_bytes().as_slice(), &swapped.public().to_string()],
+    )
+    .await
+    .unwrap();
+    let (code, out, err) = fedq_status(home, &["audit", "verify"], None);
+    assert_eq!(code, Some(4), "{out}{err}");
+    assert!(err.contains("no leaf of the log publishes"), "{err}");
+    assert!(err.contains(&format!("({b}): key {}", swapped.id())), "{err}");
+    assert!(out.contains("they give the signed root"), "the log itself verified: {out}");
+    sql.execute("DELETE FROM organization_keys WHERE key_id = $1", &[&swapped.id().as_bytes().as_slice()])
+        .await
+        .unwrap();
+    sql.execute("UPDATE organization_keys SET retired_at = NULL WHERE org_id = $1", &[b.as_uuid()])
+        .await
+        .unwrap();
 
     // A pinned key that is not the log's, and a rewritten leaf: evidence, exit status 4.
     let (code, _, err) = fedq_status(home, &["audit", "--log-key", &"ab".repeat(32), "verify"], None);

@@ -161,7 +161,13 @@ impl Fed {
 
     /// Test limits: small and quick.
     pub fn limits() -> Limits {
-        Limits { memory_mib: 64, concurrent_jobs: 2, timeout_secs: 60, ..Limits::default() }
+        Limits {
+            memory_mib: 64,
+            concurrent_jobs: 2,
+            timeout_secs: 60,
+            run_volume_mib: 64,
+            ..Limits::default()
+        }
     }
 
     /// Starts the node in this process.
@@ -373,8 +379,8 @@ impl Fed {
 }
 
 /// A test node's process and name: dropping it (a failed test too) stops the process and
-/// removes its containers, volumes, network and firewall rules, so that failures do not exhaust
-/// Docker's address pools.
+/// removes its containers, volumes (detaching the loop devices of their run disks), network and
+/// firewall rules, so that failures do not exhaust Docker's address pools or the loop devices.
 pub struct NodeGuard {
     pub name: String,
     pub process: Option<Child>,
@@ -396,7 +402,11 @@ fn remove_docker_leftovers(name: &str) {
         .arg("-c")
         .arg(format!(
             "docker rm -f $(docker ps -aq --filter label=org.fedq.node={name}) 2>/dev/null; \
-             docker volume rm $(docker volume ls -q --filter label=org.fedq.node={name}) 2>/dev/null; \
+             for v in $(docker volume ls -q --filter label=org.fedq.node={name}); do \
+               d=$(docker volume inspect -f '{{{{index .Options \"device\"}}}}' \"$v\"); \
+               docker volume rm \"$v\" >/dev/null 2>&1; \
+               case \"$d\" in /dev/loop*) losetup -d \"$d\" 2>/dev/null;; esac; \
+             done; \
              docker network rm fedq-{name} 2>/dev/null; true"
         ))
         .output();

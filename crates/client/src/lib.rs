@@ -56,8 +56,11 @@ pub enum ClientError {
     Decode(String),
     /// The private key given is not the organization's published key.
     #[error(
-        "the key given (fingerprint {given}) is not organization {org}'s published key ({published}); \
-         use the organization's key file"
+        "the key given (fingerprint {given}) is not the key the server publishes as organization {org}'s \
+         ({published}). If {given} is your organization's key file, the server's directory was changed: a key \
+         put in its database, or published by someone else, for your organization; tell its administrator \
+         (`fedq audit verify` names any served key that no log leaf records). Otherwise use the \
+         organization's key file"
     )]
     WrongKey {
         /// The organization.

@@ -46,6 +46,7 @@ pub async fn run(config: &NodeConfig) -> Vec<Check> {
             Ok("[network] firewall = false: containers are not isolated from the host's ports".into())
         },
     ));
+    checks.push(Check::new("run disks", timed(run_disks(config)).await));
     checks.push(Check::new("images", timed(images(config)).await));
     checks.push(Check::new("data sources", data(config)));
     checks
@@ -167,6 +168,54 @@ async fn firewall_tools() -> Result<String, String> {
         }
     }
     Ok("iptables and ip6tables usable".into())
+}
+
+/// Each run's volume is a disk of its own (`containers/run_disk.rs`): the tools that make one
+/// must be there, and the state directory must have room for at least one.
+async fn run_disks(config: &NodeConfig) -> Result<String, String> {
+    for (tool, args) in [("fallocate", "--version"), ("mkfs.ext4", "-V"), ("losetup", "--version")] {
+        match tokio::process::Command::new(tool).arg(args).output().await {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Err(format!("`{tool} {args}` failed: {}", String::from_utf8_lossy(&o.stderr).trim()));
+            }
+            Err(e) => return Err(format!("{tool}: {e}; `apt-get install util-linux e2fsprogs`")),
+        }
+    }
+    if !std::path::Path::new("/dev/loop-control").exists() {
+        return Err("no /dev/loop-control: load the loop module (`modprobe loop`)".into());
+    }
+    let mib = config.limits.run_volume_mib;
+    let free =
+        free_mib(&config.node.state_dir).map_err(|e| format!("{}: {e}", config.node.state_dir.display()))?;
+    if free < mib {
+        return Err(format!(
+            "{} MiB free under {}, less than one run's volume (limits.run_volume_mib = {mib}): free space or lower it",
+            free,
+            config.node.state_dir.display()
+        ));
+    }
+    Ok(format!(
+        "{mib} MiB per run; {free} MiB free under {}, room for {} runs",
+        config.node.state_dir.display(),
+        free / mib
+    ))
+}
+
+/// Free MiB on the file system that holds, or will hold, `path` (the nearest directory of it
+/// that exists: the state directory is made at the first start), as `df` reports it.
+fn free_mib(path: &std::path::Path) -> Result<u64, String> {
+    let existing = path.ancestors().find(|p| p.exists()).unwrap_or(std::path::Path::new("/"));
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1M"])
+        .arg(existing)
+        .output()
+        .map_err(|e| e.to_string())?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| format!("`df` said {}", String::from_utf8_lossy(&out.stderr).trim()))
 }
 
 async fn images(config: &NodeConfig) -> Result<String, String> {

@@ -163,6 +163,10 @@ pub struct Limits {
     pub run_inbox_messages: usize,
     /// Bytes of waiting run messages kept for one run at most, in MiB.
     pub run_inbox_mib: u64,
+    /// The size of each run's volume, in MiB: a disk of its own, allocated in full under the
+    /// state directory when the run's first job here starts, so that a container that fills
+    /// it fills nothing else (at least 16).
+    pub run_volume_mib: u64,
     /// Inputs one subtask request may carry, summed over its organizations, in MiB: the node
     /// seals a copy for each, so that without a bound one request of a large input to many
     /// organizations would have it seal gigabytes.
@@ -188,6 +192,7 @@ impl Default for Limits {
             user: "65534:65534".into(),
             run_inbox_messages: 10_000,
             run_inbox_mib: 256,
+            run_volume_mib: 1024,
             subtask_input_mib: 64,
             job_subtask_mib: 256,
             job_concurrent_requests: 8,
@@ -391,6 +396,11 @@ impl NodeConfig {
         }
         if self.limits.uid_gid().is_none_or(|(u, _)| u == 0) {
             return invalid("limits.user must be a numeric uid:gid other than root");
+        }
+        if self.limits.run_volume_mib < 16 {
+            return invalid(
+                "limits.run_volume_mib must be at least 16 (an ext4 file system needs a few MiB)",
+            );
         }
         if self.policy.min_organizations == 0 {
             return invalid("policy.min_organizations must be at least 1");

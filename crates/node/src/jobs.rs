@@ -366,8 +366,9 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
     }
     let expires = Timestamp::now().saturating_add(Duration::from_secs(core.config.node.run_ttl_secs));
     let owner = core.config.limits.uid_gid().expect("validated at load");
-    let volume = match core.state.run_volume_dir(job.record.run, owner) {
-        Ok(dir) => core.sandbox.ensure_run_volume(job.record.run, &dir, expires).await,
+    let mib = core.config.limits.run_volume_mib;
+    let volume = match core.state.run_volume_image(job.record.run) {
+        Ok(image) => core.sandbox.ensure_run_volume(job.record.run, &image, mib, owner, expires).await,
         Err(e) => Err(e.into()),
     };
     let volume = match volume {
@@ -619,7 +620,7 @@ pub(crate) async fn finish_run(core: &Core, run: RunId) {
 }
 
 async fn remove_run(core: &Core, run: RunId) {
-    match core.sandbox.remove_run_volume(run).await {
+    match core.sandbox.remove_run_volume(run, &core.state.run_volume_image_path(run)).await {
         Ok(_) => {
             if let Err(e) = core.state.remove_run(run) {
                 tracing::warn!(%run, error = %e, "could not remove the run's files");

@@ -252,6 +252,15 @@ impl Core {
             Ok(decisions) => {
                 for refusal in self.peers.record(collaboration, decisions) {
                     tracing::error!(%collaboration, error = %refusal, "refusing a key the server handed out");
+                    // A partner's key replaced without a rotation signed by the trusted one: what a
+                    // key swapped in the server's database looks like from here. Evidence for the
+                    // administrator, not only a refusal in the log.
+                    if matches!(refusal, crate::keys::TrustError::Changed { .. }) {
+                        self.log.raise(
+                            "partner_key_changed",
+                            &format!("collaboration {collaboration}: {refusal}"),
+                        );
+                    }
                 }
                 true
             }
@@ -590,7 +599,7 @@ pub async fn gc(config: &NodeConfig, all: bool) -> Result<(usize, usize), NodeEr
     for (name, run, expires) in sandbox.volumes().await? {
         if all || expires.is_some_and(|e| e < now) {
             if let Some(run) = run {
-                if sandbox.remove_run_volume(run).await.unwrap_or(false) {
+                if sandbox.remove_run_volume(run, &state.run_volume_image_path(run)).await.unwrap_or(false) {
                     volumes += 1;
                 }
                 let _ = state.remove_run(run);

@@ -577,7 +577,7 @@ impl LogMonitor {
         overdue
     }
 
-    fn raise(&self, code: &'static str, message: &str) {
+    pub(crate) fn raise(&self, code: &'static str, message: &str) {
         let mut alarms = self.alarms.lock().expect("not poisoned");
         if alarms.iter().any(|a| a == message) {
             return;

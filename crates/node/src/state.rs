@@ -349,14 +349,17 @@ impl StateDir {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{} is damaged", path.display())))
     }
 
-    /// The host directory behind the run's Docker volume, created owned by `owner`.
-    pub fn run_volume_dir(&self, run: RunId, owner: (u32, u32)) -> io::Result<PathBuf> {
-        let dir = self.root.join("runs").join(run.to_string()).join("volume");
-        if !dir.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-            std::os::unix::fs::chown(&dir, Some(owner.0), Some(owner.1))?;
-        }
-        Ok(dir)
+    /// The file holding the run's disk (`containers/run_disk.rs`), in the run's directory,
+    /// which is created (readable by the node alone) if need be.
+    pub fn run_volume_image(&self, run: RunId) -> io::Result<PathBuf> {
+        let dir = self.root.join("runs").join(run.to_string());
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        Ok(dir.join("volume.img"))
+    }
+
+    /// Where the run's disk file is or would be, without creating anything.
+    pub fn run_volume_image_path(&self, run: RunId) -> PathBuf {
+        self.root.join("runs").join(run.to_string()).join("volume.img")
     }
 
     /// Removes everything the node keeps for `run` (inbox and volume contents).

@@ -66,6 +66,7 @@ fn main() {
             "resolve" => resolve(step),
             "listen" => listen(step),
             "write" => write(step),
+            "fill" => fill(step),
             "read" => read(step),
             "uid" => uid(),
             "alloc" => alloc(step),
@@ -255,6 +256,22 @@ fn write(step: &Value) -> Value {
         Ok(()) => json!("ok"),
         Err(e) => json!(format!("error: {e}")),
     }
+}
+
+/// Writes `mib` MiB to `path`, a MiB at a time, until done or refused: the MiB written, and the
+/// error that stopped it.
+fn fill(step: &Value) -> Value {
+    let mut file = match std::fs::File::create(step["path"].as_str().unwrap_or("")) {
+        Ok(f) => f,
+        Err(e) => return json!({"written_mib": 0, "error": e.to_string()}),
+    };
+    let chunk = vec![0x5a_u8; 1024 * 1024];
+    for written in 0..step["mib"].as_u64().unwrap_or(0) {
+        if let Err(e) = file.write_all(&chunk).and_then(|()| file.sync_data()) {
+            return json!({"written_mib": written, "error": e.to_string()});
+        }
+    }
+    json!({"written_mib": step["mib"], "error": null})
 }
 
 fn read(step: &Value) -> Value {

@@ -1,7 +1,9 @@
 //! Algorithm containers through the Docker API (bollard): the node's internal network and its
-//! firewall, per-run volumes, and hardened containers with limits.
+//! firewall, per-run volumes on disks of their own (`run_disk`), and hardened containers with
+//! limits.
 
 mod firewall;
+mod run_disk;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -21,6 +23,7 @@ use futures_util::StreamExt as _;
 use sha2::Digest as _;
 
 pub use firewall::{Firewall, FirewallError};
+pub use run_disk::DiskError;
 
 use super::config::{Limits, NodeConfig};
 use super::policy::LocalImage;
@@ -65,6 +68,9 @@ pub enum ContainerError {
     /// Host-side preparation failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A run's disk could not be made, attached or released.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
 }
 
 /// The node's sandbox: Docker, its internal network, and the rules around it.
@@ -283,30 +289,47 @@ impl Sandbox {
         format!("fedq-{}-{job}", self.node)
     }
 
-    /// Creates the run's volume (a Docker volume over `host_dir`, so the node controls its
-    /// owner), or pushes its expiry further if it exists.
+    /// Creates the run's volume over the run's own disk (`run_disk`): the file `image` of
+    /// `mib` MiB, its root owned by `owner`, made and attached if need be. An existing volume
+    /// is kept if it mounts the device now backed by `image`; one over another device (made
+    /// before a reboot, or by an older node as a bind of a directory) is replaced when no
+    /// container uses it. The expiry label is set at creation (labels cannot change; the expiry
+    /// that counts is the latest job's, kept by the node's own records, and Docker's label is the
+    /// floor `gc` uses).
     pub async fn ensure_run_volume(
         &self,
         run: RunId,
-        host_dir: &Path,
+        image: &Path,
+        mib: u64,
+        owner: (u32, u32),
         expires_at: Timestamp,
     ) -> Result<String, ContainerError> {
         let name = self.volume_name(run);
+        let device = run_disk::attach(image, mib, owner).await?;
+        let device = device.display().to_string();
+        if let Ok(existing) = self.docker.inspect_volume(&name).await {
+            if existing.options.get("device") == Some(&device) {
+                return Ok(name);
+            }
+            let removed = self
+                .docker
+                .remove_volume(&name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await;
+            if let Err(e) = removed {
+                tracing::warn!(volume = name, error = %e, "a run volume over another device, in use: kept");
+                return Ok(name);
+            }
+        }
         let labels = HashMap::from([
             (label::NODE.to_owned(), self.node.clone()),
             (label::ORGANIZATION.to_owned(), self.org.to_string()),
             (label::RUN.to_owned(), run.to_string()),
             (label::EXPIRES.to_owned(), expires_at.as_millis().to_string()),
         ]);
-        if self.docker.inspect_volume(&name).await.is_ok() {
-            // Labels cannot change; the expiry that counts is the latest job's, kept by the
-            // node's own records. Docker's label is the floor `gc` uses.
-            return Ok(name);
-        }
         let options = HashMap::from([
-            ("type".to_owned(), "none".to_owned()),
-            ("o".to_owned(), "bind".to_owned()),
-            ("device".to_owned(), host_dir.display().to_string()),
+            ("type".to_owned(), "ext4".to_owned()),
+            ("device".to_owned(), device),
+            ("o".to_owned(), "nodev,nosuid".to_owned()),
         ]);
         self.docker
             .create_volume(VolumeCreateRequest {
@@ -320,17 +343,20 @@ impl Sandbox {
         Ok(name)
     }
 
-    /// Removes the run's volume. Returns whether it existed.
-    pub async fn remove_run_volume(&self, run: RunId) -> Result<bool, ContainerError> {
-        match self
+    /// Removes the run's volume and detaches its disk `image`. Returns whether the volume
+    /// existed.
+    pub async fn remove_run_volume(&self, run: RunId, image: &Path) -> Result<bool, ContainerError> {
+        let existed = match self
             .docker
             .remove_volume(&self.volume_name(run), None::<bollard::query_parameters::RemoveVolumeOptions>)
             .await
         {
-            Ok(()) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+            Ok(()) => true,
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        run_disk::detach(image).await;
+        Ok(existed)
     }
 
     /// Creates and starts the job's container, hardened and limited. A container of the same

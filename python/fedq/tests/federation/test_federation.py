@@ -91,7 +91,8 @@ def test_a_wrong_key_is_refused_before_anything_is_sent(client, fed):
     with pytest.raises(fedq.WrongKey) as raised:
         wrong.create_task("registries", SECURE_SUM, REGISTRIES, {"data": "patients"})
     assert raised.value.code == "wrong_key"
-    assert "published key" in str(raised.value)
+    assert "is not the key the server publishes" in str(raised.value)
+    assert "the server's directory was changed" in str(raised.value)
     assert _task_count(client) == before
 
 
