@@ -14,9 +14,7 @@ class Progress:
             enabled = _interactive()
         self._bar = None
         if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=f"task {task[:8]}", unit="job", leave=True)
+            self._bar = bar_class()(total=total, desc=f"task {task[:8]}", unit="job", leave=True)
 
     def update(self, jobs: list[dict[str, Any]], names: dict[str, str]) -> None:
         if self._bar is None:
@@ -36,6 +34,22 @@ class Progress:
 
 
 TERMINAL = frozenset({"completed", "failed", "crashed", "killed", "refused"})
+
+
+def bar_class() -> type:
+    """tqdm's widget in Jupyter when ipywidgets is installed (``pip install 'fedq[notebook]'``),
+    else its text bar: ``tqdm.auto`` without ipywidgets warns "IProgress not found" at every
+    task and falls back to text anyway."""
+    if "ipykernel" in sys.modules:
+        try:
+            import ipywidgets  # noqa: F401
+        except ImportError:
+            from tqdm.std import tqdm as text
+
+            return text
+    from tqdm.auto import tqdm
+
+    return tqdm
 
 
 def _interactive() -> bool:
