@@ -80,6 +80,11 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        // A failed test shows what the services said before they go.
+        if std::thread::panicking() {
+            let logs = self.compose(&["logs", "--no-color", "--tail", "40"]);
+            eprintln!("docker-compose logs:\n{}", String::from_utf8_lossy(&logs.stdout));
+        }
         let out = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
         if !out.status.success() {
             eprintln!("docker-compose down: {}", String::from_utf8_lossy(&out.stderr));
@@ -113,8 +118,11 @@ fn stage(dir: &Path, http_port: u16, amqp_port: u16, server_image: &str, more_en
         "rabbitmq.conf",
         "rabbitmq-cluster.conf",
         "server.toml",
+        "postgres-init/10-fedq-role.sh",
     ] {
-        std::fs::copy(repo.join("compose").join(file), compose.join(file)).unwrap();
+        let to = compose.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(repo.join("compose").join(file), to).unwrap();
     }
     std::fs::copy(repo.join("broker/definitions.json"), dir.join("broker/definitions.json")).unwrap();
     let ca = dir.join("ca");
@@ -143,7 +151,7 @@ fn stage(dir: &Path, http_port: u16, amqp_port: u16, server_image: &str, more_en
     // The server runs as uid 10001 in its container (compose/README.md, "Certificates").
     std::os::unix::fs::chown(compose.join("tls/server/server.key"), Some(10001), None).unwrap();
     let env = format!(
-        "DB_PASSWORD=db-{pw}\nBROKER_PASSWORD=broker-{pw}\nROOT_PASSWORD={ROOT_PASSWORD}\n\
+        "DB_PASSWORD=db-{pw}\nBROKER_PASSWORD=broker-{pw}\nBROKER_ADMIN_PASSWORD=admin-{pw}\nROOT_PASSWORD={ROOT_PASSWORD}\n\
          NODE_AMQP_URL=amqps://localhost:{amqp_port}\nHTTP_PORT={http_port}\nAMQP_PORT={amqp_port}\n\
          ERLANG_COOKIE=cookie-{pw}\nRABBITMQ_IMAGE=fedq/rabbitmq:bookworm\nPOSTGRES_IMAGE=fedq/postgres:bookworm\n\
          SERVER_IMAGE={server_image}\n{more_env}",
@@ -244,6 +252,17 @@ async fn the_compose_deployment_runs_secure_sum_and_keeps_queued_work_across_res
     let d = Deployment::start(vec!["docker-compose.yml"], &[], &services, [10, 11, 12]).await;
     d.secure_sum_done();
 
+    // Least privilege: the server's database role is no superuser; its AMQP user has no tag,
+    // and the management API's administrator is another user.
+    let psql = "/usr/lib/postgresql/15/bin/psql";
+    let sql = "SELECT rolname, rolsuper, rolcreaterole FROM pg_roles WHERE rolname IN ('fedq', 'postgres') ORDER BY 1";
+    let roles = d.stack.ok(&["exec", "-T", "-u", "postgres", "postgres", psql, "-d", "fedq", "-tAc", sql]);
+    assert_eq!(roles.trim(), "fedq|f|f\npostgres|t|t", "{roles}");
+    let users = d.stack.ok(&["exec", "-T", "rabbitmq", "rabbitmqctl", "list_users", "-q"]);
+    let tags = |user: &str| users.lines().find(|l| l.starts_with(&format!("{user}\t"))).map(str::to_owned);
+    assert_eq!(tags("fedq-server").as_deref(), Some("fedq-server\t[]"), "{users}");
+    assert_eq!(tags("fedq-admin").as_deref(), Some("fedq-admin\t[administrator]"), "{users}");
+
     // Queued work: the task is created, then the server container stops; the ring's messages
     // wait in the broker's ingress queue until it is back.
     let task = d.secure_sum_created();
@@ -292,6 +311,11 @@ async fn the_clustered_compose_deployment_loses_a_broker_node_mid_run() {
     )
     .await;
     d.secure_sum_done();
+    // The cluster's Erlang cookie is in each node's data directory, not on a command line.
+    for node in ["rabbitmq", "rabbitmq-2", "rabbitmq-3"] {
+        let processes = d.stack.ok(&["top", node]);
+        assert!(!processes.contains("setcookie") && !processes.contains("cookie-"), "{node}: {processes}");
+    }
 
     let task = d.secure_sum_created();
     d.stack.ok(&["stop", "-t", "5", "rabbitmq-2"]);
