@@ -40,31 +40,6 @@ fn probe(fed: &Federation, orgs: &[OrgId], steps: Value) -> TaskSpec {
     }
 }
 
-/// What the server operator does: retire the organization's key and publish one of its own.
-async fn swap_key(fed: &Federation, org: OrgId, key: &OrgKey) {
-    let sql = fed.app.sql().await;
-    sql.execute("UPDATE organization_keys SET retired_at = now() WHERE org_id = $1", &[org.as_uuid()])
-        .await
-        .unwrap();
-    sql.execute(
-        "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
-        &[org.as_uuid(), &key.id().as_bytes().to_vec(), &key.public().to_string()],
-    )
-    .await
-    .unwrap();
-}
-
-/// Undoes `swap_key`.
-async fn restore_key(fed: &Federation, org: OrgId, swapped: &OrgKey) {
-    let sql = fed.app.sql().await;
-    sql.execute("DELETE FROM organization_keys WHERE key_id = $1", &[&swapped.id().as_bytes().to_vec()])
-        .await
-        .unwrap();
-    sql.execute("UPDATE organization_keys SET retired_at = NULL WHERE org_id = $1", &[org.as_uuid()])
-        .await
-        .unwrap();
-}
-
 async fn task_count(fed: &Federation) -> i64 {
     fed.app.sql().await.query_one("SELECT count(*) FROM tasks", &[]).await.unwrap().get(0)
 }
@@ -125,7 +100,7 @@ async fn a_swapped_key_is_refused_and_a_signed_rotation_is_followed() {
     let seed =
         zeroize::Zeroizing::new(*uuid::Uuid::new_v4().as_bytes().repeat(2).first_chunk::<32>().unwrap());
     let attacker = OrgKey::from_seed(seed.clone());
-    swap_key(&fed, b, &attacker).await;
+    fed.app.swap_key_in_database(b, &attacker).await;
 
     // The researcher's client refuses to seal to the swapped key and says which keys differ.
     let before = task_count(&fed).await;
@@ -232,7 +207,7 @@ async fn a_swapped_key_is_refused_and_a_signed_rotation_is_followed() {
     assert!(fed.nodes[0].timings().iter().all(|t| t.job != job), "the forged job did not run");
 
     // The swap is undone; B rotates its key properly, signed with the key it replaces.
-    restore_key(&fed, b, &attacker).await;
+    fed.app.restore_key_in_database(b, &attacker).await;
     let new_b = OrgKey::generate();
     let admin_b = fed.app.login("admin-of-registry-1", "a-long-password-123").await;
     let rotation = Rotation::sign(b, fed.orgs[1].current(), new_b.public());

@@ -88,16 +88,7 @@ async fn the_python_client_against_a_real_federation() {
     // The operator swaps registry-2's key for one of its own.
     let swapped = OrgKey::generate();
     let victim = fed.orgs[2].org();
-    let sql = fed.app.sql().await;
-    sql.execute("UPDATE organization_keys SET retired_at = now() WHERE org_id = $1", &[victim.as_uuid()])
-        .await
-        .unwrap();
-    sql.execute(
-        "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
-        &[victim.as_uuid(), &swapped.id().as_bytes().to_vec(), &swapped.public().to_string()],
-    )
-    .await
-    .unwrap();
+    fed.app.swap_key_in_database(victim, &swapped).await;
     let mut env = env;
     env.push(("FEDQ_TEST_SWAPPED_KEY".into(), swapped.id().to_string()));
     let text = passed(&pytest(dir.path(), &env, "swapped"));

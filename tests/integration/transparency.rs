@@ -439,28 +439,14 @@ async fn fedq_audit_verifies_the_log_proves_envelopes_and_catches_a_rewrite() {
     // B's key swapped in the server's database, which no leaf records: the server now serves a
     // key outside the log, named with its organization; evidence, exit status 4.
     let swapped = fedq::keys::OrgKey::generate();
-    let sql = app.sql().await;
     let b = run.b.org();
-    sql.execute("UPDATE organization_keys SET retired_at = now() WHERE org_id = $1", &[b.as_uuid()])
-        .await
-        .unwrap();
-    sql.execute(
-        "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
-        &[b.as_uuid(), &swapped.id().as_bytes().as_slice(), &swapped.public().to_string()],
-    )
-    .await
-    .unwrap();
+    app.swap_key_in_database(b, &swapped).await;
     let (code, out, err) = fedq_status(home, &["audit", "verify"], None);
     assert_eq!(code, Some(4), "{out}{err}");
     assert!(err.contains("no leaf of the log publishes"), "{err}");
     assert!(err.contains(&format!("({b}): key {}", swapped.id())), "{err}");
     assert!(out.contains("they give the signed root"), "the log itself verified: {out}");
-    sql.execute("DELETE FROM organization_keys WHERE key_id = $1", &[&swapped.id().as_bytes().as_slice()])
-        .await
-        .unwrap();
-    sql.execute("UPDATE organization_keys SET retired_at = NULL WHERE org_id = $1", &[b.as_uuid()])
-        .await
-        .unwrap();
+    app.restore_key_in_database(b, &swapped).await;
 
     // A pinned key that is not the log's, and a rewritten leaf: evidence, exit status 4.
     let (code, _, err) = fedq_status(home, &["audit", "--log-key", &"ab".repeat(32), "verify"], None);
@@ -771,19 +757,7 @@ async fn envelopes_delivered_or_sent_again_are_proven_in_the_log_not_alarmed() {
 async fn a_key_swapped_in_the_database_is_caught_by_its_organizations_node() {
     let fed = monitored().await;
     let swapped = fedq::keys::OrgKey::generate();
-    let sql = fed.app.sql().await;
-    sql.execute(
-        "UPDATE organization_keys SET retired_at = now() WHERE org_id = $1",
-        &[fed.b.org().as_uuid()],
-    )
-    .await
-    .unwrap();
-    sql.execute(
-        "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
-        &[fed.b.org().as_uuid(), &swapped.id().as_bytes().as_slice(), &swapped.public().to_string()],
-    )
-    .await
-    .unwrap();
+    fed.app.swap_key_in_database(fed.b.org(), &swapped).await;
     let alarm = alarm(&fed, "as this organization's current key").await;
     assert!(alarm.contains(&swapped.id().to_string()), "{alarm}");
     fed.cleanup().await;

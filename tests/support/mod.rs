@@ -365,6 +365,32 @@ impl TestApp {
         client
     }
 
+    /// What a server operator with the database does: retire `org`'s keys and make `key` its
+    /// current one, with no transparency-log leaf recording it.
+    pub async fn swap_key_in_database(&self, org: OrgId, key: &fedq::keys::OrgKey) {
+        let sql = self.sql().await;
+        sql.execute("UPDATE organization_keys SET retired_at = now() WHERE org_id = $1", &[org.as_uuid()])
+            .await
+            .unwrap();
+        sql.execute(
+            "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
+            &[org.as_uuid(), &key.id().as_bytes().as_slice(), &key.public().to_string()],
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Undoes [`TestApp::swap_key_in_database`].
+    pub async fn restore_key_in_database(&self, org: OrgId, key: &fedq::keys::OrgKey) {
+        let sql = self.sql().await;
+        sql.execute("DELETE FROM organization_keys WHERE key_id = $1", &[&key.id().as_bytes().as_slice()])
+            .await
+            .unwrap();
+        sql.execute("UPDATE organization_keys SET retired_at = NULL WHERE org_id = $1", &[org.as_uuid()])
+            .await
+            .unwrap();
+    }
+
     /// Results routed so far for `tasks`, and the most routed for any one of them.
     pub async fn routed_results(&self, tasks: &[TaskId]) -> (i64, i64) {
         let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| *t.as_uuid()).collect();
