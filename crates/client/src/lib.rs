@@ -594,9 +594,11 @@ impl Client {
         self.fetch(reqwest::Method::GET, &format!("/tasks?limit={limit}"), None::<&()>).await
     }
 
-    /// The tasks of a run (its task and subtasks), newest first, at most 500.
-    pub async fn tasks_of_run(&self, run: RunId) -> Result<Vec<contract::Task>, ClientError> {
-        self.fetch(reqwest::Method::GET, &format!("/tasks?run={run}&limit=500"), None::<&()>).await
+    /// Whether `org` has a job in a task of `run` (its task or a subtask).
+    pub async fn has_job_in_run(&self, run: RunId, org: OrgId) -> Result<bool, ClientError> {
+        let path = format!("/tasks?run={run}&organization={org}&limit=1");
+        let tasks: Vec<contract::Task> = self.fetch(reqwest::Method::GET, &path, None::<&()>).await?;
+        Ok(tasks.iter().any(|t| t.run == run && t.jobs.iter().any(|j| j.organization == org)))
     }
 
     /// Dead letters this session may read (root: all; an organization's administrator: those to

@@ -223,10 +223,9 @@ impl Core {
         if known_here {
             return Ok(true);
         }
-        let tasks = self.server.api().tasks_of_run(run).await.map_err(|e| {
+        self.server.api().has_job_in_run(run, org).await.map_err(|e| {
             tracing::warn!(%run, error = %e, "could not read a run's tasks from the server");
-        })?;
-        Ok(tasks.iter().any(|t| t.run == run && t.jobs.iter().any(|j| j.organization == org)))
+        })
     }
 
     /// Logs and counts an authenticated envelope that asks for what its sender may not do.

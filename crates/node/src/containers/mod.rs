@@ -88,6 +88,9 @@ pub struct Sandbox {
     limits: Limits,
     data: Vec<(String, std::path::PathBuf)>,
     endpoint_port: u16,
+    /// Held while a run's disk and volume are made or removed: two jobs of one run starting at
+    /// once must not both make its file, nor one remove the volume the other is about to use.
+    run_disks: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a job's container needs.
@@ -172,6 +175,7 @@ impl Sandbox {
             limits: config.limits.clone(),
             data: config.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             endpoint_port: config.network.endpoint_port,
+            run_disks: std::sync::Arc::default(),
         })
     }
 
@@ -189,6 +193,7 @@ impl Sandbox {
             limits: config.limits.clone(),
             data: Vec::new(),
             endpoint_port: config.network.endpoint_port,
+            run_disks: std::sync::Arc::default(),
         })
     }
 
@@ -305,6 +310,7 @@ impl Sandbox {
         expires_at: Timestamp,
     ) -> Result<String, ContainerError> {
         let name = self.volume_name(run);
+        let _making = self.run_disks.lock().await;
         let device = run_disk::attach(image, mib, owner).await?;
         let device = device.display().to_string();
         if let Ok(existing) = self.docker.inspect_volume(&name).await {
@@ -346,6 +352,7 @@ impl Sandbox {
     /// Removes the run's volume and detaches its disk `image`. Returns whether the volume
     /// existed.
     pub async fn remove_run_volume(&self, run: RunId, image: &Path) -> Result<bool, ContainerError> {
+        let _removing = self.run_disks.lock().await;
         let existed = match self
             .docker
             .remove_volume(&self.volume_name(run), None::<bollard::query_parameters::RemoveVolumeOptions>)

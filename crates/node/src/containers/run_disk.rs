@@ -47,8 +47,9 @@ pub enum DiskError {
 pub async fn attach(image: &Path, mib: u64, owner: (u32, u32)) -> Result<PathBuf, DiskError> {
     if !image.exists() {
         // Made under another name and renamed, so that a half-made file is never attached.
-        let making = image.with_extension("making");
-        let _ = std::fs::remove_file(&making);
+        // Unique, so that two attempts at once never share a half-made file (the caller also
+        // holds the run's lock).
+        let making = image.with_extension(format!("making-{}", std::process::id() ^ rand_suffix()));
         let size = format!("{mib}MiB");
         if let Err(e) = tool("fallocate", &[OsStr::new("-l"), OsStr::new(&size), making.as_os_str()]).await {
             let _ = std::fs::remove_file(&making);
@@ -96,6 +97,13 @@ pub async fn detach(image: &Path) {
             tracing::warn!(device, error = %e, "could not detach a run volume's loop device");
         }
     }
+}
+
+/// A number that differs between calls (for a temporary file's name).
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(2_654_435_761)
 }
 
 /// The file backing loop device `device`, if it is one and is attached.
