@@ -396,7 +396,9 @@ impl Drop for NodeGuard {
     }
 }
 
-/// Removes everything Docker and the firewall hold for a test node. Idempotent.
+/// Removes everything Docker and the firewall hold for a test node, and the loop devices of run
+/// disks whose test directory is gone (a node stopped mid-run leaves them attached to a deleted
+/// file, which keeps its space until they are detached). Idempotent.
 fn remove_docker_leftovers(name: &str) {
     let _ = Command::new("sh")
         .arg("-c")
@@ -407,7 +409,9 @@ fn remove_docker_leftovers(name: &str) {
                docker volume rm \"$v\" >/dev/null 2>&1; \
                case \"$d\" in /dev/loop*) losetup -d \"$d\" 2>/dev/null;; esac; \
              done; \
-             docker network rm fedq-{name} 2>/dev/null; true"
+             docker network rm fedq-{name} 2>/dev/null; \
+             losetup -a | grep '/state/runs/.*/volume.img (deleted))$' | cut -d: -f1 | \
+               while read -r d; do losetup -d \"$d\" 2>/dev/null; done; true"
         ))
         .output();
     fedq_firewall_cleanup(name);
