@@ -561,11 +561,7 @@ async fn firewall_rules_removed_under_a_running_node_are_put_back() {
         (input.contains(&jump) && chain.contains("-j DROP")).then_some(())
     })
     .await;
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let gateway = fed.endpoint().ip();
-    let (_, found) = fed.probe(json!([{"op": "connect", "addr": format!("{gateway}:{port}")}])).await;
-    assert_ne!(found[0], "open", "{found:?}");
+    assert_host_port_closed_to_containers(&fed).await;
     fed.cleanup().await;
 }
 
@@ -603,12 +599,18 @@ async fn an_accept_put_above_the_nodes_jump_is_noticed_and_outranked() {
         }
     })
     .await;
+    assert_host_port_closed_to_containers(&fed).await;
+    fed.cleanup().await;
+}
+
+/// A host port bound to every interface, which this process reaches, is not open to a
+/// container at the gateway address: the firewall is in place.
+async fn assert_host_port_closed_to_containers(fed: &Fed) {
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let gateway = fed.endpoint().ip();
     let (_, found) = fed.probe(json!([{"op": "connect", "addr": format!("{gateway}:{port}")}])).await;
     assert_ne!(found[0], "open", "{found:?}");
-    fed.cleanup().await;
 }
 
 /// The bridge interface of a Docker network.
