@@ -99,6 +99,9 @@ pub enum CliError {
         #[source]
         source: crate::node::config::ConfigError,
     },
+    /// node.toml could not be edited as asked.
+    #[error("{0}")]
+    PolicyEdit(#[from] crate::node::policy_file::PolicyEditError),
     /// The node could not start.
     #[error("the node could not start: {0}")]
     Node(#[from] crate::node::NodeError),

@@ -44,6 +44,43 @@ enum NodeCommand {
     /// Verify the settings end to end (server, broker, Docker, firewall, images, data) and say
     /// what to fix.
     Check,
+    /// Show or change which images this node runs; a running node applies a change within
+    /// seconds, without a restart.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// The image rules, requesters and limits the node applies.
+    List,
+    /// Allow an image, pinned to the id of the local image of that reference (a rebuilt image
+    /// is another image: allow it again).
+    Allow {
+        /// The image as this machine's Docker knows it (`fedq/secure-sum`, `name:tag`).
+        image: String,
+        /// A data source (a label of `[data]`) its containers see (repeatable); none by default.
+        #[arg(long = "data")]
+        data: Vec<String>,
+        /// An organization (id) whose tasks may run it (repeatable); by default, those of
+        /// `[policy] requesters`.
+        #[arg(long = "requester")]
+        requesters: Vec<OrgId>,
+        /// Keep the other rules of this name (two builds allowed side by side) instead of
+        /// replacing them.
+        #[arg(long)]
+        keep_others: bool,
+    },
+    /// Remove the rules of an image name.
+    Remove {
+        /// The name of the rules (`fedq/secure-sum`), as `list` shows it.
+        name: String,
+        /// Remove only the rule pinned to this digest.
+        #[arg(long)]
+        digest: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +142,7 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
     let path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match args.command {
         Some(NodeCommand::Enroll(enroll_args)) => super::runtime()?.block_on(enroll(&path, *enroll_args)),
+        Some(NodeCommand::Policy { command }) => policy(&path, command),
         Some(NodeCommand::Check) => {
             let config = load(&path)?;
             let checks = super::runtime()?.block_on(crate::node::check::run(&config));
@@ -130,7 +168,9 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
                         println!("removed {containers} containers and {volumes} run volumes");
                     }
                     _ => {
-                        let node = crate::node::start(config).await?;
+                        drop(config);
+                        // Started from the file, so that `[policy]` and `[data]` follow its changes.
+                        let node = crate::node::start_from_file(&path).await?;
                         node.run_until_signal().await;
                     }
                 }
@@ -147,6 +187,97 @@ fn load(path: &Path) -> Result<crate::node::config::NodeConfig, CliError> {
     }
     crate::node::config::NodeConfig::load(Some(path))
         .map_err(|source| CliError::NodeConfig { path: path.to_owned(), source })
+}
+
+/// `fedq node policy …`.
+fn policy(path: &Path, command: PolicyCommand) -> Result<(), CliError> {
+    use crate::node::config::ImageRule;
+    use crate::node::policy_file::PolicyFile;
+    let config = load(path)?;
+    let edit = |change: &dyn Fn(&mut PolicyFile) -> Result<Vec<ImageRule>, CliError>| {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let mut file = PolicyFile::parse(&text)?;
+        let removed = change(&mut file)?;
+        let text = file.checked_text()?;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode() & 0o7777;
+        crate::files::write_atomic(path, text.as_bytes(), mode).map_err(io(path))?;
+        Ok::<_, CliError>(removed)
+    };
+    let applied = "a running node applies it within seconds (at once: systemctl reload fedq-node)";
+    match command {
+        PolicyCommand::List => {
+            let policy = &config.policy;
+            println!(
+                "requesters        {}",
+                list_or(&policy.requesters, "none: only this organization's own tasks")
+            );
+            println!("min_organizations {}", policy.min_organizations);
+            println!("share_logs        {}", policy.share_logs);
+            if policy.images.is_empty() {
+                println!("no image is allowed: `fedq node policy allow IMAGE` allows one");
+            }
+            for rule in &policy.images {
+                println!(
+                    "image {}@{}  data: {}  requesters: {}",
+                    rule.name,
+                    rule.digest,
+                    list_or(&rule.data, "none"),
+                    list_or(&rule.requesters, "those of [policy] requesters")
+                );
+            }
+        }
+        PolicyCommand::Allow { image, data, requesters, keep_others } => {
+            if let Some(label) = data.iter().find(|l| !config.data.contains_key(*l)) {
+                return Err(CliError::BadInput(format!(
+                    "--data {label}: no such data source in [data] of {} (it has: {})",
+                    path.display(),
+                    list_or(&config.data.keys().cloned().collect::<Vec<_>>(), "none")
+                )));
+            }
+            let id = super::runtime()?.block_on(local_image_id(&image))?;
+            let rule = ImageRule {
+                name: crate::node::policy::parse_reference(&image).name.to_owned(),
+                digest: id,
+                data,
+                requesters: requesters.iter().map(ToString::to_string).collect(),
+            };
+            let removed = edit(&|file| Ok(file.allow(&rule, keep_others)?))?;
+            for old in removed.iter().filter(|old| old.digest != rule.digest) {
+                println!("replaced {}@{}", old.name, old.digest);
+            }
+            println!(
+                "allowed {}@{} (data: {}); {applied}",
+                rule.name,
+                rule.digest,
+                list_or(&rule.data, "none")
+            );
+        }
+        PolicyCommand::Remove { name, digest } => {
+            let removed = edit(&|file| Ok(file.remove(&name, digest.as_deref())?))?;
+            for old in &removed {
+                println!("removed {}@{}", old.name, old.digest);
+            }
+            println!("{applied}; jobs already running keep their containers");
+        }
+    }
+    Ok(())
+}
+
+fn list_or(items: &[String], none: &str) -> String {
+    if items.is_empty() { none.to_owned() } else { items.join(", ") }
+}
+
+/// The id of the local image `reference`, as Docker inspects it.
+async fn local_image_id(reference: &str) -> Result<String, CliError> {
+    let docker = bollard::Docker::connect_with_local_defaults()
+        .map_err(|e| CliError::BadInput(format!("Docker: {e}")))?;
+    let image = docker.inspect_image(reference).await.map_err(|_| {
+        CliError::BadInput(format!(
+            "{reference}: no such image on this machine; `docker load` it first (or build it)"
+        ))
+    })?;
+    image.id.ok_or_else(|| CliError::BadInput(format!("{reference}: Docker gave no image id")))
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
@@ -179,16 +310,11 @@ async fn enroll(config: &Path, mut args: EnrollArgs) -> Result<(), CliError> {
     // Everything that can be checked here is checked before the one-time token is spent.
     let mut images = Vec::new();
     if !args.allow.is_empty() {
-        let docker = bollard::Docker::connect_with_local_defaults()
-            .map_err(|e| CliError::BadInput(format!("Docker: {e}")))?;
         for reference in &args.allow {
-            let image = docker.inspect_image(reference).await.map_err(|_| {
-                CliError::BadInput(format!(
-                    "--allow {reference}: no such image on this machine; `docker load` it first (or build it)"
-                ))
-            })?;
+            let id =
+                local_image_id(reference).await.map_err(|e| CliError::BadInput(format!("--allow {e}")))?;
             let name = crate::node::policy::parse_reference(reference).name.to_owned();
-            images.push(PinnedImage { name, id: image.id.unwrap_or_default() });
+            images.push(PinnedImage { name, id });
         }
     }
     for (label, path) in &args.data {

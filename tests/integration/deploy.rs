@@ -133,6 +133,12 @@ fn the_node_unit_is_a_notify_service_with_a_watchdog() {
         assert!(!value(hardening).is_empty(), "{hardening} is set");
     }
     assert!(value("ExecStart").contains("fedq node --config"));
+    // `systemctl reload` is how a policy change is applied at once.
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
+    // Run disks are loop devices the node sets up: a private /dev would hide them.
+    assert_ne!(value("PrivateDevices"), "yes");
+    let allowed: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("DeviceAllow=")).collect();
+    assert!(allowed.contains(&"/dev/loop-control rw") && allowed.contains(&"block-loop rw"), "{allowed:?}");
 }
 
 /// Broker addresses can be given as a comma-separated variable (how compose sets them): each

@@ -286,3 +286,133 @@ async fn three_registries_enroll_by_the_book_and_run_secure_sum() {
     drop(registries);
     app.cleanup().await;
 }
+
+/// Test images tagged for one test, removed when it ends, passed or not.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = std::process::Command::new("docker").args(["rmi", "--no-prune", image]).output();
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The image patterns the server shows for the node, from its heartbeats.
+async fn shown_images(fed: &Fed) -> Vec<String> {
+    let id = fed.registration["node"]["id"].as_str().unwrap();
+    let (_, nodes) = fed.app.call("GET", "/nodes", Some(&fed.app.root_token), None).await;
+    let node = nodes.as_array().unwrap().iter().find(|n| n["id"] == id).cloned().unwrap_or_default();
+    node["policy"]["images"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The result of a job of `image` at the node, in a run of its own.
+async fn result_of(fed: &Fed, image: &str) -> fedq::protocol::JobResult {
+    let submitted =
+        fed.submit_image(image, fedq::ids::RunId::new(), json!([{"op": "print", "text": "ran"}])).await;
+    fed.result(submitted.task).await
+}
+
+/// `fedq node policy allow|list|remove` against the settings of a running `fedq node`: each
+/// change applies within seconds without a restart, the rule is pinned to the image's id (a
+/// rebuild under the same name is refused), and a broken edit by hand leaves the rules in force.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_changes_apply_to_a_running_node_without_a_restart() {
+    let mut fed = Fed::new(Fed::limits()).await;
+    let name = format!("fedq-test/policy-{}", uuid::Uuid::new_v4().simple());
+    let image = format!("{name}:1");
+    let _images = Images(vec![image.clone()]);
+    run("docker", &["tag", support::node::PROBE, &image], None);
+    let config = fed.config_path.to_str().unwrap().to_owned();
+    let home = tempfile::tempdir().unwrap();
+    let policy = |args: &[&str]| {
+        let mut all = vec!["node", "policy"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", &config]);
+        support::fedq_command(home.path(), &all, None)
+    };
+    fed.spawn_node_process();
+    support::eventually(30, "the node to show online", || async { online(&fed).await.then_some(()) }).await;
+
+    let before = result_of(&fed, &image).await;
+    assert_eq!(before.status, JobStatus::Refused, "{before:?}");
+
+    let (ok, out, err) = policy(&["allow", &image]);
+    assert!(ok, "{out}{err}");
+    let id = run("docker", &["image", "inspect", "-f", "{{.Id}}", &image], None);
+    assert!(out.contains(&format!("allowed {name}@{id}")), "{out}");
+    let pinned = format!("{name}@{id}");
+    support::eventually(30, "the server to show the new rule", || async {
+        shown_images(&fed).await.contains(&pinned).then_some(())
+    })
+    .await;
+    let allowed = result_of(&fed, &image).await;
+    assert_eq!(allowed.status, JobStatus::Completed, "applied without a restart: {allowed:?}");
+    let (ok, listed, _) = policy(&["list"]);
+    assert!(ok && listed.contains(&format!("image {pinned}  data: none")), "{listed}");
+
+    // The same name rebuilt is another image: the pin refuses it.
+    let rebuilt = run(
+        "docker",
+        &["build", "-q", "-t", &image, "-"],
+        Some(&format!("FROM {}\nLABEL rebuilt=yes\n", support::node::PROBE)),
+    );
+    assert_ne!(rebuilt, id);
+    let refused = result_of(&fed, &image).await;
+    assert_eq!(refused.status, JobStatus::Refused, "{refused:?}");
+    run("docker", &["tag", support::node::PROBE, &image], None);
+    run("docker", &["rmi", "--no-prune", &rebuilt], None);
+
+    // A broken edit by hand: the rules in force stay, and the node says why.
+    let good = std::fs::read_to_string(&fed.config_path).unwrap();
+    std::fs::write(
+        &fed.config_path,
+        format!("{good}\n[[policy.images]]\nname = \"x\"\ndata = [\"nowhere\"]\n"),
+    )
+    .unwrap();
+    let log = fed.dir.path().join("node.log");
+    support::eventually(30, "the node to refuse the broken settings", || async {
+        std::fs::read_to_string(&log).unwrap().contains("policy not reloaded").then_some(())
+    })
+    .await;
+    assert_eq!(
+        result_of(&fed, &image).await.status,
+        JobStatus::Completed,
+        "the previous rules stay in force"
+    );
+    let (ok, _, err) = policy(&["allow", support::node::PROBE]);
+    assert!(!ok && err.contains("\"nowhere\", which [data] does not define"), "{err}");
+    std::fs::write(&fed.config_path, &good).unwrap();
+
+    let (ok, out, err) = policy(&["remove", &name]);
+    assert!(ok && out.contains(&format!("removed {pinned}")), "{out}{err}");
+    support::eventually(30, "the server to show the rule gone", || async {
+        (!shown_images(&fed).await.contains(&pinned)).then_some(())
+    })
+    .await;
+    let after = result_of(&fed, &image).await;
+    assert_eq!(after.status, JobStatus::Refused, "{after:?}");
+    let (ok, _, err) = policy(&["remove", &name]);
+    assert!(!ok && err.contains("no [[policy.images]] rule names"), "{err}");
+    fed.cleanup().await;
+}

@@ -10,7 +10,6 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::ids::OrgId;
-use crate::protocol::heartbeat::PolicySummary;
 use crate::tls::ClientTls;
 
 /// Everything a node needs to run.
@@ -214,7 +213,7 @@ impl Limits {
 }
 
 /// What the node agrees to run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// Images allowed, by name pattern and digest pattern. Empty: nothing runs.
@@ -245,7 +244,7 @@ impl Default for Policy {
 }
 
 /// One allowed image.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRule {
     /// Repository name, `*` matching any run of characters (`fedq/*`).
@@ -350,21 +349,16 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
-    /// What this node agrees to run, as it reports it to the server for administrators.
-    pub fn policy_summary(&self) -> PolicySummary {
-        PolicySummary {
-            images: self.policy.images.iter().map(|r| format!("{}@{}", r.name, r.digest)).collect(),
-            requesters: self.policy.requesters.clone(),
-            share_logs: self.policy.share_logs,
-            concurrent_jobs: self.limits.concurrent_jobs,
-            memory_mib: self.limits.memory_mib,
-            timeout_secs: self.limits.timeout_secs,
-        }
-    }
-
     /// Reads `path` (if given), then `FEDQ_…` environment variables, and checks the values.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = crate::settings::load(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// What `text` would give as the settings file: how an edit is checked before it is written.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = crate::settings::parse(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -454,10 +448,10 @@ impl NodeConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn example() -> &'static str {
+    pub(crate) fn example() -> &'static str {
         r#"
         [node]
         name = "registry-a-1"

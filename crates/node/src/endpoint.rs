@@ -389,7 +389,7 @@ async fn check_own_image(core: &Core, job: &ActiveJob, image: &str) -> Result<()
     };
     // As the node receiving it will: this organization (the sender) and all the job answers to.
     let principals = super::policy::principals(core.org(), &job.principals());
-    super::policy::check_image_for_all(&core.config.policy, image, &local, &principals)
+    super::policy::check_image_for_all(&core.rules().policy, image, &local, &principals)
         .map(|_| ())
         .map_err(|refusal| refused(format!("a subtask at this organization: {refusal}")))
 }

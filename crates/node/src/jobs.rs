@@ -299,8 +299,10 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
     // Whom the job works for: its sender, and the run's root requester when the sender names
     // another (a subtask its host node creates for a partner's job). Policy holds for both.
     let principals = job.principals();
+    // One version of the policy for the whole decision, even if node.toml changes meanwhile.
+    let rules = core.rules();
     for &principal in &principals {
-        if !policy::requester_allowed(&core.config.policy, principal) {
+        if !policy::requester_allowed(&rules.policy, principal) {
             let reason = if principal == requester {
                 format!("organization {requester} may not run jobs at this node")
             } else {
@@ -314,7 +316,7 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
     }
     let own = core.config.node.organization;
     if let Some(reason) =
-        policy::too_few_organizations(&core.config.policy, requester, own, &job.start.organizations)
+        policy::too_few_organizations(&rules.policy, requester, own, &job.start.organizations)
     {
         return Some((JobStatus::Refused, Some(reason), vec![]));
     }
@@ -346,8 +348,8 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
             return Some((JobStatus::Crashed, Some(format!("could not inspect the image: {e}")), vec![]));
         }
     };
-    let data = match policy::check_image_for_all(&core.config.policy, &job.start.image, &image, &principals) {
-        Ok(data) => data,
+    let data = match policy::check_image_for_all(&rules.policy, &job.start.image, &image, &principals) {
+        Ok(labels) => rules.sources(&labels),
         Err(refusal) => return Some((JobStatus::Refused, Some(refusal.to_string()), vec![])),
     };
     send_status(core, job, JobStatus::Delivered, Some("accepted; waiting for a slot".into())).await;
@@ -467,7 +469,7 @@ async fn run_container(
 /// Seals the result, stores it, publishes it with a confirm, then acknowledges the delivery.
 async fn finish(core: &Core, job: &ActiveJob, status: JobStatus, reason: Option<String>, log: Vec<u8>) {
     let output = job.output.lock().expect("not poisoned").take().unwrap_or_default();
-    let share_log = core.config.policy.share_logs && job.start.return_log;
+    let share_log = core.rules().policy.share_logs && job.start.return_log;
     let result = JobResult {
         job: job.record.job,
         status,

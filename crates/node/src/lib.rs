@@ -22,9 +22,11 @@ mod endpoint;
 pub mod enroll;
 mod jobs;
 pub mod link;
+pub mod live_policy;
 mod log_monitor;
 pub mod metrics;
 pub mod policy;
+pub mod policy_file;
 pub mod server;
 pub mod state;
 mod worker;
@@ -66,6 +68,15 @@ pub enum NodeError {
     /// The store of trusted keys could not be used.
     #[error(transparent)]
     Trust(#[from] crate::keys::TrustError),
+    /// The settings file could not be read or is invalid.
+    #[error("{}: {source}", path.display())]
+    Config {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Box<config::ConfigError>,
+    },
     /// The state directory could not be opened.
     #[error("state directory {path}: {source}")]
     State {
@@ -109,6 +120,8 @@ pub enum NodeError {
 /// What every part of the node shares.
 pub(crate) struct Core {
     config: NodeConfig,
+    /// `[policy]` and `[data]` as node.toml says now (the rest of `config` is read once).
+    rules: Arc<live_policy::LivePolicy>,
     me: Identity,
     state: StateDir,
     peers: PeerKeys,
@@ -167,6 +180,16 @@ struct Tally {
 impl Core {
     fn org(&self) -> OrgId {
         self.me.org()
+    }
+
+    /// The policy and data sources in force now.
+    fn rules(&self) -> Arc<live_policy::Rules> {
+        self.rules.current()
+    }
+
+    /// What the heartbeat tells the server about this node's policy.
+    fn policy_summary(&self) -> crate::protocol::heartbeat::PolicySummary {
+        self.rules().summary(&self.config.limits)
     }
 
     /// Publishes an envelope to ingress until the broker confirms it (see `IngressLink::publish`),
@@ -370,11 +393,7 @@ impl RunningNode {
             task.abort();
             let _ = task.await;
         }
-        let _ = self
-            .core
-            .server
-            .heartbeat(false, &self.core.config.policy_summary(), self.core.log.report())
-            .await;
+        let _ = self.core.server.heartbeat(false, &self.core.policy_summary(), self.core.log.report()).await;
         self.core.sandbox.teardown().await;
         tracing::info!("node stopped");
     }
@@ -391,9 +410,27 @@ impl RunningNode {
     }
 }
 
+/// Starts a node from `path` (node.toml, then the `FEDQ_…` variables), whose `[policy]` and
+/// `[data]` it reloads on SIGHUP and when the file changes.
+pub async fn start_from_file(path: &std::path::Path) -> Result<RunningNode, NodeError> {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let stamps = fedq_service::reload::Stamps::take(vec![path.clone()]);
+    let config = NodeConfig::load(Some(&path))
+        .map_err(|e| NodeError::Config { path: path.clone(), source: Box::new(e) })?;
+    start_with(config, Some((path, stamps))).await
+}
+
 /// Starts a node: loads its key and state, sets up Docker, the firewall and the endpoint,
-/// then consumes its organization's queue (reconnecting by itself) and sends heartbeats.
+/// then consumes its organization's queue (reconnecting by itself) and sends heartbeats. Its
+/// policy stays as `config` has it.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    start_with(config, None).await
+}
+
+async fn start_with(
+    config: NodeConfig,
+    source: Option<(std::path::PathBuf, fedq_service::reload::Stamps)>,
+) -> Result<RunningNode, NodeError> {
     crate::tls::install_crypto_provider();
     let previous =
         config.node.previous_key_files.iter().map(|p| OrgKey::load(p)).collect::<Result<_, _>>()?;
@@ -437,9 +474,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         // The server may be down; the node still serves what the broker holds.
         Err(e) => tracing::warn!(error = %e, "could not check the API key with the server"),
     }
-    for loose in policy::loose_rules(&config.policy) {
-        tracing::warn!("policy: {loose}");
-    }
+    let rules = Arc::new(live_policy::LivePolicy::new(&config, source));
+    rules.current().warn_loose();
     let sandbox = Sandbox::setup(&config).await?;
     // Containers of a previous run of this node cannot reach it any more (their tokens died
     // with it); their jobs are redelivered and start afresh.
@@ -479,6 +515,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         server,
         sandbox,
         config,
+        rules,
     });
 
     let addr = std::net::SocketAddr::from((core.sandbox.gateway(), core.config.network.endpoint_port));
@@ -507,6 +544,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tasks.push(tokio::spawn(heartbeats(core.clone())));
     tasks.push(tokio::spawn(collect_garbage(core.clone())));
     tasks.push(tokio::spawn(watch_firewall(core.clone())));
+    tasks.push(tokio::spawn(core.rules.clone().watch(core.stop.clone())));
     let monitor = core.clone();
     tasks
         .push(tokio::spawn(async move { monitor.log.run(monitor.server.api(), monitor.halt.clone()).await }));
@@ -540,7 +578,7 @@ async fn heartbeats(core: Arc<Core>) {
     loop {
         core.metrics.set_running(core.running.jobs.lock().expect("not poisoned").len());
         let online = core.link.is_connected();
-        match core.server.heartbeat(online, &core.config.policy_summary(), core.log.report()).await {
+        match core.server.heartbeat(online, &core.policy_summary(), core.log.report()).await {
             Ok(()) => failing = false,
             Err(e) if !failing => {
                 tracing::warn!(error = %e, "heartbeat failed");

@@ -63,7 +63,7 @@ async fn consume_once(core: &Arc<Core>) -> SessionEnd {
     };
     tracing::info!(%queue, "consuming");
     // Tell the server at once rather than at the next heartbeat.
-    let _ = core.server.heartbeat(true, &core.config.policy_summary(), core.log.report()).await;
+    let _ = core.server.heartbeat(true, &core.policy_summary(), core.log.report()).await;
     let mut stop = core.stop.clone();
     loop {
         let next = tokio::select! {

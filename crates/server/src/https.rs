@@ -4,16 +4,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
+use fedq_service::reload::Stamps;
 use fedq_tls::{TlsError, load_certs, load_key, provider};
-
-/// How often the certificate files are checked for a change.
-const POLL: Duration = Duration::from_secs(2);
 
 /// The server's certificate and key, swapped in place when the files change.
 #[derive(Debug)]
@@ -21,15 +19,8 @@ pub struct ReloadingCert {
     cert_file: PathBuf,
     key_file: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
-    /// Modification times and sizes of both files when last loaded.
-    stamp: RwLock<Option<(Stamp, Stamp)>>,
-}
-
-type Stamp = (SystemTime, u64);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    /// Both files' versions when first loaded: where watching for a change starts.
+    loaded: Stamps,
 }
 
 fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
@@ -44,56 +35,32 @@ fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsE
 impl ReloadingCert {
     /// Loads the certificate chain and key; fails if they are unusable or do not match.
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, TlsError> {
-        let stamps = stamp(cert_file).zip(stamp(key_file));
+        let loaded = Stamps::take(vec![cert_file.to_owned(), key_file.to_owned()]);
         let key = certified_key(cert_file, key_file)?;
         Ok(Arc::new(Self {
             cert_file: cert_file.to_owned(),
             key_file: key_file.to_owned(),
             current: RwLock::new(Arc::new(key)),
-            stamp: RwLock::new(stamps),
+            loaded,
         }))
     }
 
     /// Loads the files again. On failure the previous certificate stays in use.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let stamps = stamp(&self.cert_file).zip(stamp(&self.key_file));
         let key = certified_key(&self.cert_file, &self.key_file)?;
         *self.current.write().expect("not poisoned") = Arc::new(key);
-        *self.stamp.write().expect("not poisoned") = stamps;
         Ok(())
     }
 
-    fn changed(&self) -> bool {
-        let now = stamp(&self.cert_file).zip(stamp(&self.key_file));
-        now.is_some() && now != *self.stamp.read().expect("not poisoned")
-    }
-
     /// Reloads on SIGHUP and when the files change, until `stop` turns true.
-    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup()).ok();
-        loop {
-            let hup = async {
-                match hangup.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let why = tokio::select! {
-                _ = hup => "SIGHUP",
-                _ = tokio::time::sleep(POLL) => if self.changed() { "the files changed" } else { continue },
-                _ = stopped(&mut stop) => return,
-            };
-            match self.reload() {
-                Ok(()) => tracing::info!(cert = %self.cert_file.display(), why, "TLS certificate reloaded"),
-                Err(e) => {
-                    // Remember the broken files' stamps so the error is logged once per change.
-                    *self.stamp.write().expect("not poisoned") =
-                        stamp(&self.cert_file).zip(stamp(&self.key_file));
-                    tracing::error!(error = %e, why, "TLS certificate not reloaded; the previous one stays in use");
-                }
+    pub async fn watch(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        fedq_service::reload::watch(self.loaded.clone(), stop, |why| match self.reload() {
+            Ok(()) => tracing::info!(cert = %self.cert_file.display(), why, "TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, why, "TLS certificate not reloaded; the previous one stays in use")
             }
-        }
+        })
+        .await;
     }
 
     /// A rustls server configuration that always presents the current certificate.

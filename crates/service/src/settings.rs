@@ -11,6 +11,20 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, config::Confi
     if let Some(path) = path {
         builder = builder.add_source(config::File::from(path).required(true));
     }
+    with_environment(builder)
+}
+
+/// Reads `text` (TOML, as a settings file would hold it), then the environment, into `T`: what
+/// a file would give before it is written.
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, config::ConfigError> {
+    let builder =
+        config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml));
+    with_environment(builder)
+}
+
+fn with_environment<T: DeserializeOwned>(
+    builder: config::builder::ConfigBuilder<config::builder::DefaultState>,
+) -> Result<T, config::ConfigError> {
     builder
         .add_source(
             config::Environment::with_prefix("FEDQ")

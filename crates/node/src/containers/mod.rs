@@ -86,7 +86,6 @@ pub struct Sandbox {
     /// while they are not.
     firewall_intact: tokio::sync::watch::Sender<bool>,
     limits: Limits,
-    data: Vec<(String, std::path::PathBuf)>,
     endpoint_port: u16,
     /// Held while a run's disk and volume are made or removed: two jobs of one run starting at
     /// once must not both make its file, nor one remove the volume the other is about to use.
@@ -108,9 +107,9 @@ pub struct ContainerSpec {
     pub token: String,
     /// The run's volume.
     pub volume: String,
-    /// The data sources (labels of `[data]`) the policy grants this image and requester: only
+    /// The data sources (label and host path) the policy grants this image and requester: only
     /// these are mounted.
-    pub data: Vec<String>,
+    pub data: Vec<(String, std::path::PathBuf)>,
 }
 
 /// How a container ended.
@@ -173,7 +172,6 @@ impl Sandbox {
             firewall,
             firewall_intact: tokio::sync::watch::Sender::new(true),
             limits: config.limits.clone(),
-            data: config.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             endpoint_port: config.network.endpoint_port,
             run_disks: std::sync::Arc::default(),
         })
@@ -191,7 +189,6 @@ impl Sandbox {
             firewall: None,
             firewall_intact: tokio::sync::watch::Sender::new(true),
             limits: config.limits.clone(),
-            data: Vec::new(),
             endpoint_port: config.network.endpoint_port,
             run_disks: std::sync::Arc::default(),
         })
@@ -387,7 +384,7 @@ impl Sandbox {
             read_only: Some(false),
             ..Default::default()
         }];
-        for (label, path) in self.data.iter().filter(|(label, _)| spec.data.contains(label)) {
+        for (label, path) in &spec.data {
             mounts.push(Mount {
                 target: Some(format!("{DATA_DIR}/{label}")),
                 source: Some(path.display().to_string()),
