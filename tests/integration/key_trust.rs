@@ -331,3 +331,156 @@ async fn results_relabelled_or_taken_from_another_task_are_refused() {
     assert!(fed.researcher.open_results(me, fed.collaboration, &twice).await.is_err());
     fed.cleanup().await;
 }
+
+/// A client that trusts `first_use`, logged in as a fresh researcher of `org`.
+async fn fresh_client(
+    app: &support::TestApp,
+    org: OrgId,
+    first_use: fedq::keys::FirstUse,
+) -> fedq::client::Client {
+    let token = app.user(org, &format!("r-{}", uuid::Uuid::new_v4().simple()), "researcher").await;
+    fedq::client::Client::with_token(
+        &format!("http://{}", app.addr),
+        &Default::default(),
+        secrecy::SecretString::from(token),
+    )
+    .unwrap()
+    .with_trust(std::sync::Arc::new(fedq::keys::KeyTrust::in_memory(first_use)))
+}
+
+/// What `client` decides about `org`'s key in `collaboration`.
+async fn decision(
+    client: &fedq::client::Client,
+    collaboration: fedq::ids::CollaborationId,
+    org: OrgId,
+) -> Result<fedq::keys::PublicKey, TrustError> {
+    let decisions = client.trusted_keys(collaboration).await.unwrap();
+    decisions.into_iter().find(|d| d.org == org).expect("the organization is listed").key
+}
+
+fn not_logged(decided: Result<fedq::keys::PublicKey, TrustError>, why: &str) {
+    match decided {
+        Err(e @ TrustError::NotLogged { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(why) && text.contains("transparency log"), "{text}");
+        }
+        other => panic!("expected a key refused as not logged ({why}), got {other:?}"),
+    }
+}
+
+/// Keys outside the log: the server lists a key it never logged (written straight into its
+/// database), for a first use and for a rotation signed by the trusted key. A client that trusts
+/// on first use refuses both, whatever leaf the server shows for them (none, another key's, a
+/// well-formed one it never sequenced); the key published the logged way is trusted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_the_log_does_not_prove_is_trusted_neither_on_first_use_nor_by_a_rotation() {
+    use fedq::keys::FirstUse;
+    let app = support::spawn_app().await;
+    let a = app.org("a").await;
+    let (status, body) =
+        app.call("POST", "/organizations", Some(&app.root_token), Some(json!({"name": "c"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let c: OrgId = body["id"].as_str().unwrap().parse().unwrap();
+    let collaboration = app.collaboration("ac", &[a.org(), c]).await;
+    let unlogged = OrgKey::generate();
+    let sql = app.sql().await;
+    sql.execute(
+        "INSERT INTO organization_keys (org_id, key_id, public_key) VALUES ($1, $2, $3)",
+        &[c.as_uuid(), &unlogged.id().as_bytes().as_slice(), &unlogged.public().to_string()],
+    )
+    .await
+    .unwrap();
+
+    let client = fresh_client(&app, a.org(), FirstUse::Accept).await;
+    assert_eq!(
+        decision(&client, collaboration, a.org()).await.unwrap().id(),
+        a.current().id(),
+        "a logged key"
+    );
+    not_logged(decision(&client, collaboration, c).await, "lists no log leaf");
+
+    // The leaf that logged a's key, shown for c's.
+    let a_leaf: Vec<u8> = sql
+        .query_one("SELECT log_leaf FROM organization_keys WHERE org_id = $1", &[a.org().as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    // Keys published before the column: the migration finds each one's leaf by its layout.
+    let migration = include_str!("../../migrations/V9__key_log_leaves.sql");
+    let backfill = &migration[migration.find("UPDATE organization_keys k").unwrap()..];
+    sql.execute("UPDATE organization_keys SET log_leaf = NULL WHERE org_id = $1", &[a.org().as_uuid()])
+        .await
+        .unwrap();
+    sql.batch_execute(backfill).await.unwrap();
+    let found: Option<Vec<u8>> = sql
+        .query_one("SELECT log_leaf FROM organization_keys WHERE org_id = $1", &[a.org().as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(found.as_ref(), Some(&a_leaf), "the migration finds the leaf of a key published before it");
+    let set_leaf = |leaf: Vec<u8>| {
+        let sql = &sql;
+        async move {
+            sql.execute(
+                "UPDATE organization_keys SET log_leaf = $1 WHERE org_id = $2",
+                &[&leaf, c.as_uuid()],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    set_leaf(a_leaf).await;
+    not_logged(decision(&client, collaboration, c).await, "logs something else");
+    // A leaf that logs exactly this key, but that the log never took in.
+    let forged = fedq::transparency::Leaf::Event(fedq::transparency::EventLeaf {
+        organization: c,
+        at: Timestamp::now(),
+        event: fedq::transparency::Event::KeyPublished { key: *unlogged.id().as_bytes() },
+    })
+    .encode();
+    set_leaf(forged).await;
+    not_logged(decision(&client, collaboration, c).await, "no signed head of the log includes its leaf");
+
+    // The organization publishes a key the logged way: trusted on first use.
+    sql.execute("DELETE FROM organization_keys WHERE org_id = $1", &[c.as_uuid()]).await.unwrap();
+    let c_admin = app.user(c, "admin-of-c", "org_admin").await;
+    let genuine = OrgKey::generate();
+    app.publish_key(c, &c_admin, genuine.public(), None).await;
+    let client = fresh_client(&app, a.org(), FirstUse::Accept).await;
+    assert_eq!(decision(&client, collaboration, c).await.unwrap().id(), genuine.id());
+
+    // A rotation, signed by the trusted key, to a key the log never saw: not followed.
+    let next = OrgKey::generate();
+    let rotation = Rotation::sign(c, &genuine, next.public());
+    sql.execute("UPDATE organization_keys SET retired_at = now() WHERE org_id = $1", &[c.as_uuid()])
+        .await
+        .unwrap();
+    sql.execute(
+        "INSERT INTO organization_keys (org_id, key_id, public_key, previous_key_id, rotation_signature)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            c.as_uuid(),
+            &next.id().as_bytes().as_slice(),
+            &next.public().to_string(),
+            &genuine.id().as_bytes().as_slice(),
+            &rotation.signature.as_slice(),
+        ],
+    )
+    .await
+    .unwrap();
+    not_logged(decision(&client, collaboration, c).await, "lists no log leaf");
+    // Published through the API, the same rotation is logged and followed.
+    sql.execute("DELETE FROM organization_keys WHERE key_id = $1", &[&next.id().as_bytes().as_slice()])
+        .await
+        .unwrap();
+    sql.execute("UPDATE organization_keys SET retired_at = NULL WHERE org_id = $1", &[c.as_uuid()])
+        .await
+        .unwrap();
+    app.publish_key(c, &c_admin, next.public(), Some(rotation.signature)).await;
+    assert_eq!(
+        decision(&client, collaboration, c).await.unwrap().id(),
+        next.id(),
+        "a logged rotation is followed"
+    );
+    app.cleanup().await;
+}

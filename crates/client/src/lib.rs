@@ -7,6 +7,7 @@ use fedq_envelope::{envelope, keys};
 use fedq_tls as tls;
 
 pub mod audit;
+mod key_log;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -138,6 +139,8 @@ pub struct Client {
     trust: Arc<KeyTrust>,
     /// The jobs of tasks this client created (or was told of), to check results against.
     expected: Arc<Mutex<HashMap<TaskId, Jobs>>>,
+    /// Held while a key's log proof is checked and the log's head recorded.
+    log_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A task's jobs and where each runs.
@@ -235,6 +238,9 @@ struct PublishedKey {
     /// Set when another key replaced it.
     #[serde(default)]
     retired_at: Option<serde_json::Value>,
+    /// The transparency-log leaf that logged it (hex).
+    #[serde(default)]
+    log_leaf: Option<String>,
 }
 
 impl PublishedKey {
@@ -317,6 +323,7 @@ impl Client {
             http,
             trust: Arc::new(KeyTrust::in_memory(FirstUse::Refuse)),
             expected: Arc::default(),
+            log_lock: Arc::default(),
         }
     }
 
@@ -481,7 +488,14 @@ impl Client {
             } else {
                 Vec::new()
             };
-            let key = match self.trust.accept(org, &offered, &rotations) {
+            // A key about to be trusted on first use or by a rotation must be in the log.
+            let proven = match self.trust.check(org, &offered, &rotations) {
+                Ok(Accepted::FirstUse | Accepted::Rotated { .. }) => {
+                    self.prove_key_logged(org, &offered, entry.log_leaf.as_deref()).await?
+                }
+                _ => Ok(()),
+            };
+            let key = match proven.and_then(|()| self.trust.accept(org, &offered, &rotations)) {
                 Ok(accepted) => {
                     match accepted {
                         Accepted::FirstUse => tracing::warn!(

@@ -283,6 +283,14 @@ impl Core {
                             &format!("collaboration {collaboration}: {refusal}"),
                         );
                     }
+                    // A key the log does not prove: the server showing this node what no monitor
+                    // of the organization would see.
+                    if matches!(refusal, crate::keys::TrustError::NotLogged { .. }) {
+                        self.log.raise(
+                            "partner_key_not_logged",
+                            &format!("collaboration {collaboration}: {refusal}"),
+                        );
+                    }
                 }
                 true
             }
@@ -444,6 +452,13 @@ async fn start_with(
             .with_retired_grace(Duration::from_secs(config.peers.retired_key_grace_secs)),
     );
     trust.trust_own(me.org(), me.current().public())?;
+    // Keys trusted on first use or by rotation must be proven in the log, by the key enrollment
+    // pinned (when settings name none, the trust store takes the server's at the first proof).
+    if let Some(key) = config.transparency.log_key.as_deref() {
+        let bytes = hex::decode(key).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+        let bytes = bytes.ok_or_else(|| NodeError::Server("transparency.log_key: 64 hex digits".into()))?;
+        trust.pin_log_key(bytes)?;
+    }
     for (org, fingerprints) in &config.peers.pins {
         for fingerprint in fingerprints {
             trust.trust(*org, fingerprint.parse::<KeyId>()?)?;

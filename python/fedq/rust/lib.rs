@@ -79,6 +79,7 @@ impl From<TrustError> for Failure {
             TrustError::Unknown { .. } => "key_unknown",
             TrustError::Changed { .. } => "key_changed",
             TrustError::Revoked { .. } => "key_revoked",
+            TrustError::NotLogged { .. } => "key_not_logged",
             TrustError::Io { .. } | TrustError::Damaged { .. } => "trust_store",
         };
         Failure::new("untrusted_key", code, e.to_string())

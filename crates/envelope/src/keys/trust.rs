@@ -11,6 +11,10 @@
 //!
 //! Every key once trusted for an organization stays trusted to verify its signatures, so that
 //! envelopes sealed before a rotation still open.
+//!
+//! A key trusted on first use or by a rotation must also be in the server's transparency log
+//! (the client proves its leaf included in a signed head): the store keeps the log's key and the
+//! newest head this party verified ([`LogAnchor`]), so that every later head must extend it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -174,6 +178,22 @@ pub enum TrustError {
         /// The revoked key.
         key: KeyId,
     },
+    /// A key that would be trusted on first use or by a rotation is not proven to be in the
+    /// transparency log: the server may be showing this party a key no one else sees.
+    #[error(
+        "organization {org}'s key {offered} is not proven to be in the server's transparency log ({why}), so \
+         it is not trusted: a server that shows you a key it never logged could be the only one to read what \
+         you seal to it. Compare the fingerprint with the organization out of band; if it is theirs, run \
+         `fedq keys trust {org} {offered}` (a node: add it to [peers.pins])"
+    )]
+    NotLogged {
+        /// The organization.
+        org: OrgId,
+        /// The key the server offered.
+        offered: KeyId,
+        /// What the log did not prove.
+        why: String,
+    },
     /// The store could not be read or written.
     #[error("trusted keys at {path}: {source}")]
     Io {
@@ -199,6 +219,23 @@ pub enum TrustError {
 struct Stored {
     version: u32,
     organizations: BTreeMap<OrgId, Vec<TrustedKey>>,
+    /// The transparency log as last verified (absent in stores written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log: Option<LogAnchor>,
+}
+
+/// The server's transparency log as this party last verified it: the key that signs its heads,
+/// and the newest head checked (size and root), which every later head must extend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogAnchor {
+    /// The log's Ed25519 public key.
+    #[serde(with = "hex::serde")]
+    pub key: [u8; 32],
+    /// The size of the newest head verified (0: none yet).
+    pub size: u64,
+    /// Its root hash.
+    #[serde(with = "hex::serde")]
+    pub root: [u8; 32],
 }
 
 /// The keys this party trusts, per organization, oldest first: the last is the current one.
@@ -207,6 +244,8 @@ pub struct KeyTrust {
     path: Option<PathBuf>,
     first_use: FirstUse,
     orgs: Mutex<BTreeMap<OrgId, Vec<TrustedKey>>>,
+    /// The transparency log as last verified; locked after `orgs` when both are.
+    log: Mutex<Option<LogAnchor>>,
     /// How long a key still verifies after this party trusted its successor.
     retired_grace: std::time::Duration,
 }
@@ -218,24 +257,28 @@ pub const RETIRED_KEY_GRACE: std::time::Duration = std::time::Duration::from_sec
 impl KeyTrust {
     /// A store kept in memory only.
     pub fn in_memory(first_use: FirstUse) -> Self {
-        Self { path: None, first_use, orgs: Mutex::new(BTreeMap::new()), retired_grace: RETIRED_KEY_GRACE }
+        Self {
+            path: None,
+            first_use,
+            orgs: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(None),
+            retired_grace: RETIRED_KEY_GRACE,
+        }
     }
 
     /// The store kept at `path` (created on the first change).
     pub fn open(path: &Path, first_use: FirstUse) -> Result<Self, TrustError> {
-        let orgs = match std::fs::read(path) {
-            Ok(bytes) => {
-                let stored: Stored = serde_json::from_slice(&bytes)
-                    .map_err(|e| TrustError::Damaged { path: path.to_owned(), detail: e.to_string() })?;
-                stored.organizations
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        let stored = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| TrustError::Damaged { path: path.to_owned(), detail: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
             Err(source) => return Err(TrustError::Io { path: path.to_owned(), source }),
         };
         Ok(Self {
             path: Some(path.to_owned()),
             first_use,
-            orgs: Mutex::new(orgs),
+            orgs: Mutex::new(stored.organizations),
+            log: Mutex::new(stored.log),
             retired_grace: RETIRED_KEY_GRACE,
         })
     }
@@ -270,14 +313,52 @@ impl KeyTrust {
     }
 
     fn save(&self, orgs: &BTreeMap<OrgId, Vec<TrustedKey>>) -> Result<(), TrustError> {
+        let log = *self.log.lock().expect("not poisoned");
+        self.save_with(orgs, log)
+    }
+
+    fn save_with(
+        &self,
+        orgs: &BTreeMap<OrgId, Vec<TrustedKey>>,
+        log: Option<LogAnchor>,
+    ) -> Result<(), TrustError> {
         let Some(path) = &self.path else { return Ok(()) };
         let io = |source| TrustError::Io { path: path.clone(), source };
-        let stored = Stored { version: 1, organizations: orgs.clone() };
+        let stored = Stored { version: 1, organizations: orgs.clone(), log };
         let bytes = serde_json::to_vec_pretty(&stored).expect("trusted keys encode");
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
         crate::files::write_atomic(path, &bytes, 0o600).map_err(io)
+    }
+
+    /// The transparency log as last verified, if it was.
+    pub fn log_anchor(&self) -> Option<LogAnchor> {
+        *self.log.lock().expect("not poisoned")
+    }
+
+    /// Records the log as verified now: its key and a head that extends the one recorded (the
+    /// caller proved it). A head older than the one recorded is not kept; a new key (pinned by
+    /// a person) replaces the anchor.
+    pub fn record_log(&self, anchor: LogAnchor) -> Result<(), TrustError> {
+        let orgs = self.orgs.lock().expect("not poisoned");
+        let mut log = self.log.lock().expect("not poisoned");
+        if log.is_some_and(|old| old.key == anchor.key && old.size >= anchor.size) {
+            return Ok(());
+        }
+        *log = Some(anchor);
+        let kept = *log;
+        drop(log);
+        self.save_with(&orgs, kept)
+    }
+
+    /// A person pins the log's key (a node's `transparency.log_key`): heads must be signed by
+    /// it. The head recorded is kept if it was verified with this key, forgotten otherwise.
+    pub fn pin_log_key(&self, key: [u8; 32]) -> Result<(), TrustError> {
+        if self.log_anchor().is_some_and(|a| a.key == key) {
+            return Ok(());
+        }
+        self.record_log(LogAnchor { key, size: 0, root: [0; 32] })
     }
 
     /// A person trusts `fingerprint` for `org`: it becomes the current key (unless it is
@@ -372,12 +453,33 @@ impl KeyTrust {
     /// Decides whether `offered`, the key the server gives for `org` now, is trusted: it is a
     /// trusted key (or the fingerprint of one), a first key trusted on first use, or the end of
     /// a chain of `rotations` from the current trusted key, each signed by the key before it.
-    /// Accepted keys are recorded.
+    /// Accepted keys are recorded. A first use or a rotation must have been proven in the
+    /// transparency log first: [`KeyTrust::check`] says whether it is one.
     pub fn accept(
         &self,
         org: OrgId,
         offered: &PublicKey,
         rotations: &[Rotation],
+    ) -> Result<Accepted, TrustError> {
+        self.decide(org, offered, rotations, true)
+    }
+
+    /// What [`KeyTrust::accept`] would answer, recording nothing.
+    pub fn check(
+        &self,
+        org: OrgId,
+        offered: &PublicKey,
+        rotations: &[Rotation],
+    ) -> Result<Accepted, TrustError> {
+        self.decide(org, offered, rotations, false)
+    }
+
+    fn decide(
+        &self,
+        org: OrgId,
+        offered: &PublicKey,
+        rotations: &[Rotation],
+        record: bool,
     ) -> Result<Accepted, TrustError> {
         let mut orgs = self.orgs.lock().expect("not poisoned");
         let keys = orgs.entry(org).or_default();
@@ -388,14 +490,19 @@ impl KeyTrust {
             if known.public_key.is_some() {
                 return Ok(Accepted::Known);
             }
-            known.public_key = Some(offered.clone());
-            self.save(&orgs)?;
+            if record {
+                known.public_key = Some(offered.clone());
+                self.save(&orgs)?;
+            }
             return Ok(Accepted::Fingerprint);
         }
         // Keys known only as revoked were never trusted: they are no key to rotate from.
         let Some(current) = newest_trusted(keys).cloned() else {
             if self.first_use == FirstUse::Refuse {
                 return Err(TrustError::Unknown { org, offered: offered.id() });
+            }
+            if !record {
+                return Ok(Accepted::FirstUse);
             }
             keys.push(TrustedKey {
                 fingerprint: offered.id(),
@@ -425,6 +532,9 @@ impl KeyTrust {
                 .ok_or_else(changed)?;
             chain.push(step.new.clone());
             at = step.new.clone();
+        }
+        if !record {
+            return Ok(Accepted::Rotated { from: current.fingerprint });
         }
         let now = Timestamp::now();
         for key in chain {
@@ -468,6 +578,37 @@ impl SenderKeys for KeyTrust {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_says_what_accept_would_and_records_nothing() {
+        let (org, old, new) = (OrgId::new(), OrgKey::generate(), OrgKey::generate());
+        let trust = KeyTrust::in_memory(FirstUse::Accept);
+        assert_eq!(trust.check(org, old.public(), &[]).unwrap(), Accepted::FirstUse);
+        assert!(trust.current(org).is_none(), "a check trusts nothing");
+        trust.accept(org, old.public(), &[]).unwrap();
+        let rotation = Rotation::sign(org, &old, new.public());
+        let from = old.id();
+        assert_eq!(trust.check(org, new.public(), &[rotation]).unwrap(), Accepted::Rotated { from });
+        assert_eq!(trust.current(org).unwrap().id(), old.id(), "nor does it follow a rotation");
+        assert!(matches!(trust.check(org, new.public(), &[]), Err(TrustError::Changed { .. })));
+    }
+
+    #[test]
+    fn the_log_anchor_survives_a_reopen_and_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trusted-keys.json");
+        let trust = KeyTrust::open(&path, FirstUse::Refuse).unwrap();
+        assert!(trust.log_anchor().is_none());
+        let anchor = LogAnchor { key: [7; 32], size: 10, root: [1; 32] };
+        trust.record_log(anchor).unwrap();
+        trust.record_log(LogAnchor { size: 4, ..anchor }).unwrap();
+        let again = KeyTrust::open(&path, FirstUse::Refuse).unwrap();
+        assert_eq!(again.log_anchor(), Some(anchor), "an older head is not kept");
+        again.pin_log_key([7; 32]).unwrap();
+        assert_eq!(again.log_anchor(), Some(anchor), "pinning the same key keeps the head");
+        again.pin_log_key([8; 32]).unwrap();
+        assert_eq!(again.log_anchor(), Some(LogAnchor { key: [8; 32], size: 0, root: [0; 32] }));
+    }
 
     #[test]
     fn a_first_key_needs_a_fingerprint_unless_first_use_is_accepted() {

@@ -47,6 +47,9 @@ pub struct PublishedKey {
     /// The organization's signature of the hand-over, made with the previous key (base64), if
     /// the replacement was a signed rotation.
     pub rotation_signature: Option<String>,
+    /// The transparency-log leaf that logged it (hex), whose inclusion a client proves before it
+    /// trusts the key on first use or by a rotation.
+    pub log_leaf: Option<String>,
 }
 
 const ORG_SELECT: &str = "SELECT o.id, o.name, k.public_key, k.key_id FROM organizations o
@@ -137,18 +140,19 @@ pub async fn publish_key(
             &[org.as_uuid()],
         )
         .await?;
-        tx.execute(
-            "INSERT INTO organization_keys (org_id, key_id, public_key, previous_key_id, rotation_signature)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[org.as_uuid(), &key_id, &key.to_string(), &previous_id, &signature],
-        )
-        .await?;
         let new = *key.id().as_bytes();
         let event = match previous {
             Some((old, _)) => Event::KeyRotated { old: *old.as_bytes(), new },
             None => Event::KeyPublished { key: new },
         };
-        transparency::queue(&tx, &[transparency::event(org, event)]).await?;
+        let leaf = transparency::event(org, event);
+        tx.execute(
+            "INSERT INTO organization_keys (org_id, key_id, public_key, previous_key_id, rotation_signature, log_leaf)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[org.as_uuid(), &key_id, &key.to_string(), &previous_id, &signature, &leaf],
+        )
+        .await?;
+        transparency::queue(&tx, &[leaf]).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -185,7 +189,7 @@ pub async fn key_histories(db: &impl GenericClient, orgs: &[OrgId]) -> Result<Ve
     let rows = db
         .query(
             "SELECT org_id, key_id, public_key, published_at, retired_at, revoked_at, previous_key_id,
-                    rotation_signature
+                    rotation_signature, log_leaf
              FROM organization_keys WHERE org_id = ANY($1) ORDER BY org_id, published_at DESC",
             &[&ids],
         )
@@ -205,6 +209,7 @@ fn key_from_row(row: &tokio_postgres::Row) -> PublishedKey {
         rotation_signature: row
             .get::<_, Option<Vec<u8>>>("rotation_signature")
             .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        log_leaf: row.get::<_, Option<Vec<u8>>>("log_leaf").map(hex::encode),
     }
 }
 
@@ -217,7 +222,7 @@ pub async fn collaboration_keys(
     let rows = db
         .query(
             "SELECT k.org_id, k.key_id, k.public_key, k.published_at, k.retired_at, k.revoked_at,
-                    k.previous_key_id, k.rotation_signature
+                    k.previous_key_id, k.rotation_signature, k.log_leaf
              FROM collaboration_members m JOIN organization_keys k ON k.org_id = m.org_id
              WHERE m.collaboration_id = $1 AND (k.retired_at IS NULL OR k.revoked_at IS NOT NULL)
              ORDER BY k.org_id, k.published_at",

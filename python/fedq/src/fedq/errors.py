@@ -69,7 +69,8 @@ class KeyFileError(KeyProblem):
 class UntrustedKey(KeyProblem):
     """A key the server gave is not one you trust: ``key_unknown`` (trust its fingerprint
     first, or allow trust on first use), ``key_changed`` (a key no signed rotation leads to:
-    possibly swapped), ``key_revoked``, or ``trust_store`` (the store cannot be used)."""
+    possibly swapped), ``key_revoked``, ``key_not_logged`` (a first or rotated key that the
+    transparency log does not prove), or ``trust_store`` (the store cannot be used)."""
 
 
 class NotAMember(FedqError):
