@@ -128,12 +128,16 @@ pub enum KeyCommand {
         /// The organization (name or id).
         org: String,
     },
-    /// Revoke a compromised key of an organization (its administrator, or root).
+    /// Revoke a compromised key of your organization, with a statement signed by `--key`: the
+    /// revoked key itself, or the organization's current key when the revoked one is lost.
     Revoke {
         /// The organization (name or id).
         org: String,
         /// The key's fingerprint (`SHA256:…`).
         fingerprint: String,
+        /// The organization's key file that signs the revocation.
+        #[arg(long)]
+        key: std::path::PathBuf,
     },
 }
 
@@ -273,9 +277,21 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
             let org = id_of(&organization(client, &org).await?);
             client.get(&format!("/organizations/{org}/keys")).await?
         }
-        AdminCommand::Key(KeyCommand::Revoke { org, fingerprint }) => {
+        AdminCommand::Key(KeyCommand::Revoke { org, fingerprint, key }) => {
             let org = id_of(&organization(client, &org).await?);
-            client.post(&format!("/organizations/{org}/keys/{fingerprint}/revoke"), &json!({})).await?
+            let revoked: crate::keys::KeyId = fingerprint.parse().map_err(|_| {
+                CliError::BadInput(format!("{fingerprint}: a fingerprint is `SHA256:<64 hex digits>`"))
+            })?;
+            let signer = crate::keys::OrgKey::load(&key)?;
+            let org_id: crate::ids::OrgId =
+                org.parse().map_err(|_| CliError::BadInput(format!("{org}: not an organization id")))?;
+            let revocation = crate::keys::Revocation::sign(org_id, revoked, &signer);
+            use base64::Engine as _;
+            let body = json!({
+                "signature": base64::engine::general_purpose::STANDARD.encode(revocation.signature),
+                "signed_by": signer.id().to_string(),
+            });
+            client.post(&format!("/organizations/{org}/keys/{revoked}/revoke"), &body).await?
         }
         AdminCommand::Enrollment(EnrollmentCommand::Create { org, node_name, valid_secs }) => {
             let org = id_of(&organization(client, &org).await?);

@@ -316,6 +316,17 @@ async fn key_commands_take_and_show_organization_names() {
     admin.ok(&["keys", "generate", "--out", key.to_str().unwrap()]);
     let published = admin.ok(&["keys", "publish", "--key", key.to_str().unwrap()]);
     assert!(published.contains(&format!("for organization registry-a ({})", a.org())), "{published}");
+    // ...and revokes the old one, the revocation signed with the new key (the old one is lost).
+    let old = a.current().id().to_string();
+    admin.ok(&["admin", "key", "revoke", "registry-a", &old, "--key", key.to_str().unwrap()]);
+    let keys: Value =
+        serde_json::from_str(&admin.ok(&["admin", "--json", "key", "list", "registry-a"])).unwrap();
+    let revoked = keys.as_array().unwrap().iter().find(|k| k["key_id"] == old.as_str()).unwrap();
+    let new_id = fedq::keys::OrgKey::load(&key).unwrap().id().to_string();
+    assert!(
+        !revoked["revoked_at"].is_null() && revoked["revoked_by"] == new_id.as_str(),
+        "{revoked} signed by the new key ({new_id})"
+    );
 
     // ada trusts B's key by B's name, then by its id.
     let ada = Cli { session: tempfile::tempdir().unwrap() };

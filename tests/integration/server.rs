@@ -909,13 +909,28 @@ async fn a_revoked_key_signs_nothing_whatever_time_it_claims() {
     node_b.publish(&before).await.unwrap();
     assert_eq!(node_a.next(10).await.data, before, "B's key signs before the revocation");
 
-    // B's administrator revokes the key (another organization's administrator may not).
+    // B's administrator revokes the key with a statement signed by it (another organization's
+    // administrator may not, nor root, nor anyone without a signature of B's).
     let fingerprint = b.current().id().to_string();
     let admin_a = app.login("admin-of-a", "a-long-password-123").await;
     let path = format!("/organizations/{}/keys/{fingerprint}/revoke", b.org());
-    assert_eq!(app.call("POST", &path, Some(&admin_a), None).await.0, 403);
+    let signed = |by: &fedq::keys::OrgKey| {
+        let revocation = fedq::keys::Revocation::sign(b.org(), b.current().id(), by);
+        json!({"signature": STANDARD.encode(revocation.signature), "signed_by": by.id().to_string()})
+    };
+    assert_eq!(app.call("POST", &path, Some(&admin_a), Some(signed(b.current()))).await.0, 403);
+    let (status, body) = app.call("POST", &path, Some(&app.root_token), Some(signed(b.current()))).await;
+    assert_eq!(status, 403, "root does not revoke an organization's key: {body}");
     let admin_b = app.login("admin-of-b", "a-long-password-123").await;
-    assert_eq!(app.call("POST", &path, Some(&admin_b), None).await.0, 204);
+    let (status, body) = app.call("POST", &path, Some(&admin_b), Some(json!({}))).await;
+    assert_eq!(status, 400, "unsigned: {body}");
+    let (status, body) = app.call("POST", &path, Some(&admin_b), Some(signed(a.current()))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "signed by A's key: {body}");
+    let mut forged = signed(b.current());
+    forged["signature"] = json!(STANDARD.encode([7u8; 64]));
+    let (status, body) = app.call("POST", &path, Some(&admin_b), Some(forged)).await;
+    assert!(status == 400 && body["message"].as_str().unwrap().contains("does not verify"), "{body}");
+    assert_eq!(app.call("POST", &path, Some(&admin_b), Some(signed(b.current()))).await.0, 204);
 
     // Signed "ten minutes ago", before the revocation: refused all the same.
     let backdated = signed_by_b(ten_minutes_ago.saturating_add(Duration::from_secs(1)));
@@ -950,6 +965,13 @@ async fn a_revoked_key_signs_nothing_whatever_time_it_claims() {
     assert!(trust.current(b.org()).is_none(), "nothing is sealed to B's revoked key");
     use fedq::keys::SenderKeys as _;
     assert!(trust.sender_key(b.org(), &b.current().id()).is_none(), "nor does it verify anything");
+
+    // A revocation the server makes up (no signature of A's) takes nothing away from A.
+    sql.execute("UPDATE organization_keys SET revoked_at = now() WHERE org_id = $1", &[a.org().as_uuid()])
+        .await
+        .unwrap();
+    client.trusted_keys(collab).await.unwrap();
+    assert!(trust.sender_key(a.org(), &a.current().id()).is_some(), "A's key still verifies at the client");
     app.cleanup().await;
 }
 

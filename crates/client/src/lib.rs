@@ -24,7 +24,7 @@ use crate::contract::{CreateTask, ErrorBody, NewJob, NodeRegistration, TaskResul
 use crate::envelope::{MemoryReplayGuard, OpenError, OpenPolicy, Route, SealOptions};
 use crate::ids::{CollaborationId, JobId, OrgId, RunId, TaskId};
 use crate::keys::trust::Accepted;
-use crate::keys::{FirstUse, Identity, KeyId, KeyTrust, PublicKey, Rotation, TrustError};
+use crate::keys::{FirstUse, Identity, KeyId, KeyTrust, PublicKey, Revocation, Rotation, TrustError};
 use crate::protocol::{JobStart, JobStatus, Kind, Payload, Requester};
 use crate::time::Timestamp;
 use crate::tls::ClientTls;
@@ -241,6 +241,12 @@ struct PublishedKey {
     /// The transparency-log leaf that logged it (hex).
     #[serde(default)]
     log_leaf: Option<String>,
+    /// The organization's signature of its revocation (base64).
+    #[serde(default)]
+    revocation_signature: Option<String>,
+    /// The key that signed the revocation.
+    #[serde(default)]
+    revoked_by: Option<String>,
 }
 
 impl PublishedKey {
@@ -253,6 +259,17 @@ impl PublishedKey {
             )));
         }
         Ok(key)
+    }
+
+    /// The organization's signed revocation of this key, if it has one that parses.
+    fn revocation(&self) -> Option<Revocation> {
+        let signature = STANDARD.decode(self.revocation_signature.as_deref()?).ok()?.try_into().ok()?;
+        Some(Revocation {
+            org: self.organization,
+            key: self.key_id.parse().ok()?,
+            signer: self.revoked_by.as_deref()?.parse().ok()?,
+            signature,
+        })
     }
 
     /// The signed rotation that led to this key, if it has one that parses.
@@ -471,12 +488,30 @@ impl Client {
     /// Decides on each listed key (see [`Client::trusted_keys`]).
     async fn decide(&self, listed: &[PublishedKey]) -> Result<Vec<KeyDecision>, ClientError> {
         // Revocations first: a revoked key is never trusted again, and no rotation from it is
-        // followed. (A server that invents one only takes trust away.)
+        // followed. Only the organization's own, signed by the revoked key or another key this
+        // client trusts for it: a server cannot take an organization's key away on its own.
         for entry in listed.iter().filter(|e| e.revoked_at.is_some()) {
-            if let Ok(key) = entry.key_id.parse::<KeyId>()
-                && self.trust.revoke(entry.organization, key)?
-            {
-                tracing::warn!(org = %entry.organization, %key, "the organization revoked this key: no longer trusted");
+            let Some(revocation) = entry.revocation() else {
+                tracing::warn!(
+                    org = %entry.organization, key = %entry.key_id,
+                    "the server lists this key as revoked without the organization's signature: ignored"
+                );
+                continue;
+            };
+            let signer = if revocation.signer == revocation.key {
+                entry.key().ok()
+            } else {
+                self.trust.any_key(entry.organization, &revocation.signer)
+            };
+            if !signer.is_some_and(|signer| revocation.verify(&signer)) {
+                tracing::warn!(
+                    org = %entry.organization, key = %entry.key_id, signer = %revocation.signer,
+                    "a revocation that does not verify with a key this client trusts: ignored"
+                );
+                continue;
+            }
+            if self.trust.revoke(entry.organization, revocation.key)? {
+                tracing::warn!(org = %entry.organization, key = %revocation.key, "the organization revoked this key: no longer trusted");
             }
         }
         let mut decisions = Vec::with_capacity(listed.len());

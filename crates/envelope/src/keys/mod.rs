@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 pub use file::{KeyFileError, ORG_KEY_FILE, SeedFile};
 pub use keyring::{Identity, Keyring, SenderKeys};
-pub use trust::{FirstUse, KeyTrust, LogAnchor, RETIRED_KEY_GRACE, Rotation, TrustError};
+pub use trust::{FirstUse, KeyTrust, LogAnchor, RETIRED_KEY_GRACE, Revocation, Rotation, TrustError};
 
 /// The HPKE KEM fedq uses: DHKEM(X25519, HKDF-SHA256).
 pub type KemAlg = hpke::kem::X25519HkdfSha256;

@@ -28,6 +28,7 @@ use crate::ids::OrgId;
 use crate::time::Timestamp;
 
 const ROTATION_LABEL: &[u8] = b"fedq key rotation v1\0";
+const REVOCATION_LABEL: &[u8] = b"fedq key revocation v1\0";
 /// Longest chain of rotations followed at once; a longer one is refused as implausible.
 const MAX_CHAIN: usize = 64;
 
@@ -70,6 +71,47 @@ impl Rotation {
                     &Self::message(self.org, &self.old, &self.new),
                     &Signature::from_bytes(&self.signature),
                 )
+                .is_ok()
+    }
+}
+
+/// An organization's statement that its key `key` is revoked, signed by `signer`: the revoked
+/// key itself, or another key of the organization (when the revoked one is lost). Whoever holds
+/// either may revoke, which only takes trust away; the server, holding neither, cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The organization.
+    pub org: OrgId,
+    /// The key revoked.
+    pub key: KeyId,
+    /// The key that signs the statement.
+    pub signer: KeyId,
+    /// Ed25519 signature by `signer` over [`Revocation::message`].
+    pub signature: [u8; 64],
+}
+
+impl Revocation {
+    /// What is signed: a label, the organization, the revoked key's fingerprint.
+    pub fn message(org: OrgId, key: &KeyId) -> Vec<u8> {
+        let mut message = Vec::with_capacity(REVOCATION_LABEL.len() + 16 + 32);
+        message.extend_from_slice(REVOCATION_LABEL);
+        message.extend_from_slice(org.as_uuid().as_bytes());
+        message.extend_from_slice(key.as_bytes());
+        message
+    }
+
+    /// `signer` revokes `org`'s key `key`.
+    pub fn sign(org: OrgId, key: KeyId, signer: &OrgKey) -> Self {
+        let signature = signer.signing_key().sign(&Self::message(org, &key)).to_bytes();
+        Self { org, key, signer: signer.id(), signature }
+    }
+
+    /// Whether `signer` (the key named by `self.signer`) signed this revocation.
+    pub fn verify(&self, signer: &PublicKey) -> bool {
+        signer.id() == self.signer
+            && signer
+                .verifying_key()
+                .verify(&Self::message(self.org, &self.key), &Signature::from_bytes(&self.signature))
                 .is_ok()
     }
 }
@@ -434,6 +476,17 @@ impl KeyTrust {
         Ok(true)
     }
 
+    /// The key `key` of `org` if this party trusts it, current or replaced, and it is not
+    /// revoked: what checks a statement the organization signed with it.
+    pub fn any_key(&self, org: OrgId, key: &KeyId) -> Option<PublicKey> {
+        let orgs = self.orgs.lock().expect("not poisoned");
+        let keys = orgs.get(&org)?;
+        keys.iter()
+            .find(|k| &k.fingerprint == key && k.how != How::Revoked && k.revoked.is_none())?
+            .public_key
+            .clone()
+    }
+
     /// The current trusted fingerprint of `org`, if any.
     pub fn current_fingerprint(&self, org: OrgId) -> Option<KeyId> {
         let orgs = self.orgs.lock().expect("not poisoned");
@@ -578,6 +631,20 @@ impl SenderKeys for KeyTrust {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revocation_verifies_only_with_its_signer_and_for_its_key() {
+        let (org, key, other) = (OrgId::new(), OrgKey::generate(), OrgKey::generate());
+        let by_itself = Revocation::sign(org, key.id(), &key);
+        assert!(by_itself.verify(key.public()));
+        assert!(!by_itself.verify(other.public()), "another key did not sign it");
+        let by_other = Revocation::sign(org, key.id(), &other);
+        assert!(by_other.verify(other.public()));
+        let moved = Revocation { key: other.id(), ..by_other.clone() };
+        assert!(!moved.verify(other.public()), "the signature names the key revoked");
+        let elsewhere = Revocation { org: OrgId::new(), ..by_other };
+        assert!(!elsewhere.verify(other.public()), "and the organization");
+    }
 
     #[test]
     fn check_says_what_accept_would_and_records_nothing() {

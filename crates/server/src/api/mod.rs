@@ -137,6 +137,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         .and(warp::path!("organizations" / OrgId / "keys" / String / "revoke"))
         .and(warp::post())
         .and(auth.clone())
+        .and(json_body(SMALL_BODY))
         .and(st.clone())
         .and_then(organizations::revoke_key);
     let orgs_keys = v1

@@ -137,27 +137,73 @@ pub async fn publish_key(id: OrgId, principal: Principal, body: PublishKey, stat
 }
 
 /// Every key the organization has published, for checking fingerprints and rotations.
+/// The body of a revocation: the organization's signed statement.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKey {
+    /// Ed25519 signature over the revocation message (base64 of 64 bytes).
+    signature: String,
+    /// The fingerprint of the key that signed it: the revoked key, or another of the organization.
+    signed_by: String,
+}
+
 /// `POST /organizations/{id}/keys/{fingerprint}/revoke`: the key was compromised. Unlike a
 /// retired key it verifies nothing any more, whatever creation time an envelope claims; members
-/// learn it with the collaboration's keys and stop trusting it. An administrator of the
-/// organization, or root (revoking only takes trust away).
-pub async fn revoke_key(id: OrgId, fingerprint: String, principal: Principal, state: State) -> Response {
-    principal.require_admin_of(id)?;
-    let key: crate::keys::KeyId = fingerprint
-        .parse()
-        .map_err(|_| AppError::invalid("the key's fingerprint, as `SHA256:<64 hex digits>`"))?;
+/// learn it with the collaboration's keys and stop trusting it once the revocation's signature,
+/// by the revoked key or another key of the organization, verifies. An administrator who belongs
+/// to the organization (not root: the statement is the organization's, and members check it).
+pub async fn revoke_key(
+    id: OrgId,
+    fingerprint: String,
+    principal: Principal,
+    body: RevokeKey,
+    state: State,
+) -> Response {
+    principal.require_own_admin(id)?;
+    let fingerprint_of = |text: &str, what: &str| {
+        text.trim()
+            .parse::<crate::keys::KeyId>()
+            .map_err(|_| AppError::invalid(format!("{what}: a fingerprint, `SHA256:<64 hex digits>`")))
+    };
+    let key = fingerprint_of(&fingerprint, "the key revoked")?;
+    let signer = fingerprint_of(&body.signed_by, "signed_by")?;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(body.signature.trim())
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or_else(|| AppError::invalid("signature: 64 bytes in standard base64"))?;
     let client = db(&state).await?;
-    match directory::revoke_key(&**client, id, &key).await.map_err(AppError::from)? {
+    let history = directory::key_history(&**client, id).await.map_err(AppError::from)?;
+    let signing_key = history
+        .iter()
+        .find(|k| k.key_id == signer.to_string() && (k.revoked_at.is_none() || signer == key))
+        .and_then(|k| k.public_key.parse::<crate::keys::PublicKey>().ok())
+        .ok_or_else(|| {
+            AppError::invalid(format!(
+                "signed_by: {signer} is no unrevoked key of organization {id}; sign with the key revoked or the \
+                 organization's current one"
+            ))
+        })?;
+    let revocation = crate::keys::Revocation { org: id, key, signer, signature };
+    if !revocation.verify(&signing_key) {
+        return Err(AppError::invalid(format!(
+            "signature does not verify with {signer}: sign the revocation with that key (`fedq admin key revoke \
+             ORGANIZATION FINGERPRINT --key FILE`)"
+        ))
+        .into());
+    }
+    match directory::revoke_key(&**client, id, &revocation).await.map_err(AppError::from)? {
         None => Err(AppError::not_found(format!("key {key} of organization {id}")).into()),
         Some(was_live) => {
             if was_live {
-                tracing::warn!(org = %id, key = %key, "organization key revoked");
+                tracing::warn!(org = %id, key = %key, signed_by = %signer, "organization key revoked");
             }
             Ok(warp::Reply::into_response(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT)))
         }
     }
 }
 
+/// Every key the organization has published, for checking fingerprints and rotations.
 pub async fn key_history(id: OrgId, principal: Principal, state: State) -> Response {
     visible(&principal, id, &state).await?;
     let client = db(&state).await?;

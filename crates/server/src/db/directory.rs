@@ -50,6 +50,10 @@ pub struct PublishedKey {
     /// The transparency-log leaf that logged it (hex), whose inclusion a client proves before it
     /// trusts the key on first use or by a rotation.
     pub log_leaf: Option<String>,
+    /// The organization's signature of the revocation (base64), if revoked with one.
+    pub revocation_signature: Option<String>,
+    /// The fingerprint of the key that signed the revocation.
+    pub revoked_by: Option<String>,
 }
 
 const ORG_SELECT: &str = "SELECT o.id, o.name, k.public_key, k.key_id FROM organizations o
@@ -160,7 +164,12 @@ pub async fn publish_key(
 
 /// Revokes `org`'s key `key`: it signs nothing from now on, whatever time an envelope claims,
 /// and stops being the current key. Returns whether it was live (not revoked already).
-pub async fn revoke_key(db: &impl GenericClient, org: OrgId, key: &KeyId) -> Result<Option<bool>, DbError> {
+pub async fn revoke_key(
+    db: &impl GenericClient,
+    org: OrgId,
+    revocation: &crate::keys::Revocation,
+) -> Result<Option<bool>, DbError> {
+    let key = &revocation.key;
     // One statement, so that the log's leaf is written exactly when the key goes from live to
     // revoked.
     let leaf = transparency::event(org, Event::KeyRevoked { key: *key.as_bytes() });
@@ -168,11 +177,19 @@ pub async fn revoke_key(db: &impl GenericClient, org: OrgId, key: &KeyId) -> Res
         .query_opt(
             "WITH before AS (SELECT revoked_at IS NULL AS live FROM organization_keys WHERE org_id = $1 AND key_id = $2),
                   revoked AS (UPDATE organization_keys k
-                              SET revoked_at = coalesce(k.revoked_at, now()), retired_at = coalesce(k.retired_at, now())
+                              SET revoked_at = coalesce(k.revoked_at, now()), retired_at = coalesce(k.retired_at, now()),
+                                  revocation_signature = coalesce(k.revocation_signature, $4),
+                                  revoked_by = coalesce(k.revoked_by, $5)
                               WHERE k.org_id = $1 AND k.key_id = $2 RETURNING 1),
                   logged AS (INSERT INTO transparency_pending (leaf) SELECT $3 FROM before WHERE before.live)
              SELECT live FROM before",
-            &[org.as_uuid(), &key.as_bytes().as_slice(), &leaf],
+            &[
+                org.as_uuid(),
+                &key.as_bytes().as_slice(),
+                &leaf,
+                &revocation.signature.as_slice(),
+                &revocation.signer.as_bytes().as_slice(),
+            ],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
@@ -189,7 +206,7 @@ pub async fn key_histories(db: &impl GenericClient, orgs: &[OrgId]) -> Result<Ve
     let rows = db
         .query(
             "SELECT org_id, key_id, public_key, published_at, retired_at, revoked_at, previous_key_id,
-                    rotation_signature, log_leaf
+                    rotation_signature, log_leaf, revocation_signature, revoked_by
              FROM organization_keys WHERE org_id = ANY($1) ORDER BY org_id, published_at DESC",
             &[&ids],
         )
@@ -210,6 +227,10 @@ fn key_from_row(row: &tokio_postgres::Row) -> PublishedKey {
             .get::<_, Option<Vec<u8>>>("rotation_signature")
             .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
         log_leaf: row.get::<_, Option<Vec<u8>>>("log_leaf").map(hex::encode),
+        revocation_signature: row
+            .get::<_, Option<Vec<u8>>>("revocation_signature")
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        revoked_by: row.get::<_, Option<Vec<u8>>>("revoked_by").map(|b| fingerprint(&b)),
     }
 }
 
@@ -222,7 +243,7 @@ pub async fn collaboration_keys(
     let rows = db
         .query(
             "SELECT k.org_id, k.key_id, k.public_key, k.published_at, k.retired_at, k.revoked_at,
-                    k.previous_key_id, k.rotation_signature, k.log_leaf
+                    k.previous_key_id, k.rotation_signature, k.log_leaf, k.revocation_signature, k.revoked_by
              FROM collaboration_members m JOIN organization_keys k ON k.org_id = m.org_id
              WHERE m.collaboration_id = $1 AND (k.retired_at IS NULL OR k.revoked_at IS NOT NULL)
              ORDER BY k.org_id, k.published_at",
