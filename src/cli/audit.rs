@@ -95,15 +95,6 @@ async fn execute(client: &Client, args: &AuditArgs) -> Result<Value, CliError> {
                 .log_replay(&start, &head, |index, leaf| view.visit(index, leaf))
                 .await
                 .map_err(CliError::Log)?;
-            if let Some(path) = save {
-                let checkpoint = Checkpoint {
-                    log_key: hex::encode(key.as_bytes()),
-                    head: TreeHeadBody::from(&head),
-                    frontier,
-                };
-                let text = serde_json::to_string_pretty(&checkpoint).expect("a checkpoint serializes");
-                std::fs::write(path, text).map_err(|source| CliError::Io { path: path.clone(), source })?;
-            }
             // Every key the server serves must have its leaf: one in its database alone was put
             // there outside the log. Only a replay from the start has seen every such leaf.
             let unlogged =
@@ -122,13 +113,22 @@ async fn execute(client: &Client, args: &AuditArgs) -> Result<Value, CliError> {
             if let Some(text) = answer["text"].as_str() {
                 answer["text"] = Value::from(format!("{text}{note}"));
             }
-            match unlogged {
-                Some(keys) if !keys.is_empty() => {
-                    print!("{}", answer["text"].as_str().unwrap_or_default());
-                    Err(CliError::KeyNotLogged { keys })
-                }
-                _ => Ok(answer),
+            if let Some(keys) = unlogged.filter(|k| !k.is_empty()) {
+                // No checkpoint of a log caught misbehaving: a later `--from` would start past it.
+                print!("{}", answer["text"].as_str().unwrap_or_default());
+                return Err(CliError::KeyNotLogged { keys });
             }
+            if let Some(path) = save {
+                let checkpoint = Checkpoint {
+                    log_key: hex::encode(key.as_bytes()),
+                    head: TreeHeadBody::from(&head),
+                    frontier,
+                };
+                let text = serde_json::to_string_pretty(&checkpoint).expect("a checkpoint serializes");
+                crate::files::write_atomic(path, text.as_bytes(), 0o644)
+                    .map_err(|source| CliError::Io { path: path.clone(), source })?;
+            }
+            Ok(answer)
         }
         AuditCommand::Prove { envelopes, leaves } => {
             let key = log_key(client, args.log_key.as_deref()).await?;

@@ -99,6 +99,9 @@ pub enum CliError {
         #[source]
         source: crate::node::config::ConfigError,
     },
+    /// A key was refused; the message names the organizations.
+    #[error("{0}")]
+    KeyRefused(String),
     /// node.toml could not be edited as asked.
     #[error("{0}")]
     PolicyEdit(#[from] crate::node::policy_file::PolicyEditError),

@@ -274,45 +274,73 @@ pub fn task(command: TaskCommand) -> Result<(), CliError> {
     let client = client(first_use)?;
     let runtime = super::runtime()?;
     runtime.block_on(async {
-        match command {
-            TaskCommand::Create(args) => create(&client, args).await,
-            TaskCommand::List { limit, json } => {
-                let tasks = client.tasks(limit).await?;
-                if json {
-                    println!("{}", pretty(&tasks));
-                } else {
-                    for t in &tasks {
-                        println!("{}  {}  {}  {}", t.id, summary(t), t.image, t.name);
+        let outcome = async {
+            match command {
+                TaskCommand::Create(args) => create(&client, args).await,
+                TaskCommand::List { limit, json } => {
+                    let tasks = client.tasks(limit).await?;
+                    if json {
+                        println!("{}", pretty(&tasks));
+                    } else {
+                        for t in &tasks {
+                            println!("{}  {}  {}  {}", t.id, summary(t), t.image, t.name);
+                        }
                     }
+                    Ok(())
                 }
-                Ok(())
-            }
-            TaskCommand::Show { task, json } => {
-                let shown = client.task(task).await?;
-                if json {
-                    println!("{}", pretty(&shown));
-                } else {
-                    println!("task {task}  image {}  run {}", shown.image, shown.run);
-                    for job in &shown.jobs {
-                        println!("  {}  {}", org_label(job), job.status);
+                TaskCommand::Show { task, json } => {
+                    let shown = client.task(task).await?;
+                    if json {
+                        println!("{}", pretty(&shown));
+                    } else {
+                        println!("task {task}  image {}  run {}", shown.image, shown.run);
+                        for job in &shown.jobs {
+                            println!("  {}  {}", org_label(job), job.status);
+                        }
                     }
+                    Ok(())
                 }
-                Ok(())
+                TaskCommand::Kill { task } => {
+                    client.kill(task).await?;
+                    eprintln!("task {task} killed");
+                    Ok(())
+                }
+                TaskCommand::Wait(args) => wait(&client, &args, true).await,
             }
-            TaskCommand::Kill { task } => {
-                client.kill(task).await?;
-                eprintln!("task {task} killed");
-                Ok(())
-            }
-            TaskCommand::Wait(args) => wait(&client, &args, true).await,
         }
+        .await;
+        with_organization_names(&client, outcome).await
     })
 }
 
 /// `fedq result`: the results as they are now (waiting up to the timeout for all of them).
 pub fn result(args: ResultArgs) -> Result<(), CliError> {
     let client = client(args.trust_on_first_use)?;
-    super::runtime()?.block_on(wait(&client, &args, false))
+    super::runtime()?.block_on(async {
+        let outcome = wait(&client, &args, false).await;
+        with_organization_names(&client, outcome).await
+    })
+}
+
+/// A refused key's error with each organization's name put beside its id (`organization
+/// registry-b (6c5b…)`), as the server names them; the commands it suggests keep the ids.
+async fn with_organization_names<T>(client: &Client, outcome: Result<T, CliError>) -> Result<T, CliError> {
+    use crate::client::ClientError;
+    let err = match outcome {
+        Err(
+            err @ (CliError::Trust(_)
+            | CliError::Client(ClientError::Trust(_) | ClientError::WrongKey { .. })),
+        ) => err,
+        other => return other,
+    };
+    let Ok(orgs) = client.get("/organizations").await else { return Err(err) };
+    let mut text = err.to_string();
+    for org in orgs.as_array().into_iter().flatten() {
+        if let (Some(id), Some(name)) = (org["id"].as_str(), org["name"].as_str()) {
+            text = text.replace(&format!("organization {id}"), &format!("organization {name} ({id})"));
+        }
+    }
+    Err(CliError::KeyRefused(text))
 }
 
 fn summary(task: &Task) -> String {

@@ -89,6 +89,11 @@ async fn a_researcher_runs_secure_sum_from_the_command_line() {
     let fingerprint_b = fed.orgs[1].current().id().to_string();
     let err = cli.fails(&strs(&args));
     assert!(err.contains("not trusted yet") && err.contains(&fingerprint_b), "{err}");
+    assert!(err.contains(&format!("organization registry-1 ({b})")), "named, not by id alone: {err}");
+    assert!(
+        err.contains(&format!("`fedq keys trust {b} {fingerprint_b}`")),
+        "the command keeps the id: {err}"
+    );
     cli.ok(&["keys", "trust", &b, &fingerprint_b]);
     let trusted = cli.ok(&["keys", "trusted"]);
     assert!(

@@ -446,6 +446,11 @@ async fn fedq_audit_verifies_the_log_proves_envelopes_and_catches_a_rewrite() {
     assert!(err.contains("no leaf of the log publishes"), "{err}");
     assert!(err.contains(&format!("({b}): key {}", swapped.id())), "{err}");
     assert!(out.contains("they give the signed root"), "the log itself verified: {out}");
+    // No checkpoint of a log caught serving an unlogged key: a later --from would start past it.
+    let caught = home.join("caught.json");
+    let (code, _, _) = fedq_status(home, &["audit", "verify", "--save", caught.to_str().unwrap()], None);
+    assert_eq!(code, Some(4));
+    assert!(!caught.exists(), "no checkpoint is saved when the verification fails");
     app.restore_key_in_database(b, &swapped).await;
 
     // A pinned key that is not the log's, and a rewritten leaf: evidence, exit status 4.
