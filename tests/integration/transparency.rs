@@ -72,22 +72,37 @@ impl<'a> LogReader<'a> {
         Ok(proof.leaf_index)
     }
 
-    /// Every leaf of the tree of `head`, in order.
+    /// Every leaf of the tree of `head`, in order (each one shown).
     async fn entries(&self, head: &SignedTreeHead) -> Vec<Vec<u8>> {
-        let mut leaves = Vec::new();
-        while (leaves.len() as u64) < head.head.size {
+        let seen = self.entries_as_seen(head).await;
+        seen.into_iter().map(|(leaf, _)| leaf.expect("every leaf is shown to this reader")).collect()
+    }
+
+    /// Every entry of the tree of `head`, in order: the leaf where shown, and its hash.
+    async fn entries_as_seen(&self, head: &SignedTreeHead) -> Vec<(Option<Vec<u8>>, [u8; 32])> {
+        let mut entries = Vec::new();
+        while (entries.len() as u64) < head.head.size {
             let (status, body) = self
-                .get(&format!("/transparency/entries?start={}&end={}", leaves.len(), head.head.size))
+                .get(&format!("/transparency/entries?start={}&end={}", entries.len(), head.head.size))
                 .await;
             assert_eq!(status, 200, "{body}");
             let page = body.as_array().unwrap();
             assert!(!page.is_empty(), "entries end before the head's size");
             for entry in page {
-                assert_eq!(entry["index"].as_u64().unwrap(), leaves.len() as u64);
-                leaves.push(hex::decode(entry["leaf"].as_str().unwrap()).unwrap());
+                assert_eq!(entry["index"].as_u64().unwrap(), entries.len() as u64);
+                match entry["leaf"].as_str() {
+                    Some(leaf) => {
+                        assert!(entry.get("leaf_hash").is_none(), "{entry}");
+                        let leaf = hex::decode(leaf).unwrap();
+                        let hash = leaf_hash(&leaf);
+                        entries.push((Some(leaf), hash));
+                    }
+                    None => entries
+                        .push((None, wire::hash_from_hex(entry["leaf_hash"].as_str().unwrap()).unwrap())),
+                }
             }
         }
-        leaves
+        entries
     }
 }
 
@@ -96,7 +111,8 @@ fn envelope_leaf(bytes: &[u8]) -> Leaf {
     Leaf::Envelope(EnvelopeLeaf::of(&parsed.header, bytes))
 }
 
-#[tokio::test]
+// Multi-threaded: it runs `fedq audit` as a process against the server in this one.
+#[tokio::test(flavor = "multi_thread")]
 async fn every_routed_envelope_and_trust_event_is_in_the_log_and_every_proof_verifies() {
     let app = spawn_app().await;
     let run = TwoOrgRun::start(&app).await;
@@ -225,6 +241,36 @@ async fn every_routed_envelope_and_trust_event_is_in_the_log_and_every_proof_ver
         .collect();
     assert!(more.contains(&Event::NodeRevoked { node: node_a }), "{more:?}");
     assert!(more.contains(&Event::MemberRemoved { collaboration: run.collaboration }), "{more:?}");
+
+    // An organization outside the collaboration reads no envelope's header, only its hash, and
+    // still recomputes the signed root; the trust events stay readable for every monitor.
+    let c = app.org("c").await;
+    let outsider = app.user(c.org(), "carol", "researcher").await;
+    let seen = LogReader::new(&app, &outsider).await.entries_as_seen(&newest).await;
+    let tree = MerkleTree::from_leaf_hashes(seen.iter().map(|(_, hash)| *hash));
+    assert_eq!(tree.root(), newest.head.root, "the hashes give the signed root");
+    let shown: Vec<Leaf> =
+        seen.iter().filter_map(|(leaf, _)| Some(Leaf::decode(leaf.as_ref()?).unwrap())).collect();
+    assert!(
+        shown.iter().all(|l| matches!(l, Leaf::Event(_))),
+        "no envelope of another collaboration is shown"
+    );
+    assert_eq!(seen.len() - shown.len(), envelopes, "each envelope is there as a hash");
+    assert!(shown.iter().any(|l| matches!(l, Leaf::Event(e) if e.organization == run.a.org())));
+    // The client's replay takes the hashes as they are: `fedq audit verify` works for C too.
+    let (code, out, err) = {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let server = format!("http://{}", app.addr);
+        crate::support::fedq_ok(
+            h,
+            &["login", "--server", &server, "--user", "carol", "--password-stdin"],
+            Some("a-long-password-123\n"),
+        );
+        crate::support::fedq_status(h, &["audit", "verify"], None)
+    };
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("they give the signed root"), "{out}");
     app.cleanup().await;
 }
 

@@ -319,6 +319,12 @@ pub struct ConsistencyProofBody {
 pub struct LogEntry {
     /// Its index.
     pub index: u64,
-    /// The leaf's bytes (layout version 1), in hex.
-    pub leaf: String,
+    /// The leaf's bytes (layout version 1), in hex; absent for an envelope of a collaboration
+    /// the reader's organization is not in (neither its sender nor its recipient), which is
+    /// shown by its hash alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<String>,
+    /// The leaf's RFC 9162 hash in hex, when the leaf itself is not shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_hash: Option<String>,
 }

@@ -234,7 +234,16 @@ mod tests {
                 "ConsistencyProof",
                 serde_json::to_value(ConsistencyProofBody { from: 0, to: 1, path: vec![] }).unwrap(),
             ),
-            ("LogEntry", serde_json::to_value(LogEntry { index: 0, leaf: "01".into() }).unwrap()),
+            (
+                "LogEntry",
+                // Both optional fields set, so that the shape is compared whole (an entry has one).
+                serde_json::to_value(LogEntry {
+                    index: 0,
+                    leaf: Some("01".into()),
+                    leaf_hash: Some("00".repeat(32)),
+                })
+                .unwrap(),
+            ),
         ];
         for (name, example) in examples {
             let schema = &spec["components"]["schemas"][name];

@@ -9,8 +9,9 @@ use warp::http::StatusCode;
 use super::{Response, reply};
 use crate::contract::{ConsistencyProofBody, InclusionProofBody, LogEntry, LogKey, TreeHeadBody};
 use crate::server::app::{AppError, Principal, State, db};
+use crate::server::db::directory;
 use crate::server::db::transparency as table;
-use fedq_transparency::wire;
+use fedq_transparency::{Leaf, leaf_hash, wire};
 
 /// Entries answered at most per request.
 const MAX_ENTRIES: u64 = 1000;
@@ -104,15 +105,39 @@ pub struct EntriesQuery {
 
 /// `GET /transparency/entries?start=M[&end=N]`: the leaves with indexes in `start..end`, at most
 /// 1,000 per request (fewer when the log is shorter: ask again from the last index + 1).
-pub async fn entries(_: Principal, q: EntriesQuery, state: State) -> Response {
+///
+/// An envelope's leaf names who sent what to whom, in which collaboration, task and run, and
+/// when: it is shown only to root and to members of its collaboration (and its sender and
+/// recipient); everyone else gets its hash, which is all a monitor needs to recompute the root.
+pub async fn entries(principal: Principal, q: EntriesQuery, state: State) -> Response {
     let end = q.end.unwrap_or(u64::MAX).min(q.start.saturating_add(MAX_ENTRIES));
     if end < q.start {
         return Err(AppError::invalid(format!("end ({end}) is smaller than start ({})", q.start)).into());
     }
     let client = db(&state).await?;
     let leaves = table::entries(&client, q.start, end).await.map_err(AppError::from)?;
-    let body: Vec<LogEntry> =
-        leaves.into_iter().map(|(index, leaf)| LogEntry { index, leaf: hex::encode(leaf) }).collect();
+    // Root sees every leaf; anyone else, the envelopes of its organization's collaborations.
+    let reader = principal.scope();
+    let member_of: std::collections::HashSet<_> = match reader {
+        None => Default::default(),
+        Some(org) => directory::member_collaborations(&**client, org).await.map_err(AppError::from)?,
+    };
+    let shown = |leaf: &[u8]| match (reader, Leaf::decode(leaf)) {
+        (Some(org), Ok(Leaf::Envelope(e))) => {
+            member_of.contains(&e.collaboration) || e.sender == org || e.recipient == org
+        }
+        _ => true,
+    };
+    let body: Vec<LogEntry> = leaves
+        .into_iter()
+        .map(|(index, leaf)| {
+            if shown(&leaf) {
+                LogEntry { index, leaf: Some(hex::encode(leaf)), leaf_hash: None }
+            } else {
+                LogEntry { index, leaf: None, leaf_hash: Some(hex::encode(leaf_hash(&leaf))) }
+            }
+        })
+        .collect();
     Ok(reply(StatusCode::OK, &body))
 }
 

@@ -195,6 +195,17 @@ pub async fn revoke_key(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// The collaborations `org` is a member of.
+pub async fn member_collaborations(
+    db: &impl GenericClient,
+    org: OrgId,
+) -> Result<std::collections::HashSet<CollaborationId>, DbError> {
+    let rows = db
+        .query("SELECT collaboration_id FROM collaboration_members WHERE org_id = $1", &[org.as_uuid()])
+        .await?;
+    Ok(rows.iter().map(|r| CollaborationId::from_uuid(r.get(0))).collect())
+}
+
 /// Every key an organization has published, newest first.
 pub async fn key_history(db: &impl GenericClient, org: OrgId) -> Result<Vec<PublishedKey>, DbError> {
     key_histories(db, &[org]).await
