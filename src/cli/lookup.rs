@@ -74,3 +74,24 @@ pub async fn with_organization_names(client: &Client, mut answer: Value) -> Resu
     }
     Ok(answer)
 }
+
+/// A refused key's error with each organization's name put beside its id (`organization
+/// registry-b (6c5b…)`), as the server names them; the commands it suggests keep the ids.
+pub async fn naming_organizations<T>(client: &Client, outcome: Result<T, CliError>) -> Result<T, CliError> {
+    use crate::client::ClientError;
+    let err = match outcome {
+        Err(
+            err @ (CliError::Trust(_)
+            | CliError::Client(ClientError::Trust(_) | ClientError::WrongKey { .. })),
+        ) => err,
+        other => return other,
+    };
+    let Ok(orgs) = client.get("/organizations").await else { return Err(err) };
+    let mut text = err.to_string();
+    for org in orgs.as_array().into_iter().flatten() {
+        if let (Some(id), Some(name)) = (org["id"].as_str(), org["name"].as_str()) {
+            text = text.replace(&format!("organization {id}"), &format!("organization {name} ({id})"));
+        }
+    }
+    Err(CliError::KeyRefused(text))
+}

@@ -160,7 +160,8 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
             Ok(())
         }
         command => {
-            let config = load(&path)?;
+            // Read with the file's version, so that `[policy]` and `[data]` follow its changes.
+            let (config, file) = watched(&path)?;
             super::runtime()?.block_on(async {
                 match command {
                     Some(NodeCommand::Gc { all }) => {
@@ -168,9 +169,7 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
                         println!("removed {containers} containers and {volumes} run volumes");
                     }
                     _ => {
-                        drop(config);
-                        // Started from the file, so that `[policy]` and `[data]` follow its changes.
-                        let node = crate::node::start_from_file(&path).await?;
+                        let node = crate::node::start_from_file(config, file).await?;
                         node.run_until_signal().await;
                     }
                 }
@@ -182,10 +181,17 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
 
 /// The settings in `path`, then the `FEDQ_…` variables; an error names the file.
 fn load(path: &Path) -> Result<crate::node::config::NodeConfig, CliError> {
+    Ok(watched(path)?.0)
+}
+
+/// [`load`], with the file's version for watching it.
+fn watched(
+    path: &Path,
+) -> Result<(crate::node::config::NodeConfig, crate::node::live_policy::SettingsFile), CliError> {
     if !path.exists() {
         return Err(CliError::NoNodeSettings { path: path.to_owned() });
     }
-    crate::node::config::NodeConfig::load(Some(path))
+    crate::node::live_policy::SettingsFile::load(path)
         .map_err(|source| CliError::NodeConfig { path: path.to_owned(), source })
 }
 

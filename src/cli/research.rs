@@ -309,7 +309,7 @@ pub fn task(command: TaskCommand) -> Result<(), CliError> {
             }
         }
         .await;
-        with_organization_names(&client, outcome).await
+        super::lookup::naming_organizations(&client, outcome).await
     })
 }
 
@@ -318,29 +318,8 @@ pub fn result(args: ResultArgs) -> Result<(), CliError> {
     let client = client(args.trust_on_first_use)?;
     super::runtime()?.block_on(async {
         let outcome = wait(&client, &args, false).await;
-        with_organization_names(&client, outcome).await
+        super::lookup::naming_organizations(&client, outcome).await
     })
-}
-
-/// A refused key's error with each organization's name put beside its id (`organization
-/// registry-b (6c5b…)`), as the server names them; the commands it suggests keep the ids.
-async fn with_organization_names<T>(client: &Client, outcome: Result<T, CliError>) -> Result<T, CliError> {
-    use crate::client::ClientError;
-    let err = match outcome {
-        Err(
-            err @ (CliError::Trust(_)
-            | CliError::Client(ClientError::Trust(_) | ClientError::WrongKey { .. })),
-        ) => err,
-        other => return other,
-    };
-    let Ok(orgs) = client.get("/organizations").await else { return Err(err) };
-    let mut text = err.to_string();
-    for org in orgs.as_array().into_iter().flatten() {
-        if let (Some(id), Some(name)) = (org["id"].as_str(), org["name"].as_str()) {
-            text = text.replace(&format!("organization {id}"), &format!("organization {name} ({id})"));
-        }
-    }
-    Err(CliError::KeyRefused(text))
 }
 
 fn summary(task: &Task) -> String {

@@ -68,15 +68,6 @@ pub enum NodeError {
     /// The store of trusted keys could not be used.
     #[error(transparent)]
     Trust(#[from] crate::keys::TrustError),
-    /// The settings file could not be read or is invalid.
-    #[error("{}: {source}", path.display())]
-    Config {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        #[source]
-        source: Box<config::ConfigError>,
-    },
     /// The state directory could not be opened.
     #[error("state directory {path}: {source}")]
     State {
@@ -418,14 +409,13 @@ impl RunningNode {
     }
 }
 
-/// Starts a node from `path` (node.toml, then the `FEDQ_…` variables), whose `[policy]` and
-/// `[data]` it reloads on SIGHUP and when the file changes.
-pub async fn start_from_file(path: &std::path::Path) -> Result<RunningNode, NodeError> {
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let stamps = fedq_service::reload::Stamps::take(vec![path.clone()]);
-    let config = NodeConfig::load(Some(&path))
-        .map_err(|e| NodeError::Config { path: path.clone(), source: Box::new(e) })?;
-    start_with(config, Some((path, stamps))).await
+/// Starts a node from the settings `file` gave (`live_policy::SettingsFile::load`), whose
+/// `[policy]` and `[data]` it reloads on SIGHUP and when the file changes.
+pub async fn start_from_file(
+    config: NodeConfig,
+    file: live_policy::SettingsFile,
+) -> Result<RunningNode, NodeError> {
+    start_with(config, Some(file)).await
 }
 
 /// Starts a node: loads its key and state, sets up Docker, the firewall and the endpoint,
@@ -437,7 +427,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
 async fn start_with(
     config: NodeConfig,
-    source: Option<(std::path::PathBuf, fedq_service::reload::Stamps)>,
+    source: Option<live_policy::SettingsFile>,
 ) -> Result<RunningNode, NodeError> {
     crate::tls::install_crypto_provider();
     let previous =
@@ -455,9 +445,10 @@ async fn start_with(
     // Keys trusted on first use or by rotation must be proven in the log, by the key enrollment
     // pinned (when settings name none, the trust store takes the server's at the first proof).
     if let Some(key) = config.transparency.log_key.as_deref() {
-        let bytes = hex::decode(key).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
-        let bytes = bytes.ok_or_else(|| NodeError::Server("transparency.log_key: 64 hex digits".into()))?;
-        trust.pin_log_key(bytes)?;
+        let key = log_monitor::parse_key(key).ok_or_else(|| {
+            NodeError::Server("transparency.log_key: 64 hex digits of an Ed25519 key".into())
+        })?;
+        trust.pin_log_key(key.to_bytes())?;
     }
     for (org, fingerprints) in &config.peers.pins {
         for fingerprint in fingerprints {

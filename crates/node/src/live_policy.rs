@@ -55,17 +55,35 @@ impl Rules {
     }
 }
 
+/// The settings file a node was started from, with its version when it was read: what the
+/// node watches for changes.
+#[derive(Debug, Clone)]
+pub struct SettingsFile {
+    path: PathBuf,
+    stamps: fedq_service::reload::Stamps,
+}
+
+impl SettingsFile {
+    /// Reads the settings in `path` (then the `FEDQ_…` variables), noting the file's version
+    /// first, so that a change made while it is read is seen at the next look.
+    pub fn load(path: &std::path::Path) -> Result<(NodeConfig, Self), super::config::ConfigError> {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let stamps = fedq_service::reload::Stamps::take(vec![path.clone()]);
+        let config = NodeConfig::load(Some(&path))?;
+        Ok((config, Self { path, stamps }))
+    }
+}
+
 /// The rules in force, swapped whole when the file changes.
 pub struct LivePolicy {
     current: RwLock<Arc<Rules>>,
     /// The settings file, when the node was started from one; `None`: the rules never change.
-    source: Option<(PathBuf, fedq_service::reload::Stamps)>,
+    source: Option<SettingsFile>,
 }
 
 impl LivePolicy {
-    /// The rules of `config`; reloaded from `source` (the file `config` was read from, versions
-    /// taken before it was read) when given.
-    pub fn new(config: &NodeConfig, source: Option<(PathBuf, fedq_service::reload::Stamps)>) -> Self {
+    /// The rules of `config`; reloaded from `source` (the file `config` was read from) when given.
+    pub fn new(config: &NodeConfig, source: Option<SettingsFile>) -> Self {
         Self { current: RwLock::new(Arc::new(Rules::of(config))), source }
     }
 
@@ -77,8 +95,8 @@ impl LivePolicy {
     /// Reads the file again (with the `FEDQ_…` variables, as at start) and puts its rules in
     /// force if the whole file is valid; otherwise the rules in force stay.
     pub fn reload(&self) -> Result<bool, super::config::ConfigError> {
-        let Some((path, _)) = &self.source else { return Ok(false) };
-        let config = NodeConfig::load(Some(path))?;
+        let Some(file) = &self.source else { return Ok(false) };
+        let config = NodeConfig::load(Some(&file.path))?;
         let rules = Rules::of(&config);
         let mut current = self.current.write().expect("not poisoned");
         if **current == rules {
@@ -90,7 +108,7 @@ impl LivePolicy {
 
     /// Reloads on SIGHUP and when the settings file changes, until `stop` turns true.
     pub async fn watch(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        let Some((path, stamps)) = &self.source else { return };
+        let Some(SettingsFile { path, stamps }) = &self.source else { return };
         fedq_service::reload::watch(stamps.clone(), stop, |why| match self.reload() {
             Ok(true) => {
                 let rules = self.current();
@@ -125,9 +143,8 @@ mod tests {
         let path = dir.path().join("node.toml");
         let base = super::super::config::tests::example();
         std::fs::write(&path, base).unwrap();
-        let config = NodeConfig::load(Some(&path)).unwrap();
-        let stamps = fedq_service::reload::Stamps::take(vec![path.clone()]);
-        let live = LivePolicy::new(&config, Some((path.clone(), stamps)));
+        let (config, file) = SettingsFile::load(&path).unwrap();
+        let live = LivePolicy::new(&config, Some(file));
         assert!(!live.reload().unwrap(), "the same file is no change");
 
         let more = format!("{base}\n[[policy.images]]\nname = \"fedq/new\"\ndigest = \"sha256:abc\"\n");

@@ -41,7 +41,7 @@ const MAX_DISPUTED: usize = 64;
 const MAX_WATCHED: usize = 100_000;
 
 /// A log key from its hex form, as the settings and the state file hold it.
-fn parse_key(hex_key: &str) -> Option<VerifyingKey> {
+pub(crate) fn parse_key(hex_key: &str) -> Option<VerifyingKey> {
     let bytes = <[u8; 32]>::try_from(hex::decode(hex_key).ok()?).ok()?;
     VerifyingKey::from_bytes(&bytes).ok()
 }

@@ -60,15 +60,7 @@ impl PolicyFile {
     /// a rule of the same name and digest is always replaced. Returns the rules taken out.
     pub fn allow(&mut self, rule: &ImageRule, keep_others: bool) -> Result<Vec<ImageRule>, PolicyEditError> {
         let images = self.images()?;
-        let mut removed = Vec::new();
-        images.retain(|t| {
-            let same = text(t, "name").as_deref() == Some(rule.name.as_str())
-                && (!keep_others || text(t, "digest").unwrap_or_else(|| "*".into()) == rule.digest);
-            if same {
-                removed.push(rule_of(t));
-            }
-            !same
-        });
+        let removed = take(images, &rule.name, keep_others.then_some(rule.digest.as_str()));
         let mut table = Table::new();
         table.decor_mut().set_prefix(
             "\n# Pinned by `fedq node policy allow` to the image this machine has: a rebuilt image must be allowed again.\n",
@@ -85,16 +77,7 @@ impl PolicyFile {
 
     /// Removes the rules of `name` (and `digest`, if given). Returns them; none is an error.
     pub fn remove(&mut self, name: &str, digest: Option<&str>) -> Result<Vec<ImageRule>, PolicyEditError> {
-        let images = self.images()?;
-        let mut removed = Vec::new();
-        images.retain(|t| {
-            let hit = text(t, "name").as_deref() == Some(name)
-                && digest.is_none_or(|d| text(t, "digest").unwrap_or_else(|| "*".into()) == d);
-            if hit {
-                removed.push(rule_of(t));
-            }
-            !hit
-        });
+        let removed = take(self.images()?, name, digest);
         if removed.is_empty() {
             return Err(PolicyEditError::NoSuchRule {
                 name: name.to_owned(),
@@ -111,6 +94,20 @@ impl PolicyFile {
         NodeConfig::parse(&text)?;
         Ok(text)
     }
+}
+
+/// Takes out the rules of `name` (pinned to `digest`, if given) and returns them.
+fn take(images: &mut ArrayOfTables, name: &str, digest: Option<&str>) -> Vec<ImageRule> {
+    let mut taken = Vec::new();
+    images.retain(|t| {
+        let rule = rule_of(t);
+        let hit = rule.name == name && digest.is_none_or(|d| rule.digest == d);
+        if hit {
+            taken.push(rule);
+        }
+        !hit
+    });
+    taken
 }
 
 fn text(table: &Table, key: &str) -> Option<String> {
