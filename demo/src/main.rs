@@ -313,6 +313,7 @@ async fn run_federation(
         step(&format!("{n} registries: each generates its key, writes its own data, and starts a node"));
         let patients = vertical_patients();
         let mut orgs = Vec::with_capacity(n);
+        let mut admins = Vec::with_capacity(n);
         for i in 0..n {
             let key = OrgKey::generate();
             let name = format!("registry-{}", (b'a' + i as u8) as char);
@@ -333,6 +334,7 @@ async fn run_federation(
             admin
                 .put(&format!("/organizations/{id}/public-key"), &json!({"public_key": key.public().to_string()}))
                 .await?;
+            admins.push(admin);
             orgs.push((name, Identity::new(id, key)));
         }
         let ids: Vec<_> = orgs.iter().map(|(_, o)| o.org()).collect();
@@ -345,12 +347,14 @@ async fn run_federation(
             .as_str()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| demo_err("collaboration", &collaboration))?;
+        // The researcher is created by registry-a's administrator: root creates only that one.
         let password = hex::encode(uuid::Uuid::new_v4().as_bytes());
-        root.post(
-            "/users",
-            &json!({"username": "ada", "password": password, "role": "researcher", "organization": ids[0]}),
-        )
-        .await?;
+        admins[0]
+            .post(
+                "/users",
+                &json!({"username": "ada", "password": password, "role": "researcher", "organization": ids[0]}),
+            )
+            .await?;
 
         let mut nodes = Vec::with_capacity(n);
         let mut counts = Vec::with_capacity(n);

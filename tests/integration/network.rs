@@ -403,12 +403,15 @@ async fn secure_sum_across_a_network_over_tls() {
     let collaboration =
         root.post("/collaborations", &json!({"name": "registries", "organizations": ids})).await.unwrap();
     let collaboration = collaboration["id"].as_str().unwrap().parse().unwrap();
-    root.post(
-        "/users",
-        &json!({"username": "ada", "password": PASSWORD, "role": "researcher", "organization": ids[0]}),
-    )
-    .await
-    .unwrap();
+    // The researcher is created by her organization's administrator: root creates only that one.
+    let admin_0 = Client::login(&base, &tls, "admin-0", PASSWORD).await.unwrap();
+    admin_0
+        .post(
+            "/users",
+            &json!({"username": "ada", "password": PASSWORD, "role": "researcher", "organization": ids[0]}),
+        )
+        .await
+        .unwrap();
     let pins: std::collections::BTreeMap<_, _> =
         orgs.iter().map(|(o, _)| (o.org(), vec![o.current().id().to_string()])).collect();
 

@@ -186,6 +186,24 @@ async fn administrators_work_by_name_from_the_command_line() {
         collabs.contains("name=registries") && collabs.contains("members=registry-a,registry-b"),
         "{collabs}"
     );
+    // Root creates an organization's first administrator, and no other user of it.
+    let first = cli.run(
+        &["admin", "user", "create", "admin-a", "--role", "org_admin", "--org", "registry-a"],
+        Some("a-long-password-123\n"),
+    );
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let refused = cli.run(
+        &["admin", "user", "create", "ada", "--role", "researcher", "--org", "registry-a"],
+        Some("a-long-password-456\n"),
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("root creates only the first administrator"),
+        "{said}"
+    );
+    let root = cli;
+    let cli = Cli { session: tempfile::tempdir().unwrap() };
+    cli.login(&server, "admin-a");
     let user = cli.run(
         &["admin", "user", "create", "ada", "--role", "researcher", "--org", "registry-a"],
         Some("a-long-password-456\n"),
@@ -201,7 +219,7 @@ async fn administrators_work_by_name_from_the_command_line() {
         .parse()
         .unwrap();
     app.node(registry_b, "node-b0").await;
-    let nodes = cli.ok(&["admin", "node", "list"]);
+    let nodes = root.ok(&["admin", "node", "list"]);
     assert!(nodes.contains("name=node-b0") && nodes.contains("organization_name=registry-b"), "{nodes}");
     let changed = cli.ok(&["admin", "user", "role", "ada", "viewer"]);
     assert!(changed.contains("username=ada") && changed.contains("role=viewer"), "{changed}");
@@ -209,9 +227,9 @@ async fn administrators_work_by_name_from_the_command_line() {
     assert!(users.contains("role=viewer") && !users.contains("role=researcher"), "{users}");
     let err = cli.fails(&["admin", "user", "role", "ada", "root"]);
     assert!(err.contains("belongs to no organization"), "{err}");
-    let err = cli.fails(&["admin", "collab", "add", "registries", "registry-z"]);
+    let err = root.fails(&["admin", "collab", "add", "registries", "registry-z"]);
     assert!(err.contains("no organization named \"registry-z\""), "{err}");
-    let created = cli.run(&["admin", "enrollment", "create", "registry-b", "node-b1"], None);
+    let created = root.run(&["admin", "enrollment", "create", "registry-b", "node-b1"], None);
     let token = String::from_utf8_lossy(&created.stdout);
     assert!(token.trim().starts_with("fedq_e_"), "{token}");
     // The token's expiry for people: a date and time a day from now, not a count of milliseconds.

@@ -1177,9 +1177,9 @@ async fn retention_removes_old_rows_in_batches_while_routing_goes_on() {
     app.cleanup().await;
 }
 
-/// `PATCH /users/{id}`: root changes the role of any organization's user, an organization's
-/// administrator only their own organization's users; no one becomes or stops being root this
-/// way; the new role holds in the user's session at once.
+/// `PATCH /users/{id}`: an organization's administrator changes the roles of its users, and
+/// no one else does, root included; no one becomes or stops being root this way; the new role
+/// holds in the user's session at once.
 #[tokio::test]
 async fn roles_change_within_an_organization_by_its_administrators() {
     let app = spawn_app().await;
@@ -1228,10 +1228,103 @@ async fn roles_change_within_an_organization_by_its_administrators() {
     assert_eq!(body["organization"], a.org().to_string());
     let (_, me) = app.call("GET", "/users/me", Some(&ada), None).await;
     assert_eq!(me["role"], "viewer");
-    // Root makes her an administrator of A: she may now list A's dead letters.
+    // Root may not make her an administrator of A; A's administrator may, and she may now list
+    // A's dead letters.
     let (status, body) = set(app.root_token.clone(), ada_id.clone(), role("org_admin")).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("by its own administrators, not by root"), "{body}");
+    let (_, me) = app.call("GET", "/users/me", Some(&ada), None).await;
+    assert_eq!(me["role"], "viewer");
+    let (status, body) = set(admin_a.clone(), ada_id.clone(), role("org_admin")).await;
     assert_eq!((status, body["role"].as_str()), (200, Some("org_admin")), "{body}");
     let (status, _) = app.call("GET", "/dead-letters", Some(&ada), None).await;
     assert_eq!(status, 200);
+    app.cleanup().await;
+}
+
+/// Root creates an organization's first administrator and nothing else inside it: not a second
+/// administrator, not a researcher, and it neither deletes nor re-roles the organization's
+/// users. Two roots racing to create a first administrator make one.
+#[tokio::test]
+async fn root_creates_only_an_organizations_first_administrator() {
+    let app = spawn_app().await;
+    let password = "a-long-password-123";
+    let create = |token: String, org: OrgId, name: &str, role: &str| {
+        let app = &app;
+        let body = json!({"username": name, "password": password, "role": role, "organization": org});
+        async move { app.call("POST", "/users", Some(&token), Some(body)).await }
+    };
+    let new_org = |name: &'static str| {
+        let app = &app;
+        async move {
+            let (status, body) =
+                app.call("POST", "/organizations", Some(&app.root_token), Some(json!({"name": name}))).await;
+            assert_eq!(status, 201, "{body}");
+            body["id"].as_str().unwrap().parse::<OrgId>().unwrap()
+        }
+    };
+    let a = new_org("a").await;
+    let root = app.root_token.clone();
+    // Root may not create a researcher in an organization, even one with no administrator.
+    let (status, body) = create(root.clone(), a, "ada", "researcher").await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("root creates only the first administrator"),
+        "{body}"
+    );
+    let (status, body) = create(root.clone(), a, "alice", "org_admin").await;
+    assert_eq!(status, 201, "{body}");
+    // A second administrator is refused to root, and nothing is written.
+    let (status, body) = create(root.clone(), a, "mallory", "org_admin").await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("has an administrator"), "{body}");
+    let (status, _) =
+        app.call("POST", "/login", None, Some(json!({"username": "mallory", "password": password}))).await;
+    assert_eq!(status, 401, "the refused administrator does not exist");
+
+    // The organization's administrator creates its users; root deletes none of them.
+    let alice = app.login("alice", password).await;
+    let (status, body) = create(alice.clone(), a, "ada", "researcher").await;
+    assert_eq!(status, 201, "{body}");
+    let ada_id = body["id"].as_str().unwrap().to_owned();
+    let (status, body) = create(alice.clone(), a, "bob", "org_admin").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app.call("DELETE", &format!("/users/{ada_id}"), Some(&root), None).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, _) = app.call("DELETE", &format!("/users/{ada_id}"), Some(&alice), None).await;
+    assert_eq!(status, 200);
+
+    // A first administrator created while another one's insert is not yet committed waits for
+    // it, and is then refused: the organization's row is locked while the check runs.
+    let b = new_org("b").await;
+    let d = &app.config.database;
+    let pool = fedq::server::db::pool(&d.url, 2, &d.tls).unwrap();
+    let mut holder = pool.get().await.unwrap();
+    let tx = holder.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE", &[b.as_uuid()]).await.unwrap();
+    tx.execute(
+        "INSERT INTO users (id, org_id, username, password_hash, role) VALUES ($1, $2, 'b-one', 'x', 'org_admin')",
+        &[&uuid::Uuid::new_v4(), b.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let mut second = pool.get().await.unwrap();
+    let racing = tokio::spawn(async move {
+        fedq::server::db::users::insert_first_admin(&mut second, b, "b-two", "x").await.unwrap()
+    });
+    let sql = app.sql().await;
+    while !racing.is_finished() {
+        let waiting: i64 = sql
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            ).await.unwrap().get(0);
+        if waiting > 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    tx.commit().await.unwrap();
+    assert!(racing.await.unwrap().is_none(), "a second first administrator was inserted");
     app.cleanup().await;
 }

@@ -81,6 +81,9 @@ pub struct TestApp {
     pub vhost: String,
     pub http: reqwest::Client,
     pub root_token: String,
+    /// Each organization's first administrator's token: root creates only that user, the
+    /// organization's other users are created by it.
+    admins: std::sync::Mutex<std::collections::HashMap<OrgId, String>>,
     /// Whether `cleanup` removed the database and virtual host; if not, `Drop` does.
     cleaned: bool,
 }
@@ -117,6 +120,7 @@ pub fn attach_stopped(config: ServerConfig, db_name: String, vhost: String) -> T
         vhost,
         http: reqwest::Client::new(),
         root_token: String::new(),
+        admins: Default::default(),
         cleaned: false,
     }
 }
@@ -320,14 +324,36 @@ impl TestApp {
         assert_eq!(status, 200, "{body}");
     }
 
-    /// Creates a user with a role in an organization and logs in.
+    /// Creates a user with a role in an organization and logs in. The organization's first
+    /// administrator is created by root (the only user root may create there); every other user
+    /// by that administrator, created first if the organization has none yet.
     pub async fn user(&self, org: OrgId, name: &str, role: &str) -> String {
+        let admin = self.admins.lock().unwrap().get(&org).cloned();
+        let creator = match admin {
+            Some(admin) => admin,
+            None if role == "org_admin" => {
+                let token = self.create_user(&self.root_token, org, name, role).await;
+                self.admins.lock().unwrap().insert(org, token.clone());
+                return token;
+            }
+            None => {
+                let first = format!("first-admin-of-{}", &org.to_string()[..8]);
+                let token = self.create_user(&self.root_token, org, &first, "org_admin").await;
+                self.admins.lock().unwrap().insert(org, token.clone());
+                token
+            }
+        };
+        self.create_user(&creator, org, name, role).await
+    }
+
+    /// `creator` creates a user; the new user logs in.
+    async fn create_user(&self, creator: &str, org: OrgId, name: &str, role: &str) -> String {
         let password = "a-long-password-123";
         let (status, body) = self
             .call(
                 "POST",
                 "/users",
-                Some(&self.root_token),
+                Some(creator),
                 Some(json!({"username": name, "password": password, "role": role, "organization": org})),
             )
             .await;

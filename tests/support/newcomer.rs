@@ -84,8 +84,10 @@ pub fn three_registries(
     let collab =
         ["admin", "collab", "create", "registries", "--org", NAMES[0], "--org", NAMES[1], "--org", NAMES[2]];
     cli.run(&root, &collab, None);
+    // The researcher is created by her registry's administrator: root creates only that one.
+    cli.login(&home(NAMES[0]), &format!("admin-{}", NAMES[0]), PASSWORD);
     cli.run(
-        &root,
+        &home(NAMES[0]),
         &["admin", "user", "create", "ada", "--role", "researcher", "--org", NAMES[0]],
         Some(PASSWORD),
     );

@@ -7,8 +7,10 @@ use warp::http::StatusCode;
 
 use super::{Response, reply};
 use crate::ids::OrgId;
+use crate::server::app::access::{self, UserCreation};
 use crate::server::app::users as app_users;
 use crate::server::app::{AppError, Principal, State, db, logins};
+use crate::server::db::DbError;
 use crate::server::db::users::{self, Role};
 
 /// `POST /users` body.
@@ -22,17 +24,20 @@ pub struct CreateUser {
     organization: Option<OrgId>,
 }
 
-/// Root creates any user; an organization administrator creates users of their organization
-/// (not root administrators).
+/// Root creates root administrators and an organization's first administrator; an
+/// organization's administrators create its users ([`access::may_create_user`]).
 pub async fn create(principal: Principal, body: CreateUser, state: State) -> Response {
-    match (body.role, body.organization) {
-        (Role::Root, None) => principal.require_root()?,
+    let creation = match (body.role, body.organization) {
+        (Role::Root, None) => {
+            principal.require_root()?;
+            None
+        }
         (Role::Root, Some(_)) => {
             return Err(AppError::invalid("a root administrator has no organization").into());
         }
         (_, None) => return Err(AppError::invalid("this role needs an organization").into()),
-        (_, Some(org)) => principal.require_admin_of(org)?,
-    }
+        (role, Some(org)) => Some((org, access::may_create_user(&principal, org, role)?)),
+    };
     let username = body.username.trim();
     if username.is_empty() || username.len() > 100 || username.chars().any(char::is_whitespace) {
         return Err(AppError::invalid("a user name is 1 to 100 characters without spaces").into());
@@ -44,15 +49,27 @@ pub async fn create(principal: Principal, body: CreateUser, state: State) -> Res
     let hash = tokio::task::spawn_blocking(move || logins::hash_password(&password))
         .await
         .map_err(|_| AppError::internal())??;
-    let client = db(&state).await?;
-    let user =
-        users::insert(&**client, body.organization, username, &hash, body.role).await.map_err(|e| {
-            if e.is_unique_violation() {
-                AppError::conflict(format!("user name {username:?} is taken"))
-            } else {
-                e.into()
-            }
-        })?;
+    let mut client = db(&state).await?;
+    let taken = |e: DbError| {
+        if e.is_unique_violation() {
+            AppError::conflict(format!("user name {username:?} is taken"))
+        } else {
+            e.into()
+        }
+    };
+    let user = match creation {
+        Some((org, UserCreation::FirstAdministratorByRoot)) => {
+            users::insert_first_admin(&mut client, org, username, &hash).await.map_err(taken)?.ok_or_else(
+                || {
+                    AppError::forbidden(format!(
+                        "organization {org} has an administrator: root creates only an organization's first \
+                     administrator; its other users are created by that administrator"
+                    ))
+                },
+            )?
+        }
+        _ => users::insert(&**client, body.organization, username, &hash, body.role).await.map_err(taken)?,
+    };
     Ok(reply(StatusCode::CREATED, &user))
 }
 
@@ -72,11 +89,11 @@ pub async fn me(principal: Principal) -> Response {
     }
 }
 
-/// Root deletes anyone; an organization administrator deletes users of their organization.
+/// Root deletes root administrators; an organization's administrators delete its users.
 pub async fn delete(id: Uuid, principal: Principal, state: State) -> Response {
     let user = app_users::visible(&principal, id, &state).await?;
     match user.organization {
-        Some(org) => principal.require_admin_of(org)?,
+        Some(org) => access::require_users_admin(&principal, org)?,
         None => principal.require_root()?,
     }
     let client = db(&state).await?;

@@ -121,10 +121,50 @@ pub fn user_visible(principal: &Principal, user: &User) -> bool {
     principal.is_root() || (principal.org().is_some() && principal.org() == user.organization)
 }
 
-/// The organization within which `principal` may give `user` the role `role`: root for any
-/// user of an organization, an administrator of the user's organization for its users. A role
-/// changes within an organization only: root administrators belong to none, so no one becomes
-/// or stops being one this way. The caller has already seen `user` ([`user_visible`]).
+/// How a user of an organization comes to be created, when the caller may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserCreation {
+    /// By an administrator who belongs to the organization: any role.
+    ByOwnAdministrator,
+    /// By root: the organization's first administrator, only while it has none (checked as
+    /// the user is inserted, `db::users::insert_first_admin`).
+    FirstAdministratorByRoot,
+}
+
+/// Whether `principal` may create a user of `org` with `role`. Root creates an organization's
+/// first administrator and nothing else within it: after that, the organization's people are
+/// its administrators' to create, re-role and delete, so that the federation's operator cannot
+/// act inside an organization that administers itself.
+pub fn may_create_user(principal: &Principal, org: OrgId, role: Role) -> Result<UserCreation, AppError> {
+    match principal {
+        Principal::User(u) if u.role == Role::OrgAdmin && u.organization == Some(org) => {
+            Ok(UserCreation::ByOwnAdministrator)
+        }
+        _ if principal.is_root() && role == Role::OrgAdmin => Ok(UserCreation::FirstAdministratorByRoot),
+        _ if principal.is_root() => Err(AppError::forbidden(format!(
+            "root creates only the first administrator of organization {org}; its other users are \
+             created by that administrator (log in as them: fedq login --user ADMIN)"
+        ))),
+        _ => Err(AppError::forbidden(format!("only an administrator of organization {org} may do this"))),
+    }
+}
+
+/// An administrator who belongs to `org`, for changes to its users: not root, who creates an
+/// organization's first administrator only ([`may_create_user`]).
+pub fn require_users_admin(principal: &Principal, org: OrgId) -> Result<(), AppError> {
+    match principal {
+        Principal::User(u) if u.role == Role::OrgAdmin && u.organization == Some(org) => Ok(()),
+        _ if principal.is_root() => Err(AppError::forbidden(format!(
+            "the users of organization {org} are changed by its own administrators, not by root"
+        ))),
+        _ => Err(AppError::forbidden(format!("only an administrator of organization {org} may do this"))),
+    }
+}
+
+/// The organization within which `principal` may give `user` the role `role`: an administrator
+/// who belongs to the user's organization ([`require_users_admin`]). A role changes within an
+/// organization only: root administrators belong to none, so no one becomes or stops being one
+/// this way. The caller has already seen `user` ([`user_visible`]).
 pub fn may_set_role(principal: &Principal, user: &User, role: Role) -> Result<OrgId, AppError> {
     let Some(org) = user.organization else {
         return Err(AppError::invalid(format!(
@@ -139,7 +179,7 @@ pub fn may_set_role(principal: &Principal, user: &User, role: Role) -> Result<Or
              changing a user's role",
         ));
     }
-    principal.require_admin_of(org)?;
+    require_users_admin(principal, org)?;
     Ok(org)
 }
 

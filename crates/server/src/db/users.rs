@@ -104,6 +104,34 @@ pub async fn insert(
     Ok(user_from_row(&row))
 }
 
+/// Inserts `username` as an administrator of `org` only if the organization has no
+/// administrator: what root may do ([`crate::server::app::access`]). The organization's row is
+/// locked first, so that two such requests at once make one administrator, not two. `None`
+/// when the organization already has one.
+pub async fn insert_first_admin(
+    db: &mut deadpool_postgres::Object,
+    org: OrgId,
+    username: &str,
+    password_hash: &str,
+) -> Result<Option<User>, DbError> {
+    let tx = db.transaction().await?;
+    // Read committed: each statement below sees what committed before the lock was granted.
+    tx.execute("SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE", &[org.as_uuid()]).await?;
+    let has_admin: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE org_id = $1 AND role = 'org_admin')",
+            &[org.as_uuid()],
+        )
+        .await?
+        .get(0);
+    if has_admin {
+        return Ok(None);
+    }
+    let user = insert(&*tx, Some(org), username, password_hash, Role::OrgAdmin).await?;
+    tx.commit().await?;
+    Ok(Some(user))
+}
+
 /// The user and password hash for a login name.
 pub async fn by_username(db: &impl GenericClient, username: &str) -> Result<Option<(User, String)>, DbError> {
     let row = db
