@@ -86,12 +86,5 @@ pub async fn naming_organizations<T>(client: &Client, outcome: Result<T, CliErro
         ) => err,
         other => return other,
     };
-    let Ok(orgs) = client.get("/organizations").await else { return Err(err) };
-    let mut text = err.to_string();
-    for org in orgs.as_array().into_iter().flatten() {
-        if let (Some(id), Some(name)) = (org["id"].as_str(), org["name"].as_str()) {
-            text = text.replace(&format!("organization {id}"), &format!("organization {name} ({id})"));
-        }
-    }
-    Err(CliError::KeyRefused(text))
+    Err(CliError::KeyRefused(client.naming_organizations(&err.to_string()).await))
 }

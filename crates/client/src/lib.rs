@@ -405,6 +405,20 @@ impl Client {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// `message` (a refused key's, which names organizations by id so that the commands it
+    /// suggests work as written) with each organization this session sees named beside its id:
+    /// `organization registry-b (6c5b…)`. As given if the organizations cannot be read.
+    pub async fn naming_organizations(&self, message: &str) -> String {
+        let Ok(orgs) = self.get("/organizations").await else { return message.to_owned() };
+        let mut text = message.to_owned();
+        for org in orgs.as_array().into_iter().flatten() {
+            if let (Some(id), Some(name)) = (org["id"].as_str(), org["name"].as_str()) {
+                text = text.replace(&format!("organization {id}"), &format!("organization {name} ({id})"));
+            }
+        }
+        text
+    }
+
     /// Any `POST` of the API (administration: organizations, users, nodes…).
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         self.call(reqwest::Method::POST, path, Some(body)).await

@@ -84,6 +84,11 @@ impl ServerClient {
         self.api.trusted_keys(collaboration).await
     }
 
+    /// `message` with each organization the node sees named beside its id.
+    pub async fn naming_organizations(&self, message: &str) -> String {
+        self.api.naming_organizations(message).await
+    }
+
     /// Creates a subtask of `parent` in `run` (its `job_start` envelopes already sealed).
     pub async fn create_subtask(
         &self,

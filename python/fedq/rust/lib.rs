@@ -153,7 +153,20 @@ impl Client {
         py: Python<'_>,
         work: impl std::future::Future<Output = Result<T, ClientError>> + Send,
     ) -> Result<T, Failure> {
-        py.detach(|| self.runtime.block_on(work)).map_err(Failure::from)
+        py.detach(|| {
+            self.runtime.block_on(async {
+                match work.await {
+                    Ok(done) => Ok(done),
+                    // A refused key's message names organizations by name as well as by id.
+                    Err(e @ (ClientError::Trust(_) | ClientError::WrongKey { .. })) => {
+                        let mut failure = Failure::from(e);
+                        failure.message = self.inner.naming_organizations(&failure.message).await;
+                        Err(failure)
+                    }
+                    Err(e) => Err(Failure::from(e)),
+                }
+            })
+        })
     }
 }
 
@@ -333,17 +346,21 @@ impl Client {
         if let Ok(me) = self.identity() {
             self.inner.trust().trust_own(me.org(), me.current().public()).map_err(Failure::from)?;
         }
-        let decisions = self.wait(py, self.inner.trusted_keys(collaboration))?;
-        Ok(decisions
-            .into_iter()
-            .map(|d| match d.key {
-                Ok(key) => (d.org.to_string(), Some(key.id().to_string()), None),
-                Err(e) => {
-                    let failure = Failure::from(e);
-                    (d.org.to_string(), None, Some((failure.code, failure.message)))
-                }
-            })
-            .collect())
+        let inner = &self.inner;
+        Ok(self.wait(py, async {
+            let mut rows = Vec::new();
+            for d in inner.trusted_keys(collaboration).await? {
+                rows.push(match d.key {
+                    Ok(key) => (d.org.to_string(), Some(key.id().to_string()), None),
+                    Err(e) => {
+                        let failure = Failure::from(e);
+                        let message = inner.naming_organizations(&failure.message).await;
+                        (d.org.to_string(), None, Some((failure.code, message)))
+                    }
+                });
+            }
+            Ok(rows)
+        })?)
     }
 
     /// Trusts `fingerprint` (`SHA256:…`) for an organization, after comparing it out of band;

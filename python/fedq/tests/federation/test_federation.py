@@ -105,10 +105,13 @@ def test_keys_not_yet_trusted_are_refused(client, fed):
     assert decided["registry-0"] == fed["pins"]["registry-0"], "one's own key is trusted"
     assert isinstance(decided["registry-1"], fedq.UntrustedKey)
     assert decided["registry-1"].code == "key_unknown"
+    # Organizations are named beside their ids; the suggested command keeps the id.
+    assert "organization registry-1 (" in str(decided["registry-1"]), str(decided["registry-1"])
     with pytest.raises(fedq.UntrustedKey) as raised:
         fresh.create_task("registries", SECURE_SUM, REGISTRIES, {"data": "patients"})
     assert raised.value.code == "key_unknown"
     assert "fedq keys trust" in str(raised.value)
+    assert "organization registry-" in str(raised.value), str(raised.value)
     assert _task_count(client) == before
 
 
@@ -144,5 +147,6 @@ def test_a_swapped_key_is_refused(client, fed):
         client.create_task("registries", SECURE_SUM, REGISTRIES, {"data": "patients"})
     assert raised.value.code == "key_changed"
     assert swapped in str(raised.value) and fed["pins"]["registry-2"] in str(raised.value)
+    assert "for organization registry-2 (" in str(raised.value), str(raised.value)
     assert _task_count(client) == before
     assert isinstance(client.trusted_keys("registries")["registry-2"], fedq.UntrustedKey)
