@@ -258,6 +258,34 @@ async fn a_container_that_fills_its_run_volume_fills_only_the_runs_own_disk() {
     fed.cleanup().await;
 }
 
+/// Run disks are bounded in number: while one run holds the only disk `limits.max_run_disks`
+/// allows, another run's job crashes before its container starts, with an error naming the
+/// limit, and a run started once the first ended gets its disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_disks_are_bounded_in_number() {
+    let limits = fedq::node::config::Limits { run_volume_mib: 16, max_run_disks: 1, ..Fed::limits() };
+    let mut fed = Fed::new(limits).await;
+    fed.start_node().await;
+    let holding = fed.submit(json!([{"op": "sleep", "ms": 120000}])).await;
+    fed.wait_running(holding.job).await;
+    let refused = fed.submit(json!([{"op": "write", "path": "/fedq/run/x", "data": "ok"}])).await;
+    let result = fed.result(refused.task).await;
+    assert_eq!(result.status, JobStatus::Crashed, "{result:?}");
+    let said = result.reason.clone().unwrap_or_default();
+    assert!(said.contains("limits.max_run_disks (1)"), "{result:?}");
+    let (status, body) =
+        fed.app.call("POST", &format!("/tasks/{}/kill", holding.task), Some(&fed.researcher), None).await;
+    assert_eq!(status, 200, "{body}");
+    let image = fed.config.node.state_dir.join("runs").join(holding.run.to_string()).join("volume.img");
+    support::eventually(60, "the first run's disk to be removed", || async {
+        (!image.exists()).then_some(())
+    })
+    .await;
+    let (_, next) = fed.probe(json!([{"op": "write", "path": "/fedq/run/x", "data": "ok"}])).await;
+    assert_eq!(next[0], "ok", "a run after the first has a disk: {next:?}");
+    fed.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_task_stops_its_container() {
     let fed = fed().await;

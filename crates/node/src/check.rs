@@ -185,37 +185,22 @@ async fn run_disks(config: &NodeConfig) -> Result<String, String> {
     if !std::path::Path::new("/dev/loop-control").exists() {
         return Err("no /dev/loop-control: load the loop module (`modprobe loop`)".into());
     }
-    let mib = config.limits.run_volume_mib;
-    let free =
-        free_mib(&config.node.state_dir).map_err(|e| format!("{}: {e}", config.node.state_dir.display()))?;
-    if free < mib {
+    let (mib, reserve) = (config.limits.run_volume_mib, config.limits.state_reserve_mib);
+    let state_dir = config.node.state_dir.display();
+    let free = crate::containers::run_disk::free_mib(&config.node.state_dir)
+        .map_err(|e| format!("{state_dir}: {e}"))?;
+    if free < mib + reserve {
         return Err(format!(
-            "{} MiB free under {}, less than one run's volume (limits.run_volume_mib = {mib}): free space or lower it",
-            free,
-            config.node.state_dir.display()
+            "{free} MiB free under {state_dir}, less than one run's volume and the reserve kept for the node's \
+             records (limits.run_volume_mib = {mib}, limits.state_reserve_mib = {reserve}): free space or lower them"
         ));
     }
+    let fit = usize::try_from((free - reserve) / mib).unwrap_or(usize::MAX).min(config.limits.max_run_disks);
     Ok(format!(
-        "{mib} MiB per run; {free} MiB free under {}, room for {} runs",
-        config.node.state_dir.display(),
-        free / mib
+        "{mib} MiB per run; {free} MiB free under {state_dir}, {reserve} MiB kept free: room for {fit} runs \
+         (limits.max_run_disks = {})",
+        config.limits.max_run_disks
     ))
-}
-
-/// Free MiB on the file system that holds, or will hold, `path` (the nearest directory of it
-/// that exists: the state directory is made at the first start), as `df` reports it.
-fn free_mib(path: &std::path::Path) -> Result<u64, String> {
-    let existing = path.ancestors().find(|p| p.exists()).unwrap_or(std::path::Path::new("/"));
-    let out = std::process::Command::new("df")
-        .args(["--output=avail", "-B1M"])
-        .arg(existing)
-        .output()
-        .map_err(|e| e.to_string())?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| format!("`df` said {}", String::from_utf8_lossy(&out.stderr).trim()))
 }
 
 async fn images(config: &NodeConfig) -> Result<String, String> {

@@ -166,6 +166,14 @@ pub struct Limits {
     /// state directory when the run's first job here starts, so that a container that fills
     /// it fills nothing else (at least 16).
     pub run_volume_mib: u64,
+    /// Run disks kept at once: a run's disk lives until the run ends or its `run_ttl_secs`
+    /// passes, so without a bound, runs whose jobs never finish (a partner's, say) would fill
+    /// the state directory one disk at a time. A run past it is refused before its container
+    /// starts.
+    pub max_run_disks: usize,
+    /// MiB the state directory's file system keeps free after a run's disk is allocated, for
+    /// the node's own records (jobs, messages, results); a run that would leave less is refused.
+    pub state_reserve_mib: u64,
     /// Inputs one subtask request may carry, summed over its organizations, in MiB: the node
     /// seals a copy for each, so that without a bound one request of a large input to many
     /// organizations would have it seal gigabytes.
@@ -192,6 +200,8 @@ impl Default for Limits {
             run_inbox_messages: 10_000,
             run_inbox_mib: 256,
             run_volume_mib: 1024,
+            max_run_disks: 16,
+            state_reserve_mib: 1024,
             subtask_input_mib: 64,
             job_subtask_mib: 256,
             job_concurrent_requests: 8,
@@ -395,6 +405,9 @@ impl NodeConfig {
             return invalid(
                 "limits.run_volume_mib must be at least 16 (an ext4 file system needs a few MiB)",
             );
+        }
+        if self.limits.max_run_disks == 0 {
+            return invalid("limits.max_run_disks must be at least 1: every run's jobs need its disk");
         }
         if self.policy.min_organizations == 0 {
             return invalid("policy.min_organizations must be at least 1");

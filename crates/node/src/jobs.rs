@@ -368,9 +368,14 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
     }
     let expires = Timestamp::now().saturating_add(Duration::from_secs(core.config.node.run_ttl_secs));
     let owner = core.config.limits.uid_gid().expect("validated at load");
-    let mib = core.config.limits.run_volume_mib;
+    let limits = &core.config.limits;
+    let disk = crate::containers::run_disk::DiskLimits {
+        mib: limits.run_volume_mib,
+        max_disks: limits.max_run_disks,
+        reserve_mib: limits.state_reserve_mib,
+    };
     let volume = match core.state.run_volume_image(job.record.run) {
-        Ok(image) => core.sandbox.ensure_run_volume(job.record.run, &image, mib, owner, expires).await,
+        Ok(image) => core.sandbox.ensure_run_volume(job.record.run, &image, disk, owner, expires).await,
         Err(e) => Err(e.into()),
     };
     let volume = match volume {

@@ -3,7 +3,7 @@
 //! limits.
 
 mod firewall;
-mod run_disk;
+pub(crate) mod run_disk;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -292,7 +292,8 @@ impl Sandbox {
     }
 
     /// Creates the run's volume over the run's own disk (`run_disk`): the file `image` of
-    /// `mib` MiB, its root owned by `owner`, made and attached if need be. An existing volume
+    /// `limits.mib` MiB (made only within `limits`), its root owned by `owner`, made and
+    /// attached if need be. An existing volume
     /// is kept if it mounts the device now backed by `image`; one over another device (made
     /// before a reboot, or by an older node as a bind of a directory) is replaced when no
     /// container uses it. The expiry label is set at creation (labels cannot change; the expiry
@@ -302,13 +303,13 @@ impl Sandbox {
         &self,
         run: RunId,
         image: &Path,
-        mib: u64,
+        limits: run_disk::DiskLimits,
         owner: (u32, u32),
         expires_at: Timestamp,
     ) -> Result<String, ContainerError> {
         let name = self.volume_name(run);
         let _making = self.run_disks.lock().await;
-        let device = run_disk::attach(image, mib, owner).await?;
+        let device = run_disk::attach(image, limits, owner).await?;
         let device = device.display().to_string();
         if let Ok(existing) = self.docker.inspect_volume(&name).await {
             if existing.options.get("device") == Some(&device) {

@@ -31,6 +31,33 @@ pub enum DiskError {
         /// What `fallocate` said.
         detail: String,
     },
+    /// As many run disks as `limits.max_run_disks` are kept already.
+    #[error(
+        "{count} runs hold a run volume here already, limits.max_run_disks ({max}): this run waits for \
+         none; it is refused until one of them ends (or raise the limit if the disk has room)"
+    )]
+    TooMany {
+        /// Run disks kept now.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Allocating the run's disk would leave less than `limits.state_reserve_mib` free.
+    #[error(
+        "a run volume of {mib} MiB at {} would leave {left} MiB free, less than limits.state_reserve_mib \
+         ({reserve}) the node keeps for its own records: free space there, or lower limits.run_volume_mib",
+        .path.display()
+    )]
+    Reserve {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        mib: u64,
+        /// What would be left.
+        left: u64,
+        /// The reserve.
+        reserve: u64,
+    },
     /// A tool failed.
     #[error("run volume: `{command}` failed: {detail}")]
     Tool {
@@ -41,11 +68,25 @@ pub enum DiskError {
     },
 }
 
+/// What a run's disk may take: its size, how many run disks may exist at once, and the space
+/// the state directory keeps free.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskLimits {
+    /// Each run disk's size, in MiB.
+    pub mib: u64,
+    /// Run disks at once.
+    pub max_disks: usize,
+    /// MiB left free after allocating one.
+    pub reserve_mib: u64,
+}
+
 /// Makes the run's file at `image` if it is missing (allocated in full, ext4 with its root
 /// owned by `owner`), attaches it to a loop device if it is not attached, and returns the
-/// device.
-pub async fn attach(image: &Path, mib: u64, owner: (u32, u32)) -> Result<PathBuf, DiskError> {
+/// device. A new file is made only within `limits` ([`room_for`]).
+pub async fn attach(image: &Path, limits: DiskLimits, owner: (u32, u32)) -> Result<PathBuf, DiskError> {
+    let mib = limits.mib;
     if !image.exists() {
+        room_for(image, limits)?;
         // Made under another name and renamed, so that a half-made file is never attached.
         // Unique, so that two attempts at once never share a half-made file (the caller also
         // holds the run's lock).
@@ -99,6 +140,47 @@ pub async fn detach(image: &Path) {
     }
 }
 
+/// Whether a new run disk at `image` (`<runs>/<run>/volume.img`) fits `limits`: fewer run
+/// disks than `max_disks` under `<runs>` (the caller holds the lock under which disks are made
+/// and removed), and `reserve_mib` still free once it is allocated.
+pub fn room_for(image: &Path, limits: DiskLimits) -> Result<(), DiskError> {
+    let runs = image.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+    let name = image.file_name().unwrap_or_default();
+    let count = std::fs::read_dir(runs)
+        .map(|dirs| dirs.filter_map(Result::ok).filter(|d| d.path().join(name).exists()).count())
+        .unwrap_or(0);
+    if count >= limits.max_disks {
+        return Err(DiskError::TooMany { count, max: limits.max_disks });
+    }
+    let free = free_mib(runs).map_err(|detail| DiskError::Tool { command: "df".into(), detail })?;
+    let left = free.saturating_sub(limits.mib);
+    if free < limits.mib || left < limits.reserve_mib {
+        return Err(DiskError::Reserve {
+            path: image.to_owned(),
+            mib: limits.mib,
+            left,
+            reserve: limits.reserve_mib,
+        });
+    }
+    Ok(())
+}
+
+/// Free MiB on the file system that holds, or will hold, `path` (the nearest directory of it
+/// that exists: the state directory is made at the first start), as `df` reports it.
+pub fn free_mib(path: &Path) -> Result<u64, String> {
+    let existing = path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1M"])
+        .arg(existing)
+        .output()
+        .map_err(|e| format!("df: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| format!("`df` said {}", String::from_utf8_lossy(&out.stderr).trim()))
+}
+
 /// A number that differs between calls (for a temporary file's name).
 fn rand_suffix() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -129,5 +211,36 @@ async fn tool(program: &str, args: &[&OsStr]) -> Result<String, DiskError> {
             command: command(),
             detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_disks: usize, reserve_mib: u64) -> DiskLimits {
+        DiskLimits { mib: 16, max_disks, reserve_mib }
+    }
+
+    #[test]
+    fn a_new_disk_needs_a_free_place_among_the_run_disks_and_the_reserve() {
+        let runs = tempfile::tempdir().unwrap();
+        let image = |run: &str| {
+            let dir = runs.path().join(run);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir.join("volume.img")
+        };
+        room_for(&image("one"), limits(1, 0)).unwrap();
+        std::fs::write(image("one"), b"").unwrap();
+        // A run directory without a disk (an inbox only) does not count.
+        image("inbox-only");
+        let err = room_for(&image("two"), limits(1, 0)).unwrap_err();
+        assert!(matches!(err, DiskError::TooMany { count: 1, max: 1 }), "{err}");
+        assert!(err.to_string().contains("limits.max_run_disks"), "{err}");
+        room_for(&image("two"), limits(2, 0)).unwrap();
+        // More reserve than the file system has: refused, naming the setting.
+        let err = room_for(&image("two"), limits(2, u64::MAX / 2)).unwrap_err();
+        assert!(matches!(err, DiskError::Reserve { .. }), "{err}");
+        assert!(err.to_string().contains("limits.state_reserve_mib"), "{err}");
     }
 }

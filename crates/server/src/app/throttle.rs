@@ -23,6 +23,10 @@
 //! - the counters themselves are bounded (`MAX_TRACKED` keys each): when full, the entry whose
 //!   window is oldest gives way.
 //!
+//! An address is counted as its network: an IPv4 address as itself, an IPv6 address as its /64
+//! (one host is commonly given a whole /64, so counting single IPv6 addresses would give it 2^64
+//! budgets); an IPv4-mapped IPv6 address counts as the IPv4 one ([`network_of`]).
+//!
 //! Counters are per server process and forgotten on restart: with `n` replicas an attacker gets
 //! `n` times the budget.
 
@@ -46,6 +50,18 @@ pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How many known addresses are kept per user (the oldest gives way).
 const KNOWN_PER_USER: usize = 8;
+
+/// The network a login's source is counted as: IPv4 addresses as they are, IPv6 addresses as
+/// their /64 (the rest zeroed), IPv4-mapped IPv6 addresses as the IPv4 address.
+pub fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
 
 /// Failures of one key within the current window, and its lock-out.
 #[derive(Debug, Clone, Copy)]
@@ -251,6 +267,7 @@ impl LoginThrottle {
     }
 
     fn admit_at(&self, username: &str, source: Option<IpAddr>, now: Instant) -> Result<(), AppError> {
+        let source = source.map(network_of);
         let failures = self.failures.lock().expect("not poisoned");
         let known = source.is_some_and(|a| failures.known.is_known(username, a, now));
         let pair = failures.by_user_and_address.blocked_for(&(username.to_owned(), source), now);
@@ -292,6 +309,7 @@ impl LoginThrottle {
     }
 
     fn failed_at(&self, username: &str, source: Option<IpAddr>, now: Instant) {
+        let source = source.map(network_of);
         let (window, max_lockout) = (self.window, self.max_lockout);
         let mut failures = self.failures.lock().expect("not poisoned");
         failures.by_user_and_address.record_failure((username.to_owned(), source), window, max_lockout, now);
@@ -311,6 +329,7 @@ impl LoginThrottle {
     }
 
     fn succeeded_at(&self, username: &str, source: Option<IpAddr>, now: Instant) {
+        let source = source.map(network_of);
         let mut failures = self.failures.lock().expect("not poisoned");
         failures.by_user_and_address.clear(&(username.to_owned(), source));
         if let Some(a) = source {
@@ -398,6 +417,29 @@ mod tests {
         assert!(e.message.contains("from this address"), "{}", e.message);
         t.admit_at("someone-else", B, now).unwrap();
         t.admit_at("someone-else", None, now).unwrap();
+    }
+
+    #[test]
+    fn ipv6_addresses_are_counted_by_their_64_and_mapped_ones_as_ipv4() {
+        let t = throttle(3, 100, 5);
+        let now = Instant::now();
+        let v6 =
+            |last: u128| Some(IpAddr::V6(std::net::Ipv6Addr::from(0x2001_0db8_0000_0001_u128 << 64 | last)));
+        // Five failures, each from another address of one /64: that network is refused, for
+        // every user, and the user at any of its addresses after three.
+        for i in 1..=5 {
+            t.failed_at(&format!("user-{i}"), v6(i), now);
+        }
+        let e = t.admit_at("someone-else", v6(0xffff), now).unwrap_err();
+        assert!(e.message.contains("from this address"), "{}", e.message);
+        let next = Some(IpAddr::V6(std::net::Ipv6Addr::from((0x2001_0db8_0000_0002_u128 << 64) | 1)));
+        t.admit_at("someone-else", next, now).unwrap();
+        // An IPv4-mapped IPv6 address is its IPv4 address.
+        for _ in 0..3 {
+            t.failed_at("bob", A, now);
+        }
+        let mapped = Some(IpAddr::V6(std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()));
+        assert!(t.admit_at("bob", mapped, now).is_err());
     }
 
     #[test]
