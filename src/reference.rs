@@ -86,3 +86,73 @@ mod settings {
         assert_eq!(documented_tls, tls);
     }
 }
+
+mod architecture {
+    use std::path::Path;
+
+    /// Every file and folder docs/ARCHITECTURE.md names exists: a path from the repository's
+    /// root (`crates/node/src/jobs.rs`), or a file name in a code-map row, under that row's
+    /// folder (`mod.rs` in the row of `crates/server/src/app/`).
+    #[test]
+    fn every_path_the_architecture_names_exists() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = include_str!("../docs/ARCHITECTURE.md");
+        let tops = [
+            "crates/",
+            "src/",
+            "tests/",
+            "sdk/",
+            "python/",
+            "scripts/",
+            "docs/",
+            "migrations/",
+            "compose/",
+            "broker/",
+            "demo/",
+            "benches/",
+            "deploy/",
+            ".ci/",
+        ];
+        let file = |t: &str| {
+            let name = t.rsplit('/').next().unwrap_or(t);
+            t.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+                && [".rs", ".py", ".sql", ".toml", ".sh", ".md", ".json", ".yml", ".yaml"]
+                    .iter()
+                    .any(|ext| name.ends_with(ext) && name.len() > ext.len())
+        };
+        let mut missing = Vec::new();
+        for line in text.lines() {
+            let folder = line
+                .strip_prefix("| `")
+                .and_then(|rest| rest.split('`').next())
+                .filter(|f| f.ends_with('/'))
+                .map(|f| f.split(' ').next().unwrap_or(f));
+            for (i, token) in line.split('`').enumerate() {
+                if i % 2 == 0 {
+                    continue;
+                }
+                let from_root = tops.iter().any(|t| token.starts_with(t));
+                if !(file(token) || (from_root && token.ends_with('/'))) || (!from_root && folder.is_none()) {
+                    continue;
+                }
+                // A path in a row is read from the row's folder, one of its parents (a crate's
+                // `src/`), or one folder below it (`tests/` names `integration/…`'s files).
+                let token_path = token.trim_end_matches(['*', '/']);
+                let mut bases = vec![root.to_path_buf()];
+                if let Some(folder) = folder {
+                    let folder = root.join(folder);
+                    bases.extend(
+                        folder.ancestors().take_while(|a| a.starts_with(root)).map(Path::to_path_buf),
+                    );
+                    if let Ok(entries) = std::fs::read_dir(&folder) {
+                        bases.extend(entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()));
+                    }
+                }
+                if !bases.iter().any(|b| b.join(token_path).exists()) {
+                    missing.push(format!("{}{token}", folder.unwrap_or_default()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "docs/ARCHITECTURE.md names paths that do not exist: {missing:?}");
+    }
+}

@@ -57,8 +57,8 @@ impl Endpoints {
             first.authority.host = host;
         }
         let scheme = match first.scheme {
-            lapin::uri::AMQPScheme::AMQP => "amqp",
-            lapin::uri::AMQPScheme::AMQPS => "amqps",
+            AMQPScheme::AMQP => "amqp",
+            AMQPScheme::AMQPS => "amqps",
         };
         let mut uris = vec![first.clone()];
         for address in alternates {
@@ -78,6 +78,24 @@ impl Endpoints {
         let tls =
             tls.rustls_config(&format!("{}.tls", setting.rsplit_once('.').map_or(setting, |(s, _)| s)))?;
         Ok(Self { uris, next: AtomicUsize::new(0), tls: Arc::new(tls) })
+    }
+
+    /// The user name of the URL.
+    pub fn username(&self) -> &str {
+        &self.uris[0].authority.userinfo.username
+    }
+
+    /// The URL's scheme, host and port, without credentials or virtual host
+    /// (`amqps://broker.example:5671`): what nodes are told to connect to by default.
+    pub fn public_url(&self) -> String {
+        let uri = &self.uris[0];
+        let scheme = match uri.scheme {
+            AMQPScheme::AMQP => "amqp",
+            AMQPScheme::AMQPS => "amqps",
+        };
+        let host = &uri.authority.host;
+        let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        format!("{scheme}://{host}:{}", uri.authority.port)
     }
 
     /// Every address, as `host:port`.
@@ -159,6 +177,20 @@ mod tests {
         let v6 = SecretString::from("amqps://u:p@[2001:db8::5]:5671/v".to_owned());
         assert_eq!(Endpoints::new(&v6, &[], &tls, "broker.url").unwrap().addresses(), ["2001:db8::5:5671"]);
         assert_eq!(host_of("amqp://rabbit.fedq.test/v").as_deref(), Some("rabbit.fedq.test"));
+    }
+
+    #[test]
+    fn the_public_url_keeps_the_host_as_written_and_drops_the_credentials() {
+        let lax = crate::tls::ClientTls { allow_plaintext: true, ..Default::default() };
+        let ip = SecretString::from("amqp://fedq-server:secret@192.0.2.7:5672/v".to_owned());
+        let endpoints = Endpoints::new(&ip, &[], &lax, "broker.url").unwrap();
+        assert_eq!(
+            (endpoints.username(), endpoints.public_url().as_str()),
+            ("fedq-server", "amqp://192.0.2.7:5672")
+        );
+        let v6 = SecretString::from("amqps://u:p@[2001:db8::5]:5671/v".to_owned());
+        let endpoints = Endpoints::new(&v6, &[], &lax, "broker.url").unwrap();
+        assert_eq!(endpoints.public_url(), "amqps://[2001:db8::5]:5671");
     }
 
     #[test]

@@ -25,8 +25,15 @@ pub mod management;
 pub mod publish;
 pub mod supervisor;
 
+pub mod properties;
+
 pub use delivery::{AckWindow, Acker, BrokerError, Consumer, Delivery};
+/// A connection to the broker, as [`endpoints::Endpoints::connect`] opens it.
+pub use lapin::Connection;
+/// An AMQP failure, shown to people and otherwise opaque.
+pub use lapin::Error as AmqpError;
 pub use link::Link;
+pub use properties::Properties;
 pub use publish::{Channel as PublishChannel, PublishError, Target, publish_confirmed};
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -143,6 +150,20 @@ pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
         )
         .await?;
     Ok(())
+}
+
+/// How many messages wait in `queue`, by a passive declare: an error if the queue does not exist
+/// or this connection's user may not read it. The channel is closed with the connection.
+pub async fn waiting_messages(connection: &Connection, queue: &str) -> Result<u32, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(declared.message_count())
 }
 
 /// Declares an organization's queue and binds it. Idempotent.

@@ -117,19 +117,12 @@ async fn broker(config: &NodeConfig) -> Result<String, String> {
     let (connection, address) = endpoints.connect().await.map_err(|e| {
         format!("{e}; check [broker] url (its user and password come from the enrollment) and [broker.tls] ca_file")
     })?;
-    let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
     let queue = crate::broker::org_queue(config.node.organization);
-    let declared = channel
-        .queue_declare(
-            queue.as_str().into(),
-            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
-            lapin::types::FieldTable::default(),
-        )
-        .await;
+    let waiting = crate::broker::waiting_messages(&connection, &queue).await;
     let _ = connection.close(200, "check done".into()).await;
-    let queue =
-        declared.map_err(|e| format!("{queue} cannot be read with this user ({e}): is the node revoked?"))?;
-    Ok(format!("{address} as {}, {} message(s) waiting", config.broker.username, queue.message_count()))
+    let waiting =
+        waiting.map_err(|e| format!("{queue} cannot be read with this user ({e}): is the node revoked?"))?;
+    Ok(format!("{address} as {}, {waiting} message(s) waiting", config.broker.username))
 }
 
 async fn docker() -> Result<String, String> {

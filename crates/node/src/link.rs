@@ -2,7 +2,6 @@
 //! node's broker user, and is retried through reconnections until the broker confirms it
 //! (`broker::Link`).
 
-use lapin::BasicProperties;
 use tokio::sync::watch;
 
 use crate::broker::{self, Target};
@@ -42,11 +41,8 @@ impl IngressLink {
         bytes: &[u8],
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), Stopping> {
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(header.id.to_string().as_str().into())
-            .with_type(header.kind.as_str().into())
-            .with_user_id(self.username.as_str().into());
+        let properties =
+            broker::properties::envelope(&header.id.to_string(), header.kind, Some(&self.username));
         let target = Target::exchange(broker::INGRESS_EXCHANGE);
         self.link.publish_until_confirmed(target, bytes, &properties, stop).await
     }

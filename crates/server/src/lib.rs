@@ -28,13 +28,9 @@ pub mod router;
 pub mod transparency;
 
 use std::net::SocketAddr;
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::Connection;
-use lapin::uri::AMQPUri;
-use secrecy::ExposeSecret as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -185,20 +181,12 @@ fn listener_mode(http: &config::HttpConfig) -> Result<Listener, ServerError> {
 /// Starts the server: migrations, broker link and router, HTTP(S).
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     crate::tls::install_crypto_provider();
-    let amqp = AMQPUri::from_str(config.broker.url.expose_secret())
-        .map_err(|e| ServerError::Config(format!("broker.url is not an AMQP URL: {e}")))?;
-    let node_url = config.broker.node_url.clone().unwrap_or_else(|| {
-        let scheme = match amqp.scheme {
-            lapin::uri::AMQPScheme::AMQP => "amqp",
-            lapin::uri::AMQPScheme::AMQPS => "amqps",
-        };
-        format!("{scheme}://{}:{}", amqp.authority.host, amqp.authority.port)
-    });
-    let link = ServerLink::new(amqp.authority.userinfo.username.clone(), node_url);
     let endpoints = Arc::new(
         Endpoints::new(&config.broker.url, &config.broker.cluster_hosts, &config.broker.tls, "broker.url")
             .map_err(|e| ServerError::Config(format!("broker: {e}")))?,
     );
+    let node_url = config.broker.node_url.clone().unwrap_or_else(|| endpoints.public_url());
+    let link = ServerLink::new(endpoints.username().to_owned(), node_url);
     let mode = listener_mode(&config.http)?;
     if let Some(why) = config
         .bootstrap
@@ -421,7 +409,7 @@ async fn supervise_broker(
 async fn connect(
     endpoints: &Endpoints,
     db: &deadpool_postgres::Pool,
-) -> Result<(Connection, String, broker::PublishChannel), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(broker::Connection, String, broker::PublishChannel), Box<dyn std::error::Error + Send + Sync>> {
     let (connection, address) = endpoints.connect().await?;
     let api_channel = broker::PublishChannel::open(&connection).await?;
     broker::declare_topology(api_channel.amqp()).await?;

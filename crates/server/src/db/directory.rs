@@ -393,21 +393,6 @@ pub async fn set_member(
     Ok(changed == 1)
 }
 
-/// Whether `org` is a member of `collaboration`.
-pub async fn is_member(
-    db: &impl GenericClient,
-    collaboration: CollaborationId,
-    org: OrgId,
-) -> Result<bool, DbError> {
-    let row = db
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM collaboration_members WHERE collaboration_id = $1 AND org_id = $2)",
-            &[collaboration.as_uuid(), org.as_uuid()],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
 /// A node, without its credentials.
 pub use crate::contract::Node;
 

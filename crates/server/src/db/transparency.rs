@@ -162,12 +162,6 @@ pub async fn entries(db: &impl GenericClient, start: u64, end: u64) -> Result<Ve
     Ok(rows.iter().map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1))).collect())
 }
 
-/// Leaves still waiting for the sequencer.
-pub async fn pending_count(db: &impl GenericClient) -> Result<u64, DbError> {
-    let n: i64 = db.query_one("SELECT count(*) FROM transparency_pending", &[]).await?.get(0);
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
 /// PostgreSQL has no unsigned integers; log sizes stay far below 2^63.
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)

@@ -1,9 +1,6 @@
 //! Dead letters: a refused envelope's header block, with the reason, into the dead-letter
 //! queue, recorded in the database for the dashboard.
 
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-
 use super::rates::Record;
 use super::{Refusal, RouteError, Router};
 use crate::broker::{self, PublishChannel as Channel, Target};
@@ -41,18 +38,8 @@ impl Router {
             size: bytes.len(),
         };
         routing::record_dead_letter(&client, &record).await?;
-        let mut headers = FieldTable::default();
-        headers.insert(
-            ShortString::from(broker::REASON_CODE_HEADER),
-            AMQPValue::LongString(refusal.code.into()),
-        );
-        headers.insert(
-            ShortString::from(broker::REASON_HEADER),
-            AMQPValue::LongString(refusal.message.as_str().into()),
-        );
-        headers.insert(ShortString::from(broker::PUBLISHER_HEADER), AMQPValue::LongString(publisher.into()));
-        headers.insert(ShortString::from(broker::SIZE_HEADER), AMQPValue::LongLongInt(bytes.len() as i64));
-        let properties = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+        let properties =
+            broker::properties::dead_letter(refusal.code, &refusal.message, publisher, bytes.len());
         // The header block only: what an operator needs to see who sent what, not a copy of a
         // payload that a flooding publisher would make the broker store twice.
         let kept = &bytes[..bytes.len().min(broker::DEAD_LETTER_KEEP_BYTES)];

@@ -21,7 +21,6 @@ mod rates;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use lapin::BasicProperties;
 use tokio::sync::watch;
 
 pub use check::{Publisher, Refusal};
@@ -178,10 +177,7 @@ impl Router {
 
 /// Publishes `bytes` unchanged to the recipient's queue and waits for the broker's confirm.
 pub(super) async fn forward(channel: &Channel, header: &Header, bytes: &[u8]) -> Result<(), RouteError> {
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_message_id(header.id.to_string().as_str().into())
-        .with_type(header.kind.as_str().into());
+    let properties = broker::properties::envelope(&header.id.to_string(), header.kind, None);
     let key = broker::org_routing_key(header.recipient);
     // Mandatory: if the recipient's queue does not exist the broker returns the message instead
     // of dropping it, and routing fails (to be retried) rather than losing it.
