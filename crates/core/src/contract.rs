@@ -67,7 +67,7 @@ pub struct Task {
     /// The organization that created it; results are sealed for it.
     pub creator_organization: OrgId,
     /// The researcher who created it.
-    pub creator_user: Option<uuid::Uuid>,
+    pub creator_user: Option<crate::ids::UserId>,
     /// The node that created it (subtasks).
     pub creator_node: Option<NodeId>,
     /// When it was created.

@@ -101,6 +101,15 @@ id_type!(
     RunId, "run"
 );
 
+id_type!(
+    /// A user of the server: a root administrator, or a person of one organization.
+    UserId, "user"
+);
+id_type!(
+    /// A one-time node enrollment token's record (never the token itself).
+    EnrollmentId, "enrollment"
+);
+
 /// The 128-bit random identifier of one envelope, used to detect replays and duplicates.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MessageId(#[serde(with = "serde_bytes")] [u8; 16]);

@@ -198,7 +198,7 @@ pub(crate) async fn accept(
         docker_start: Mutex::new(Duration::ZERO),
         exited: Mutex::new(None),
     });
-    core.running.jobs.lock().expect("not poisoned").insert(job, active.clone());
+    core.running.insert(job, active.clone());
     tokio::spawn(async move {
         let outcome = run(&core, &active).await;
         match outcome {
@@ -212,14 +212,11 @@ pub(crate) async fn accept(
         }
         let run = active.record.run;
         // The run's end is often announced the moment this job's result is stored, before the
-        // job has wound down here. Both sides decide under the jobs lock, so the end is
-        // acted on exactly once.
-        let clean_up = {
-            let mut jobs = core.running.jobs.lock().expect("not poisoned");
-            jobs.remove(&active.record.job);
-            !jobs.values().any(|j| j.record.run == run)
-                && core.running.ended_runs.lock().expect("not poisoned").remove(&run)
-        };
+        // job has wound down here. `finish_run` decides under the jobs lock, either cleaning up
+        // (no job of the run is left) or leaving the run in `ended_runs` for its last job, which
+        // takes it out: the end is acted on exactly once.
+        let clean_up = !core.running.remove(active.record.job, run)
+            && core.running.ended_runs.lock().expect("not poisoned").remove(&run);
         if clean_up {
             remove_run(&core, run).await;
         }

@@ -155,6 +155,31 @@ struct Running {
     ended_runs: Mutex<std::collections::HashSet<crate::ids::RunId>>,
     /// Where recent jobs' time went.
     timings: Mutex<std::collections::VecDeque<JobTiming>>,
+    /// How many jobs `jobs` holds, for whoever waits for them all to end (shutdown).
+    count: watch::Sender<usize>,
+}
+
+impl Running {
+    /// Takes `active` in as `job`.
+    fn insert(&self, job: JobId, active: Arc<ActiveJob>) {
+        let mut jobs = self.jobs.lock().expect("not poisoned");
+        jobs.insert(job, active);
+        self.count.send_replace(jobs.len());
+    }
+
+    /// Lets `job` go; whether another job of `run` is still here. Decided under the jobs lock,
+    /// so that a run's end announced meanwhile is acted on exactly once.
+    fn remove(&self, job: JobId, run: crate::ids::RunId) -> bool {
+        let mut jobs = self.jobs.lock().expect("not poisoned");
+        jobs.remove(&job);
+        self.count.send_replace(jobs.len());
+        jobs.values().any(|j| j.record.run == run)
+    }
+
+    /// Resolves when no job is left (at once if none is).
+    async fn all_done(&self) {
+        let _ = self.count.subscribe().wait_for(|n| *n == 0).await;
+    }
 }
 
 /// What the node refused or held, counted (for its tests, logs and metrics).
@@ -357,14 +382,7 @@ impl RunningNode {
         tracing::info!("node stopping");
         let _ = self.stop.send(true);
         let grace = Duration::from_secs(self.core.config.node.shutdown_grace_secs);
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let running = self.core.running.jobs.lock().expect("not poisoned").len();
-            if running == 0 || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let _ = tokio::time::timeout(grace, self.core.running.all_done()).await;
         let _ = self.halt.send(true);
         let left: Vec<Arc<ActiveJob>> =
             self.core.running.jobs.lock().expect("not poisoned").values().cloned().collect();
@@ -373,12 +391,7 @@ impl RunningNode {
             job.abandon(&self.core).await;
         }
         // Let the abandoned jobs remove their containers before the network goes.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !self.core.running.jobs.lock().expect("not poisoned").is_empty()
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.core.running.all_done()).await;
         // The session sees the stop wherever it is (connecting, setting up, consuming) and ends
         // by closing its connection, which returns whatever it holds to the queue.
         let mut consumer = self.consumer;
@@ -508,6 +521,7 @@ async fn start_with(
             slots: Arc::new(Semaphore::new(usize::from(config.limits.concurrent_jobs))),
             ended_runs: Mutex::default(),
             timings: Mutex::default(),
+            count: watch::channel(0).0,
         },
         arrivals: watch::channel(0).0,
         stop,

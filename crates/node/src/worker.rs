@@ -73,14 +73,9 @@ async fn consume_once(core: &Arc<Core>) -> SessionEnd {
                 // and acknowledge their deliveries until they finish or the grace period ends.
                 consumer.cancel().await;
                 let mut halt = core.halt.clone();
-                loop {
-                    if core.running.jobs.lock().expect("not poisoned").is_empty() {
-                        break;
-                    }
-                    tokio::select! {
-                        () = super::until_stopped(&mut halt) => break,
-                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
+                tokio::select! {
+                    () = super::until_stopped(&mut halt) => {}
+                    () = core.running.all_done() => {}
                 }
                 // Whatever is still unacknowledged goes back to the queue for the next start.
                 let _ = connection.close(200, "node stopping".into()).await;

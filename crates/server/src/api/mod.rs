@@ -21,10 +21,9 @@ use serde::Serialize;
 use warp::Filter;
 use warp::http::StatusCode;
 
-use crate::ids::{CollaborationId, NodeId, OrgId, TaskId};
+use crate::ids::{CollaborationId, NodeId, OrgId, TaskId, UserId};
 use crate::server::app::State;
 use crate::server::http::{client_address, query, with_state};
-use uuid::Uuid;
 
 /// A JSON body of at most the configured size.
 fn json_body<T: serde::de::DeserializeOwned + Send>(
@@ -158,14 +157,14 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl warp::Reply,), Error 
         v1.and(warp::path!("users")).and(warp::get()).and(auth.clone()).and(st.clone()).and_then(users::list);
     let users_me = v1.and(warp::path!("users" / "me")).and(warp::get()).and(auth.clone()).and_then(users::me);
     let users_delete = v1
-        .and(warp::path!("users" / Uuid))
+        .and(warp::path!("users" / UserId))
         .and(warp::delete())
         .and(auth.clone())
         .and(st.clone())
         .and_then(users::delete);
 
     let users_set_role = v1
-        .and(warp::path!("users" / Uuid))
+        .and(warp::path!("users" / UserId))
         .and(warp::patch())
         .and(auth.clone())
         .and(json_body(4096))

@@ -128,7 +128,7 @@ mod tests {
             image: "fedq/secure-sum".into(),
             name: "count".into(),
             creator_organization: OrgId::new(),
-            creator_user: Some(uuid::Uuid::new_v4()),
+            creator_user: Some(crate::ids::UserId::new()),
             creator_node: Some(NodeId::new()),
             created_at: SystemTime::now(),
             jobs: vec![job.clone()],

@@ -1,8 +1,8 @@
 //! `/users`: people, their organizations and roles.
 
+use crate::ids::UserId;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
-use uuid::Uuid;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
@@ -90,7 +90,7 @@ pub async fn me(principal: Principal) -> Response {
 }
 
 /// Root deletes root administrators; an organization's administrators delete its users.
-pub async fn delete(id: Uuid, principal: Principal, state: State) -> Response {
+pub async fn delete(id: UserId, principal: Principal, state: State) -> Response {
     let user = app_users::visible(&principal, id, &state).await?;
     match user.organization {
         Some(org) => access::require_users_admin(&principal, org)?,
@@ -110,6 +110,6 @@ pub struct SetRole {
 
 /// Root changes the role of any user of an organization; an organization administrator the
 /// role of their organization's users. Never to or from root.
-pub async fn set_role(id: Uuid, principal: Principal, body: SetRole, state: State) -> Response {
+pub async fn set_role(id: UserId, principal: Principal, body: SetRole, state: State) -> Response {
     Ok(reply(StatusCode::OK, &app_users::set_role(&principal, id, body.role, &state).await?))
 }

@@ -1,12 +1,12 @@
 //! Users as the application sees them: which ones a caller may see, and changing a role.
 
-use uuid::Uuid;
+use crate::ids::UserId;
 
 use super::{AppError, Principal, State, access, db};
 use crate::server::db::users::{self, Role, User};
 
 /// A user the caller may see, or `not_found` (whether it exists or not).
-pub async fn visible(principal: &Principal, id: Uuid, state: &State) -> Result<User, AppError> {
+pub async fn visible(principal: &Principal, id: UserId, state: &State) -> Result<User, AppError> {
     let client = db(state).await?;
     users::get(&**client, id)
         .await?
@@ -17,7 +17,12 @@ pub async fn visible(principal: &Principal, id: Uuid, state: &State) -> Result<U
 /// Gives user `id` the role `role` for `principal` ([`access::may_set_role`]); the user as it
 /// is afterwards. The change applies to the user's sessions at once: they read the role on
 /// every request.
-pub async fn set_role(principal: &Principal, id: Uuid, role: Role, state: &State) -> Result<User, AppError> {
+pub async fn set_role(
+    principal: &Principal,
+    id: UserId,
+    role: Role,
+    state: &State,
+) -> Result<User, AppError> {
     let user = visible(principal, id, state).await?;
     let org = access::may_set_role(principal, &user, role)?;
     let client = db(state).await?;

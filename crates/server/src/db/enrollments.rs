@@ -4,16 +4,15 @@
 use std::time::SystemTime;
 
 use tokio_postgres::GenericClient;
-use uuid::Uuid;
 
 use super::DbError;
-use crate::ids::{NodeId, OrgId};
+use crate::ids::{EnrollmentId, NodeId, OrgId};
 
 /// A token's claim: what it enrolls.
 #[derive(Debug, Clone)]
 pub struct Claim {
     /// The token's row.
-    pub id: Uuid,
+    pub id: EnrollmentId,
     /// The organization the node will work for.
     pub organization: OrgId,
     /// The node's name.
@@ -28,12 +27,12 @@ pub async fn insert(
     token_hash: &[u8],
     created_by: &str,
     expires_at: SystemTime,
-) -> Result<Uuid, DbError> {
-    let id = Uuid::new_v4();
+) -> Result<EnrollmentId, DbError> {
+    let id = EnrollmentId::new();
     db.execute(
         "INSERT INTO enrollment_tokens (id, org_id, node_name, token_hash, created_by, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&id, org.as_uuid(), &node_name, &token_hash, &created_by, &expires_at],
+        &[id.as_uuid(), org.as_uuid(), &node_name, &token_hash, &created_by, &expires_at],
     )
     .await?;
     Ok(id)
@@ -51,21 +50,25 @@ pub async fn take(db: &impl GenericClient, token_hash: &[u8]) -> Result<Option<C
         )
         .await?;
     Ok(row.map(|row| Claim {
-        id: row.get("id"),
+        id: EnrollmentId::from_uuid(row.get("id")),
         organization: OrgId::from_uuid(row.get("org_id")),
         node_name: row.get("node_name"),
     }))
 }
 
 /// Gives a taken token back (the registration it was taken for failed: nothing is lost).
-pub async fn give_back(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
-    db.execute("UPDATE enrollment_tokens SET used_at = NULL WHERE id = $1 AND node_id IS NULL", &[&id])
-        .await?;
+pub async fn give_back(db: &impl GenericClient, id: EnrollmentId) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE enrollment_tokens SET used_at = NULL WHERE id = $1 AND node_id IS NULL",
+        &[id.as_uuid()],
+    )
+    .await?;
     Ok(())
 }
 
 /// Records the node a token enrolled.
-pub async fn enrolled(db: &impl GenericClient, id: Uuid, node: NodeId) -> Result<(), DbError> {
-    db.execute("UPDATE enrollment_tokens SET node_id = $2 WHERE id = $1", &[&id, node.as_uuid()]).await?;
+pub async fn enrolled(db: &impl GenericClient, id: EnrollmentId, node: NodeId) -> Result<(), DbError> {
+    db.execute("UPDATE enrollment_tokens SET node_id = $2 WHERE id = $1", &[id.as_uuid(), node.as_uuid()])
+        .await?;
     Ok(())
 }

@@ -29,7 +29,7 @@ pub struct NewTask<'a> {
     /// Creating organization.
     pub creator_org: OrgId,
     /// Creating user.
-    pub creator_user: Option<Uuid>,
+    pub creator_user: Option<crate::ids::UserId>,
     /// Creating node.
     pub creator_node: Option<NodeId>,
     /// Jobs: (job id, organization).
@@ -64,7 +64,7 @@ pub async fn insert(tx: &impl GenericClient, task: &NewTask<'_>) -> Result<(), D
             &task.image,
             &task.name,
             task.creator_org.as_uuid(),
-            &task.creator_user,
+            &task.creator_user.map(|u| *u.as_uuid()),
             &task.creator_node.map(|n| *n.as_uuid()),
         ],
     )
@@ -114,7 +114,7 @@ pub(crate) fn task_from_row(row: &tokio_postgres::Row) -> Task {
         image: row.get("image"),
         name: row.get("name"),
         creator_organization: OrgId::from_uuid(row.get("creator_org_id")),
-        creator_user: row.get("creator_user_id"),
+        creator_user: row.get::<_, Option<Uuid>>("creator_user_id").map(crate::ids::UserId::from_uuid),
         creator_node: row.get::<_, Option<Uuid>>("creator_node_id").map(NodeId::from_uuid),
         created_at: row.get("created_at"),
         jobs,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use fedq_transparency::Event;
 
 use super::{DbError, transparency};
-use crate::ids::OrgId;
+use crate::ids::{OrgId, UserId};
 
 /// What a user may do. Checked in one place: `server::app::access`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +61,7 @@ impl Role {
 #[derive(Debug, Clone, Serialize)]
 pub struct User {
     /// Identifier.
-    pub id: Uuid,
+    pub id: UserId,
     /// Organization; `None` for root administrators.
     pub organization: Option<OrgId>,
     /// Login name.
@@ -72,7 +72,7 @@ pub struct User {
 
 fn user_from_row(row: &tokio_postgres::Row) -> User {
     User {
-        id: row.get("id"),
+        id: UserId::from_uuid(row.get("id")),
         organization: row.get::<_, Option<Uuid>>("org_id").map(OrgId::from_uuid),
         username: row.get("username"),
         role: Role::parse(row.get("role")),
@@ -87,18 +87,19 @@ pub async fn insert(
     password_hash: &str,
     role: Role,
 ) -> Result<User, DbError> {
-    let id = Uuid::new_v4();
+    let id = UserId::new();
     // A user of an organization is a trust event of that organization: its leaf is written by
     // the same statement.
-    let leaf =
-        org.map(|org| transparency::event(org, Event::UserRoleChanged { user: id, role: role.code() }));
+    let leaf = org.map(|org| {
+        transparency::event(org, Event::UserRoleChanged { user: *id.as_uuid(), role: role.code() })
+    });
     let row = db
         .query_one(
             "WITH added AS (INSERT INTO users (id, org_id, username, password_hash, role) VALUES ($1, $2, $3, $4, $5)
                             RETURNING id, org_id, username, role),
                   logged AS (INSERT INTO transparency_pending (leaf) SELECT $6 FROM added WHERE $6::bytea IS NOT NULL)
              SELECT * FROM added",
-            &[&id, &org.map(|o| *o.as_uuid()), &username, &password_hash, &role.as_str(), &leaf],
+            &[id.as_uuid(), &org.map(|o| *o.as_uuid()), &username, &password_hash, &role.as_str(), &leaf],
         )
         .await?;
     Ok(user_from_row(&row))
@@ -144,8 +145,9 @@ pub async fn by_username(db: &impl GenericClient, username: &str) -> Result<Opti
 }
 
 /// A user by id.
-pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, DbError> {
-    let row = db.query_opt("SELECT id, org_id, username, role FROM users WHERE id = $1", &[&id]).await?;
+pub async fn get(db: &impl GenericClient, id: UserId) -> Result<Option<User>, DbError> {
+    let row =
+        db.query_opt("SELECT id, org_id, username, role FROM users WHERE id = $1", &[id.as_uuid()]).await?;
     Ok(row.as_ref().map(user_from_row))
 }
 
@@ -165,14 +167,14 @@ pub async fn list(db: &impl GenericClient, org: Option<OrgId>) -> Result<Vec<Use
 /// names the organization, so that the change reaches no user of another organization and no
 /// root administrator (who belongs to none); the same statement queues the transparency log's
 /// leaf, so a role changes exactly when it is logged. Returns whether such a user was there.
-pub async fn set_role(db: &impl GenericClient, id: Uuid, org: OrgId, role: Role) -> Result<bool, DbError> {
-    let leaf = transparency::event(org, Event::UserRoleChanged { user: id, role: role.code() });
+pub async fn set_role(db: &impl GenericClient, id: UserId, org: OrgId, role: Role) -> Result<bool, DbError> {
+    let leaf = transparency::event(org, Event::UserRoleChanged { user: *id.as_uuid(), role: role.code() });
     let changed: i64 = db
         .query_one(
             "WITH changed AS (UPDATE users SET role = $3 WHERE id = $1 AND org_id = $2 AND role <> $3 RETURNING 1),
                   logged AS (INSERT INTO transparency_pending (leaf) SELECT $4 FROM changed)
              SELECT count(*) FROM changed",
-            &[&id, org.as_uuid(), &role.as_str(), &leaf],
+            &[id.as_uuid(), org.as_uuid(), &role.as_str(), &leaf],
         )
         .await?
         .get(0);
@@ -180,22 +182,26 @@ pub async fn set_role(db: &impl GenericClient, id: Uuid, org: OrgId, role: Role)
 }
 
 /// Whether user `id` belongs to `org`.
-async fn exists_in(db: &impl GenericClient, id: Uuid, org: OrgId) -> Result<bool, DbError> {
+async fn exists_in(db: &impl GenericClient, id: UserId, org: OrgId) -> Result<bool, DbError> {
     Ok(db
-        .query_one("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND org_id = $2)", &[&id, org.as_uuid()])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND org_id = $2)",
+            &[id.as_uuid(), org.as_uuid()],
+        )
         .await?
         .get(0))
 }
 
 /// Deletes user `id` of `org` (`None` for a root administrator); returns whether it existed.
-pub async fn delete(db: &impl GenericClient, id: Uuid, org: Option<OrgId>) -> Result<bool, DbError> {
-    let leaf = org.map(|org| transparency::event(org, Event::UserRoleChanged { user: id, role: 0 }));
+pub async fn delete(db: &impl GenericClient, id: UserId, org: Option<OrgId>) -> Result<bool, DbError> {
+    let leaf =
+        org.map(|org| transparency::event(org, Event::UserRoleChanged { user: *id.as_uuid(), role: 0 }));
     let deleted: i64 = db
         .query_one(
             "WITH deleted AS (DELETE FROM users WHERE id = $1 AND org_id IS NOT DISTINCT FROM $2 RETURNING 1),
                   logged AS (INSERT INTO transparency_pending (leaf) SELECT $3 FROM deleted WHERE $3::bytea IS NOT NULL)
              SELECT count(*) FROM deleted",
-            &[&id, &org.map(|o| *o.as_uuid()), &leaf],
+            &[id.as_uuid(), &org.map(|o| *o.as_uuid()), &leaf],
         )
         .await?
         .get(0);
@@ -211,12 +217,12 @@ pub async fn root_exists(db: &impl GenericClient) -> Result<bool, DbError> {
 pub async fn insert_session(
     db: &impl GenericClient,
     token_hash: &[u8],
-    user: Uuid,
+    user: UserId,
     expires_at: SystemTime,
 ) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
-        &[&token_hash, &user, &expires_at],
+        &[&token_hash, user.as_uuid(), &expires_at],
     )
     .await?;
     Ok(())
