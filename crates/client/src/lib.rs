@@ -127,6 +127,12 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The same code as the contract's enum, to match on; `None` for no refusal, or a code this
+    /// build does not know.
+    pub fn error_code(&self) -> Option<crate::contract::ErrorCode> {
+        self.code().and_then(crate::contract::ErrorCode::parse)
+    }
 }
 
 /// A logged-in session.

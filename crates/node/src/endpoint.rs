@@ -564,7 +564,7 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
             .await;
         match created {
             Ok(()) => break,
-            Err(e) if retried && e.status() == Some(409) => break,
+            Err(e) if retried && e.error_code() == Some(crate::contract::ErrorCode::Conflict) => break,
             Err(e) if matches!(e.status(), Some(400..=499)) => {
                 let status =
                     e.status().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_REQUEST);

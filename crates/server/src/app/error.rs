@@ -2,118 +2,15 @@
 //! caller needs to act on it. The API renders it as JSON (`api::error`), the dashboard as an
 //! HTML page; both take the HTTP status from the code.
 
-use serde::Serialize;
 use warp::http::StatusCode;
 
 use crate::server::db::DbError;
 
-/// The stable, documented error codes (`docs/api.md`), as they travel in `{"code": …}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// No valid credentials.
-    Unauthenticated,
-    /// Wrong user name or password.
-    BadCredentials,
-    /// An enrollment token that is unknown, used or expired.
-    InvalidToken,
-    /// Too many failed logins; retry later.
-    TooManyAttempts,
-    /// Valid credentials, not allowed.
-    Forbidden,
-    /// Not there, or not visible to the caller.
-    NotFound,
-    /// The request's body or parameters break a rule.
-    InvalidRequest,
-    /// The body is not the JSON the route takes.
-    MalformedBody,
-    /// The body is not JSON at all (its `Content-Type`): `malformed_body` with status 415.
-    #[serde(rename = "malformed_body")]
-    UnsupportedMediaType,
-    /// The body is larger than `http.max_body_bytes`.
-    TooLarge,
-    /// No `Content-Length`.
-    LengthRequired,
-    /// The route exists, not with this method.
-    MethodNotAllowed,
-    /// Conflicts with what exists (a duplicate name, say).
-    Conflict,
-    /// An envelope in the request did not parse or the router refused it.
-    EnvelopeRefused,
-    /// A dependency (database, broker) is down; retry later.
-    Unavailable,
-    /// A bug or unexpected failure; details are in the server's log.
-    Internal,
-}
+pub use crate::contract::ErrorCode;
 
-impl ErrorCode {
-    /// Every code.
-    pub const ALL: [ErrorCode; 16] = [
-        ErrorCode::Unauthenticated,
-        ErrorCode::BadCredentials,
-        ErrorCode::InvalidToken,
-        ErrorCode::TooManyAttempts,
-        ErrorCode::Forbidden,
-        ErrorCode::NotFound,
-        ErrorCode::InvalidRequest,
-        ErrorCode::MalformedBody,
-        ErrorCode::UnsupportedMediaType,
-        ErrorCode::TooLarge,
-        ErrorCode::LengthRequired,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::Conflict,
-        ErrorCode::EnvelopeRefused,
-        ErrorCode::Unavailable,
-        ErrorCode::Internal,
-    ];
-
-    /// The code as it is written in JSON and in `docs/api.md`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Unauthenticated => "unauthenticated",
-            ErrorCode::BadCredentials => "bad_credentials",
-            ErrorCode::InvalidToken => "invalid_token",
-            ErrorCode::TooManyAttempts => "too_many_attempts",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::MalformedBody | ErrorCode::UnsupportedMediaType => "malformed_body",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::LengthRequired => "length_required",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::EnvelopeRefused => "envelope_refused",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Internal => "internal",
-        }
-    }
-
-    /// The HTTP status that goes with the code.
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorCode::Unauthenticated | ErrorCode::BadCredentials | ErrorCode::InvalidToken => {
-                StatusCode::UNAUTHORIZED
-            }
-            ErrorCode::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::InvalidRequest | ErrorCode::MalformedBody => StatusCode::BAD_REQUEST,
-            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::LengthRequired => StatusCode::LENGTH_REQUIRED,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::EnvelopeRefused => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// The HTTP status that goes with `code` ([`ErrorCode::status`]).
+pub fn http_status(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// An error of the application: what the API and the dashboard answer.
@@ -138,7 +35,7 @@ impl AppError {
 
     /// The HTTP status of the error's code.
     pub fn status(&self) -> StatusCode {
-        self.code.status()
+        http_status(self.code)
     }
 
     /// Refused before any work: too many failures; retry after `secs`.

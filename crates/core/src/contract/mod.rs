@@ -5,6 +5,10 @@
 //! Secrets in answers (a node's API key and broker password, shown once) are [`ShownOnce`]:
 //! they serialize as plain strings but never print in `Debug` output.
 
+mod errors;
+
+pub use errors::ErrorCode;
+
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
