@@ -1287,12 +1287,31 @@ async fn root_creates_only_an_organizations_first_administrator() {
     let (status, body) = create(alice.clone(), a, "ada", "researcher").await;
     assert_eq!(status, 201, "{body}");
     let ada_id = body["id"].as_str().unwrap().to_owned();
+    // The last administrator can neither step down nor be deleted: the organization would be
+    // left to root's next first administrator.
+    let (_, me) = app.call("GET", "/users/me", Some(&alice), None).await;
+    let alice_id = me["id"].as_str().unwrap().to_owned();
+    let (status, body) =
+        app.call("PATCH", &format!("/users/{alice_id}"), Some(&alice), Some(json!({"role": "viewer"}))).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("last administrator"), "{body}");
+    let (status, body) = app.call("DELETE", &format!("/users/{alice_id}"), Some(&alice), None).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
     let (status, body) = create(alice.clone(), a, "bob", "org_admin").await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = app.call("DELETE", &format!("/users/{ada_id}"), Some(&root), None).await;
     assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
     let (status, _) = app.call("DELETE", &format!("/users/{ada_id}"), Some(&alice), None).await;
     assert_eq!(status, 200);
+    // Root knows the password it gave alice: the organization replaces her with bob, whose
+    // password is his own, and root may not make another administrator.
+    let bob = app.login("bob", password).await;
+    let (status, body) = app.call("DELETE", &format!("/users/{alice_id}"), Some(&bob), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = app.call("GET", "/users/me", Some(&alice), None).await;
+    assert_eq!(status, 401, "alice's sessions end with her");
+    let (status, _) = create(root.clone(), a, "alice-again", "org_admin").await;
+    assert_eq!(status, 403);
 
     // A first administrator created while another one's insert is not yet committed waits for
     // it, and is then refused: the organization's row is locked while the check runs.
@@ -1316,7 +1335,7 @@ async fn root_creates_only_an_organizations_first_administrator() {
     while !racing.is_finished() {
         let waiting: i64 = sql
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'",
                 &[],
             ).await.unwrap().get(0);
         if waiting > 0 {

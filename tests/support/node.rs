@@ -166,6 +166,8 @@ impl Fed {
             concurrent_jobs: 2,
             timeout_secs: 60,
             run_volume_mib: 64,
+            // Tests share the machine's disk: the reserve is the deployment's concern.
+            state_reserve_mib: 0,
             ..Limits::default()
         }
     }

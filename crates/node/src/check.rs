@@ -181,8 +181,9 @@ async fn run_disks(config: &NodeConfig) -> Result<String, String> {
     let (mib, reserve) = (config.limits.run_volume_mib, config.limits.state_reserve_mib);
     let state_dir = config.node.state_dir.display();
     let free = crate::containers::run_disk::free_mib(&config.node.state_dir)
+        .await
         .map_err(|e| format!("{state_dir}: {e}"))?;
-    if free < mib + reserve {
+    if free < mib.saturating_add(reserve) {
         return Err(format!(
             "{free} MiB free under {state_dir}, less than one run's volume and the reserve kept for the node's \
              records (limits.run_volume_mib = {mib}, limits.state_reserve_mib = {reserve}): free space or lower them"

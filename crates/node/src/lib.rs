@@ -289,21 +289,25 @@ impl Core {
         match self.server.trusted_keys(collaboration).await {
             Ok(decisions) => {
                 for refusal in self.peers.record(collaboration, decisions) {
+                    // The log names the organizations; the alarm keeps the ids alone, so that its
+                    // text (by which alarms are told apart) takes nothing the server serves.
                     let said = self.server.naming_organizations(&refusal.to_string()).await;
                     tracing::error!(%collaboration, error = %said, "refusing a key the server handed out");
                     // A partner's key replaced without a rotation signed by the trusted one: what a
                     // key swapped in the server's database looks like from here. Evidence for the
                     // administrator, not only a refusal in the log.
                     if matches!(refusal, crate::keys::TrustError::Changed { .. }) {
-                        self.log
-                            .raise("partner_key_changed", &format!("collaboration {collaboration}: {said}"));
+                        self.log.raise(
+                            "partner_key_changed",
+                            &format!("collaboration {collaboration}: {refusal}"),
+                        );
                     }
                     // A key the log does not prove: the server showing this node what no monitor
                     // of the organization would see.
                     if matches!(refusal, crate::keys::TrustError::NotLogged { .. }) {
                         self.log.raise(
                             "partner_key_not_logged",
-                            &format!("collaboration {collaboration}: {said}"),
+                            &format!("collaboration {collaboration}: {refusal}"),
                         );
                     }
                 }

@@ -33,8 +33,8 @@ pub enum DiskError {
     },
     /// As many run disks as `limits.max_run_disks` are kept already.
     #[error(
-        "{count} runs hold a run volume here already, limits.max_run_disks ({max}): this run waits for \
-         none; it is refused until one of them ends (or raise the limit if the disk has room)"
+        "{count} runs hold a run volume here already, limits.max_run_disks ({max}): this run is refused \
+         (it does not wait); send it again once one of them ends, or raise the limit if the disk has room"
     )]
     TooMany {
         /// Run disks kept now.
@@ -86,7 +86,7 @@ pub struct DiskLimits {
 pub async fn attach(image: &Path, limits: DiskLimits, owner: (u32, u32)) -> Result<PathBuf, DiskError> {
     let mib = limits.mib;
     if !image.exists() {
-        room_for(image, limits)?;
+        room_for(image, limits).await?;
         // Made under another name and renamed, so that a half-made file is never attached.
         // Unique, so that two attempts at once never share a half-made file (the caller also
         // holds the run's lock).
@@ -143,7 +143,7 @@ pub async fn detach(image: &Path) {
 /// Whether a new run disk at `image` (`<runs>/<run>/volume.img`) fits `limits`: fewer run
 /// disks than `max_disks` under `<runs>` (the caller holds the lock under which disks are made
 /// and removed), and `reserve_mib` still free once it is allocated.
-pub fn room_for(image: &Path, limits: DiskLimits) -> Result<(), DiskError> {
+pub async fn room_for(image: &Path, limits: DiskLimits) -> Result<(), DiskError> {
     let runs = image.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
     let name = image.file_name().unwrap_or_default();
     let count = std::fs::read_dir(runs)
@@ -152,9 +152,13 @@ pub fn room_for(image: &Path, limits: DiskLimits) -> Result<(), DiskError> {
     if count >= limits.max_disks {
         return Err(DiskError::TooMany { count, max: limits.max_disks });
     }
-    let free = free_mib(runs).map_err(|detail| DiskError::Tool { command: "df".into(), detail })?;
-    let left = free.saturating_sub(limits.mib);
-    if free < limits.mib || left < limits.reserve_mib {
+    let free = free_mib(runs).await.map_err(|detail| DiskError::Tool { command: "df".into(), detail })?;
+    if free < limits.mib {
+        let detail = format!("{free} MiB free");
+        return Err(DiskError::NoRoom { path: image.to_owned(), mib: limits.mib, detail });
+    }
+    let left = free - limits.mib;
+    if left < limits.reserve_mib {
         return Err(DiskError::Reserve {
             path: image.to_owned(),
             mib: limits.mib,
@@ -167,12 +171,13 @@ pub fn room_for(image: &Path, limits: DiskLimits) -> Result<(), DiskError> {
 
 /// Free MiB on the file system that holds, or will hold, `path` (the nearest directory of it
 /// that exists: the state directory is made at the first start), as `df` reports it.
-pub fn free_mib(path: &Path) -> Result<u64, String> {
+pub async fn free_mib(path: &Path) -> Result<u64, String> {
     let existing = path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    let out = std::process::Command::new("df")
+    let out = Command::new("df")
         .args(["--output=avail", "-B1M"])
         .arg(existing)
         .output()
+        .await
         .map_err(|e| format!("df: {e}"))?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -222,25 +227,29 @@ mod tests {
         DiskLimits { mib: 16, max_disks, reserve_mib }
     }
 
-    #[test]
-    fn a_new_disk_needs_a_free_place_among_the_run_disks_and_the_reserve() {
+    #[tokio::test]
+    async fn a_new_disk_needs_a_free_place_among_the_run_disks_and_the_reserve() {
         let runs = tempfile::tempdir().unwrap();
         let image = |run: &str| {
             let dir = runs.path().join(run);
             std::fs::create_dir_all(&dir).unwrap();
             dir.join("volume.img")
         };
-        room_for(&image("one"), limits(1, 0)).unwrap();
+        room_for(&image("one"), limits(1, 0)).await.unwrap();
         std::fs::write(image("one"), b"").unwrap();
         // A run directory without a disk (an inbox only) does not count.
         image("inbox-only");
-        let err = room_for(&image("two"), limits(1, 0)).unwrap_err();
+        let err = room_for(&image("two"), limits(1, 0)).await.unwrap_err();
         assert!(matches!(err, DiskError::TooMany { count: 1, max: 1 }), "{err}");
         assert!(err.to_string().contains("limits.max_run_disks"), "{err}");
-        room_for(&image("two"), limits(2, 0)).unwrap();
+        room_for(&image("two"), limits(2, 0)).await.unwrap();
         // More reserve than the file system has: refused, naming the setting.
-        let err = room_for(&image("two"), limits(2, u64::MAX / 2)).unwrap_err();
+        let err = room_for(&image("two"), limits(2, u64::MAX / 2)).await.unwrap_err();
         assert!(matches!(err, DiskError::Reserve { .. }), "{err}");
         assert!(err.to_string().contains("limits.state_reserve_mib"), "{err}");
+        // A disk larger than the file system: no room, whatever the reserve.
+        let huge = DiskLimits { mib: u64::MAX / 2, max_disks: 2, reserve_mib: 0 };
+        let err = room_for(&image("two"), huge).await.unwrap_err();
+        assert!(matches!(err, DiskError::NoRoom { .. }), "{err}");
     }
 }

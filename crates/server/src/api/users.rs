@@ -89,16 +89,10 @@ pub async fn me(principal: Principal) -> Response {
     }
 }
 
-/// Root deletes root administrators; an organization's administrators delete its users.
+/// Root deletes root administrators; an organization's administrators delete its users, but not
+/// its last administrator ([`app_users::delete`]).
 pub async fn delete(id: UserId, principal: Principal, state: State) -> Response {
-    let user = app_users::visible(&principal, id, &state).await?;
-    match user.organization {
-        Some(org) => access::require_users_admin(&principal, org)?,
-        None => principal.require_root()?,
-    }
-    let client = db(&state).await?;
-    users::delete(&**client, id, user.organization).await.map_err(AppError::from)?;
-    Ok(reply(StatusCode::OK, &user))
+    Ok(reply(StatusCode::OK, &app_users::delete(&principal, id, &state).await?))
 }
 
 /// `PATCH /users/{id}` body.
@@ -108,8 +102,8 @@ pub struct SetRole {
     role: Role,
 }
 
-/// Root changes the role of any user of an organization; an organization administrator the
-/// role of their organization's users. Never to or from root.
+/// An organization's administrators change the roles of its users (not root); never to or from
+/// root, and never the organization's last administrator away from it.
 pub async fn set_role(id: UserId, principal: Principal, body: SetRole, state: State) -> Response {
     Ok(reply(StatusCode::OK, &app_users::set_role(&principal, id, body.role, &state).await?))
 }

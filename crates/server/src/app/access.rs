@@ -143,7 +143,7 @@ pub fn may_create_user(principal: &Principal, org: OrgId, role: Role) -> Result<
         _ if principal.is_root() && role == Role::OrgAdmin => Ok(UserCreation::FirstAdministratorByRoot),
         _ if principal.is_root() => Err(AppError::forbidden(format!(
             "root creates only the first administrator of organization {org}; its other users are \
-             created by that administrator (log in as them: fedq login --user ADMIN)"
+             created by the organization's own administrators"
         ))),
         _ => Err(AppError::forbidden(format!("only an administrator of organization {org} may do this"))),
     }
@@ -169,7 +169,7 @@ pub fn may_set_role(principal: &Principal, user: &User, role: Role) -> Result<Or
     let Some(org) = user.organization else {
         return Err(AppError::invalid(format!(
             "user {} is a root administrator, who belongs to no organization: the role does not change; \
-             create a user of the organization instead",
+             an organization's administrator creates its users",
             user.username
         )));
     };

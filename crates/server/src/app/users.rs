@@ -1,8 +1,10 @@
-//! Users as the application sees them: which ones a caller may see, and changing a role.
+//! Users as the application sees them: which ones a caller may see, changing a role, deleting
+//! one; an organization keeps at least one administrator.
 
-use crate::ids::UserId;
+use crate::ids::{OrgId, UserId};
 
 use super::{AppError, Principal, State, access, db};
+use crate::server::db::DbError;
 use crate::server::db::users::{self, Role, User};
 
 /// A user the caller may see, or `not_found` (whether it exists or not).
@@ -25,12 +27,54 @@ pub async fn set_role(
 ) -> Result<User, AppError> {
     let user = visible(principal, id, state).await?;
     let org = access::may_set_role(principal, &user, role)?;
-    let client = db(state).await?;
+    let mut client = db(state).await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    if user.role == Role::OrgAdmin && role != Role::OrgAdmin {
+        keeps_an_admin(&tx, org, id).await?;
+    }
     // The statement names the organization the permission was granted for: a user deleted or
     // changed since it was read is not found rather than changed elsewhere.
-    if !users::set_role(&**client, id, org, role).await? {
+    if !users::set_role(&*tx, id, org, role).await? {
         return Err(AppError::not_found(format!("user {id}")));
     }
+    tx.commit().await.map_err(DbError::from)?;
     tracing::info!(user = %id, org = %org, role = role.as_str(), "role changed");
     Ok(User { role, ..user })
+}
+
+/// Deletes user `id` for `principal`: a root administrator by root, a user of an organization by
+/// its own administrators ([`access::require_users_admin`]), never the organization's last
+/// administrator. The user as it was.
+pub async fn delete(principal: &Principal, id: UserId, state: &State) -> Result<User, AppError> {
+    let user = visible(principal, id, state).await?;
+    let mut client = db(state).await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    match user.organization {
+        Some(org) => {
+            access::require_users_admin(principal, org)?;
+            if user.role == Role::OrgAdmin {
+                keeps_an_admin(&tx, org, id).await?;
+            }
+        }
+        None => principal.require_root()?,
+    }
+    users::delete(&*tx, id, user.organization).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(user)
+}
+
+/// `conflict` unless `org` has an administrator besides `leaving` (checked under the
+/// organization's lock, held until the transaction ends).
+async fn keeps_an_admin(
+    tx: &deadpool_postgres::Transaction<'_>,
+    org: OrgId,
+    leaving: UserId,
+) -> Result<(), AppError> {
+    if users::another_admin_locked(tx, org, leaving).await? {
+        return Ok(());
+    }
+    Err(AppError::conflict(format!(
+        "user {leaving} is the last administrator of organization {org}: create another administrator first, \
+         so that the organization keeps one (root cannot make one for an organization that has had one)"
+    )))
 }

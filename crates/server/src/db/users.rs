@@ -208,6 +208,25 @@ pub async fn delete(db: &impl GenericClient, id: UserId, org: Option<OrgId>) -> 
     Ok(deleted == 1)
 }
 
+/// Locks organization `org`'s row (as [`insert_first_admin`] does) and says whether it has an
+/// administrator other than `leaving`: asked, in the transaction that then demotes or deletes
+/// `leaving`, so that an organization never loses its last administrator through the API,
+/// even to two administrators removing each other at once.
+pub async fn another_admin_locked(
+    tx: &deadpool_postgres::Transaction<'_>,
+    org: OrgId,
+    leaving: UserId,
+) -> Result<bool, DbError> {
+    tx.execute("SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE", &[org.as_uuid()]).await?;
+    Ok(tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE org_id = $1 AND role = 'org_admin' AND id <> $2)",
+            &[org.as_uuid(), leaving.as_uuid()],
+        )
+        .await?
+        .get(0))
+}
+
 /// Whether any root administrator exists.
 pub async fn root_exists(db: &impl GenericClient) -> Result<bool, DbError> {
     Ok(db.query_one("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'root')", &[]).await?.get(0))
