@@ -210,9 +210,10 @@ async fn images(config: &NodeConfig) -> Result<String, String> {
         match docker.inspect_image(&rule.digest).await {
             Ok(image) => {
                 let tags = image.repo_tags.unwrap_or_default();
-                if !tags.iter().any(|t| {
-                    crate::node::policy::glob(&rule.name, crate::node::policy::parse_reference(t).name)
-                }) {
+                if !tags
+                    .iter()
+                    .any(|t| crate::policy::glob(&rule.name, crate::policy::parse_reference(t).name))
+                {
                     missing
                         .push(format!("{} {} is here but not tagged {}", rule.name, rule.digest, rule.name));
                 }

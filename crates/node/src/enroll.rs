@@ -161,7 +161,7 @@ pub fn render(answer: &NodeRegistration, choices: &Choices) -> Result<String, An
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::config::NodeConfig;
+    use crate::config::NodeConfig;
 
     fn answer() -> NodeRegistration {
         serde_json::from_value(serde_json::json!({

@@ -12,8 +12,6 @@ use fedq_core::{contract, files, ids, protocol, time};
 use fedq_envelope::{envelope, keys};
 use fedq_service::settings;
 use fedq_tls as tls;
-// The modules of this crate name each other `crate::node::…`, as they did inside `fedq`.
-use crate as node;
 
 pub mod check;
 pub mod config;

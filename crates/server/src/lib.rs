@@ -13,8 +13,6 @@ use fedq_core::{contract, ids, protocol, time};
 use fedq_envelope::{envelope, keys};
 use fedq_service::settings;
 use fedq_tls as tls;
-// The modules of this crate name each other `crate::server::…`, as they did inside `fedq`.
-use crate as server;
 
 pub mod api;
 pub mod app;

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::server::config::RetentionConfig;
-use crate::server::db::retention::{self, Table};
-use crate::server::metrics::ServerMetrics;
+use crate::config::RetentionConfig;
+use crate::db::retention::{self, Table};
+use crate::metrics::ServerMetrics;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 

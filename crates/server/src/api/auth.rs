@@ -9,8 +9,8 @@ use serde::Deserialize;
 use warp::Filter;
 use warp::Reply as _;
 
-use crate::server::app::{AppError, Principal, State, logins};
-use crate::server::http::with_state;
+use crate::app::{AppError, Principal, State, logins};
+use crate::http::with_state;
 
 /// A filter that authenticates the request or rejects it as `unauthenticated`.
 pub fn authenticated(state: State) -> impl Filter<Extract = (Principal,), Error = warp::Rejection> + Clone {

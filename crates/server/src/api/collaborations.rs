@@ -4,10 +4,10 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
+use crate::app::collaborations::visible;
+use crate::app::{AppError, Principal, State, db};
+use crate::db::directory;
 use crate::ids::{CollaborationId, OrgId};
-use crate::server::app::collaborations::visible;
-use crate::server::app::{AppError, Principal, State, db};
-use crate::server::db::directory;
 
 /// `POST /collaborations` body.
 #[derive(Debug, Deserialize)]

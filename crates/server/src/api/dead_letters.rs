@@ -5,8 +5,8 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
-use crate::server::app::{AppError, Principal, State, access, db};
-use crate::server::db::monitor;
+use crate::app::{AppError, Principal, State, access, db};
+use crate::db::monitor;
 
 /// `GET /dead-letters` query.
 #[derive(Debug, Deserialize)]

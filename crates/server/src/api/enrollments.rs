@@ -7,9 +7,9 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
+use crate::app::enrollments::{create_token, enroll as trade};
+use crate::app::{Principal, State};
 use crate::ids::OrgId;
-use crate::server::app::enrollments::{create_token, enroll as trade};
-use crate::server::app::{Principal, State};
 
 /// `POST /organizations/{id}/enrollments` body.
 #[derive(Debug, Deserialize)]

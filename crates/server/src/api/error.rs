@@ -5,8 +5,8 @@ use std::convert::Infallible;
 
 use warp::{Rejection, Reply};
 
-use crate::server::app::AppError;
-use crate::server::http::classify;
+use crate::app::AppError;
+use crate::http::classify;
 
 /// Renders any rejection as the API's JSON error body.
 pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {

@@ -21,9 +21,9 @@ use serde::Serialize;
 use warp::Filter;
 use warp::http::StatusCode;
 
+use crate::app::State;
+use crate::http::{client_address, query, with_state};
 use crate::ids::{CollaborationId, NodeId, OrgId, TaskId, UserId};
-use crate::server::app::State;
-use crate::server::http::{client_address, query, with_state};
 
 /// A JSON body of at most the configured size.
 fn json_body<T: serde::de::DeserializeOwned + Send>(
@@ -38,18 +38,16 @@ const SMALL_BODY: u64 = 1024 * 1024;
 /// Reserves a task body's size from the budget of bodies in flight (`app/bodies.rs`) before it
 /// is read: the caller, and the reservation, which the handler holds until it answers.
 fn reserved_body(
-    auth: impl Filter<Extract = (crate::server::app::Principal,), Error = warp::Rejection> + Clone,
+    auth: impl Filter<Extract = (crate::app::Principal,), Error = warp::Rejection> + Clone,
     state: State,
-) -> impl Filter<
-    Extract = (crate::server::app::Principal, crate::server::app::bodies::Reservation),
-    Error = warp::Rejection,
-> + Clone {
+) -> impl Filter<Extract = (crate::app::Principal, crate::app::bodies::Reservation), Error = warp::Rejection> + Clone
+{
     auth.and(warp::header::optional::<u64>("content-length"))
         .and(with_state(state))
-        .and_then(|principal: crate::server::app::Principal, length: Option<u64>, state: State| async move {
+        .and_then(|principal: crate::app::Principal, length: Option<u64>, state: State| async move {
             let reserved = state
                 .bodies
-                .reserve(principal.scope(), length.unwrap_or(0), crate::server::app::bodies::WAIT)
+                .reserve(principal.scope(), length.unwrap_or(0), crate::app::bodies::WAIT)
                 .await
                 .map_err(warp::reject::custom)?;
             Ok::<_, warp::Rejection>((principal, reserved))
@@ -69,9 +67,9 @@ fn default_limit() -> i64 {
 }
 
 /// Refuses a page of a list outside its bounds: 1 to 500 items, from offset 0 on.
-fn check_page(limit: i64, offset: i64) -> Result<(), crate::server::app::AppError> {
+fn check_page(limit: i64, offset: i64) -> Result<(), crate::app::AppError> {
     if !(1..=500).contains(&limit) || offset < 0 {
-        return Err(crate::server::app::AppError::invalid("limit is 1 to 500 and offset at least 0"));
+        return Err(crate::app::AppError::invalid("limit is 1 to 500 and offset at least 0"));
     }
     Ok(())
 }
@@ -390,7 +388,7 @@ static ROUTES: std::sync::LazyLock<Routes> = std::sync::LazyLock::new(|| {
 
 /// One line per request. A node's heartbeat every few seconds is routine: it is logged only at
 /// debug level unless it fails, so that it does not bury what an administrator looks for.
-fn access_log(metrics: &crate::server::metrics::ServerMetrics, info: warp::log::Info<'_>) {
+fn access_log(metrics: &crate::metrics::ServerMetrics, info: warp::log::Info<'_>) {
     let status = info.status();
     let (method, route) = (method_label(info.method().as_str()), ROUTES.label(info.path(), status.as_u16()));
     metrics.request(method, route, status.as_u16(), info.elapsed());
@@ -410,7 +408,7 @@ fn access_log(metrics: &crate::server::metrics::ServerMetrics, info: warp::log::
 #[cfg(test)]
 mod tests {
     use super::{ROUTES, method_label};
-    use crate::server::metrics::ServerMetrics;
+    use crate::metrics::ServerMetrics;
     use std::time::Duration;
 
     fn series(metrics: &ServerMetrics) -> usize {

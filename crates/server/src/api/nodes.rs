@@ -5,11 +5,11 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
+use crate::app::nodes::{self, revoke_node, visible};
+use crate::app::{AppError, Principal, State, db};
+use crate::db::directory;
 use crate::ids::{NodeId, OrgId};
 use crate::protocol::heartbeat::Heartbeat;
-use crate::server::app::nodes::{self, revoke_node, visible};
-use crate::server::app::{AppError, Principal, State, db};
-use crate::server::db::directory;
 
 /// `POST /nodes` body.
 #[derive(Debug, Deserialize)]

@@ -4,12 +4,12 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
+use crate::app::{AppError, Principal, State, db};
 use crate::ids::OrgId;
-use crate::server::app::{AppError, Principal, State, db};
 use base64::Engine as _;
 
+use crate::db::directory;
 use crate::keys::{PublicKey, Rotation};
-use crate::server::db::directory;
 
 /// `POST /organizations` body.
 #[derive(Debug, Deserialize)]

@@ -3,7 +3,7 @@
 use warp::http::StatusCode;
 
 use super::{Response, reply};
-use crate::server::app::State;
+use crate::app::State;
 
 /// Whether the database and the broker answer.
 pub async fn health(state: State) -> Response {
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn the_openapi_error_codes_are_the_applications() {
-        use crate::server::app::ErrorCode;
+        use crate::app::ErrorCode;
         let spec: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
         let documented: BTreeSet<&str> = spec["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
             .as_array()

@@ -9,18 +9,18 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
+use crate::app::tasks;
+use crate::app::{AppError, Principal, State, db};
 use crate::contract::{CreateTask, SealedResult, TaskResults};
+use crate::db::tasks::{self as store, TaskFilter};
 use crate::ids::{CollaborationId, OrgId, RunId, TaskId};
 use crate::protocol::JobStatus;
-use crate::server::app::tasks;
-use crate::server::app::{AppError, Principal, State, db};
-use crate::server::db::tasks::{self as store, TaskFilter};
 
 /// Creates a task and forwards its `job_start` envelopes, holding the body's reservation until
 /// it answers.
 pub async fn create(
     principal: Principal,
-    _reserved: crate::server::app::bodies::Reservation,
+    _reserved: crate::app::bodies::Reservation,
     body: CreateTask,
     state: State,
 ) -> Response {

@@ -7,10 +7,10 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
+use crate::app::{AppError, Principal, State, db};
 use crate::contract::{ConsistencyProofBody, InclusionProofBody, LogEntry, LogKey, TreeHeadBody};
-use crate::server::app::{AppError, Principal, State, db};
-use crate::server::db::directory;
-use crate::server::db::transparency as table;
+use crate::db::directory;
+use crate::db::transparency as table;
 use fedq_transparency::{Leaf, leaf_hash, wire};
 
 /// Entries answered at most per request.

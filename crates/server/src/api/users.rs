@@ -6,12 +6,12 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
+use crate::app::access::{self, UserCreation};
+use crate::app::users as app_users;
+use crate::app::{AppError, Principal, State, db, logins};
+use crate::db::DbError;
+use crate::db::users::{self, Role};
 use crate::ids::OrgId;
-use crate::server::app::access::{self, UserCreation};
-use crate::server::app::users as app_users;
-use crate::server::app::{AppError, Principal, State, db, logins};
-use crate::server::db::DbError;
-use crate::server::db::users::{self, Role};
 
 /// `POST /users` body.
 #[derive(Debug, Deserialize)]

@@ -2,11 +2,11 @@
 //! and what each kind of caller may do. The API and the dashboard call these, never a check of
 //! their own.
 
+use crate::app::AppError;
+use crate::db::directory::{Collaboration, Node};
+use crate::db::tasks::Task;
+use crate::db::users::{Role, User};
 use crate::ids::OrgId;
-use crate::server::app::AppError;
-use crate::server::db::directory::{Collaboration, Node};
-use crate::server::db::tasks::Task;
-use crate::server::db::users::{Role, User};
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]

@@ -1,8 +1,8 @@
 //! Collaborations as the application sees them: which ones a caller may see.
 
 use super::{AppError, Principal, State, access, db};
+use crate::db::directory;
 use crate::ids::CollaborationId;
-use crate::server::db::directory;
 
 /// A collaboration the caller may see.
 pub async fn visible(

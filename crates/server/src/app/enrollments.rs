@@ -8,8 +8,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{AppError, ErrorCode, Principal, State, db, logins, nodes};
 use crate::contract::{EnrolledOrganization, NodeRegistration};
+use crate::db::{directory, enrollments};
 use crate::ids::OrgId;
-use crate::server::db::{directory, enrollments};
 
 /// How long a token is valid unless asked otherwise: a day.
 const DEFAULT_VALID_SECS: u64 = 24 * 3600;

@@ -4,7 +4,7 @@
 
 use warp::http::StatusCode;
 
-use crate::server::db::DbError;
+use crate::db::DbError;
 
 pub use crate::contract::ErrorCode;
 

@@ -12,8 +12,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 
 use super::{AppError, Principal, State, db};
-use crate::server::db::directory;
-use crate::server::db::users::{self, Role, User};
+use crate::db::directory;
+use crate::db::users::{self, Role, User};
 
 const USER_TOKEN_PREFIX: &str = "fedq_u_";
 const NODE_KEY_PREFIX: &str = "fedq_n_";

@@ -23,10 +23,10 @@ pub use access::Principal;
 pub use broker_stats::BrokerStats;
 pub use error::{AppError, ErrorCode};
 
+use crate::ServerLink;
 use crate::broker::management::Management;
-use crate::server::ServerLink;
-use crate::server::config::ServerConfig;
-use crate::server::router::Router;
+use crate::config::ServerConfig;
+use crate::router::Router;
 
 /// What every request can reach.
 pub struct AppState {
@@ -47,9 +47,9 @@ pub struct AppState {
     /// Settings.
     pub config: ServerConfig,
     /// Prometheus metrics.
-    pub metrics: crate::server::metrics::ServerMetrics,
+    pub metrics: crate::metrics::ServerMetrics,
     /// The transparency log: its key and tree.
-    pub transparency: crate::server::transparency::SharedLog,
+    pub transparency: crate::transparency::SharedLog,
 }
 
 /// Shared state handed to handlers.

@@ -6,8 +6,8 @@ use secrecy::ExposeSecret as _;
 use super::{AppError, Principal, State, access, db, logins};
 use crate::broker;
 use crate::contract::{BrokerAccess, NodeRegistration, ShownOnce};
+use crate::db::directory;
 use crate::ids::{NodeId, OrgId};
-use crate::server::db::directory;
 
 /// Registers node `name` of `org` for `principal`: root or an administrator of `org`.
 pub async fn create(

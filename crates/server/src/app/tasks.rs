@@ -9,11 +9,11 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::{AppError, Principal, State, access, collaborations, db};
 use crate::contract::CreateTask;
+use crate::db::tasks::{self as store, NewTask};
 use crate::envelope::parse;
 use crate::ids::{JobId, OrgId, TaskId};
 use crate::protocol::Kind;
-use crate::server::db::tasks::{self as store, NewTask};
-use crate::server::router::{Publisher, RouteError};
+use crate::router::{Publisher, RouteError};
 
 /// Creates a task and forwards its `job_start` envelopes: the creator's organization must be a
 /// member of the collaboration, each job's envelope a `job_start` from it to a member, for this

@@ -40,7 +40,7 @@ use secrecy::SecretString;
 use tokio::sync::{Semaphore, oneshot};
 
 use super::error::AppError;
-use crate::server::config::AuthConfig;
+use crate::config::AuthConfig;
 
 /// How many keys each counter tracks at most, and how many users have known addresses.
 const MAX_TRACKED: usize = 50_000;

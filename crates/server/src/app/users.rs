@@ -4,8 +4,8 @@
 use crate::ids::{OrgId, UserId};
 
 use super::{AppError, Principal, State, access, db};
-use crate::server::db::DbError;
-use crate::server::db::users::{self, Role, User};
+use crate::db::DbError;
+use crate::db::users::{self, Role, User};
 
 /// A user the caller may see, or `not_found` (whether it exists or not).
 pub async fn visible(principal: &Principal, id: UserId, state: &State) -> Result<User, AppError> {

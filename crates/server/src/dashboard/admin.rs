@@ -1,9 +1,9 @@
 //! Who is looking: the administrator of a dashboard session, what they may see, and the CSRF
 //! token their forms carry. The session (`session.rs`) makes one; pages and the layout read it.
 
+use crate::app::Principal;
+use crate::db::users::{Role, User};
 use crate::ids::OrgId;
-use crate::server::app::Principal;
-use crate::server::db::users::{Role, User};
 
 /// A logged-in administrator.
 #[derive(Debug, Clone)]

@@ -14,9 +14,9 @@ use maud::html;
 use warp::Filter;
 use warp::http::{HeaderValue, header};
 
+use crate::app::State;
+use crate::http::{self, with_state};
 use crate::ids::{NodeId, OrgId, TaskId};
-use crate::server::app::State;
-use crate::server::http::{self, with_state};
 use session::{LoginRequired, admin};
 use view::Nav;
 

@@ -18,9 +18,9 @@ use warp::Filter;
 use warp::http::StatusCode;
 
 use super::view::{self, Nav};
-use crate::server::app::{AppError, ErrorCode, State, logins};
-use crate::server::db::users::Role;
-use crate::server::http::with_state;
+use crate::app::{AppError, ErrorCode, State, logins};
+use crate::db::users::Role;
+use crate::http::with_state;
 
 pub use super::admin::Admin;
 

@@ -106,7 +106,7 @@ pub async fn insert(
 }
 
 /// Inserts `username` as an administrator of `org` only if the organization has no
-/// administrator: what root may do ([`crate::server::app::access`]). The organization's row is
+/// administrator: what root may do ([`crate::app::access`]). The organization's row is
 /// locked first, so that two such requests at once make one administrator, not two. `None`
 /// when the organization already has one.
 pub async fn insert_first_admin(

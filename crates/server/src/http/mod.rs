@@ -10,8 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use warp::http::HeaderMap;
 use warp::{Filter, Rejection};
 
+use crate::app::{AppError, ErrorCode, State};
 use crate::https::PeerAddr;
-use crate::server::app::{AppError, ErrorCode, State};
 
 pub use query::query;
 

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use warp::{Filter, Rejection};
 
-use crate::server::app::AppError;
+use crate::app::AppError;
 
 /// The query string as `T`; an absent query string is an empty one. A query that does not
 /// parse is refused with `invalid_request` and the parser's reason (the unknown parameter, or

@@ -1,10 +1,10 @@
 //! The routing decision: a pure function of the envelope's header and the facts read about it,
 //! so every rule is unit-tested without a database or a broker.
 
+use crate::db::routing::{Facts, Outcome};
 use crate::envelope::{OpenError, OpenPolicy, Parsed, check_times};
 use crate::ids::OrgId;
 use crate::protocol::Kind;
-use crate::server::db::routing::{Facts, Outcome};
 use crate::time::Timestamp;
 
 /// Why the router refused an envelope. `code` is stable: it goes into the dead-letter reason
@@ -108,7 +108,7 @@ fn direction(
     recipient: OrgId,
     sender: OrgId,
     facts: &Facts,
-    task: &crate::server::db::routing::TaskFacts,
+    task: &crate::db::routing::TaskFacts,
 ) -> Result<Outcome, Refusal> {
     let refuse = |why: &str| Refusal::new("direction", format!("{kind} from {sender} to {recipient}: {why}"));
     // Results and statuses of a researcher's task stop at the server (for the API); those of a

@@ -4,8 +4,8 @@
 use super::rates::Record;
 use super::{Refusal, RouteError, Router};
 use crate::broker::{self, PublishChannel as Channel, Target};
+use crate::db::{DbError, routing};
 use crate::envelope::Header;
-use crate::server::db::{DbError, routing};
 
 impl Router {
     /// Records a refused envelope and publishes its header block to the dead-letter queue.

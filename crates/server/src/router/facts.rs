@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::db::{DbError, routing};
 use crate::envelope::Header;
-use crate::server::db::{DbError, routing};
 
 /// Routing facts read recently, by everything they depend on.
 ///

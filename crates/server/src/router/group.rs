@@ -15,10 +15,10 @@ use futures_util::future::join_all;
 
 use super::{Publisher, Refusal, RouteError, Routed, Router, forward};
 use crate::broker::PublishChannel as Channel;
+use crate::db::{DbError, routing, transparency};
 use crate::envelope::{FormatError, Parsed, parse};
 use crate::ids::{MessageId, OrgId, TaskId};
 use crate::protocol::Kind;
-use crate::server::db::{DbError, routing, transparency};
 use crate::time::Timestamp;
 
 /// One envelope of a group, as it came in.

@@ -27,8 +27,8 @@ pub use check::{Publisher, Refusal};
 use facts::FactsCache;
 
 use crate::broker::{self, PublishChannel as Channel, PublishError, Target};
+use crate::db::DbError;
 use crate::envelope::{Header, OpenPolicy};
-use crate::server::db::DbError;
 
 /// What happened to a routed envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ struct Inner {
     facts: FactsCache,
     /// Bumped whenever a result is stored, to wake long-polling API requests.
     results: watch::Sender<u64>,
-    metrics: crate::server::metrics::ServerMetrics,
+    metrics: crate::metrics::ServerMetrics,
     /// Whether routed envelopes get their transparency-log leaf (`transparency.log_envelopes`).
     log_envelopes: bool,
     /// How fast each broker user may publish.
@@ -108,9 +108,9 @@ impl Router {
     /// the log's cost, `transparency.log_envelopes`).
     pub fn new(
         db: Pool,
-        config: &crate::server::config::RouterConfig,
+        config: &crate::config::RouterConfig,
         server_user: String,
-        metrics: crate::server::metrics::ServerMetrics,
+        metrics: crate::metrics::ServerMetrics,
         log_envelopes: bool,
     ) -> Self {
         let (results, _) = watch::channel(0);
@@ -157,7 +157,7 @@ impl Router {
         task: crate::ids::TaskId,
         channel: &Channel,
     ) {
-        let finished = match crate::server::db::tasks::finished_run(db, task).await {
+        let finished = match crate::db::tasks::finished_run(db, task).await {
             Ok(Some(finished)) => finished,
             Ok(None) => return,
             Err(e) => {
@@ -203,7 +203,7 @@ pub(super) async fn forward(channel: &Channel, header: &Header, bytes: &[u8]) ->
 pub const MAX_ATTEMPTS: u64 = 5;
 
 /// The envelope checks the router shares with opening.
-pub fn policy(config: &crate::server::config::RouterConfig) -> OpenPolicy {
+pub fn policy(config: &crate::config::RouterConfig) -> OpenPolicy {
     OpenPolicy {
         max_len: config.max_envelope_bytes,
         clock_skew: config.clock_skew(),

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::server::config::RouterConfig;
+use crate::config::RouterConfig;
 
 /// How many publishers each map tracks at most (it is cleared past that).
 const MAX_PUBLISHERS: usize = 100_000;

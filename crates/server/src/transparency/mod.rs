@@ -16,8 +16,8 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use fedq_transparency::{Hash, MerkleTree, SignedTreeHead, TreeHead, leaf_hash};
 use tokio::sync::{Mutex, MutexGuard, watch};
 
+use crate::db::{DbError, transparency as table};
 use crate::keys::KeyFileError;
-use crate::server::db::{DbError, transparency as table};
 use crate::time::Timestamp;
 
 /// Leaves sequenced per transaction at most, so that one step never holds its locks for long.

@@ -7,10 +7,10 @@ use warp::http::StatusCode;
 
 use super::Page;
 use super::{filter, names, page_of};
-use crate::server::app::{State, access, db};
-use crate::server::dashboard::session::Admin;
-use crate::server::dashboard::view::{self, Nav, PAGE_SIZE, bytes, pager, query, short, when};
-use crate::server::db::monitor;
+use crate::app::{State, access, db};
+use crate::dashboard::session::Admin;
+use crate::dashboard::view::{self, Nav, PAGE_SIZE, bytes, pager, query, short, when};
+use crate::db::monitor;
 
 /// `GET /admin/dead-letters` query.
 #[derive(Debug, Default, Deserialize)]

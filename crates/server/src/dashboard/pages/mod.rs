@@ -14,9 +14,9 @@ use std::str::FromStr;
 use tokio_postgres::GenericClient;
 
 use super::view::Names;
+use crate::app::AppError;
+use crate::db::directory;
 use crate::ids::OrgId;
-use crate::server::app::AppError;
-use crate::server::db::directory;
 
 /// What a page handler returns; errors are rendered as HTML by the dashboard's `recover`.
 pub type Page = Result<warp::reply::Response, AppError>;

@@ -8,13 +8,13 @@ use warp::http::StatusCode;
 use super::Page;
 use std::collections::HashMap;
 
+use crate::app::enrollments::create_token;
+use crate::app::nodes::revoke_node;
+use crate::app::{State, db};
+use crate::dashboard::session::Admin;
+use crate::dashboard::view::{self, Nav, badge, fingerprint, short, when, when_opt};
+use crate::db::directory::{self, Node};
 use crate::ids::{NodeId, OrgId};
-use crate::server::app::enrollments::create_token;
-use crate::server::app::nodes::revoke_node;
-use crate::server::app::{State, db};
-use crate::server::dashboard::session::Admin;
-use crate::server::dashboard::view::{self, Nav, badge, fingerprint, short, when, when_opt};
-use crate::server::db::directory::{self, Node};
 
 /// `GET /admin/organizations`.
 pub async fn page(admin: Admin, state: State) -> Page {

@@ -6,11 +6,11 @@ use warp::http::StatusCode;
 
 use super::Page;
 use super::names;
+use crate::app::{AppError, State, db};
 use crate::broker;
-use crate::server::app::{AppError, State, db};
-use crate::server::dashboard::session::Admin;
-use crate::server::dashboard::view::{self, Names, Nav, badge, short, when_opt};
-use crate::server::db::{directory, monitor};
+use crate::dashboard::session::Admin;
+use crate::dashboard::view::{self, Names, Nav, badge, short, when_opt};
+use crate::db::{directory, monitor};
 
 /// `GET /admin`.
 pub async fn page(admin: Admin, state: State) -> Page {
@@ -30,7 +30,7 @@ async fn live_section(admin: &Admin, state: &State) -> Result<Markup, AppError> 
     let scope = admin.scope();
     let (orgs, collaborations, nodes, counts, head) = {
         let pooled = db(state).await?;
-        let head = crate::server::db::transparency::head(&pooled, None).await?;
+        let head = crate::db::transparency::head(&pooled, None).await?;
         let client = &**pooled;
         let orgs = names(client, scope).await?;
         let collaborations = directory::collaborations(client, scope).await?;
@@ -115,7 +115,7 @@ async fn live_section(admin: &Admin, state: &State) -> Result<Markup, AppError> 
     })
 }
 
-fn broker_table(admin: &Admin, orgs: &Names, reading: &crate::server::app::broker_stats::Reading) -> Markup {
+fn broker_table(admin: &Admin, orgs: &Names, reading: &crate::app::broker_stats::Reading) -> Markup {
     let queues = match &reading.queues {
         Ok(queues) => queues,
         Err(e) => return html! { p.error role="alert" { "Broker statistics unavailable: " (e) } },

@@ -7,12 +7,12 @@ use warp::http::StatusCode;
 
 use super::Page;
 use super::{filter, names, page_of};
+use crate::app::{AppError, State, db};
+use crate::dashboard::session::Admin;
+use crate::dashboard::view::{self, Nav, PAGE_SIZE, bytes, option, pager, short, when};
+use crate::db::monitor::{self, RoutingFilter};
 use crate::ids::{OrgId, TaskId};
 use crate::protocol::Kind;
-use crate::server::app::{AppError, State, db};
-use crate::server::dashboard::session::Admin;
-use crate::server::dashboard::view::{self, Nav, PAGE_SIZE, bytes, option, pager, short, when};
-use crate::server::db::monitor::{self, RoutingFilter};
 
 /// `GET /admin/routing` query.
 #[derive(Debug, Default, Deserialize)]

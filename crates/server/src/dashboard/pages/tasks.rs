@@ -9,18 +9,18 @@ use warp::http::StatusCode;
 
 use super::Page;
 use super::{filter, names, page_of};
-use crate::ids::{CollaborationId, OrgId, TaskId};
-use crate::protocol::{JobStatus, TaskStatus};
-use crate::server::app::access::may_kill;
-use crate::server::app::tasks::{kill_task, visible};
-use crate::server::app::{AppError, State, db};
-use crate::server::dashboard::session::Admin;
-use crate::server::dashboard::view::{
+use crate::app::access::may_kill;
+use crate::app::tasks::{kill_task, visible};
+use crate::app::{AppError, State, db};
+use crate::dashboard::session::Admin;
+use crate::dashboard::view::{
     self, Names, Nav, PAGE_SIZE, badge, between, bytes, option, pager, short, when, when_opt,
 };
-use crate::server::db::directory;
-use crate::server::db::monitor::{self, RoutingFilter};
-use crate::server::db::tasks::{self as store, Task, TaskFilter};
+use crate::db::directory;
+use crate::db::monitor::{self, RoutingFilter};
+use crate::db::tasks::{self as store, Task, TaskFilter};
+use crate::ids::{CollaborationId, OrgId, TaskId};
+use crate::protocol::{JobStatus, TaskStatus};
 
 /// `GET /admin/tasks` query. Every field is text, so that an empty "any" option is no filter.
 #[derive(Debug, Default, Deserialize)]
