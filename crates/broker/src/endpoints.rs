@@ -56,10 +56,7 @@ impl Endpoints {
         if let Some(host) = host_of(url.expose_secret()) {
             first.authority.host = host;
         }
-        let scheme = match first.scheme {
-            AMQPScheme::AMQP => "amqp",
-            AMQPScheme::AMQPS => "amqps",
-        };
+        let scheme = scheme_name(&first.scheme);
         let mut uris = vec![first.clone()];
         for address in alternates {
             let (host, port) = address
@@ -89,10 +86,7 @@ impl Endpoints {
     /// (`amqps://broker.example:5671`): what nodes are told to connect to by default.
     pub fn public_url(&self) -> String {
         let uri = &self.uris[0];
-        let scheme = match uri.scheme {
-            AMQPScheme::AMQP => "amqp",
-            AMQPScheme::AMQPS => "amqps",
-        };
+        let scheme = scheme_name(&uri.scheme);
         let host = &uri.authority.host;
         let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
         format!("{scheme}://{host}:{}", uri.authority.port)
@@ -146,6 +140,14 @@ impl Endpoints {
         }
         self.next.store(start + 1, Ordering::Relaxed);
         Err(last.expect("there is at least one address"))
+    }
+}
+
+/// `amqp` or `amqps`, as URLs write it.
+fn scheme_name(scheme: &AMQPScheme) -> &'static str {
+    match scheme {
+        AMQPScheme::AMQP => "amqp",
+        AMQPScheme::AMQPS => "amqps",
     }
 }
 

@@ -135,6 +135,21 @@ impl ClientError {
     }
 }
 
+/// Organizations' names by id, as a session read them ([`Client::organization_names`]).
+#[derive(Debug, Clone, Default)]
+pub struct OrganizationNames(Vec<(String, String)>);
+
+impl OrganizationNames {
+    /// `message` (a refused key's, which names organizations by id so that the commands it
+    /// suggests work as written) with each organization named beside its id: `organization
+    /// registry-b (6c5b…)`.
+    pub fn name(&self, message: &str) -> String {
+        self.0.iter().fold(message.to_owned(), |text, (id, name)| {
+            text.replace(&format!("organization {id}"), &format!("organization {name} ({id})"))
+        })
+    }
+}
+
 /// A logged-in session.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -411,18 +426,22 @@ impl Client {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    /// `message` (a refused key's, which names organizations by id so that the commands it
-    /// suggests work as written) with each organization this session sees named beside its id:
-    /// `organization registry-b (6c5b…)`. As given if the organizations cannot be read.
+    /// The names of the organizations this session sees, read once to name them in any number
+    /// of messages ([`OrganizationNames::name`]); none if they cannot be read.
+    pub async fn organization_names(&self) -> OrganizationNames {
+        let orgs = self.get("/organizations").await.unwrap_or_default();
+        OrganizationNames(
+            orgs.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| Some((o["id"].as_str()?.to_owned(), o["name"].as_str()?.to_owned())))
+                .collect(),
+        )
+    }
+
+    /// `message` with each organization named beside its id ([`OrganizationNames::name`]).
     pub async fn naming_organizations(&self, message: &str) -> String {
-        let Ok(orgs) = self.get("/organizations").await else { return message.to_owned() };
-        let mut text = message.to_owned();
-        for org in orgs.as_array().into_iter().flatten() {
-            if let (Some(id), Some(name)) = (org["id"].as_str(), org["name"].as_str()) {
-                text = text.replace(&format!("organization {id}"), &format!("organization {name} ({id})"));
-            }
-        }
-        text
+        self.organization_names().await.name(message)
     }
 
     /// Any `POST` of the API (administration: organizations, users, nodes…).

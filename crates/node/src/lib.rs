@@ -286,10 +286,16 @@ impl Core {
     async fn refresh_keys(&self, collaboration: crate::ids::CollaborationId) -> bool {
         match self.server.trusted_keys(collaboration).await {
             Ok(decisions) => {
-                for refusal in self.peers.record(collaboration, decisions) {
-                    // The log names the organizations; the alarm keeps the ids alone, so that its
-                    // text (by which alarms are told apart) takes nothing the server serves.
-                    let said = self.server.naming_organizations(&refusal.to_string()).await;
+                let refusals = self.peers.record(collaboration, decisions);
+                // The log names the organizations (read once, and only when something was
+                // refused); the alarm keeps the ids alone, so that its text (by which alarms are
+                // told apart) takes nothing the server serves.
+                let names = match refusals.is_empty() {
+                    true => Default::default(),
+                    false => self.server.organization_names().await,
+                };
+                for refusal in refusals {
+                    let said = names.name(&refusal.to_string());
                     tracing::error!(%collaboration, error = %said, "refusing a key the server handed out");
                     // A partner's key replaced without a rotation signed by the trusted one: what a
                     // key swapped in the server's database looks like from here. Evidence for the

@@ -84,9 +84,9 @@ impl ServerClient {
         self.api.trusted_keys(collaboration).await
     }
 
-    /// `message` with each organization the node sees named beside its id.
-    pub async fn naming_organizations(&self, message: &str) -> String {
-        self.api.naming_organizations(message).await
+    /// The names of the organizations the node sees, to name them in messages.
+    pub async fn organization_names(&self) -> crate::client::OrganizationNames {
+        self.api.organization_names().await
     }
 
     /// Creates a subtask of `parent` in `run` (its `job_start` envelopes already sealed).

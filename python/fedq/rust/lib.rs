@@ -348,18 +348,22 @@ impl Client {
         }
         let inner = &self.inner;
         Ok(self.wait(py, async {
-            let mut rows = Vec::new();
-            for d in inner.trusted_keys(collaboration).await? {
-                rows.push(match d.key {
+            let decisions = inner.trusted_keys(collaboration).await?;
+            // Read once, and only when a refusal has something to name.
+            let names = match decisions.iter().any(|d| d.key.is_err()) {
+                true => inner.organization_names().await,
+                false => Default::default(),
+            };
+            Ok(decisions
+                .into_iter()
+                .map(|d| match d.key {
                     Ok(key) => (d.org.to_string(), Some(key.id().to_string()), None),
                     Err(e) => {
                         let failure = Failure::from(e);
-                        let message = inner.naming_organizations(&failure.message).await;
-                        (d.org.to_string(), None, Some((failure.code, message)))
+                        (d.org.to_string(), None, Some((failure.code, names.name(&failure.message))))
                     }
-                });
-            }
-            Ok(rows)
+                })
+                .collect::<Vec<_>>())
         })?)
     }
 

@@ -1,15 +1,13 @@
 //! `/users`: people, their organizations and roles.
 
 use crate::ids::UserId;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
-use crate::app::access::{self, UserCreation};
 use crate::app::users as app_users;
-use crate::app::{AppError, Principal, State, db, logins};
-use crate::db::DbError;
+use crate::app::{AppError, Principal, State, db};
 use crate::db::users::{self, Role};
 use crate::ids::OrgId;
 
@@ -25,52 +23,15 @@ pub struct CreateUser {
 }
 
 /// Root creates root administrators and an organization's first administrator; an
-/// organization's administrators create its users ([`access::may_create_user`]).
+/// organization's administrators create its users ([`app_users::create`]).
 pub async fn create(principal: Principal, body: CreateUser, state: State) -> Response {
-    let creation = match (body.role, body.organization) {
-        (Role::Root, None) => {
-            principal.require_root()?;
-            None
-        }
-        (Role::Root, Some(_)) => {
-            return Err(AppError::invalid("a root administrator has no organization").into());
-        }
-        (_, None) => return Err(AppError::invalid("this role needs an organization").into()),
-        (role, Some(org)) => Some((org, access::may_create_user(&principal, org, role)?)),
+    let new = app_users::NewUser {
+        username: body.username,
+        password: body.password,
+        role: body.role,
+        organization: body.organization,
     };
-    let username = body.username.trim();
-    if username.is_empty() || username.len() > 100 || username.chars().any(char::is_whitespace) {
-        return Err(AppError::invalid("a user name is 1 to 100 characters without spaces").into());
-    }
-    if body.password.expose_secret().chars().count() < 12 {
-        return Err(AppError::invalid("a password has at least 12 characters").into());
-    }
-    let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || logins::hash_password(&password))
-        .await
-        .map_err(|_| AppError::internal())??;
-    let mut client = db(&state).await?;
-    let taken = |e: DbError| {
-        if e.is_unique_violation() {
-            AppError::conflict(format!("user name {username:?} is taken"))
-        } else {
-            e.into()
-        }
-    };
-    let user = match creation {
-        Some((org, UserCreation::FirstAdministratorByRoot)) => {
-            users::insert_first_admin(&mut client, org, username, &hash).await.map_err(taken)?.ok_or_else(
-                || {
-                    AppError::forbidden(format!(
-                        "organization {org} has an administrator: root creates only an organization's first \
-                     administrator; its other users are created by that administrator"
-                    ))
-                },
-            )?
-        }
-        _ => users::insert(&**client, body.organization, username, &hash, body.role).await.map_err(taken)?,
-    };
-    Ok(reply(StatusCode::CREATED, &user))
+    Ok(reply(StatusCode::CREATED, &app_users::create(&principal, new, &state).await?))
 }
 
 /// Users of the caller's organization (all users for root).

@@ -116,16 +116,7 @@ pub async fn insert_first_admin(
     password_hash: &str,
 ) -> Result<Option<User>, DbError> {
     let tx = db.transaction().await?;
-    // Read committed: each statement below sees what committed before the lock was granted.
-    tx.execute("SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE", &[org.as_uuid()]).await?;
-    let has_admin: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE org_id = $1 AND role = 'org_admin')",
-            &[org.as_uuid()],
-        )
-        .await?
-        .get(0);
-    if has_admin {
+    if admin_besides_locked(&tx, org, None).await? {
         return Ok(None);
     }
     let user = insert(&*tx, Some(org), username, password_hash, Role::OrgAdmin).await?;
@@ -208,20 +199,22 @@ pub async fn delete(db: &impl GenericClient, id: UserId, org: Option<OrgId>) -> 
     Ok(deleted == 1)
 }
 
-/// Locks organization `org`'s row (as [`insert_first_admin`] does) and says whether it has an
-/// administrator other than `leaving`: asked, in the transaction that then demotes or deletes
-/// `leaving`, so that an organization never loses its last administrator through the API,
-/// even to two administrators removing each other at once.
-pub async fn another_admin_locked(
+/// Locks organization `org`'s row until `tx` ends and says whether it has an administrator
+/// (other than `besides`, if given). Every change to who administers an organization asks it
+/// first, in its own transaction: the first administrator's creation ([`insert_first_admin`])
+/// and an administrator's demotion or deletion, so that two such changes at once are decided
+/// one after the other (read committed: the check sees what committed before the lock).
+pub async fn admin_besides_locked(
     tx: &deadpool_postgres::Transaction<'_>,
     org: OrgId,
-    leaving: UserId,
+    besides: Option<UserId>,
 ) -> Result<bool, DbError> {
     tx.execute("SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE", &[org.as_uuid()]).await?;
     Ok(tx
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE org_id = $1 AND role = 'org_admin' AND id <> $2)",
-            &[org.as_uuid(), leaving.as_uuid()],
+            "SELECT EXISTS (SELECT 1 FROM users WHERE org_id = $1 AND role = 'org_admin'
+                            AND ($2::uuid IS NULL OR id <> $2))",
+            &[org.as_uuid(), &besides.map(|u| *u.as_uuid())],
         )
         .await?
         .get(0))
