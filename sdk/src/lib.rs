@@ -20,7 +20,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
+use fedq_algorithm_api as api;
+use serde::Serialize;
+
+pub use fedq_algorithm_api::{ErrorCode, Job, Organization, Subtask, SubtaskJob};
 
 /// Where the node mounts this run's volume, shared by the run's containers at this node.
 pub const RUN_DIR: &str = "/fedq/run";
@@ -61,30 +64,6 @@ pub enum Error {
     Decode(String),
 }
 
-/// The job this container runs, as the node describes it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Job {
-    /// This job.
-    pub job: String,
-    /// Its task.
-    pub task: String,
-    /// The run: every task and subtask of one analysis.
-    pub run: String,
-    /// The collaboration.
-    pub collaboration: String,
-    /// This node's organization.
-    pub organization: String,
-    /// The organizations of the task, in the order the requester gave.
-    pub organizations: Vec<String>,
-    /// The organization that asked for the task.
-    pub requester: String,
-    /// The image this container runs.
-    pub image: String,
-    /// The largest result the node accepts, in bytes.
-    #[serde(default)]
-    pub max_result_bytes: Option<u64>,
-}
-
 /// A message from another organization's container in the same run.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -96,33 +75,6 @@ pub struct Message {
     pub topic: String,
     /// The content.
     pub body: Vec<u8>,
-}
-
-/// A member organization of the collaboration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Organization {
-    /// Its id.
-    pub id: String,
-    /// Fingerprint of the key the node seals to.
-    pub key_id: String,
-}
-
-/// A subtask just created.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Subtask {
-    /// Its task id.
-    pub task: String,
-    /// Its jobs, one per organization.
-    pub jobs: Vec<SubtaskJob>,
-}
-
-/// One job of a subtask.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct SubtaskJob {
-    /// The job.
-    pub job: String,
-    /// Where it runs.
-    pub organization: String,
 }
 
 /// The result of one job of a subtask.
@@ -155,45 +107,6 @@ pub struct Node {
     base: String,
     token: String,
     agent: ureq::Agent,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct MessageBody {
-    from: String,
-    from_job: String,
-    topic: String,
-    body: String,
-}
-
-#[derive(Deserialize)]
-struct Messages {
-    messages: Vec<MessageBody>,
-}
-
-#[derive(Deserialize)]
-struct ResultBody {
-    job: String,
-    organization: String,
-    status: String,
-    output: String,
-    reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ResultsBody {
-    complete: bool,
-    results: Vec<ResultBody>,
-}
-
-#[derive(Deserialize)]
-struct Organizations {
-    organizations: Vec<Organization>,
 }
 
 fn decode_b64(text: &str) -> Result<Vec<u8>, Error> {
@@ -236,7 +149,7 @@ impl Node {
             return Ok(response);
         }
         let mut response = response;
-        let (code, message) = match response.body_mut().read_json::<ErrorBody>() {
+        let (code, message) = match response.body_mut().read_json::<api::ErrorBody>() {
             Ok(e) => (e.code, e.message),
             Err(_) => ("http".to_owned(), format!("status {status}")),
         };
@@ -253,7 +166,7 @@ impl Node {
     fn post_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
-        body: &serde_json::Value,
+        body: &impl Serialize,
     ) -> Result<T, Error> {
         let response =
             self.agent.post(&self.url(path)).header("Authorization", &self.auth()).send_json(body)?;
@@ -279,8 +192,9 @@ impl Node {
 
     /// Sends `body` to this run's job at organization `to`, labelled `topic`.
     pub fn send(&self, to: &str, topic: &str, body: &[u8]) -> Result<(), Error> {
-        let request = serde_json::json!({ "to": to, "topic": topic, "body": STANDARD.encode(body) });
-        let _: serde_json::Value = self.post_json("/messages", &request)?;
+        let request =
+            api::SendMessage { to: to.to_owned(), topic: topic.to_owned(), body: STANDARD.encode(body) };
+        let _: api::Sent = self.post_json("/messages", &request)?;
         Ok(())
     }
 
@@ -300,14 +214,14 @@ impl Node {
     }
 
     fn take(&self, topic: Option<&str>, from: Option<&str>, wait: Duration) -> Result<Vec<Message>, Error> {
-        let mut path = format!("/messages?wait={}", wait.as_secs().min(60));
+        let mut path = format!("/messages?wait={}", wait.as_secs().min(api::MAX_WAIT_SECS));
         for (key, value) in [("topic", topic), ("from", from)] {
             if let Some(value) = value {
                 path.push_str(&format!("&{key}="));
                 path.push_str(&encode_query(value));
             }
         }
-        let messages: Messages = self.get_json(&path)?;
+        let messages: api::Messages = self.get_json(&path)?;
         messages
             .messages
             .into_iter()
@@ -335,17 +249,18 @@ impl Node {
         image: Option<&str>,
         input: &[u8],
     ) -> Result<Subtask, Error> {
-        let request = serde_json::json!({
-            "organizations": organizations,
-            "image": image,
-            "input": STANDARD.encode(input),
-        });
+        let request = api::CreateSubtask {
+            organizations: organizations.iter().map(|o| (*o).to_owned()).collect(),
+            image: image.map(str::to_owned),
+            input: Some(STANDARD.encode(input)),
+            inputs: None,
+        };
         self.post_json("/subtasks", &request)
     }
 
     /// The results of subtask `task`, waiting up to `wait` (at most 60 s) for all of them.
     pub fn subtask_results(&self, task: &str, wait: Duration) -> Result<SubtaskResults, Error> {
-        let body: ResultsBody =
+        let body: api::SubtaskResults =
             self.get_json(&format!("/subtasks/{}/results?wait={}", encode_query(task), wait.as_secs()))?;
         let results = body
             .results
@@ -394,7 +309,7 @@ impl Node {
 
     /// The organizations of this job's collaboration.
     pub fn organizations(&self) -> Result<Vec<Organization>, Error> {
-        let orgs: Organizations = self.get_json("/organizations")?;
+        let orgs: api::Organizations = self.get_json("/organizations")?;
         Ok(orgs.organizations)
     }
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
+use fedq_algorithm_api::{self as api, ErrorBody, ErrorCode};
+use serde::Serialize;
 use serde_bytes::ByteBuf;
-use serde_json::{Value, json};
 use warp::Filter as _;
 use warp::http::StatusCode;
 use warp::reply::{Reply as _, Response};
@@ -39,15 +39,14 @@ static ROUTES: std::sync::LazyLock<fedq_service::metrics::Routes> = std::sync::L
     ])
 });
 
-/// The longest a long poll waits.
-const MAX_WAIT_SECS: u64 = 60;
-
 /// An error answer: status, stable code, message.
-struct Failure(StatusCode, &'static str, String);
+struct Failure(StatusCode, ErrorCode, String);
 
 type Answer = Result<Response, Failure>;
 
-fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
+/// An error answer with the code's own status.
+fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+    let status = StatusCode::from_u16(code.status()).expect("the codes' statuses are valid");
     Failure(status, code, message.into())
 }
 
@@ -55,13 +54,13 @@ fn finish(answer: Answer) -> Result<Response, Infallible> {
     Ok(match answer {
         Ok(response) => response,
         Err(Failure(status, code, message)) => {
-            warp::reply::with_status(warp::reply::json(&json!({"code": code, "message": message})), status)
+            warp::reply::with_status(warp::reply::json(&ErrorBody::new(code, message)), status)
                 .into_response()
         }
     })
 }
 
-fn ok_json(status: StatusCode, value: &Value) -> Answer {
+fn ok_json(status: StatusCode, value: &impl Serialize) -> Answer {
     Ok(warp::reply::with_status(warp::reply::json(value), status).into_response())
 }
 
@@ -69,9 +68,9 @@ fn authorize(core: &Core, header: Option<String>) -> Result<Arc<ActiveJob>, Fail
     let token = header
         .as_deref()
         .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| fail(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token"))?;
+        .ok_or_else(|| fail(ErrorCode::Unauthorized, "missing bearer token"))?;
     jobs::by_token(core, token.trim())
-        .ok_or_else(|| fail(StatusCode::UNAUTHORIZED, "unauthorized", "unknown or expired token"))
+        .ok_or_else(|| fail(ErrorCode::Unauthorized, "unknown or expired token"))
 }
 
 /// Every route of the endpoint.
@@ -181,13 +180,13 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
 /// Turns warp's own rejections (unknown route, body too large, bad query) into the same JSON.
 async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
     let failure = if rejection.is_not_found() {
-        fail(StatusCode::NOT_FOUND, "not_found", "no such route")
+        fail(ErrorCode::NotFound, "no such route")
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        fail(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the body is too large")
+        fail(ErrorCode::TooLarge, "the body is too large")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        fail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        fail(ErrorCode::MethodNotAllowed, "method not allowed on this route")
     } else {
-        fail(StatusCode::BAD_REQUEST, "malformed", format!("{rejection:?}"))
+        fail(ErrorCode::Malformed, format!("{rejection:?}"))
     };
     finish(Err(failure))
 }
@@ -196,17 +195,17 @@ fn describe(core: &Core, auth: Option<String>) -> Answer {
     let job = authorize(core, auth)?;
     ok_json(
         StatusCode::OK,
-        &json!({
-            "job": job.record.job,
-            "task": job.record.task,
-            "run": job.record.run,
-            "collaboration": job.record.collaboration,
-            "organization": core.org(),
-            "organizations": job.start.organizations,
-            "requester": job.record.requester,
-            "image": job.start.image,
-            "max_result_bytes": core.config.limits.max_result_bytes,
-        }),
+        &api::Job {
+            job: job.record.job.to_string(),
+            task: job.record.task.to_string(),
+            run: job.record.run.to_string(),
+            collaboration: job.record.collaboration.to_string(),
+            organization: core.org().to_string(),
+            organizations: job.start.organizations.iter().map(OrgId::to_string).collect(),
+            requester: job.record.requester.to_string(),
+            image: job.start.image.clone(),
+            max_result_bytes: Some(u64::try_from(core.config.limits.max_result_bytes).unwrap_or(u64::MAX)),
+        },
     )
 }
 
@@ -216,52 +215,51 @@ async fn members(core: &Core, auth: Option<String>) -> Answer {
     if core.peers.members(collaboration).is_none() {
         core.refresh_keys(collaboration).await;
     }
-    let members = core.peers.members(collaboration).ok_or_else(|| {
-        fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server's key directory is unreachable")
-    })?;
-    let list: Vec<Value> =
-        members.iter().map(|(org, key)| json!({"id": org, "key_id": key.to_string()})).collect();
-    ok_json(StatusCode::OK, &json!({"collaboration": collaboration, "organizations": list}))
+    let members = core
+        .peers
+        .members(collaboration)
+        .ok_or_else(|| fail(ErrorCode::Unavailable, "the server's key directory is unreachable"))?;
+    let organizations = members
+        .iter()
+        .map(|(org, key)| api::Organization { id: org.to_string(), key_id: key.to_string() })
+        .collect();
+    ok_json(StatusCode::OK, &api::Organizations { collaboration: collaboration.to_string(), organizations })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
-    serde_json::from_slice(body)
-        .map_err(|e| fail(StatusCode::BAD_REQUEST, "malformed", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| fail(ErrorCode::Malformed, format!("invalid JSON body: {e}")))
 }
 
 fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>, Failure> {
-    STANDARD
-        .decode(text)
-        .map_err(|_| fail(StatusCode::BAD_REQUEST, "malformed", format!("{what} is not base64")))
+    STANDARD.decode(text).map_err(|_| fail(ErrorCode::Malformed, format!("{what} is not base64")))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendBody {
-    to: OrgId,
-    topic: String,
-    body: String,
+/// An organization's id as the algorithm wrote it in `what`.
+fn org_of(text: &str, what: &str) -> Result<OrgId, Failure> {
+    text.parse()
+        .map_err(|_| fail(ErrorCode::Malformed, format!("{what} is not an organization's id: {text:?}")))
 }
 
 async fn send(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
     let job = authorize(core, auth)?;
     let _permit = one_request(&job)?;
-    let request: SendBody = parse_json(body)?;
+    let request: api::SendMessage = parse_json(body)?;
+    let to = org_of(&request.to, "to")?;
     let content = decode_b64(&request.body, "body")?;
-    if request.topic.len() > 200 {
-        return Err(fail(StatusCode::BAD_REQUEST, "malformed", "a topic is at most 200 characters"));
+    if request.topic.len() > api::MAX_TOPIC_LEN {
+        return Err(fail(
+            ErrorCode::Malformed,
+            format!("a topic is at most {} characters", api::MAX_TOPIC_LEN),
+        ));
     }
     // The router refuses a run message to an organization with no job in the run; sent anyway,
     // it would never be logged and this node's monitor would take it for the server's doing.
     // When the server cannot say (it is down), the message goes: run messages wait in the
     // broker through a server outage, and must keep doing so.
-    if !job.start.organizations.contains(&request.to)
-        && core.in_run(job.record.run, request.to).await == Ok(false)
-    {
+    if !job.start.organizations.contains(&to) && core.in_run(job.record.run, to).await == Ok(false) {
         return Err(fail(
-            StatusCode::FORBIDDEN,
-            "not_in_run",
-            format!("organization {} has no job in this run; nothing was sent", request.to),
+            ErrorCode::NotInRun,
+            format!("organization {to} has no job in this run; nothing was sent"),
         ));
     }
     let route = Route {
@@ -277,49 +275,36 @@ async fn send(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
         body: ByteBuf::from(content),
         log_head: core.log.seen_head(),
     });
-    let sealed = jobs::seal_to(core, request.to, &route, &payload).await.ok_or_else(|| {
-        let why = core.peers.refusal(request.to).map(|r| format!(": {r}")).unwrap_or_default();
-        fail(
-            StatusCode::NOT_FOUND,
-            "unknown_organization",
-            format!("no trusted key for organization {}{why}", request.to),
-        )
+    let sealed = jobs::seal_to(core, to, &route, &payload).await.ok_or_else(|| {
+        let why = core.peers.refusal(to).map(|r| format!(": {r}")).unwrap_or_default();
+        fail(ErrorCode::UnknownOrganization, format!("no trusted key for organization {}{why}", to))
     })?;
     let mut halt = core.halt.clone();
     let publish = core.publish(&sealed.header, &sealed.bytes, &mut halt);
     match tokio::time::timeout(Duration::from_secs(30), publish).await {
-        Ok(Ok(())) => ok_json(StatusCode::ACCEPTED, &json!({"id": sealed.header.id.to_string()})),
-        _ => Err(fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the broker did not take the message; retry",
-        )),
+        Ok(Ok(())) => ok_json(StatusCode::ACCEPTED, &api::Sent { id: sealed.header.id.to_string() }),
+        _ => Err(fail(ErrorCode::Unavailable, "the broker did not take the message; retry")),
     }
 }
 
 fn wait_of(query: &HashMap<String, String>) -> Result<Duration, Failure> {
     let wait = match query.get("wait") {
-        Some(w) => w
-            .parse::<u64>()
-            .map_err(|_| fail(StatusCode::BAD_REQUEST, "malformed", "wait is whole seconds"))?,
+        Some(w) => w.parse::<u64>().map_err(|_| fail(ErrorCode::Malformed, "wait is whole seconds"))?,
         None => 0,
     };
-    Ok(Duration::from_secs(wait.min(MAX_WAIT_SECS)))
+    Ok(Duration::from_secs(wait.min(api::MAX_WAIT_SECS)))
 }
 
 async fn receive(core: &Core, auth: Option<String>, query: HashMap<String, String>) -> Answer {
     let job = authorize(core, auth)?;
     let wait = wait_of(&query)?;
     let max = match query.get("max") {
-        Some(m) => {
-            m.parse::<usize>().map_err(|_| fail(StatusCode::BAD_REQUEST, "malformed", "max is a number"))?
-        }
+        Some(m) => m.parse::<usize>().map_err(|_| fail(ErrorCode::Malformed, "max is a number"))?,
         None => 100,
     };
     let from = match query.get("from") {
         Some(org) => Some(
-            org.parse::<OrgId>()
-                .map_err(|_| fail(StatusCode::BAD_REQUEST, "malformed", "from is an organization's id"))?,
+            org.parse::<OrgId>().map_err(|_| fail(ErrorCode::Malformed, "from is an organization's id"))?,
         ),
         None => None,
     };
@@ -330,24 +315,27 @@ async fn receive(core: &Core, auth: Option<String>, query: HashMap<String, Strin
         if taken.is_empty() && !last {
             return Ok(None);
         }
-        let messages: Vec<Value> = taken
+        let messages = taken
             .iter()
-            .map(|m| {
-                json!({"id": m.id.to_string(), "from": m.from, "from_job": m.from_job,
-                       "topic": m.topic, "body": STANDARD.encode(&m.body)})
+            .map(|m| api::Message {
+                id: m.id.to_string(),
+                from: m.from.to_string(),
+                from_job: m.from_job.to_string(),
+                topic: m.topic.clone(),
+                body: STANDARD.encode(&m.body),
             })
             .collect();
-        Ok(Some(json!({"messages": messages})))
+        Ok(Some(api::Messages { messages }))
     })
     .await
 }
 
 /// Answers with what `attempt` finds, asking again whenever a run message or a subtask result
 /// arrives, until `wait` has passed; the last attempt (`true`) must answer.
-async fn long_poll(
+async fn long_poll<T: Serialize>(
     core: &Core,
     wait: Duration,
-    mut attempt: impl FnMut(bool) -> Result<Option<Value>, Failure>,
+    mut attempt: impl FnMut(bool) -> Result<Option<T>, Failure>,
 ) -> Answer {
     let deadline = tokio::time::Instant::now() + wait;
     let mut arrivals = core.arrivals.subscribe();
@@ -363,29 +351,17 @@ async fn long_poll(
 
 fn internal(e: std::io::Error) -> Failure {
     tracing::error!(error = %e, "state directory failed");
-    fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the node's state directory failed")
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubtaskBody {
-    organizations: Vec<OrgId>,
-    #[serde(default)]
-    image: Option<String>,
-    #[serde(default)]
-    input: Option<String>,
-    #[serde(default)]
-    inputs: Option<HashMap<OrgId, String>>,
+    fail(ErrorCode::Internal, "the node's state directory failed")
 }
 
 /// Whether `image` may run at this node for a subtask of `job`: for this organization, which
 /// sends it, and for the run's root requester.
 async fn check_own_image(core: &Core, job: &ActiveJob, image: &str) -> Result<(), Failure> {
-    let refused = |why: String| fail(StatusCode::FORBIDDEN, "refused", why);
+    let refused = |why: String| fail(ErrorCode::Refused, why);
     let local = match core.sandbox.image(image).await {
         Ok(Some(local)) => local,
         Ok(None) => return Err(refused(ImageRefusal::Missing(image.to_owned()).to_string())),
-        Err(e) => return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())),
+        Err(e) => return Err(fail(ErrorCode::Unavailable, e.to_string())),
     };
     // As the node receiving it will: this organization (the sender) and all the job answers to.
     let principals = super::policy::principals(core.org(), &job.principals());
@@ -435,8 +411,7 @@ impl Drop for Reserved<'_> {
 fn one_request(job: &ActiveJob) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
     job.requests.clone().try_acquire_owned().map_err(|_| {
         fail(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
+            ErrorCode::TooManyRequests,
             "this job has limits.job_concurrent_requests requests in flight; wait for one to finish",
         )
     })
@@ -445,24 +420,24 @@ fn one_request(job: &ActiveJob) -> Result<tokio::sync::OwnedSemaphorePermit, Fai
 async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
     let job = authorize(core, auth)?;
     let _permit = one_request(&job)?;
-    let request: SubtaskBody = parse_json(body)?;
+    let request: api::CreateSubtask = parse_json(body)?;
     // Each organization once, in the order first given: a list that repeats one would have the
     // node seal the input again for every repetition.
     let mut organizations: Vec<OrgId> = Vec::new();
     let mut listed = std::collections::HashSet::new();
-    for org in &request.organizations {
-        if listed.insert(*org) {
-            organizations.push(*org);
+    for text in &request.organizations {
+        let org = org_of(text, "organizations")?;
+        if listed.insert(org) {
+            organizations.push(org);
         }
-        if organizations.len() > 1000 {
+        if organizations.len() > api::MAX_SUBTASK_ORGANIZATIONS {
             break;
         }
     }
-    if organizations.is_empty() || organizations.len() > 1000 {
+    if organizations.is_empty() || organizations.len() > api::MAX_SUBTASK_ORGANIZATIONS {
         return Err(fail(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "organizations lists 1 to 1000 organizations",
+            ErrorCode::Malformed,
+            format!("organizations lists 1 to {} organizations", api::MAX_SUBTASK_ORGANIZATIONS),
         ));
     }
     let image = request.image.unwrap_or_else(|| job.start.image.clone());
@@ -471,8 +446,9 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
     let common = request.input.as_deref().map(|i| decode_b64(i, "input")).transpose()?.unwrap_or_default();
     let mut each: HashMap<OrgId, Vec<u8>> = HashMap::new();
     for (org, text) in request.inputs.iter().flatten() {
-        if listed.contains(org) {
-            each.insert(*org, decode_b64(text, "inputs")?);
+        let org = org_of(org, "inputs")?;
+        if listed.contains(&org) {
+            each.insert(org, decode_b64(text, "inputs")?);
         }
     }
     let input_of = |org: &OrgId| each.get(org).unwrap_or(&common);
@@ -480,8 +456,7 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
     let limits = &core.config.limits;
     if total > limits.subtask_input_mib.saturating_mul(1 << 20) {
         return Err(fail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!(
                 "a subtask's inputs are at most limits.subtask_input_mib ({} MiB) summed over its organizations",
                 limits.subtask_input_mib
@@ -492,8 +467,7 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
     let reserved = Reserved::take(&job.subtask_bytes, total, limits.job_subtask_mib.saturating_mul(1 << 20))
         .ok_or_else(|| {
             fail(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                ErrorCode::TooLarge,
                 format!(
                     "a job's subtasks carry at most limits.job_subtask_mib ({} MiB) of inputs together",
                     limits.job_subtask_mib
@@ -528,11 +502,7 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
             on_behalf_of: job.principals(),
         });
         let sealed = jobs::seal_to(core, org, &route, &payload).await.ok_or_else(|| {
-            fail(
-                StatusCode::NOT_FOUND,
-                "unknown_organization",
-                format!("no trusted key for organization {org}"),
-            )
+            fail(ErrorCode::UnknownOrganization, format!("no trusted key for organization {org}"))
         })?;
         new_jobs.push(NewJob { id, organization: org, envelope: sealed.bytes });
     }
@@ -568,10 +538,10 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
             Err(e) if matches!(e.status(), Some(400..=499)) => {
                 let status =
                     e.status().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_REQUEST);
-                return Err(fail(status, "refused", e.to_string()));
+                return Err(Failure(status, ErrorCode::Refused, e.to_string()));
             }
             Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()));
+                return Err(fail(ErrorCode::Unavailable, e.to_string()));
             }
             Err(e) => {
                 // Said once at warning level: a server restart would otherwise fill the log with
@@ -587,8 +557,12 @@ async fn create_subtask(core: &Core, auth: Option<String>, body: &[u8]) -> Answe
         }
     }
     reserved.keep();
-    let jobs: Vec<Value> = record.jobs.iter().map(|(j, o)| json!({"job": j, "organization": o})).collect();
-    ok_json(StatusCode::CREATED, &json!({"task": task, "jobs": jobs}))
+    let jobs = record
+        .jobs
+        .iter()
+        .map(|(job, org)| api::SubtaskJob { job: job.to_string(), organization: org.to_string() })
+        .collect();
+    ok_json(StatusCode::CREATED, &api::Subtask { task: task.to_string(), jobs })
 }
 
 async fn subtask_results(
@@ -599,7 +573,7 @@ async fn subtask_results(
 ) -> Answer {
     let job = authorize(core, auth)?;
     let wait = wait_of(&query)?;
-    let not_found = || fail(StatusCode::NOT_FOUND, "not_found", format!("no subtask {task} in this run"));
+    let not_found = || fail(ErrorCode::NotFound, format!("no subtask {task} in this run"));
     let task: TaskId = task.parse().map_err(|_| not_found())?;
     let record = core
         .state
@@ -613,42 +587,38 @@ async fn subtask_results(
         if !complete && !last {
             return Ok(None);
         }
-        let list: Vec<Value> = results
+        let results = results
             .iter()
-            .map(|r| {
-                json!({"job": r.job, "organization": r.organization, "status": r.status,
-                       "output": STANDARD.encode(&r.output), "reason": r.reason})
+            .map(|r| api::SubtaskResult {
+                job: r.job.to_string(),
+                organization: r.organization.to_string(),
+                status: r.status.to_string(),
+                output: STANDARD.encode(&r.output),
+                reason: r.reason.clone(),
             })
             .collect();
-        Ok(Some(json!({"complete": complete, "results": list})))
+        Ok(Some(api::SubtaskResults { complete, results }))
     })
     .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResultBody {
-    output: String,
 }
 
 fn post_result(core: &Core, auth: Option<String>, content_type: Option<String>, body: &[u8]) -> Answer {
     let job = authorize(core, auth)?;
     let output = if content_type.as_deref().is_some_and(|c| c.starts_with("application/json")) {
-        let parsed: ResultBody = parse_json(body)?;
+        let parsed: api::PostResult = parse_json(body)?;
         decode_b64(&parsed.output, "output")?
     } else {
         body.to_vec()
     };
     if output.len() > core.config.limits.max_result_bytes {
         return Err(fail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("a result is at most {} bytes", core.config.limits.max_result_bytes),
         ));
     }
     let mut slot = job.output.lock().expect("not poisoned");
     if slot.is_some() {
-        return Err(fail(StatusCode::CONFLICT, "already_posted", "this job already posted its result"));
+        return Err(fail(ErrorCode::AlreadyPosted, "this job already posted its result"));
     }
     *slot = Some(output);
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -18,6 +18,7 @@ use super::containers::ContainerSpec;
 use super::policy::{self, ImageRefusal};
 use super::state::JobRecord;
 use crate::broker::Acker;
+use crate::contract::NodeRefusal;
 use crate::envelope::{self, Header, Route, SealOptions};
 use crate::ids::{JobId, OrgId, RunId};
 use crate::protocol::{JobResult, JobStart, JobStatus, JobStatusUpdate, Kind, Payload};
@@ -232,7 +233,7 @@ async fn refuse_reused_id(
     task: crate::ids::TaskId,
     acker: Acker,
 ) {
-    core.refuse(header, "job_of_another_task", "a job_start reusing another task's job id");
+    core.refuse(header, NodeRefusal::JobOfAnotherTask, "a job_start reusing another task's job id");
     let reason = format!(
         "job id {} is already a job of task {task} at this node; a job id belongs to one task",
         start.job

@@ -43,6 +43,7 @@ pub use self::jobs::JobTiming;
 use self::link::IngressLink;
 use self::server::{PeerKeys, ServerClient};
 use self::state::StateDir;
+use crate::contract::NodeRefusal;
 use crate::envelope::{OpenPolicy, Rejections};
 use crate::ids::{JobId, OrgId};
 use crate::keys::{FirstUse, Identity, KeyId, KeyTrust, OrgKey};
@@ -188,7 +189,7 @@ struct Tally {
     /// Times an envelope from an unknown key waited for the server to answer a key fetch.
     key_waits: std::sync::atomic::AtomicU64,
     /// Authenticated envelopes refused for what they ask, by reason code.
-    refusals: Mutex<HashMap<&'static str, u64>>,
+    refusals: Mutex<HashMap<NodeRefusal, u64>>,
 }
 
 impl Core {
@@ -266,11 +267,11 @@ impl Core {
     }
 
     /// Logs and counts an authenticated envelope that asks for what its sender may not do.
-    fn refuse(&self, header: &crate::envelope::Header, code: &'static str, why: &str) {
+    fn refuse(&self, header: &crate::envelope::Header, code: NodeRefusal, why: &str) {
         *self.tally.refusals.lock().expect("not poisoned").entry(code).or_default() += 1;
-        self.metrics.refused(code);
+        self.metrics.refused(code.as_str());
         tracing::warn!(
-            code,
+            code = code.as_str(),
             id = %header.id, kind = %header.kind, sender = %header.sender, task = %header.task,
             "refused {why}"
         );
@@ -378,9 +379,10 @@ impl RunningNode {
         self.core.log.report()
     }
 
-    /// Envelopes that opened but asked for what their sender may not do, by reason code.
+    /// Envelopes that opened but asked for what their sender may not do, by reason code's text.
     pub fn refusals(&self) -> HashMap<&'static str, u64> {
-        self.core.tally.refusals.lock().expect("not poisoned").clone()
+        let tally = self.core.tally.refusals.lock().expect("not poisoned");
+        tally.iter().map(|(code, n)| (code.as_str(), *n)).collect()
     }
 
     /// Stops taking work, lets running jobs finish for up to the grace period, stops the rest

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::broker::supervisor::{SessionEnd, supervise};
 use crate::broker::{Consumer, Delivery, PublishChannel};
+use crate::contract::NodeRefusal;
 
 use super::state::{InboxQuota, Stored, StoredMessage, SubtaskResult};
 use super::{Core, jobs};
@@ -152,7 +153,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
                 Ok(_) => {
                     core.refuse(
                         &header,
-                        "from_job_of_another",
+                        NodeRefusal::FromJobOfAnother,
                         "a run message whose from_job is not a job of its sender in that task",
                     );
                     let _ = core.state.record_seen(header.id, forget_after);
@@ -183,7 +184,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
                 Stored::Again => {}
                 Stored::InboxFull => core.refuse(
                     &header,
-                    "run_inbox_full",
+                    NodeRefusal::RunInboxFull,
                     "a run message: the run's inbox is at its quota (limits.run_inbox_messages, run_inbox_mib)",
                 ),
             })
@@ -193,7 +194,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
             Ok(Some(record)) if !record.jobs.contains(&(result.job, header.sender)) => {
                 core.refuse(
                     &header,
-                    "result_for_another_job",
+                    NodeRefusal::ResultForAnotherJob,
                     "a result for a job of the subtask that its sender does not run",
                 );
                 Ok(())

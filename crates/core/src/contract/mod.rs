@@ -6,8 +6,10 @@
 //! they serialize as plain strings but never print in `Debug` output.
 
 mod errors;
+mod refusals;
 
 pub use errors::ErrorCode;
+pub use refusals::{NodeRefusal, RouterRefusal};
 
 use std::time::SystemTime;
 

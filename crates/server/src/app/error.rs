@@ -4,6 +4,7 @@
 
 use warp::http::StatusCode;
 
+use crate::contract::RouterRefusal;
 use crate::db::DbError;
 
 pub use crate::contract::ErrorCode;
@@ -81,9 +82,9 @@ impl AppError {
     /// An envelope in the request was refused by the router's checks.
     /// `reason` is the refusal's stable code; it travels as its own field, and starts the
     /// message for people.
-    pub fn envelope_refused(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn envelope_refused(reason: RouterRefusal, message: impl Into<String>) -> Self {
         Self {
-            reason: Some(reason),
+            reason: Some(reason.as_str()),
             ..Self::new(ErrorCode::EnvelopeRefused, format!("{reason}: {}", message.into()))
         }
     }

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::{AppError, Principal, State, access, collaborations, db};
 use crate::contract::CreateTask;
+use crate::contract::RouterRefusal;
 use crate::db::tasks::{self as store, NewTask};
 use crate::envelope::parse;
 use crate::ids::{JobId, OrgId, TaskId};
@@ -47,7 +48,7 @@ pub async fn create(principal: &Principal, body: CreateTask, state: &State) -> R
             .decode(&job.envelope)
             .map_err(|_| AppError::invalid(format!("the envelope for {} is not base64", job.organization)))?;
         let header = parse(&bytes, state.config.router.max_envelope_bytes)
-            .map_err(|e| AppError::envelope_refused("malformed", e.to_string()))?
+            .map_err(|e| AppError::envelope_refused(RouterRefusal::Malformed, e.to_string()))?
             .header;
         let consistent = header.kind == Kind::JobStart
             && header.task == body.id

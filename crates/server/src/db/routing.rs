@@ -8,6 +8,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::DbError;
+use crate::contract::RouterRefusal;
 use crate::envelope::Header;
 use crate::ids::{CollaborationId, MessageId, OrgId, RunId, TaskId};
 use crate::keys::PublicKey;
@@ -309,7 +310,7 @@ pub struct DeadLetter<'a> {
     /// What could be read of the header.
     pub header: Option<&'a Header>,
     /// Stable reason code.
-    pub code: &'a str,
+    pub code: RouterRefusal,
     /// Reason for people.
     pub reason: &'a str,
     /// The validated broker user that published it, or `api`.
@@ -327,7 +328,7 @@ pub async fn record_dead_letter(db: &impl GenericClient, d: &DeadLetter<'_>) -> 
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &h.map(|h| h.id.as_bytes().to_vec()),
-            &d.code,
+            &d.code.as_str(),
             &d.reason,
             &h.map(|h| h.kind.as_str()),
             &h.map(|h| *h.sender.as_uuid()),

@@ -1,25 +1,26 @@
 //! The routing decision: a pure function of the envelope's header and the facts read about it,
 //! so every rule is unit-tested without a database or a broker.
 
+use crate::contract::RouterRefusal;
 use crate::db::routing::{Facts, Outcome};
 use crate::envelope::{OpenError, OpenPolicy, Parsed, check_times};
 use crate::ids::OrgId;
 use crate::protocol::Kind;
 use crate::time::Timestamp;
 
-/// Why the router refused an envelope. `code` is stable: it goes into the dead-letter reason
-/// header, the dead-letter table and the API's error body.
+/// Why the router refused an envelope. `code`'s text is stable: it goes into the dead-letter
+/// reason header, the dead-letter table and the API's error body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Refusal {
     /// Stable reason code.
-    pub code: &'static str,
+    pub code: RouterRefusal,
     /// Reason for people.
     pub message: String,
 }
 
 impl Refusal {
-    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: RouterRefusal, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
     }
 }
@@ -48,19 +49,21 @@ pub fn decide(
         Publisher::Api(org) => Some(org),
     };
     let publisher_org = publisher_org.ok_or_else(|| {
-        Refusal::new("unknown_publisher", "published by a broker user that is not a live node")
+        Refusal::new(RouterRefusal::UnknownPublisher, "published by a broker user that is not a live node")
     })?;
     if publisher_org != h.sender {
         return Err(Refusal::new(
-            "publisher_mismatch",
+            RouterRefusal::PublisherMismatch,
             format!("header claims sender {} but the publisher belongs to {publisher_org}", h.sender),
         ));
     }
-    let task =
-        facts.task.as_ref().ok_or_else(|| Refusal::new("unknown_task", format!("no task {}", h.task)))?;
+    let task = facts
+        .task
+        .as_ref()
+        .ok_or_else(|| Refusal::new(RouterRefusal::UnknownTask, format!("no task {}", h.task)))?;
     if task.collaboration != h.collaboration {
         return Err(Refusal::new(
-            "wrong_collaboration",
+            RouterRefusal::WrongCollaboration,
             format!(
                 "task {} belongs to collaboration {}, not {}",
                 h.task, task.collaboration, h.collaboration
@@ -69,14 +72,14 @@ pub fn decide(
     }
     if task.run != h.run {
         return Err(Refusal::new(
-            "wrong_run",
+            RouterRefusal::WrongRun,
             format!("task {} belongs to run {}, not {}", h.task, task.run, h.run),
         ));
     }
     if !facts.sender_member || !facts.recipient_member {
         let who = if facts.sender_member { h.recipient } else { h.sender };
         return Err(Refusal::new(
-            "not_a_member",
+            RouterRefusal::NotAMember,
             format!("organization {who} is not a member of collaboration {}", h.collaboration),
         ));
     }
@@ -87,17 +90,27 @@ pub fn decide(
             _ => !status.is_terminal() && status != crate::protocol::JobStatus::Pending,
         };
         if !ok {
-            return Err(Refusal::new("bad_status", format!("a {} cannot report status {status}", h.kind)));
+            return Err(Refusal::new(
+                RouterRefusal::BadStatus,
+                format!("a {} cannot report status {status}", h.kind),
+            ));
         }
     }
-    check_times(h, policy, now).map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+    check_times(h, policy, now).map_err(|e| {
+        let code = match e {
+            OpenError::Expired { .. } => RouterRefusal::Expired,
+            OpenError::NotYetValid { .. } => RouterRefusal::NotYetValid,
+            _ => RouterRefusal::BadLifetime,
+        };
+        Refusal::new(code, e.to_string())
+    })?;
     let key = facts.sender_key.as_ref().ok_or_else(|| {
         let e = OpenError::UnknownSenderKey { sender: h.sender, key: h.sender_key };
-        Refusal::new(e.code(), e.to_string())
+        Refusal::new(RouterRefusal::UnknownSenderKey, e.to_string())
     })?;
     if !parsed.verify_signature(key) {
         let e = OpenError::BadSignature { sender: h.sender };
-        return Err(Refusal::new(e.code(), e.to_string()));
+        return Err(Refusal::new(RouterRefusal::BadSignature, e.to_string()));
     }
     Ok(outcome)
 }
@@ -110,7 +123,9 @@ fn direction(
     facts: &Facts,
     task: &crate::db::routing::TaskFacts,
 ) -> Result<Outcome, Refusal> {
-    let refuse = |why: &str| Refusal::new("direction", format!("{kind} from {sender} to {recipient}: {why}"));
+    let refuse = |why: &str| {
+        Refusal::new(RouterRefusal::Direction, format!("{kind} from {sender} to {recipient}: {why}"))
+    };
     // Results and statuses of a researcher's task stop at the server (for the API); those of a
     // subtask go on to the node of the job that created it.
     let to_requester = if task.parent.is_none() { Outcome::Stored } else { Outcome::Forwarded };
@@ -138,6 +153,25 @@ fn direction(
                 return Err(refuse("both organizations must have a job in the run"));
             }
             Ok(Outcome::Forwarded)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_and_signature_reasons_are_the_envelopes_own_codes() {
+        // A node refuses what does not open with these same codes, so both sides name a failure alike.
+        for reason in [
+            RouterRefusal::BadLifetime,
+            RouterRefusal::Expired,
+            RouterRefusal::NotYetValid,
+            RouterRefusal::UnknownSenderKey,
+            RouterRefusal::BadSignature,
+        ] {
+            assert!(OpenError::CODES.contains(&reason.as_str()), "{reason}");
         }
     }
 }

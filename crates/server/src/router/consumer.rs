@@ -13,6 +13,7 @@ use super::group::{Item, ItemResult};
 use super::hold::{Hold, HoldOutcome, retry_later};
 use super::{MAX_ATTEMPTS, Publisher, Refusal, RouteError, Router};
 use crate::broker::{AckWindow, BrokerError, Consumer, Delivery, PublishChannel as Channel};
+use crate::contract::RouterRefusal;
 use crate::envelope::parse;
 
 /// Groups routed at once. More than one, so that a group's database work overlaps the next
@@ -166,7 +167,7 @@ impl Router {
             {
                 Err(RouteError::Refused {
                     refusal: Refusal::new(
-                        "undeliverable",
+                        RouterRefusal::Undeliverable,
                         format!("routing failed {MAX_ATTEMPTS} times; last error: {e}"),
                     ),
                     header: parse(&delivery.data, self.inner.policy.max_len).ok().map(|p| Box::new(p.header)),
@@ -181,7 +182,7 @@ impl Router {
                 return Some(delivery.tag);
             }
             Err(RouteError::Refused { refusal, header }) => {
-                tracing::warn!(code = refusal.code, reason = %refusal.message, "envelope refused");
+                tracing::warn!(code = refusal.code.as_str(), reason = %refusal.message, "envelope refused");
                 let dead_letter =
                     || self.dead_letter(channel, &delivery.data, &refusal, header.as_deref(), publisher_name);
                 let mut recorded = dead_letter().await;

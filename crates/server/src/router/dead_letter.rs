@@ -39,7 +39,7 @@ impl Router {
         };
         routing::record_dead_letter(&client, &record).await?;
         let properties =
-            broker::properties::dead_letter(refusal.code, &refusal.message, publisher, bytes.len());
+            broker::properties::dead_letter(refusal.code.as_str(), &refusal.message, publisher, bytes.len());
         // The header block only: what an operator needs to see who sent what, not a copy of a
         // payload that a flooding publisher would make the broker store twice.
         let kept = &bytes[..bytes.len().min(broker::DEAD_LETTER_KEEP_BYTES)];
@@ -47,7 +47,7 @@ impl Router {
             .publish(Target::exchange(broker::DEAD_EXCHANGE), kept, properties, None)
             .await
             .map_err(|e| RouteError::Broker(format!("dead letter not confirmed: {e}")))?;
-        self.inner.metrics.dead_lettered(refusal.code);
+        self.inner.metrics.dead_lettered(refusal.code.as_str());
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use futures_util::future::join_all;
 
 use super::{Publisher, Refusal, RouteError, Routed, Router, forward};
 use crate::broker::PublishChannel as Channel;
+use crate::contract::RouterRefusal;
 use crate::db::{DbError, routing, transparency};
 use crate::envelope::{FormatError, Parsed, parse};
 use crate::ids::{MessageId, OrgId, TaskId};
@@ -163,7 +164,7 @@ impl Router {
         for result in &results {
             match result {
                 Ok((routed, kind)) => self.inner.metrics.routed(*kind, routed.as_str(), elapsed),
-                Err(RouteError::Refused { refusal, .. }) => self.inner.metrics.refused(refusal.code),
+                Err(RouteError::Refused { refusal, .. }) => self.inner.metrics.refused(refusal.code.as_str()),
                 Err(_) => {}
             }
         }
@@ -180,7 +181,8 @@ impl Router {
     ) -> Result<Result<(Parsed<'a>, routing::Outcome), RouteError>, DbError> {
         let (publisher, broker_user) = match (item.publisher, item.publisher_name) {
             (Publisher::Node(_), None) => {
-                let refusal = Refusal::new("missing_user_id", "published without a validated user id");
+                let refusal =
+                    Refusal::new(RouterRefusal::MissingUserId, "published without a validated user id");
                 return Ok(Err(RouteError::Refused { refusal, header: None }));
             }
             (Publisher::Node(_), Some(user)) => (item.publisher, Some(user)),
@@ -191,7 +193,7 @@ impl Router {
             && !self.inner.rates.admit(user, item.bytes.len())
         {
             let refusal = Refusal::new(
-                "rate_limited",
+                RouterRefusal::RateLimited,
                 format!(
                     "{user} publishes faster than router.publisher_envelopes_per_sec / publisher_mib_per_sec allow"
                 ),
@@ -201,7 +203,11 @@ impl Router {
         let parsed = match parse(item.bytes, self.inner.policy.max_len) {
             Ok(parsed) => parsed,
             Err(e) => {
-                let code = if matches!(e, FormatError::TooLarge { .. }) { "too_large" } else { "malformed" };
+                let code = if matches!(e, FormatError::TooLarge { .. }) {
+                    RouterRefusal::TooLarge
+                } else {
+                    RouterRefusal::Malformed
+                };
                 let refusal = Refusal::new(code, e.to_string());
                 return Ok(Err(RouteError::Refused { refusal, header: None }));
             }

@@ -37,6 +37,10 @@ from fedq_algorithm.node import Node
 
 Algorithm = Callable[[Node], None]
 
+#: The largest result a node accepts by default (``limits.max_result_bytes``), which the mock
+#: reports; it does not enforce it.
+MAX_RESULT_BYTES = 8 * 1024 * 1024
+
 
 @dataclass
 class Result:
@@ -181,7 +185,7 @@ class MockFederation:
         try:
             status, answer = self._route(job, method, path, query, body, h.headers.get("Content-Type", ""))
         except (KeyError, ValueError) as e:
-            status, answer = 400, {"code": "invalid", "message": str(e)}
+            status, answer = 400, {"code": "malformed", "message": str(e)}
         _answer(h, status, answer)
 
     def _route(self, job: _Job, method: str, path: str, query: dict, body: bytes, content_type: str):
@@ -189,7 +193,7 @@ class MockFederation:
             return 200, {
                 "job": job.id, "task": job.task, "run": job.run, "collaboration": "mock",
                 "organization": job.organization, "organizations": job.organizations,
-                "requester": job.requester, "image": job.image, "max_result_bytes": None,
+                "requester": job.requester, "image": job.image, "max_result_bytes": MAX_RESULT_BYTES,
             }
         if (method, path) == ("GET", "/input"):
             return 200, job.input
@@ -235,7 +239,7 @@ class MockFederation:
             return 200, {"complete": len(results) == len(jobs), "results": results}
         if (method, path) == ("POST", "/result"):
             if job.output is not None:
-                return 409, {"code": "result_exists", "message": "this job's result was posted already"}
+                return 409, {"code": "already_posted", "message": "this job already posted its result"}
             job.output = base64.b64decode(json.loads(body)["output"]) if content_type.startswith("application/json") else body
             return 204, None
         return 404, {"code": "not_found", "message": f"{method} {path} is not a route of the endpoint"}
