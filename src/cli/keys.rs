@@ -65,7 +65,7 @@ pub(super) enum KeysCommand {
 }
 
 fn store(path: Option<PathBuf>) -> Result<KeyTrust, CliError> {
-    let path = path.unwrap_or_else(super::research::trust_store_path);
+    let path = path.unwrap_or_else(crate::client::files::trust_store_path);
     Ok(KeyTrust::open(&path, FirstUse::Refuse)?)
 }
 

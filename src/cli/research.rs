@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::CliError;
-use crate::client::{Client, Inputs, OpenedResult, TaskSpec};
+use crate::client::files::{session_path, task_record_path, trust_store_path};
+use crate::client::{Client, Inputs, Look, OpenedResult, TaskSpec};
 use crate::contract::{Job, Task};
 use crate::ids::{CollaborationId, JobId, OrgId, TaskId};
 use crate::keys::{FirstUse, Identity, KeyTrust, OrgKey};
@@ -160,30 +161,6 @@ impl Session {
             ..ClientTls::default()
         }
     }
-}
-
-/// Where the researcher's files live: `$XDG_CONFIG_HOME/fedq` or `~/.config/fedq`.
-fn config_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("fedq")
-}
-
-fn session_path() -> PathBuf {
-    std::env::var_os("FEDQ_SESSION").map_or_else(|| config_dir().join("session.json"), PathBuf::from)
-}
-
-/// The researcher's store of trusted keys (`FEDQ_TRUST_STORE` overrides where it is).
-pub(super) fn trust_store_path() -> PathBuf {
-    std::env::var_os("FEDQ_TRUST_STORE").map_or_else(|| config_dir().join("trusted-keys.json"), PathBuf::from)
-}
-
-/// The jobs of a task created here, kept to check its results against (`fedq result` may run
-/// in another process, later).
-fn task_record_path(task: TaskId) -> PathBuf {
-    config_dir().join("tasks").join(format!("{task}.json"))
 }
 
 fn client(first_use: bool) -> Result<Client, CliError> {
@@ -420,50 +397,45 @@ async fn wait(client: &Client, args: &ResultArgs, progress: bool) -> Result<(), 
     {
         client.expect(args.task, jobs);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let show = progress && !args.json && std::io::stderr().is_terminal();
     let bars = indicatif::MultiProgress::new();
     let mut lines: Vec<(String, indicatif::ProgressBar)> = Vec::new();
-    loop {
-        let task = client.task(args.task).await?;
-        let jobs = task.jobs;
-        if show {
-            for job in &jobs {
-                let org = org_label(job);
-                let status = job.status;
-                let bar = match lines.iter().find(|(o, _)| *o == org) {
-                    Some((_, bar)) => bar.clone(),
-                    None => {
-                        let bar = bars.add(indicatif::ProgressBar::new_spinner());
-                        bar.enable_steady_tick(Duration::from_millis(120));
-                        lines.push((org.clone(), bar.clone()));
-                        bar
-                    }
-                };
-                bar.set_message(format!("{org}  {status}"));
-                if status.is_terminal() {
-                    bar.finish();
+    let watch = |look: &Look| {
+        if !show {
+            return;
+        }
+        for job in &look.task.jobs {
+            let org = org_label(job);
+            let status = job.status;
+            let bar = match lines.iter().find(|(o, _)| *o == org) {
+                Some((_, bar)) => bar.clone(),
+                None => {
+                    let bar = bars.add(indicatif::ProgressBar::new_spinner());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    lines.push((org.clone(), bar.clone()));
+                    bar
                 }
+            };
+            bar.set_message(format!("{org}  {status}"));
+            if status.is_terminal() {
+                bar.finish();
             }
         }
-        let all_done = !jobs.is_empty() && jobs.iter().all(|j| j.status.is_terminal());
-        let results = client.results(args.task, Duration::from_secs(if all_done { 0 } else { 2 })).await?;
-        let complete = all_done && results.sealed.len() == jobs.len();
-        if complete || tokio::time::Instant::now() >= deadline {
-            let opened = client.open_results(&me, collaboration, &results).await?;
-            print_results(&opened, &jobs, args.json);
-            if complete {
-                return Ok(());
-            }
-            // What was printed is partial: say so, and exit with a failure a script can tell apart.
-            let pending = jobs
-                .iter()
-                .filter(|j| !opened.iter().any(|r| r.job == j.id))
-                .map(|j| format!("{} ({})", org_label(j), j.status))
-                .collect();
-            return Err(CliError::Incomplete { task: args.task, waited_secs: args.timeout, pending });
-        }
+    };
+    let look = client.wait(args.task, Duration::from_secs(args.timeout), watch).await?;
+    let jobs = look.task.jobs;
+    let opened = client.open_results(&me, collaboration, &look.results).await?;
+    print_results(&opened, &jobs, args.json);
+    if look.complete {
+        return Ok(());
     }
+    // What was printed is partial: say so, and exit with a failure a script can tell apart.
+    let pending = jobs
+        .iter()
+        .filter(|j| !opened.iter().any(|r| r.job == j.id))
+        .map(|j| format!("{} ({})", org_label(j), j.status))
+        .collect();
+    Err(CliError::Incomplete { task: args.task, waited_secs: args.timeout, pending })
 }
 
 /// An organization as people know it: its name, then its id (names are unique, ids are what

@@ -7,7 +7,11 @@ use fedq_envelope::{envelope, keys};
 use fedq_tls as tls;
 
 pub mod audit;
+pub mod files;
 mod key_log;
+mod wait;
+
+pub use wait::Look;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -797,7 +801,7 @@ impl Client {
         Ok(opened)
     }
 
-    /// Waits for every job of `task` and opens the results.
+    /// Waits for every job of `task` (at most `timeout`) and opens the results that arrived.
     pub async fn wait_and_open(
         &self,
         me: &Identity,
@@ -805,15 +809,8 @@ impl Client {
         task: TaskId,
         timeout: Duration,
     ) -> Result<Vec<OpenedResult>, ClientError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let results = self.results(task, Duration::from_secs(20)).await?;
-            if results.complete && results.sealed.len() == self.task(task).await?.jobs.len()
-                || tokio::time::Instant::now() >= deadline
-            {
-                return self.open_results(me, collaboration, &results).await;
-            }
-        }
+        let look = self.wait(task, timeout, |_| {}).await?;
+        self.open_results(me, collaboration, &look.results).await
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use fedq_client::{Client as Inner, ClientError, Inputs, TaskSpec};
 use fedq_core::ids::{CollaborationId, JobId, OrgId, TaskId};
+use fedq_core::protocol::JobStatus;
 use fedq_envelope::keys::{FirstUse, Identity, KeyFileError, KeyId, KeyTrust, OrgKey, TrustError};
 use fedq_tls::ClientTls;
 use pyo3::create_exception;
@@ -296,27 +297,31 @@ impl Client {
         Ok(())
     }
 
-    /// The results so far, waiting up to `wait_secs` (at most 60) for all of them, opened with
-    /// the organization key and checked: `(complete, [(job, organization, status, output,
+    /// One look at a task (`fedq_client::Client::look`, the rule the command line waits by):
+    /// the task as the server shows it (JSON), whether it is complete, and the results so far,
+    /// waiting up to `wait_secs` (at most 2) for them while a job runs, opened with the
+    /// organization key and checked: `(task, complete, [(job, organization, status, output,
     /// reason, log)])`.
     #[allow(clippy::type_complexity)]
-    #[pyo3(signature = (collaboration, task, wait_secs=0))]
-    fn results<'py>(
+    #[pyo3(signature = (task, wait_secs=0))]
+    fn look<'py>(
         &self,
         py: Python<'py>,
-        collaboration: &str,
         task: &str,
         wait_secs: u64,
-    ) -> PyResult<(bool, Vec<(String, String, String, Bound<'py, PyBytes>, Option<String>, String)>)> {
-        let collaboration: CollaborationId = parse("collaboration id", collaboration)?;
+    ) -> PyResult<(String, bool, Vec<(String, String, String, Bound<'py, PyBytes>, Option<String>, String)>)>
+    {
         let task: TaskId = parse("task id", task)?;
         let me = self.identity()?;
         let inner = &self.inner;
-        let (complete, opened) = self.wait(py, async {
-            let results = inner.results(task, Duration::from_secs(wait_secs)).await?;
-            let opened = inner.open_results(&me, collaboration, &results).await?;
-            Ok((results.complete, opened))
+        let (look, opened) = self.wait(py, async {
+            let look = inner.look(task, Duration::from_secs(wait_secs)).await?;
+            // Checked with the keys trusted for the task's collaboration, as the command line does.
+            let opened = inner.open_results(&me, look.task.collaboration, &look.results).await?;
+            Ok((look, opened))
         })?;
+        let shown = serde_json::to_string(&look.task)
+            .map_err(|e| Failure::from(ClientError::Decode(e.to_string())))?;
         let rows = opened
             .into_iter()
             .map(|r| {
@@ -330,7 +335,7 @@ impl Client {
                 )
             })
             .collect();
-        Ok((complete, rows))
+        Ok((shown, look.complete, rows))
     }
 
     /// What this client decides about each member's key in a collaboration: `(organization,
@@ -376,6 +381,24 @@ impl Client {
     }
 }
 
+/// Where `fedq login` keeps the session (the command line's own rule, `fedq_client::files`).
+#[pyfunction]
+fn session_path() -> PathBuf {
+    fedq_client::files::session_path()
+}
+
+/// Where the command line keeps the trusted keys.
+#[pyfunction]
+fn trust_store_path() -> PathBuf {
+    fedq_client::files::trust_store_path()
+}
+
+/// Where the command line keeps the jobs of a task it created.
+#[pyfunction]
+fn task_record_path(task: &str) -> PyResult<PathBuf> {
+    Ok(fedq_client::files::task_record_path(parse("task id", task)?))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The client's warnings (a key trusted on first use, a rotation followed) go to standard
@@ -387,7 +410,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .try_init();
     fedq_tls::install_crypto_provider();
     m.add_class::<Client>()?;
+    m.add_function(wrap_pyfunction!(session_path, m)?)?;
+    m.add_function(wrap_pyfunction!(trust_store_path, m)?)?;
+    m.add_function(wrap_pyfunction!(task_record_path, m)?)?;
     m.add("NativeError", m.py().get_type::<NativeError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The statuses a job cannot leave, from the one list of them.
+    m.add("TERMINAL_STATUSES", JobStatus::TERMINAL_NAMES.to_vec())?;
     Ok(())
 }

@@ -94,16 +94,26 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The statuses a job can no longer leave: the one list of them, which the database's
+    /// statements take as a parameter ([`JobStatus::TERMINAL_NAMES`]) and the Python client
+    /// reads from its native module.
+    pub const TERMINAL: [JobStatus; 5] =
+        [JobStatus::Completed, JobStatus::Failed, JobStatus::Crashed, JobStatus::Killed, JobStatus::Refused];
+
+    /// The names of [`JobStatus::TERMINAL`], as the database and the API write them.
+    pub const TERMINAL_NAMES: [&'static str; 5] = {
+        let mut names = [""; 5];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::TERMINAL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
     /// Whether the job can no longer change state.
-    pub const fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Completed
-                | JobStatus::Failed
-                | JobStatus::Crashed
-                | JobStatus::Killed
-                | JobStatus::Refused
-        )
+    pub fn is_terminal(self) -> bool {
+        Self::TERMINAL.contains(&self)
     }
 
     /// The stable name used in the API and the database.

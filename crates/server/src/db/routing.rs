@@ -277,10 +277,11 @@ pub async fn apply_reports(tx: &impl GenericClient, reports: &[Reported<'_>]) ->
                 "UPDATE jobs SET status = u.status, status_changed_at = now()
                  FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(task_id, org_id, status)
                  WHERE jobs.task_id = u.task_id AND jobs.org_id = u.org_id
-                   AND jobs.status NOT IN ('completed', 'failed', 'crashed', 'killed', 'refused')",
+                   AND jobs.status <> ALL($4::text[])",
             )
             .await?;
-        tx.execute(&statement, &[&tasks, &orgs, &statuses]).await?;
+        let terminal = JobStatus::TERMINAL_NAMES.as_slice();
+        tx.execute(&statement, &[&tasks, &orgs, &statuses, &terminal]).await?;
     }
     let results: Vec<(&Header, &[u8])> =
         reports.iter().filter_map(|r| Some((r.header, r.stored_result?))).collect();

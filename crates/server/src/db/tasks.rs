@@ -194,9 +194,9 @@ pub async fn kill_tree(db: &impl GenericClient, id: TaskId) -> Result<Vec<(OrgId
                  UNION ALL SELECT t.id, t.run_id FROM tasks t JOIN tree ON t.parent_task_id = tree.id)
              UPDATE jobs j SET status = 'killed', status_changed_at = now()
              FROM tree WHERE j.task_id = tree.id
-               AND j.status NOT IN ('completed', 'failed', 'crashed', 'killed', 'refused')
+               AND j.status <> ALL($2::text[])
              RETURNING j.org_id, j.task_id, tree.run_id",
-            &[id.as_uuid()],
+            &[id.as_uuid(), &JobStatus::TERMINAL_NAMES.as_slice()],
         )
         .await?;
     Ok(rows
@@ -260,8 +260,8 @@ pub async fn finished_run(
              WHERE t.id = $1
                AND NOT EXISTS (SELECT 1 FROM jobs j JOIN tasks t3 ON t3.id = j.task_id
                                WHERE t3.run_id = t.run_id
-                                 AND j.status NOT IN ('completed', 'failed', 'crashed', 'killed', 'refused'))",
-            &[task.as_uuid()],
+                                 AND j.status <> ALL($2::text[]))",
+            &[task.as_uuid(), &JobStatus::TERMINAL_NAMES.as_slice()],
         )
         .await?;
     Ok(row.map(|r| {

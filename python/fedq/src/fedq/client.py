@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from . import _native, errors
-from .progress import TERMINAL, Progress
+from .progress import Progress
 from .results import Result, Results
 
 T = TypeVar("T")
@@ -40,22 +40,18 @@ def _translated(call: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def config_dir() -> Path:
-    """Where the command line keeps its files: ``$XDG_CONFIG_HOME/fedq`` or ``~/.config/fedq``."""
-    base = os.environ.get("XDG_CONFIG_HOME")
-    return Path(base) / "fedq" if base else Path.home() / ".config" / "fedq"
-
-
 def session_path() -> Path:
-    return Path(os.environ.get("FEDQ_SESSION") or config_dir() / "session.json")
+    """Where ``fedq login`` keeps the session (``FEDQ_SESSION``, or ``~/.config/fedq``'s)."""
+    return Path(_native.session_path())
 
 
 def trust_store_path() -> Path:
-    return Path(os.environ.get("FEDQ_TRUST_STORE") or config_dir() / "trusted-keys.json")
+    """Where the command line keeps the trusted keys (``FEDQ_TRUST_STORE``, or ``~/.config/fedq``'s)."""
+    return Path(_native.trust_store_path())
 
 
 def _task_record(task: str) -> Path:
-    return config_dir() / "tasks" / f"{task}.json"
+    return Path(_native.task_record_path(task))
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -322,8 +318,8 @@ class Client:
 
     def results(self, task: str | Task) -> Results:
         """The results that have arrived, opened and checked (without waiting)."""
-        shown = self.task(_id(task))
-        return self._open(shown, 0, self._created_jobs(shown["id"]))
+        task_id = _id(task)
+        return self._look(task_id, 0, self._created_jobs(task_id))[1]
 
     def wait(self, task: str | Task, timeout: float = 600, progress: bool | None = None) -> Results:
         """Waits for every job (showing a progress bar where someone watches, unless
@@ -343,17 +339,13 @@ class Client:
         bar = Progress(task_id, len(shown["jobs"]), progress)
         try:
             while True:
+                # One look by the client's own rule (every job finished, every result here).
+                shown, results = self._look(task_id, max(0, int(deadline - time.monotonic())), created)
                 jobs = shown["jobs"]
                 bar.update(jobs, {j["organization"]: j["organization_name"] for j in jobs})
-                done = bool(jobs) and all(j["status"] in TERMINAL for j in jobs)
-                remaining = deadline - time.monotonic()
-                wait = 0 if done else max(0, min(2, int(remaining)))
-                results = self._open(shown, wait, created)
-                # The server says every job has finished, and every result is here.
-                if (done or results.complete) and len(results) == len(jobs):
+                if results.complete:
                     return results
                 if time.monotonic() >= deadline:
-                    shown = self.task(task_id)
                     pending = [
                         f"{j['organization_name'] or j['organization']} ({j['status']})"
                         for j in shown["jobs"]
@@ -366,7 +358,6 @@ class Client:
                         results,
                         pending,
                     )
-                shown = self.task(task_id)
         finally:
             bar.close()
 
@@ -383,9 +374,10 @@ class Client:
         return created
 
     @_translated
-    def _open(self, shown: Mapping[str, Any], wait: int, created: list[tuple[str, str]]) -> Results:
-        task_id = shown["id"]
-        complete, rows = self._native.results(shown["collaboration"], task_id, wait)
+    def _look(self, task_id: str, wait: int, created: list[tuple[str, str]]) -> tuple[dict[str, Any], Results]:
+        """The task as the server shows it, and its results so far, opened and checked."""
+        text, complete, rows = self._native.look(task_id, wait)
+        shown = json.loads(text)
         names = {j["organization"]: j["organization_name"] for j in shown["jobs"]}
         jobs = [job for job, _ in created] or [j["id"] for j in shown["jobs"]]
         order = {job: i for i, job in enumerate(jobs)}
@@ -394,7 +386,7 @@ class Client:
             for job, org, status, output, reason, log in rows
         ]
         results.sort(key=lambda r: order.get(r.job, len(order)))
-        return Results(task_id, results, complete)
+        return shown, Results(task_id, results, complete)
 
 
 def _store(trust_store: str | os.PathLike[str] | None) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ._native import TERMINAL_STATUSES
+
 
 class Progress:
     """Jobs finished out of all, with each organization's status beside the bar."""
@@ -33,7 +35,7 @@ class Progress:
             self._bar.close()
 
 
-TERMINAL = frozenset({"completed", "failed", "crashed", "killed", "refused"})
+TERMINAL = frozenset(TERMINAL_STATUSES)
 
 
 def bar_class() -> type:
