@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
-use super::config::NodeConfig;
+use crate::config::NodeConfig;
 use crate::keys::{OrgKey, PublicKey};
 
 /// How long each remote check may take.

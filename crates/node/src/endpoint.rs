@@ -17,14 +17,15 @@ use warp::Filter as _;
 use warp::http::StatusCode;
 use warp::reply::{Reply as _, Response};
 
-use super::Core;
-use super::jobs::{self, ActiveJob};
-use super::policy::ImageRefusal;
-use super::server::NewJob;
-use super::state::{SubtaskRecord, Wanted};
+use crate::active::ActiveJob;
 use crate::envelope::Route;
 use crate::ids::{JobId, OrgId, TaskId};
+use crate::jobs;
+use crate::policy::ImageRefusal;
 use crate::protocol::{JobStart, Kind, Payload, Requester, RunMessage};
+use crate::server::NewJob;
+use crate::shared::Core;
+use crate::state::{SubtaskRecord, Wanted};
 
 /// The endpoint's routes, the only values of its metrics' route label.
 static ROUTES: std::sync::LazyLock<fedq_service::metrics::Routes> = std::sync::LazyLock::new(|| {
@@ -69,7 +70,8 @@ fn authorize(core: &Core, header: Option<String>) -> Result<Arc<ActiveJob>, Fail
         .as_deref()
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| fail(ErrorCode::Unauthorized, "missing bearer token"))?;
-    jobs::by_token(core, token.trim())
+    core.running
+        .by_token(token.trim())
         .ok_or_else(|| fail(ErrorCode::Unauthorized, "unknown or expired token"))
 }
 
@@ -364,8 +366,8 @@ async fn check_own_image(core: &Core, job: &ActiveJob, image: &str) -> Result<()
         Err(e) => return Err(fail(ErrorCode::Unavailable, e.to_string())),
     };
     // As the node receiving it will: this organization (the sender) and all the job answers to.
-    let principals = super::policy::principals(core.org(), &job.principals());
-    super::policy::check_image_for_all(&core.rules().policy, image, &local, &principals)
+    let principals = crate::policy::principals(core.org(), &job.principals());
+    crate::policy::check_image_for_all(&core.rules().policy, image, &local, &principals)
         .map(|_| ())
         .map_err(|refusal| refused(format!("a subtask at this organization: {refusal}")))
 }

@@ -118,7 +118,7 @@ pub fn render(answer: &NodeRegistration, choices: &Choices) -> Result<String, An
     let _ = writeln!(w, "share_logs = false");
     let _ =
         writeln!(w, "# Another organization's task must list at least this many organizations to run here.");
-    let _ = writeln!(w, "min_organizations = {}", super::config::DEFAULT_MIN_ORGANIZATIONS);
+    let _ = writeln!(w, "min_organizations = {}", crate::config::DEFAULT_MIN_ORGANIZATIONS);
     let labels: Vec<String> = choices.data.keys().map(|l| quoted(l)).collect();
     for image in &choices.images {
         let _ =

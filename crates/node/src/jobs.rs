@@ -13,110 +13,20 @@ use std::time::{Duration, Instant};
 use serde_bytes::ByteBuf;
 use sha2::Digest as _;
 
-use super::Core;
-use super::containers::ContainerSpec;
-use super::policy::{self, ImageRefusal};
-use super::state::JobRecord;
+use crate::active::{ActiveJob, JobTiming, Stop, TIMINGS_KEPT};
 use crate::broker::Acker;
+use crate::containers::ContainerSpec;
 use crate::contract::NodeRefusal;
 use crate::envelope::{self, Header, Route, SealOptions};
-use crate::ids::{JobId, OrgId, RunId};
+use crate::ids::{OrgId, RunId};
+use crate::policy::{self, ImageRefusal};
 use crate::protocol::{JobResult, JobStart, JobStatus, JobStatusUpdate, Kind, Payload};
+use crate::shared::Core;
+use crate::state::JobRecord;
 use crate::time::Timestamp;
 
 /// The largest container log kept (its end).
 const MAX_LOG: usize = 1024 * 1024;
-
-/// Where a job's time went at the node, for the benchmark and for operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobTiming {
-    /// The job.
-    pub job: JobId,
-    /// From its `job_start` delivery reaching the node to its container running.
-    pub to_running: Duration,
-    /// Of `to_running`, the time Docker took to create and start the container.
-    pub docker_start: Duration,
-    /// From its container's exit to the broker's confirm of its result.
-    pub exit_to_confirm: Duration,
-}
-
-impl JobTiming {
-    /// What the node itself added: everything but Docker's create and start.
-    pub fn overhead(&self) -> Duration {
-        self.to_running.saturating_sub(self.docker_start) + self.exit_to_confirm
-    }
-}
-
-/// Timings kept (the newest).
-pub(crate) const TIMINGS_KEPT: usize = 1000;
-
-/// Why a job stopped early.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// A kill envelope or control message.
-    Killed(String),
-    /// The node is shutting down: the job will be redelivered.
-    Abandoned,
-}
-
-/// A job accepted and not finished.
-pub(crate) struct ActiveJob {
-    pub(crate) record: JobRecord,
-    pub(crate) start: JobStart,
-    /// The id of the `job_start` envelope, and when it may be forgotten.
-    start_id: (crate::ids::MessageId, Timestamp),
-    /// The delivery to acknowledge when the result is confirmed (the latest one).
-    acker: Mutex<Option<Acker>>,
-    /// What the algorithm posted.
-    pub(crate) output: Mutex<Option<Vec<u8>>>,
-    /// The endpoint requests it may have in flight (`limits.job_concurrent_requests`).
-    pub(crate) requests: Arc<tokio::sync::Semaphore>,
-    /// Input bytes its subtasks carried so far (`limits.job_subtask_mib`).
-    pub(crate) subtask_bytes: std::sync::atomic::AtomicU64,
-    /// Set to stop the container.
-    stop: tokio::sync::watch::Sender<Option<Stop>>,
-    container: Mutex<Option<String>>,
-    /// When its delivery reached the node, its container started, and exited.
-    received: Instant,
-    started: Mutex<Option<Instant>>,
-    docker_start: Mutex<Duration>,
-    exited: Mutex<Option<Instant>>,
-}
-
-impl ActiveJob {
-    /// The organizations this node's policy must allow the job for, and that its subtasks are
-    /// created on behalf of: its sender, and every organization the sender says its job answered
-    /// to (a subtask's run requester and the chain between). A claim only ever adds to the set.
-    pub(crate) fn principals(&self) -> Vec<OrgId> {
-        policy::principals(self.record.requester, &self.start.on_behalf_of)
-    }
-
-    /// Stops the job's container because the node is shutting down; its delivery stays
-    /// unacknowledged.
-    pub(crate) async fn abandon(&self, core: &Core) {
-        self.stop.send_replace(Some(Stop::Abandoned));
-        let name = self.container.lock().expect("not poisoned").clone();
-        if let Some(name) = name {
-            core.sandbox.kill(&name).await;
-        }
-    }
-
-    /// Stops the job's container because its task was killed.
-    pub(crate) async fn kill(&self, core: &Core, reason: String) {
-        self.stop.send_if_modified(|s| {
-            if s.is_none() {
-                *s = Some(Stop::Killed(reason));
-                true
-            } else {
-                false
-            }
-        });
-        let name = self.container.lock().expect("not poisoned").clone();
-        if let Some(name) = name {
-            core.sandbox.kill(&name).await;
-        }
-    }
-}
 
 /// Handles a `job_start` that passed every envelope check.
 pub(crate) async fn accept(
@@ -607,7 +517,7 @@ pub(crate) async fn kill_task(core: &Core, task: crate::ids::TaskId, reason: &st
         .collect();
     for job in targets {
         tracing::info!(job = %job.record.job, %task, "killing");
-        job.kill(core, reason.to_owned()).await;
+        job.kill(&core.sandbox, reason.to_owned()).await;
     }
 }
 
@@ -639,10 +549,4 @@ fn random_bytes() -> [u8; 32] {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
     bytes
-}
-
-/// Which job a token belongs to, for the endpoint.
-pub(crate) fn by_token(core: &Core, token: &str) -> Option<Arc<ActiveJob>> {
-    let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-    core.running.tokens.lock().expect("not poisoned").get(&hash).cloned()
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use super::config::{Limits, NodeConfig, Policy};
+use crate::config::{Limits, NodeConfig, Policy};
 use crate::protocol::heartbeat::PolicySummary;
 
 /// The reloadable part of the settings.
@@ -49,7 +49,7 @@ impl Rules {
 
     /// Warns about what lets more run than an administrator may think.
     pub fn warn_loose(&self) {
-        for loose in super::policy::loose_rules(&self.policy) {
+        for loose in crate::policy::loose_rules(&self.policy) {
             tracing::warn!("policy: {loose}");
         }
     }
@@ -66,7 +66,7 @@ pub struct SettingsFile {
 impl SettingsFile {
     /// Reads the settings in `path` (then the `FEDQ_…` variables), noting the file's version
     /// first, so that a change made while it is read is seen at the next look.
-    pub fn load(path: &std::path::Path) -> Result<(NodeConfig, Self), super::config::ConfigError> {
+    pub fn load(path: &std::path::Path) -> Result<(NodeConfig, Self), crate::config::ConfigError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let stamps = fedq_service::reload::Stamps::take(vec![path.clone()]);
         let config = NodeConfig::load(Some(&path))?;
@@ -94,7 +94,7 @@ impl LivePolicy {
 
     /// Reads the file again (with the `FEDQ_…` variables, as at start) and puts its rules in
     /// force if the whole file is valid; otherwise the rules in force stay.
-    pub fn reload(&self) -> Result<bool, super::config::ConfigError> {
+    pub fn reload(&self) -> Result<bool, crate::config::ConfigError> {
         let Some(file) = &self.source else { return Ok(false) };
         let config = NodeConfig::load(Some(&file.path))?;
         let rules = Rules::of(&config);
@@ -141,7 +141,7 @@ mod tests {
     fn a_valid_file_replaces_the_rules_and_a_broken_one_keeps_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
-        let base = super::super::config::tests::example();
+        let base = crate::config::tests::example();
         std::fs::write(&path, base).unwrap();
         let (config, file) = SettingsFile::load(&path).unwrap();
         let live = LivePolicy::new(&config, Some(file));

@@ -2,7 +2,7 @@
 //! Pure functions over the settings and what Docker says about the local image, so every rule is
 //! unit-tested.
 
-use super::config::{ImageRule, Policy};
+use crate::config::{ImageRule, Policy};
 use crate::ids::OrgId;
 
 /// A local image as Docker describes it.

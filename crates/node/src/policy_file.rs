@@ -3,7 +3,7 @@
 
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, value};
 
-use super::config::{ConfigError, ImageRule, NodeConfig};
+use crate::config::{ConfigError, ImageRule, NodeConfig};
 
 /// Why node.toml could not be edited.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn allow_pins_keeps_comments_and_replaces_an_older_pin() {
-        let base = format!("# kept comment\n{}", super::super::config::tests::example());
+        let base = format!("# kept comment\n{}", crate::config::tests::example());
         let mut file = PolicyFile::parse(&base).unwrap();
         let removed = file.allow(&rule("fedq/new", "sha256:aaa", &["patients"]), false).unwrap();
         assert!(removed.is_empty());
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn remove_takes_the_named_rules_and_says_when_there_is_none() {
-        let mut file = PolicyFile::parse(super::super::config::tests::example()).unwrap();
+        let mut file = PolicyFile::parse(crate::config::tests::example()).unwrap();
         file.allow(&rule("fedq/new", "sha256:aaa", &[]), false).unwrap();
         let err = file.remove("fedq/new", Some("sha256:zzz")).unwrap_err();
         assert!(
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn an_edit_that_would_break_the_settings_writes_nothing() {
-        let mut file = PolicyFile::parse(super::super::config::tests::example()).unwrap();
+        let mut file = PolicyFile::parse(crate::config::tests::example()).unwrap();
         file.allow(&rule("fedq/new", "sha256:aaa", &["nowhere"]), false).unwrap();
         let err = file.checked_text().unwrap_err().to_string();
         assert!(err.contains("nothing was written") && err.contains("\"nowhere\""), "{err}");

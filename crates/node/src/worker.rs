@@ -14,12 +14,13 @@ use crate::broker::supervisor::{SessionEnd, supervise};
 use crate::broker::{Consumer, Delivery, PublishChannel};
 use crate::contract::NodeRefusal;
 
-use super::state::{InboxQuota, Stored, StoredMessage, SubtaskResult};
-use super::{Core, jobs};
 use crate::envelope::{self, OpenError, Opened, Replay, ReplayGuardError};
 use crate::ids::MessageId;
+use crate::jobs;
 use crate::protocol::control::{CONTROL_TYPE, Control};
 use crate::protocol::{Kind, Payload};
+use crate::shared::Core;
+use crate::state::{InboxQuota, Stored, StoredMessage, SubtaskResult};
 use crate::time::Timestamp;
 
 /// Envelopes other than job starts that may be in flight beside the running jobs. Job starts
@@ -69,13 +70,13 @@ async fn consume_once(core: &Arc<Core>) -> SessionEnd {
     loop {
         let next = tokio::select! {
             next = consumer.next() => next,
-            () = super::until_stopped(&mut stop) => {
+            () = crate::shared::until_stopped(&mut stop) => {
                 // Nothing new comes; running jobs keep the connection to publish their results
                 // and acknowledge their deliveries until they finish or the grace period ends.
                 consumer.cancel().await;
                 let mut halt = core.halt.clone();
                 tokio::select! {
-                    () = super::until_stopped(&mut halt) => {}
+                    () = crate::shared::until_stopped(&mut halt) => {}
                     () = core.running.all_done() => {}
                 }
                 // Whatever is still unacknowledged goes back to the queue for the next start.

@@ -25,9 +25,9 @@ use sha2::Digest as _;
 pub use firewall::{Firewall, FirewallError};
 pub use run_disk::DiskError;
 
-use super::config::{Limits, NodeConfig};
-use super::policy::LocalImage;
+use crate::config::{Limits, NodeConfig};
 use crate::ids::{JobId, OrgId, RunId, TaskId};
+use crate::policy::LocalImage;
 use crate::time::Timestamp;
 
 /// Where the run volume is mounted in every container of the run.
