@@ -17,6 +17,45 @@ use lapin::types::{AMQPValue, FieldTable};
 use serde_json::json;
 use support::*;
 
+/// A task of which the router refuses one envelope is neither stored nor forwarded anywhere:
+/// its envelopes are routed as one group in the task's own transaction. Sent again with the
+/// refused envelope fixed, it is created and both envelopes go.
+#[tokio::test]
+async fn a_task_with_one_refused_envelope_is_neither_stored_nor_forwarded() {
+    let app = spawn_app().await;
+    let a = app.org("registry-a").await;
+    let b = app.org("registry-b").await;
+    let c = app.org("registry-c").await;
+    let collab = app.collaboration("counts", &[a.org(), b.org(), c.org()]).await;
+    let researcher = app.user(a.org(), "ada", "researcher").await;
+    let node_b = NodeBroker::connect(&app, &app.node(b.org(), "b-1").await).await.unwrap();
+    let node_c = NodeBroker::connect(&app, &app.node(c.org(), "c-1").await).await.unwrap();
+
+    let (task, run) = (TaskId::new(), RunId::new());
+    let r = route(Kind::JobStart, collab, task, run);
+    let all = [b.org(), c.org()];
+    let (_, to_b, sealed_b) = job_entry(&a, b.org(), b.current().public(), &r, b"x", &all);
+    // Signed with a key that is not A's published one: refused as unknown_sender_key.
+    let not_a = Identity::new(a.org(), OrgKey::generate());
+    let (_, forged_c, _) = job_entry(&not_a, c.org(), c.current().public(), &r, b"x", &all);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "fedq/test@sha256:00",
+                      "jobs": [to_b.clone(), forged_c]});
+    let (status, answer) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+    assert_eq!((status, answer["reason"].as_str()), (422, Some("unknown_sender_key")), "{answer}");
+    let (status, _) = app.call("GET", &format!("/tasks/{task}"), Some(&researcher), None).await;
+    assert_eq!(status, 404, "the task was not stored");
+    // Whatever the router forwards is in the recipient's queue before the answer: none here.
+    assert!(node_b.is_empty().await, "the valid envelope was not forwarded either");
+
+    let (_, to_c, sealed_c) = job_entry(&a, c.org(), c.current().public(), &r, b"x", &all);
+    let body = json!({"id": task, "run": run, "collaboration": collab, "image": "fedq/test@sha256:00",
+                      "jobs": [to_b, to_c]});
+    let (status, created) = app.call("POST", "/tasks", Some(&researcher), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(node_b.next(10).await.data, sealed_b);
+    assert_eq!(node_c.next(10).await.data, sealed_c);
+}
+
 /// Researcher of A runs a task at B: the job_start reaches B's queue byte for byte, B's node
 /// opens it, B's sealed result comes back through ingress and the API, and only ciphertext
 /// touches the server's database.

@@ -10,8 +10,16 @@ pub async fn visible(
     id: CollaborationId,
     state: &State,
 ) -> Result<directory::Collaboration, AppError> {
-    let client = db(state).await?;
-    let collaboration = directory::collaboration(&**client, id).await?;
+    visible_with(&**db(state).await?, principal, id).await
+}
+
+/// [`visible`], read through `client` (a caller that holds a connection already).
+pub async fn visible_with(
+    client: &impl tokio_postgres::GenericClient,
+    principal: &Principal,
+    id: CollaborationId,
+) -> Result<directory::Collaboration, AppError> {
+    let collaboration = directory::collaboration(client, id).await?;
     collaboration
         .filter(|c| access::collaboration_visible(principal, c))
         .ok_or_else(|| AppError::not_found(format!("collaboration {id}")))

@@ -14,7 +14,7 @@ use crate::db::tasks::{self as store, NewTask};
 use crate::envelope::parse;
 use crate::ids::{JobId, OrgId, TaskId};
 use crate::protocol::Kind;
-use crate::router::{Publisher, RouteError};
+use crate::router::{Item, Publisher};
 
 /// Creates a task and forwards its `job_start` envelopes: the creator's organization must be a
 /// member of the collaboration, each job's envelope a `job_start` from it to a member, for this
@@ -28,7 +28,9 @@ pub async fn create(principal: &Principal, body: CreateTask, state: &State) -> R
     if body.image.trim().is_empty() || body.image.len() > 500 || body.name.len() > 200 {
         return Err(AppError::invalid("image is 1 to 500 characters, name at most 200"));
     }
-    let collaboration = collaborations::visible(principal, body.collaboration, state).await?;
+    // One connection for the whole creation: the checks, the task's transaction and the answer.
+    let mut client = db(state).await?;
+    let collaboration = collaborations::visible_with(&**client, principal, body.collaboration).await?;
     if !collaboration.organizations.contains(&creator) {
         return Err(AppError::forbidden("your organization is not a member of this collaboration"));
     }
@@ -47,9 +49,14 @@ pub async fn create(principal: &Principal, body: CreateTask, state: &State) -> R
         let bytes = STANDARD
             .decode(&job.envelope)
             .map_err(|_| AppError::invalid(format!("the envelope for {} is not base64", job.organization)))?;
-        let header = parse(&bytes, state.config.router.max_envelope_bytes)
-            .map_err(|e| AppError::envelope_refused(RouterRefusal::Malformed, e.to_string()))?
-            .header;
+        envelopes.push(bytes);
+    }
+    // Each envelope parsed once: for the consistency checks here, and for the router.
+    let mut parsed = Vec::with_capacity(envelopes.len());
+    for (job, bytes) in body.jobs.iter().zip(&envelopes) {
+        let envelope = parse(bytes, state.config.router.max_envelope_bytes)
+            .map_err(|e| AppError::envelope_refused(RouterRefusal::Malformed, e.to_string()))?;
+        let header = &envelope.header;
         let consistent = header.kind == Kind::JobStart
             && header.task == body.id
             && header.run == body.run
@@ -62,10 +69,9 @@ pub async fn create(principal: &Principal, body: CreateTask, state: &State) -> R
                 job.organization
             )));
         }
-        envelopes.push(bytes);
+        parsed.push(envelope);
     }
 
-    let mut client = db(state).await?;
     match principal {
         Principal::Node(node) => {
             // A subtask: created by an algorithm through its node, in the run of a task where
@@ -103,45 +109,50 @@ pub async fn create(principal: &Principal, body: CreateTask, state: &State) -> R
         creator_node: node,
         jobs: &jobs,
     };
-    let existing = store::get(&**client, body.id).await.map_err(AppError::from)?;
-    match existing {
-        // A retry of the same request: route again, duplicates are dropped by the router.
-        Some(task) if task.creator_organization == creator && task.run == body.run => {}
-        Some(_) => return Err(AppError::conflict(format!("task {} exists", body.id))),
-        None => {
-            let tx = client.transaction().await.map_err(AppError::from)?;
-            store::insert(&*tx, &new).await.map_err(|e| {
-                if e.is_unique_violation() {
-                    AppError::conflict("a job id is already in use")
-                } else {
-                    e.into()
-                }
-            })?;
-            tx.commit().await.map_err(AppError::from)?;
-        }
-    }
-    drop(client);
-
-    let channel = state.broker.channel()?;
     let publisher_name = match principal {
         Principal::User(u) => format!("api:user:{}", u.username),
         Principal::Node(n) => format!("api:node:{}", n.id),
     };
-    for bytes in &envelopes {
-        match state.router.route(bytes, Publisher::Api(creator), &publisher_name, &channel).await {
-            Ok(_) => {}
-            Err(RouteError::Refused { refusal, .. }) => {
-                // Nothing was forwarded for a refused envelope; the ones before it were, and
-                // their jobs run. The caller fixes the refused one and retries the request.
-                return Err(AppError::envelope_refused(refusal.code, refusal.message));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, task = %body.id, "could not forward a job_start envelope");
-                return Err(AppError::unavailable("could not forward the task now; retry the same request"));
-            }
-        }
+    let items: Vec<Item<'_>> = envelopes
+        .iter()
+        .zip(parsed)
+        .map(|(bytes, parsed)| Item {
+            bytes,
+            parsed: Some(parsed),
+            publisher: Publisher::Api(creator),
+            publisher_name: Some(&publisher_name),
+        })
+        .collect();
+    let channel = state.broker.channel()?;
+
+    // The task and the routing of its envelopes, one group, in one transaction.
+    let tx = client.transaction().await.map_err(AppError::from)?;
+    match store::get(&*tx, body.id).await.map_err(AppError::from)? {
+        // A retry of the same request: route again, duplicates are dropped by the router.
+        Some(task) if task.creator_organization == creator && task.run == body.run => {}
+        Some(_) => return Err(AppError::conflict(format!("task {} exists", body.id))),
+        None => store::insert(&*tx, &new).await.map_err(|e| {
+            if e.is_unique_violation() { AppError::conflict("a job id is already in use") } else { e.into() }
+        })?,
     }
-    let client = db(state).await?;
+    let recorded = match state.router.route_in(&tx, &items, &channel).await {
+        Ok(Ok(recorded)) => recorded,
+        // Nothing was recorded or forwarded, and the task is not created: the caller fixes the
+        // refused envelope and sends the request again.
+        Ok(Err(refusal)) => return Err(AppError::envelope_refused(refusal.code, refusal.message)),
+        Err(e) => {
+            tracing::warn!(error = %e, task = %body.id, "could not route a task's job_start envelopes");
+            return Err(AppError::unavailable("could not create the task now; retry the same request"));
+        }
+    };
+    tx.commit().await.map_err(AppError::from)?;
+    let results = state.router.settle_group(&client, recorded, &channel).await;
+    if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+        // The task is kept with the envelopes that went; a retry of the same request forwards
+        // the rest (the router drops those that went already).
+        tracing::warn!(error = %e, task = %body.id, "could not forward a job_start envelope");
+        return Err(AppError::unavailable("could not forward the task now; retry the same request"));
+    }
     let task =
         store::get(&**client, body.id).await.map_err(AppError::from)?.ok_or_else(AppError::internal)?;
     tracing::info!(task = %task.id, jobs = task.jobs.len(), "task created");

@@ -93,6 +93,7 @@ impl Router {
             .iter()
             .map(|d| Item {
                 bytes: &d.data,
+                parsed: None,
                 publisher: Publisher::Node(None),
                 publisher_name: d.user_id.as_deref(),
             })
@@ -105,7 +106,7 @@ impl Router {
             if pending.is_empty() {
                 break;
             }
-            let group: Vec<Item<'_>> = pending.iter().map(|i| items[*i]).collect();
+            let group: Vec<Item<'_>> = pending.iter().map(|i| items[*i].clone()).collect();
             let error = match self.route_group(&group, channel).await {
                 Ok(routed) => {
                     for (i, result) in pending.iter().zip(routed) {
@@ -125,7 +126,7 @@ impl Router {
                         continue;
                     }
                     for i in pending {
-                        results[i] = Some(match self.route_group(&[items[i]], channel).await {
+                        results[i] = Some(match self.route_group(&[items[i].clone()], channel).await {
                             Ok(mut routed) => routed.pop().expect("one result per item"),
                             Err(e) => Err(e.into()),
                         });

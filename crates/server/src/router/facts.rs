@@ -26,7 +26,7 @@ const FACTS_MAX: usize = 10_000;
 impl FactsCache {
     pub(super) async fn get_or_read(
         &self,
-        db: &deadpool_postgres::Client,
+        db: &impl deadpool_postgres::GenericClient,
         header: &Header,
         broker_user: Option<&str>,
     ) -> Result<routing::Facts, DbError> {

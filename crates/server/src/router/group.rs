@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use deadpool_postgres::GenericClient;
 use futures_util::future::join_all;
 
 use super::{Publisher, Refusal, RouteError, Routed, Router, forward};
@@ -23,10 +24,13 @@ use crate::protocol::Kind;
 use crate::time::Timestamp;
 
 /// One envelope of a group, as it came in.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Item<'a> {
     /// The envelope.
     pub bytes: &'a [u8],
+    /// The envelope already parsed by whoever handed it in (the API's checks), so that it is
+    /// parsed once; `None` to have the router parse it.
+    pub parsed: Option<Parsed<'a>>,
     /// Who published it (a node's organization is looked up from `publisher_name`).
     pub publisher: Publisher,
     /// The validated broker user or the API principal; `None` for a broker message published
@@ -44,6 +48,22 @@ struct Accepted<'a> {
     outcome: routing::Outcome,
 }
 
+/// A group after its checks: the refused (and repeated) envelopes' results, and the accepted.
+struct Checked<'a> {
+    results: Vec<Option<ItemResult>>,
+    accepted: Vec<Accepted<'a>>,
+    repeats: HashMap<OrgId, i64>,
+}
+
+/// A group recorded in a transaction not yet committed: every item's result, and what to do
+/// once the transaction has committed.
+pub(crate) struct Recorded {
+    results: Vec<Option<ItemResult>>,
+    repeats: HashMap<OrgId, i64>,
+    stored_results: HashSet<TaskId>,
+    started: std::time::Instant,
+}
+
 impl Router {
     /// Routes a group of envelopes, publishing forwarded copies on `channel` (in confirm mode).
     /// Returns one result per item, in order, or the database error that stopped the whole
@@ -55,13 +75,62 @@ impl Router {
     ) -> Result<Vec<ItemResult>, DbError> {
         let started = std::time::Instant::now();
         let mut client = self.inner.db.get().await?;
+        let checked = self.check_all(&client, true, items).await?;
+        let recorded = if checked.accepted.is_empty() {
+            Recorded {
+                results: checked.results,
+                repeats: checked.repeats,
+                stored_results: HashSet::new(),
+                started,
+            }
+        } else {
+            let tx = client.transaction().await?;
+            let recorded = self.record(&tx, items, checked, channel, started).await?;
+            tx.commit().await?;
+            recorded
+        };
+        Ok(self.settle_group(&client, recorded, channel).await)
+    }
+
+    /// Routes the `job_start` envelopes of a task being created (or created by an earlier try of
+    /// the same request) in the task's own transaction `tx`, which the caller commits and then
+    /// [`settles`](Router::settle_group). The facts are read through `tx`, which sees the new task, and
+    /// never cached (it may yet roll back). All or nothing: if any envelope is refused, none is
+    /// recorded or forwarded, and the first refusal is returned.
+    pub(crate) async fn route_in(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        items: &[Item<'_>],
+        channel: &Channel,
+    ) -> Result<Result<Recorded, Refusal>, DbError> {
+        let started = std::time::Instant::now();
+        let checked = self.check_all(tx, false, items).await?;
+        let refused = checked.results.iter().flatten().find_map(|r| match r {
+            Err(RouteError::Refused { refusal, .. }) => Some(refusal.clone()),
+            _ => None,
+        });
+        if let Some(refusal) = refused {
+            self.inner.metrics.refused(refusal.code.as_str());
+            return Ok(Err(refusal));
+        }
+        Ok(Ok(self.record(tx, items, checked, channel, started).await?))
+    }
+
+    /// Checks each envelope alone, reading its facts through `db` (from the cache, when
+    /// `cached`).
+    async fn check_all<'a>(
+        &self,
+        db: &impl GenericClient,
+        cached: bool,
+        items: &[Item<'a>],
+    ) -> Result<Checked<'a>, DbError> {
         let now = Timestamp::now();
         let mut results: Vec<Option<ItemResult>> = (0..items.len()).map(|_| None).collect();
         let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(items.len());
         let mut in_group: HashSet<MessageId> = HashSet::with_capacity(items.len());
         let mut repeats: HashMap<OrgId, i64> = HashMap::new();
         for (index, item) in items.iter().enumerate() {
-            match self.check(&client, item, now).await? {
+            match self.check(db, cached, item, now).await? {
                 Err(e) => results[index] = Some(Err(e)),
                 // The same envelope twice in one group: the second is a repeat like any other.
                 Ok((parsed, _)) if !in_group.insert(parsed.header.id) => {
@@ -71,84 +140,101 @@ impl Router {
                 Ok((parsed, outcome)) => accepted.push(Accepted { index, parsed, outcome }),
             }
         }
+        Ok(Checked { results, accepted, repeats })
+    }
 
+    /// In `tx`: one insert of every routing-log row tells which envelopes are new; the new ones
+    /// to forward are published together and their confirms awaited; the rows of any whose
+    /// publish failed are removed again; job statuses and stored results are applied.
+    async fn record(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        items: &[Item<'_>],
+        checked: Checked<'_>,
+        channel: &Channel,
+        started: std::time::Instant,
+    ) -> Result<Recorded, DbError> {
+        let Checked { mut results, accepted, mut repeats } = checked;
         let mut stored_results: HashSet<TaskId> = HashSet::new();
-        if !accepted.is_empty() {
-            let tx = client.transaction().await?;
-            let rows: Vec<routing::LogRow<'_>> = accepted
-                .iter()
-                .map(|a| routing::LogRow {
-                    header: &a.parsed.header,
-                    size: items[a.index].bytes.len(),
-                    outcome: a.outcome,
-                    via: match items[a.index].publisher {
-                        Publisher::Api(_) => "api",
-                        Publisher::Node(_) => "broker",
-                    },
-                    publisher: items[a.index].publisher_name.unwrap_or(""),
-                    leaf: self
-                        .inner
-                        .log_envelopes
-                        .then(|| transparency::envelope(&a.parsed.header, items[a.index].bytes)),
-                })
-                .collect();
-            let new = routing::insert_log(&tx, &rows).await?;
-            // Publish every new forwarded copy at once; the confirms come back together.
-            let forwarded: Vec<&Accepted<'_>> = accepted
-                .iter()
-                .filter(|a| a.outcome == routing::Outcome::Forwarded && new.contains(&a.parsed.header.id))
-                .collect();
-            let published =
-                join_all(forwarded.iter().map(|a| forward(channel, &a.parsed.header, items[a.index].bytes)))
-                    .await;
-            let mut failed: HashMap<usize, RouteError> = HashMap::new();
-            for (a, outcome) in forwarded.iter().zip(published) {
-                if let Err(e) = outcome {
-                    failed.insert(a.index, e);
-                }
-            }
-            let forgotten: Vec<MessageId> = accepted
-                .iter()
-                .filter(|a| failed.contains_key(&a.index))
-                .map(|a| a.parsed.header.id)
-                .collect();
-            routing::forget(&tx, &forgotten).await?;
-            let reports: Vec<routing::Reported<'_>> = accepted
-                .iter()
-                .filter(|a| new.contains(&a.parsed.header.id) && !failed.contains_key(&a.index))
-                .filter(|a| a.parsed.header.status.is_some() || a.outcome == routing::Outcome::Stored)
-                .map(|a| routing::Reported {
-                    header: &a.parsed.header,
-                    stored_result: (a.outcome == routing::Outcome::Stored
-                        && a.parsed.header.kind == Kind::JobResult)
-                        .then_some(items[a.index].bytes),
-                })
-                .collect();
-            routing::apply_reports(&tx, &reports).await?;
-            tx.commit().await?;
-
-            for a in &accepted {
-                let header = &a.parsed.header;
-                results[a.index] = Some(if let Some(e) = failed.remove(&a.index) {
-                    Err(e)
-                } else if !new.contains(&header.id) {
-                    // Dropped, but not silently: operators see repeats per sender on the dashboard.
-                    *repeats.entry(header.sender).or_default() += 1;
-                    Ok((Routed::Duplicate, header.kind))
-                } else if a.outcome == routing::Outcome::Stored {
-                    if header.kind == Kind::JobResult {
-                        stored_results.insert(header.task);
-                    }
-                    Ok((Routed::Stored, header.kind))
-                } else {
-                    Ok((Routed::Forwarded, header.kind))
-                });
+        let rows: Vec<routing::LogRow<'_>> = accepted
+            .iter()
+            .map(|a| routing::LogRow {
+                header: &a.parsed.header,
+                size: items[a.index].bytes.len(),
+                outcome: a.outcome,
+                via: match items[a.index].publisher {
+                    Publisher::Api(_) => "api",
+                    Publisher::Node(_) => "broker",
+                },
+                publisher: items[a.index].publisher_name.unwrap_or(""),
+                leaf: self
+                    .inner
+                    .log_envelopes
+                    .then(|| transparency::envelope(&a.parsed.header, items[a.index].bytes)),
+            })
+            .collect();
+        let new = routing::insert_log(tx, &rows).await?;
+        // Publish every new forwarded copy at once; the confirms come back together.
+        let forwarded: Vec<&Accepted<'_>> = accepted
+            .iter()
+            .filter(|a| a.outcome == routing::Outcome::Forwarded && new.contains(&a.parsed.header.id))
+            .collect();
+        let published =
+            join_all(forwarded.iter().map(|a| forward(channel, &a.parsed.header, items[a.index].bytes)))
+                .await;
+        let mut failed: HashMap<usize, RouteError> = HashMap::new();
+        for (a, outcome) in forwarded.iter().zip(published) {
+            if let Err(e) = outcome {
+                failed.insert(a.index, e);
             }
         }
+        let forgotten: Vec<MessageId> =
+            accepted.iter().filter(|a| failed.contains_key(&a.index)).map(|a| a.parsed.header.id).collect();
+        routing::forget(tx, &forgotten).await?;
+        let reports: Vec<routing::Reported<'_>> = accepted
+            .iter()
+            .filter(|a| new.contains(&a.parsed.header.id) && !failed.contains_key(&a.index))
+            .filter(|a| a.parsed.header.status.is_some() || a.outcome == routing::Outcome::Stored)
+            .map(|a| routing::Reported {
+                header: &a.parsed.header,
+                stored_result: (a.outcome == routing::Outcome::Stored
+                    && a.parsed.header.kind == Kind::JobResult)
+                    .then_some(items[a.index].bytes),
+            })
+            .collect();
+        routing::apply_reports(tx, &reports).await?;
 
-        // After the commit: what follows is bookkeeping, and its failure loses nothing.
+        for a in &accepted {
+            let header = &a.parsed.header;
+            results[a.index] = Some(if let Some(e) = failed.remove(&a.index) {
+                Err(e)
+            } else if !new.contains(&header.id) {
+                // Dropped, but not silently: operators see repeats per sender on the dashboard.
+                *repeats.entry(header.sender).or_default() += 1;
+                Ok((Routed::Duplicate, header.kind))
+            } else if a.outcome == routing::Outcome::Stored {
+                if header.kind == Kind::JobResult {
+                    stored_results.insert(header.task);
+                }
+                Ok((Routed::Stored, header.kind))
+            } else {
+                Ok((Routed::Forwarded, header.kind))
+            });
+        }
+        Ok(Recorded { results, repeats, stored_results, started })
+    }
+
+    /// After the commit: what follows is bookkeeping, and its failure loses nothing. Returns one
+    /// result per item, in order.
+    pub(crate) async fn settle_group(
+        &self,
+        client: &deadpool_postgres::Client,
+        recorded: Recorded,
+        channel: &Channel,
+    ) -> Vec<ItemResult> {
+        let Recorded { results, repeats, stored_results, started } = recorded;
         for (sender, n) in repeats {
-            if let Err(e) = routing::count_repeats(&client, sender, n).await {
+            if let Err(e) = routing::count_repeats(client, sender, n).await {
                 tracing::warn!(error = %e, %sender, "could not count repeated envelopes");
             }
         }
@@ -158,7 +244,7 @@ impl Router {
             self.inner.results.send_modify(|n| *n = n.wrapping_add(1));
         }
         for task in stored_results {
-            self.announce_if_run_finished(&client, task, channel).await;
+            self.announce_if_run_finished(client, task, channel).await;
         }
         let elapsed = started.elapsed();
         for result in &results {
@@ -168,14 +254,15 @@ impl Router {
                 Err(_) => {}
             }
         }
-        Ok(results)
+        results
     }
 
     /// Parses and checks one envelope on its own: what the router would do with it, or why it
     /// is refused. Fails only when the database does.
     async fn check<'a>(
         &self,
-        client: &deadpool_postgres::Client,
+        db: &impl GenericClient,
+        cached: bool,
         item: &Item<'a>,
         now: Timestamp,
     ) -> Result<Result<(Parsed<'a>, routing::Outcome), RouteError>, DbError> {
@@ -200,19 +287,24 @@ impl Router {
             );
             return Ok(Err(RouteError::Refused { refusal, header: None }));
         }
-        let parsed = match parse(item.bytes, self.inner.policy.max_len) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                let code = if matches!(e, FormatError::TooLarge { .. }) {
-                    RouterRefusal::TooLarge
-                } else {
-                    RouterRefusal::Malformed
-                };
-                let refusal = Refusal::new(code, e.to_string());
-                return Ok(Err(RouteError::Refused { refusal, header: None }));
-            }
+        let parsed =
+            match item.parsed.clone().map_or_else(|| parse(item.bytes, self.inner.policy.max_len), Ok) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    let code = if matches!(e, FormatError::TooLarge { .. }) {
+                        RouterRefusal::TooLarge
+                    } else {
+                        RouterRefusal::Malformed
+                    };
+                    let refusal = Refusal::new(code, e.to_string());
+                    return Ok(Err(RouteError::Refused { refusal, header: None }));
+                }
+            };
+        let facts = if cached {
+            self.inner.facts.get_or_read(db, &parsed.header, broker_user).await?
+        } else {
+            routing::facts(db, &parsed.header, broker_user).await?
         };
-        let facts = self.inner.facts.get_or_read(client, &parsed.header, broker_user).await?;
         let publisher = match publisher {
             Publisher::Node(_) => Publisher::Node(facts.publisher_org),
             api => api,

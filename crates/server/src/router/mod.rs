@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 pub use check::{Publisher, Refusal};
 use facts::FactsCache;
+pub(crate) use group::Item;
 
 use crate::broker::{self, PublishChannel as Channel, PublishError, Target};
 use crate::db::DbError;
@@ -132,20 +133,6 @@ impl Router {
     /// A receiver that changes whenever this server stores a result.
     pub fn results_changed(&self) -> watch::Receiver<u64> {
         self.inner.results.subscribe()
-    }
-
-    /// Routes one envelope published by `publisher` (`publisher_name` goes into the log),
-    /// publishing forwarded copies on `channel` (in confirm mode): a group of one.
-    pub async fn route(
-        &self,
-        bytes: &[u8],
-        publisher: Publisher,
-        publisher_name: &str,
-        channel: &Channel,
-    ) -> Result<Routed, RouteError> {
-        let item = group::Item { bytes, publisher, publisher_name: Some(publisher_name) };
-        let mut results = self.route_group(&[item], channel).await?;
-        results.pop().expect("one result per item").map(|(routed, _)| routed)
     }
 
     /// When the last job of a researcher's task has reported, tells every node with a job in
