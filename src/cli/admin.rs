@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::CliError;
-use super::lookup::{collaboration, find, id_of, not_seen, organization, with_organization_names};
+use super::lookup::{collaboration_id, find, id_of, not_seen, organization_id, with_organization_names};
 use crate::client::Client;
 
 #[derive(Debug, Subcommand)]
@@ -205,18 +205,22 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
         AdminCommand::Collab(CollabCommand::Create { name, orgs }) => {
             let mut ids = Vec::new();
             for org in &orgs {
-                ids.push(id_of(&organization(client, org).await?));
+                ids.push(organization_id(client, org).await?.to_string());
             }
             client.post("/collaborations", &json!({"name": name, "organizations": ids})).await?
         }
         AdminCommand::Collab(CollabCommand::Add { collab, org }) => {
-            let (c, o) =
-                (id_of(&collaboration(client, &collab).await?), id_of(&organization(client, &org).await?));
+            let (c, o) = (
+                collaboration_id(client, &collab).await?.to_string(),
+                organization_id(client, &org).await?.to_string(),
+            );
             client.put(&format!("/collaborations/{c}/organizations/{o}"), &json!({})).await?
         }
         AdminCommand::Collab(CollabCommand::Remove { collab, org }) => {
-            let (c, o) =
-                (id_of(&collaboration(client, &collab).await?), id_of(&organization(client, &org).await?));
+            let (c, o) = (
+                collaboration_id(client, &collab).await?.to_string(),
+                organization_id(client, &org).await?.to_string(),
+            );
             client.delete(&format!("/collaborations/{c}/organizations/{o}")).await?
         }
         AdminCommand::User(UserCommand::List) => {
@@ -224,7 +228,7 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
         }
         AdminCommand::User(UserCommand::Create { username, role, org }) => {
             let organization = match org {
-                Some(org) => Some(id_of(&organization(client, &org).await?)),
+                Some(org) => Some(organization_id(client, &org).await?.to_string()),
                 None => None,
             };
             let password = read_password(&username)?;
@@ -252,7 +256,7 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
         AdminCommand::Node(NodeCommand::Revoke { node, org }) => {
             let nodes = client.get("/nodes").await?;
             let org = match org {
-                Some(org) => Some(id_of(&organization(client, &org).await?)),
+                Some(org) => Some(organization_id(client, &org).await?.to_string()),
                 None => None,
             };
             let matching: Vec<&Value> = nodes
@@ -274,11 +278,11 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
             client.delete(&format!("/nodes/{}", id_of(found))).await?
         }
         AdminCommand::Key(KeyCommand::List { org }) => {
-            let org = id_of(&organization(client, &org).await?);
+            let org = organization_id(client, &org).await?.to_string();
             client.get(&format!("/organizations/{org}/keys")).await?
         }
         AdminCommand::Key(KeyCommand::Revoke { org, fingerprint, key }) => {
-            let org = id_of(&organization(client, &org).await?);
+            let org = organization_id(client, &org).await?.to_string();
             let revoked: crate::keys::KeyId = fingerprint.parse().map_err(|_| {
                 CliError::BadInput(format!("{fingerprint}: a fingerprint is `SHA256:<64 hex digits>`"))
             })?;
@@ -294,7 +298,7 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
             client.post(&format!("/organizations/{org}/keys/{revoked}/revoke"), &body).await?
         }
         AdminCommand::Enrollment(EnrollmentCommand::Create { org, node_name, valid_secs }) => {
-            let org = id_of(&organization(client, &org).await?);
+            let org = organization_id(client, &org).await?.to_string();
             let mut body = json!({"node_name": node_name});
             if let Some(secs) = valid_secs {
                 body["valid_secs"] = json!(secs);

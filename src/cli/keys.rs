@@ -76,10 +76,7 @@ fn organization(org: &str) -> Result<(OrgId, Option<String>), CliError> {
         return Ok((id, org_names().remove(&id)));
     }
     let client = super::research::session_client()?;
-    let found = super::runtime()?.block_on(lookup::organization(&client, org))?;
-    let id = lookup::id_of(&found)
-        .parse()
-        .map_err(|_| CliError::BadInput(format!("the server gave no id for organization {org:?}")))?;
+    let id = super::runtime()?.block_on(lookup::organization_id(&client, org))?;
     Ok((id, Some(org.to_owned())))
 }
 
@@ -152,7 +149,7 @@ pub(super) fn run(command: KeysCommand) -> Result<(), CliError> {
                 .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
             runtime.block_on(async {
                 let me = client.me().await.map_err(CliError::from)?;
-                let org = me.organization.ok_or(CliError::NoOrganization)?;
+                let org = me.organization().ok_or(CliError::NoOrganization)?;
                 let mut body = json!({"public_key": new.public().to_string()});
                 if let Some(previous) = previous_key {
                     let old = OrgKey::load(&previous)?;

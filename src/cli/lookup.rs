@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::CliError;
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 
 /// The item of `list` whose id or `name_field` is `name_or_id`.
 pub fn find(list: &Value, name_or_id: &str, name_field: &str) -> Option<Value> {
@@ -28,33 +28,25 @@ pub fn not_seen(what: &str, name: &str) -> CliError {
     ))
 }
 
-/// The organization named `name_or_id` as the server shows it.
-pub async fn organization(client: &Client, name_or_id: &str) -> Result<Value, CliError> {
-    find(&client.get("/organizations").await?, name_or_id, "name")
-        .ok_or_else(|| not_seen("organization", name_or_id))
+/// The error of a lookup, with the command line's hint for a name that matches nothing.
+fn looked_up(e: ClientError) -> CliError {
+    match e {
+        ClientError::NotSeen { what, name } => not_seen(what, &name),
+        e => e.into(),
+    }
 }
 
-/// The id of the organization named `name_or_id`.
+/// The id of the organization named `name_or_id` (`fedq_client::Client::organization`).
 pub async fn organization_id(client: &Client, name_or_id: &str) -> Result<crate::ids::OrgId, CliError> {
-    id_of(&organization(client, name_or_id).await?)
-        .parse()
-        .map_err(|_| CliError::BadInput(format!("the server gave no id for organization {name_or_id:?}")))
+    Ok(client.organization(name_or_id).await.map_err(looked_up)?.id)
 }
 
-/// The id of the collaboration named `name_or_id`.
+/// The id of the collaboration named `name_or_id` (`fedq_client::Client::collaboration`).
 pub async fn collaboration_id(
     client: &Client,
     name_or_id: &str,
 ) -> Result<crate::ids::CollaborationId, CliError> {
-    id_of(&collaboration(client, name_or_id).await?)
-        .parse()
-        .map_err(|_| CliError::BadInput(format!("the server gave no id for collaboration {name_or_id:?}")))
-}
-
-/// The collaboration named `name_or_id` as the server shows it.
-pub async fn collaboration(client: &Client, name_or_id: &str) -> Result<Value, CliError> {
-    find(&client.get("/collaborations").await?, name_or_id, "name")
-        .ok_or_else(|| not_seen("collaboration", name_or_id))
+    Ok(client.collaboration(name_or_id).await.map_err(looked_up)?.id)
 }
 
 /// `answer` (a list of users or nodes, or one) with the name of each one's organization beside

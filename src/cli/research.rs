@@ -311,7 +311,7 @@ fn pretty(value: &impl serde::Serialize) -> String {
 
 async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
     let me = client.me().await?;
-    let org = me.organization.ok_or(CliError::NoOrganization)?;
+    let org = me.organization().ok_or(CliError::NoOrganization)?;
     let me_id = identity(&args.key, org)?;
     let common = match (&args.input, &args.input_json) {
         (Some(path), _) => super::read_input(path)?,

@@ -9,6 +9,7 @@ use fedq_tls as tls;
 pub mod audit;
 pub mod files;
 mod key_log;
+mod lookup;
 mod wait;
 
 pub use wait::Look;
@@ -86,6 +87,14 @@ pub enum ClientError {
     /// A task needs at least one organization.
     #[error("a task needs at least one organization")]
     NoOrganizations,
+    /// A name or id that matches no organization or collaboration this session sees.
+    #[error("no {what} named {name:?} that this user can see (give its name or its id)")]
+    NotSeen {
+        /// `organization` or `collaboration`.
+        what: &'static str,
+        /// The name or id given.
+        name: String,
+    },
     /// Sealing failed.
     #[error(transparent)]
     Seal(#[from] envelope::SealError),
@@ -170,17 +179,6 @@ pub struct Client {
 
 /// A task's jobs and where each runs.
 type Jobs = Vec<(JobId, OrgId)>;
-
-/// Who the session belongs to.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Me {
-    /// The user's name.
-    pub username: String,
-    /// Their organization (none for root).
-    pub organization: Option<OrgId>,
-    /// Their role.
-    pub role: String,
-}
 
 /// The inputs of a task's jobs.
 #[derive(Debug, Clone)]
@@ -433,14 +431,9 @@ impl Client {
     /// The names of the organizations this session sees, read once to name them in any number
     /// of messages ([`OrganizationNames::name`]); none if they cannot be read.
     pub async fn organization_names(&self) -> OrganizationNames {
-        let orgs = self.get("/organizations").await.unwrap_or_default();
-        OrganizationNames(
-            orgs.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| Some((o["id"].as_str()?.to_owned(), o["name"].as_str()?.to_owned())))
-                .collect(),
-        )
+        let orgs: Vec<contract::Organization> =
+            self.fetch(reqwest::Method::GET, "/organizations", None::<&()>).await.unwrap_or_default();
+        OrganizationNames(orgs.into_iter().map(|o| (o.id.to_string(), o.name)).collect())
     }
 
     /// `message` with each organization named beside its id ([`OrganizationNames::name`]).
@@ -468,8 +461,8 @@ impl Client {
         self.call(reqwest::Method::PATCH, path, Some(body)).await
     }
 
-    /// Who this session is.
-    pub async fn me(&self) -> Result<Me, ClientError> {
+    /// Who this session (or node's API key) is.
+    pub async fn me(&self) -> Result<contract::Me, ClientError> {
         let body = self.call(reqwest::Method::GET, "/users/me", None).await?;
         serde_json::from_value(body).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -626,7 +619,7 @@ impl Client {
             }
         }
         let key_of = |org: OrgId| keys.iter().find(|(o, _)| *o == org).map(|(_, k)| k.clone());
-        let user = self.me().await.map(|m| m.username).unwrap_or_default();
+        let user = self.me().await.ok().and_then(|m| m.username().map(str::to_owned)).unwrap_or_default();
         let (task, run) = (TaskId::new(), RunId::new());
         let route =
             Route { kind: Kind::JobStart, collaboration: spec.collaboration, task, run, status: None };

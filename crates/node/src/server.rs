@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::SecretString;
-use serde_json::{Value, json};
 
 use crate::client::{Client, ClientError, KeyDecision};
+use crate::contract;
 use crate::ids::{CollaborationId, JobId, NodeId, OrgId, RunId, TaskId};
 use crate::keys::{KeyId, KeyTrust, PublicKey, SenderKeys, TrustError};
 use crate::protocol::heartbeat::{Heartbeat, LogReport, PolicySummary};
@@ -52,10 +52,13 @@ impl ServerClient {
 
     /// This node's id and organization, as the server knows its API key.
     pub async fn whoami_node(&self) -> Result<(NodeId, OrgId), ClientError> {
-        let body = self.api.get("/users/me").await?;
-        let id = body["id"].as_str().and_then(|o| o.parse().ok());
-        let org = body["organization"].as_str().and_then(|o| o.parse().ok());
-        id.zip(org).ok_or_else(|| ClientError::Decode(format!("no node id and organization in {body}")))
+        match self.api.me().await? {
+            contract::Me::Node(node) => Ok((node.id, node.organization)),
+            contract::Me::User(user) => Err(ClientError::Decode(format!(
+                "server.api_key is the session of user {}, not a node's API key",
+                user.username
+            ))),
+        }
     }
 
     /// Tells the server this node is online (or going offline), what it agrees to run, and what
@@ -99,16 +102,24 @@ impl ServerClient {
         image: &str,
         jobs: &[NewJob],
     ) -> Result<(), ClientError> {
-        let jobs: Vec<Value> = jobs
+        let jobs = jobs
             .iter()
-            .map(|j| {
-                json!({"id": j.id, "organization": j.organization, "envelope": STANDARD.encode(&j.envelope)})
+            .map(|j| contract::NewJob {
+                id: j.id,
+                organization: j.organization,
+                envelope: STANDARD.encode(&j.envelope),
             })
             .collect();
-        let body = json!({
-            "id": id, "run": run, "parent": parent, "collaboration": collaboration,
-            "image": image, "name": "subtask", "jobs": jobs,
-        });
+        let body = contract::CreateTask {
+            id,
+            run,
+            collaboration,
+            image: image.to_owned(),
+            name: "subtask".into(),
+            parent: Some(parent),
+            jobs,
+        };
+        let body = serde_json::to_value(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
         self.api.post("/tasks", &body).await.map(drop)
     }
 }

@@ -65,6 +65,7 @@ impl From<ClientError> for Failure {
             ClientError::WrongKey { .. } => Failure::new("wrong_key", "wrong_key", message),
             ClientError::NotAMember { .. } => Failure::new("not_a_member", "not_a_member", message),
             ClientError::NoOrganizations => Failure::new("bad_input", "no_organizations", message),
+            ClientError::NotSeen { .. } => Failure::new("bad_input", "bad_input", message),
             ClientError::Seal(_) => Failure::new("seal", "seal_failed", message),
             ClientError::Tls(_) => Failure::new("tls", "tls", message),
             ClientError::Open { source, .. } => Failure::new("result_refused", source.code(), message),
@@ -336,6 +337,17 @@ impl Client {
             })
             .collect();
         Ok((shown, look.complete, rows))
+    }
+
+    /// The id of the organization named `name_or_id` among those this session sees (the
+    /// command line's lookup, `fedq_client::Client::organization`).
+    fn organization_id(&self, py: Python<'_>, name_or_id: &str) -> PyResult<String> {
+        Ok(self.wait(py, self.inner.organization(name_or_id))?.id.to_string())
+    }
+
+    /// The id of the collaboration named `name_or_id` among those this session sees.
+    fn collaboration_id(&self, py: Python<'_>, name_or_id: &str) -> PyResult<String> {
+        Ok(self.wait(py, self.inner.collaboration(name_or_id))?.id.to_string())
     }
 
     /// What this client decides about each member's key in a collaboration: `(organization,

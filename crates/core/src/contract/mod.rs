@@ -5,9 +5,11 @@
 //! Secrets in answers (a node's API key and broker password, shown once) are [`ShownOnce`]:
 //! they serialize as plain strings but never print in `Debug` output.
 
+mod directory;
 mod errors;
 mod refusals;
 
+pub use directory::{Collaboration, LoginAnswer, Me, Organization, Role, User};
 pub use errors::ErrorCode;
 pub use refusals::{NodeRefusal, RouterRefusal};
 

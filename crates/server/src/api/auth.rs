@@ -10,6 +10,7 @@ use warp::Filter;
 use warp::Reply as _;
 
 use crate::app::{AppError, Principal, State, logins};
+use crate::contract;
 use crate::http::with_state;
 
 /// A filter that authenticates the request or rejects it as `unauthenticated`.
@@ -43,12 +44,12 @@ pub async fn login(
     let user = logins::verify_credentials(&state, &body.username, &body.password, source).await?;
     let (token, expires_at) = logins::create_session(&state, &user).await?;
     let expires_ms = expires_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-    Ok(warp::reply::json(&serde_json::json!({
-        "token": token.expose_secret(),
-        "expires_at_ms": expires_ms,
-        "user": user,
-    }))
-    .into_response())
+    let answer = contract::LoginAnswer {
+        token: contract::ShownOnce::new(token.expose_secret()),
+        expires_at_ms: expires_ms,
+        user: user.into(),
+    };
+    Ok(warp::reply::json(&answer).into_response())
 }
 
 /// `POST /logout`: ends the caller's session.

@@ -6,6 +6,7 @@ use warp::http::StatusCode;
 use super::{Response, reply};
 use crate::app::collaborations::visible;
 use crate::app::{AppError, Principal, State, db};
+use crate::contract;
 use crate::db::directory;
 use crate::ids::{CollaborationId, OrgId};
 
@@ -35,19 +36,20 @@ pub async fn create(principal: Principal, body: CreateCollaboration, state: Stat
                 e.into()
             }
         })?;
-    Ok(reply(StatusCode::CREATED, &collaboration))
+    Ok(reply(StatusCode::CREATED, &contract::Collaboration::from(collaboration)))
 }
 
 /// Collaborations the caller's organization belongs to (all for root).
 pub async fn list(principal: Principal, state: State) -> Response {
     let client = db(&state).await?;
     let list = directory::collaborations(&**client, principal.scope()).await.map_err(AppError::from)?;
+    let list: Vec<contract::Collaboration> = list.into_iter().map(Into::into).collect();
     Ok(reply(StatusCode::OK, &list))
 }
 
 /// One collaboration.
 pub async fn get(id: CollaborationId, principal: Principal, state: State) -> Response {
-    Ok(reply(StatusCode::OK, &visible(&principal, id, &state).await?))
+    Ok(reply(StatusCode::OK, &contract::Collaboration::from(visible(&principal, id, &state).await?)))
 }
 
 /// Root adds or removes a member.
@@ -71,7 +73,7 @@ pub async fn set_member(
         }
     })?;
     let collaboration = directory::collaboration(&**client, id).await.map_err(AppError::from)?;
-    Ok(reply(StatusCode::OK, &collaboration))
+    Ok(reply(StatusCode::OK, &collaboration.map(contract::Collaboration::from)))
 }
 
 /// The current public keys of the members: what clients and nodes seal to.

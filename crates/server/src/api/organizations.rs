@@ -5,6 +5,7 @@ use warp::http::StatusCode;
 
 use super::{Response, reply};
 use crate::app::{AppError, Principal, State, db};
+use crate::contract;
 use crate::ids::OrgId;
 use base64::Engine as _;
 
@@ -55,13 +56,14 @@ pub async fn create(principal: Principal, body: CreateOrganization, state: State
     state.broker.declare_org_queue(org.id).await?;
     let org =
         directory::org(&**client, org.id).await.map_err(AppError::from)?.ok_or_else(AppError::internal)?;
-    Ok(reply(StatusCode::CREATED, &org))
+    Ok(reply(StatusCode::CREATED, &contract::Organization::from(org)))
 }
 
 /// Organizations the caller can see: all for root, else its own and its collaboration partners.
 pub async fn list(principal: Principal, state: State) -> Response {
     let client = db(&state).await?;
     let orgs = directory::orgs(&**client, principal.scope()).await.map_err(AppError::from)?;
+    let orgs: Vec<contract::Organization> = orgs.into_iter().map(Into::into).collect();
     Ok(reply(StatusCode::OK, &orgs))
 }
 
@@ -77,7 +79,7 @@ async fn visible(
 
 /// One organization.
 pub async fn get(id: OrgId, principal: Principal, state: State) -> Response {
-    Ok(reply(StatusCode::OK, &visible(&principal, id, &state).await?))
+    Ok(reply(StatusCode::OK, &contract::Organization::from(visible(&principal, id, &state).await?)))
 }
 
 /// `PUT /organizations/{id}/public-key` body.
@@ -133,7 +135,7 @@ pub async fn publish_key(id: OrgId, principal: Principal, body: PublishKey, stat
     directory::publish_key(&mut client, id, &key, previous).await.map_err(AppError::from)?;
     tracing::info!(org = %id, key = %key.id(), signed = signature.is_some(), "public key published");
     let org = directory::org(&**client, id).await.map_err(AppError::from)?.ok_or_else(AppError::internal)?;
-    Ok(reply(StatusCode::OK, &org))
+    Ok(reply(StatusCode::OK, &contract::Organization::from(org)))
 }
 
 /// Every key the organization has published, for checking fingerprints and rotations.

@@ -197,7 +197,34 @@ mod tests {
             size: 2054,
             received_at: SystemTime::now(),
         };
+        let user = User {
+            id: crate::ids::UserId::new(),
+            organization: Some(OrgId::new()),
+            username: "ada".into(),
+            role: Role::Researcher,
+        };
+        let listed = Organization {
+            id: OrgId::new(),
+            name: "registry-a".into(),
+            public_key: Some("fedq-pk1:x".into()),
+            fingerprint: Some("SHA256:00".into()),
+        };
+        let collaboration = Collaboration {
+            id: CollaborationId::new(),
+            name: "counts".into(),
+            organizations: vec![OrgId::new()],
+        };
+        let login = LoginAnswer { token: ShownOnce::new("fedq_u_x"), expires_at_ms: 1, user: user.clone() };
+        // `Me` is one of the two, untagged: each side reads back as itself.
+        for me in [Me::User(user.clone()), Me::Node(node.clone())] {
+            let json = serde_json::to_value(&me).unwrap();
+            assert_eq!(serde_json::from_value::<Me>(json).unwrap(), me);
+        }
         let examples: Vec<(&str, serde_json::Value)> = vec![
+            ("User", serde_json::to_value(&user).unwrap()),
+            ("Organization", serde_json::to_value(&listed).unwrap()),
+            ("Collaboration", serde_json::to_value(&collaboration).unwrap()),
+            ("LoginAnswer", serde_json::to_value(&login).unwrap()),
             ("Task", serde_json::to_value(&task).unwrap()),
             ("Job", serde_json::to_value(&job).unwrap()),
             ("Node", serde_json::to_value(&node).unwrap()),

@@ -1,5 +1,6 @@
 //! `/users`: people, their organizations and roles.
 
+use crate::contract;
 use crate::ids::UserId;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -31,7 +32,7 @@ pub async fn create(principal: Principal, body: CreateUser, state: State) -> Res
         role: body.role,
         organization: body.organization,
     };
-    Ok(reply(StatusCode::CREATED, &app_users::create(&principal, new, &state).await?))
+    Ok(reply(StatusCode::CREATED, &contract::User::from(app_users::create(&principal, new, &state).await?)))
 }
 
 /// Users of the caller's organization (all users for root).
@@ -39,21 +40,23 @@ pub async fn list(principal: Principal, state: State) -> Response {
     principal.require_user()?;
     let client = db(&state).await?;
     let users = users::list(&**client, principal.scope()).await.map_err(AppError::from)?;
+    let users: Vec<contract::User> = users.into_iter().map(Into::into).collect();
     Ok(reply(StatusCode::OK, &users))
 }
 
 /// The caller.
 pub async fn me(principal: Principal) -> Response {
-    match &principal {
-        Principal::User(u) => Ok(reply(StatusCode::OK, u)),
-        Principal::Node(n) => Ok(reply(StatusCode::OK, n)),
-    }
+    let me = match principal {
+        Principal::User(u) => contract::Me::User(u.into()),
+        Principal::Node(n) => contract::Me::Node(n),
+    };
+    Ok(reply(StatusCode::OK, &me))
 }
 
 /// Root deletes root administrators; an organization's administrators delete its users, but not
 /// its last administrator ([`app_users::delete`]).
 pub async fn delete(id: UserId, principal: Principal, state: State) -> Response {
-    Ok(reply(StatusCode::OK, &app_users::delete(&principal, id, &state).await?))
+    Ok(reply(StatusCode::OK, &contract::User::from(app_users::delete(&principal, id, &state).await?)))
 }
 
 /// `PATCH /users/{id}` body.
@@ -66,5 +69,8 @@ pub struct SetRole {
 /// An organization's administrators change the roles of its users (not root); never to or from
 /// root, and never the organization's last administrator away from it.
 pub async fn set_role(id: UserId, principal: Principal, body: SetRole, state: State) -> Response {
-    Ok(reply(StatusCode::OK, &app_users::set_role(&principal, id, body.role, &state).await?))
+    Ok(reply(
+        StatusCode::OK,
+        &contract::User::from(app_users::set_role(&principal, id, body.role, &state).await?),
+    ))
 }

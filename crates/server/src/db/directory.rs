@@ -15,7 +15,7 @@ use crate::keys::{KeyId, PublicKey};
 use crate::protocol::heartbeat::Heartbeat;
 
 /// An organization.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Organization {
     /// Identifier.
     pub id: OrgId,
@@ -283,7 +283,7 @@ pub async fn signing_key(
 }
 
 /// A collaboration with its members.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Collaboration {
     /// Identifier.
     pub id: CollaborationId,
@@ -291,6 +291,18 @@ pub struct Collaboration {
     pub name: String,
     /// Member organizations.
     pub organizations: Vec<OrgId>,
+}
+
+impl From<Collaboration> for crate::contract::Collaboration {
+    fn from(c: Collaboration) -> Self {
+        Self { id: c.id, name: c.name, organizations: c.organizations }
+    }
+}
+
+impl From<Organization> for crate::contract::Organization {
+    fn from(o: Organization) -> Self {
+        Self { id: o.id, name: o.name, public_key: o.public_key, fingerprint: o.fingerprint }
+    }
 }
 
 const COLLABORATION_SELECT: &str = "SELECT c.id, c.name,

@@ -2,7 +2,6 @@
 
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -11,54 +10,11 @@ use fedq_transparency::Event;
 use super::{DbError, transparency};
 use crate::ids::{OrgId, UserId};
 
-/// What a user may do. Checked in one place: `server::app::access`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Administers the whole federation; belongs to no organization.
-    Root,
-    /// Administers one organization: its users, nodes and keys; can also do research.
-    OrgAdmin,
-    /// Creates and follows tasks in the collaborations of their organization.
-    Researcher,
-    /// Reads only.
-    Viewer,
-}
-
-impl Role {
-    /// Its code in the transparency log's `UserRoleChanged` leaves (0 means removed).
-    pub const fn code(self) -> u8 {
-        match self {
-            Role::Root => 4,
-            Role::OrgAdmin => 2,
-            Role::Researcher => 1,
-            Role::Viewer => 3,
-        }
-    }
-
-    /// The name stored in the database.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::Root => "root",
-            Role::OrgAdmin => "org_admin",
-            Role::Researcher => "researcher",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "root" => Role::Root,
-            "org_admin" => Role::OrgAdmin,
-            "researcher" => Role::Researcher,
-            // The column's CHECK constraint allows nothing else.
-            _ => Role::Viewer,
-        }
-    }
-}
+/// What a user may do (the contract's), checked in one place: `server::app::access`.
+pub use crate::contract::Role;
 
 /// A user as stored, without the password hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct User {
     /// Identifier.
     pub id: UserId,
@@ -75,7 +31,14 @@ fn user_from_row(row: &tokio_postgres::Row) -> User {
         id: UserId::from_uuid(row.get("id")),
         organization: row.get::<_, Option<Uuid>>("org_id").map(OrgId::from_uuid),
         username: row.get("username"),
-        role: Role::parse(row.get("role")),
+        // The column's CHECK constraint allows the roles' names only.
+        role: Role::parse(row.get("role")).unwrap_or(Role::Viewer),
+    }
+}
+
+impl From<User> for crate::contract::User {
+    fn from(u: User) -> Self {
+        Self { id: u.id, organization: u.organization, username: u.username, role: u.role }
     }
 }
 

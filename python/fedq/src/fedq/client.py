@@ -216,13 +216,17 @@ class Client:
         for org_id, name in self._org_names.items():
             if name == name_or_id:
                 return org_id
-        return _find(self.organizations(), name_or_id, "organization")
+        return self._lookup(self._native.organization_id, name_or_id)
 
     def collaboration_id(self, name_or_id: str) -> str:
         """A collaboration's id: an id as given, a name looked up among your collaborations."""
         if _is_id(name_or_id):
             return name_or_id
-        return _find(self.collaborations(), name_or_id, "collaboration")
+        return self._lookup(self._native.collaboration_id, name_or_id)
+
+    @_translated
+    def _lookup(self, native: Callable[[str], str], name_or_id: str) -> str:
+        return native(name_or_id)
 
     def _name(self, org_id: str) -> str:
         if org_id not in self._org_names:
@@ -409,8 +413,3 @@ def _is_id(text: str) -> bool:
     return True
 
 
-def _find(items: list[dict[str, Any]], name_or_id: str, what: str) -> str:
-    for item in items:
-        if name_or_id in (item.get("id"), item.get("name")):
-            return item["id"]
-    raise errors.BadInput(f"no {what} named {name_or_id!r} that this user can see", "bad_input")
