@@ -23,12 +23,9 @@ use fedq::cli::CliError;
 use fedq::client::{Client, Inputs, TaskSpec};
 use fedq::keys::{FirstUse, Identity, KeyTrust, OrgKey};
 use fedq::node::config::{
-    BrokerSection, DEFAULT_MIN_ORGANIZATIONS, ImageRule, Limits, NetworkSection, NodeConfig, NodeSection,
-    PeersSection, Policy, ServerSection,
+    DEFAULT_MIN_ORGANIZATIONS, ImageRule, Limits, NodeConfig, NodeSection, PeersSection, Policy,
 };
-use fedq::server::config::{
-    AuthConfig, BootstrapConfig, BrokerConfig, DatabaseConfig, HttpConfig, RouterConfig, ServerConfig,
-};
+use fedq::server::config::HttpConfig;
 use fedq::tls::ClientTls;
 
 /// A whole federation on this machine, in one command.
@@ -257,35 +254,20 @@ async fn run_federation(
         (tls, http, "https", "amqps", args.amqp.clone().unwrap_or_else(|| "localhost:5671".into()))
     };
     let server_db_url = if args.plaintext { db_url.clone() } else { format!("{db_url}?sslmode=require") };
-    let config = ServerConfig {
-        http: HttpConfig { listen: "127.0.0.1:0".parse().expect("an address"), ..http },
-        database: DatabaseConfig { url: SecretString::from(server_db_url), pool_size: 16, tls: tls.clone() },
-        broker: BrokerConfig {
-            url: SecretString::from(format!(
-                "{amqp_scheme}://{}:{}@{amqp}/{vhost}",
-                args.management_user, args.management_password
-            )),
-            vhost: vhost.to_owned(),
-            management_url: args.management.clone(),
-            management_user: args.management_user.clone(),
-            management_password: SecretString::from(args.management_password.clone()),
-            cluster_hosts: Vec::new(),
-            node_url: None,
-            tls: tls.clone(),
-        },
-        router: RouterConfig::default(),
-        auth: AuthConfig::default(),
-        retention: Default::default(),
-        transparency: fedq::server::config::TransparencyConfig {
-            key_file: work.join("transparency.key"),
-            ..Default::default()
-        },
-        bootstrap: Some(BootstrapConfig {
-            root_username: "root".into(),
-            root_password: Some(SecretString::from(root_password.clone())),
-        }),
-        metrics: Default::default(),
+    let services = fedq_test_kit::Services {
+        database_url: server_db_url,
+        broker_url: format!(
+            "{amqp_scheme}://{}:{}@{amqp}/{vhost}",
+            args.management_user, args.management_password
+        ),
+        vhost: vhost.to_owned(),
+        management_url: args.management.clone(),
+        management_user: args.management_user.clone(),
+        management_password: args.management_password.clone(),
+        tls: tls.clone(),
     };
+    let config =
+        fedq_test_kit::server_config(&services, http, &root_password, &work.join("transparency.key"));
     if args.plaintext {
         step("starting the server (REST API and blind router), every hop in plain text");
     } else {
@@ -394,37 +376,17 @@ async fn run_federation(
                 .await?;
             let key_file = dir.join("org.key");
             org.current().write_new(&key_file)?;
-            let broker = &registration["broker"];
-            let user = broker["username"].as_str().unwrap_or_default().to_owned();
+            let reach = fedq_test_kit::Reach {
+                server_url: base.clone(),
+                server_tls: tls.clone(),
+                broker: format!("{amqp_scheme}://{amqp}"),
+                vhost: vhost.to_owned(),
+                broker_tls: tls.clone(),
+            };
+            let name = format!("demo-{}-{}", &vhost[10..], (b'a' + i as u8) as char);
+            let base_config = fedq_test_kit::node_config(&name, org.org(), &registration, &key_file, &dir, &reach);
             let node = NodeConfig {
-                node: NodeSection {
-                    name: format!("demo-{}-{}", &vhost[10..], (b'a' + i as u8) as char),
-                    organization: org.org(),
-                    key_file,
-                    previous_key_files: Vec::new(),
-                    state_dir: dir.join("state"),
-                    heartbeat_secs: 3,
-                    shutdown_grace_secs: 5,
-                    run_ttl_secs: 3600,
-                },
-                server: ServerSection {
-                    url: base.clone(),
-                    api_key: SecretString::from(
-                        registration["api_key"].as_str().unwrap_or_default().to_owned(),
-                    ),
-                    tls: tls.clone(),
-                },
-                broker: BrokerSection {
-                    url: SecretString::from(format!(
-                        "{amqp_scheme}://{user}:{}@{amqp}/{vhost}",
-                        broker["password"].as_str().unwrap_or_default(),
-                    )),
-                    username: user,
-                    tls: tls.clone(),
-                    cluster_hosts: Vec::new(),
-                    server_user: broker["server_user"].as_str().unwrap_or_default().to_owned(),
-                },
-                network: NetworkSection::default(),
+                node: NodeSection { heartbeat_secs: 3, ..base_config.node.clone() },
                 limits: Limits { memory_mib: 128, ..Limits::default() },
                 policy: Policy {
                     images: vec![ImageRule {
@@ -438,8 +400,7 @@ async fn run_federation(
                 },
                 data: [(label.to_owned(), data)].into_iter().collect(),
                 peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },
-                transparency: Default::default(),
-                metrics: Default::default(),
+                ..base_config
             };
             nodes.push(fedq::node::start(node).await?);
             eprintln!("   {name}: {about}; node started");

@@ -16,13 +16,9 @@ use std::time::Duration;
 use fedq::client::{Client, ClientError, Inputs, TaskSpec};
 use fedq::ids::OrgId;
 use fedq::keys::{FirstUse, Identity, KeyTrust, OrgKey};
-use fedq::node::config::{
-    BrokerSection, ImageRule, Limits, NetworkSection, NodeConfig, NodeSection, PeersSection, Policy,
-    ServerSection,
-};
+use fedq::node::config::{ImageRule, Limits, NodeConfig, PeersSection, Policy};
 use fedq::protocol::JobStatus;
 use fedq::tls::{ClientTls, devca};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use support::eventually;
 
@@ -428,7 +424,6 @@ async fn secure_sum_across_a_network_over_tls() {
         let broker = &registration["broker"];
         let node_url = broker["url"].as_str().unwrap();
         assert!(node_url.starts_with("amqps://"), "nodes are told to use TLS: {node_url}");
-        let user = broker["username"].as_str().unwrap().to_owned();
         let host_port = node_url.trim_start_matches("amqps://").trim_end_matches('/');
         let vhost = broker["vhost"].as_str().unwrap();
         let identity =
@@ -440,33 +435,14 @@ async fn secure_sum_across_a_network_over_tls() {
         write_patients(&dir.join("patients.csv"), count);
         let node_name = format!("n{}-{i}", &ns.name[9..]);
         guards.push(support::node::NodeGuard { name: node_name.clone(), process: None });
+        let reach = fedq_test_kit::Reach {
+            server_url: base.clone(),
+            server_tls: tls.clone(),
+            broker: format!("amqps://{host_port}"),
+            vhost: vhost.to_owned(),
+            broker_tls: with_identity(&ca, &identity),
+        };
         let config = NodeConfig {
-            node: NodeSection {
-                name: node_name,
-                organization: org.org(),
-                key_file,
-                previous_key_files: Vec::new(),
-                state_dir: dir.join("state"),
-                heartbeat_secs: 1,
-                shutdown_grace_secs: 5,
-                run_ttl_secs: 3600,
-            },
-            server: ServerSection {
-                url: base.clone(),
-                api_key: SecretString::from(registration["api_key"].as_str().unwrap().to_owned()),
-                tls: tls.clone(),
-            },
-            broker: BrokerSection {
-                url: SecretString::from(format!(
-                    "amqps://{user}:{}@{host_port}/{vhost}",
-                    broker["password"].as_str().unwrap()
-                )),
-                username: user,
-                tls: with_identity(&ca, &identity),
-                cluster_hosts: Vec::new(),
-                server_user: broker["server_user"].as_str().unwrap().to_owned(),
-            },
-            network: NetworkSection::default(),
             limits: Limits { memory_mib: 64, timeout_secs: 120, ..Limits::default() },
             policy: Policy {
                 images: vec![ImageRule {
@@ -480,8 +456,7 @@ async fn secure_sum_across_a_network_over_tls() {
             },
             data: [("patients".to_owned(), dir.join("patients.csv"))].into_iter().collect(),
             peers: PeersSection { pins: pins.clone(), ..PeersSection::default() },
-            transparency: Default::default(),
-            metrics: Default::default(),
+            ..fedq_test_kit::node_config(&node_name, org.org(), &registration, &key_file, &dir, &reach)
         };
         nodes
             .push(fedq::node::start(config).await.expect("the node starts against the namespace's services"));

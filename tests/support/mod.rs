@@ -22,9 +22,7 @@ use fedq::envelope::{self, Route, SealOptions};
 use fedq::ids::{CollaborationId, JobId, OrgId, RunId, TaskId};
 use fedq::keys::{Identity, OrgKey, PublicKey};
 use fedq::protocol::{JobStart, Kind, Payload, Requester};
-use fedq::server::config::{
-    AuthConfig, BootstrapConfig, BrokerConfig, DatabaseConfig, HttpConfig, RouterConfig, ServerConfig,
-};
+use fedq::server::config::{HttpConfig, ServerConfig};
 use fedq::server::{RunningServer, start};
 use fedq::time::Timestamp;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -142,39 +140,25 @@ pub async fn prepare() -> (ServerConfig, String, String) {
     let all = Permissions { configure: ".*".into(), write: ".*".into(), read: ".*".into() };
     mgmt.set_permissions(&vhost, "guest", &all).await.unwrap();
 
-    let config = ServerConfig {
-        http: HttpConfig { listen: "127.0.0.1:0".parse().unwrap(), ..HttpConfig::default() },
-        database: DatabaseConfig {
-            url: SecretString::from(format!("postgres://fedq:fedq-dev@127.0.0.1:5432/{db_name}")),
-            pool_size: 16,
-            tls: Default::default(),
-        },
-        broker: BrokerConfig {
-            url: SecretString::from(format!("amqp://guest:guest@127.0.0.1:5672/{vhost}")),
-            vhost: vhost.clone(),
-            management_url: "http://127.0.0.1:15672".into(),
-            management_user: "guest".into(),
-            management_password: SecretString::from("guest"),
-            cluster_hosts: Vec::new(),
-            node_url: None,
-            tls: Default::default(),
-        },
-        router: RouterConfig::default(),
-        auth: AuthConfig::default(),
-        retention: Default::default(),
-        // The log key of this test's server (and its replicas), removed by `cleanup`.
-        transparency: fedq::server::config::TransparencyConfig {
-            key_file: log_key_file(&db_name),
-            sequence_interval_ms: 100,
-            ..Default::default()
-        },
-        bootstrap: Some(BootstrapConfig {
-            root_username: "root".into(),
-            root_password: Some(SecretString::from(ROOT_PASSWORD)),
-        }),
-        // Every test server serves its metrics, on a port of its own.
-        metrics: fedq::metrics::MetricsSection { listen: Some("127.0.0.1:0".parse().unwrap()) },
+    let services = fedq_test_kit::Services {
+        database_url: format!("postgres://fedq:fedq-dev@127.0.0.1:5432/{db_name}"),
+        broker_url: format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+        vhost: vhost.clone(),
+        management_url: "http://127.0.0.1:15672".into(),
+        management_user: "guest".into(),
+        management_password: "guest".into(),
+        tls: Default::default(),
     };
+    // The log key of this test's server (and its replicas), removed by `cleanup`.
+    let mut config = fedq_test_kit::server_config(
+        &services,
+        HttpConfig::default(),
+        ROOT_PASSWORD,
+        &log_key_file(&db_name),
+    );
+    config.transparency.sequence_interval_ms = 100;
+    // Every test server serves its metrics, on a port of its own.
+    config.metrics = fedq::metrics::MetricsSection { listen: Some("127.0.0.1:0".parse().unwrap()) };
     (config, db_name, vhost)
 }
 

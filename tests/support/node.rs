@@ -11,14 +11,10 @@ use base64::engine::general_purpose::STANDARD;
 use fedq::envelope::{self, MemoryReplayGuard, OpenPolicy, Route, SealOptions};
 use fedq::ids::{CollaborationId, JobId, RunId, TaskId};
 use fedq::keys::{Identity, Keyring};
-use fedq::node::config::{
-    BrokerSection, ImageRule, Limits, NetworkSection, NodeConfig, NodeSection, PeersSection, Policy,
-    ServerSection,
-};
+use fedq::node::config::{ImageRule, Limits, NodeConfig, PeersSection, Policy};
 use fedq::node::{RunningNode, start};
 use fedq::protocol::{JobResult, JobStart, Kind, Payload, Requester};
 use fedq::time::Timestamp;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use super::{TestApp, eventually, spawn_app};
@@ -77,33 +73,15 @@ pub async fn register_node(
     let registration = app.node(org.org(), &name).await;
     let key_file = dir.join("org.key");
     org.current().write_new(&key_file).unwrap();
-    let broker = &registration["broker"];
-    let user = broker["username"].as_str().unwrap().to_owned();
-    let password = broker["password"].as_str().unwrap();
+    let password = registration["broker"]["password"].as_str().unwrap();
+    let reach = fedq_test_kit::Reach {
+        server_url: format!("http://{}", app.addr),
+        server_tls: Default::default(),
+        broker: "amqp://127.0.0.1:5672".into(),
+        vhost: app.vhost.clone(),
+        broker_tls: Default::default(),
+    };
     let config = NodeConfig {
-        node: NodeSection {
-            name,
-            organization: org.org(),
-            key_file,
-            previous_key_files: Vec::new(),
-            state_dir: dir.join("state"),
-            heartbeat_secs: 1,
-            shutdown_grace_secs: 5,
-            run_ttl_secs: 3600,
-        },
-        server: ServerSection {
-            url: format!("http://{}", app.addr),
-            api_key: SecretString::from(registration["api_key"].as_str().unwrap().to_owned()),
-            tls: Default::default(),
-        },
-        broker: BrokerSection {
-            url: SecretString::from(format!("amqp://{user}:{password}@127.0.0.1:5672/{}", app.vhost)),
-            username: user,
-            tls: Default::default(),
-            cluster_hosts: Vec::new(),
-            server_user: broker["server_user"].as_str().unwrap().to_owned(),
-        },
-        network: NetworkSection::default(),
         limits,
         policy: Policy {
             images: images
@@ -115,11 +93,10 @@ pub async fn register_node(
             // Probe tests run at one or two organizations; the rule has its own tests.
             min_organizations: 1,
         },
-        data: Default::default(),
         // Probe tests trust partners on first use; `Federation` pins every key instead.
         peers: PeersSection { trust_on_first_use: true, ..PeersSection::default() },
-        transparency: Default::default(),
         metrics: fedq::metrics::MetricsSection { listen: Some("127.0.0.1:0".parse().unwrap()) },
+        ..fedq_test_kit::node_config(&name, org.org(), &registration, &key_file, dir, &reach)
     };
     let config_path = dir.join("node.toml");
     let toml = to_toml(&config, password, registration["api_key"].as_str().unwrap(), &app.vhost);

@@ -7,24 +7,21 @@ use serde::{Deserialize, Serialize};
 use super::{Node, ShownOnce};
 use crate::ids::{CollaborationId, OrgId, UserId};
 
-/// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Administers the whole federation; belongs to no organization.
-    Root,
-    /// Administers one organization: its users, nodes and keys; can also do research.
-    OrgAdmin,
-    /// Creates and follows tasks in the collaborations of their organization.
-    Researcher,
-    /// Reads only.
-    Viewer,
+stable_codes! {
+    /// What a user may do.
+    Role {
+        /// Administers the whole federation; belongs to no organization.
+        Root = "root",
+        /// Administers one organization: its users, nodes and keys; can also do research.
+        OrgAdmin = "org_admin",
+        /// Creates and follows tasks in the collaborations of their organization.
+        Researcher = "researcher",
+        /// Reads only.
+        Viewer = "viewer",
+    }
 }
 
 impl Role {
-    /// Every role.
-    pub const ALL: [Role; 4] = [Role::Root, Role::OrgAdmin, Role::Researcher, Role::Viewer];
-
     /// Its code in the transparency log's `UserRoleChanged` leaves (0 means removed).
     pub const fn code(self) -> u8 {
         match self {
@@ -33,27 +30,6 @@ impl Role {
             Role::Researcher => 1,
             Role::Viewer => 3,
         }
-    }
-
-    /// Its name, as the API and the database write it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::Root => "root",
-            Role::OrgAdmin => "org_admin",
-            Role::Researcher => "researcher",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    /// The role of its name.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == text)
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

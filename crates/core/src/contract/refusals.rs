@@ -4,41 +4,6 @@
 //! `fedq_node_refused_envelopes_total{reason}`). `docs/operations.md` tables exactly these (the
 //! tests below hold it to them).
 
-/// A closed set of stable codes: an enum, its texts, every value in order, and reading a text
-/// back. The texts are the contract; the variants are how the code names them.
-macro_rules! stable_codes {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)+
-        }
-
-        impl $name {
-            /// Every code, in the order of the checks.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-
-            /// The code as it is written in headers, rows, metrics and the docs.
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)+
-                }
-            }
-
-            /// The code of its text; `None` for one this build does not know.
-            pub fn parse(text: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|c| c.as_str() == text)
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
 stable_codes! {
     /// Why the router refused an envelope. The time and signature checks share their codes with
     /// the envelope's own open errors (`fedq_envelope::OpenError::code`), so the router and a

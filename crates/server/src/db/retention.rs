@@ -33,27 +33,24 @@ impl Table {
         }
     }
 
-    fn statement(self) -> &'static str {
+    /// Its key column, and the column its age is read from.
+    const fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            Table::RoutingLog => ("message_id", "routed_at"),
+            Table::Results => ("job_id", "received_at"),
+            Table::DeadLetters => ("id", "received_at"),
+            Table::Sessions => ("token_hash", "expires_at"),
+        }
+    }
+
+    fn statement(self) -> String {
+        let (table, (key, age)) = (self.as_str(), self.columns());
         // `SKIP LOCKED`: rows another replica's round is removing, or that a transaction holds,
         // are left for the next batch instead of waited for.
-        match self {
-            Table::RoutingLog => {
-                "DELETE FROM routing_log WHERE message_id IN
-                   (SELECT message_id FROM routing_log WHERE routed_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
-            }
-            Table::Results => {
-                "DELETE FROM results WHERE job_id IN
-                   (SELECT job_id FROM results WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
-            }
-            Table::DeadLetters => {
-                "DELETE FROM dead_letters WHERE id IN
-                   (SELECT id FROM dead_letters WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
-            }
-            Table::Sessions => {
-                "DELETE FROM sessions WHERE token_hash IN
-                   (SELECT token_hash FROM sessions WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
-            }
-        }
+        format!(
+            "DELETE FROM {table} WHERE {key} IN
+               (SELECT {key} FROM {table} WHERE {age} < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        )
     }
 }
 
@@ -64,6 +61,6 @@ pub async fn purge(
     before: SystemTime,
     batch: u32,
 ) -> Result<u64, DbError> {
-    let statement = db.prepare_cached(table.statement()).await?;
+    let statement = db.prepare_cached(&table.statement()).await?;
     Ok(db.execute(&statement, &[&before, &i64::from(batch)]).await?)
 }
