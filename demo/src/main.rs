@@ -383,8 +383,9 @@ async fn run_federation(
                 vhost: vhost.to_owned(),
                 broker_tls: tls.clone(),
             };
-            let name = format!("demo-{}-{}", &vhost[10..], (b'a' + i as u8) as char);
-            let base_config = fedq_test_kit::node_config(&name, org.org(), &registration, &key_file, &dir, &reach);
+            let node_name = format!("demo-{}-{}", &vhost[10..], (b'a' + i as u8) as char);
+            let base_config =
+                fedq_test_kit::node_config(&node_name, org.org(), &registration, &key_file, &dir, &reach);
             let node = NodeConfig {
                 node: NodeSection { heartbeat_secs: 3, ..base_config.node.clone() },
                 limits: Limits { memory_mib: 128, ..Limits::default() },

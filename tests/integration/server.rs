@@ -18,7 +18,7 @@ use serde_json::json;
 use support::*;
 
 /// A task of which the router refuses one envelope is neither stored nor forwarded anywhere:
-/// its envelopes are routed as one group in the task's own transaction. Sent again with the
+/// its envelopes are checked as one group in the task's own transaction. Sent again with the
 /// refused envelope fixed, it is created and both envelopes go.
 #[tokio::test]
 async fn a_task_with_one_refused_envelope_is_neither_stored_nor_forwarded() {

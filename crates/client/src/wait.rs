@@ -58,6 +58,11 @@ impl Client {
             if look.complete || left.is_zero() {
                 return Ok(look);
             }
+            // Every job finished but a result is missing (one killed before it started has
+            // none): the look did not wait, so this loop does, rather than ask without pause.
+            if look.task.jobs.iter().all(|j| j.status.is_terminal()) {
+                tokio::time::sleep(left.min(LOOK_WAIT)).await;
+            }
         }
     }
 }

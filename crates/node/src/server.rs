@@ -52,13 +52,20 @@ impl ServerClient {
 
     /// This node's id and organization, as the server knows its API key.
     pub async fn whoami_node(&self) -> Result<(NodeId, OrgId), ClientError> {
-        match self.api.me().await? {
-            contract::Me::Node(node) => Ok((node.id, node.organization)),
-            contract::Me::User(user) => Err(ClientError::Decode(format!(
-                "server.api_key is the session of user {}, not a node's API key",
-                user.username
-            ))),
+        // Only what this check needs, so that a newer server's additions to a node's answer
+        // (its policy summary, its log report) do not make the check fail; `broker_user` is
+        // what a user's answer lacks.
+        #[derive(serde::Deserialize)]
+        struct Whoami {
+            id: NodeId,
+            organization: OrgId,
+            #[allow(dead_code)]
+            broker_user: String,
         }
+        let body = self.api.get("/users/me").await?;
+        let me: Whoami = serde_json::from_value(body)
+            .map_err(|e| ClientError::Decode(format!("/users/me is not a node's answer: {e}")))?;
+        Ok((me.id, me.organization))
     }
 
     /// Tells the server this node is online (or going offline), what it agrees to run, and what

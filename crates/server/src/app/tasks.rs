@@ -125,7 +125,7 @@ pub async fn create(principal: &Principal, body: CreateTask, state: &State) -> R
         .collect();
     let channel = state.broker.channel()?;
 
-    // The task and the routing of its envelopes, one group, in one transaction.
+    // The task and the checks of its envelopes in one transaction: a refusal leaves no task.
     let tx = client.transaction().await.map_err(AppError::from)?;
     match store::get(&*tx, body.id).await.map_err(AppError::from)? {
         // A retry of the same request: route again, duplicates are dropped by the router.
@@ -135,19 +135,25 @@ pub async fn create(principal: &Principal, body: CreateTask, state: &State) -> R
             if e.is_unique_violation() { AppError::conflict("a job id is already in use") } else { e.into() }
         })?,
     }
-    let recorded = match state.router.route_in(&tx, &items, &channel).await {
-        Ok(Ok(recorded)) => recorded,
-        // Nothing was recorded or forwarded, and the task is not created: the caller fixes the
-        // refused envelope and sends the request again.
+    let checked = match state.router.check_task(&tx, &items).await {
+        Ok(Ok(checked)) => checked,
+        // Nothing is stored or forwarded: the caller fixes the refused envelope and sends the
+        // request again.
         Ok(Err(refusal)) => return Err(AppError::envelope_refused(refusal.code, refusal.message)),
         Err(e) => {
-            tracing::warn!(error = %e, task = %body.id, "could not route a task's job_start envelopes");
+            tracing::warn!(error = %e, task = %body.id, "could not check a task's job_start envelopes");
             return Err(AppError::unavailable("could not create the task now; retry the same request"));
         }
     };
+    // Committed before anything is forwarded, so that no node's answer finds the server
+    // without the task; then the envelopes go as one group.
     tx.commit().await.map_err(AppError::from)?;
-    let results = state.router.settle_group(&client, recorded, &channel).await;
-    if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+    let forwarded = state.router.forward_checked(&mut client, &items, checked, &channel).await;
+    let failure = match &forwarded {
+        Ok(results) => results.iter().find_map(|r| r.as_ref().err().map(ToString::to_string)),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(e) = failure {
         // The task is kept with the envelopes that went; a retry of the same request forwards
         // the rest (the router drops those that went already).
         tracing::warn!(error = %e, task = %body.id, "could not forward a job_start envelope");

@@ -49,15 +49,16 @@ struct Accepted<'a> {
 }
 
 /// A group after its checks: the refused (and repeated) envelopes' results, and the accepted.
-struct Checked<'a> {
+pub(crate) struct Checked<'a> {
     results: Vec<Option<ItemResult>>,
     accepted: Vec<Accepted<'a>>,
     repeats: HashMap<OrgId, i64>,
+    started: std::time::Instant,
 }
 
 /// A group recorded in a transaction not yet committed: every item's result, and what to do
 /// once the transaction has committed.
-pub(crate) struct Recorded {
+struct Recorded {
     results: Vec<Option<ItemResult>>,
     repeats: HashMap<OrgId, i64>,
     stored_results: HashSet<TaskId>,
@@ -75,35 +76,22 @@ impl Router {
     ) -> Result<Vec<ItemResult>, DbError> {
         let started = std::time::Instant::now();
         let mut client = self.inner.db.get().await?;
-        let checked = self.check_all(&client, true, items).await?;
-        let recorded = if checked.accepted.is_empty() {
-            Recorded {
-                results: checked.results,
-                repeats: checked.repeats,
-                stored_results: HashSet::new(),
-                started,
-            }
-        } else {
-            let tx = client.transaction().await?;
-            let recorded = self.record(&tx, items, checked, channel, started).await?;
-            tx.commit().await?;
-            recorded
-        };
-        Ok(self.settle_group(&client, recorded, channel).await)
+        // Timed from before the connection was taken, as the routing histogram always was.
+        let checked = Checked { started, ..self.check_all(&client, true, items).await? };
+        self.forward_checked(&mut client, items, checked, channel).await
     }
 
-    /// Routes the `job_start` envelopes of a task being created (or created by an earlier try of
-    /// the same request) in the task's own transaction `tx`, which the caller commits and then
-    /// [`settles`](Router::settle_group). The facts are read through `tx`, which sees the new task, and
-    /// never cached (it may yet roll back). All or nothing: if any envelope is refused, none is
-    /// recorded or forwarded, and the first refusal is returned.
-    pub(crate) async fn route_in(
+    /// Checks the `job_start` envelopes of a task being created (or created by an earlier try
+    /// of the same request) inside the task's own transaction `tx`, whose facts see the new
+    /// task; they are never cached (`tx` may yet roll back). All or nothing: the first refusal,
+    /// if any envelope is refused. Nothing is recorded or published here: the caller commits
+    /// the task first, then [`forwards`](Router::forward_checked) them, so that a node's answer
+    /// never finds the server without the task.
+    pub(crate) async fn check_task<'a>(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        items: &[Item<'_>],
-        channel: &Channel,
-    ) -> Result<Result<Recorded, Refusal>, DbError> {
-        let started = std::time::Instant::now();
+        items: &[Item<'a>],
+    ) -> Result<Result<Checked<'a>, Refusal>, DbError> {
         let checked = self.check_all(tx, false, items).await?;
         let refused = checked.results.iter().flatten().find_map(|r| match r {
             Err(RouteError::Refused { refusal, .. }) => Some(refusal.clone()),
@@ -113,7 +101,34 @@ impl Router {
             self.inner.metrics.refused(refusal.code.as_str());
             return Ok(Err(refusal));
         }
-        Ok(Ok(self.record(tx, items, checked, channel, started).await?))
+        Ok(Ok(checked))
+    }
+
+    /// Records and forwards a checked group in one transaction on `client` (none if nothing was
+    /// accepted), then does the bookkeeping that follows the commit. One result per item, in
+    /// order, or the database error that stopped the whole group (nothing of it was committed;
+    /// it may be routed again as it is).
+    pub(crate) async fn forward_checked(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        items: &[Item<'_>],
+        checked: Checked<'_>,
+        channel: &Channel,
+    ) -> Result<Vec<ItemResult>, DbError> {
+        let recorded = if checked.accepted.is_empty() {
+            Recorded {
+                results: checked.results,
+                repeats: checked.repeats,
+                stored_results: HashSet::new(),
+                started: checked.started,
+            }
+        } else {
+            let tx = client.transaction().await?;
+            let recorded = self.record(&tx, items, checked, channel).await?;
+            tx.commit().await?;
+            recorded
+        };
+        Ok(self.settle_group(client, recorded, channel).await)
     }
 
     /// Checks each envelope alone, reading its facts through `db` (from the cache, when
@@ -124,6 +139,7 @@ impl Router {
         cached: bool,
         items: &[Item<'a>],
     ) -> Result<Checked<'a>, DbError> {
+        let started = std::time::Instant::now();
         let now = Timestamp::now();
         let mut results: Vec<Option<ItemResult>> = (0..items.len()).map(|_| None).collect();
         let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(items.len());
@@ -140,7 +156,7 @@ impl Router {
                 Ok((parsed, outcome)) => accepted.push(Accepted { index, parsed, outcome }),
             }
         }
-        Ok(Checked { results, accepted, repeats })
+        Ok(Checked { results, accepted, repeats, started })
     }
 
     /// In `tx`: one insert of every routing-log row tells which envelopes are new; the new ones
@@ -152,9 +168,8 @@ impl Router {
         items: &[Item<'_>],
         checked: Checked<'_>,
         channel: &Channel,
-        started: std::time::Instant,
     ) -> Result<Recorded, DbError> {
-        let Checked { mut results, accepted, mut repeats } = checked;
+        let Checked { mut results, accepted, mut repeats, started } = checked;
         let mut stored_results: HashSet<TaskId> = HashSet::new();
         let rows: Vec<routing::LogRow<'_>> = accepted
             .iter()
@@ -226,7 +241,7 @@ impl Router {
 
     /// After the commit: what follows is bookkeeping, and its failure loses nothing. Returns one
     /// result per item, in order.
-    pub(crate) async fn settle_group(
+    async fn settle_group(
         &self,
         client: &deadpool_postgres::Client,
         recorded: Recorded,

@@ -213,9 +213,13 @@ class Client:
         list fetched once, and again only for a name not in it)."""
         if _is_id(name_or_id):
             return name_or_id
-        for org_id, name in self._org_names.items():
-            if name == name_or_id:
-                return org_id
+        for refresh in (False, True):
+            if refresh:
+                self.organizations()
+            for org_id, name in self._org_names.items():
+                if name == name_or_id:
+                    return org_id
+        # Not among them: the native lookup says so in the command line's words.
         return self._lookup(self._native.organization_id, name_or_id)
 
     def collaboration_id(self, name_or_id: str) -> str:
