@@ -22,9 +22,7 @@ use fedq::broker::management::{Management, Permissions};
 use fedq::cli::CliError;
 use fedq::client::{Client, Inputs, TaskSpec};
 use fedq::keys::{FirstUse, Identity, KeyTrust, OrgKey};
-use fedq::node::config::{
-    DEFAULT_MIN_ORGANIZATIONS, ImageRule, Limits, NodeConfig, NodeSection, PeersSection, Policy,
-};
+use fedq::node::config::{DEFAULT_MIN_ORGANIZATIONS, ImageRule, Limits, NodeConfig, PeersSection, Policy};
 use fedq::server::config::HttpConfig;
 use fedq::tls::ClientTls;
 
@@ -384,10 +382,10 @@ async fn run_federation(
                 broker_tls: tls.clone(),
             };
             let node_name = format!("demo-{}-{}", &vhost[10..], (b'a' + i as u8) as char);
-            let base_config =
+            let mut base_config =
                 fedq_test_kit::node_config(&node_name, org.org(), &registration, &key_file, &dir, &reach);
+            base_config.node.heartbeat_secs = 3;
             let node = NodeConfig {
-                node: NodeSection { heartbeat_secs: 3, ..base_config.node.clone() },
                 limits: Limits { memory_mib: 128, ..Limits::default() },
                 policy: Policy {
                     images: vec![ImageRule {

@@ -431,8 +431,7 @@ impl Client {
     /// The names of the organizations this session sees, read once to name them in any number
     /// of messages ([`OrganizationNames::name`]); none if they cannot be read.
     pub async fn organization_names(&self) -> OrganizationNames {
-        let orgs: Vec<contract::Organization> =
-            self.fetch(reqwest::Method::GET, "/organizations", None::<&()>).await.unwrap_or_default();
+        let orgs = self.organizations().await.unwrap_or_default();
         OrganizationNames(orgs.into_iter().map(|o| (o.id.to_string(), o.name)).collect())
     }
 
@@ -463,8 +462,7 @@ impl Client {
 
     /// Who this session (or node's API key) is.
     pub async fn me(&self) -> Result<contract::Me, ClientError> {
-        let body = self.call(reqwest::Method::GET, "/users/me", None).await?;
-        serde_json::from_value(body).map_err(|e| ClientError::Decode(e.to_string()))
+        self.fetch(reqwest::Method::GET, "/users/me", None::<&()>).await
     }
 
     /// The members of a collaboration and the current keys the server lists for them, as the

@@ -23,10 +23,15 @@ pub struct Look {
     pub complete: bool,
 }
 
+/// Whether every job of `task` has a terminal status (vacuously, for a task without jobs).
+fn all_finished(task: &contract::Task) -> bool {
+    task.jobs.iter().all(|j| j.status.is_terminal())
+}
+
 /// A task is done when it has jobs, each has a result, and the server says so: every job's
 /// status terminal, or the results complete.
 fn complete(task: &contract::Task, results: &Results) -> bool {
-    let finished = task.jobs.iter().all(|j| j.status.is_terminal()) || results.complete;
+    let finished = all_finished(task) || results.complete;
     !task.jobs.is_empty() && results.sealed.len() == task.jobs.len() && finished
 }
 
@@ -35,7 +40,7 @@ impl Client {
     /// them only while some job has not finished.
     pub async fn look(&self, task: TaskId, wait: Duration) -> Result<Look, ClientError> {
         let shown = self.task(task).await?;
-        let finished = !shown.jobs.is_empty() && shown.jobs.iter().all(|j| j.status.is_terminal());
+        let finished = !shown.jobs.is_empty() && all_finished(&shown);
         let wait = if finished { Duration::ZERO } else { wait.min(LOOK_WAIT) };
         let results = self.results(task, wait).await?;
         let complete = complete(&shown, &results);
@@ -60,7 +65,7 @@ impl Client {
             }
             // Every job finished but a result is missing (one killed before it started has
             // none): the look did not wait, so this loop does, rather than ask without pause.
-            if look.task.jobs.iter().all(|j| j.status.is_terminal()) {
+            if all_finished(&look.task) {
                 tokio::time::sleep(left.min(LOOK_WAIT)).await;
             }
         }
