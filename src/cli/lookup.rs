@@ -52,16 +52,15 @@ pub async fn collaboration_id(
 /// `answer` (a list of users or nodes, or one) with the name of each one's organization beside
 /// its id, as `organization_name`, where this session sees the organization.
 pub async fn with_organization_names(client: &Client, mut answer: Value) -> Result<Value, CliError> {
-    let orgs = client.get("/organizations").await?;
+    let orgs = client.organizations().await?;
     let items: Vec<&mut Value> = match &mut answer {
         Value::Array(items) => items.iter_mut().collect(),
         item => vec![item],
     };
     for item in items {
-        let name =
-            item["organization"].as_str().and_then(|id| find(&orgs, id, "name")).map(|o| o["name"].clone());
-        if let Some(name) = name {
-            item["organization_name"] = name;
+        let id = item["organization"].as_str().unwrap_or_default();
+        if let Some(org) = orgs.iter().find(|o| o.id.to_string() == id) {
+            item["organization_name"] = Value::from(org.name.clone());
         }
     }
     Ok(answer)

@@ -13,24 +13,52 @@ use fedq_core::ids::{CollaborationId, JobId, OrgId, TaskId};
 use fedq_core::protocol::JobStatus;
 use fedq_envelope::keys::{FirstUse, Identity, KeyFileError, KeyId, KeyTrust, OrgKey, TrustError};
 use fedq_tls::ClientTls;
-use pyo3::create_exception;
-use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use secrecy::{ExposeSecret as _, SecretString};
 
-create_exception!(
-    _native,
-    NativeError,
-    PyException,
-    "A failure of the native client: args are (kind, code, status, reason, message); the \
-     `fedq` package turns it into its typed exceptions."
-);
+/// Which of `fedq.errors`' exceptions a failure is: the Rust side decides, and raises it.
+#[derive(Clone, Copy)]
+enum Kind {
+    Unreachable,
+    /// The server refused the request; the class follows its HTTP status.
+    Refused,
+    WrongKey,
+    KeyFile,
+    UntrustedKey,
+    NotAMember,
+    ResultRefused,
+    Tls,
+    BadInput,
+    /// An answer that cannot be read, a seal that failed, a runtime that did not start.
+    Other,
+}
 
-/// One failure as Python sees it: which exception (`kind`), the stable code, the HTTP status
-/// and refusal reason where the server gave them, and the message a person reads.
+impl Kind {
+    /// The class's name in `fedq.errors`.
+    fn class(self, status: Option<u16>) -> &'static str {
+        match (self, status) {
+            (Kind::Refused, Some(401)) => "AuthenticationFailed",
+            (Kind::Refused, Some(403)) => "Forbidden",
+            (Kind::Refused, Some(404)) => "NotFound",
+            (Kind::Refused, _) => "Refused",
+            (Kind::Unreachable, _) => "ServerUnreachable",
+            (Kind::WrongKey, _) => "WrongKey",
+            (Kind::KeyFile, _) => "KeyFileError",
+            (Kind::UntrustedKey, _) => "UntrustedKey",
+            (Kind::NotAMember, _) => "NotAMember",
+            (Kind::ResultRefused, _) => "ResultRefused",
+            (Kind::Tls, _) => "TlsError",
+            (Kind::BadInput, _) => "BadInput",
+            (Kind::Other, _) => "FedqError",
+        }
+    }
+}
+
+/// One failure as Python sees it: which exception, the stable code, the HTTP status and
+/// refusal reason where the server gave them, and the message a person reads.
 struct Failure {
-    kind: &'static str,
+    kind: Kind,
     code: String,
     status: Option<u16>,
     reason: Option<String>,
@@ -38,14 +66,27 @@ struct Failure {
 }
 
 impl Failure {
-    fn new(kind: &'static str, code: &str, message: String) -> Self {
+    fn new(kind: Kind, code: &str, message: String) -> Self {
         Self { kind, code: code.to_owned(), status: None, reason: None, message }
+    }
+
+    /// The exception itself, an instance of its class in `fedq.errors`.
+    fn exception<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let class = py.import("fedq.errors")?.getattr(self.kind.class(self.status))?;
+        match (self.kind, self.status) {
+            (Kind::Refused, Some(status)) => {
+                class.call1((&self.message, &self.code, status, self.reason.as_deref()))
+            }
+            _ => class.call1((&self.message, &self.code)),
+        }
     }
 }
 
 impl From<Failure> for PyErr {
     fn from(f: Failure) -> Self {
-        NativeError::new_err((f.kind, f.code, f.status, f.reason, f.message))
+        // Failing to make it (a class not in `fedq.errors`) is raised as that failure: loud
+        // in the package's tests rather than a vaguer exception.
+        Python::attach(|py| f.exception(py).map_or_else(|e| e, PyErr::from_value))
     }
 }
 
@@ -53,23 +94,23 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let message = e.to_string();
         match e {
-            ClientError::Unreachable { .. } => Failure::new("unreachable", "unreachable", message),
+            ClientError::Unreachable { .. } => Failure::new(Kind::Unreachable, "unreachable", message),
             ClientError::Refused { status, code, reason, message } => Failure {
-                kind: "refused",
+                kind: Kind::Refused,
                 code: if code.is_empty() { "refused".to_owned() } else { code },
                 status: Some(status),
                 reason,
                 message,
             },
-            ClientError::Decode(_) => Failure::new("decode", "bad_answer", message),
-            ClientError::WrongKey { .. } => Failure::new("wrong_key", "wrong_key", message),
-            ClientError::NotAMember { .. } => Failure::new("not_a_member", "not_a_member", message),
-            ClientError::NoOrganizations => Failure::new("bad_input", "no_organizations", message),
-            ClientError::NotSeen { .. } => Failure::new("bad_input", "bad_input", message),
-            ClientError::Seal(_) => Failure::new("seal", "seal_failed", message),
-            ClientError::Tls(_) => Failure::new("tls", "tls", message),
-            ClientError::Open { source, .. } => Failure::new("result_refused", source.code(), message),
-            ClientError::Mismatch { .. } => Failure::new("result_refused", "mismatch", message),
+            ClientError::Decode(_) => Failure::new(Kind::Other, "bad_answer", message),
+            ClientError::WrongKey { .. } => Failure::new(Kind::WrongKey, "wrong_key", message),
+            ClientError::NotAMember { .. } => Failure::new(Kind::NotAMember, "not_a_member", message),
+            ClientError::NoOrganizations => Failure::new(Kind::BadInput, "no_organizations", message),
+            ClientError::NotSeen { .. } => Failure::new(Kind::BadInput, "bad_input", message),
+            ClientError::Seal(_) => Failure::new(Kind::Other, "seal_failed", message),
+            ClientError::Tls(_) => Failure::new(Kind::Tls, "tls", message),
+            ClientError::Open { source, .. } => Failure::new(Kind::ResultRefused, source.code(), message),
+            ClientError::Mismatch { .. } => Failure::new(Kind::ResultRefused, "mismatch", message),
             ClientError::Trust(e) => e.into(),
         }
     }
@@ -84,22 +125,81 @@ impl From<TrustError> for Failure {
             TrustError::NotLogged { .. } => "key_not_logged",
             TrustError::Io { .. } | TrustError::Damaged { .. } => "trust_store",
         };
-        Failure::new("untrusted_key", code, e.to_string())
+        Failure::new(Kind::UntrustedKey, code, e.to_string())
     }
 }
 
 impl From<KeyFileError> for Failure {
     fn from(e: KeyFileError) -> Self {
-        Failure::new("key_file", "key_file", e.to_string())
+        Failure::new(Kind::KeyFile, "key_file", e.to_string())
     }
 }
 
 fn bad_input(message: String) -> Failure {
-    Failure::new("bad_input", "bad_input", message)
+    Failure::new(Kind::BadInput, "bad_input", message)
 }
 
 fn parse<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, Failure> {
     text.parse().map_err(|_| bad_input(format!("{text:?} is not a valid {what}")))
+}
+
+/// A task just created: its id, its run and its jobs, `(job, organization)` in the order of
+/// the organizations asked for.
+#[pyclass(frozen, get_all, module = "fedq._native")]
+struct Created {
+    task: String,
+    run: String,
+    jobs: Vec<(String, String)>,
+}
+
+/// One result, opened with the organization key and checked against what was asked.
+#[pyclass(frozen, get_all, module = "fedq._native")]
+struct Opened {
+    job: String,
+    organization: String,
+    status: String,
+    output: Py<PyBytes>,
+    /// Why the job failed, where it did.
+    reason: Option<String>,
+    log: String,
+}
+
+/// One look at a task: the task as the server shows it (JSON text), whether it is complete
+/// by the client's rule, and the results so far.
+#[pyclass(frozen, module = "fedq._native")]
+struct Look {
+    #[pyo3(get)]
+    task: String,
+    #[pyo3(get)]
+    complete: bool,
+    results: Vec<Py<Opened>>,
+}
+
+#[pymethods]
+impl Look {
+    #[getter]
+    fn results(&self, py: Python<'_>) -> Vec<Py<Opened>> {
+        self.results.iter().map(|r| r.clone_ref(py)).collect()
+    }
+}
+
+/// What the client decides about one member's key: its fingerprint where trusted, otherwise
+/// the `fedq.errors.UntrustedKey` that says why not.
+#[pyclass(frozen, module = "fedq._native")]
+struct KeyDecision {
+    #[pyo3(get)]
+    organization: String,
+    #[pyo3(get)]
+    fingerprint: Option<String>,
+    refused: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl KeyDecision {
+    #[getter]
+    fn refused(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.refused.as_ref().map(|r| r.clone_ref(py))
+    }
 }
 
 /// A session with a fedq server, and the keys it trusts.
@@ -134,7 +234,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| Failure::new("runtime", "runtime", format!("cannot start the client's runtime: {e}")))
+        .map_err(|e| Failure::new(Kind::Other, "runtime", format!("cannot start the client's runtime: {e}")))
 }
 
 impl Client {
@@ -261,7 +361,7 @@ impl Client {
         inputs: Vec<Bound<'_, PyBytes>>,
         name: &str,
         return_log: bool,
-    ) -> PyResult<String> {
+    ) -> PyResult<Created> {
         let collaboration: CollaborationId = parse("collaboration id", collaboration)?;
         let organizations = organizations
             .iter()
@@ -283,7 +383,11 @@ impl Client {
             TaskSpec { collaboration, image, organizations, inputs, name: name.to_owned(), return_log };
         let me = self.identity()?;
         let created = self.wait(py, self.inner.create_task(&me, &spec))?;
-        Ok(serde_json::json!({"task": created.task, "run": created.run, "jobs": created.jobs}).to_string())
+        Ok(Created {
+            task: created.task.to_string(),
+            run: created.run.to_string(),
+            jobs: created.jobs.iter().map(|(job, org)| (job.to_string(), org.to_string())).collect(),
+        })
     }
 
     /// Tells the client which jobs a task has and where (a task created in another session),
@@ -298,20 +402,11 @@ impl Client {
         Ok(())
     }
 
-    /// One look at a task (`fedq_client::Client::look`, the rule the command line waits by):
-    /// the task as the server shows it (JSON), whether it is complete, and the results so far,
-    /// waiting up to `wait_secs` (at most 2) for them while a job runs, opened with the
-    /// organization key and checked: `(task, complete, [(job, organization, status, output,
-    /// reason, log)])`.
-    #[allow(clippy::type_complexity)]
+    /// One look at a task (`fedq_client::Client::look`, the rule the command line waits by),
+    /// waiting up to `wait_secs` (at most 2) for results while a job runs; the results are
+    /// opened with the organization key and checked.
     #[pyo3(signature = (task, wait_secs=0))]
-    fn look<'py>(
-        &self,
-        py: Python<'py>,
-        task: &str,
-        wait_secs: u64,
-    ) -> PyResult<(String, bool, Vec<(String, String, String, Bound<'py, PyBytes>, Option<String>, String)>)>
-    {
+    fn look(&self, py: Python<'_>, task: &str, wait_secs: u64) -> PyResult<Look> {
         let task: TaskId = parse("task id", task)?;
         let me = self.identity()?;
         let inner = &self.inner;
@@ -323,20 +418,21 @@ impl Client {
         })?;
         let shown = serde_json::to_string(&look.task)
             .map_err(|e| Failure::from(ClientError::Decode(e.to_string())))?;
-        let rows = opened
+        let results = opened
             .into_iter()
             .map(|r| {
-                (
-                    r.job.to_string(),
-                    r.organization.to_string(),
-                    r.status.to_string(),
-                    PyBytes::new(py, &r.output),
-                    r.reason,
-                    r.log,
-                )
+                let opened = Opened {
+                    job: r.job.to_string(),
+                    organization: r.organization.to_string(),
+                    status: r.status.to_string(),
+                    output: PyBytes::new(py, &r.output).unbind(),
+                    reason: r.reason,
+                    log: r.log,
+                };
+                Py::new(py, opened)
             })
-            .collect();
-        Ok((shown, look.complete, rows))
+            .collect::<PyResult<_>>()?;
+        Ok(Look { task: shown, complete: look.complete, results })
     }
 
     /// The id of the organization named `name_or_id` among those this session sees (the
@@ -350,21 +446,14 @@ impl Client {
         Ok(self.wait(py, self.inner.collaboration(name_or_id))?.id.to_string())
     }
 
-    /// What this client decides about each member's key in a collaboration: `(organization,
-    /// fingerprint, None)` for a trusted key, `(organization, None, (code, message))` for a
-    /// refused one.
-    #[allow(clippy::type_complexity)]
-    fn trusted_keys(
-        &self,
-        py: Python<'_>,
-        collaboration: &str,
-    ) -> PyResult<Vec<(String, Option<String>, Option<(String, String)>)>> {
+    /// What this client decides about each member's key in a collaboration.
+    fn trusted_keys(&self, py: Python<'_>, collaboration: &str) -> PyResult<Vec<KeyDecision>> {
         let collaboration: CollaborationId = parse("collaboration id", collaboration)?;
         if let Ok(me) = self.identity() {
             self.inner.trust().trust_own(me.org(), me.current().public()).map_err(Failure::from)?;
         }
         let inner = &self.inner;
-        Ok(self.wait(py, async {
+        let decided = self.wait(py, async {
             let decisions = inner.trusted_keys(collaboration).await?;
             // Read once, and only when a refusal has something to name.
             let names = match decisions.iter().any(|d| d.key.is_err()) {
@@ -373,15 +462,31 @@ impl Client {
             };
             Ok(decisions
                 .into_iter()
-                .map(|d| match d.key {
-                    Ok(key) => (d.org.to_string(), Some(key.id().to_string()), None),
-                    Err(e) => {
-                        let failure = Failure::from(e);
-                        (d.org.to_string(), None, Some((failure.code, names.name(&failure.message))))
-                    }
+                .map(|d| {
+                    let key = d.key.map(|key| key.id().to_string()).map_err(|e| {
+                        let mut failure = Failure::from(e);
+                        failure.message = names.name(&failure.message);
+                        failure
+                    });
+                    (d.org.to_string(), key)
                 })
                 .collect::<Vec<_>>())
-        })?)
+        })?;
+        decided
+            .into_iter()
+            .map(|(organization, key)| {
+                Ok(match key {
+                    Ok(fingerprint) => {
+                        KeyDecision { organization, fingerprint: Some(fingerprint), refused: None }
+                    }
+                    Err(failure) => KeyDecision {
+                        organization,
+                        fingerprint: None,
+                        refused: Some(failure.exception(py)?.unbind()),
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Trusts `fingerprint` (`SHA256:…`) for an organization, after comparing it out of band;
@@ -422,10 +527,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .try_init();
     fedq_tls::install_crypto_provider();
     m.add_class::<Client>()?;
+    m.add_class::<Created>()?;
+    m.add_class::<Look>()?;
+    m.add_class::<Opened>()?;
+    m.add_class::<KeyDecision>()?;
     m.add_function(wrap_pyfunction!(session_path, m)?)?;
     m.add_function(wrap_pyfunction!(trust_store_path, m)?)?;
     m.add_function(wrap_pyfunction!(task_record_path, m)?)?;
-    m.add("NativeError", m.py().get_type::<NativeError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The statuses a job cannot leave, from the one list of them.
     m.add("TERMINAL_STATUSES", JobStatus::TERMINAL_NAMES.to_vec())?;

@@ -468,8 +468,9 @@ impl Sandbox {
 
     /// Whether Docker reported an `oom` event for the container. Its `OOMKilled` flag is not
     /// reliable: the exit, handled after the out-of-memory notice, can reset it. The event is
-    /// emitted either way, before or shortly after the exit, so the daemon's event log is asked
-    /// for it, waiting up to two seconds for a late one.
+    /// emitted either way, before or after the exit, so the daemon's event log is asked for it,
+    /// waiting up to ten seconds for a late one: on a loaded machine it was seen to come more
+    /// than two seconds after the exit. Only an exit by a SIGKILL the node did not send waits.
     async fn oom_event(&self, name: &str) -> bool {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -478,7 +479,7 @@ impl Sandbox {
         let filters = HashMap::from([("container", vec![name]), ("event", vec!["oom"])]);
         let options = EventsOptionsBuilder::default()
             .since(&since.to_string())
-            .until(&(now + 2).to_string())
+            .until(&(now + 10).to_string())
             .filters(&filters)
             .build();
         let mut events = self.docker.events(Some(options));

@@ -1,6 +1,7 @@
 """Type stubs of the native client (``fedq-client`` in Rust, bound with PyO3).
 
-Use :class:`fedq.Client`; this module is its engine.
+Use :class:`fedq.Client`; this module is its engine. Its failures are raised as the
+exceptions of :mod:`fedq.errors`.
 """
 
 from pathlib import Path
@@ -13,8 +14,32 @@ def session_path() -> Path: ...
 def trust_store_path() -> Path: ...
 def task_record_path(task: str) -> Path: ...
 
-class NativeError(Exception):
-    """``args`` are ``(kind, code, status, reason, message)``."""
+from .errors import UntrustedKey
+
+class Created:
+    task: str
+    run: str
+    #: ``(job, organization)``, in the order of the organizations asked for.
+    jobs: list[tuple[str, str]]
+
+class Opened:
+    job: str
+    organization: str
+    status: str
+    output: bytes
+    reason: str | None
+    log: str
+
+class Look:
+    #: The task as the server shows it, as JSON text.
+    task: str
+    complete: bool
+    results: list[Opened]
+
+class KeyDecision:
+    organization: str
+    fingerprint: str | None
+    refused: UntrustedKey | None
 
 class Client:
     @staticmethod
@@ -47,12 +72,10 @@ class Client:
         inputs: list[bytes],
         name: str = "",
         return_log: bool = False,
-    ) -> str: ...
+    ) -> Created: ...
     def expect(self, task: str, jobs: list[tuple[str, str]]) -> None: ...
     def organization_id(self, name_or_id: str) -> str: ...
     def collaboration_id(self, name_or_id: str) -> str: ...
-    def look(
-        self, task: str, wait_secs: int = 0
-    ) -> tuple[str, bool, list[tuple[str, str, str, bytes, str | None, str]]]: ...
-    def trusted_keys(self, collaboration: str) -> list[tuple[str, str | None, tuple[str, str] | None]]: ...
+    def look(self, task: str, wait_secs: int = 0) -> Look: ...
+    def trusted_keys(self, collaboration: str) -> list[KeyDecision]: ...
     def trust(self, organization: str, fingerprint: str) -> bool: ...

@@ -7,7 +7,6 @@ command line's files (session, trusted keys, task records), so that both tools c
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import os
@@ -15,29 +14,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, Iterable, Mapping
 
 from . import _native, errors
 from .progress import Progress
 from .results import Result, Results
 
-T = TypeVar("T")
-
 #: Pass as ``trust_store`` to keep trusted keys in memory only (nothing written).
 IN_MEMORY = "in-memory"
-
-
-def _translated(call: Callable[..., T]) -> Callable[..., T]:
-    """Turns the native client's errors into the typed exceptions of :mod:`fedq.errors`."""
-
-    @functools.wraps(call)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return call(*args, **kwargs)
-        except _native.NativeError as e:
-            raise errors.from_native(e) from None
-
-    return wrapper
 
 
 def session_path() -> Path:
@@ -114,7 +98,6 @@ class Client:
     # --- sessions -------------------------------------------------------------------------
 
     @classmethod
-    @_translated
     def login(
         cls,
         server: str,
@@ -149,7 +132,6 @@ class Client:
         return cls(native, key)
 
     @classmethod
-    @_translated
     def from_session(
         cls,
         *,
@@ -177,7 +159,6 @@ class Client:
         )
         return cls(native, key)
 
-    @_translated
     def use_key(self, path: str | os.PathLike[str]) -> str:
         """Uses this organization key file (mode 0600); returns its fingerprint."""
         org = self.me().get("organization")
@@ -187,7 +168,6 @@ class Client:
 
     # --- the directory --------------------------------------------------------------------
 
-    @_translated
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         text = self._native.call(method, path, None if body is None else json.dumps(body))
         return json.loads(text)
@@ -220,17 +200,13 @@ class Client:
                 if name == name_or_id:
                     return org_id
         # Not among them: the native lookup says so in the command line's words.
-        return self._lookup(self._native.organization_id, name_or_id)
+        return self._native.organization_id(name_or_id)
 
     def collaboration_id(self, name_or_id: str) -> str:
         """A collaboration's id: an id as given, a name looked up among your collaborations."""
         if _is_id(name_or_id):
             return name_or_id
-        return self._lookup(self._native.collaboration_id, name_or_id)
-
-    @_translated
-    def _lookup(self, native: Callable[[str], str], name_or_id: str) -> str:
-        return native(name_or_id)
+        return self._native.collaboration_id(name_or_id)
 
     def _name(self, org_id: str) -> str:
         if org_id not in self._org_names:
@@ -239,17 +215,12 @@ class Client:
 
     # --- keys -----------------------------------------------------------------------------
 
-    @_translated
     def trusted_keys(self, collaboration: str) -> dict[str, str | errors.UntrustedKey]:
         """Each member's key as this client decides: its fingerprint if trusted, otherwise the
         :class:`~fedq.errors.UntrustedKey` that says why not. By organization name."""
         decided = self._native.trusted_keys(self.collaboration_id(collaboration))
-        return {
-            self._name(org): fingerprint if fingerprint is not None else errors.UntrustedKey(why[1], why[0])
-            for org, fingerprint, why in decided
-        }
+        return {self._name(d.organization): d.fingerprint or d.refused for d in decided}
 
-    @_translated
     def trust(self, organization: str, fingerprint: str) -> bool:
         """Trusts ``fingerprint`` (``SHA256:…``) for an organization, once compared with it out
         of band (as ``fedq keys trust``). False if it was trusted already."""
@@ -257,7 +228,6 @@ class Client:
 
     # --- tasks ----------------------------------------------------------------------------
 
-    @_translated
     def create_task(
         self,
         collaboration: str,
@@ -286,16 +256,13 @@ class Client:
             sealed = [own.get(o, _encode(input)) for o in org_ids]
         else:
             sealed = [_encode(input)]
-        created = json.loads(
-            self._native.create_task(collaboration_id, image, org_ids, sealed, name, logs)
-        )
-        jobs = [(job, org) for job, org in created["jobs"]]
+        created = self._native.create_task(collaboration_id, image, org_ids, sealed, name, logs)
         try:
             # Where `fedq result` looks, so that the command line checks these results too.
-            _write_private(_task_record(created["task"]), json.dumps(jobs).encode())
+            _write_private(_task_record(created.task), json.dumps(created.jobs).encode())
         except OSError:
             pass
-        return Task(created["task"], created["run"], collaboration_id, jobs, self)
+        return Task(created.task, created.run, collaboration_id, list(created.jobs), self)
 
     def run(
         self,
@@ -369,7 +336,6 @@ class Client:
         finally:
             bar.close()
 
-    @_translated
     def _created_jobs(self, task_id: str) -> list[tuple[str, str]]:
         """The jobs as created, where this machine created the task (the record `fedq` keeps
         too): the client checks results against them, and gives them in the order of the
@@ -381,20 +347,19 @@ class Client:
         self._native.expect(task_id, created)
         return created
 
-    @_translated
     def _look(self, task_id: str, wait: int, created: list[tuple[str, str]]) -> tuple[dict[str, Any], Results]:
         """The task as the server shows it, and its results so far, opened and checked."""
-        text, complete, rows = self._native.look(task_id, wait)
-        shown = json.loads(text)
+        look = self._native.look(task_id, wait)
+        shown = json.loads(look.task)
         names = {j["organization"]: j["organization_name"] for j in shown["jobs"]}
         jobs = [job for job, _ in created] or [j["id"] for j in shown["jobs"]]
         order = {job: i for i, job in enumerate(jobs)}
         results = [
-            Result(job, names.get(org) or org, org, status, output, reason, log)
-            for job, org, status, output, reason, log in rows
+            Result(r.job, names.get(r.organization) or r.organization, r.organization, r.status, r.output, r.reason, r.log)
+            for r in look.results
         ]
         results.sort(key=lambda r: order.get(r.job, len(order)))
-        return shown, Results(task_id, results, complete)
+        return shown, Results(task_id, results, look.complete)
 
 
 def _store(trust_store: str | os.PathLike[str] | None) -> str | None:

@@ -1,4 +1,5 @@
-"""What can go wrong, as exceptions a researcher can catch by kind.
+"""What can go wrong, as exceptions a researcher can catch by kind. The native client
+(``fedq._native``) raises these classes itself: which one a failure is, is decided in Rust.
 
 Every exception has ``code``: the stable code the command line prints and ``docs/api.md`` lists
 (the server's own code for a refusal, such as ``not_found`` or ``forbidden``; the envelope's
@@ -8,7 +9,7 @@ what ``fedq`` (and ``python -m fedq``) exits with for it: 3 for :class:`Incomple
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .results import Results
@@ -100,25 +101,3 @@ class Incomplete(FedqError):
         super().__init__(message, "incomplete")
         self.results = results
         self.pending = pending
-
-
-_BY_KIND: dict[str, type[FedqError]] = {
-    "unreachable": ServerUnreachable,
-    "wrong_key": WrongKey,
-    "key_file": KeyFileError,
-    "untrusted_key": UntrustedKey,
-    "not_a_member": NotAMember,
-    "result_refused": ResultRefused,
-    "tls": TlsError,
-    "bad_input": BadInput,
-}
-
-_BY_STATUS: dict[int, type[Refused]] = {401: AuthenticationFailed, 403: Forbidden, 404: NotFound}
-
-
-def from_native(error: Any) -> FedqError:
-    """The typed exception for a ``fedq._native.NativeError``."""
-    kind, code, status, reason, message = error.args
-    if kind == "refused":
-        return _BY_STATUS.get(status, Refused)(message, code, status, reason)
-    return _BY_KIND.get(kind, FedqError)(message, code)
