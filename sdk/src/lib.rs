@@ -25,6 +25,25 @@ use serde::Serialize;
 
 pub use fedq_algorithm_api::{ErrorCode, Job, Organization, Subtask, SubtaskJob};
 
+/// Calls `ask` with the seconds the node may wait, again while it answers `round_incomplete`,
+/// until `timeout` has passed.
+fn until_round_complete<T>(
+    timeout: Duration,
+    mut ask: impl FnMut(u64) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match ask(left.as_secs().min(api::MAX_WAIT_SECS)) {
+            Err(Error::Refused { code, .. })
+                if code == ErrorCode::RoundIncomplete.as_str() && std::time::Instant::now() < deadline => {}
+            other => return other,
+        }
+    }
+}
+
+pub mod fixed;
+
 /// Where the node mounts this run's volume, shared by the run's containers at this node.
 pub const RUN_DIR: &str = "/fedq/run";
 /// Where the node mounts its data sources, read-only, one entry per label.
@@ -286,6 +305,47 @@ impl Node {
                 return Ok(results.results);
             }
         }
+    }
+
+    /// Contributes `values` to secure-aggregation `round` of `participants` (organizations of the
+    /// run, this one included), whose sum the job at `aggregator` receives. Waits up to `timeout`
+    /// for every participant's node; a round still incomplete then is the node's
+    /// `round_incomplete` refusal, which names who is missing.
+    pub fn contribute(
+        &self,
+        round: &str,
+        participants: &[impl AsRef<str>],
+        aggregator: &str,
+        values: &[u64],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mut request = api::Contribute {
+            round: round.to_owned(),
+            participants: participants.iter().map(|p| p.as_ref().to_owned()).collect(),
+            aggregator: aggregator.to_owned(),
+            values: values.to_vec(),
+            wait: 0,
+        };
+        until_round_complete(timeout, |wait| {
+            request.wait = wait;
+            self.post_json::<api::Contributed>("/secure-sum", &request)
+        })
+        .map(drop)
+    }
+
+    /// At the aggregator's organization: the sum of `round`'s contributions by `participants`,
+    /// modulo 2^64, waiting up to `timeout` for all of them.
+    pub fn secure_sum(
+        &self,
+        round: &str,
+        participants: &[impl AsRef<str>],
+        timeout: Duration,
+    ) -> Result<Vec<u64>, Error> {
+        let listed: Vec<&str> = participants.iter().map(AsRef::as_ref).collect();
+        let path =
+            format!("/secure-sum/{}?participants={}", encode_query(round), encode_query(&listed.join(",")));
+        until_round_complete(timeout, |wait| self.get_json::<api::SecureSum>(&format!("{path}&wait={wait}")))
+            .map(|s| s.sum)
     }
 
     /// Posts this job's result (once), which the node seals for the requester.

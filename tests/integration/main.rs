@@ -28,6 +28,7 @@ mod node_process;
 mod python_algorithm;
 mod python_client;
 mod research_cli;
+mod secure_aggregation;
 mod secure_sum;
 mod server;
 mod server_process;

@@ -28,7 +28,7 @@ use support::node::PROBE;
 
 /// Publishes `bytes` to ingress with the broker credentials of organization `i`'s node, as that
 /// node would; returns the connection, to keep it open until the test is done with it.
-async fn publish_as_node(fed: &Federation, i: usize, bytes: &[u8]) -> Connection {
+pub(crate) async fn publish_as_node(fed: &Federation, i: usize, bytes: &[u8]) -> Connection {
     let broker = &fed.configs[i].broker;
     let connection =
         Connection::connect(broker.url.expose_secret(), ConnectionProperties::default()).await.unwrap();

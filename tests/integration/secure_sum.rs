@@ -38,7 +38,7 @@ pub(crate) fn write_patients(path: &std::path::Path, rows: u64) {
 }
 
 /// Every encoding of `value` the project could put on the wire or in the database.
-fn encodings(value: u64) -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn encodings(value: u64) -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("little-endian", value.to_le_bytes().to_vec()),
         ("big-endian", value.to_be_bytes().to_vec()),
@@ -46,12 +46,12 @@ fn encodings(value: u64) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Decimal `text` in `hay`, not part of a longer run of hex digits.
-fn contains_decimal(hay: &str, text: &str) -> bool {
+pub(crate) fn contains_decimal(hay: &str, text: &str) -> bool {
     hay.match_indices(text).any(|(at, _)| {
         let before = hay[..at].chars().next_back();
         let after = hay[at + text.len()..].chars().next();
@@ -59,14 +59,17 @@ fn contains_decimal(hay: &str, text: &str) -> bool {
     })
 }
 
-/// The ring's values (topic, value) in the run messages the tap saw, opened with the keys of the
-/// registries they were sealed for: what travelled, as only its receiver could read it.
-fn ring_values(fed: &Federation, carried: &[Vec<u8>]) -> Vec<(String, u64)> {
+/// The run messages the tap saw, opened with the keys of the registries they were sealed for:
+/// what travelled, as only its receiver could read it. With their headers, in the tap's order.
+pub(crate) fn run_messages(
+    fed: &Federation,
+    carried: &[Vec<u8>],
+) -> Vec<(envelope::Header, fedq::protocol::RunMessage)> {
     let mut keys = Keyring::new();
     for org in &fed.orgs {
         keys.insert(org.org(), org.current().public().clone());
     }
-    let mut values = Vec::new();
+    let mut messages = Vec::new();
     for bytes in carried {
         let Ok(header) = envelope::peek_header(bytes, usize::MAX) else { continue };
         if header.kind != Kind::RunMessage {
@@ -81,27 +84,29 @@ fn ring_values(fed: &Federation, carried: &[Vec<u8>]) -> Vec<(String, u64)> {
             &OpenPolicy::default(),
             Timestamp::now(),
         )
-        .expect("a run message of the ring opens with its receiver's key");
+        .expect("a run message opens with its receiver's key");
         let Ok(Payload::RunMessage(message)) = opened.decode() else { panic!("a run message's payload") };
-        let value = u64::from_le_bytes(message.body.as_slice().try_into().expect("8 bytes"));
-        values.push((message.topic, value));
+        messages.push((header, message));
     }
-    values
+    messages
 }
 
-async fn run_secure_sum(n: usize) {
-    let counts: Vec<u64> = (0..n).map(|_| random_count()).collect();
-    let data_counts = counts.clone();
-    let fed = Federation::new(n, &["fedq/secure-sum"], move |i, dir| {
-        let path = dir.join("patients.csv");
-        write_patients(&path, data_counts[i]);
-        BTreeMap::from([("patients".to_owned(), path)])
-    })
-    .await;
+/// The ring's values (topic, value) in the run messages the tap saw.
+fn ring_values(fed: &Federation, carried: &[Vec<u8>]) -> Vec<(String, u64)> {
+    run_messages(fed, carried)
+        .into_iter()
+        .map(|(_, message)| {
+            let value = u64::from_le_bytes(message.body.as_slice().try_into().expect("8 bytes"));
+            (message.topic, value)
+        })
+        .collect()
+}
 
-    // A tap on everything the broker carries: a queue bound to ingress and to every delivery key.
-    let tap_connection = fed.app.amqp("guest", "guest").await.unwrap();
-    let tap = tap_connection.create_channel().await.unwrap();
+/// A tap on everything the broker carries: a queue bound to ingress and to every delivery key.
+/// The connection must be kept while the tap is read.
+pub(crate) async fn tap(fed: &Federation) -> (lapin::Connection, lapin::Channel) {
+    let connection = fed.app.amqp("guest", "guest").await.unwrap();
+    let tap = connection.create_channel().await.unwrap();
     tap.queue_declare("tap".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
     tap.queue_bind(
         "tap".into(),
@@ -124,6 +129,48 @@ async fn run_secure_sum(n: usize) {
         .await
         .unwrap();
     }
+    (connection, tap)
+}
+
+/// Everything the tap holds: each message the broker carried since it was bound.
+pub(crate) async fn drain(tap: &lapin::Channel) -> Vec<Vec<u8>> {
+    let mut carried = Vec::new();
+    let mut consumer = tap
+        .basic_consume(
+            "tap".into(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
+        carried.push(delivery.data);
+    }
+    carried
+}
+
+/// The server's database, as `pg_dump --data-only` writes it.
+pub(crate) fn dump(fed: &Federation) -> String {
+    let dump = std::process::Command::new("su")
+        .args(["postgres", "-c", &format!("pg_dump --data-only {}", fed.app.db_name)])
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    String::from_utf8_lossy(&dump.stdout).to_string()
+}
+
+async fn run_secure_sum(n: usize) {
+    let counts: Vec<u64> = (0..n).map(|_| random_count()).collect();
+    let data_counts = counts.clone();
+    let fed = Federation::new(n, &["fedq/secure-sum"], move |i, dir| {
+        let path = dir.join("patients.csv");
+        write_patients(&path, data_counts[i]);
+        BTreeMap::from([("patients".to_owned(), path)])
+    })
+    .await;
+
+    let (_tap_connection, tap) = tap(&fed).await;
 
     let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
     let input = json!({"data": "patients", "share": true}).to_string().into_bytes();
@@ -190,19 +237,7 @@ async fn run_secure_sum(n: usize) {
     }
 
     // Everything the broker carried.
-    let mut carried = Vec::new();
-    let mut consumer = tap
-        .basic_consume(
-            "tap".into(),
-            "".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
-        carried.push(delivery.data);
-    }
+    let carried = drain(&tap).await;
     // job starts, statuses, results, the ring's messages and the subtask all went by.
     assert!(carried.len() >= 3 * n, "the tap saw {} messages", carried.len());
 
@@ -225,12 +260,7 @@ async fn run_secure_sum(n: usize) {
     let carried: Vec<u8> = carried.concat();
 
     // Everything the server stored.
-    let dump = std::process::Command::new("su")
-        .args(["postgres", "-c", &format!("pg_dump --data-only {}", fed.app.db_name)])
-        .output()
-        .unwrap();
-    assert!(dump.status.success());
-    let dump_text = String::from_utf8_lossy(&dump.stdout).to_string();
+    let dump_text = dump(&fed);
     assert!(dump_text.contains(&created.task.to_string()), "the dump holds the task's metadata");
     // Timestamps are the only decimal runs of the dump that are not identifiers; drop them.
     let undated = without_timestamps(&dump_text);
@@ -260,7 +290,7 @@ async fn run_secure_sum(n: usize) {
 }
 
 /// The dump with its timestamps (`2026-11-26 20:14:12.81234+00`) blanked out.
-fn without_timestamps(text: &str) -> String {
+pub(crate) fn without_timestamps(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -290,7 +320,7 @@ fn without_timestamps(text: &str) -> String {
 }
 
 /// The bytes of every `\x…` hex run (PostgreSQL's text form of `bytea`) in the dump.
-fn hex_runs(text: &str) -> Vec<u8> {
+pub(crate) fn hex_runs(text: &str) -> Vec<u8> {
     let mut out = Vec::new();
     for part in text.split("\\\\x").skip(1) {
         let run: String = part.chars().take_while(char::is_ascii_hexdigit).collect();

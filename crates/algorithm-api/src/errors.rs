@@ -19,7 +19,7 @@ pub enum ErrorCode {
     UnknownOrganization,
     /// The route exists, not with this method.
     MethodNotAllowed,
-    /// A second result.
+    /// A second result, or a second contribution to a secure-sum round.
     AlreadyPosted,
     /// A body, result or subtask input above the node's limits.
     TooLarge,
@@ -29,11 +29,13 @@ pub enum ErrorCode {
     Internal,
     /// The broker or the server is unreachable for now; retry.
     Unavailable,
+    /// A secure-sum round still misses a participant's run key or contribution after the wait.
+    RoundIncomplete,
 }
 
 impl ErrorCode {
     /// Every code, in the order of their statuses.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Malformed,
         ErrorCode::Unauthorized,
         ErrorCode::Refused,
@@ -46,6 +48,7 @@ impl ErrorCode {
         ErrorCode::TooManyRequests,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
+        ErrorCode::RoundIncomplete,
     ];
 
     /// The code as it is written in JSON and in the docs.
@@ -63,6 +66,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RoundIncomplete => "round_incomplete",
         }
     }
 
@@ -79,6 +83,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
+            ErrorCode::RoundIncomplete => 504,
         }
     }
 

@@ -167,6 +167,54 @@ pub struct SubtaskResult {
     pub reason: Option<String>,
 }
 
+/// `POST /v1/secure-sum`: this job's contribution to a round of secure aggregation. The node
+/// masks it and sends it to the aggregator's organization once every participant's node has
+/// sent its run key (waiting up to `wait` seconds, at most [`MAX_WAIT_SECS`]; if one is still
+/// missing, nothing is sent, the answer is `round_incomplete`, and the call can be made again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contribute {
+    /// The round's name: 1 to [`MAX_ROUND_LEN`] characters of `A-Z a-z 0-9 . _ -`, unique
+    /// within the run.
+    pub round: String,
+    /// Every organization that contributes to the round, this one included (any order).
+    pub participants: Vec<String>,
+    /// The organization whose job receives the sum.
+    pub aggregator: String,
+    /// The contribution: integers modulo 2^64, at most [`MAX_SECURE_SUM_VALUES`].
+    pub values: Vec<u64>,
+    /// Seconds to wait for the other participants' run keys.
+    #[serde(default)]
+    pub wait: u64,
+}
+
+/// The longest round name.
+pub const MAX_ROUND_LEN: usize = 64;
+
+/// The most values in one round.
+pub const MAX_SECURE_SUM_VALUES: usize = 1 << 20;
+
+/// The answer to [`Contribute`] (202): the contribution left for the aggregator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contributed {
+    /// The round.
+    pub round: String,
+    /// Its participants, sorted.
+    pub participants: Vec<String>,
+}
+
+/// `GET /v1/secure-sum/{round}?participants=a,b,c&wait=`: at the aggregator's organization, the
+/// sum of the round's contributions, once every participant's is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecureSum {
+    /// The round.
+    pub round: String,
+    /// Its participants, sorted.
+    pub participants: Vec<String>,
+    /// The sum of their contributions, modulo 2^64.
+    pub sum: Vec<u64>,
+}
+
 /// `POST /v1/result` with `Content-Type: application/json` (any other type posts the body's
 /// bytes as they are); the node answers 204.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,13 +43,27 @@ fn every_example_reads_and_writes_back_through_its_type() {
             }
             "subtask_results" => round_trips::<SubtaskResults>(route, "answer", answer.unwrap()),
             "post_result" => round_trips::<PostResult>(route, "request", request.unwrap()),
+            "contribute" => {
+                round_trips::<Contribute>(route, "request", request.unwrap());
+                round_trips::<Contributed>(route, "answer", answer.unwrap());
+            }
+            "secure_sum" => round_trips::<SecureSum>(route, "answer", answer.unwrap()),
             other => panic!("an example of a route this crate has no type for: {other}"),
         }
         checked.push(route.as_str());
     }
     checked.sort_unstable();
-    let every =
-        ["create_subtask", "job", "organizations", "post_result", "receive", "send", "subtask_results"];
+    let every = [
+        "contribute",
+        "create_subtask",
+        "job",
+        "organizations",
+        "post_result",
+        "receive",
+        "secure_sum",
+        "send",
+        "subtask_results",
+    ];
     assert_eq!(checked, every, "every route has its example");
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Parts: `worker` (the broker connection and what each envelope kind does), `jobs` (one job's
 //! life: policy, container, result), `containers` (Docker, network, firewall, volumes),
-//! `endpoint` (the HTTP API algorithms use), `state` (what survives a restart), `server` (the
+//! `endpoint` (the HTTP API algorithms use), `run_messages` (sending a job's run messages),
+//! `secagg` (secure aggregation, a service of the endpoint), `state` (what survives a restart), `server` (the
 //! REST client and peer keys), `link` (publishing with confirms), `policy`, `config`; `shared`
 //! (the `Core` every part is handed), `start` (start-up and the background tasks), `running` (a
 //! started node and its shutdown), `gc` (garbage collection), `error`.
@@ -30,7 +31,9 @@ mod log_monitor;
 pub mod metrics;
 pub mod policy;
 pub mod policy_file;
+mod run_messages;
 mod running;
+mod secagg;
 pub mod server;
 mod shared;
 mod start;

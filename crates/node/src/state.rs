@@ -445,7 +445,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Writes `path` durably unless it exists: the new file is linked into place, which fails
 /// atomically when the name is taken. Returns whether it was written.
-fn write_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+pub(crate) fn write_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     {
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
@@ -466,7 +466,7 @@ fn write_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     }
 }
 
-fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match File::open(path) {
         Ok(mut file) => {
             let mut bytes = Vec::new();

@@ -19,6 +19,7 @@ use crate::ids::MessageId;
 use crate::jobs;
 use crate::protocol::control::{CONTROL_TYPE, Control};
 use crate::protocol::{Kind, Payload};
+use crate::secagg;
 use crate::shared::Core;
 use crate::state::{InboxQuota, Stored, StoredMessage, SubtaskResult};
 use crate::time::Timestamp;
@@ -168,19 +169,23 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
                     return;
                 }
             }
-            let stored = StoredMessage {
-                id: header.id,
-                from: header.sender,
-                from_job: message.from_job,
-                topic: message.topic,
-                body: message.body.into_vec(),
-            };
-            let limits = &core.config.limits;
-            let quota = InboxQuota {
-                messages: limits.run_inbox_messages,
-                bytes: limits.run_inbox_mib.saturating_mul(1024 * 1024),
-            };
-            core.state.put_message(header.run, &stored, quota).map(|stored| match stored {
+            // The node's own topics (secure aggregation) are for the node, never an algorithm.
+            if message.topic.starts_with(secagg::wire::RESERVED_PREFIX) {
+                secagg::receive(&core, &header, &message.topic, &message.body)
+            } else {
+                let stored = StoredMessage {
+                    id: header.id,
+                    from: header.sender,
+                    from_job: message.from_job,
+                    topic: message.topic,
+                    body: message.body.into_vec(),
+                };
+                let limits = &core.config.limits;
+                let quota = InboxQuota {
+                    messages: limits.run_inbox_messages,
+                    bytes: limits.run_inbox_mib.saturating_mul(1024 * 1024),
+                };
+                core.state.put_message(header.run, &stored, quota).map(|stored| match stored {
                 Stored::New => core.notify_arrival(),
                 Stored::Again => {}
                 Stored::InboxFull => core.refuse(
@@ -189,6 +194,7 @@ async fn handle(core: Arc<Core>, delivery: Delivery) {
                     "a run message: the run's inbox is at its quota (limits.run_inbox_messages, run_inbox_mib)",
                 ),
             })
+            }
         }
         Payload::JobResult(result) => match core.state.subtask(header.task) {
             // A result answers one job of the subtask, the one its signed sender runs.

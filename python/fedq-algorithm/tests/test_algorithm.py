@@ -181,3 +181,50 @@ def test_the_vertical_analysis_gives_the_count_and_mean_of_the_joined_columns(tm
     # The digest is the Rust one's (the same vector is checked in sdk/src/bin/fedq-vertical.rs).
     assert id_digest([("pt-0001", "70"), ("pt-0002", "80")]) == 0xf6ed436d639a609a
 
+
+
+def test_secure_aggregation_gives_the_aggregator_the_sum_of_reals_and_counts(tmp_path):
+    def algorithm(node):
+        job = node.job()
+        mine = {"A": [1.25, -3.5], "B": [2.5, 0.125], "C": [-0.75, 10.0]}[job.organization]
+        first = job.organizations[0]
+        node.contribute("means", mine, participants=job.organizations, aggregator=first, frac_bits=32)
+        node.contribute("rows", [len(job.organization) * 100], participants=job.organizations, aggregator=first)
+        if job.organization == first:
+            node.post_json({"sum": node.secure_sum("means", participants=job.organizations, frac_bits=32),
+                            "rows": node.secure_sum("rows", participants=job.organizations)})
+        else:
+            node.post_json({})
+
+    results = mock.run(algorithm, {"A": tmp_path, "B": tmp_path, "C": tmp_path}, {})
+    assert {o: r.status for o, r in results.items()} == dict.fromkeys("ABC", "completed")
+    assert results["A"].json() == {"sum": [3.0, 6.625], "rows": [300]}
+
+
+def test_a_round_that_misses_a_participant_fails_with_its_name(tmp_path):
+    def algorithm(node):
+        job = node.job()
+        if job.organization == "C":
+            return node.post_json({})
+        try:
+            node.contribute("r", [1], participants=job.organizations, aggregator="A", timeout=1)
+        except NodeError as e:
+            node.post_json({"code": e.code, "message": e.message})
+
+    results = mock.run(algorithm, {"A": tmp_path, "B": tmp_path, "C": tmp_path}, {})
+    said = results["A"].json()
+    assert said["code"] == "round_incomplete" and "C" in said["message"], said
+
+
+def test_fixed_point_values_round_trip_and_overflow_is_refused():
+    from fedq_algorithm import fixed
+
+    encoded = [fixed.encode([x], 20, 3)[0] for x in (1.5, -2.25, -2.5e-7)]
+    assert fixed.decode(encoded, 20) == [1.5, -2.25, 0.0]
+    assert fixed.encode([-2.5], 0, 3) == [(1 << 64) - 3], "half away from zero, as in Rust"
+    assert fixed.decode([(1 << 64) - 7], 0) == [-7]
+    with pytest.raises(OverflowError):
+        fixed.encode([2.0**40], 22, 3)
+    assert fixed.encode([2**40], 20, 3) == [2**60]
+    with pytest.raises(OverflowError):
+        fixed.encode([float("nan")], 0, 3)

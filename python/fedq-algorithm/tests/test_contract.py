@@ -73,6 +73,13 @@ def test_the_mock_answers_every_route_as_the_node_does(tmp_path):
         expect("create_subtask", status, created)
         path = f"/v1/subtasks/{created['task']}/results?wait=30"
         expect("subtask_results", *call(node, "subtask_results", path))
+        round = dict(ROUTES["contribute"]["request"], participants=me.organizations, aggregator=me.organization)
+        expect("contribute", *call(node, "contribute", body=round))
+        expect_error(call(node, "contribute", body=round), "already_posted")
+        path = f"/v1/secure-sum/counts?participants={','.join(me.organizations)}&wait=30"
+        expect("secure_sum", *call(node, "secure_sum", path))
+        lonely = dict(round, round="lonely", wait=0, participants=[me.organization, "Z"])
+        expect_error(call(node, "contribute", body=lonely), "round_incomplete")
         expect("post_result", *call(node, "post_result", body=ROUTES["post_result"]["request"]))
         seen["lead"] = True
 
@@ -81,6 +88,11 @@ def test_the_mock_answers_every_route_as_the_node_does(tmp_path):
         expect("receive", *call(node, "receive", "/v1/messages?topic=x1&wait=30"))
         expect_error(call(node, "send", body={"to": "Z", "topic": "t", "body": ""}), "not_in_run")
         expect_error(call(node, "send", body={"topic": "t"}), "malformed")
+        expect_error(call(node, "send", body={"to": "A", "topic": "fedq.secure-sum.part", "body": ""}), "malformed")
+        me = node.job()
+        round = dict(ROUTES["contribute"]["request"], participants=me.organizations, aggregator="A")
+        expect("contribute", *call(node, "contribute", body=round))
+        expect_error(call(node, "contribute", body=dict(round, round="a b")), "malformed")
         expect_error(call(node, "subtask_results", "/v1/subtasks/none/results"), "not_found")
         expect_error(call(node, "job", "/v1/nothing"), "not_found")
         node.post_result(b"done")

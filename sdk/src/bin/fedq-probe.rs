@@ -90,6 +90,7 @@ fn main() {
             },
             "subtask" => subtask(&node, step),
             "subtasks" => subtasks(&node, step),
+            "contribute" | "secure_sum" => secure_sum(&node, op, step),
             "print" => {
                 let text = step["text"].as_str().unwrap_or("");
                 println!("{text}");
@@ -163,6 +164,32 @@ fn subtasks(node: &Node, step: &Value) -> Value {
 
 /// Creates a subtask running this image with `steps` at `orgs` (`"self"` for this node's
 /// organization), waits for it, and returns each job's status and output.
+/// `contribute` (`values` to `round`) or `secure_sum` (of `round`), over `participants` (the
+/// task's organizations by default) with `aggregator` (the first of them by default), waiting
+/// up to `timeout_secs` (120 by default).
+fn secure_sum(node: &Node, op: &str, step: &Value) -> Value {
+    let job = match node.job() {
+        Ok(job) => job,
+        Err(e) => return json!(format!("error: {e}")),
+    };
+    let participants: Vec<String> = match step["participants"].as_array() {
+        Some(listed) => listed.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect(),
+        None => job.organizations.clone(),
+    };
+    let aggregator = step["aggregator"].as_str().map_or_else(|| job.organizations[0].clone(), str::to_owned);
+    let round = step["round"].as_str().unwrap_or("");
+    let timeout = Duration::from_secs(step["timeout_secs"].as_u64().unwrap_or(120));
+    let outcome = match op {
+        "contribute" => {
+            let values: Vec<u64> =
+                step["values"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+            node.contribute(round, &participants, &aggregator, &values, timeout).map(|()| json!("ok"))
+        }
+        _ => node.secure_sum(round, &participants, timeout).map(|sum| json!(sum)),
+    };
+    outcome.unwrap_or_else(|e| json!(format!("error: {e}")))
+}
+
 fn subtask(node: &Node, step: &Value) -> Value {
     let me = match node.job() {
         Ok(job) => job.organization,

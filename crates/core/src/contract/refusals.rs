@@ -61,6 +61,11 @@ stable_codes! {
         RunInboxFull = "run_inbox_full",
         /// A subtask's result for a job that its signed sender does not run.
         ResultForAnotherJob = "result_for_another_job",
+        /// A secure-sum message (a run key or a masked contribution) that does not read.
+        SecureSumMalformed = "secure_sum_malformed",
+        /// A second, different secure-sum run key, or contribution to a round, from the same
+        /// organization: the first stays.
+        SecureSumAgain = "secure_sum_again",
     }
 }
 

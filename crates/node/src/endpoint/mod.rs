@@ -22,10 +22,14 @@ use crate::envelope::Route;
 use crate::ids::{JobId, OrgId, TaskId};
 use crate::jobs;
 use crate::policy::ImageRefusal;
-use crate::protocol::{JobStart, Kind, Payload, Requester, RunMessage};
+use crate::protocol::{JobStart, Kind, Payload, Requester};
+use crate::run_messages::{self, SendError};
+use crate::secagg;
 use crate::server::NewJob;
 use crate::shared::Core;
 use crate::state::{SubtaskRecord, Wanted};
+
+mod secure_sum;
 
 /// The endpoint's routes, the only values of its metrics' route label.
 static ROUTES: std::sync::LazyLock<fedq_service::metrics::Routes> = std::sync::LazyLock::new(|| {
@@ -37,16 +41,18 @@ static ROUTES: std::sync::LazyLock<fedq_service::metrics::Routes> = std::sync::L
         "/v1/subtasks",
         "/v1/subtasks/{task}/results",
         "/v1/result",
+        "/v1/secure-sum",
+        "/v1/secure-sum/{round}",
     ])
 });
 
 /// An error answer: status, stable code, message.
-struct Failure(StatusCode, ErrorCode, String);
+pub(super) struct Failure(StatusCode, ErrorCode, String);
 
-type Answer = Result<Response, Failure>;
+pub(super) type Answer = Result<Response, Failure>;
 
 /// An error answer with the code's own status.
-fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+pub(super) fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
     let status = StatusCode::from_u16(code.status()).expect("the codes' statuses are valid");
     Failure(status, code, message.into())
 }
@@ -61,11 +67,11 @@ fn finish(answer: Answer) -> Result<Response, Infallible> {
     })
 }
 
-fn ok_json(status: StatusCode, value: &impl Serialize) -> Answer {
+pub(super) fn ok_json(status: StatusCode, value: &impl Serialize) -> Answer {
     Ok(warp::reply::with_status(warp::reply::json(value), status).into_response())
 }
 
-fn authorize(core: &Core, header: Option<String>) -> Result<Arc<ActiveJob>, Failure> {
+pub(super) fn authorize(core: &Core, header: Option<String>) -> Result<Arc<ActiveJob>, Failure> {
     let token = header
         .as_deref()
         .and_then(|h| h.strip_prefix("Bearer "))
@@ -144,6 +150,24 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
                 subtask_results(&core, auth, &task, q).await
             })
             .boxed();
+    let contribute = v1
+        .and(warp::path!("secure-sum"))
+        .and(warp::post())
+        .and(authed.clone())
+        .and(body)
+        .then(|core: Arc<Core>, auth, body: warp::hyper::body::Bytes| async move {
+            secure_sum::contribute(&core, auth, &body).await
+        })
+        .boxed();
+    let summed = v1
+        .and(warp::path!("secure-sum" / String))
+        .and(warp::get())
+        .and(authed.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|round: String, core: Arc<Core>, auth, q| async move {
+            secure_sum::sum(&core, auth, &round, q).await
+        })
+        .boxed();
     let result = v1
         .and(warp::path!("result"))
         .and(warp::post())
@@ -166,6 +190,10 @@ pub(crate) fn routes(core: Arc<Core>) -> warp::filters::BoxedFilter<(Response,)>
         .or(subtask)
         .unify()
         .or(results)
+        .unify()
+        .or(contribute)
+        .unify()
+        .or(summed)
         .unify()
         .or(result)
         .unify()
@@ -228,7 +256,7 @@ async fn members(core: &Core, auth: Option<String>) -> Answer {
     ok_json(StatusCode::OK, &api::Organizations { collaboration: collaboration.to_string(), organizations })
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
     serde_json::from_slice(body).map_err(|e| fail(ErrorCode::Malformed, format!("invalid JSON body: {e}")))
 }
 
@@ -237,7 +265,7 @@ fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>, Failure> {
 }
 
 /// An organization's id as the algorithm wrote it in `what`.
-fn org_of(text: &str, what: &str) -> Result<OrgId, Failure> {
+pub(super) fn org_of(text: &str, what: &str) -> Result<OrgId, Failure> {
     text.parse()
         .map_err(|_| fail(ErrorCode::Malformed, format!("{what} is not an organization's id: {text:?}")))
 }
@@ -254,42 +282,29 @@ async fn send(core: &Core, auth: Option<String>, body: &[u8]) -> Answer {
             format!("a topic is at most {} characters", api::MAX_TOPIC_LEN),
         ));
     }
-    // The router refuses a run message to an organization with no job in the run; sent anyway,
-    // it would never be logged and this node's monitor would take it for the server's doing.
-    // When the server cannot say (it is down), the message goes: run messages wait in the
-    // broker through a server outage, and must keep doing so.
-    if !job.start.organizations.contains(&to) && core.in_run(job.record.run, to).await == Ok(false) {
+    if request.topic.starts_with(secagg::wire::RESERVED_PREFIX) {
         return Err(fail(
-            ErrorCode::NotInRun,
-            format!("organization {to} has no job in this run; nothing was sent"),
+            ErrorCode::Malformed,
+            format!("topics that start with {:?} are the node's own", secagg::wire::RESERVED_PREFIX),
         ));
     }
-    let route = Route {
-        kind: Kind::RunMessage,
-        collaboration: job.record.collaboration,
-        task: job.record.task,
-        run: job.record.run,
-        status: None,
-    };
-    let payload = Payload::RunMessage(RunMessage {
-        from_job: job.record.job,
-        topic: request.topic,
-        body: ByteBuf::from(content),
-        log_head: core.log.seen_head(),
-    });
-    let sealed = jobs::seal_to(core, to, &route, &payload).await.ok_or_else(|| {
-        let why = core.peers.refusal(to).map(|r| format!(": {r}")).unwrap_or_default();
-        fail(ErrorCode::UnknownOrganization, format!("no trusted key for organization {}{why}", to))
-    })?;
-    let mut halt = core.halt.clone();
-    let publish = core.publish(&sealed.header, &sealed.bytes, &mut halt);
-    match tokio::time::timeout(Duration::from_secs(30), publish).await {
-        Ok(Ok(())) => ok_json(StatusCode::ACCEPTED, &api::Sent { id: sealed.header.id.to_string() }),
-        _ => Err(fail(ErrorCode::Unavailable, "the broker did not take the message; retry")),
+    match run_messages::send(core, &job, to, request.topic, content).await {
+        Ok(id) => ok_json(StatusCode::ACCEPTED, &api::Sent { id: id.to_string() }),
+        Err(e) => Err(sent_failure(e)),
     }
 }
 
-fn wait_of(query: &HashMap<String, String>) -> Result<Duration, Failure> {
+/// The endpoint's answer to a run message that did not leave.
+pub(super) fn sent_failure(e: SendError) -> Failure {
+    let code = match e {
+        SendError::NotInRun(_) => ErrorCode::NotInRun,
+        SendError::NoKey(..) => ErrorCode::UnknownOrganization,
+        SendError::Unavailable => ErrorCode::Unavailable,
+    };
+    fail(code, e.to_string())
+}
+
+pub(super) fn wait_of(query: &HashMap<String, String>) -> Result<Duration, Failure> {
     let wait = match query.get("wait") {
         Some(w) => w.parse::<u64>().map_err(|_| fail(ErrorCode::Malformed, "wait is whole seconds"))?,
         None => 0,
@@ -351,7 +366,7 @@ async fn long_poll<T: Serialize>(
     }
 }
 
-fn internal(e: std::io::Error) -> Failure {
+pub(super) fn internal(e: std::io::Error) -> Failure {
     tracing::error!(error = %e, "state directory failed");
     fail(ErrorCode::Internal, "the node's state directory failed")
 }
@@ -410,7 +425,7 @@ impl Drop for Reserved<'_> {
 }
 
 /// A permit for one of the job's requests in flight, or 429.
-fn one_request(job: &ActiveJob) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
+pub(super) fn one_request(job: &ActiveJob) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
     job.requests.clone().try_acquire_owned().map_err(|_| {
         fail(
             ErrorCode::TooManyRequests,

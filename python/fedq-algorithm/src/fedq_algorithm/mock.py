@@ -86,6 +86,11 @@ class MockFederation:
         self._jobs: dict[str, _Job] = {}  # by token
         self._subtasks: dict[str, list[_Job]] = {}
         self._inboxes: dict[tuple[str, str], queue.Queue] = {}  # (run, organization)
+        # Secure aggregation, summed in the clear (the mock has no keys): the organizations
+        # whose node took part in a run (its run key), and each round's contributions.
+        self._keyed: set[tuple[str, str]] = set()  # (run, organization)
+        self._rounds: dict[tuple[str, str], dict[str, tuple[list[str], list[int]]]] = {}  # (run, round)
+        self._changed = threading.Condition(self._lock)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -203,6 +208,8 @@ class MockFederation:
         if (method, path) == ("POST", "/messages"):
             request = json.loads(body)
             to = request["to"]
+            if request["topic"].startswith("fedq."):
+                return 400, {"code": "malformed", "message": 'topics that start with "fedq." are the node\'s own'}
             if to not in job.organizations and to != job.organization:
                 # As at a real node: only organizations with a job in the run.
                 with self._lock:
@@ -237,12 +244,64 @@ class MockFederation:
                         "output": base64.b64encode(j.result.output).decode(), "reason": j.result.reason}
                        for j in jobs if j.done.is_set()]
             return 200, {"complete": len(results) == len(jobs), "results": results}
+        if (method, path) == ("POST", "/secure-sum"):
+            return self._contribute(job, json.loads(body))
+        if method == "GET" and path.startswith("/secure-sum/"):
+            participants = query.get("participants", "")
+            return self._sum(job, path.removeprefix("/secure-sum/"), participants.split(","), float(query.get("wait", 0)))
         if (method, path) == ("POST", "/result"):
             if job.output is not None:
                 return 409, {"code": "already_posted", "message": "this job already posted its result"}
             job.output = base64.b64decode(json.loads(body)["output"]) if content_type.startswith("application/json") else body
             return 204, None
         return 404, {"code": "not_found", "message": f"{method} {path} is not a route of the endpoint"}
+
+    def _contribute(self, job: _Job, request: dict) -> tuple[int, Any]:
+        round, participants = _round(request["round"], request["participants"])
+        values = [int(v) for v in request["values"]]
+        if job.organization not in participants:
+            raise ValueError(f"this organization ({job.organization}) is not among the round's participants")
+        if not values or any(not 0 <= v < 1 << 64 for v in values):
+            raise ValueError("a contribution is 1 or more integers from 0 to 2^64 - 1")
+        wait = min(float(request.get("wait", 0)), 60)
+        with self._changed:
+            self._keyed.add((job.run, job.organization))
+            self._changed.notify_all()
+            missing = self._wait_for(lambda: [o for o in participants if (job.run, o) not in self._keyed], wait)
+            if missing:
+                return 504, {"code": "round_incomplete",
+                             "message": f"round {round}: no run key from organization(s) {', '.join(missing)} "
+                                        f"after {wait:g} s; ask again, or fail the round"}
+            contributions = self._rounds.setdefault((job.run, round), {})
+            if job.organization in contributions:
+                return 409, {"code": "already_posted",
+                             "message": f"this organization contributed to round {round} already"}
+            contributions[job.organization] = (participants, values)
+            self._changed.notify_all()
+        return 202, {"round": round, "participants": participants}
+
+    def _sum(self, job: _Job, round: str, participants: list[str], wait: float) -> tuple[int, Any]:
+        round, participants = _round(round, participants)
+        with self._changed:
+            contributions = self._rounds.setdefault((job.run, round), {})
+            missing = self._wait_for(lambda: [o for o in participants if o not in contributions], min(wait, 60))
+            if missing:
+                return 504, {"code": "round_incomplete",
+                             "message": f"round {round}: no contribution from organization(s) "
+                                        f"{', '.join(missing)} after {wait:g} s; ask again, or fail the round"}
+            parts = [contributions[o] for o in participants]
+        for org, (theirs, values) in zip(participants, parts):
+            if theirs != participants or len(values) != len(parts[0][1]):
+                return 403, {"code": "refused", "message": f"round {round}: organization {org}'s contribution "
+                                                           "is for other participants or of another length"}
+        total = [sum(column) % (1 << 64) for column in zip(*(values for _, values in parts))]
+        return 200, {"round": round, "participants": participants, "sum": total}
+
+    def _wait_for(self, missing: Callable[[], list[str]], wait: float) -> list[str]:
+        """Waits (holding the federation's lock between checks) until ``missing`` is empty or
+        ``wait`` seconds have passed; what is still missing."""
+        self._changed.wait_for(lambda: not missing(), timeout=wait)
+        return missing()
 
     def _take(self, job: _Job, topic: str | None, sender: str | None, wait: float) -> list[dict]:
         with self._lock:
@@ -304,6 +363,15 @@ def run(algorithm: Algorithm, organizations: Mapping[str, str | Path], input: An
     """Runs ``algorithm`` once at every organization of a fresh mock federation."""
     with MockFederation(organizations, images) as federation:
         return federation.run(algorithm, input, timeout=timeout)
+
+
+def _round(name: str, participants: list[str]) -> tuple[str, list[str]]:
+    """A round's name and its participants, checked and sorted as the node does."""
+    if not (0 < len(name) <= 64 and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)):
+        raise ValueError(f"a round is named by 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-': {name!r}")
+    if len(set(participants)) != len(participants):
+        raise ValueError("an organization is named twice among the participants")
+    return name, sorted(participants)
 
 
 def _answer(h: BaseHTTPRequestHandler, status: int, body: Any) -> None:

@@ -10,12 +10,15 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+from fedq_algorithm import fixed
 
 #: Where the node mounts this run's volume, shared by the run's containers at this node.
 RUN_DIR = Path("/fedq/run")
@@ -24,6 +27,9 @@ DATA_DIR = Path("/data")
 
 # Long polls wait up to 60 s at the node; leave room for that.
 _TIMEOUT = 90
+
+#: How long ``contribute`` and ``secure_sum`` wait for the other participants by default.
+ROUND_TIMEOUT = 600
 
 
 class NodeError(Exception):
@@ -243,6 +249,60 @@ class Node:
             results = self.subtask_results(task, wait=30)
             if results.complete:
                 return results.results
+
+    # -- secure aggregation --------------------------------------------------------------------
+
+    def contribute(
+        self,
+        round: str,
+        values: Iterable[float | int],
+        *,
+        participants: Iterable[str],
+        aggregator: str,
+        frac_bits: int = 0,
+        timeout: float = ROUND_TIMEOUT,
+    ) -> None:
+        """Contributes ``values`` to secure-aggregation ``round`` of ``participants``
+        (organizations of the run, this one included), whose sum the job at ``aggregator``
+        receives; reals are encoded with ``frac_bits`` fractional bits (``fedq_algorithm.fixed``).
+        Waits up to ``timeout`` seconds for every participant's node; a round still incomplete
+        then raises the node's ``round_incomplete``, which names who is missing."""
+        participants = list(participants)
+        body = {
+            "round": round,
+            "participants": participants,
+            "aggregator": aggregator,
+            "values": fixed.encode(values, frac_bits, len(set(participants))),
+        }
+        self._until_round_complete(timeout, lambda wait: self._json("POST", "/secure-sum", {**body, "wait": wait}))
+
+    def secure_sum(
+        self,
+        round: str,
+        *,
+        participants: Iterable[str],
+        frac_bits: int = 0,
+        timeout: float = ROUND_TIMEOUT,
+    ) -> list[int] | list[float]:
+        """At the aggregator's organization: the sum of ``round``'s contributions by
+        ``participants``, decoded with ``frac_bits`` fractional bits, waiting up to ``timeout``
+        seconds for all of them."""
+        path = f"/secure-sum/{urllib.parse.quote(round, safe='')}?" + urllib.parse.urlencode(
+            {"participants": ",".join(participants)}
+        )
+        body = self._until_round_complete(timeout, lambda wait: self._json("GET", f"{path}&wait={wait}"))
+        return fixed.decode(body["sum"], frac_bits)
+
+    @staticmethod
+    def _until_round_complete(timeout: float, ask: Callable[[int], Any]) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = max(0, min(60, int(deadline - time.monotonic())))
+            try:
+                return ask(wait)
+            except NodeError as e:
+                if e.code != "round_incomplete" or time.monotonic() >= deadline:
+                    raise
 
     # -- the result ----------------------------------------------------------------------------
 
