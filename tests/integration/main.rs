@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod analyses;
 mod cluster;
 mod command_line;
 mod compose;

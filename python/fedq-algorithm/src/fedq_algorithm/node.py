@@ -268,12 +268,20 @@ class Node:
         Waits up to ``timeout`` seconds for every participant's node; a round still incomplete
         then raises the node's ``round_incomplete``, which names who is missing."""
         participants = list(participants)
-        body = {
-            "round": round,
-            "participants": participants,
-            "aggregator": aggregator,
-            "values": fixed.encode(values, frac_bits, len(set(participants))),
-        }
+        words = fixed.encode(values, frac_bits, len(set(participants)))
+        self.contribute_words(round, words, participants=participants, aggregator=aggregator, timeout=timeout)
+
+    def contribute_words(
+        self,
+        round: str,
+        words: list[int],
+        *,
+        participants: Iterable[str],
+        aggregator: str,
+        timeout: float = ROUND_TIMEOUT,
+    ) -> None:
+        """:meth:`contribute` of integers modulo 2^64 as they are (``fixed.encode_wide``'s, say)."""
+        body = {"round": round, "participants": list(participants), "aggregator": aggregator, "values": words}
         self._until_round_complete(timeout, lambda wait: self._json("POST", "/secure-sum", {**body, "wait": wait}))
 
     def secure_sum(
@@ -287,11 +295,15 @@ class Node:
         """At the aggregator's organization: the sum of ``round``'s contributions by
         ``participants``, decoded with ``frac_bits`` fractional bits, waiting up to ``timeout``
         seconds for all of them."""
+        return fixed.decode(self.secure_sum_words(round, participants=participants, timeout=timeout), frac_bits)
+
+    def secure_sum_words(self, round: str, *, participants: Iterable[str], timeout: float = ROUND_TIMEOUT) -> list[int]:
+        """:meth:`secure_sum` as the integers modulo 2^64 that the node summed."""
         path = f"/secure-sum/{urllib.parse.quote(round, safe='')}?" + urllib.parse.urlencode(
             {"participants": ",".join(participants)}
         )
         body = self._until_round_complete(timeout, lambda wait: self._json("GET", f"{path}&wait={wait}"))
-        return fixed.decode(body["sum"], frac_bits)
+        return body["sum"]
 
     @staticmethod
     def _until_round_complete(timeout: float, ask: Callable[[int], Any]) -> Any:

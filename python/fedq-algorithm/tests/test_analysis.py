@@ -1,0 +1,77 @@
+"""The analyses (``fedq_algorithm.analysis``) in the mock federation, against the same
+computation on the pooled rows (``pooled.py``): counts exactly, the rest to a relative 1e-8
+(quantiles to one bin of their histogram). Three and five registries of different sizes, with
+missing values."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fedq_algorithm import mock
+from fedq_algorithm.analysis import run as analysis
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pooled  # noqa: E402
+
+
+@pytest.fixture(params=[(400, 1200, 250), (300, 900, 150, 620, 75)], ids=["3 registries", "5 registries"],
+                scope="module")
+def federation(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("registries")
+    paths = pooled.generate(folder, list(request.param))
+    return {f"R{i}": p.parent for i, p in enumerate(paths)}, pooled.pooled(paths)
+
+
+@pytest.mark.parametrize("case", list(pooled.CASES))
+def test_each_analysis_equals_the_pooled_computation(federation, case):
+    dirs, rows = federation
+    spec = pooled.CASES[case]
+    results = mock.run(analysis, dirs, dict(spec, data="patients"), timeout=120)
+    first, *others = list(dirs)
+    for org in others:
+        assert results[org].status == "completed", results[org].output
+        assert results[org].json() == {"analysis": spec["analysis"], "contributed": True}
+    assert results[first].status == "completed", results[first].output
+    out = results[first].json()
+    assert out["organizations"] == len(dirs)
+    pooled.CHECKS[case](out, rows)
+
+
+def test_a_registry_whose_data_does_not_fit_fails_with_its_reason_and_the_aggregator_says_so(tmp_path):
+    paths = pooled.generate(tmp_path, [50, 60, 70])
+    pd.read_csv(paths[2]).drop(columns=["bmi"]).to_csv(paths[2], index=False)
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    results = mock.run(analysis, dirs, {"analysis": "summary", "data": "patients", "columns": ["age", "bmi"]},
+                       timeout=60)
+    assert results["R2"].status == "failed"
+    assert results["R2"].json()["error"] == {"code": "column_missing", "message": "the data has no column 'bmi'"}
+    assert results["R0"].status == "failed"
+    assert results["R0"].json()["error"]["code"] == "not_everyone"
+    assert "1 of 3 organizations" in results["R0"].json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [
+        ({"analysis": "summary", "columns": ["sex"]}, "not_numeric"),
+        ({"analysis": "summary", "columns": ["age"], "where": "age > 200"}, "too_few_rows"),
+        ({"analysis": "summary", "columns": ["age"], "where": "nonsense ((("}, "bad_filter"),
+        ({"analysis": "glm", "family": "logistic", "outcome": "visits", "covariates": ["age"]}, "not_binary"),
+        ({"analysis": "glm", "family": "gamma", "outcome": "visits", "covariates": ["age"]}, "bad_input"),
+        ({"analysis": "crosstab", "rows": "sex", "columns": "smoker"}, "bad_input"),
+        ({"analysis": "regression"}, "bad_input"),
+    ],
+)
+def test_bad_requests_and_unfit_data_fail_with_a_reason_not_a_trace(tmp_path, spec, code):
+    paths = pooled.generate(tmp_path, [40, 40, 40])
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    results = mock.run(analysis, dirs, dict(spec, data="patients"), timeout=60)
+    for result in results.values():
+        assert result.status == "failed"
+        error = result.json()["error"]
+        assert error["code"] in (code, "not_everyone"), error
+    assert results["R1"].json()["error"]["code"] == code
