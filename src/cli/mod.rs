@@ -2,6 +2,7 @@
 //! and returns [`CliError`]; `main` prints the error chain.
 
 mod admin;
+mod analysis;
 mod audit;
 mod envelope;
 mod keys;
@@ -45,6 +46,9 @@ enum Command {
     Task(research::TaskCommand),
     /// Fetch a task's results and open them with your organization's key.
     Result(research::ResultArgs),
+    /// Run an analysis on secure aggregation at registries (summary, crosstab, correlation,
+    /// linear, glm, kaplan-meier) and print its statistics.
+    Analysis(analysis::AnalysisArgs),
     /// Administration over the REST API, from the saved session: organizations,
     /// collaborations, users, nodes, keys, enrollment tokens, dead letters (names or ids,
     /// `--json`).
@@ -126,6 +130,14 @@ pub enum CliError {
     /// An input given on the command line is not usable.
     #[error("invalid input: {0}")]
     BadInput(String),
+    /// An analysis did not run at every organization: each one's reason.
+    #[error("the {analysis} analysis failed: {}", .reasons.join("; "))]
+    AnalysisFailed {
+        /// Which analysis.
+        analysis: &'static str,
+        /// `registry-b: the data has no column 'bmi' (column_missing)`, per organization.
+        reasons: Vec<String>,
+    },
     /// The transparency log could not be read, or was caught misbehaving.
     #[error("transparency log: {0}")]
     Log(crate::client::audit::AuditError),
@@ -226,6 +238,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Tls(command) => tls::run(command),
         Command::Task(command) => research::task(command),
         Command::Result(args) => research::result(args),
+        Command::Analysis(args) => analysis::analysis(args),
         Command::Node(args) => node::run(args),
         Command::Admin(args) => admin::run(args),
         Command::Audit(args) => audit::run(args),

@@ -179,7 +179,7 @@ pub(super) fn session_client() -> Result<Client, CliError> {
     client(false)
 }
 
-fn identity(key: &Path, org: OrgId) -> Result<Identity, CliError> {
+pub(super) fn identity(key: &Path, org: OrgId) -> Result<Identity, CliError> {
     Ok(Identity::new(org, OrgKey::load(key)?))
 }
 
@@ -309,6 +309,33 @@ fn pretty(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).expect("an answer encodes")
 }
 
+/// A collaboration by name or id. Names are resolved among what this user can see: the
+/// collaborations of their organization and its partners.
+pub(super) async fn resolve_collaboration(
+    client: &Client,
+    name_or_id: &str,
+) -> Result<CollaborationId, CliError> {
+    match name_or_id.parse::<CollaborationId>() {
+        Ok(id) => Ok(id),
+        Err(_) => super::lookup::collaboration_id(client, name_or_id).await,
+    }
+}
+
+/// Organizations by name or id, in the order given.
+pub(super) async fn resolve_organizations(
+    client: &Client,
+    names_or_ids: &[String],
+) -> Result<Vec<OrgId>, CliError> {
+    let mut organizations = Vec::with_capacity(names_or_ids.len());
+    for org in names_or_ids {
+        organizations.push(match org.parse::<OrgId>() {
+            Ok(id) => id,
+            Err(_) => super::lookup::organization_id(client, org).await?,
+        });
+    }
+    Ok(organizations)
+}
+
 async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
     let me = client.me().await?;
     let org = me.organization().ok_or(CliError::NoOrganization)?;
@@ -322,19 +349,8 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), CliError> {
         }
         (None, None) => Vec::new(),
     };
-    // Names are resolved among what this user can see: the collaborations of their
-    // organization and its partners.
-    let collaboration = match args.collaboration.parse::<CollaborationId>() {
-        Ok(id) => id,
-        Err(_) => super::lookup::collaboration_id(client, &args.collaboration).await?,
-    };
-    let mut organizations = Vec::with_capacity(args.organizations.len());
-    for org in &args.organizations {
-        organizations.push(match org.parse::<OrgId>() {
-            Ok(id) => id,
-            Err(_) => super::lookup::organization_id(client, org).await?,
-        });
-    }
+    let collaboration = resolve_collaboration(client, &args.collaboration).await?;
+    let organizations = resolve_organizations(client, &args.organizations).await?;
     let inputs = if args.input_for.is_empty() {
         Inputs::Same(common)
     } else {

@@ -1,6 +1,6 @@
 //! The researcher's command line against a real federation: log in, create a Secure Sum task
 //! and wait for it, list, show and fetch results; and the clear errors for a wrong key, an
-//! organization outside the collaboration, and an image a node does not have.
+//! organization outside the collaboration, and an image a node does not have; analyses by name.
 
 use crate::support;
 
@@ -160,6 +160,64 @@ async fn a_researcher_runs_secure_sum_from_the_command_line() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("had no result after 2 s") && err.contains(&format!("registry-1 ({b})")), "{err}");
     assert!(err.contains("partial"), "{err}");
+    fed.cleanup().await;
+}
+
+/// `fedq analysis`: a regression and a summary by name at three registries, printed as tables
+/// and as JSON, and a refusal that names each registry and its reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_researcher_runs_analyses_by_name_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().to_str().unwrap().to_owned();
+    let pooled = concat!(env!("CARGO_MANIFEST_DIR"), "/python/fedq-algorithm/tests/pooled.py");
+    let out = support::python().args([pooled, "generate", &folder, "120", "300", "80"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = data.path().to_owned();
+    let patients = move |i: usize, _: &std::path::Path| {
+        BTreeMap::from([("patients".to_owned(), root.join(format!("registry-{i}")).join("patients"))])
+    };
+    // numpy, pandas and scipy need more than the test kit's 64 MiB.
+    let fed = Federation::configured(3, &["fedq/python-analysis"], patients, |_, config| {
+        config.limits.memory_mib = 512;
+    })
+    .await;
+    let cli = Cli { session: tempfile::tempdir().unwrap() };
+    cli.login(&format!("http://{}", fed.app.addr), "ada");
+    let key = cli.session.path().join("org.key");
+    fed.orgs[0].current().write_new(&key).unwrap();
+    for org in &fed.orgs[1..] {
+        cli.ok(&["keys", "trust", &org.org().to_string(), &org.current().id().to_string()]);
+    }
+    let analysis = |name: &str, extra: &[&str]| -> Vec<String> {
+        let base = [
+            "analysis",
+            name,
+            "--collaboration",
+            "registries",
+            "--key",
+            key.to_str().unwrap(),
+            "--data",
+            "patients",
+        ];
+        let orgs = ["--org", "registry-0", "--org", "registry-1", "--org", "registry-2"];
+        base.iter().chain(&orgs).chain(extra).map(|s| s.to_string()).collect()
+    };
+    let model = analysis("linear", &["--outcome", "bmi", "--covariates", "age,visits"]);
+    let table = cli.ok(&strs(&model));
+    assert!(table.starts_with("linear over 3 organizations"), "{table}");
+    for name in ["Intercept", "age", "visits", "r2", "df_resid"] {
+        assert!(table.lines().any(|l| l.starts_with(name)), "{name} in\n{table}");
+    }
+    let mut as_json = model.clone();
+    as_json.push("--json".into());
+    let fitted: Value = serde_json::from_str(&cli.ok(&strs(&as_json))).unwrap();
+    assert_eq!(fitted["coefficients"].as_array().unwrap().len(), 3, "{fitted}");
+    let summary = cli.ok(&strs(&analysis("summary", &["--columns", "age,bmi", "--where", "sex == 'F'"])));
+    assert!(summary.lines().any(|l| l.starts_with("age ")) && summary.contains("missing"), "{summary}");
+    let err = cli.fails(&strs(&analysis("summary", &["--columns", "weight"])));
+    for org in ["registry-0", "registry-1", "registry-2"] {
+        assert!(err.contains(&format!("{org}: the data has no column 'weight' (column_missing)")), "{err}");
+    }
     fed.cleanup().await;
 }
 

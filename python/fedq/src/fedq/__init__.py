@@ -12,6 +12,7 @@ Rust code as the ``fedq`` command line; the server sees neither.
 from ._native import __version__
 from .client import IN_MEMORY, Client, Task
 from .errors import (
+    AnalysisFailed,
     AuthenticationFailed,
     BadInput,
     FedqError,
@@ -32,6 +33,7 @@ from .results import Result, Results
 
 __all__ = [
     "IN_MEMORY",
+    "AnalysisFailed",
     "AuthenticationFailed",
     "BadInput",
     "Client",

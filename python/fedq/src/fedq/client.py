@@ -14,9 +14,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import _native, errors
+
+if TYPE_CHECKING:
+    from .analysis import Analyses
 from .progress import Progress
 from .results import Result, Results
 
@@ -165,6 +168,14 @@ class Client:
         if not org:
             raise errors.BadInput("this user belongs to no organization; log in as a researcher", "no_organization")
         return self._native.use_key(str(path), org)
+
+    @property
+    def analysis(self) -> "Analyses":
+        """The analyses of ``docs/algorithms.md``: ``client.analysis.summary(…)``, ``.crosstab``,
+        ``.correlation``, ``.linear``, ``.glm``, ``.kaplan_meier``."""
+        from .analysis import Analyses
+
+        return Analyses(self)
 
     # --- the directory --------------------------------------------------------------------
 

@@ -91,6 +91,15 @@ class BadInput(FedqError, ValueError):
     """An argument is not usable (an unknown name, a malformed id, inputs that do not match)."""
 
 
+class AnalysisFailed(FedqError):
+    """An analysis did not run at every organization: ``reasons`` holds each failed
+    organization's, as ``"registry-b: the data has no column 'bmi' (column_missing)"``."""
+
+    def __init__(self, message: str, reasons: list[str]) -> None:
+        super().__init__(message, "analysis_failed")
+        self.reasons = reasons
+
+
 class Incomplete(FedqError):
     """A wait ended before every job had its result. ``results`` holds those that arrived,
     ``pending`` the organizations (with their jobs' statuses) still without one."""

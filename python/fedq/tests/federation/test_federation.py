@@ -150,3 +150,24 @@ def test_a_swapped_key_is_refused(client, fed):
     assert "for organization registry-2 (" in str(raised.value), str(raised.value)
     assert _task_count(client) == before
     assert isinstance(client.trusted_keys("registries")["registry-2"], fedq.UntrustedKey)
+
+
+def test_analyses_by_name_give_pooled_statistics_as_dataframes(client: fedq.Client, fed: dict):
+    # The registries' patients: rows i = 0…count-1 with age 20 + i % 70, E11 every third row.
+    ages = [20 + i % 70 for count in fed["counts"] for i in range(count)]
+    registries = list(fed["pins"])
+    summary = client.analysis.summary("registries", registries, data="patients", columns=["age"], progress=False)
+    assert int(summary.loc["age", "count"]) == len(ages) and int(summary.loc["age", "missing"]) == 0
+    mean = sum(ages) / len(ages)
+    assert summary.loc["age", "mean"] == pytest.approx(mean, rel=1e-12)
+    variance = sum((a - mean) ** 2 for a in ages) / (len(ages) - 1)
+    assert summary.loc["age", "variance"] == pytest.approx(variance, rel=1e-10)
+
+    older = client.analysis.crosstab("registries", registries, data="patients", rows="diagnosis", columns="diagnosis",
+                                     levels={"diagnosis": ["E11", "I10"]}, where="age >= 50", progress=False)
+    e11 = sum(1 for count in fed["counts"] for i in range(count) if i % 3 == 0 and 20 + i % 70 >= 50)
+    assert int(older.table.loc["E11", "E11"]) == e11 and int(older.table.loc["E11", "I10"]) == 0
+
+    with pytest.raises(fedq.AnalysisFailed) as raised:
+        client.analysis.summary("registries", registries, data="patients", columns=["bmi"], progress=False)
+    assert "column_missing" in str(raised.value) and "registry-1" in str(raised.value)

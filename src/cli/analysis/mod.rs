@@ -1,0 +1,238 @@
+//! `fedq analysis <name>`: the statistics of docs/algorithms.md ("Analyses on secure
+//! aggregation"), run in the shipped analysis image at the registries and printed as tables (or
+//! JSON). The first organization given aggregates: list your own first if it has a node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::{Map, Value, json};
+
+use super::CliError;
+use super::research::{identity, resolve_collaboration, resolve_organizations, session_client};
+use crate::client::{Inputs, TaskSpec};
+use crate::ids::OrgId;
+use crate::protocol::JobStatus;
+
+mod tables;
+
+/// The image the analyses run in, as `scripts/images` builds it.
+pub const IMAGE: &str = "fedq/python-analysis:0.1.0";
+
+/// Which analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Name {
+    /// Count, missing, mean, variance, standard deviation (and quantiles from a histogram).
+    Summary,
+    /// A table of two categorical columns with the χ² test.
+    Crosstab,
+    /// Pearson correlations.
+    Correlation,
+    /// Ordinary least squares.
+    Linear,
+    /// Logistic or Poisson regression by IRLS.
+    Glm,
+    /// Kaplan–Meier curves and the log-rank test.
+    KaplanMeier,
+}
+
+impl Name {
+    fn as_str(self) -> &'static str {
+        match self {
+            Name::Summary => "summary",
+            Name::Crosstab => "crosstab",
+            Name::Correlation => "correlation",
+            Name::Linear => "linear",
+            Name::Glm => "glm",
+            Name::KaplanMeier => "kaplan_meier",
+        }
+    }
+}
+
+/// `fedq analysis`.
+#[derive(Debug, Args)]
+pub struct AnalysisArgs {
+    /// The analysis.
+    #[arg(value_enum)]
+    name: Name,
+    /// The collaboration (name or id).
+    #[arg(long)]
+    collaboration: String,
+    /// A registry to run at (name or id); repeat it. The first aggregates.
+    #[arg(long = "org", required = true)]
+    organizations: Vec<String>,
+    /// Your organization's private key file.
+    #[arg(long, env = "FEDQ_KEY")]
+    key: PathBuf,
+    /// The data source's label at every node.
+    #[arg(long)]
+    data: String,
+    /// A filter every node applies first (pandas query syntax: `age > 50 and sex == 'F'`).
+    #[arg(long = "where")]
+    filter: Option<String>,
+    /// Columns (summary, correlation); for a crosstab, its columns' variable.
+    #[arg(long, value_delimiter = ',')]
+    columns: Vec<String>,
+    /// A crosstab's rows' variable.
+    #[arg(long)]
+    rows: Option<String>,
+    /// A categorical column's levels, COLUMN=a,b,…; repeat per column (crosstab, groups).
+    #[arg(long = "levels", value_parser = parse_levels)]
+    levels: Vec<(String, Vec<String>)>,
+    /// A histogram for a column's quantiles, COLUMN=MIN:MAX:BINS (summary).
+    #[arg(long = "histogram", value_parser = parse_histogram)]
+    histograms: Vec<(String, Value)>,
+    /// A regression's outcome.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// A regression's covariates.
+    #[arg(long, value_delimiter = ',')]
+    covariates: Vec<String>,
+    /// A GLM's family: logistic or poisson.
+    #[arg(long)]
+    family: Option<String>,
+    /// Survival: the time column, the event column (1 event, 0 censored), the group column.
+    #[arg(long)]
+    time: Option<String>,
+    #[arg(long)]
+    #[allow(missing_docs)]
+    event: Option<String>,
+    #[arg(long)]
+    #[allow(missing_docs)]
+    group: Option<String>,
+    /// Survival: the longest time, and the unit times are counted in (1).
+    #[arg(long)]
+    max_time: Option<f64>,
+    #[arg(long)]
+    #[allow(missing_docs)]
+    unit: Option<f64>,
+    /// Any other argument of the analysis, as a JSON object merged into its input.
+    #[arg(long)]
+    arguments: Option<String>,
+    /// Another build of the analysis image.
+    #[arg(long, default_value = IMAGE)]
+    image: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Print the aggregator's output as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_levels(text: &str) -> Result<(String, Vec<String>), String> {
+    let (column, levels) = text.split_once('=').ok_or("expected COLUMN=a,b,…")?;
+    Ok((column.to_owned(), levels.split(',').map(str::to_owned).collect()))
+}
+
+fn parse_histogram(text: &str) -> Result<(String, Value), String> {
+    let (column, range) = text.split_once('=').ok_or("expected COLUMN=MIN:MAX:BINS")?;
+    let parts: Vec<f64> =
+        range.split(':').map(str::parse).collect::<Result<_, _>>().map_err(|_| "expected numbers")?;
+    match parts[..] {
+        [min, max, bins] => Ok((column.to_owned(), json!({"min": min, "max": max, "bins": bins as u64}))),
+        _ => Err("expected COLUMN=MIN:MAX:BINS".into()),
+    }
+}
+
+/// The analysis's input, as `docs/algorithms.md` lists it.
+fn input(args: &AnalysisArgs) -> Result<Value, CliError> {
+    let mut spec = Map::new();
+    spec.insert("analysis".into(), args.name.as_str().into());
+    spec.insert("data".into(), args.data.clone().into());
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            spec.insert(key.into(), value);
+        }
+    };
+    put("where", args.filter.clone().map(Value::from));
+    let columns = (!args.columns.is_empty()).then(|| json!(args.columns));
+    match args.name {
+        Name::Crosstab => put("columns", args.columns.first().cloned().map(Value::from)),
+        _ => put("columns", columns),
+    }
+    put("rows", args.rows.clone().map(Value::from));
+    let levels: Map<String, Value> = args.levels.iter().map(|(c, l)| (c.clone(), json!(l))).collect();
+    put("levels", (!levels.is_empty()).then_some(Value::Object(levels)));
+    let histograms: Map<String, Value> = args.histograms.iter().cloned().collect();
+    put("histogram", (!histograms.is_empty()).then_some(Value::Object(histograms)));
+    put("outcome", args.outcome.clone().map(Value::from));
+    put("covariates", (!args.covariates.is_empty()).then(|| json!(args.covariates)));
+    put("family", args.family.clone().map(Value::from));
+    put("time", args.time.clone().map(Value::from));
+    put("event", args.event.clone().map(Value::from));
+    put("group", args.group.clone().map(Value::from));
+    put("max_time", args.max_time.map(Value::from));
+    put("unit", args.unit.map(Value::from));
+    if let Some(text) = &args.arguments {
+        let Value::Object(more) = serde_json::from_str(text)
+            .map_err(|e| CliError::BadInput(format!("--arguments is not JSON: {e}")))?
+        else {
+            return Err(CliError::BadInput("--arguments is a JSON object".into()));
+        };
+        spec.extend(more);
+    }
+    Ok(Value::Object(spec))
+}
+
+/// Runs `fedq analysis`.
+pub fn analysis(args: AnalysisArgs) -> Result<(), CliError> {
+    super::runtime()?.block_on(run(args))
+}
+
+async fn run(args: AnalysisArgs) -> Result<(), CliError> {
+    let client = session_client()?;
+    let me = client.me().await?;
+    let org = me.organization().ok_or(CliError::NoOrganization)?;
+    let me_id = identity(&args.key, org)?;
+    let spec = input(&args)?;
+    let collaboration = resolve_collaboration(&client, &args.collaboration).await?;
+    let organizations = resolve_organizations(&client, &args.organizations).await?;
+    let task = TaskSpec {
+        collaboration,
+        image: args.image.clone(),
+        organizations: organizations.clone(),
+        inputs: Inputs::Same(spec.to_string().into_bytes()),
+        name: format!("analysis {}", args.name.as_str()),
+        return_log: false,
+    };
+    let created = client.create_task(&me_id, &task).await?;
+    eprintln!(
+        "task {} created: {} at {} organization(s)",
+        created.task,
+        args.name.as_str(),
+        organizations.len()
+    );
+    let look = client.wait(created.task, Duration::from_secs(args.timeout), |_| {}).await?;
+    let opened = client.open_results(&me_id, collaboration, &look.results).await?;
+    let orgs = client.organizations().await.unwrap_or_default();
+    let name =
+        |id: OrgId| orgs.iter().find(|o| o.id == id).map_or_else(|| id.to_string(), |o| o.name.clone());
+    if !look.complete {
+        let pending = organizations.iter().filter(|o| !opened.iter().any(|r| r.organization == **o));
+        let pending = pending.map(|o| name(*o)).collect();
+        return Err(CliError::Incomplete { task: created.task, waited_secs: args.timeout, pending });
+    }
+    let mut reasons = Vec::new();
+    for result in opened.iter().filter(|r| r.status != JobStatus::Completed) {
+        // The analysis posts its reason before it fails; a job that never ran has the node's.
+        let output: Value = serde_json::from_slice(&result.output).unwrap_or(Value::Null);
+        let why = output["error"]["message"].as_str().map(str::to_owned).or_else(|| result.reason.clone());
+        let code = output["error"]["code"].as_str().map(|c| format!(" ({c})")).unwrap_or_default();
+        let why = why.unwrap_or_else(|| result.status.to_string());
+        reasons.push(format!("{}: {why}{code}", name(result.organization)));
+    }
+    if !reasons.is_empty() {
+        return Err(CliError::AnalysisFailed { analysis: args.name.as_str(), reasons });
+    }
+    let first =
+        opened.iter().find(|r| r.organization == organizations[0]).expect("complete: every result is here");
+    let output: Value = serde_json::from_slice(&first.output)
+        .map_err(|e| CliError::BadInput(format!("the aggregator's output is not JSON: {e}")))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&output).expect("JSON prints"));
+    } else {
+        print!("{}", tables::render(args.name.as_str(), &output));
+    }
+    Ok(())
+}
