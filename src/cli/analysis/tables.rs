@@ -49,6 +49,26 @@ fn number(value: &Value) -> String {
     }
 }
 
+/// A matrix with its rows' and its columns' labels (a crosstab, a correlation matrix).
+fn labelled_matrix(rows: &Value, columns: &Value, matrix: &Value) -> String {
+    let labels = |v: &Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().map(|l| l.as_str().unwrap_or("").to_owned()).collect()
+    };
+    let columns = labels(columns);
+    let mut header = vec![""];
+    header.extend(columns.iter().map(String::as_str));
+    let body: Vec<Vec<String>> = labels(rows)
+        .into_iter()
+        .zip(matrix.as_array().into_iter().flatten())
+        .map(|(label, line)| {
+            let mut row = vec![label];
+            row.extend(line.as_array().into_iter().flatten().map(number));
+            row
+        })
+        .collect();
+    table(&header, &body)
+}
+
 fn coefficients(out: &Value, statistic: &str) -> String {
     let rows: Vec<Vec<String>> = out["coefficients"]
         .as_array()
@@ -106,26 +126,7 @@ pub fn render(name: &str, out: &Value) -> String {
             text.push_str(&table(&header, &rows));
         }
         "crosstab" => {
-            let columns: Vec<String> = out["column_levels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| v.as_str().unwrap_or("").to_owned())
-                .collect();
-            let mut header = vec![""];
-            header.extend(columns.iter().map(String::as_str));
-            let rows: Vec<Vec<String>> = out["row_levels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .zip(out["table"].as_array().into_iter().flatten())
-                .map(|(level, counts)| {
-                    let mut row = vec![level.as_str().unwrap_or("").to_owned()];
-                    row.extend(counts.as_array().into_iter().flatten().map(number));
-                    row
-                })
-                .collect();
-            text.push_str(&table(&header, &rows));
+            text.push_str(&labelled_matrix(&out["row_levels"], &out["column_levels"], &out["table"]));
             let _ = writeln!(
                 text,
                 "\nmissing {}, excluded {}",
@@ -144,24 +145,7 @@ pub fn render(name: &str, out: &Value) -> String {
             }
         }
         "correlation" => {
-            let columns: Vec<String> = out["columns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| v.as_str().unwrap_or("").to_owned())
-                .collect();
-            let mut header = vec![""];
-            header.extend(columns.iter().map(String::as_str));
-            let rows: Vec<Vec<String>> = columns
-                .iter()
-                .zip(out["matrix"].as_array().into_iter().flatten())
-                .map(|(column, line)| {
-                    let mut row = vec![column.clone()];
-                    row.extend(line.as_array().into_iter().flatten().map(number));
-                    row
-                })
-                .collect();
-            text.push_str(&table(&header, &rows));
+            text.push_str(&labelled_matrix(&out["columns"], &out["columns"], &out["matrix"]));
             let _ = writeln!(text, "\nn {}", number(&out["n"]));
         }
         "linear" => {
@@ -225,5 +209,24 @@ mod tests {
         assert!(lines.contains(&vec!["Intercept", "1.5000", "0.2500", "6.0000", "1.2000e-8"]), "{text}");
         assert!(lines.contains(&vec!["age", "-0.0123", "0.0010", "-12.3000", "0.0000"]), "{text}");
         assert!(lines.contains(&vec!["r2", "0.2500"]), "{text}");
+    }
+
+    #[test]
+    fn a_crosstab_and_a_correlation_matrix_print_with_their_labels() {
+        let crosstab = json!({"organizations": 3, "row_levels": ["no", "yes"], "column_levels": ["0", "1"],
+            "table": [[10, 2], [3, 4]], "missing": 1, "excluded": 0,
+            "test": {"chi2": 2.5, "dof": 1, "correction": true, "p": 0.11}});
+        let text = render("crosstab", &crosstab);
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert!(lines.contains(&vec!["0", "1"]) && lines.contains(&vec!["no", "10", "2"]), "{text}");
+        assert!(text.contains("chi2 2.5000 (dof 1, Yates' correction), p 0.1100"), "{text}");
+        let correlation = json!({"organizations": 3, "columns": ["age", "bmi"], "n": 9,
+            "matrix": [[1.0, 0.5], [0.5, 1.0]]});
+        let text = render("correlation", &correlation);
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert!(
+            lines.contains(&vec!["age", "bmi"]) && lines.contains(&vec!["bmi", "0.5000", "1.0000"]),
+            "{text}"
+        );
     }
 }

@@ -11,19 +11,23 @@ from fractions import Fraction
 MODULUS = 1 << 64
 
 
+def _scaled(value: float | int, frac_bits: int) -> int:
+    """``round(value · 2^f)`` exactly, half away from zero; integers are shifted, never rounded."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value << frac_bits
+    x = float(value)
+    if not math.isfinite(x):
+        raise OverflowError(f"{x} cannot be summed")
+    return int(math.copysign(math.floor(math.ldexp(abs(x), frac_bits) + 0.5), x))
+
+
 def encode(values: Iterable[float | int], frac_bits: int, participants: int) -> list[int]:
     """``values`` encoded with ``frac_bits`` fractional bits; raises :class:`OverflowError` for
     a value that a sum over ``participants`` contributions like it could overflow (``|x| · 2^f ·
     n`` must stay below 2^63)."""
     encoded = []
     for value in values:
-        if isinstance(value, int) and not isinstance(value, bool):
-            scaled = value << frac_bits
-        else:
-            x = float(value)
-            if not math.isfinite(x):
-                raise OverflowError(f"{x} cannot be summed")
-            scaled = int(math.copysign(math.floor(abs(x) * 2.0**frac_bits + 0.5), x))
+        scaled = _scaled(value, frac_bits)
         if abs(scaled) * max(1, participants) >= 1 << 63:
             raise OverflowError(
                 f"{value} with {frac_bits} fractional bits over {participants} participants may "
@@ -58,13 +62,7 @@ def encode_wide(values: Iterable[float | int], participants: int, frac_bits: int
         raise OverflowError(f"the wide encoding sums over 1 to 65,535 participants, not {participants}")
     words = []
     for value in values:
-        if isinstance(value, int) and not isinstance(value, bool):
-            v = value << frac_bits
-        else:
-            x = float(value)
-            if not math.isfinite(x):
-                raise OverflowError(f"{x} cannot be summed")
-            v = int(math.copysign(math.floor(math.ldexp(abs(x), frac_bits) + 0.5), x))
+        v = _scaled(value, frac_bits)
         lo, hi = v % _LIMB, v // _LIMB
         if abs(hi) * participants >= 1 << 63:
             raise OverflowError(f"{value} is too large for a sum over {participants} participants")
