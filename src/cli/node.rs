@@ -43,7 +43,11 @@ enum NodeCommand {
     Enroll(Box<EnrollArgs>),
     /// Verify the settings end to end (server, broker, Docker, firewall, images, data) and say
     /// what to fix.
-    Check,
+    Check {
+        /// Seconds each remote check (server, broker, Docker, firewall tools, disks, images) may take.
+        #[arg(long, default_value_t = crate::node::check::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+    },
     /// Show or change which images this node runs; a running node applies a change within
     /// seconds, without a restart.
     Policy {
@@ -143,9 +147,10 @@ pub fn run(args: NodeArgs) -> Result<(), CliError> {
     match args.command {
         Some(NodeCommand::Enroll(enroll_args)) => super::runtime()?.block_on(enroll(&path, *enroll_args)),
         Some(NodeCommand::Policy { command }) => policy(&path, command),
-        Some(NodeCommand::Check) => {
+        Some(NodeCommand::Check { timeout }) => {
             let config = load(&path)?;
-            let checks = super::runtime()?.block_on(crate::node::check::run(&config));
+            let timeout = std::time::Duration::from_secs(timeout);
+            let checks = super::runtime()?.block_on(crate::node::check::run(&config, timeout));
             let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
             for check in &checks {
                 match &check.outcome {

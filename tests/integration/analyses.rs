@@ -2,8 +2,11 @@
 //! server and containers, three and five registries of different sizes with missing values:
 //! every analysis's output equals the same computation on the pooled rows with pandas, scipy,
 //! statsmodels and lifelines (`python/fedq-algorithm/tests/pooled.py` generates the registries'
-//! data and checks the outputs), and the containers of a GLM stay up for the whole fit.
+//! data and checks the outputs), and the containers of a GLM stay up for the whole fit. No
+//! registry's own sums, nor any two registries' sums, reach the broker, the server's database or
+//! the aggregator's organization.
 
+use crate::secure_sum;
 use crate::support;
 
 use std::collections::BTreeMap;
@@ -17,54 +20,70 @@ use support::federation::Federation;
 const IMAGE: &str = "fedq/python-analysis:0.1.0";
 const POOLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/fedq-algorithm/tests/pooled.py");
 
-async fn every_analysis_equals_the_pooled_rows(sizes: &[u32]) {
+/// The registries' data and the cases, as `pooled.py generate` writes them in a directory of
+/// their own.
+fn generate(sizes: &[u32]) -> (tempfile::TempDir, BTreeMap<String, Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().to_str().unwrap().to_owned();
     let sizes: Vec<String> = sizes.iter().map(u32::to_string).collect();
-    let out = support::python().arg(POOLED).args(["generate", &folder]).args(&sizes).output().unwrap();
+    let out = support::python().arg(POOLED).arg("generate").arg(dir.path()).args(&sizes).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let cases: BTreeMap<String, Value> =
-        serde_json::from_slice(&std::fs::read(dir.path().join("cases.json")).unwrap()).unwrap();
+    let cases = serde_json::from_slice(&std::fs::read(dir.path().join("cases.json")).unwrap()).unwrap();
+    (dir, cases)
+}
 
-    let data = dir.path().to_owned();
+/// A federation of `n` registries, each with its `patients` from `data`.
+async fn federation(data: &std::path::Path, n: usize) -> Federation {
+    let data = data.to_owned();
     let data_of = move |i: usize, _: &std::path::Path| {
         BTreeMap::from([("patients".to_owned(), data.join(format!("registry-{i}")).join("patients"))])
     };
     // numpy, pandas and scipy need more than the test kit's 64 MiB; 512 is a node's default.
-    let fed = Federation::configured(sizes.len(), &["fedq/python-analysis"], data_of, |_, config| {
+    Federation::configured(n, &["fedq/python-analysis"], data_of, |_, config| {
         config.limits.memory_mib = 512;
     })
-    .await;
+    .await
+}
+
+/// Runs `case` at every registry; every job completes, the first posts the statistics (which
+/// are returned) and the others say they contributed.
+async fn run_case(fed: &Federation, name: &str, case: &Value) -> (fedq::client::CreatedTask, Value) {
     let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
+    let mut input = case.clone();
+    input["data"] = "patients".into();
+    let spec = TaskSpec {
+        collaboration: fed.collaboration,
+        image: IMAGE.into(),
+        organizations: organizations.clone(),
+        inputs: Inputs::Same(input.to_string().into_bytes()),
+        name: format!("analysis {name}"),
+        return_log: false,
+    };
+    let created = fed.researcher.create_task(&fed.orgs[0], &spec).await.unwrap();
+    let opened = fed
+        .researcher
+        .wait_and_open(&fed.orgs[0], fed.collaboration, created.task, Duration::from_secs(300))
+        .await
+        .unwrap();
+    for result in &opened {
+        assert_eq!(result.status, JobStatus::Completed, "{name}: {result:?}");
+    }
+    let first = opened.iter().find(|r| r.organization == organizations[0]).unwrap();
+    let output: Value = serde_json::from_slice(&first.output).unwrap();
+    assert_eq!(output["organizations"], organizations.len(), "{name}: {output}");
+    for other in opened.iter().filter(|r| r.organization != organizations[0]) {
+        let said: Value = serde_json::from_slice(&other.output).unwrap();
+        assert_eq!(said["contributed"], true, "{name}: {said}");
+    }
+    (created, output)
+}
+
+async fn every_analysis_equals_the_pooled_rows(sizes: &[u32]) {
+    let (dir, cases) = generate(sizes);
+    let folder = dir.path().to_str().unwrap().to_owned();
+    let fed = federation(dir.path(), sizes.len()).await;
     let mut results = serde_json::Map::new();
     for (name, case) in &cases {
-        let mut input = case.clone();
-        input["data"] = "patients".into();
-        let spec = TaskSpec {
-            collaboration: fed.collaboration,
-            image: IMAGE.into(),
-            organizations: organizations.clone(),
-            inputs: Inputs::Same(input.to_string().into_bytes()),
-            name: format!("analysis {name}"),
-            return_log: false,
-        };
-        let created = fed.researcher.create_task(&fed.orgs[0], &spec).await.unwrap();
-        let opened = fed
-            .researcher
-            .wait_and_open(&fed.orgs[0], fed.collaboration, created.task, Duration::from_secs(300))
-            .await
-            .unwrap();
-        for result in &opened {
-            assert_eq!(result.status, JobStatus::Completed, "{name}: {result:?}");
-        }
-        let first = opened.iter().find(|r| r.organization == organizations[0]).unwrap();
-        let output: Value = serde_json::from_slice(&first.output).unwrap();
-        assert_eq!(output["organizations"], sizes.len(), "{name}: {output}");
-        for other in opened.iter().filter(|r| r.organization != organizations[0]) {
-            let said: Value = serde_json::from_slice(&other.output).unwrap();
-            assert_eq!(said["contributed"], true, "{name}: {said}");
-        }
-        results.insert(name.clone(), output);
+        results.insert(name.clone(), run_case(&fed, name, case).await.1);
     }
     // One container per organization for a whole GLM fit of several iterations.
     assert!(results["logistic"]["iterations"].as_u64().unwrap() >= 4, "{}", results["logistic"]);
@@ -84,4 +103,87 @@ async fn every_analysis_of_three_registries_equals_the_pooled_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_analysis_of_five_registries_equals_the_pooled_rows() {
     every_analysis_equals_the_pooled_rows(&[300, 900, 150, 620, 75]).await;
+}
+
+/// What each party learns of a linear regression (`docs/algorithms.md`): each registry's own
+/// sums (n, XᵀX, Xᵀy, yᵀy, Σy, as `pooled.py local` computes them from its rows) and the sums of
+/// any two registries reach no one. Not the broker, not the server's database, not the
+/// aggregator's organization: neither in the run messages its node opened (the masked parts)
+/// nor in its container's log. Searched as the wide fixed point's words (8 bytes either way and
+/// MessagePack), as the reals' 8 bytes and as their text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_registry_s_sums_of_a_linear_regression_reach_anyone() {
+    let (dir, cases) = generate(&[400, 1200, 250]);
+    let local = support::python().arg(POOLED).arg("local").arg(dir.path()).arg("linear").output().unwrap();
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+    // Per registry: its sums as reals and as the words its node contributes.
+    let sums: Vec<(Vec<f64>, Vec<u64>)> = serde_json::from_slice(&local.stdout).unwrap();
+    assert_eq!(sums.len(), 3);
+    let fed = federation(dir.path(), 3).await;
+    let (_tap_connection, tap) = secure_sum::tap(&fed).await;
+    let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
+    let (created, output) = run_case(&fed, "linear", &cases["linear"]).await;
+    assert_eq!(output["n"].as_u64(), Some(sums.iter().map(|s| s.0[0] as u64).sum()), "{output}");
+
+    // What is looked for: B's and C's sums (A's own are A's), and every pair's.
+    let mut secrets: Vec<(String, Vec<f64>, Vec<u64>)> = Vec::new();
+    for (i, (reals, words)) in sums.iter().enumerate().skip(1) {
+        secrets.push((format!("registry {i}'s sums"), reals.clone(), words.clone()));
+    }
+    for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+        let reals = sums[i].0.iter().zip(&sums[j].0).map(|(a, b)| a + b).collect();
+        let words = sums[i].1.iter().zip(&sums[j].1).map(|(a, b)| a.wrapping_add(*b)).collect();
+        secrets.push((format!("registries {i} and {j}'s sums"), reals, words));
+    }
+    let carried = secure_sum::drain(&tap).await;
+    // The run messages as A's node opened them: the masked parts it summed.
+    let at_a: Vec<u8> = secure_sum::run_messages(&fed, &carried)
+        .into_iter()
+        .filter(|(header, _)| header.recipient == organizations[0])
+        .flat_map(|(_, message)| message.body.into_vec())
+        .collect();
+    assert!(!at_a.is_empty(), "A's node received the masked parts");
+    let carried = carried.concat();
+    let dump_text = secure_sum::dump(&fed);
+    let dump_bytes = secure_sum::hex_runs(&dump_text);
+    let a_job = created.jobs.iter().find(|(_, org)| *org == organizations[0]).unwrap().0;
+    let a_log = std::fs::read_to_string(
+        fed.configs[0].node.state_dir.join("jobs").join(a_job.to_string()).join("container.log"),
+    )
+    .unwrap();
+    let mut searched = 0;
+    for (what, reals, words) in &secrets {
+        // A word with few significant bytes (an integer count's low word) could be anything.
+        for word in words.iter().filter(|w| w.to_le_bytes().iter().filter(|b| **b != 0).count() >= 5) {
+            for (encoding, bytes) in secure_sum::encodings(*word) {
+                for (place, hay) in
+                    [("the broker", &carried), ("the database", &dump_bytes), ("A's opened messages", &at_a)]
+                {
+                    assert!(
+                        !secure_sum::contains(hay, &bytes),
+                        "{what}: word {word:#x} ({encoding}) in {place}"
+                    );
+                }
+            }
+            searched += 1;
+        }
+        for real in reals.iter().filter(|r| r.fract() != 0.0) {
+            for (encoding, bytes) in
+                [("little-endian", real.to_le_bytes()), ("big-endian", real.to_be_bytes())]
+            {
+                for (place, hay) in
+                    [("the broker", &carried), ("the database", &dump_bytes), ("A's opened messages", &at_a)]
+                {
+                    assert!(!secure_sum::contains(hay, &bytes), "{what}: {real} ({encoding}) in {place}");
+                }
+            }
+            let text = format!("{real}");
+            let digits = &text[..text.len().min(12)];
+            assert!(!a_log.contains(digits), "{what}: {real} in the aggregator's container log");
+            assert!(!dump_text.contains(digits), "{what}: {real} as text in the database");
+            searched += 1;
+        }
+    }
+    assert!(searched > 30, "only {searched} values searched");
+    fed.cleanup().await;
 }

@@ -155,7 +155,8 @@ pub fn three_registries(
             args.extend(["--pin", pin.as_str()]);
         }
         cli.run(h, &args, None);
-        cli.run(h, &["node", "check", "--config", config.to_str().unwrap()], None);
+        // The suite's other tests load the broker and the disk: a remote check may be slow here.
+        cli.run(h, &["node", "check", "--config", config.to_str().unwrap(), "--timeout", "90"], None);
         // `systemctl enable --now fedq-node`, here a process of the test.
         cli.count.set(cli.count.get() + 1);
         let mut guard = NodeGuard { name: node, process: None };

@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::config::NodeConfig;
 use crate::keys::{OrgKey, PublicKey};
 
-/// How long each remote check may take.
-const TIMEOUT: Duration = Duration::from_secs(15);
+/// How long each remote check may take unless `fedq node check --timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One check's outcome.
 #[derive(Debug, Clone)]
@@ -26,36 +26,42 @@ impl Check {
     }
 }
 
-/// Runs every check of `config`, in the order a node needs them.
-pub async fn run(config: &NodeConfig) -> Vec<Check> {
+/// Runs every check of `config`, in the order a node needs them, each remote one given `timeout`.
+pub async fn run(config: &NodeConfig, timeout: Duration) -> Vec<Check> {
     let key = key(config);
     let mut checks = vec![Check::new(
         "organization key",
         key.as_ref().map(|(_, text)| text.clone()).map_err(Clone::clone),
     )];
     let public = key.ok().map(|(public, _)| public);
-    checks.push(Check::new("server", timed(server(config, public.as_ref())).await));
-    checks.push(Check::new("broker", timed(broker(config)).await));
-    checks.push(Check::new("docker", timed(docker()).await));
+    checks.push(Check::new("server", timed(timeout, server(config, public.as_ref())).await));
+    checks.push(Check::new("broker", broker(config, timeout).await));
+    checks.push(Check::new("docker", timed(timeout, docker()).await));
     checks.push(Check::new("br_netfilter", bridge_netfilter()));
     checks.push(Check::new(
         "firewall tools",
         if config.network.firewall {
-            timed(firewall_tools()).await
+            timed(timeout, firewall_tools()).await
         } else {
             Ok("[network] firewall = false: containers are not isolated from the host's ports".into())
         },
     ));
-    checks.push(Check::new("run disks", timed(run_disks(config)).await));
-    checks.push(Check::new("images", timed(images(config)).await));
+    checks.push(Check::new("run disks", timed(timeout, run_disks(config)).await));
+    checks.push(Check::new("images", timed(timeout, images(config)).await));
     checks.push(Check::new("data sources", data(config)));
     checks
 }
 
-async fn timed(check: impl Future<Output = Result<String, String>>) -> Result<String, String> {
-    tokio::time::timeout(TIMEOUT, check)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s", TIMEOUT.as_secs())))
+async fn timed(
+    timeout: Duration,
+    check: impl Future<Output = Result<String, String>>,
+) -> Result<String, String> {
+    tokio::time::timeout(timeout, check).await.unwrap_or_else(|_| {
+        Err(format!(
+            "no answer within {} s; if the host is only slow, try again with a longer --timeout",
+            timeout.as_secs()
+        ))
+    })
 }
 
 fn key(config: &NodeConfig) -> Result<(PublicKey, String), String> {
@@ -106,7 +112,7 @@ async fn server(config: &NodeConfig, public: Option<&PublicKey>) -> Result<Strin
     }
 }
 
-async fn broker(config: &NodeConfig) -> Result<String, String> {
+async fn broker(config: &NodeConfig, timeout: Duration) -> Result<String, String> {
     let endpoints = crate::broker::endpoints::Endpoints::new(
         &config.broker.url,
         &config.broker.cluster_hosts,
@@ -114,14 +120,36 @@ async fn broker(config: &NodeConfig) -> Result<String, String> {
         "broker.url",
     )
     .map_err(|e| e.to_string())?;
-    let (connection, address) = endpoints.connect().await.map_err(|e| {
-        format!("{e}; check [broker] url (its user and password come from the enrollment) and [broker.tls] ca_file")
-    })?;
+    let started = tokio::time::Instant::now();
+    // Each step has its own deadline, so that a slow broker is told apart from a slow queue.
+    let (connection, address) = tokio::time::timeout(timeout, endpoints.connect())
+        .await
+        .map_err(|_| {
+            format!(
+                "{} accepted no AMQP connection within {} s: is the broker up, reachable from here and not \
+                 overloaded? (`--timeout` waits longer)",
+                endpoints.addresses().join(", "),
+                timeout.as_secs()
+            )
+        })?
+        .map_err(|e| {
+            format!("{e}; check [broker] url (its user and password come from the enrollment) and [broker.tls] ca_file")
+        })?;
     let queue = crate::broker::org_queue(config.node.organization);
-    let waiting = crate::broker::waiting_messages(&connection, &queue).await;
-    let _ = connection.close(200, "check done".into()).await;
-    let waiting =
-        waiting.map_err(|e| format!("{queue} cannot be read with this user ({e}): is the node revoked?"))?;
+    let left = timeout.saturating_sub(started.elapsed());
+    let waiting = tokio::time::timeout(left, crate::broker::waiting_messages(&connection, &queue)).await;
+    // A broker that does not answer the close either is not waited on: the process ends anyway.
+    let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "check done".into())).await;
+    let waiting = waiting
+        .map_err(|_| {
+            format!(
+                "{address} let {} in but did not say within {} s how many messages {queue} holds: the broker is \
+                 busy or the queue has no leader (`rabbitmq-queues quorum_status {queue}`)",
+                config.broker.username,
+                timeout.as_secs()
+            )
+        })?
+        .map_err(|e| format!("{queue} cannot be read with this user ({e}): is the node revoked?"))?;
     Ok(format!("{address} as {}, {waiting} message(s) waiting", config.broker.username))
 }
 

@@ -6,6 +6,9 @@ real nodes (``tests/integration/analyses.rs``), which runs this file:
                                             cases in DIR/cases.json
     python pooled.py check DIR              DIR/results.json (each case's output) against the
                                             pooled rows; exits 1 naming what differs
+    python pooled.py local DIR CASE         each registry's own sums for CASE (a one-round
+                                            analysis), as reals and as the words its node
+                                            contributes: what no one else may learn
 """
 
 from __future__ import annotations
@@ -156,11 +159,30 @@ def check_kaplan_meier(out: dict, rows: pd.DataFrame) -> None:
 CHECKS = {name: globals()[f"check_{name}"] for name in CASES}
 
 
+def local_sums(folder: Path, case: str) -> list:
+    """Per registry, in order: ``[reals, words]``, the sums its job contributes for ``case``."""
+    from fedq_algorithm import analysis, fixed
+
+    spec = CASES[case]
+    paths = sorted(folder.glob("registry-*/patients"))
+    out = []
+    for path in paths:
+        frame = pd.read_csv(path)
+        if spec.get("where"):
+            frame = frame.query(spec["where"], engine="python")
+        reals = [float(v) for v in analysis.ONE_ROUND[spec["analysis"]][0](frame, spec)]
+        out.append([reals, fixed.encode_wide(reals, len(paths))])
+    return out
+
+
 def main(argv: list[str]) -> int:
     command, folder = argv[1], Path(argv[2])
     if command == "generate":
         generate(folder, [int(n) for n in argv[3:]])
         (folder / "cases.json").write_text(json.dumps(CASES))
+        return 0
+    if command == "local":
+        print(json.dumps(local_sums(folder, argv[3])))
         return 0
     rows = pooled(sorted(folder.glob("registry-*/patients")))
     results = json.loads((folder / "results.json").read_text())

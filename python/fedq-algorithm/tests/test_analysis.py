@@ -75,3 +75,66 @@ def test_bad_requests_and_unfit_data_fail_with_a_reason_not_a_trace(tmp_path, sp
         error = result.json()["error"]
         assert error["code"] in (code, "not_everyone"), error
     assert results["R1"].json()["error"]["code"] == code
+
+
+def test_a_glm_that_a_registry_cannot_fit_ends_at_once_everywhere(tmp_path):
+    # R2's outcome is not 0 or 1: it says so in the first round, whose flag stops everyone.
+    paths = pooled.generate(tmp_path, [50, 60, 70])
+    frame = pd.read_csv(paths[2])
+    frame.loc[0, "diagnosis"] = 2
+    frame.to_csv(paths[2], index=False)
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    spec = dict(pooled.CASES["logistic"], data="patients", timeout=30)
+    results = mock.run(analysis, dirs, spec, timeout=60)
+    assert results["R2"].json()["error"]["code"] == "not_binary", results["R2"].output
+    assert results["R0"].json()["error"]["code"] == "not_everyone", results["R0"].output
+    assert "1 of 3 organizations" in results["R0"].json()["error"]["message"]
+    assert results["R1"].status == "completed", results["R1"].output
+    assert results["R1"].json() == {"analysis": "glm", "contributed": True}
+
+
+def test_a_perfectly_separated_logistic_regression_ends_everywhere_without_a_trace(tmp_path):
+    # The outcome is a threshold of age: the coefficients grow without bound, the fitted means
+    # reach 0 and 1 (where a weight of μ(1 − μ) is 0 and z = η + (y − μ)/w has no value).
+    paths = pooled.generate(tmp_path, [50, 60, 70])
+    for path in paths:
+        frame = pd.read_csv(path).dropna(subset=["age"])
+        frame["diagnosis"] = (frame["age"] > 50).astype(int)
+        frame.to_csv(path, index=False)
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    spec = {"analysis": "glm", "family": "logistic", "outcome": "diagnosis", "covariates": ["age"],
+            "data": "patients", "max_iter": 60, "timeout": 30}
+    results = mock.run(analysis, dirs, spec, timeout=120)
+    out = results["R0"].json()
+    assert results["R0"].status == "completed", out
+    assert out["converged"] is False and out["iterations"] == 60, out
+    for org in ("R1", "R2"):
+        assert results[org].status == "completed", results[org].output
+        assert results[org].json() == {"analysis": "glm", "contributed": True}
+
+
+def test_a_category_column_of_integers_with_a_missing_value_matches_its_levels(tmp_path):
+    # With one value missing, pandas reads R1's diagnosis as floats (1.0), the levels say 0 and 1.
+    paths = pooled.generate(tmp_path, [50, 60, 70])
+    frame = pd.read_csv(paths[1])
+    frame.loc[[0, 1], "diagnosis"] = None
+    frame.to_csv(paths[1], index=False)
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    spec = {"analysis": "crosstab", "rows": "smoker", "columns": "diagnosis", "data": "patients",
+            "levels": {"smoker": ["no", "yes"], "diagnosis": [0, 1]}}
+    results = mock.run(analysis, dirs, spec, timeout=60)
+    out = results["R0"].json()
+    rows = pooled.pooled(paths)
+    assert out["table"] == pd.crosstab(rows["smoker"], rows["diagnosis"]).to_numpy().tolist(), out
+    assert out["excluded"] == 0, out
+
+
+def test_data_that_cannot_be_read_fails_its_registry_with_the_kind_not_the_values(tmp_path):
+    paths = pooled.generate(tmp_path, [50, 60, 70])
+    paths[2].write_text("age,bmi\n41,22\n41,secret-value,3,4\n")
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    results = mock.run(analysis, dirs, {"analysis": "summary", "data": "patients", "columns": ["age"]}, timeout=60)
+    error = results["R2"].json()["error"]
+    assert error["code"] == "local_failure" and "ParserError" in error["message"], error
+    assert "secret" not in results["R2"].output.decode(), results["R2"].output
+    assert results["R0"].json()["error"]["code"] == "not_everyone", results["R0"].output

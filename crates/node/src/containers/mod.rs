@@ -36,6 +36,8 @@ pub const RUN_DIR: &str = "/fedq/run";
 pub const DATA_DIR: &str = "/data";
 /// The most of a container's output Docker keeps on disk, MiB.
 pub const MAX_LOG_MIB: u64 = 4;
+/// How long an exit by a SIGKILL the node did not send waits for Docker's `oom` event.
+const OOM_EVENT_WAIT_SECS: u64 = 30;
 
 /// Labels on everything the node creates, so that it (and `fedq node gc`) can find it.
 pub mod label {
@@ -469,8 +471,9 @@ impl Sandbox {
     /// Whether Docker reported an `oom` event for the container. Its `OOMKilled` flag is not
     /// reliable: the exit, handled after the out-of-memory notice, can reset it. The event is
     /// emitted either way, before or after the exit, so the daemon's event log is asked for it,
-    /// waiting up to ten seconds for a late one: on a loaded machine it was seen to come more
-    /// than two seconds after the exit. Only an exit by a SIGKILL the node did not send waits.
+    /// waiting up to [`OOM_EVENT_WAIT_SECS`] for a late one: on a machine loaded by a fork
+    /// bomb and a full test suite it was seen to come more than ten seconds after the exit.
+    /// Only an exit by a SIGKILL the node did not send waits, and only until the event comes.
     async fn oom_event(&self, name: &str) -> bool {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -479,7 +482,7 @@ impl Sandbox {
         let filters = HashMap::from([("container", vec![name]), ("event", vec!["oom"])]);
         let options = EventsOptionsBuilder::default()
             .since(&since.to_string())
-            .until(&(now + 10).to_string())
+            .until(&(now + OOM_EVENT_WAIT_SECS).to_string())
             .filters(&filters)
             .build();
         let mut events = self.docker.events(Some(options));

@@ -48,9 +48,10 @@ pub(crate) enum SumError {
     /// An organization of the round has no job in the run.
     #[error("organization {0} has no job in this run: it cannot take part in or aggregate a round")]
     NotInRun(OrgId),
-    /// This node contributed to the round already.
+    /// This node contributed other values (or to another aggregator) to the round already.
     #[error(
-        "this organization contributed to round {0} already: a round takes one contribution per organization"
+        "this organization contributed other values to round {0} already: a round takes one contribution \
+         per organization (the same values may be sent again)"
     )]
     AlreadyContributed(Round),
     /// Someone did not answer in time.
@@ -175,12 +176,15 @@ pub(crate) async fn contribute(core: &Core, job: &ActiveJob, ask: Contribution) 
             Ok((*peer, mask::pair_seed(&secret, public, run, &round, &participants, me, *peer)?))
         })
         .collect::<Result<Vec<_>, mask::WeakKey>>()?;
-    if !sums.claim(&round)? {
-        return Err(SumError::AlreadyContributed(round));
-    }
     mask::apply(me, &mut values, &seeds);
     let part = Part { round: round.to_string(), participants: participants.orgs().to_vec(), values }.encode();
-    let sent = match aggregator == me {
+    // Kept before it leaves and never taken back: asked again, the node sends the same bytes
+    // (a lost or doubtful send is repaired, the aggregator keeps one copy) and refuses others,
+    // which under the same masks would tell their difference.
+    if sums.keep_sent(&round, aggregator, &part)? == Kept::Conflict {
+        return Err(SumError::AlreadyContributed(round));
+    }
+    match aggregator == me {
         // The aggregator's job is here: the part goes straight into the run's files.
         true => match keep_part(core, &sums, &round, me, &part)? {
             Kept::Full => Err(SumError::Full),
@@ -190,11 +194,7 @@ pub(crate) async fn contribute(core: &Core, job: &ActiveJob, ask: Contribution) 
             .await
             .map(drop)
             .map_err(SumError::from),
-    };
-    if sent.is_err() {
-        sums.unclaim(&round)?;
     }
-    sent
 }
 
 fn keep_part(core: &Core, sums: &RunSums, round: &Round, from: OrgId, part: &[u8]) -> Result<Kept, SumError> {

@@ -5,8 +5,11 @@
 //! - `key-<org>`: each peer's public key for the run, the first one it sent;
 //! - `key-sent-<org>`: that this node's own key went to that peer;
 //! - `part-<round>-<org>`: the masked contribution a participant sent this node, as aggregator;
-//! - `claim-<round>`: that this node contributes to the round (taken before its part is sent,
-//!   given back if sending failed), so that a round gets one contribution per node.
+//! - `sent-<round>`: the masked part this node contributes to the round and the aggregator it
+//!   goes to, kept before it is sent and never given back. A call made again (after a crash, a
+//!   timeout, a publish the broker may or may not have taken) sends these same bytes again; a
+//!   call with other values is refused, for two different vectors under the same masks would
+//!   tell the aggregator their difference.
 //!
 //! Each file is written once (`write_once`): a redelivered message finds its file and changes
 //! nothing; a different second key or part from the same sender is told apart and refused.
@@ -87,9 +90,9 @@ impl RunSums {
         write_once(&self.dir.join(format!("key-sent-{org}")), b"").map(drop)
     }
 
-    /// Keeps the part `org` sent for `round`, within `quota` (the run inbox's).
+    /// Keeps the part `org` sent for `round`, within `quota` (the run inbox's, per sender).
     pub fn put_part(&self, round: &Round, org: OrgId, bytes: &[u8], quota: InboxQuota) -> io::Result<Kept> {
-        self.put(&format!("part-{round}-{org}"), bytes, Some(quota))
+        self.put(&format!("part-{round}-{org}"), bytes, Some((org, quota)))
     }
 
     /// The part `org` sent for `round`, as it arrived.
@@ -97,38 +100,42 @@ impl RunSums {
         read_optional(&self.dir.join(format!("part-{round}-{org}")))
     }
 
-    /// Takes the round for this node's contribution; false if it was taken before.
-    pub fn claim(&self, round: &Round) -> io::Result<bool> {
-        self.ensure()?;
-        write_once(&self.dir.join(format!("claim-{round}")), b"")
+    /// Keeps `part` as this node's contribution to `round`, going to `aggregator`: `New` the
+    /// first time, `Again` when the same was kept before (send it again), `Conflict` when
+    /// another part or aggregator was (refuse). Written before the part leaves.
+    pub fn keep_sent(&self, round: &Round, aggregator: OrgId, part: &[u8]) -> io::Result<Kept> {
+        let mut record = aggregator.as_uuid().as_bytes().to_vec();
+        record.extend_from_slice(part);
+        self.put(&format!("sent-{round}"), &record, None)
     }
 
-    /// Gives the round back: the contribution did not leave.
-    pub fn unclaim(&self, round: &Round) -> io::Result<()> {
-        match fs::remove_file(self.dir.join(format!("claim-{round}"))) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+    /// Whether `org` may keep another part here under `quota`: each sender has the run inbox's
+    /// quota to itself, so that no partner can fill a run's rounds for the others.
+    fn room_for(&self, org: OrgId, incoming: usize, quota: InboxQuota) -> io::Result<bool> {
+        let suffix = format!("-{org}");
+        let (mut files, mut total) = (0usize, incoming as u64);
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("part-") && name.ends_with(&suffix) {
+                files += 1;
+                total += entry.metadata()?.len();
+            }
         }
+        Ok(files < quota.messages && total <= quota.bytes)
     }
 
-    fn put(&self, name: &str, bytes: &[u8], quota: Option<InboxQuota>) -> io::Result<Kept> {
+    fn put(&self, name: &str, bytes: &[u8], quota: Option<(OrgId, InboxQuota)>) -> io::Result<Kept> {
         self.ensure()?;
         let path = self.dir.join(name);
         if let Some(kept) = read_optional(&path)? {
             return Ok(if kept == bytes { Kept::Again } else { Kept::Conflict });
         }
-        if let Some(quota) = quota {
-            let (mut files, mut total) = (0usize, bytes.len() as u64);
-            for entry in fs::read_dir(&self.dir)? {
-                let entry = entry?;
-                if entry.file_name().to_string_lossy().starts_with("part-") {
-                    files += 1;
-                    total += entry.metadata()?.len();
-                }
-            }
-            if files >= quota.messages || total > quota.bytes {
-                return Ok(Kept::Full);
-            }
+        if let Some((org, quota)) = quota
+            && !self.room_for(org, bytes.len(), quota)?
+        {
+            return Ok(Kept::Full);
         }
         if write_once(&path, bytes)? {
             return Ok(Kept::New);
@@ -164,10 +171,16 @@ mod tests {
         assert_eq!(sums.put_part(&r1, org(1), b"b", quota).unwrap(), Kept::Conflict);
         assert_eq!(sums.put_part(&r2, org(1), b"c", quota).unwrap(), Kept::New);
         assert_eq!(sums.put_part(&r3, org(1), b"d", quota).unwrap(), Kept::Full);
+        assert_eq!(
+            sums.put_part(&r3, org(2), b"d", quota).unwrap(),
+            Kept::New,
+            "each sender has its own quota"
+        );
         assert_eq!(sums.part(&r1, org(1)).unwrap().as_deref(), Some(&b"a"[..]));
-        assert!(sums.claim(&r1).unwrap() && !sums.claim(&r1).unwrap());
-        sums.unclaim(&r1).unwrap();
-        assert!(sums.claim(&r1).unwrap());
+        assert_eq!(sums.keep_sent(&r1, org(2), b"masked").unwrap(), Kept::New);
+        assert_eq!(sums.keep_sent(&r1, org(2), b"masked").unwrap(), Kept::Again);
+        assert_eq!(sums.keep_sent(&r1, org(2), b"other").unwrap(), Kept::Conflict);
+        assert_eq!(sums.keep_sent(&r1, org(3), b"masked").unwrap(), Kept::Conflict);
         assert_eq!(sums.own_secret().unwrap().to_bytes(), sums.own_secret().unwrap().to_bytes());
     }
 }

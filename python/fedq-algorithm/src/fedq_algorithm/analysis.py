@@ -80,8 +80,13 @@ class Rounds:
                 self.node.send(org, topic, json.dumps(value).encode())
 
     def hear(self, topic: str) -> Any:
-        """What the aggregator told on ``topic``."""
-        return json.loads(self.node.receive_one(topic, sender=self.aggregator).body)
+        """What the aggregator told on ``topic``, within the rounds' timeout."""
+        try:
+            message = self.node.receive_one(topic, sender=self.aggregator, timeout=self.timeout)
+        except TimeoutError:
+            raise AnalysisError("no_answer", f"the aggregator told nothing on {topic} within {self.timeout:g} s; "
+                                             "its result says why") from None
+        return json.loads(message.body)
 
 
 # -- the data ------------------------------------------------------------------------------------
@@ -111,11 +116,12 @@ def numeric(frame, column: str):
 
     if column not in frame.columns:
         raise AnalysisError("column_missing", f"the data has no column {column!r}")
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() & frame[column].notna()
+    values = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    # An infinity is no number a sum can carry: refused like text, before any round.
+    bad = (values.isna() & frame[column].notna()) | values.isin([math.inf, -math.inf])
     if bad.any():
         raise AnalysisError("not_numeric", f"column {column!r} has {int(bad.sum())} value(s) that are not numbers")
-    return values.astype(float)
+    return values
 
 
 def enough(rows: int, what: str) -> None:
@@ -199,18 +205,31 @@ def _quantile(counts: list[int], low: float, high: float, p: float) -> float | N
 # -- crosstab ------------------------------------------------------------------------------------
 
 
+def _label(value) -> str:
+    """A category as text, the same whatever type the data or the request gave it: an integral
+    number is written without a fraction, for a column of integers with a missing value is read
+    as floats (1.0), while the levels say 1."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "item"):  # a numpy scalar
+        return _label(value.item())
+    return str(value)
+
+
 def _levels(spec: dict, column: str) -> list[str]:
     levels = spec.get("levels", {}).get(column)
     if not isinstance(levels, list) or not levels:
         raise AnalysisError("bad_input", f'give the levels of {column!r}: "levels": {{"{column}": ["…"]}}')
-    return [str(v) for v in levels]
+    return [_label(v) for v in levels]
 
 
 def _as_text(frame, column: str):
     if column not in frame.columns:
         raise AnalysisError("column_missing", f"the data has no column {column!r}")
     series = frame[column]
-    return series.where(series.isna(), series.astype(str))
+    return series.map(_label).where(series.notna(), None)
 
 
 def crosstab_local(frame, spec: dict) -> list:
@@ -382,40 +401,95 @@ def glm_design(frame, spec: dict):
     return x, y
 
 
-def glm(rounds: Rounds, frame, spec: dict) -> dict | None:
+def _irls_sums(family: str, x, y, beta) -> tuple[list, float]:
+    """One registry's part of an IRLS step at ``beta``: the upper triangle of X'WX, X'Wz and
+    the deviance. As statsmodels does, the weights use the mean clipped to (ε, 1 − ε) and X'Wz is
+    X'(W·η + y − μ), so that a fitted mean at 0 or 1 gives no division by zero."""
+    import numpy as np
+    from scipy import special
+
+    eps = np.finfo(float).eps
+    eta = x @ beta
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if family == "logistic":
+            mu = special.expit(eta)
+            clipped = np.clip(mu, eps, 1 - eps)
+            w = clipped * (1 - clipped)
+            deviance = -2 * float(np.sum(special.xlogy(y, clipped) + special.xlog1py(1 - y, -clipped)))
+        else:
+            mu = np.exp(eta)
+            w = np.maximum(mu, eps)
+            deviance = 2 * float(np.sum(special.xlogy(y, y) - special.xlogy(y, mu) - (y - mu)))
+        xtwx = (x * w[:, None]).T @ x
+        xtwz = x.T @ (w * eta + y - mu)
+    p = x.shape[1]
+    local = [float(xtwx[i, j]) for i in range(p) for j in range(i, p)] + [float(v) for v in xtwz]
+    if not all(map(math.isfinite, local)) or not math.isfinite(deviance):
+        raise AnalysisError("diverged", "the fit diverges here: the linear predictor overflows (a perfect "
+                                        "separation, or a covariate on a huge scale); rescale or drop covariates")
+    return local, deviance
+
+
+def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dict | None:
     """Logistic or Poisson regression by iteratively reweighted least squares: each iteration
-    one round of X'WX, X'Wz and the deviance at the current coefficients, which the aggregator
-    solves and tells the others; the containers stay up for the whole fit."""
+    one round of X'WX, X'Wz and the deviance at the current coefficients (the first one also
+    the null model's sums), which the aggregator solves and tells the others; the containers
+    stay up for the whole fit. Every round carries a flag, 1 from a registry that cannot go on
+    (its data does not fit, or diverges): it contributes zeros and the flag, fails with its
+    reason, and the aggregator stops everyone at once. ``problem`` is this registry's, if its
+    data could not even be read."""
     import numpy as np
     from scipy import special, stats
 
     family = spec["family"]
-    x, y = glm_design(frame, spec)
+    names = _names(spec)
+    p, k = len(names), len(names) * (len(names) + 1) // 2
     max_iter, tol = int(spec.get("max_iter", 100)), float(spec.get("tol", 1e-10))
-    p = len(_names(spec))
+    x = y = None
+    if problem is None:
+        try:
+            x, y = glm_design(frame, spec)
+        except AnalysisError as e:
+            problem = e
     beta = np.zeros(p)
-    iteration = 0
-    history: list[float] = []
+    iteration, converged, information, deviance = 0, False, None, 0.0
     while True:
-        eta = x @ beta
-        if family == "logistic":
-            mu = special.expit(eta)
-            w = mu * (1 - mu)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                deviance = -2 * float(np.sum(special.xlogy(y, mu) + special.xlog1py(1 - y, -mu)))
+        extra = 4 if iteration == 0 else 0
+        local = [0.0] * (k + p + 1 + extra)
+        if problem is None:
+            try:
+                sums, dev = _irls_sums(family, x, y, beta)
+                local = sums + [dev]
+                if extra:
+                    lgamma = float(np.sum(special.gammaln(y + 1))) if family == "poisson" else 0.0
+                    local += [float(len(y)), float(y.sum()), float(np.sum(special.xlogy(y, y))), lgamma]
+                fixed.encode_wide(local, len(rounds.participants))
+            except AnalysisError as e:
+                problem = e
+            except OverflowError:
+                problem = TOO_LARGE
+            if problem:
+                local = [0.0] * (k + p + 1 + extra)
+        total = rounds.sum(f"glm-{iteration}", local + [1.0 if problem else 0.0])
+        if not rounds.aggregating:
+            if problem:
+                raise problem
+            told = rounds.hear(f"glm-beta-{iteration}")
+            if "stop" in told:
+                return None
+            beta, final = np.array(told["beta"]), told["final"]
         else:
-            mu = np.exp(eta)
-            w = mu
-            deviance = 2 * float(np.sum(special.xlogy(y, y) - special.xlogy(y, mu) - (y - mu)))
-        z = eta + (y - mu) / w
-        xtwx = (x * w[:, None]).T @ x
-        local = [float(xtwx[i, j]) for i in range(p) for j in range(i, p)] + [float(v) for v in x.T @ (w * z)]
-        local.append(deviance)
-        total = rounds.sum(f"glm-{iteration}", local)
-        if rounds.aggregating:
-            k = p * (p + 1) // 2
+            failed = round(float(total[-1]))
+            if problem or failed:
+                rounds.tell(f"glm-beta-{iteration}", {"stop": "not everyone"})
+                if problem:
+                    raise problem
+                raise AnalysisError("not_everyone", f"{failed} of {len(rounds.participants)} organizations could not "
+                                                    "fit the model; their results say why")
+            if extra:
+                null_sums = [float(v) for v in total[k + p + 1:k + p + 5]]
             information = _symmetric(total[:k], p)
-            history.append(float(total[-1]))
+            deviance = float(total[k + p])
             try:
                 new = np.linalg.solve(information, np.array(total[k:k + p], dtype=float))
             except np.linalg.LinAlgError:
@@ -423,42 +497,20 @@ def glm(rounds: Rounds, frame, spec: dict) -> dict | None:
                 raise AnalysisError("singular", "X'WX is singular: a covariate is constant or collinear") from None
             step = float(np.max(np.abs(new - beta)))
             converged = step <= tol * (1 + float(np.max(np.abs(new))))
-            final = converged or iteration + 1 >= max_iter
-            rounds.tell(f"glm-beta-{iteration}", {"beta": new.tolist(), "final": final})
+            final = converged or iteration + 1 >= max_iter or not np.all(np.isfinite(new))
+            rounds.tell(f"glm-beta-{iteration}", {"beta": new.tolist(), "final": bool(final)})
             beta = new
-        else:
-            told = rounds.hear(f"glm-beta-{iteration}")
-            if "stop" in told:
-                return None
-            beta, final = np.array(told["beta"]), told["final"]
-            converged = None
         iteration += 1
         if final:
             break
-    # The deviance and X'WX at the final coefficients, and what the null model and the
-    # likelihood need.
-    eta = x @ beta
-    if family == "logistic":
-        mu = special.expit(eta)
-        w = mu * (1 - mu)
-        deviance = -2 * float(np.sum(special.xlogy(y, mu) + special.xlog1py(1 - y, -mu)))
-        extra = 0.0
-    else:
-        mu = np.exp(eta)
-        w = mu
-        deviance = 2 * float(np.sum(special.xlogy(y, y) - special.xlogy(y, mu) - (y - mu)))
-        extra = float(np.sum(special.gammaln(y + 1)))
-    xtwx = (x * w[:, None]).T @ x
-    local = [float(xtwx[i, j]) for i in range(p) for j in range(i, p)]
-    local += [deviance, float(len(y)), float(y.sum()), float(np.sum(special.xlogy(y, y))), extra]
-    total = rounds.sum("glm-final", local)
     if not rounds.aggregating:
         return None
-    k = p * (p + 1) // 2
-    information = _symmetric(total[:k], p)
-    deviance, n, ysum, ylogy, lgamma = (float(v) for v in total[k:])
-    se = np.sqrt(np.diag(np.linalg.inv(information)))
-    zvalues = beta / se
+    # As statsmodels: the covariance from the last step's X'WX (the weights before the last
+    # update) and, at convergence, the deviance of the last step (its change is below tol).
+    n, ysum, ylogy, lgamma = null_sums
+    with np.errstate(invalid="ignore", divide="ignore"):  # a fit that did not converge: posted as null
+        se = np.sqrt(np.diag(np.linalg.inv(information)))
+        zvalues = beta / se
     mean = ysum / n
     if family == "logistic":
         null = -2 * (special.xlogy(ysum, mean) + special.xlogy(n - ysum, 1 - mean))
@@ -468,7 +520,7 @@ def glm(rounds: Rounds, frame, spec: dict) -> dict | None:
         llf = -deviance / 2 + ylogy - ysum - lgamma
     return {"family": family, "n": int(n), "iterations": iteration, "converged": bool(converged),
             "deviance": deviance, "null_deviance": float(null), "llf": float(llf), "aic": float(-2 * llf + 2 * p),
-            "coefficients": _table(_names(spec), beta, se, zvalues, 2 * stats.norm.sf(np.abs(zvalues)), "z")}
+            "coefficients": _table(names, beta, se, zvalues, 2 * stats.norm.sf(np.abs(zvalues)), "z")}
 
 
 # -- Kaplan–Meier --------------------------------------------------------------------------------
@@ -598,43 +650,88 @@ def run(node: Node) -> None:
         if not isinstance(spec, dict) or spec.get("analysis") not in NAMES:
             raise AnalysisError("bad_input", f'"analysis" is one of {", ".join(NAMES)}')
         rounds = Rounds(node, job, spec)
+        name = spec["analysis"]
+        if name == "glm":
+            # What the request alone decides fails everywhere alike, before any round.
+            if spec.get("family") not in FAMILIES:
+                raise AnalysisError("bad_input", f'"family" is one of {", ".join(FAMILIES)}')
+            _names(spec)
     except (AnalysisError, ValueError) as e:
         return _fail(node, e if isinstance(e, AnalysisError) else AnalysisError("bad_input", str(e)))
-    name = spec["analysis"]
-    # Every organization first says whether it can take part (1) or not (0), so that no one
-    # waits for a part that will not come.
     problem, frame, local = None, None, None
     try:
         frame = load(node, spec)
         if name != "glm":
             local = ONE_ROUND[name][0](frame, spec)
-        else:
-            glm_design(frame, spec)
+            _encodable(name, local, len(rounds.participants))
     except AnalysisError as e:
         problem = e
-    ready = rounds.count("ready", [0 if problem else 1])
-    if problem:
-        return _fail(node, problem)
-    if ready is not None and ready[0] < len(rounds.participants):
-        if name == "glm":
-            rounds.tell("glm-beta-0", {"stop": "not ready"})
-        missing = len(rounds.participants) - ready[0]
-        return _fail(node, AnalysisError("not_everyone", f"{missing} of {len(rounds.participants)} organizations "
-                                                         "could not run the analysis; their results say why"))
-    if ready is None and name != "glm":
-        rounds_sum(rounds, name, local)
-        return node.post_json({"analysis": name, "contributed": True})
+    except Exception as e:  # noqa: BLE001 - whatever it is, the others must not wait for this part
+        problem = _local_failure(e)
     try:
         if name == "glm":
-            out = glm(rounds, frame, spec)
+            out = glm(rounds, frame, problem, spec)
         else:
-            total = rounds_sum(rounds, name, local)
-            out = ONE_ROUND[name][1](total, spec, len(rounds.participants))
+            out = _one_round(rounds, spec, local, problem)
     except AnalysisError as e:
         return _fail(node, e)
     if out is None:
         return node.post_json({"analysis": name, "contributed": True})
-    node.post_json({"analysis": name, "organizations": len(rounds.participants), **out})
+    node.post_json({"analysis": name, "organizations": len(rounds.participants), **_finite(out)})
+
+
+def _one_round(rounds: Rounds, spec: dict, local: list | None, problem: AnalysisError | None) -> dict | None:
+    """A one-round analysis: every organization first says whether it can take part (1) or
+    not (0), so that no one waits for a part that will not come; then the sums."""
+    name = spec["analysis"]
+    ready = rounds.count("ready", [0 if problem else 1])
+    if problem:
+        raise problem
+    if ready is not None and ready[0] < len(rounds.participants):
+        missing = len(rounds.participants) - ready[0]
+        raise AnalysisError("not_everyone", f"{missing} of {len(rounds.participants)} organizations "
+                                            "could not run the analysis; their results say why")
+    total = rounds_sum(rounds, name, local)
+    if total is None:
+        return None
+    return ONE_ROUND[name][1](total, spec, len(rounds.participants))
+
+
+def _encodable(name: str, local: list, participants: int) -> None:
+    """Raises what encoding ``local`` for its round would, before the ready round says yes
+    (without the value, which the encoding's own message quotes)."""
+    try:
+        if ONE_ROUND[name][2]:
+            fixed.encode(local, 0, participants)
+        else:
+            fixed.encode_wide(local, participants)
+    except OverflowError:
+        raise TOO_LARGE from None
+
+
+TOO_LARGE = AnalysisError("too_large", "a sum of this registry's data is beyond the fixed-point encoding's range: "
+                                       "scale the column down")
+
+
+def _local_failure(error: Exception) -> AnalysisError:
+    """An unexpected failure on this registry's data, told without the data: an exception's
+    text may quote a value, so the researcher reads its kind and the node's log the rest."""
+    import traceback
+
+    traceback.print_exception(error, file=sys.stderr)
+    return AnalysisError("local_failure", f"the data could not be analysed here ({type(error).__name__}); "
+                                          "the node's log of the job says why")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity as null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def rounds_sum(rounds: Rounds, name: str, local: list) -> list | None:

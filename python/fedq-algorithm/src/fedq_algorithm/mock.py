@@ -274,8 +274,12 @@ class MockFederation:
                                         f"after {wait:g} s; ask again, or fail the round"}
             contributions = self._rounds.setdefault((job.run, round), {})
             if job.organization in contributions:
+                # The same values again are a retry; others under the same masks would tell
+                # the aggregator their difference.
+                if contributions[job.organization] == (participants, values):
+                    return 202, {"round": round, "participants": participants}
                 return 409, {"code": "already_posted",
-                             "message": f"this organization contributed to round {round} already"}
+                             "message": f"this organization contributed other values to round {round} already"}
             contributions[job.organization] = (participants, values)
             self._changed.notify_all()
         return 202, {"round": round, "participants": participants}

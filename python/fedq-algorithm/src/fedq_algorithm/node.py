@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import sys
 import time
@@ -212,14 +213,19 @@ class Node:
             for m in body["messages"]
         ]
 
-    def receive_one(self, topic: str, *, sender: str) -> Message:
-        """Waits for the next message with ``topic`` from organization ``sender``, however long it
-        takes (the node's wall-clock limit on the job bounds it). Messages on the topic from
-        anyone else stay in the inbox."""
+    def receive_one(self, topic: str, *, sender: str, timeout: float | None = None) -> Message:
+        """Waits for the next message with ``topic`` from organization ``sender``: up to
+        ``timeout`` seconds (raising :class:`TimeoutError` then), or without one as long as the
+        node's wall-clock limit on the job lets it. Messages on the topic from anyone else stay
+        in the inbox."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            messages = self.receive(topic, wait=30, sender=sender)
+            left = 30.0 if deadline is None else deadline - time.monotonic()
+            messages = self.receive(topic, wait=max(1, min(30, math.ceil(left))), sender=sender)
             if messages:
                 return messages[0]
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"no message on {topic!r} from {sender} within {timeout:g} s")
 
     # -- subtasks ------------------------------------------------------------------------------
 
