@@ -224,6 +224,7 @@ fn policy(path: &Path, command: PolicyCommand) -> Result<(), CliError> {
                 list_or(&policy.requesters, "none: only this organization's own tasks")
             );
             println!("min_organizations {}", policy.min_organizations);
+            println!("min_cell_count    {}", policy.min_cell_count);
             println!("share_logs        {}", policy.share_logs);
             if policy.images.is_empty() {
                 println!("no image is allowed: `fedq node policy allow IMAGE` allows one");

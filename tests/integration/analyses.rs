@@ -31,22 +31,27 @@ fn generate(sizes: &[u32]) -> (tempfile::TempDir, BTreeMap<String, Value>) {
     (dir, cases)
 }
 
-/// A federation of `n` registries, each with its `patients` from `data`.
-async fn federation(data: &std::path::Path, n: usize) -> Federation {
+/// A federation of `n` registries, each with its `patients` from `data`, registry i's node
+/// with the minimum per cell `min_cell_count(i)`.
+async fn federation(data: &std::path::Path, n: usize, min_cell_count: impl Fn(usize) -> usize) -> Federation {
     let data = data.to_owned();
     let data_of = move |i: usize, _: &std::path::Path| {
         BTreeMap::from([("patients".to_owned(), data.join(format!("registry-{i}")).join("patients"))])
     };
     // numpy, pandas and scipy need more than the test kit's 64 MiB; 512 is a node's default.
-    Federation::configured(n, &["fedq/python-analysis"], data_of, |_, config| {
+    Federation::configured(n, &["fedq/python-analysis"], data_of, |i, config| {
         config.limits.memory_mib = 512;
+        config.policy.min_cell_count = min_cell_count(i);
     })
     .await
 }
 
-/// Runs `case` at every registry; every job completes, the first posts the statistics (which
-/// are returned) and the others say they contributed.
-async fn run_case(fed: &Federation, name: &str, case: &Value) -> (fedq::client::CreatedTask, Value) {
+/// Runs `case` at every registry; its task and each registry's result.
+async fn try_case(
+    fed: &Federation,
+    name: &str,
+    case: &Value,
+) -> (fedq::client::CreatedTask, Vec<fedq::client::OpenedResult>) {
     let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
     let mut input = case.clone();
     input["data"] = "patients".into();
@@ -64,6 +69,14 @@ async fn run_case(fed: &Federation, name: &str, case: &Value) -> (fedq::client::
         .wait_and_open(&fed.orgs[0], fed.collaboration, created.task, Duration::from_secs(300))
         .await
         .unwrap();
+    (created, opened)
+}
+
+/// Runs `case` at every registry; every job completes, the first posts the statistics (which
+/// are returned) and the others say they contributed.
+async fn run_case(fed: &Federation, name: &str, case: &Value) -> (fedq::client::CreatedTask, Value) {
+    let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
+    let (created, opened) = try_case(fed, name, case).await;
     for result in &opened {
         assert_eq!(result.status, JobStatus::Completed, "{name}: {result:?}");
     }
@@ -80,7 +93,7 @@ async fn run_case(fed: &Federation, name: &str, case: &Value) -> (fedq::client::
 async fn every_analysis_equals_the_pooled_rows(sizes: &[u32]) {
     let (dir, cases) = generate(sizes);
     let folder = dir.path().to_str().unwrap().to_owned();
-    let fed = federation(dir.path(), sizes.len()).await;
+    let fed = federation(dir.path(), sizes.len(), |_| 3).await;
     let mut results = serde_json::Map::new();
     for (name, case) in &cases {
         results.insert(name.clone(), run_case(&fed, name, case).await.1);
@@ -119,7 +132,7 @@ async fn no_registry_s_sums_of_a_linear_regression_reach_anyone() {
     // Per registry: its sums as reals and as the words its node contributes.
     let sums: Vec<(Vec<f64>, Vec<u64>)> = serde_json::from_slice(&local.stdout).unwrap();
     assert_eq!(sums.len(), 3);
-    let fed = federation(dir.path(), 3).await;
+    let fed = federation(dir.path(), 3, |_| 3).await;
     let (_tap_connection, tap) = secure_sum::tap(&fed).await;
     let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
     let (created, output) = run_case(&fed, "linear", &cases["linear"]).await;
@@ -185,5 +198,25 @@ async fn no_registry_s_sums_of_a_linear_regression_reach_anyone() {
         }
     }
     assert!(searched > 30, "only {searched} values searched");
+    fed.cleanup().await;
+}
+
+/// A data owner's `policy.min_cell_count` reaches the analysis at its node: with 1,000, the
+/// second registry (1,200 patients) refuses a crosstab whose cells are smaller, saying why,
+/// and the aggregator says that one registry could not take part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_refuses_cells_below_its_own_minimum() {
+    let (dir, cases) = generate(&[400, 1200, 250]);
+    let fed = federation(dir.path(), 3, |i| if i == 1 { 1000 } else { 3 }).await;
+    let (_, opened) = try_case(&fed, "crosstab", &cases["crosstab"]).await;
+    let error_of = |i: usize| -> Value {
+        let result = opened.iter().find(|r| r.organization == fed.orgs[i].org()).unwrap();
+        assert_eq!(result.status, JobStatus::Failed, "{result:?}");
+        serde_json::from_slice::<Value>(&result.output).unwrap()["error"].clone()
+    };
+    let refused = error_of(1);
+    assert_eq!(refused["code"], "small_cell", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("fewer than 1000 rows"), "{refused}");
+    assert_eq!(error_of(0)["code"], "not_everyone");
     fed.cleanup().await;
 }

@@ -92,6 +92,7 @@ pub async fn register_node(
             share_logs: true,
             // Probe tests run at one or two organizations; the rule has its own tests.
             min_organizations: 1,
+            ..Policy::default()
         },
         // Probe tests trust partners on first use; `Federation` pins every key instead.
         peers: PeersSection { trust_on_first_use: true, ..PeersSection::default() },

@@ -237,7 +237,14 @@ pub struct Policy {
     /// of two in Secure Sum hands the requester this registry's count). Tasks of this
     /// organization's own researchers and subtasks of its own algorithms are not counted.
     pub min_organizations: usize,
+    /// The fewest of this node's rows a count computed here may rest on: the rows an analysis
+    /// uses, a cell of a table. Given to every container as `FEDQ_MIN_CELL_COUNT`; the shipped
+    /// analyses refuse below it (`too_few_rows`, `small_cell`), even though only secure sums leave.
+    pub min_cell_count: usize,
 }
+
+/// Three, as DataSHIELD's `nfilter.tab`: a cell of one or two patients is a disclosure.
+pub const DEFAULT_MIN_CELL_COUNT: usize = 3;
 
 /// Three: the smallest federation in which a sum hides each party's part from the others.
 pub const DEFAULT_MIN_ORGANIZATIONS: usize = 3;
@@ -249,6 +256,7 @@ impl Default for Policy {
             requesters: Vec::new(),
             share_logs: false,
             min_organizations: DEFAULT_MIN_ORGANIZATIONS,
+            min_cell_count: DEFAULT_MIN_CELL_COUNT,
         }
     }
 }
@@ -412,6 +420,9 @@ impl NodeConfig {
         if self.policy.min_organizations == 0 {
             return invalid("policy.min_organizations must be at least 1");
         }
+        if self.policy.min_cell_count == 0 {
+            return invalid("policy.min_cell_count must be at least 1 (3 by default)");
+        }
         if self.node.heartbeat_secs == 0 || self.node.heartbeat_secs > 5 {
             // The server shows a node offline 10 s after its last heartbeat.
             return invalid("node.heartbeat_secs must be 1 to 5");
@@ -530,6 +541,8 @@ pub(crate) mod tests {
         assert!(err.contains("\"registry-b\" is not an organization id"), "{err}");
         let none = example().replace("requesters = [\"*\"]", "requesters = [\"*\"]\nmin_organizations = 0");
         assert!(parse(&none).unwrap_err().to_string().contains("policy.min_organizations"));
+        let none = example().replace("requesters = [\"*\"]", "requesters = [\"*\"]\nmin_cell_count = 0");
+        assert!(parse(&none).unwrap_err().to_string().contains("policy.min_cell_count"));
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub fn render(answer: &NodeRegistration, choices: &Choices) -> Result<String, An
     let _ =
         writeln!(w, "# Another organization's task must list at least this many organizations to run here.");
     let _ = writeln!(w, "min_organizations = {}", crate::config::DEFAULT_MIN_ORGANIZATIONS);
+    let _ = writeln!(w, "# The fewest of this node's rows an analysis's count may rest on (a table's cell).");
+    let _ = writeln!(w, "min_cell_count = {}", crate::config::DEFAULT_MIN_CELL_COUNT);
     let labels: Vec<String> = choices.data.keys().map(|l| quoted(l)).collect();
     for image in &choices.images {
         let _ =

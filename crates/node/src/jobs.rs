@@ -306,6 +306,7 @@ async fn run(core: &Core, job: &Arc<ActiveJob>) -> Option<(JobStatus, Option<Str
         token,
         volume,
         data,
+        min_cell_count: core.rules().policy.min_cell_count,
     };
     core.running.tokens.lock().expect("not poisoned").insert(token_hash, job.clone());
     let outcome = run_container(core, job, &spec, &mut stop).await;

@@ -170,7 +170,7 @@ def local_sums(folder: Path, case: str) -> list:
         frame = pd.read_csv(path)
         if spec.get("where"):
             frame = frame.query(spec["where"], engine="python")
-        reals = [float(v) for v in analysis.ONE_ROUND[spec["analysis"]][0](frame, spec)]
+        reals = [float(v) for v in analysis.ONE_ROUND[spec["analysis"]][0](frame, spec, 3)]
         out.append([reals, fixed.encode_wide(reals, len(paths))])
     return out
 

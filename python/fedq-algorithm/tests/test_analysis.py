@@ -138,3 +138,22 @@ def test_data_that_cannot_be_read_fails_its_registry_with_the_kind_not_the_value
     assert error["code"] == "local_failure" and "ParserError" in error["message"], error
     assert "secret" not in results["R2"].output.decode(), results["R2"].output
     assert results["R0"].json()["error"]["code"] == "not_everyone", results["R0"].output
+
+
+def test_a_registry_refuses_a_crosstab_with_a_cell_below_its_minimum(tmp_path):
+    # R1's data owner sets policy.min_cell_count = 50; its table has smaller cells, R0's and R2's
+    # the default minimum of 3 does not catch.
+    paths = pooled.generate(tmp_path, [300, 300, 300])
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    spec = dict(pooled.CASES["crosstab"], data="patients")
+    results = mock.run(analysis, dirs, spec, timeout=60, min_cell_count={"R1": 50})
+    error = results["R1"].json()["error"]
+    assert error["code"] == "small_cell" and "fewer than 50 rows" in error["message"], error
+    assert results["R0"].json()["error"]["code"] == "not_everyone", results["R0"].output
+    assert results["R2"].status == "completed", results["R2"].output
+    # Under the default minimum, everyone takes part.
+    results = mock.run(analysis, dirs, spec, timeout=60)
+    assert all(r.status == "completed" for r in results.values()), {o: r.output for o, r in results.items()}
+    # And a registry with fewer rows than its minimum does not take part at all.
+    results = mock.run(analysis, dirs, dict(spec, where="age > 89"), timeout=60, min_cell_count={"R2": 10})
+    assert results["R2"].json()["error"]["code"] == "too_few_rows", results["R2"].output

@@ -112,6 +112,8 @@ pub struct ContainerSpec {
     /// The data sources (label and host path) the policy grants this image and requester: only
     /// these are mounted.
     pub data: Vec<(String, std::path::PathBuf)>,
+    /// The node's `policy.min_cell_count`, as the job started.
+    pub min_cell_count: usize,
 }
 
 /// How a container ended.
@@ -441,6 +443,7 @@ impl Sandbox {
                 format!("FEDQ_TOKEN={}", spec.token),
                 format!("FEDQ_RUN_DIR={RUN_DIR}"),
                 format!("FEDQ_DATA_DIR={DATA_DIR}"),
+                format!("FEDQ_MIN_CELL_COUNT={}", spec.min_cell_count),
             ]),
             labels: Some(labels),
             host_config: Some(host),

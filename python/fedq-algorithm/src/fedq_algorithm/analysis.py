@@ -25,9 +25,6 @@ from typing import Any, Callable
 from fedq_algorithm import fixed
 from fedq_algorithm.node import Job, Node
 
-#: Fewer rows than this at an organization and it does not take part.
-MIN_ROWS = 3
-
 
 class AnalysisError(Exception):
     """Why an analysis cannot run, for the researcher: a stable ``code`` and a message."""
@@ -124,9 +121,10 @@ def numeric(frame, column: str):
     return values
 
 
-def enough(rows: int, what: str) -> None:
-    if rows < MIN_ROWS:
-        raise AnalysisError("too_few_rows", f"{rows} row(s) with {what} here, fewer than {MIN_ROWS}")
+def enough(rows: int, what: str, minimum: int) -> None:
+    if rows < minimum:
+        raise AnalysisError("too_few_rows", f"fewer than {minimum} rows with {what} here (the node's "
+                                            "policy.min_cell_count)")
 
 
 def columns_of(spec: dict, key: str = "columns") -> list[str]:
@@ -146,7 +144,7 @@ def _edges(histogram: dict) -> tuple[float, float, int]:
     return low, high, bins
 
 
-def summary_local(frame, spec: dict) -> list:
+def summary_local(frame, spec: dict, minimum: int) -> list:
     import numpy as np
 
     values: list = []
@@ -159,7 +157,7 @@ def summary_local(frame, spec: dict) -> list:
             low, high, bins = _edges(histogram)
             counts, _ = np.histogram(present.clip(low, high), bins=bins, range=(low, high))
             values += [int(c) for c in counts]
-    enough(len(frame), "the filter")
+    enough(len(frame), "the filter", minimum)
     return values
 
 
@@ -232,7 +230,7 @@ def _as_text(frame, column: str):
     return series.map(_label).where(series.notna(), None)
 
 
-def crosstab_local(frame, spec: dict) -> list:
+def crosstab_local(frame, spec: dict, minimum: int) -> list:
     row, col = spec.get("rows"), spec.get("columns")
     if not isinstance(row, str) or not isinstance(col, str):
         raise AnalysisError("bad_input", 'name the two columns: "rows": "…", "columns": "…"')
@@ -241,7 +239,12 @@ def crosstab_local(frame, spec: dict) -> list:
     missing = int((a.isna() | b.isna()).sum())
     counts = [[int(((a == r) & (b == c)).sum()) for c in cols] for r in rows]
     placed = sum(map(sum, counts))
-    enough(len(frame), "the filter")
+    enough(len(frame), "the filter", minimum)
+    # A cell of one or two patients here is refused even though only the sums leave: the
+    # data owner's minimum holds for its own rows (as DataSHIELD's nfilter.tab does).
+    if any(0 < c < minimum for line in counts for c in line):
+        raise AnalysisError("small_cell", f"a cell of the table has fewer than {minimum} rows here (the node's "
+                                          "policy.min_cell_count); coarsen the levels or widen the filter")
     return [v for line in counts for v in line] + [missing, len(frame) - missing - placed]
 
 
@@ -292,9 +295,9 @@ def _uncross(total: list, p: int):
     return n, sums, products
 
 
-def correlation_local(frame, spec: dict) -> list:
+def correlation_local(frame, spec: dict, minimum: int) -> list:
     data = _complete(frame, columns_of(spec))
-    enough(len(data), "every column present")
+    enough(len(data), "every column present", minimum)
     return _cross(data)
 
 
@@ -318,19 +321,19 @@ def _model_columns(spec: dict) -> tuple[str, list[str]]:
     return outcome, columns_of(spec, "covariates")
 
 
-def _design(frame, spec: dict):
+def _design(frame, spec: dict, minimum: int):
     import numpy as np
 
     outcome, covariates = _model_columns(spec)
     data = _complete(frame, [outcome] + covariates)
-    enough(len(data), "the outcome and every covariate present")
+    enough(len(data), "the outcome and every covariate present", minimum)
     y = data[:, 0]
     x = np.column_stack([np.ones(len(data)), data[:, 1:]])
     return x, y
 
 
-def linear_local(frame, spec: dict) -> list:
-    x, y = _design(frame, spec)
+def linear_local(frame, spec: dict, minimum: int) -> list:
+    x, y = _design(frame, spec, minimum)
     p = x.shape[1]
     xtx = x.T @ x
     return ([len(y)] + [float(xtx[i, j]) for i in range(p) for j in range(i, p)]
@@ -386,14 +389,14 @@ def _table(names, beta, se, statistic, p, label: str) -> list[dict]:
 FAMILIES = ("logistic", "poisson")
 
 
-def glm_design(frame, spec: dict):
+def glm_design(frame, spec: dict, minimum: int):
     """The design matrix and outcome of a GLM, checked: a known family, and an outcome it takes."""
     import numpy as np
 
     family = spec.get("family")
     if family not in FAMILIES:
         raise AnalysisError("bad_input", f'"family" is one of {", ".join(FAMILIES)}')
-    x, y = _design(frame, spec)
+    x, y = _design(frame, spec, minimum)
     if family == "logistic" and not np.isin(y, (0.0, 1.0)).all():
         raise AnalysisError("not_binary", "a logistic regression's outcome is 0 or 1")
     if family == "poisson" and ((y < 0).any() or (y != np.floor(y)).any()):
@@ -448,7 +451,7 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
     x = y = None
     if problem is None:
         try:
-            x, y = glm_design(frame, spec)
+            x, y = glm_design(frame, spec, rounds.node.min_cell_count)
         except AnalysisError as e:
             problem = e
     beta = np.zeros(p)
@@ -539,7 +542,7 @@ def _groups(spec: dict) -> list[str] | None:
     return _levels(spec, group) if group else None
 
 
-def km_local(frame, spec: dict) -> list:
+def km_local(frame, spec: dict, minimum: int) -> list:
     import numpy as np
 
     unit, bins = _grid(spec)
@@ -554,7 +557,7 @@ def km_local(frame, spec: dict) -> list:
         raise AnalysisError("bad_input", f"a time outside 0 to max_time ({spec['max_time']}) here")
     if not np.isin(event, (0.0, 1.0)).all():
         raise AnalysisError("not_binary", "the event column is 0 (censored) or 1 (event)")
-    enough(len(time), "a time and an event")
+    enough(len(time), "a time and an event", minimum)
     index = np.floor(time / unit).astype(int)
     values: list = []
     for g in groups or [None]:
@@ -662,7 +665,7 @@ def run(node: Node) -> None:
     try:
         frame = load(node, spec)
         if name != "glm":
-            local = ONE_ROUND[name][0](frame, spec)
+            local = ONE_ROUND[name][0](frame, spec, node.min_cell_count)
             _encodable(name, local, len(rounds.participants))
     except AnalysisError as e:
         problem = e

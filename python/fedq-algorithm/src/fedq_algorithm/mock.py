@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from fedq_algorithm.node import Node
+from fedq_algorithm.node import DEFAULT_MIN_CELL_COUNT, Node
 
 Algorithm = Callable[[Node], None]
 
@@ -74,10 +74,13 @@ class MockFederation:
     """Organizations with their data directories, and an endpoint shared by their jobs."""
 
     def __init__(self, organizations: Mapping[str, str | Path], images: Mapping[str, Algorithm] | None = None,
-                 other_images: Callable[[str], Algorithm] | None = None):
+                 other_images: Callable[[str], Algorithm] | None = None,
+                 min_cell_count: Mapping[str, int] | None = None):
         """``images`` maps image names to algorithms; an image named by a subtask that is not
-        there is run by ``other_images(name)`` if given (``container``, say), else refused."""
+        there is run by ``other_images(name)`` if given (``container``, say), else refused.
+        ``min_cell_count`` is an organization's node policy's minimum, where it is not 3."""
         self.organizations = list(organizations)
+        self.min_cell_count = dict(min_cell_count or {})
         self.data = {org: Path(path) for org, path in organizations.items()}
         self.images = dict(images or {})
         self.other_images = other_images
@@ -140,7 +143,8 @@ class MockFederation:
             jobs.append(job)
             run_dir = Path(self._tmp.name) / run / org
             run_dir.mkdir(parents=True, exist_ok=True)
-            node = Node(self.endpoint, token, run_dir=run_dir, data_dir=self.data[org])
+            node = Node(self.endpoint, token, run_dir=run_dir, data_dir=self.data[org],
+                        min_cell_count=self.min_cell_count.get(org, DEFAULT_MIN_CELL_COUNT))
             threading.Thread(target=self._execute, args=(job, node), daemon=True).start()
         with self._lock:
             self._subtasks[task] = jobs
@@ -363,9 +367,10 @@ def container(image: str, timeout: float = 600, docker: str = "docker") -> Algor
 
 
 def run(algorithm: Algorithm, organizations: Mapping[str, str | Path], input: Any,
-        images: Mapping[str, Algorithm] | None = None, timeout: float = 60) -> dict[str, Result]:
+        images: Mapping[str, Algorithm] | None = None, timeout: float = 60,
+        min_cell_count: Mapping[str, int] | None = None) -> dict[str, Result]:
     """Runs ``algorithm`` once at every organization of a fresh mock federation."""
-    with MockFederation(organizations, images) as federation:
+    with MockFederation(organizations, images, min_cell_count=min_cell_count) as federation:
         return federation.run(algorithm, input, timeout=timeout)
 
 

@@ -124,6 +124,10 @@ class SubtaskResults:
     results: list[SubtaskResult]
 
 
+#: The node's ``policy.min_cell_count`` when it sets none.
+DEFAULT_MIN_CELL_COUNT = 3
+
+
 class Node:
     """The node-local endpoint of this job."""
 
@@ -133,11 +137,15 @@ class Node:
         token: str,
         run_dir: str | Path = RUN_DIR,
         data_dir: str | Path = DATA_DIR,
+        min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
     ) -> None:
         self._base = endpoint.rstrip("/")
         self._token = token
         self._run_dir = Path(run_dir)
         self._data_dir = Path(data_dir)
+        #: The fewest of this node's rows that a count it computes may rest on (a table's cell,
+        #: the rows an analysis uses): its data owner's ``policy.min_cell_count``.
+        self.min_cell_count = min_cell_count
 
     @classmethod
     def from_env(cls) -> Node:
@@ -148,11 +156,13 @@ class Node:
         token = os.environ.get("FEDQ_TOKEN")
         if not token:
             raise MissingEnvironment("FEDQ_TOKEN")
+        minimum = os.environ.get("FEDQ_MIN_CELL_COUNT", "")
         return cls(
             endpoint,
             token,
             os.environ.get("FEDQ_RUN_DIR", RUN_DIR),
             os.environ.get("FEDQ_DATA_DIR", DATA_DIR),
+            int(minimum) if minimum.isdigit() else DEFAULT_MIN_CELL_COUNT,
         )
 
     # -- the job -----------------------------------------------------------------------------
