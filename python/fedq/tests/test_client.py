@@ -100,3 +100,18 @@ def test_the_module_says_when_there_is_no_session(tmp_path):
 def test_incomplete_exits_like_the_command_line():
     e = fedq.Incomplete("late", Results("t", [], False), ["registry-1 (running)"])
     assert e.exit_status == 3 and e.code == "incomplete"
+
+
+def test_an_analysis_returns_the_aggregators_output_wherever_it_is():
+    from fedq.analysis import Analyses
+
+    class Client:
+        def run(self, collaboration, image, organizations, spec, timeout, progress):
+            self.spec = spec
+            return Results("t", [result("a", b'{"analysis": "summary", "contributed": true}'),
+                                 result("b", b'{"analysis": "summary", "organizations": 2, "columns": {}}')], True)
+
+    client = Client()
+    out = Analyses(client).run("c", ["a", "b"], {"analysis": "summary", "aggregator": "id-b"})
+    assert out == {"analysis": "summary", "organizations": 2, "columns": {}}
+    assert client.spec["aggregator"] == "id-b"

@@ -76,7 +76,10 @@ class Analyses:
                             + (f" ({error['code']})" if error.get("code") else ""))
         if said:
             raise errors.AnalysisFailed(f"the {spec.get('analysis')} analysis failed: " + "; ".join(said), said)
-        return results[0].json()
+        # The aggregator's output, wherever ``spec["aggregator"]`` put it: the others only say
+        # that they contributed.
+        outputs = [result.json() for result in results]
+        return next((o for o in outputs if not (isinstance(o, dict) and o.get("contributed"))), outputs[0])
 
     def summary(self, collaboration: str, organizations: Iterable[str], *, data: str, columns: list[str],
                 where: str | None = None, histogram: Mapping[str, Mapping[str, float]] | None = None,
