@@ -45,7 +45,8 @@ enum NodeCommand {
     /// what to fix.
     Check {
         /// Seconds each remote check (server, broker, Docker, firewall tools, disks, images) may take.
-        #[arg(long, default_value_t = crate::node::check::DEFAULT_TIMEOUT.as_secs())]
+        #[arg(long, default_value_t = crate::node::check::DEFAULT_TIMEOUT.as_secs(),
+              value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
     },
     /// Show or change which images this node runs; a running node applies a change within

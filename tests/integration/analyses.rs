@@ -150,11 +150,30 @@ async fn no_registry_s_sums_of_a_linear_regression_reach_anyone() {
     }
     let carried = secure_sum::drain(&tap).await;
     // The run messages as A's node opened them: the masked parts it summed.
-    let at_a: Vec<u8> = secure_sum::run_messages(&fed, &carried)
+    let to_a: Vec<_> = secure_sum::run_messages(&fed, &carried)
         .into_iter()
-        .filter(|(header, _)| header.recipient == organizations[0])
-        .flat_map(|(_, message)| message.body.into_vec())
+        .filter(|(header, message)| {
+            header.recipient == organizations[0] && message.topic == "fedq.secure-sum.part"
+        })
         .collect();
+    // The words searched are the ones contributed: each of B's and C's parts to the sums' round
+    // has as many values as `pooled.py local` gave their registry (the ready round's have one).
+    #[derive(serde::Deserialize)]
+    struct Part {
+        round: String,
+        values: Vec<u64>,
+    }
+    let mut checked = 0;
+    for (header, message) in &to_a {
+        let part: Part = rmp_serde::from_slice(&message.body).unwrap();
+        if part.round == "linear" {
+            let i = organizations.iter().position(|o| *o == header.sender).unwrap();
+            assert_eq!(part.values.len(), sums[i].1.len(), "registry {i}'s part");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "B's and C's parts of the sums' round reached A ({checked} seen)");
+    let at_a: Vec<u8> = to_a.into_iter().flat_map(|(_, message)| message.body.into_vec()).collect();
     assert!(!at_a.is_empty(), "A's node received the masked parts");
     let carried = carried.concat();
     let dump_text = secure_sum::dump(&fed);

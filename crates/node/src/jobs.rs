@@ -356,6 +356,15 @@ async fn run_container(
         }
     };
     *job.exited.lock().expect("not poisoned") = Some(Instant::now());
+    let exit = match exit {
+        // A SIGKILL that the node did not send: the kernel's OOM killer is the one to suspect,
+        // whatever Docker's flag says (`Sandbox::oom_event`).
+        Ok(mut exit) if exit.code == 137 && !exit.oom_killed && !timed_out && stop.borrow().is_none() => {
+            exit.oom_killed = core.sandbox.oom_event(&name).await;
+            Ok(exit)
+        }
+        other => other,
+    };
     let log = core.sandbox.logs(&name, MAX_LOG).await;
     if let Err(e) = core.state.save_log(job.record.job, &log) {
         tracing::warn!(job = %job.record.job, error = %e, "could not keep the container log");

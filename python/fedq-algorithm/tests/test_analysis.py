@@ -157,3 +157,40 @@ def test_a_registry_refuses_a_crosstab_with_a_cell_below_its_minimum(tmp_path):
     # And a registry with fewer rows than its minimum does not take part at all.
     results = mock.run(analysis, dirs, dict(spec, where="age > 89"), timeout=60, min_cell_count={"R2": 10})
     assert results["R2"].json()["error"]["code"] == "too_few_rows", results["R2"].output
+
+
+def test_a_registry_that_fails_mid_fit_hides_the_others_sums_and_stops_everyone(tmp_path, monkeypatch):
+    # R2's IRLS sums fail at the third iteration: it sends random words and its flag, so that
+    # the aggregator's sum is not R1's part (plus its own), and everyone stops at that round.
+    from fedq_algorithm import analysis as module
+
+    paths = pooled.generate(tmp_path, [50, 60, 70])
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    real, calls, seen = module._irls_sums, {}, {}
+    # The registry that fails is told apart by its number of complete rows.
+    rows = {org: len(pd.read_csv(p)[["diagnosis", "age", "bmi"]].dropna()) for org, p in zip(dirs, paths)}
+    assert len(set(rows.values())) == 3, rows
+
+    def failing(family, x, y, beta):
+        calls[len(y)] = calls.get(len(y), 0) + 1
+        if len(y) == rows["R2"] and calls[len(y)] == 3:
+            raise module.AnalysisError("diverged", "diverges here")
+        return real(family, x, y, beta)
+
+    real_sum = module.Rounds.sum
+
+    def recording(self, name, values, **kwargs):
+        total = real_sum(self, name, values, **kwargs)
+        if total is not None:
+            seen[name] = total
+        return total
+
+    monkeypatch.setattr(module, "_irls_sums", failing)
+    monkeypatch.setattr(module.Rounds, "sum", recording)
+    results = mock.run(analysis, dirs, dict(pooled.CASES["logistic"], data="patients", timeout=30), timeout=60)
+    assert results["R2"].json()["error"]["code"] == "diverged", results["R2"].output
+    assert results["R0"].json()["error"]["code"] == "not_everyone", results["R0"].output
+    assert results["R1"].json() == {"analysis": "glm", "contributed": True}
+    assert sorted(seen) == ["glm-0", "glm-1", "glm-2"]
+    # The aggregator's last sum, less its own part, is not R1's: R2's noise is in it.
+    assert abs(seen["glm-2"][0]) > 1e6, seen["glm-2"][:3]

@@ -225,10 +225,15 @@ async fn run(args: AnalysisArgs) -> Result<(), CliError> {
     if !reasons.is_empty() {
         return Err(CliError::AnalysisFailed { analysis: args.name.as_str(), reasons });
     }
-    let first =
-        opened.iter().find(|r| r.organization == organizations[0]).expect("complete: every result is here");
-    let output: Value = serde_json::from_slice(&first.output)
-        .map_err(|e| CliError::BadInput(format!("the aggregator's output is not JSON: {e}")))?;
+    // The aggregator's output, wherever `--arguments '{"aggregator": …}'` put it: the others
+    // only say that they contributed.
+    let outputs: Vec<Value> = opened
+        .iter()
+        .map(|r| serde_json::from_slice(&r.output))
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError::BadInput(format!("an organization's output is not JSON: {e}")))?;
+    let output =
+        outputs.iter().find(|o| o["contributed"] != true).cloned().unwrap_or_else(|| outputs[0].clone());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&output).expect("JSON prints"));
     } else {

@@ -463,12 +463,7 @@ impl Sandbox {
         let _ = waits.next().await;
         let state = self.docker.inspect_container(name, None).await?.state.unwrap_or_default();
         let code = state.exit_code.unwrap_or(-1);
-        let mut oom_killed = state.oom_killed.unwrap_or(false);
-        // SIGKILL that the node did not send: the kernel's OOM killer is the one to suspect.
-        if code == 137 && !oom_killed {
-            oom_killed = self.oom_event(name).await;
-        }
-        Ok(Exit { code, oom_killed })
+        Ok(Exit { code, oom_killed: state.oom_killed.unwrap_or(false) })
     }
 
     /// Whether Docker reported an `oom` event for the container. Its `OOMKilled` flag is not
@@ -476,8 +471,9 @@ impl Sandbox {
     /// emitted either way, before or after the exit, so the daemon's event log is asked for it,
     /// waiting up to [`OOM_EVENT_WAIT_SECS`] for a late one: on a machine loaded by a fork
     /// bomb and a full test suite it was seen to come more than ten seconds after the exit.
-    /// Only an exit by a SIGKILL the node did not send waits, and only until the event comes.
-    async fn oom_event(&self, name: &str) -> bool {
+    /// Asked only about an exit by a SIGKILL the node did not send, and only until the event
+    /// comes.
+    pub async fn oom_event(&self, name: &str) -> bool {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
         // The container's whole life lies within the job's wall-clock limit.

@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Any, Callable
 
 from fedq_algorithm import fixed
-from fedq_algorithm.node import Job, Node
+from fedq_algorithm.node import Job, Node, NodeError
 
 
 class AnalysisError(Exception):
@@ -51,10 +51,16 @@ class Rounds:
     def aggregating(self) -> bool:
         return self.me == self.aggregator
 
-    def sum(self, name: str, values: list, *, exact: bool = False) -> list | None:
+    def sum(self, name: str, values: list, *, exact: bool = False, noise: int = 0) -> list | None:
         """Contributes reals (wide fixed point) to round ``name``; the aggregator gets their sums
-        over every organization (exact rationals with ``exact``), the others ``None``."""
+        over every organization (exact rationals with ``exact``), the others ``None``. With
+        ``noise``, the first ``noise`` values are replaced by uniformly random words: what a
+        registry that cannot go on sends, so that the round's sum hides the others' parts (zeros
+        would hand the aggregator the sum of the rest, one registry's own with three)."""
+        import secrets
+
         words = fixed.encode_wide(values, len(self.participants))
+        words[:2 * noise] = [secrets.randbits(64) for _ in range(2 * noise)]
         self.node.contribute_words(name, words, participants=self.participants, aggregator=self.aggregator,
                                    timeout=self.timeout)
         if not self.aggregating:
@@ -77,12 +83,13 @@ class Rounds:
                 self.node.send(org, topic, json.dumps(value).encode())
 
     def hear(self, topic: str) -> Any:
-        """What the aggregator told on ``topic``, within the rounds' timeout."""
+        """What the aggregator told on ``topic``, within twice the rounds' timeout (the
+        aggregator itself may wait that long for the slowest part)."""
         try:
-            message = self.node.receive_one(topic, sender=self.aggregator, timeout=self.timeout)
+            message = self.node.receive_one(topic, sender=self.aggregator, timeout=2 * self.timeout)
         except TimeoutError:
-            raise AnalysisError("no_answer", f"the aggregator told nothing on {topic} within {self.timeout:g} s; "
-                                             "its result says why") from None
+            raise AnalysisError("no_answer", f"the aggregator told nothing on {topic} within {2 * self.timeout:g} "
+                                             "s; its result says why") from None
         return json.loads(message.body)
 
 
@@ -103,7 +110,9 @@ def load(node: Node, spec: dict):
         try:
             frame = frame.query(where, engine="python")
         except Exception as e:  # a query is the researcher's text; any failure is theirs to fix
-            raise AnalysisError("bad_filter", f"the filter {where!r} does not apply here: {e}") from None
+            # The kind alone: pandas' message may quote a value of the data.
+            raise AnalysisError("bad_filter", f"the filter {where!r} does not apply here "
+                                              f"({type(e).__name__})") from None
     return frame
 
 
@@ -117,7 +126,7 @@ def numeric(frame, column: str):
     # An infinity is no number a sum can carry: refused like text, before any round.
     bad = (values.isna() & frame[column].notna()) | values.isin([math.inf, -math.inf])
     if bad.any():
-        raise AnalysisError("not_numeric", f"column {column!r} has {int(bad.sum())} value(s) that are not numbers")
+        raise AnalysisError("not_numeric", f"column {column!r} has values that are not numbers")
     return values
 
 
@@ -454,6 +463,8 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
             x, y = glm_design(frame, spec, rounds.node.min_cell_count)
         except AnalysisError as e:
             problem = e
+        except Exception as e:  # noqa: BLE001 - the others must not wait for this part
+            problem = _local_failure(e)
     beta = np.zeros(p)
     iteration, converged, information, deviance = 0, False, None, 0.0
     while True:
@@ -471,9 +482,17 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
                 problem = e
             except OverflowError:
                 problem = TOO_LARGE
+            except Exception as e:  # noqa: BLE001
+                problem = _local_failure(e)
             if problem:
                 local = [0.0] * (k + p + 1 + extra)
-        total = rounds.sum(f"glm-{iteration}", local + [1.0 if problem else 0.0])
+        try:
+            total = rounds.sum(f"glm-{iteration}", local + [1.0 if problem else 0.0],
+                               noise=len(local) if problem else 0)
+        except Exception:
+            if rounds.aggregating:  # the others wait for what it tells: tell them to stop
+                rounds.tell(f"glm-beta-{iteration}", {"stop": "no sum"})
+            raise
         if not rounds.aggregating:
             if problem:
                 raise problem
@@ -678,6 +697,8 @@ def run(node: Node) -> None:
             out = _one_round(rounds, spec, local, problem)
     except AnalysisError as e:
         return _fail(node, e)
+    except NodeError as e:  # a round that did not complete: the node's reason, typed
+        return _fail(node, AnalysisError(e.code, e.message))
     if out is None:
         return node.post_json({"analysis": name, "contributed": True})
     node.post_json({"analysis": name, "organizations": len(rounds.participants), **_finite(out)})
@@ -721,7 +742,9 @@ def _local_failure(error: Exception) -> AnalysisError:
     text may quote a value, so the researcher reads its kind and the node's log the rest."""
     import traceback
 
-    traceback.print_exception(error, file=sys.stderr)
+    # Where it failed, not what it said: the log may be shared with the requester.
+    print(f"fedq analysis: {type(error).__name__} at", file=sys.stderr)
+    print("".join(traceback.format_tb(error.__traceback__)), file=sys.stderr)
     return AnalysisError("local_failure", f"the data could not be analysed here ({type(error).__name__}); "
                                           "the node's log of the job says why")
 
