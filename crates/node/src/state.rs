@@ -446,7 +446,13 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Writes `path` durably unless it exists: the new file is linked into place, which fails
 /// atomically when the name is taken. Returns whether it was written.
 pub(crate) fn write_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    // A name of its own per write: `with_extension` would give `part-a.1-x` and `part-a.2-x`
+    // (rounds an algorithm names) the same one, and two writes at once would share the file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
     {
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         file.write_all(bytes)?;
@@ -483,6 +489,26 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn names_that_differ_after_a_dot_are_written_at_once_each_with_its_own_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let path = dir.path().join(format!("part-a.{i}-org"));
+                std::thread::spawn(move || {
+                    let bytes = vec![i as u8; 1 << 16];
+                    assert!(write_once(&path, &bytes).unwrap());
+                    assert_eq!(fs::read(&path).unwrap(), bytes);
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 8, "no temporary file left: {left:?}");
+    }
 
     #[test]
     fn a_subtask_result_is_written_once() {
