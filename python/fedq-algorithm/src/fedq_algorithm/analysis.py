@@ -469,7 +469,6 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
     iteration, converged, information, deviance = 0, False, None, 0.0
     while True:
         extra = 4 if iteration == 0 else 0
-        local = [0.0] * (k + p + 1 + extra)
         if problem is None:
             try:
                 sums, dev = _irls_sums(family, x, y, beta)
@@ -477,15 +476,13 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
                 if extra:
                     lgamma = float(np.sum(special.gammaln(y + 1))) if family == "poisson" else 0.0
                     local += [float(len(y)), float(y.sum()), float(np.sum(special.xlogy(y, y))), lgamma]
-                fixed.encode_wide(local, len(rounds.participants))
+                _encodable(local, len(rounds.participants), counts=False)
             except AnalysisError as e:
                 problem = e
-            except OverflowError:
-                problem = TOO_LARGE
             except Exception as e:  # noqa: BLE001
                 problem = _local_failure(e)
-            if problem:
-                local = [0.0] * (k + p + 1 + extra)
+        if problem:
+            local = [0.0] * (k + p + 1 + extra)
         try:
             total = rounds.sum(f"glm-{iteration}", local + [1.0 if problem else 0.0],
                                noise=len(local) if problem else 0)
@@ -685,7 +682,7 @@ def run(node: Node) -> None:
         frame = load(node, spec)
         if name != "glm":
             local = ONE_ROUND[name][0](frame, spec, node.min_cell_count)
-            _encodable(name, local, len(rounds.participants))
+            _encodable(local, len(rounds.participants), counts=ONE_ROUND[name][2])
     except AnalysisError as e:
         problem = e
     except Exception as e:  # noqa: BLE001 - whatever it is, the others must not wait for this part
@@ -721,11 +718,12 @@ def _one_round(rounds: Rounds, spec: dict, local: list | None, problem: Analysis
     return ONE_ROUND[name][1](total, spec, len(rounds.participants))
 
 
-def _encodable(name: str, local: list, participants: int) -> None:
-    """Raises what encoding ``local`` for its round would, before the ready round says yes
-    (without the value, which the encoding's own message quotes)."""
+def _encodable(local: list, participants: int, *, counts: bool) -> None:
+    """Raises what encoding ``local`` for its round (as counts, or as wide reals) would, before
+    anyone is told this registry takes part (without the value, which the encoding's own
+    message quotes)."""
     try:
-        if ONE_ROUND[name][2]:
+        if counts:
             fixed.encode(local, 0, participants)
         else:
             fixed.encode_wide(local, participants)
