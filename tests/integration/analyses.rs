@@ -118,14 +118,47 @@ async fn every_analysis_of_five_registries_equals_the_pooled_rows() {
     every_analysis_equals_the_pooled_rows(&[300, 900, 150, 620, 75]).await;
 }
 
+/// A runtime whose threads log everything at debug level (the server's and the nodes' logs,
+/// which run in it) to `path`, and nothing of the other tests that run beside it.
+fn logging_runtime(path: &std::path::Path) -> tokio::runtime::Runtime {
+    let file = std::fs::File::create(path).unwrap();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .finish();
+    let dispatch = tracing::Dispatch::new(subscriber);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            // For the thread's whole life: a runtime thread is never given back.
+            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+        })
+        .build()
+        .unwrap()
+}
+
 /// What each party learns of a linear regression (`docs/algorithms.md`): each registry's own
 /// sums (n, XᵀX, Xᵀy, yᵀy, Σy, as `pooled.py local` computes them from its rows) and the sums of
-/// any two registries reach no one. Not the broker, not the server's database, not the
-/// aggregator's organization: neither in the run messages its node opened (the masked parts)
-/// nor in its container's log. Searched as the wide fixed point's words (8 bytes either way and
-/// MessagePack), as the reals' 8 bytes and as their text.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_registry_s_sums_of_a_linear_regression_reach_anyone() {
+/// any two registries reach no one. Not the broker, not the server's database or its log, not
+/// the aggregator's organization: neither in the run messages its node opened (the masked
+/// parts), nor in its node's log or its container's. Searched as the wide fixed point's words
+/// (8 bytes either way and MessagePack, and as text in the logs), as the reals' 8 bytes and as
+/// their text.
+#[test]
+fn no_registry_s_sums_of_a_linear_regression_reach_anyone() {
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("server-and-nodes.log");
+    let runtime = logging_runtime(&log_path);
+    // On a runtime thread, as everything it starts: the thread calling block_on logs nowhere.
+    let test = runtime.spawn(no_registry_s_sums_reach_anyone(log_path));
+    if let Err(failed) = runtime.block_on(test) {
+        std::panic::resume_unwind(failed.into_panic());
+    }
+}
+
+async fn no_registry_s_sums_reach_anyone(log_path: std::path::PathBuf) {
     let (dir, cases) = generate(&[400, 1200, 250]);
     let local = support::python().arg(POOLED).arg("local").arg(dir.path()).arg("linear").output().unwrap();
     assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
@@ -183,10 +216,25 @@ async fn no_registry_s_sums_of_a_linear_regression_reach_anyone() {
         fed.configs[0].node.state_dir.join("jobs").join(a_job.to_string()).join("container.log"),
     )
     .unwrap();
+    // The server's log and the nodes' (A's among them), as they would reach an operator.
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    for target in ["fedq_server::", "fedq_node::"] {
+        assert!(
+            logged.contains(target),
+            "the log holds {target} lines:\n{}",
+            &logged[..logged.len().min(2000)]
+        );
+    }
     let mut searched = 0;
     for (what, reals, words) in &secrets {
         // A word with few significant bytes (an integer count's low word) could be anything.
         for word in words.iter().filter(|w| w.to_le_bytes().iter().filter(|b| **b != 0).count() >= 5) {
+            for text in [word.to_string(), format!("{word:x}"), format!("{word:X}")] {
+                assert!(
+                    !logged.contains(&text),
+                    "{what}: word {word:#x} as text in the server's or a node's log"
+                );
+            }
             for (encoding, bytes) in secure_sum::encodings(*word) {
                 for (place, hay) in
                     [("the broker", &carried), ("the database", &dump_bytes), ("A's opened messages", &at_a)]
@@ -212,6 +260,7 @@ async fn no_registry_s_sums_of_a_linear_regression_reach_anyone() {
             let text = format!("{real}");
             let digits = &text[..text.len().min(12)];
             assert!(!a_log.contains(digits), "{what}: {real} in the aggregator's container log");
+            assert!(!logged.contains(digits), "{what}: {real} in the server's or a node's log");
             assert!(!dump_text.contains(digits), "{what}: {real} as text in the database");
             searched += 1;
         }

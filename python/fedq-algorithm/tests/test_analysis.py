@@ -194,3 +194,30 @@ def test_a_registry_that_fails_mid_fit_hides_the_others_sums_and_stops_everyone(
     assert sorted(seen) == ["glm-0", "glm-1", "glm-2"]
     # The aggregator's last sum, less its own part, is not R1's: R2's noise is in it.
     assert abs(seen["glm-2"][0]) > 1e6, seen["glm-2"][:3]
+
+
+def test_glm_steps_driven_from_outside_reach_what_the_fit_in_one_task_reaches(tmp_path):
+    """``glm_step`` (one task per IRLS step, as a researcher driving the iterations would)
+    lands on the coefficients of ``glm`` and of statsmodels on the pooled rows."""
+    import numpy as np
+
+    paths = pooled.generate(tmp_path, [300, 500, 200])
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    case = dict(pooled.CASES["logistic"], data="patients", timeout=30)
+    whole = mock.run(analysis, dirs, case, timeout=60)["R0"].json()
+    beta = [0.0, 0.0, 0.0]
+    for _ in range(30):
+        results = mock.run(analysis, dirs, dict(case, analysis="glm_step", beta=beta), timeout=60)
+        assert results["R1"].json() == {"analysis": "glm_step", "contributed": True}
+        step = results["R0"].json()
+        done = np.max(np.abs(np.array(step["beta"]) - beta)) <= 1e-10 * (1 + np.max(np.abs(step["beta"])))
+        beta = step["beta"]
+        if done:
+            break
+    else:
+        raise AssertionError("no convergence in 30 steps")
+    pooled._close("coefficients", beta, [c["coef"] for c in whole["coefficients"]])
+    pooled._close("standard errors", step["se"], [c["se"] for c in whole["coefficients"]], rtol=1e-7)
+    bad = mock.run(analysis, dirs, dict(case, analysis="glm_step", beta=[0.0, "x", 1.0]), timeout=60)
+    assert bad["R0"].json()["error"]["code"] in ("bad_input", "not_everyone"), bad["R0"].output
+    assert bad["R1"].json()["error"]["code"] == "bad_input", bad["R1"].output

@@ -77,10 +77,16 @@ class Rounds:
         return self.node.secure_sum(name, participants=self.participants, timeout=self.timeout)
 
     def tell(self, topic: str, value: Any) -> None:
-        """Sends ``value`` (JSON) from the aggregator to every other organization."""
-        for org in self.participants:
-            if org != self.me:
-                self.node.send(org, topic, json.dumps(value).encode())
+        """Sends ``value`` (JSON) from the aggregator to every other organization, to all at
+        once: each send waits for the broker's confirm, and an iteration of a GLM waits for the
+        last one."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        body = json.dumps(value).encode()
+        others = [org for org in self.participants if org != self.me]
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(others)))) as pool:
+            for sent in [pool.submit(self.node.send, org, topic, body) for org in others]:
+                sent.result()
 
     def hear(self, topic: str) -> Any:
         """What the aggregator told on ``topic``, within twice the rounds' timeout (the
@@ -413,25 +419,40 @@ def glm_design(frame, spec: dict, minimum: int):
     return x, y
 
 
+def _xlogy(a, b):
+    """a·log(b), 0 where a is 0 (scipy's ``xlogy``, in numpy: the GLM's containers need not
+    import scipy, which takes longer than a whole iteration)."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=float)
+    return np.where(a == 0, 0.0, a * np.log(np.where(a == 0, 1.0, b)))
+
+
+def _two_sided_normal(z):
+    """2·P(Z > |z|) for a standard normal Z, as erfc(|z| / √2)."""
+    return [math.erfc(abs(float(v)) / math.sqrt(2)) if math.isfinite(v) else math.nan for v in z]
+
+
 def _irls_sums(family: str, x, y, beta) -> tuple[list, float]:
     """One registry's part of an IRLS step at ``beta``: the upper triangle of X'WX, X'Wz and
     the deviance. As statsmodels does, the weights use the mean clipped to (ε, 1 − ε) and X'Wz is
-    X'(W·η + y − μ), so that a fitted mean at 0 or 1 gives no division by zero."""
+    X'(W·η + y − μ), so that a fitted mean at 0 or 1 gives no division by zero; the mean is
+    statsmodels' inverse logit, 1 / (1 + e^−η)."""
     import numpy as np
-    from scipy import special
 
     eps = np.finfo(float).eps
     eta = x @ beta
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         if family == "logistic":
-            mu = special.expit(eta)
+            mu = 1.0 / (1.0 + np.exp(-eta))
             clipped = np.clip(mu, eps, 1 - eps)
             w = clipped * (1 - clipped)
-            deviance = -2 * float(np.sum(special.xlogy(y, clipped) + special.xlog1py(1 - y, -clipped)))
+            # y is 0 or 1 (checked): y·log μ + (1 − y)·log(1 − μ), term by term.
+            deviance = -2 * float(np.sum(np.where(y > 0, np.log(clipped), np.log1p(-clipped))))
         else:
             mu = np.exp(eta)
             w = np.maximum(mu, eps)
-            deviance = 2 * float(np.sum(special.xlogy(y, y) - special.xlogy(y, mu) - (y - mu)))
+            deviance = 2 * float(np.sum(_xlogy(y, y) - _xlogy(y, mu) - (y - mu)))
         xtwx = (x * w[:, None]).T @ x
         xtwz = x.T @ (w * eta + y - mu)
     p = x.shape[1]
@@ -451,7 +472,6 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
     reason, and the aggregator stops everyone at once. ``problem`` is this registry's, if its
     data could not even be read."""
     import numpy as np
-    from scipy import special, stats
 
     family = spec["family"]
     names = _names(spec)
@@ -474,8 +494,12 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
                 sums, dev = _irls_sums(family, x, y, beta)
                 local = sums + [dev]
                 if extra:
-                    lgamma = float(np.sum(special.gammaln(y + 1))) if family == "poisson" else 0.0
-                    local += [float(len(y)), float(y.sum()), float(np.sum(special.xlogy(y, y))), lgamma]
+                    lgamma = 0.0
+                    if family == "poisson":
+                        from scipy import special
+
+                        lgamma = float(np.sum(special.gammaln(y + 1)))
+                    local += [float(len(y)), float(y.sum()), float(np.sum(_xlogy(y, y))), lgamma]
                 _encodable(local, len(rounds.participants), counts=False)
             except AnalysisError as e:
                 problem = e
@@ -532,14 +556,50 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
         zvalues = beta / se
     mean = ysum / n
     if family == "logistic":
-        null = -2 * (special.xlogy(ysum, mean) + special.xlogy(n - ysum, 1 - mean))
+        null = -2 * (_xlogy(ysum, mean) + _xlogy(n - ysum, 1 - mean))
         llf = -deviance / 2
     else:
-        null = 2 * (ylogy - special.xlogy(ysum, mean))
+        null = 2 * (ylogy - _xlogy(ysum, mean))
         llf = -deviance / 2 + ylogy - ysum - lgamma
     return {"family": family, "n": int(n), "iterations": iteration, "converged": bool(converged),
             "deviance": deviance, "null_deviance": float(null), "llf": float(llf), "aic": float(-2 * llf + 2 * p),
-            "coefficients": _table(names, beta, se, zvalues, 2 * stats.norm.sf(np.abs(zvalues)), "z")}
+            "coefficients": _table(names, beta, se, zvalues, _two_sided_normal(zvalues), "z")}
+
+
+def _start(spec: dict, p: int):
+    """The coefficients ``spec["beta"]`` an IRLS step starts from (zeros by default)."""
+    import numpy as np
+
+    beta = spec.get("beta", [0.0] * p)
+    if (not isinstance(beta, list) or len(beta) != p
+            or not all(isinstance(b, (int, float)) and math.isfinite(b) for b in beta)):
+        raise AnalysisError("bad_input", f'"beta" is {p} finite numbers: the intercept, then one per covariate')
+    return np.array(beta, dtype=float)
+
+
+def glm_step_local(frame, spec: dict, minimum: int) -> list:
+    """One IRLS step at ``spec["beta"]``, for whoever drives the iterations from outside (one task
+    per step): this registry's X'WX, X'Wz and deviance there."""
+    x, y = glm_design(frame, spec, minimum)
+    sums, deviance = _irls_sums(spec["family"], x, y, _start(spec, x.shape[1]))
+    return sums + [deviance]
+
+
+def glm_step_combine(total: list, spec: dict, organizations: int) -> dict:
+    """The next coefficients from the step's sums, their standard errors from X'WX at the given
+    ones, and the deviance at the given ones."""
+    import numpy as np
+
+    p = len(_names(spec))
+    k = p * (p + 1) // 2
+    information = _symmetric(total[:k], p)
+    try:
+        beta = np.linalg.solve(information, np.array(total[k:k + p], dtype=float))
+    except np.linalg.LinAlgError:
+        raise AnalysisError("singular", "X'WX is singular: a covariate is constant or collinear") from None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(np.diag(np.linalg.inv(information)))
+    return {"family": spec["family"], "beta": beta.tolist(), "se": se.tolist(), "deviance": float(total[k + p])}
 
 
 # -- Kaplan–Meier --------------------------------------------------------------------------------
@@ -656,6 +716,7 @@ ONE_ROUND: dict[str, tuple[Callable, Callable, bool]] = {
     "correlation": (correlation_local, correlation_combine, False),
     "linear": (linear_local, linear_combine, False),
     "kaplan_meier": (km_local, km_combine, True),
+    "glm_step": (glm_step_local, glm_step_combine, False),
 }
 EXACT = {"summary", "correlation"}
 NAMES = sorted(ONE_ROUND) + ["glm"]
