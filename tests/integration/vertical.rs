@@ -6,6 +6,7 @@
 
 use crate::support;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -147,4 +148,113 @@ async fn the_python_vertical_analysis_matches_the_clear_and_the_mock() {
     let mocked: [Value; 3] = mocked.try_into().unwrap();
     check_shares(&mocked, &patients);
     assert_eq!(mocked[2], outputs[2], "the dealer's output in the mock and at the real node");
+}
+
+const JOINED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/fedq-algorithm/tests/joined.py");
+
+/// A value as the vertical analyses carry it: times 2^32, in 32 bytes little-endian.
+fn fixed_word(value: f64) -> Vec<u8> {
+    let scaled = (value * 4_294_967_296.0).round() as u128;
+    let mut word = scaled.to_le_bytes().to_vec();
+    word.resize(32, 0);
+    word
+}
+
+/// The vertically partitioned analyses of `fedq/python-analysis` (`fedq_algorithm.
+/// vertical_analysis`) through three real nodes: A holds age, sex and smoking, B BMI, diagnosis
+/// and visits of the same 700 patients (`joined.py`), C deals and combines. Each analysis equals
+/// pandas, scipy and statsmodels on the rows joined by id; A and B only say they contributed.
+/// And no party's values reach the other: the run messages B's node opened from A (the masked
+/// matrix) hold none of A's ages as the analysis encodes them, those A opened none of B's BMIs,
+/// and C's hold neither (with the masks taken out, B's do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vertical_analyses_through_real_nodes_equal_the_joined_rows_and_carry_no_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap().to_owned();
+    let out = support::python().arg(JOINED).args(["generate", &folder, "700"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cases: BTreeMap<String, Value> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cases.json")).unwrap()).unwrap();
+    let data = dir.path().to_owned();
+    let fed = Federation::configured(
+        3,
+        &["fedq/python-analysis"],
+        move |i, _| match i {
+            0 => BTreeMap::from([("ages".to_owned(), data.join("A").join("ages"))]),
+            1 => BTreeMap::from([("diagnoses".to_owned(), data.join("B").join("diagnoses"))]),
+            _ => BTreeMap::new(),
+        },
+        |_, config| config.limits.memory_mib = 512,
+    )
+    .await;
+    let (_tap_connection, tap) = crate::secure_sum::tap(&fed).await;
+    let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
+    let mut results = serde_json::Map::new();
+    for (name, case) in &cases {
+        let spec = TaskSpec {
+            collaboration: fed.collaboration,
+            image: "fedq/python-analysis:0.1.0".into(),
+            organizations: organizations.clone(),
+            inputs: Inputs::Same(case.to_string().into_bytes()),
+            name: format!("vertical {name}"),
+            return_log: false,
+        };
+        let created = fed.researcher.create_task(&fed.orgs[0], &spec).await.unwrap();
+        let opened = fed
+            .researcher
+            .wait_and_open(&fed.orgs[0], fed.collaboration, created.task, Duration::from_secs(300))
+            .await
+            .unwrap();
+        let output = |i: usize| -> Value {
+            let r = opened.iter().find(|r| r.organization == organizations[i]).unwrap();
+            assert_eq!(r.status, JobStatus::Completed, "{name}: {}", String::from_utf8_lossy(&r.output));
+            serde_json::from_slice(&r.output).unwrap()
+        };
+        for i in 0..2 {
+            assert_eq!(output(i)["contributed"], true, "{name}");
+        }
+        results.insert(name.clone(), output(2));
+    }
+    std::fs::write(dir.path().join("results.json"), Value::Object(results).to_string()).unwrap();
+    let checked = support::python().arg(JOINED).args(["check", &folder]).output().unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{said}{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(said.contains("all 4 vertical analyses equal the joined computation"), "{said}");
+
+    // What each party's node opened, by recipient.
+    let carried = crate::secure_sum::drain(&tap).await;
+    let opened = crate::secure_sum::run_messages(&fed, &carried);
+    let at = |i: usize, topic_end: &str| -> Vec<u8> {
+        opened
+            .iter()
+            .filter(|(header, message)| {
+                header.recipient == organizations[i] && message.topic.ends_with(topic_end)
+            })
+            .flat_map(|(_, message)| message.body.to_vec())
+            .collect()
+    };
+    let (at_a, at_b, at_c) = (at(0, "/masked"), at(1, "/masked"), at(2, ""));
+    assert!(at_a.len() > 700 * 32 && at_b.len() > 700 * 32, "the masked matrices went by");
+    let column = |side: &str, file: &str, name: &str| -> Vec<f64> {
+        let text = std::fs::read_to_string(dir.path().join(side).join(file)).unwrap();
+        let mut lines = text.lines();
+        let at = lines.next().unwrap().split(',').position(|c| c == name).unwrap();
+        let mut values: Vec<f64> = lines.filter_map(|l| l.split(',').nth(at)?.parse().ok()).collect();
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        values
+    };
+    let (ages, bmis) = (column("A", "ages", "age"), column("B", "diagnoses", "bmi"));
+    assert!(ages.len() > 50 && bmis.len() > 100, "{} ages, {} BMIs", ages.len(), bmis.len());
+    for age in &ages {
+        let word = fixed_word(*age);
+        assert!(!crate::secure_sum::contains(&at_b, &word), "A's age {age} in what B's node opened");
+        assert!(!crate::secure_sum::contains(&at_c, &word), "A's age {age} in what C's node opened");
+    }
+    for bmi in &bmis {
+        let word = fixed_word(*bmi);
+        assert!(!crate::secure_sum::contains(&at_a, &word), "B's BMI {bmi} in what A's node opened");
+        assert!(!crate::secure_sum::contains(&at_c, &word), "B's BMI {bmi} in what C's node opened");
+    }
+    fed.cleanup().await;
 }

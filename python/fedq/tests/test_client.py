@@ -115,3 +115,24 @@ def test_an_analysis_returns_the_aggregators_output_wherever_it_is():
     out = Analyses(client).run("c", ["a", "b"], {"analysis": "summary", "aggregator": "id-b"})
     assert out == {"analysis": "summary", "organizations": 2, "columns": {}}
     assert client.spec["aggregator"] == "id-b"
+
+
+def test_a_vertical_analysis_takes_the_dealers_output_as_a_table():
+    from fedq.analysis import Analyses
+
+    class Client:
+        def run(self, collaboration, image, organizations, spec, timeout, progress):
+            self.spec, self.organizations = spec, organizations
+            out = (b'{"analysis": "vertical_summary", "organizations": 3, "n": 5, "columns": {"age": {"count": 4, '
+                   b'"missing": 1, "sum": 200.0, "mean": 50.0, "variance": 4.0, "std": 2.0}}}')
+            return Results("t", [result("a", b'{"analysis": "vertical_summary", "contributed": true}'),
+                                 result("b", b'{"analysis": "vertical_summary", "contributed": true}'),
+                                 result("c", out)], True)
+
+    client = Client()
+    frame = Analyses(client).vertical_summary("c", ["ra", "rb", "dealer"], a={"data": "ages", "columns": ["age"]},
+                                              b={"data": "diagnoses", "columns": []})
+    assert client.organizations == ["ra", "rb", "dealer"]
+    assert client.spec == {"analysis": "vertical_summary", "id": "id", "a": {"data": "ages", "columns": ["age"]},
+                           "b": {"data": "diagnoses", "columns": []}}
+    assert frame.loc["age", "mean"] == 50.0 and frame.attrs["n"] == 5

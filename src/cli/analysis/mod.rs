@@ -34,6 +34,15 @@ pub enum Name {
     Glm,
     /// Kaplan–Meier curves and the log-rank test.
     KaplanMeier,
+    /// Over vertically partitioned columns (`--party-a`, `--party-b`, three `--org`: A, B and
+    /// the dealer): count, missing, sum, mean, variance, standard deviation.
+    VerticalSummary,
+    /// Over vertically partitioned columns: A's column against B's, with the χ² test.
+    VerticalCrosstab,
+    /// Over vertically partitioned columns: Pearson correlations of A's and B's columns.
+    VerticalCorrelation,
+    /// Over vertically partitioned columns: ordinary least squares on A's and B's covariates.
+    VerticalLinear,
 }
 
 impl Name {
@@ -45,7 +54,18 @@ impl Name {
             Name::Linear => "linear",
             Name::Glm => "glm",
             Name::KaplanMeier => "kaplan_meier",
+            Name::VerticalSummary => "vertical_summary",
+            Name::VerticalCrosstab => "vertical_crosstab",
+            Name::VerticalCorrelation => "vertical_correlation",
+            Name::VerticalLinear => "vertical_linear",
         }
+    }
+
+    fn is_vertical(self) -> bool {
+        matches!(
+            self,
+            Name::VerticalSummary | Name::VerticalCrosstab | Name::VerticalCorrelation | Name::VerticalLinear
+        )
     }
 }
 
@@ -66,7 +86,15 @@ pub struct AnalysisArgs {
     key: PathBuf,
     /// The data source's label at every node.
     #[arg(long)]
-    data: String,
+    data: Option<String>,
+    /// A vertical analysis's first data party's part, a JSON object: its `data`, `where` and
+    /// `columns` (`column` and `levels` for a crosstab, `covariates` or `outcome` for a
+    /// regression).
+    #[arg(long = "party-a")]
+    party_a: Option<String>,
+    /// The second data party's part, as `--party-a`.
+    #[arg(long = "party-b")]
+    party_b: Option<String>,
     /// A filter every node applies first (pandas query syntax: `age > 50 and sex == 'F'`).
     #[arg(long = "where")]
     filter: Option<String>,
@@ -135,11 +163,36 @@ fn parse_histogram(text: &str) -> Result<(String, Value), String> {
     }
 }
 
+/// A JSON object given as `flag`'s value.
+fn object(flag: &str, text: Option<&String>) -> Result<Value, CliError> {
+    let text = text.ok_or_else(|| CliError::BadInput(format!("{flag} is required: a JSON object")))?;
+    match serde_json::from_str(text) {
+        Ok(Value::Object(object)) => Ok(Value::Object(object)),
+        Ok(_) => Err(CliError::BadInput(format!("{flag} is a JSON object"))),
+        Err(e) => Err(CliError::BadInput(format!("{flag} is not JSON: {e}"))),
+    }
+}
+
 /// The analysis's input, as `docs/algorithms.md` lists it.
 fn input(args: &AnalysisArgs) -> Result<Value, CliError> {
     let mut spec = Map::new();
     spec.insert("analysis".into(), args.name.as_str().into());
-    spec.insert("data".into(), args.data.clone().into());
+    if args.name.is_vertical() {
+        spec.insert("a".into(), object("--party-a", args.party_a.as_ref())?);
+        spec.insert("b".into(), object("--party-b", args.party_b.as_ref())?);
+        if let Some(text) = &args.arguments {
+            let Value::Object(more) = object("--arguments", Some(text))? else { unreachable!("an object") };
+            spec.extend(more);
+        }
+        return Ok(Value::Object(spec));
+    }
+    let data = args.data.clone().ok_or_else(|| {
+        CliError::BadInput(format!(
+            "--data is required: the data source's label at every node of {}",
+            args.name.as_str()
+        ))
+    })?;
+    spec.insert("data".into(), data.into());
     let mut put = |key: &str, value: Option<Value>| {
         if let Some(value) = value {
             spec.insert(key.into(), value);
@@ -240,4 +293,53 @@ async fn run(args: AnalysisArgs) -> Result<(), CliError> {
         print!("{}", tables::render(args.name.as_str(), &output));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: AnalysisArgs,
+    }
+
+    fn input_of(line: &[&str]) -> Result<Value, CliError> {
+        let base = ["fedq", "--collaboration", "c", "--org", "a", "--key", "k"];
+        input(&Command::try_parse_from(base.iter().chain(line)).unwrap().args)
+    }
+
+    #[test]
+    fn a_vertical_analysis_takes_each_party_s_part_and_no_data_label() {
+        let spec = input_of(&[
+            "vertical-linear",
+            "--party-a",
+            r#"{"data": "ages", "covariates": ["age"]}"#,
+            "--party-b",
+            r#"{"data": "labs", "outcome": "bmi"}"#,
+            "--arguments",
+            r#"{"timeout": 30}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            spec,
+            json!({"analysis": "vertical_linear", "a": {"data": "ages", "covariates": ["age"]},
+                   "b": {"data": "labs", "outcome": "bmi"}, "timeout": 30})
+        );
+        let missing = input_of(&["vertical-summary", "--party-a", "{}"]).unwrap_err();
+        assert!(missing.to_string().contains("--party-b is required"), "{missing}");
+        let not_object = input_of(&["vertical-summary", "--party-a", "[]", "--party-b", "{}"]).unwrap_err();
+        assert!(not_object.to_string().contains("--party-a is a JSON object"), "{not_object}");
+    }
+
+    #[test]
+    fn a_horizontal_analysis_needs_its_data_label() {
+        let error = input_of(&["summary", "--columns", "age"]).unwrap_err();
+        assert!(error.to_string().contains("--data is required"), "{error}");
+        let spec = input_of(&["summary", "--data", "patients", "--columns", "age"]).unwrap();
+        assert_eq!(spec, json!({"analysis": "summary", "data": "patients", "columns": ["age"]}));
+    }
 }

@@ -97,7 +97,8 @@ fn facts(out: &Value, keys: &[&str]) -> String {
 pub fn render(name: &str, out: &Value) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "{name} over {} organizations\n", number(&out["organizations"]));
-    match name {
+    // A vertical analysis's output has the shape of its horizontal namesake's.
+    match name.strip_prefix("vertical_").unwrap_or(name) {
         "summary" => {
             let columns = out["columns"].as_object().cloned().unwrap_or_default();
             let quantiles: Vec<String> = columns

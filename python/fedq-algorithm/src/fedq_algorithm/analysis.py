@@ -719,7 +719,9 @@ ONE_ROUND: dict[str, tuple[Callable, Callable, bool]] = {
     "glm_step": (glm_step_local, glm_step_combine, False),
 }
 EXACT = {"summary", "correlation"}
-NAMES = sorted(ONE_ROUND) + ["glm"]
+#: Over vertically partitioned data (``fedq_algorithm.vertical_analysis``).
+VERTICAL = ("vertical_summary", "vertical_crosstab", "vertical_correlation", "vertical_linear")
+NAMES = sorted(ONE_ROUND) + ["glm", *VERTICAL]
 
 
 def run(node: Node) -> None:
@@ -729,8 +731,12 @@ def run(node: Node) -> None:
         spec = node.input_json()
         if not isinstance(spec, dict) or spec.get("analysis") not in NAMES:
             raise AnalysisError("bad_input", f'"analysis" is one of {", ".join(NAMES)}')
-        rounds = Rounds(node, job, spec)
         name = spec["analysis"]
+        if name in VERTICAL:
+            from fedq_algorithm import vertical_analysis
+
+            return vertical_analysis.run(node, spec)
+        rounds = Rounds(node, job, spec)
         if name == "glm":
             # What the request alone decides fails everywhere alike, before any round.
             if spec.get("family") not in FAMILIES:

@@ -142,6 +142,55 @@ class Analyses:
         curves = {g: pd.DataFrame({k: c[k] for k in keys}) for g, c in out["curves"].items()}
         return Survival(curves, out.get("logrank"))
 
+    # -- vertically partitioned: A's and B's columns of the same patients, C deals -------------
+
+    def vertical_summary(self, collaboration: str, parties: Iterable[str], *, a: Mapping[str, Any],
+                         b: Mapping[str, Any], id: str = "id", **options: Any):
+        """Count, missing, sum, mean, variance and standard deviation of each party's
+        ``columns`` over the patients both parties' ``where`` select (a DataFrame, one row per
+        column; the cohort's size in ``.attrs["n"]``). ``parties`` are A, B and the dealer C, in
+        that order; ``a`` and ``b`` give each data party's ``data``, ``where`` and ``columns``."""
+        import pandas as pd
+
+        out = self.run(collaboration, parties, _vertical("vertical_summary", a, b, id), **options)
+        keys = ("count", "missing", "sum", "mean", "variance", "std")
+        frame = pd.DataFrame.from_dict({c: {k: s[k] for k in keys} for c, s in out["columns"].items()},
+                                       orient="index")
+        frame.attrs["n"] = out["n"]
+        return frame
+
+    def vertical_crosstab(self, collaboration: str, parties: Iterable[str], *, a: Mapping[str, Any],
+                          b: Mapping[str, Any], id: str = "id", **options: Any) -> Crosstab:
+        """The table of A's ``column`` against B's (each with its ``levels``), with the χ² test."""
+        import pandas as pd
+
+        a, b = ({**p, "levels": [str(v) for v in p.get("levels", [])]} for p in (a, b))
+        out = self.run(collaboration, parties, _vertical("vertical_crosstab", a, b, id), **options)
+        table = pd.DataFrame(out["table"], index=pd.Index(out["row_levels"], name=a.get("column")),
+                             columns=pd.Index(out["column_levels"], name=b.get("column")))
+        return Crosstab(table, out.get("test", {}), out["missing"], out["excluded"])
+
+    def vertical_correlation(self, collaboration: str, parties: Iterable[str], *, a: Mapping[str, Any],
+                             b: Mapping[str, Any], id: str = "id", **options: Any):
+        """The Pearson correlation matrix of A's and B's ``columns`` over the patients with all
+        of them present (``.attrs["n"]``)."""
+        import pandas as pd
+
+        out = self.run(collaboration, parties, _vertical("vertical_correlation", a, b, id), **options)
+        frame = pd.DataFrame(out["matrix"], index=out["columns"], columns=out["columns"])
+        frame.attrs["n"] = out["n"]
+        return frame
+
+    def vertical_linear(self, collaboration: str, parties: Iterable[str], *, a: Mapping[str, Any],
+                        b: Mapping[str, Any], id: str = "id", **options: Any) -> Model:
+        """Ordinary least squares on A's and B's ``covariates``; one of them names the
+        ``outcome``."""
+        return _model(self.run(collaboration, parties, _vertical("vertical_linear", a, b, id), **options))
+
+
+def _vertical(analysis: str, a: Mapping[str, Any], b: Mapping[str, Any], id: str) -> dict[str, Any]:
+    return {"analysis": analysis, "id": id, "a": dict(a), "b": dict(b)}
+
 
 def _spec(analysis: str, data: str, where: str | None, **arguments: Any) -> dict[str, Any]:
     spec = {"analysis": analysis, "data": data, **{k: v for k, v in arguments.items() if v is not None}}
