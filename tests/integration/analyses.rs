@@ -104,7 +104,7 @@ async fn every_analysis_equals_the_pooled_rows(sizes: &[u32]) {
     let checked = support::python().arg(POOLED).args(["check", &folder]).output().unwrap();
     let said = String::from_utf8_lossy(&checked.stdout);
     assert!(checked.status.success(), "{said}{}", String::from_utf8_lossy(&checked.stderr));
-    assert!(said.contains("all 7 analyses equal the pooled computation"), "{said}");
+    assert!(said.contains("all 8 analyses equal the pooled computation"), "{said}");
     fed.cleanup().await;
 }
 

@@ -34,6 +34,8 @@ CASES = {
     "poisson": {"analysis": "glm", "family": "poisson", "outcome": "visits", "covariates": ["age", "bmi"]},
     "kaplan_meier": {"analysis": "kaplan_meier", "time": "time", "event": "event", "group": "sex",
                      "levels": {"sex": ["F", "M"]}, "max_time": 3650},
+    "cox": {"analysis": "cox", "time": "time", "event": "event", "covariates": ["age", "bmi"], "max_time": 3650,
+            "unit": 10},
 }
 
 
@@ -154,6 +156,22 @@ def check_kaplan_meier(out: dict, rows: pd.DataFrame) -> None:
         _close(f"{group}'s upper band", curve["ci_upper"], bands.iloc[:, 1].to_numpy(), rtol=1e-7)
     test = multivariate_logrank_test(rows["time"], rows["sex"], rows["event"])
     _close("the log-rank test", [out["logrank"]["chi2"], out["logrank"]["p"]], [test.test_statistic, test.p_value])
+
+
+def check_cox(out: dict, rows: pd.DataFrame) -> None:
+    from lifelines import CoxPHFitter
+
+    # The times in units of 10 days, as the analysis counts them (``unit``): ties, as in real
+    # registries' data, which lifelines handles as Efron did.
+    data = rows[["time", "event", "age", "bmi"]].dropna().assign(time=lambda f: np.floor(f["time"] / 10))
+    fit = CoxPHFitter().fit(data, "time", "event", fit_options={"precision": 1e-12})
+    _equal("n, events and convergence", (out["n"], out["events"], out["converged"]),
+           (len(data), int(data["event"].sum()), True))
+    table = out["coefficients"]
+    _close("coef", [c["coef"] for c in table], fit.params_.to_numpy())
+    _close("se and z", [c["se"] for c in table] + [c["z"] for c in table],
+           list(fit.standard_errors_) + list(fit.summary["z"]), rtol=1e-7)
+    _close("log-likelihood", out["log_likelihood"], fit.log_likelihood_)
 
 
 CHECKS = {name: globals()[f"check_{name}"] for name in CASES}

@@ -221,3 +221,51 @@ def test_glm_steps_driven_from_outside_reach_what_the_fit_in_one_task_reaches(tm
     bad = mock.run(analysis, dirs, dict(case, analysis="glm_step", beta=[0.0, "x", 1.0]), timeout=60)
     assert bad["R0"].json()["error"]["code"] in ("bad_input", "not_everyone"), bad["R0"].output
     assert bad["R1"].json()["error"]["code"] == "bad_input", bad["R1"].output
+
+
+def test_a_cox_model_with_breslow_ties_equals_statsmodels_and_with_efron_lifelines(tmp_path):
+    """Times that depend on the covariates, counted in units of 5 (many ties): Breslow's
+    handling of ties against statsmodels' PHReg, Efron's against lifelines."""
+    import numpy as np
+    import statsmodels.api as sm
+    from lifelines import CoxPHFitter
+
+    rng = np.random.default_rng(3)
+    dirs, frames = {}, []
+    for i, n in enumerate((300, 450, 200)):
+        age = rng.integers(20, 90, n).astype(float)
+        dose = np.round(rng.normal(2, 1, n), 2)
+        hazard = np.exp(-6 + 0.04 * age - 0.5 * dose)
+        time = np.minimum(np.floor(rng.exponential(1 / hazard) / 5) * 5, 500)
+        event = ((rng.random(n) < 0.8) & (time < 500)).astype(int)
+        frame = pd.DataFrame({"time": time, "event": event, "age": age, "dose": dose})
+        frame.loc[rng.random(n) < 0.03, "dose"] = None
+        (tmp_path / f"R{i}").mkdir()
+        frame.to_csv(tmp_path / f"R{i}" / "patients", index=False)
+        dirs[f"R{i}"], frames = tmp_path / f"R{i}", frames + [frame]
+    rows = pd.concat(frames).dropna()
+    case = {"analysis": "cox", "data": "patients", "time": "time", "event": "event", "covariates": ["age", "dose"],
+            "max_time": 500, "unit": 5}
+    breslow = mock.run(analysis, dirs, dict(case, ties="breslow"), timeout=60)["R0"].json()
+    fit = sm.PHReg(rows["time"], rows[["age", "dose"]], status=rows["event"], ties="breslow").fit()
+    pooled._close("Breslow: coef", [c["coef"] for c in breslow["coefficients"]], fit.params)
+    pooled._close("Breslow: se", [c["se"] for c in breslow["coefficients"]], fit.bse, rtol=1e-7)
+    pooled._close("Breslow: log-likelihood", breslow["log_likelihood"], fit.llf)
+    efron = mock.run(analysis, dirs, case, timeout=60)["R0"].json()
+    fitted = CoxPHFitter().fit(rows, "time", "event", fit_options={"precision": 1e-12})
+    pooled._close("Efron: coef", [c["coef"] for c in efron["coefficients"]], fitted.params_.to_numpy())
+    pooled._close("Efron: se", [c["se"] for c in efron["coefficients"]], fitted.standard_errors_.to_numpy(), rtol=1e-7)
+    assert efron["converged"] and efron["events"] == int(rows["event"].sum())
+    assert abs(efron["coefficients"][0]["coef"] - 0.04) < 0.02, efron["coefficients"]
+
+
+def test_a_cox_model_one_registry_cannot_fit_stops_everyone_with_its_reason(tmp_path):
+    paths = pooled.generate(tmp_path, [80, 90, 70])
+    frame = pd.read_csv(paths[1])
+    frame.loc[0, "event"] = 2
+    frame.to_csv(paths[1], index=False)
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    results = mock.run(analysis, dirs, dict(pooled.CASES["cox"], data="patients", timeout=30), timeout=60)
+    assert results["R1"].json()["error"]["code"] == "not_binary", results["R1"].output
+    assert results["R0"].json()["error"]["code"] == "not_everyone", results["R0"].output
+    assert results["R2"].json() == {"analysis": "cox", "contributed": True}

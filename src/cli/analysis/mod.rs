@@ -34,6 +34,8 @@ pub enum Name {
     Glm,
     /// Kaplan–Meier curves and the log-rank test.
     KaplanMeier,
+    /// Cox proportional hazards (Efron's ties, or `--arguments '{"ties": "breslow"}'`).
+    Cox,
     /// Over vertically partitioned columns (`--party-a`, `--party-b`, three `--org`: A, B and
     /// the dealer): count, missing, sum, mean, variance, standard deviation.
     VerticalSummary,
@@ -54,6 +56,7 @@ impl Name {
             Name::Linear => "linear",
             Name::Glm => "glm",
             Name::KaplanMeier => "kaplan_meier",
+            Name::Cox => "cox",
             Name::VerticalSummary => "vertical_summary",
             Name::VerticalCrosstab => "vertical_crosstab",
             Name::VerticalCorrelation => "vertical_correlation",
@@ -119,7 +122,8 @@ pub struct AnalysisArgs {
     /// A GLM's family: logistic or poisson.
     #[arg(long)]
     family: Option<String>,
-    /// Survival: the time column, the event column (1 event, 0 censored), the group column.
+    /// Survival (Kaplan–Meier, Cox): the time column, the event column (1 event, 0
+    /// censored), the group column.
     #[arg(long)]
     time: Option<String>,
     #[arg(long)]

@@ -154,6 +154,11 @@ pub fn render(name: &str, out: &Value) -> String {
             text.push('\n');
             text.push_str(&facts(out, &["n", "df_resid", "r2", "adj_r2", "rss"]));
         }
+        "cox" => {
+            text.push_str(&coefficients(out, "z"));
+            text.push('\n');
+            text.push_str(&facts(out, &["ties", "n", "events", "log_likelihood", "iterations", "converged"]));
+        }
         "glm" => {
             text.push_str(&coefficients(out, "z"));
             text.push('\n');
@@ -197,6 +202,21 @@ pub fn render(name: &str, out: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_cox_model_and_a_vertical_regression_print_as_their_namesakes() {
+        let cox = json!({"organizations": 3, "ties": "efron", "n": 50, "events": 30, "log_likelihood": -81.5,
+            "coefficients": [{"name": "age", "coef": 0.04, "se": 0.01, "z": 4.0, "p": 6.3e-5}]});
+        let text = render("cox", &cox);
+        assert!(
+            text.contains("P>|z|") && text.contains("log_likelihood") && text.contains("efron"),
+            "{text}"
+        );
+        let vertical = json!({"organizations": 3, "n": 9, "coefficients": [
+            {"name": "Intercept", "coef": 1.0, "se": 0.5, "t": 2.0, "p": 0.08}]});
+        let text = render("vertical_linear", &vertical);
+        assert!(text.starts_with("vertical_linear over 3 organizations") && text.contains("P>|t|"), "{text}");
+    }
 
     #[test]
     fn a_model_prints_as_a_coefficient_table() {

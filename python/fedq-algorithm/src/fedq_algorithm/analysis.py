@@ -463,6 +463,46 @@ def _irls_sums(family: str, x, y, beta) -> tuple[list, float]:
     return local, deviance
 
 
+def _round_of_sums(rounds: Rounds, name: str, topic: str, compute: Callable[[], list], size: int,
+                   problem: AnalysisError | None) -> tuple[Any, list | None]:
+    """One round of a fit that runs over several (a GLM, a Cox model): this registry's ``size``
+    sums from ``compute`` and a flag, 1 if it cannot go on (its data does not fit, or its sums
+    fail): then it sends random words with the flag and fails with its reason. The aggregator
+    gets the sums, or, if any flag is set, tells everyone on ``topic`` to stop and fails; the
+    others hear what it tells on ``topic``. Returns (what was told, or ``None`` where the
+    aggregator said stop, and the sums, at the aggregator)."""
+    local = None
+    if problem is None:
+        try:
+            local = compute()
+            _encodable(local, len(rounds.participants), counts=False)
+        except AnalysisError as e:
+            problem = e
+        except Exception as e:  # noqa: BLE001 - the others must not wait for this part
+            problem = _local_failure(e)
+    if problem:
+        local = [0.0] * size
+    try:
+        total = rounds.sum(name, local + [1.0 if problem else 0.0], noise=size if problem else 0)
+    except Exception:
+        if rounds.aggregating:  # the others wait for what it tells: tell them to stop
+            rounds.tell(topic, {"stop": "no sum"})
+        raise
+    if not rounds.aggregating:
+        if problem:
+            raise problem
+        told = rounds.hear(topic)
+        return (None if "stop" in told else told), None
+    failed = round(float(total[-1]))
+    if problem or failed:
+        rounds.tell(topic, {"stop": "not everyone"})
+        if problem:
+            raise problem
+        raise AnalysisError("not_everyone", f"{failed} of {len(rounds.participants)} organizations could not fit the "
+                                            "model; their results say why")
+    return None, total
+
+
 def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dict | None:
     """Logistic or Poisson regression by iteratively reweighted least squares: each iteration
     one round of X'WX, X'Wz and the deviance at the current coefficients (the first one also
@@ -489,46 +529,26 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
     iteration, converged, information, deviance = 0, False, None, 0.0
     while True:
         extra = 4 if iteration == 0 else 0
-        if problem is None:
-            try:
-                sums, dev = _irls_sums(family, x, y, beta)
-                local = sums + [dev]
-                if extra:
-                    lgamma = 0.0
-                    if family == "poisson":
-                        from scipy import special
 
-                        lgamma = float(np.sum(special.gammaln(y + 1)))
-                    local += [float(len(y)), float(y.sum()), float(np.sum(_xlogy(y, y))), lgamma]
-                _encodable(local, len(rounds.participants), counts=False)
-            except AnalysisError as e:
-                problem = e
-            except Exception as e:  # noqa: BLE001
-                problem = _local_failure(e)
-        if problem:
-            local = [0.0] * (k + p + 1 + extra)
-        try:
-            total = rounds.sum(f"glm-{iteration}", local + [1.0 if problem else 0.0],
-                               noise=len(local) if problem else 0)
-        except Exception:
-            if rounds.aggregating:  # the others wait for what it tells: tell them to stop
-                rounds.tell(f"glm-beta-{iteration}", {"stop": "no sum"})
-            raise
+        def local_sums() -> list:
+            sums, dev = _irls_sums(family, x, y, beta)
+            local = sums + [dev]
+            if extra:
+                lgamma = 0.0
+                if family == "poisson":
+                    from scipy import special
+
+                    lgamma = float(np.sum(special.gammaln(y + 1)))
+                local += [float(len(y)), float(y.sum()), float(np.sum(_xlogy(y, y))), lgamma]
+            return local
+
+        told, total = _round_of_sums(rounds, f"glm-{iteration}", f"glm-beta-{iteration}", local_sums,
+                                     k + p + 1 + extra, problem)
         if not rounds.aggregating:
-            if problem:
-                raise problem
-            told = rounds.hear(f"glm-beta-{iteration}")
-            if "stop" in told:
+            if told is None:
                 return None
             beta, final = np.array(told["beta"]), told["final"]
         else:
-            failed = round(float(total[-1]))
-            if problem or failed:
-                rounds.tell(f"glm-beta-{iteration}", {"stop": "not everyone"})
-                if problem:
-                    raise problem
-                raise AnalysisError("not_everyone", f"{failed} of {len(rounds.participants)} organizations could not "
-                                                    "fit the model; their results say why")
             if extra:
                 null_sums = [float(v) for v in total[k + p + 1:k + p + 5]]
             information = _symmetric(total[:k], p)
@@ -707,6 +727,163 @@ def _logrank(per_group) -> dict:
             "observed": d.sum(axis=1).astype(int).tolist(), "expected": expected.sum(axis=1).tolist()}
 
 
+# -- Cox proportional hazards --------------------------------------------------------------------
+
+TIES = ("efron", "breslow")
+
+
+def cox_design(frame, spec: dict, minimum: int):
+    """The complete cases of a Cox model: each time's unit on the grid, the events (0 or 1) and
+    the covariates."""
+    import numpy as np
+
+    unit, bins = _grid(spec)
+    time, event = spec.get("time"), spec.get("event")
+    if not isinstance(time, str) or not isinstance(event, str):
+        raise AnalysisError("bad_input", 'name the time and the event columns: "time": "…", "event": "…"')
+    data = _complete(frame, [time, event] + columns_of(spec, "covariates"))
+    enough(len(data), "a time, an event and every covariate present", minimum)
+    times, events, x = data[:, 0], data[:, 1], data[:, 2:]
+    if (times < 0).any() or (times > float(spec["max_time"])).any():
+        raise AnalysisError("bad_input", f"a time outside 0 to max_time ({spec['max_time']}) here")
+    if not np.isin(events, (0.0, 1.0)).all():
+        raise AnalysisError("not_binary", "the event column is 0 (censored) or 1 (event)")
+    return np.minimum(np.floor(times / unit).astype(int), bins - 1), events, x
+
+
+def _cox_sums(at, events, xc, beta, used, bins: int) -> list:
+    """This registry's sums at ``beta`` for each unit of ``used`` (the units with an event
+    anywhere): over the patients at risk then (their unit that one or later) and over those with
+    an event in it, Σw, Σw·x and Σw·xxᵀ (upper triangle), w = exp(x·β), x centred."""
+    import numpy as np
+
+    p = xc.shape[1]
+    upper = np.triu_indices(p)
+    with np.errstate(over="ignore", invalid="ignore"):
+        w = np.exp(xc @ beta)
+        terms = np.column_stack([w, w[:, None] * xc, (w[:, None] * xc[:, upper[0]] * xc[:, upper[1]])])
+    per_unit = np.zeros((bins, terms.shape[1]))
+    np.add.at(per_unit, at, terms)
+    at_risk = per_unit[::-1].cumsum(axis=0)[::-1]
+    with_event = np.zeros_like(per_unit)
+    np.add.at(with_event, at[events == 1], terms[events == 1])
+    local = np.concatenate([at_risk[used], with_event[used]], axis=1).ravel()
+    if not np.all(np.isfinite(local)):
+        raise AnalysisError("diverged", "the fit diverges here: exp(x·β) overflows (a covariate on a huge scale, "
+                                        "or one that separates the events); rescale or drop covariates")
+    return local.tolist()
+
+
+def _cox_step(total, deaths, event_x, beta, ties: str, p: int):
+    """The partial log-likelihood at ``beta``, its gradient and the information matrix, from the
+    sums over every registry (Efron's or Breslow's handling of tied events)."""
+    import numpy as np
+
+    k = 1 + p + p * (p + 1) // 2
+    rows = np.array(total, dtype=float).reshape(len(deaths), 2 * k)
+    loglik, gradient, information = float(event_x @ beta), event_x.copy(), np.zeros((p, p))
+    for row, d in zip(rows, deaths):
+        risk, event = row[:k], row[k:]
+        share = np.arange(d) / d if ties == "efron" else np.zeros(d)
+        phi = risk[0] - share * event[0]
+        first = (risk[1:1 + p][None, :] - share[:, None] * event[1:1 + p][None, :]) / phi[:, None]
+        second = (_symmetric(risk[1 + p:], p)[None] - share[:, None, None] * _symmetric(event[1 + p:], p)[None]) \
+            / phi[:, None, None]
+        loglik -= float(np.sum(np.log(phi)))
+        gradient -= first.sum(axis=0)
+        information += second.sum(axis=0) - first.T @ first
+    return loglik, gradient, information
+
+
+def cox(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dict | None:
+    """Cox proportional hazards by Newton–Raphson on the partial likelihood: a first round of
+    the events per unit of time, the covariates' sums and the events' (the aggregator tells the
+    means, to centre on, and the units with an event), then per iteration one round of the
+    sums at risk and at the events per such unit, which the aggregator turns into the next β
+    (halving a step that lowers the likelihood). The containers stay up for the whole fit; a
+    registry that cannot go on sends noise and its flag, and everyone stops, as for a GLM."""
+    import numpy as np
+
+    ties = spec.get("ties", "efron")
+    names = columns_of(spec, "covariates")
+    p = len(names)
+    max_iter, tol = int(spec.get("max_iter", 100)), float(spec.get("tol", 1e-10))
+    unit, bins = _grid(spec)
+    at = events = x = None
+    if problem is None:
+        try:
+            at, events, x = cox_design(frame, spec, rounds.node.min_cell_count)
+        except AnalysisError as e:
+            problem = e
+        except Exception as e:  # noqa: BLE001 - the others must not wait for this part
+            problem = _local_failure(e)
+
+    def first_sums() -> list:
+        deaths = np.bincount(at[events == 1], minlength=bins)
+        return ([float(len(x))] + x.sum(axis=0).tolist() + x[events == 1].sum(axis=0).tolist()
+                + [float(v) for v in deaths])
+
+    told, total = _round_of_sums(rounds, "cox-0", "cox-told-0", first_sums, 1 + 2 * p + bins, problem)
+    if rounds.aggregating:
+        n = total[0]
+        means = np.array(total[1:1 + p]) / n
+        event_x = np.array(total[1 + p:1 + 2 * p])
+        per_unit = np.rint(np.array(total[1 + 2 * p:1 + 2 * p + bins])).astype(int)
+        used = np.flatnonzero(per_unit > 0)
+        deaths = per_unit[used]
+        event_x = event_x - deaths.sum() * means
+        rounds.tell("cox-told-0", {"means": means.tolist(), "used": used.tolist()})
+    elif told is None:
+        return None
+    else:
+        means, used = np.array(told["means"]), np.array(told["used"], dtype=int)
+    xc = x - means if x is not None else None
+    beta = np.zeros(p)
+    previous = None  # (β, log-likelihood) of the last step taken
+    iteration, converged, halvings = 0, False, 0
+    while True:
+        iteration += 1
+        size = len(used) * 2 * (1 + p + p * (p + 1) // 2)
+        told, total = _round_of_sums(rounds, f"cox-{iteration}", f"cox-told-{iteration}",
+                                     lambda: _cox_sums(at, events, xc, beta, used, bins), size, problem)
+        if not rounds.aggregating:
+            if told is None:
+                return None
+            beta, final = np.array(told["beta"]), told["final"]
+        else:
+            loglik, gradient, information = _cox_step(total[:size], deaths, event_x, beta, ties, p)
+            if previous is not None and loglik < previous[1] - 1e-12 * abs(previous[1]) and halvings < 30:
+                halvings += 1
+                beta, final = (previous[0] + beta) / 2, False
+            else:
+                halvings = 0
+                try:
+                    new = beta + np.linalg.solve(information, gradient)
+                except np.linalg.LinAlgError:
+                    rounds.tell(f"cox-told-{iteration}", {"stop": "singular"})
+                    raise AnalysisError("singular", "the information matrix is singular: a covariate is constant "
+                                                    "or collinear") from None
+                step = float(np.max(np.abs(new - beta)))
+                converged = step <= tol * (1 + float(np.max(np.abs(new))))
+                final = converged or iteration >= max_iter or not np.all(np.isfinite(new))
+                previous, last = (beta, loglik), (loglik, information)
+                beta = new
+            rounds.tell(f"cox-told-{iteration}", {"beta": beta.tolist(), "final": bool(final)})
+        if final:
+            break
+    if not rounds.aggregating:
+        return None
+    loglik, information = last
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(np.diag(np.linalg.inv(information)))
+        z = beta / se
+    table = _table(names, beta, se, z, _two_sided_normal(z), "z")
+    for row, b in zip(table, beta):
+        row["exp_coef"] = float(np.exp(b))
+    return {"ties": ties, "n": int(round(n)), "events": int(deaths.sum()), "iterations": iteration,
+            "converged": bool(converged), "log_likelihood": loglik, "coefficients": table}
+
+
 # -- running one -----------------------------------------------------------------------------------
 
 ONE_ROUND: dict[str, tuple[Callable, Callable, bool]] = {
@@ -721,7 +898,9 @@ ONE_ROUND: dict[str, tuple[Callable, Callable, bool]] = {
 EXACT = {"summary", "correlation"}
 #: Over vertically partitioned data (``fedq_algorithm.vertical_analysis``).
 VERTICAL = ("vertical_summary", "vertical_crosstab", "vertical_correlation", "vertical_linear")
-NAMES = sorted(ONE_ROUND) + ["glm", *VERTICAL]
+#: Fits of several rounds, in containers that stay up for all of them.
+FITS = ("glm", "cox")
+NAMES = sorted(ONE_ROUND) + [*FITS, *VERTICAL]
 
 
 def run(node: Node) -> None:
@@ -737,17 +916,22 @@ def run(node: Node) -> None:
 
             return vertical_analysis.run(node, spec)
         rounds = Rounds(node, job, spec)
+        # What the request alone decides fails everywhere alike, before any round.
         if name == "glm":
-            # What the request alone decides fails everywhere alike, before any round.
             if spec.get("family") not in FAMILIES:
                 raise AnalysisError("bad_input", f'"family" is one of {", ".join(FAMILIES)}')
             _names(spec)
+        if name == "cox":
+            if spec.get("ties", "efron") not in TIES:
+                raise AnalysisError("bad_input", f'"ties" is one of {", ".join(TIES)}')
+            columns_of(spec, "covariates")
+            _grid(spec)
     except (AnalysisError, ValueError) as e:
         return _fail(node, e if isinstance(e, AnalysisError) else AnalysisError("bad_input", str(e)))
     problem, frame, local = None, None, None
     try:
         frame = load(node, spec)
-        if name != "glm":
+        if name not in FITS:
             local = ONE_ROUND[name][0](frame, spec, node.min_cell_count)
             _encodable(local, len(rounds.participants), counts=ONE_ROUND[name][2])
     except AnalysisError as e:
@@ -755,8 +939,8 @@ def run(node: Node) -> None:
     except Exception as e:  # noqa: BLE001 - whatever it is, the others must not wait for this part
         problem = _local_failure(e)
     try:
-        if name == "glm":
-            out = glm(rounds, frame, problem, spec)
+        if name in FITS:
+            out = (glm if name == "glm" else cox)(rounds, frame, problem, spec)
         else:
             out = _one_round(rounds, spec, local, problem)
     except AnalysisError as e:

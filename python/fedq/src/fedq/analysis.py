@@ -142,6 +142,15 @@ class Analyses:
         curves = {g: pd.DataFrame({k: c[k] for k in keys}) for g, c in out["curves"].items()}
         return Survival(curves, out.get("logrank"))
 
+    def cox(self, collaboration: str, organizations: Iterable[str], *, data: str, time: str, event: str,
+            covariates: list[str], max_time: float, unit: float = 1, ties: str = "efron", where: str | None = None,
+            max_iter: int | None = None, **options: Any) -> Model:
+        """Cox proportional hazards (``ties="efron"`` as lifelines, or ``"breslow"``); times are
+        counted in ``unit``s up to ``max_time``."""
+        spec = _spec("cox", data, where, time=time, event=event, covariates=covariates, max_time=max_time, unit=unit,
+                     ties=ties, max_iter=max_iter)
+        return _model(self.run(collaboration, organizations, spec, **options))
+
     # -- vertically partitioned: A's and B's columns of the same patients, C deals -------------
 
     def vertical_summary(self, collaboration: str, parties: Iterable[str], *, a: Mapping[str, Any],
