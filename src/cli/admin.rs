@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::CliError;
 use super::lookup::{collaboration_id, find, id_of, not_seen, organization_id, with_organization_names};
 use crate::client::Client;
+use crate::contract;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -197,17 +198,21 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
     Ok(match command {
         AdminCommand::Org(OrgCommand::List) => client.get("/organizations").await?,
         AdminCommand::Org(OrgCommand::Create { name }) => {
-            client.post("/organizations", &json!({"name": name})).await?
+            client
+                .post("/organizations", &body(&contract::CreateOrganization { name, public_key: None }))
+                .await?
         }
         AdminCommand::Collab(CollabCommand::List) => {
             named_members(client, client.get("/collaborations").await?).await?
         }
         AdminCommand::Collab(CollabCommand::Create { name, orgs }) => {
-            let mut ids = Vec::new();
+            let mut organizations = Vec::new();
             for org in &orgs {
-                ids.push(organization_id(client, org).await?.to_string());
+                organizations.push(organization_id(client, org).await?);
             }
-            client.post("/collaborations", &json!({"name": name, "organizations": ids})).await?
+            client
+                .post("/collaborations", &body(&contract::CreateCollaboration { name, organizations }))
+                .await?
         }
         AdminCommand::Collab(CollabCommand::Add { collab, org }) => {
             let (c, o) = (
@@ -227,16 +232,14 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
             with_organization_names(client, client.get("/users").await?).await?
         }
         AdminCommand::User(UserCommand::Create { username, role, org }) => {
+            let role = role_of(&role)?;
             let organization = match org {
-                Some(org) => Some(organization_id(client, &org).await?.to_string()),
+                Some(org) => Some(organization_id(client, &org).await?),
                 None => None,
             };
-            let password = read_password(&username)?;
+            let password = contract::Credential::new(read_password(&username)?);
             client
-                .post(
-                    "/users",
-                    &json!({"username": username, "password": password, "role": role, "organization": organization}),
-                )
+                .post("/users", &body(&contract::CreateUser { username, password, role, organization }))
                 .await?
         }
         AdminCommand::User(UserCommand::Delete { user }) => {
@@ -247,7 +250,8 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
         AdminCommand::User(UserCommand::Role { user, role }) => {
             let users = client.get("/users").await?;
             let found = find(&users, &user, "username").ok_or_else(|| not_seen("user", &user))?;
-            let changed = client.patch(&format!("/users/{}", id_of(&found)), &json!({"role": role})).await?;
+            let role = contract::SetRole { role: role_of(&role)? };
+            let changed = client.patch(&format!("/users/{}", id_of(&found)), &body(&role)).await?;
             with_organization_names(client, changed).await?
         }
         AdminCommand::Node(NodeCommand::List) => {
@@ -291,19 +295,16 @@ async fn execute(client: &Client, command: AdminCommand) -> Result<Value, CliErr
                 org.parse().map_err(|_| CliError::BadInput(format!("{org}: not an organization id")))?;
             let revocation = crate::keys::Revocation::sign(org_id, revoked, &signer);
             use base64::Engine as _;
-            let body = json!({
-                "signature": base64::engine::general_purpose::STANDARD.encode(revocation.signature),
-                "signed_by": signer.id().to_string(),
-            });
-            client.post(&format!("/organizations/{org}/keys/{revoked}/revoke"), &body).await?
+            let statement = contract::RevokeKey {
+                signature: base64::engine::general_purpose::STANDARD.encode(revocation.signature),
+                signed_by: signer.id().to_string(),
+            };
+            client.post(&format!("/organizations/{org}/keys/{revoked}/revoke"), &body(&statement)).await?
         }
         AdminCommand::Enrollment(EnrollmentCommand::Create { org, node_name, valid_secs }) => {
             let org = organization_id(client, &org).await?.to_string();
-            let mut body = json!({"node_name": node_name});
-            if let Some(secs) = valid_secs {
-                body["valid_secs"] = json!(secs);
-            }
-            let created = client.post(&format!("/organizations/{org}/enrollments"), &body).await?;
+            let asked = contract::CreateEnrollment { node_name: node_name.clone(), valid_secs };
+            let created = client.post(&format!("/organizations/{org}/enrollments"), &body(&asked)).await?;
             eprintln!(
                 "a token for node {node_name} of {}, valid once, until {}; on the node's machine:\n  \
                  FEDQ_ENROLLMENT_TOKEN=… fedq node enroll --server URL [--ca-file CA.pem] …",
@@ -408,6 +409,19 @@ async fn named_members(client: &Client, mut collabs: Value) -> Result<Value, Cli
 }
 
 /// The new user's password: standard input when it is not a terminal, else asked twice.
+/// A request body as the client sends it.
+fn body(request: &impl serde::Serialize) -> Value {
+    serde_json::to_value(request).expect("a request body serializes")
+}
+
+/// A role named on the command line.
+fn role_of(text: &str) -> Result<contract::Role, CliError> {
+    contract::Role::parse(text).ok_or_else(|| {
+        let roles: Vec<&str> = contract::Role::ALL.iter().map(|r| r.as_str()).collect();
+        CliError::BadInput(format!("{text:?} is no role: the roles are {}", roles.join(", ")))
+    })
+}
+
 fn read_password(username: &str) -> Result<String, CliError> {
     if !std::io::stdin().is_terminal() {
         let mut text = String::new();

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clap::Subcommand;
-use serde_json::json;
 
 use super::{CliError, lookup};
 use crate::ids::OrgId;
@@ -150,12 +149,16 @@ pub(super) fn run(command: KeysCommand) -> Result<(), CliError> {
             runtime.block_on(async {
                 let me = client.me().await.map_err(CliError::from)?;
                 let org = me.organization().ok_or(CliError::NoOrganization)?;
-                let mut body = json!({"public_key": new.public().to_string()});
+                let mut publish = crate::contract::PublishKey {
+                    public_key: new.public().to_string(),
+                    rotation_signature: None,
+                };
                 if let Some(previous) = previous_key {
                     let old = OrgKey::load(&previous)?;
                     let rotation = Rotation::sign(org, &old, new.public());
-                    body["rotation_signature"] = json!(STANDARD.encode(rotation.signature));
+                    publish.rotation_signature = Some(STANDARD.encode(rotation.signature));
                 }
+                let body = serde_json::to_value(&publish).expect("a request body serializes");
                 client.put(&format!("/organizations/{org}/public-key"), &body).await?;
                 // Your own new key is trusted here; partners follow the signed rotation.
                 let trust = Arc::clone(client.trust());

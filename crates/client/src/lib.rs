@@ -23,7 +23,7 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::contract::{CreateTask, ErrorBody, NewJob, NodeRegistration, TaskResults};
 use crate::envelope::{MemoryReplayGuard, OpenError, OpenPolicy, Route, SealOptions};
@@ -324,7 +324,10 @@ impl Client {
         let base = format!("{}/api/v1", base.trim_end_matches('/'));
         let response = http
             .post(format!("{base}/login"))
-            .json(&json!({"username": username, "password": password}))
+            .json(&contract::Login {
+                username: username.into(),
+                password: contract::Credential::new(password),
+            })
             .send()
             .await
             .map_err(|e| unreachable(&base, e))?;
@@ -344,7 +347,7 @@ impl Client {
         let base = format!("{}/api/v1", base.trim_end_matches('/'));
         let response = http
             .post(format!("{base}/enroll"))
-            .json(&json!({"token": token.expose_secret()}))
+            .json(&contract::Enroll { token: contract::Credential::new(token.expose_secret()) })
             .send()
             .await
             .map_err(|e| unreachable(&base, e))?;

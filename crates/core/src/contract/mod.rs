@@ -58,10 +58,15 @@ macro_rules! stable_codes {
 mod directory;
 mod errors;
 mod refusals;
+mod requests;
 
 pub use directory::{Collaboration, LoginAnswer, Me, Organization, Role, User};
 pub use errors::ErrorCode;
 pub use refusals::{NodeRefusal, RouterRefusal};
+pub use requests::{
+    CreateCollaboration, CreateEnrollment, CreateNode, CreateOrganization, CreateUser, Credential, Enroll,
+    Login, PublishKey, RevokeKey, SetRole,
+};
 
 use std::time::SystemTime;
 

@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
 use warp::Filter;
 use warp::Reply as _;
 
@@ -27,21 +26,14 @@ pub fn authenticated(state: State) -> impl Filter<Extract = (Principal,), Error 
     )
 }
 
-/// `POST /login` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Login {
-    username: String,
-    password: SecretString,
-}
-
 /// `POST /login`: a bearer token for a user name and password.
 pub async fn login(
-    body: Login,
+    body: contract::Login,
     source: Option<IpAddr>,
     state: State,
 ) -> Result<warp::reply::Response, warp::Rejection> {
-    let user = logins::verify_credentials(&state, &body.username, &body.password, source).await?;
+    let password = SecretString::from(body.password.into_inner());
+    let user = logins::verify_credentials(&state, &body.username, &password, source).await?;
     let (token, expires_at) = logins::create_session(&state, &user).await?;
     let expires_ms = expires_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     let answer = contract::LoginAnswer {

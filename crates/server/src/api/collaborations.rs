@@ -1,6 +1,5 @@
 //! `/collaborations`: which organizations analyse together, and their public keys.
 
-use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
@@ -10,16 +9,8 @@ use crate::contract;
 use crate::db::directory;
 use crate::ids::{CollaborationId, OrgId};
 
-/// `POST /collaborations` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCollaboration {
-    name: String,
-    organizations: Vec<OrgId>,
-}
-
 /// Root creates a collaboration of existing organizations.
-pub async fn create(principal: Principal, body: CreateCollaboration, state: State) -> Response {
+pub async fn create(principal: Principal, body: contract::CreateCollaboration, state: State) -> Response {
     principal.require_root()?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 200 {

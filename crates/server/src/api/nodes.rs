@@ -1,26 +1,17 @@
 //! `/nodes`: register a node (its API key and broker credentials are shown once), list, revoke;
 //! `/node/heartbeat`: a node reports itself.
 
-use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
 use crate::app::nodes::{self, revoke_node, visible};
 use crate::app::{AppError, Principal, State, db};
 use crate::db::directory;
-use crate::ids::{NodeId, OrgId};
+use crate::ids::NodeId;
 use crate::protocol::heartbeat::Heartbeat;
 
-/// `POST /nodes` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateNode {
-    organization: OrgId,
-    name: String,
-}
-
 /// An administrator of the organization (or root) registers a node.
-pub async fn create(principal: Principal, body: CreateNode, state: State) -> Response {
+pub async fn create(principal: Principal, body: crate::contract::CreateNode, state: State) -> Response {
     let registration = nodes::create(&principal, body.organization, &body.name, &state).await?;
     Ok(reply(StatusCode::CREATED, &registration))
 }

@@ -1,6 +1,5 @@
 //! `/organizations`: register organizations, publish and rotate their public keys.
 
-use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
@@ -11,15 +10,6 @@ use base64::Engine as _;
 
 use crate::db::directory;
 use crate::keys::{PublicKey, Rotation};
-
-/// `POST /organizations` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateOrganization {
-    name: String,
-    #[serde(default)]
-    public_key: Option<String>,
-}
 
 fn parse_key(text: &str) -> Result<PublicKey, AppError> {
     text.parse().map_err(|e| AppError::invalid(format!("invalid public key: {e}")))
@@ -35,7 +25,7 @@ fn check_name(name: &str) -> Result<&str, AppError> {
 
 /// Root registers an organization; its queue is created. Its key is published by its own
 /// administrator afterwards, never by root.
-pub async fn create(principal: Principal, body: CreateOrganization, state: State) -> Response {
+pub async fn create(principal: Principal, body: contract::CreateOrganization, state: State) -> Response {
     principal.require_root()?;
     let name = check_name(&body.name)?;
     if body.public_key.is_some() {
@@ -82,22 +72,16 @@ pub async fn get(id: OrgId, principal: Principal, state: State) -> Response {
     Ok(reply(StatusCode::OK, &contract::Organization::from(visible(&principal, id, &state).await?)))
 }
 
-/// `PUT /organizations/{id}/public-key` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishKey {
-    public_key: String,
-    /// The organization's signature of the hand-over from its current key to this one, made
-    /// with the current key (base64 of 64 bytes): members then follow the rotation by themselves.
-    #[serde(default)]
-    rotation_signature: Option<String>,
-}
-
 /// An administrator who belongs to the organization publishes a new public key; the previous
 /// one is retired (it still verifies envelopes created before now). With a rotation signature
 /// made by the current key, members follow the change by themselves; without one, each member
 /// must trust the new fingerprint by hand.
-pub async fn publish_key(id: OrgId, principal: Principal, body: PublishKey, state: State) -> Response {
+pub async fn publish_key(
+    id: OrgId,
+    principal: Principal,
+    body: contract::PublishKey,
+    state: State,
+) -> Response {
     principal.require_own_admin(id)?;
     let key = parse_key(&body.public_key)?;
     let mut client = db(&state).await?;
@@ -138,17 +122,6 @@ pub async fn publish_key(id: OrgId, principal: Principal, body: PublishKey, stat
     Ok(reply(StatusCode::OK, &contract::Organization::from(org)))
 }
 
-/// Every key the organization has published, for checking fingerprints and rotations.
-/// The body of a revocation: the organization's signed statement.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeKey {
-    /// Ed25519 signature over the revocation message (base64 of 64 bytes).
-    signature: String,
-    /// The fingerprint of the key that signed it: the revoked key, or another of the organization.
-    signed_by: String,
-}
-
 /// `POST /organizations/{id}/keys/{fingerprint}/revoke`: the key was compromised. Unlike a
 /// retired key it verifies nothing any more, whatever creation time an envelope claims; members
 /// learn it with the collaboration's keys and stop trusting it once the revocation's signature,
@@ -158,7 +131,7 @@ pub async fn revoke_key(
     id: OrgId,
     fingerprint: String,
     principal: Principal,
-    body: RevokeKey,
+    body: contract::RevokeKey,
     state: State,
 ) -> Response {
     principal.require_own_admin(id)?;

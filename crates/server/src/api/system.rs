@@ -225,6 +225,57 @@ mod tests {
             ("Organization", serde_json::to_value(&listed).unwrap()),
             ("Collaboration", serde_json::to_value(&collaboration).unwrap()),
             ("LoginAnswer", serde_json::to_value(&login).unwrap()),
+            // The request bodies, every optional field given.
+            (
+                "Login",
+                serde_json::to_value(Login { username: "ada".into(), password: Credential::new("pw") })
+                    .unwrap(),
+            ),
+            (
+                "CreateUser",
+                serde_json::to_value(CreateUser {
+                    username: "ada".into(),
+                    password: Credential::new("pw"),
+                    role: Role::Researcher,
+                    organization: Some(OrgId::new()),
+                })
+                .unwrap(),
+            ),
+            ("SetRole", serde_json::to_value(SetRole { role: Role::Viewer }).unwrap()),
+            (
+                "CreateOrganization",
+                serde_json::to_value(CreateOrganization {
+                    name: "registry-a".into(),
+                    public_key: Some("fedq-pk1:x".into()),
+                })
+                .unwrap(),
+            ),
+            (
+                "PublishKey",
+                serde_json::to_value(PublishKey {
+                    public_key: "fedq-pk1:x".into(),
+                    rotation_signature: Some("AA==".into()),
+                })
+                .unwrap(),
+            ),
+            (
+                "CreateCollaboration",
+                serde_json::to_value(CreateCollaboration {
+                    name: "counts".into(),
+                    organizations: vec![OrgId::new()],
+                })
+                .unwrap(),
+            ),
+            (
+                "CreateNode",
+                serde_json::to_value(CreateNode { organization: OrgId::new(), name: "n".into() }).unwrap(),
+            ),
+            (
+                "CreateEnrollment",
+                serde_json::to_value(CreateEnrollment { node_name: "n".into(), valid_secs: Some(60) })
+                    .unwrap(),
+            ),
+            ("Enroll", serde_json::to_value(Enroll { token: Credential::new("t") }).unwrap()),
             ("Task", serde_json::to_value(&task).unwrap()),
             ("Job", serde_json::to_value(&job).unwrap()),
             ("Node", serde_json::to_value(&node).unwrap()),

@@ -3,32 +3,19 @@
 use crate::contract;
 use crate::ids::UserId;
 use secrecy::SecretString;
-use serde::Deserialize;
 use warp::http::StatusCode;
 
 use super::{Response, reply};
 use crate::app::users as app_users;
 use crate::app::{AppError, Principal, State, db};
-use crate::db::users::{self, Role};
-use crate::ids::OrgId;
-
-/// `POST /users` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUser {
-    username: String,
-    password: SecretString,
-    role: Role,
-    #[serde(default)]
-    organization: Option<OrgId>,
-}
+use crate::db::users;
 
 /// Root creates root administrators and an organization's first administrator; an
 /// organization's administrators create its users ([`app_users::create`]).
-pub async fn create(principal: Principal, body: CreateUser, state: State) -> Response {
+pub async fn create(principal: Principal, body: contract::CreateUser, state: State) -> Response {
     let new = app_users::NewUser {
         username: body.username,
-        password: body.password,
+        password: SecretString::from(body.password.into_inner()),
         role: body.role,
         organization: body.organization,
     };
@@ -59,16 +46,9 @@ pub async fn delete(id: UserId, principal: Principal, state: State) -> Response 
     Ok(reply(StatusCode::OK, &contract::User::from(app_users::delete(&principal, id, &state).await?)))
 }
 
-/// `PATCH /users/{id}` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetRole {
-    role: Role,
-}
-
 /// An organization's administrators change the roles of its users (not root); never to or from
 /// root, and never the organization's last administrator away from it.
-pub async fn set_role(id: UserId, principal: Principal, body: SetRole, state: State) -> Response {
+pub async fn set_role(id: UserId, principal: Principal, body: contract::SetRole, state: State) -> Response {
     Ok(reply(
         StatusCode::OK,
         &contract::User::from(app_users::set_role(&principal, id, body.role, &state).await?),
