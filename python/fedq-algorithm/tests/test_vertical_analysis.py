@@ -65,3 +65,23 @@ def test_a_request_naming_a_column_twice_fails_everywhere_before_any_message(reg
     spec = {**joined.CASES["correlation"], "b": {"data": "diagnoses", "columns": ["age"]}}
     results = mock.run(analysis, dirs, spec, timeout=60)
     assert {results[org].json()["error"]["code"] for org in "ABC"} == {"bad_input"}
+
+
+def test_a_data_party_lying_about_its_shape_is_stopped_by_the_dealer(registries, monkeypatch):
+    """A party that tells C more rows than it holds (so that C's randomness would not fit) is
+    refused by C, which tells both parties to stop: no one waits for its timeout."""
+    from fedq_algorithm import vertical_analysis
+
+    folder, dirs = registries
+    real = vertical_analysis.Channel.send_json
+
+    def lying(self, to, what, value):
+        if what == "shape" and self.node.job().organization == "B":
+            value = {**value, "rows": value["rows"] + 1}
+        return real(self, to, what, value)
+
+    monkeypatch.setattr(vertical_analysis.Channel, "send_json", lying)
+    results = mock.run(analysis, dirs, {**joined.CASES["correlation"], "timeout": 20}, timeout=60)
+    assert results["C"].json()["error"]["code"] == "protocol", results["C"].output
+    for org in "AB":
+        assert results[org].json()["error"]["code"] == "not_everyone", results[org].output

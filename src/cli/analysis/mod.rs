@@ -81,13 +81,15 @@ pub struct AnalysisArgs {
     /// The collaboration (name or id).
     #[arg(long)]
     collaboration: String,
-    /// A registry to run at (name or id); repeat it. The first aggregates.
+    /// A registry to run at (name or id); repeat it. The first aggregates; for a vertical
+    /// analysis, the first two hold the data and the third deals and combines.
     #[arg(long = "org", required = true)]
     organizations: Vec<String>,
     /// Your organization's private key file.
     #[arg(long, env = "FEDQ_KEY")]
     key: PathBuf,
-    /// The data source's label at every node.
+    /// The data source's label at every node (not for a vertical analysis: each party's part
+    /// names its own).
     #[arg(long)]
     data: Option<String>,
     /// A vertical analysis's first data party's part, a JSON object: its `data`, `where` and
@@ -182,6 +184,12 @@ fn input(args: &AnalysisArgs) -> Result<Value, CliError> {
     let mut spec = Map::new();
     spec.insert("analysis".into(), args.name.as_str().into());
     if args.name.is_vertical() {
+        if args.data.is_some() || args.filter.is_some() {
+            return Err(CliError::BadInput(
+                "a vertical analysis takes each party's data and filter in --party-a and --party-b, not --data or --where"
+                    .into(),
+            ));
+        }
         spec.insert("a".into(), object("--party-a", args.party_a.as_ref())?);
         spec.insert("b".into(), object("--party-b", args.party_b.as_ref())?);
         if let Some(text) = &args.arguments {

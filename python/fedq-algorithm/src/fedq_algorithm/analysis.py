@@ -84,7 +84,8 @@ class Rounds:
 
         body = json.dumps(value).encode()
         others = [org for org in self.participants if org != self.me]
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(others)))) as pool:
+        # Fewer at once than the node's limits.job_concurrent_requests could be.
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(others)))) as pool:
             for sent in [pool.submit(self.node.send, org, topic, body) for org in others]:
                 sent.result()
 
@@ -536,9 +537,7 @@ def glm(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
             if extra:
                 lgamma = 0.0
                 if family == "poisson":
-                    from scipy import special
-
-                    lgamma = float(np.sum(special.gammaln(y + 1)))
+                    lgamma = math.fsum(math.lgamma(v + 1) for v in y.tolist())
                 local += [float(len(y)), float(y.sum()), float(np.sum(_xlogy(y, y))), lgamma]
             return local
 
@@ -751,10 +750,12 @@ def cox_design(frame, spec: dict, minimum: int):
     return np.minimum(np.floor(times / unit).astype(int), bins - 1), events, x
 
 
-def _cox_sums(at, events, xc, beta, used, bins: int) -> list:
-    """This registry's sums at ``beta`` for each unit of ``used`` (the units with an event
-    anywhere): over the patients at risk then (their unit that one or later) and over those with
-    an event in it, Σw, Σw·x and Σw·xxᵀ (upper triangle), w = exp(x·β), x centred."""
+def _cox_sums(at, events, xc, beta, used, tied, bins: int) -> list:
+    """This registry's sums at ``beta``: for each unit of ``used`` (the units with an event
+    anywhere) over the patients at risk then (their unit that one or later), and for each unit
+    of ``tied`` (with two events or more, for Efron's ties only) over those with an event in it,
+    Σw, Σw·x and Σw·xxᵀ (upper triangle), w = exp(x·β), x centred. A unit of one event needs
+    no sums over its events, which would be that patient's own."""
     import numpy as np
 
     p = xc.shape[1]
@@ -767,7 +768,7 @@ def _cox_sums(at, events, xc, beta, used, bins: int) -> list:
     at_risk = per_unit[::-1].cumsum(axis=0)[::-1]
     with_event = np.zeros_like(per_unit)
     np.add.at(with_event, at[events == 1], terms[events == 1])
-    local = np.concatenate([at_risk[used], with_event[used]], axis=1).ravel()
+    local = np.concatenate([at_risk[used].ravel(), with_event[tied].ravel()])
     if not np.all(np.isfinite(local)):
         raise AnalysisError("diverged", "the fit diverges here: exp(x·β) overflows (a covariate on a huge scale, "
                                         "or one that separates the events); rescale or drop covariates")
@@ -780,11 +781,14 @@ def _cox_step(total, deaths, event_x, beta, ties: str, p: int):
     import numpy as np
 
     k = 1 + p + p * (p + 1) // 2
-    rows = np.array(total, dtype=float).reshape(len(deaths), 2 * k)
+    values = np.array(total, dtype=float)
+    at_risk = values[:len(deaths) * k].reshape(len(deaths), k)
+    tied = iter(values[len(deaths) * k:].reshape(-1, k))
     loglik, gradient, information = float(event_x @ beta), event_x.copy(), np.zeros((p, p))
-    for row, d in zip(rows, deaths):
-        risk, event = row[:k], row[k:]
-        share = np.arange(d) / d if ties == "efron" else np.zeros(d)
+    for risk, d in zip(at_risk, deaths):
+        efron = ties == "efron" and d > 1
+        event = next(tied) if efron else np.zeros(k)
+        share = np.arange(d) / d if efron else np.zeros(d)
         phi = risk[0] - share * event[0]
         first = (risk[1:1 + p][None, :] - share[:, None] * event[1:1 + p][None, :]) / phi[:, None]
         second = (_symmetric(risk[1 + p:], p)[None] - share[:, None, None] * _symmetric(event[1 + p:], p)[None]) \
@@ -832,20 +836,22 @@ def cox(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
         used = np.flatnonzero(per_unit > 0)
         deaths = per_unit[used]
         event_x = event_x - deaths.sum() * means
-        rounds.tell("cox-told-0", {"means": means.tolist(), "used": used.tolist()})
+        tied = used[deaths > 1] if ties == "efron" else used[:0]
+        rounds.tell("cox-told-0", {"means": means.tolist(), "used": used.tolist(), "tied": tied.tolist()})
     elif told is None:
         return None
     else:
         means, used = np.array(told["means"]), np.array(told["used"], dtype=int)
+        tied = np.array(told["tied"], dtype=int)
     xc = x - means if x is not None else None
     beta = np.zeros(p)
     previous = None  # (β, log-likelihood) of the last step taken
     iteration, converged, halvings = 0, False, 0
     while True:
         iteration += 1
-        size = len(used) * 2 * (1 + p + p * (p + 1) // 2)
+        size = (len(used) + len(tied)) * (1 + p + p * (p + 1) // 2)
         told, total = _round_of_sums(rounds, f"cox-{iteration}", f"cox-told-{iteration}",
-                                     lambda: _cox_sums(at, events, xc, beta, used, bins), size, problem)
+                                     lambda: _cox_sums(at, events, xc, beta, used, tied, bins), size, problem)
         if not rounds.aggregating:
             if told is None:
                 return None

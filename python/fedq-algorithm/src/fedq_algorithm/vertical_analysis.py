@@ -154,15 +154,14 @@ def local_side(name: str, frame, part: dict, minimum: int) -> Side:
         columns = part["columns"]
         data = [numeric(frame, c).to_numpy() for c in columns]
         if name == "vertical_summary":
-            # Per column, whether it is there and its value where it is: the count, the sum and
-            # (as the square of the second) the sum of squares.
-            values, names = [], []
-            for c, v in zip(columns, data):
+            # Per column, whether it is there, its value and its square where it is: the count,
+            # the sum and the sum of squares, and no product of two columns.
+            values = []
+            for v in data:
                 present = ~np.isnan(v)
-                values += [present.astype(float), np.where(present, v, 0.0)]
-                names += [f"{c}:present", c]
+                values += [present.astype(float), np.where(present, v, 0.0), np.where(present, v * v, 0.0)]
             enough(int(selected.sum()), "this party's selection", minimum)
-            return Side(names, values, selected, quadratic=True)
+            return Side(_names_of({"analysis": name, "x": part}, "x"), values, selected, quadratic=False)
         complete = selected & ~np.isnan(np.column_stack(data)).any(axis=1)
         enough(int(complete.sum()), "this party's selection and every column present", minimum)
         return Side(columns, [np.where(complete, v, 0.0) for v in data], complete, quadratic=True)
@@ -290,7 +289,11 @@ def _ids(frame, column: str) -> list[str]:
 
 
 def _digest(ids: list[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+    digest = hashlib.sha256()
+    for row_id in sorted(ids):  # each id with its length: no two lists hash alike
+        data = row_id.encode()
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
 
 
 def data_party(node: Node, spec: dict, me: str, other: str, dealer: str, channel: Channel) -> None:
@@ -334,21 +337,24 @@ def data_party(node: Node, spec: dict, me: str, other: str, dealer: str, channel
     dealt = channel.receive_json(dealer, "dealt")
     if "stop" in dealt:
         raise AnalysisError("not_everyone", f"the dealer stopped the analysis: {dealt['stop']}")
-    rows, mine, theirs_cols = len(m_rows), len(m_rows[0]), dealt["other_columns"]
+    # The other party's shape follows from the request: taken from it, not from C, which could
+    # otherwise have A and B combine entries other than those the analysis reads.
+    their_names = len(_names_of(spec, "b" if side == "a" else "a"))
+    rows, mine, theirs_cols = len(m_rows), len(m_rows[0]), _columns_for(name, their_names)
     seed = bytes.fromhex(dealt["seed"])
     mask = _shape(_expand(seed, "R", rows * mine), rows, mine)
     masked = [[(x + r) % RING for x, r in zip(xr, rr)] for xr, rr in zip(m_rows, mask)]
     channel.send(other, "masked", _encode(_flat(masked)))
     their_masked = _shape(_decode(channel.receive(other, "masked"), rows * theirs_cols), rows, theirs_cols)
     if side == "a":
-        pairs = needed(name, mine, theirs_cols, len(local.names), dealt["other_names"])
+        pairs = needed(name, mine, theirs_cols, len(local.names), their_names)
         r_small = _expand(seed, "r", len(pairs))
         u = _decode(channel.receive(other, "u"), len(pairs))
         # V_A = U − R_Aᵀ·(M_B + R_B) + r_A, for the entries read.
         rt_b = _times(mask, their_masked, pairs)
         share = [(x - y + r) % RING for x, y, r in zip(u, rt_b, r_small)]
     else:
-        pairs = needed(name, theirs_cols, mine, dealt["other_names"], len(local.names))
+        pairs = needed(name, theirs_cols, mine, their_names, len(local.names))
         r_b = [int(v, 16) for v in dealt["r"]]
         v_b = [secrets.randbits(BITS) for _ in pairs]
         # U = (M_A + R_A)ᵀ·M_B + r_B − V_B: uniformly random to A, whatever M_B is.
@@ -361,13 +367,26 @@ def data_party(node: Node, spec: dict, me: str, other: str, dealer: str, channel
 def dealer(node: Node, spec: dict, a: str, b: str, channel: Channel) -> dict:
     """C's job: the correlated randomness, then the sum of A's and B's shares: the entries."""
     shapes = {a: channel.receive_json(a, "shape"), b: channel.receive_json(b, "shape")}
+
+    def stop(error: AnalysisError) -> AnalysisError:
+        # A party that said it can go on waits for what C deals: tell it not to.
+        for org in (a, b):
+            channel.send_json(org, "dealt", {"stop": error.message})
+        return error
+
     if not all(s["ok"] for s in shapes.values()):
         failed = [org for org, s in shapes.items() if not s["ok"]]
-        raise AnalysisError("not_everyone", f"{len(failed)} of the 2 data parties could not take part; their "
-                                            "results say why")
+        raise stop(AnalysisError("not_everyone", f"{len(failed)} of the 2 data parties could not take part; their "
+                                                 "results say why"))
     rows = shapes[a]["rows"]
     ca, cb = shapes[a]["columns"], shapes[b]["columns"]
-    na, nb = shapes[a]["names"], shapes[b]["names"]
+    na, nb = len(_names_of(spec, "a")), len(_names_of(spec, "b"))
+    expected = (_columns_for(spec["analysis"], na), _columns_for(spec["analysis"], nb))
+    if shapes[b]["rows"] != rows or (ca, cb) != expected or rows * max(ca, cb) > MAX_VALUES:
+        # Each party's shape follows from the request and the rows both hold: a party that says
+        # otherwise would have C deal randomness that does not fit.
+        raise stop(AnalysisError("protocol", "the data parties' shapes do not agree with each other or with the "
+                                             "request"))
     pairs = needed(spec["analysis"], ca, cb, na, nb)
     seed_a, seed_b = secrets.token_bytes(32), secrets.token_bytes(32)
     r_a_matrix = _shape(_expand(seed_a, "R", rows * ca), rows, ca)
@@ -375,9 +394,8 @@ def dealer(node: Node, spec: dict, a: str, b: str, channel: Channel) -> dict:
     r_a = _expand(seed_a, "r", len(pairs))
     # r_A + r_B = R_Aᵀ·R_B on the entries read.
     r_b = [(x - y) % RING for x, y in zip(_times(r_a_matrix, r_b_matrix, pairs), r_a)]
-    channel.send_json(a, "dealt", {"seed": seed_a.hex(), "other_columns": cb, "other_names": nb})
-    channel.send_json(b, "dealt", {"seed": seed_b.hex(), "other_columns": ca, "other_names": na,
-                                   "r": [format(v, "x") for v in r_b]})
+    channel.send_json(a, "dealt", {"seed": seed_a.hex()})
+    channel.send_json(b, "dealt", {"seed": seed_b.hex(), "r": [format(v, "x") for v in r_b]})
     share_a = _decode(channel.receive(a, "share-a"), len(pairs))
     share_b = _decode(channel.receive(b, "share-b"), len(pairs))
     scale = Fraction(1, 1 << (2 * FRAC))
@@ -385,6 +403,13 @@ def dealer(node: Node, spec: dict, a: str, b: str, channel: Channel) -> dict:
 
 
 # -- the statistics --------------------------------------------------------------------------------
+
+
+def _columns_for(name: str, values: int) -> int:
+    """How many columns M has for ``values`` values: the selection, the values, and for a
+    correlation or a regression their products."""
+    quadratic = name in ("vertical_correlation", "vertical_linear")
+    return 1 + values + (values * (values + 1) // 2 if quadratic else 0)
 
 
 def _squares(q: int) -> dict[tuple[int, int], int]:
@@ -427,11 +452,12 @@ def _names_of(spec: dict, side: str) -> list[str]:
     part = spec[side]
     name = spec["analysis"]
     if name == "vertical_summary":
-        return [n for c in part["columns"] for n in (f"{c}:present", c)]
+        return [n for c in part["columns"] for n in (f"{c}\0present", c, f"{c}\0square")]
     if name == "vertical_correlation":
         return list(part["columns"])
     if name == "vertical_crosstab":
-        return [f"{side}:{_label(v)}" for v in part["levels"]] + [f"{side}:present"]
+        # A NUL in the names: no level of the data is called that.
+        return [f"{side}\0{_label(v)}" for v in part["levels"]] + [f"{side}\0present"]
     return list(part.get("covariates", [])) + ([part["outcome"]] if "outcome" in part else [])
 
 
@@ -447,24 +473,26 @@ def combine(spec: dict, entries: dict, minimum: int) -> dict:
         out = {}
         for side in SIDES:
             for c in spec[side]["columns"]:
-                count = moments.total(f"{c}:present")
+                count = moments.total(f"{c}\0present")
                 total = moments.total(c)
-                squares = moments.product(c, c)
+                squares = moments.total(f"{c}\0square")
                 k = int(count)
                 mean = total / count if k else None
-                variance = (squares - total * total / count) / (count - 1) if k > 1 else None
+                # A value and its square are each rounded to 2^-33: a constant column's variance
+                # may come out a hair below 0, which is 0.
+                variance = max(Fraction(0), (squares - total * total / count) / (count - 1)) if k > 1 else None
                 out[c] = {"count": k, "missing": n - k, "sum": float(total), "mean": _float(mean),
                           "variance": _float(variance),
-                          "std": float(variance) ** 0.5 if variance is not None else None}
+                          "std": math.sqrt(variance) if variance is not None else None}
         return {"n": n, "columns": out}
     if name == "vertical_crosstab":
         a, b = spec["a"], spec["b"]
-        la, lb = [f"a:{_label(v)}" for v in a["levels"]], [f"b:{_label(v)}" for v in b["levels"]]
+        la, lb = [f"a\0{_label(v)}" for v in a["levels"]], [f"b\0{_label(v)}" for v in b["levels"]]
         cells = [int(moments.product(x, y)) for x in la for y in lb]
         if any(0 < c < minimum for c in cells):
             raise AnalysisError("small_cell", f"a cell of the table has fewer than {minimum} patients (the dealer's "
                                               "policy.min_cell_count); coarsen the levels or widen the filters")
-        both = int(moments.product("a:present", "b:present"))
+        both = int(moments.product("a\0present", "b\0present"))
         total = cells + [n - both, both - sum(cells)]
         ab = {"rows": a["column"], "columns": b["column"], "levels": {a["column"]: a["levels"],
                                                                        b["column"]: b["levels"]}}
@@ -474,7 +502,9 @@ def combine(spec: dict, entries: dict, minimum: int) -> dict:
         p = len(columns)
         sums = [moments.total(c) for c in columns]
         cov = [[moments.product(columns[i], columns[j]) - sums[i] * sums[j] / n for j in range(p)] for i in range(p)]
-        matrix = [[float(cov[i][j] / Fraction(math.sqrt(cov[i][i] * cov[j][j]))) if cov[i][i] and cov[j][j]
+        # Below the fixed point's rounding, a variance is 0: the column is constant (pandas' NaN).
+        varies = [cov[i][i] > 1e-9 * max(Fraction(1), moments.product(columns[i], columns[i])) for i in range(p)]
+        matrix = [[float(cov[i][j] / Fraction(math.sqrt(cov[i][i] * cov[j][j]))) if varies[i] and varies[j]
                    else None for j in range(p)] for i in range(p)]
         return {"columns": columns, "n": n, "matrix": matrix}
     outcome = next(spec[side]["outcome"] for side in SIDES if "outcome" in spec[side])
@@ -510,7 +540,10 @@ def run(node: Node, spec: dict) -> None:
     except AnalysisError as e:
         return _fail(node, e)
     a, b, c = orgs
-    channel = Channel(node, spec["analysis"], float(spec.get("timeout", 600)))
+    timeout = spec.get("timeout", 600)
+    if not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400:
+        return _fail(node, AnalysisError("bad_input", '"timeout" is 1 to 86400 seconds'))
+    channel = Channel(node, spec["analysis"], float(timeout))
     try:
         if job.organization == c:
             out = combine(spec, dealer(node, spec, a, b, channel), node.min_cell_count)
@@ -521,4 +554,6 @@ def run(node: Node, spec: dict) -> None:
         return _fail(node, e)
     except NodeError as e:
         return _fail(node, AnalysisError(e.code, e.message))
+    except Exception as e:  # noqa: BLE001 - a message that is not what the protocol says, say
+        return _fail(node, _local_failure(e))
     node.post_json({"analysis": spec["analysis"], "contributed": True})
