@@ -224,7 +224,7 @@ def test_glm_steps_driven_from_outside_reach_what_the_fit_in_one_task_reaches(tm
 
 
 def test_a_cox_model_with_breslow_ties_equals_statsmodels_and_with_efron_lifelines(tmp_path):
-    """Times that depend on the covariates, counted in units of 5 (many ties): Breslow's
+    """Times that depend on the covariates, counted in units of 50 (many ties): Breslow's
     handling of ties against statsmodels' PHReg, Efron's against lifelines."""
     import numpy as np
     import statsmodels.api as sm
@@ -236,8 +236,8 @@ def test_a_cox_model_with_breslow_ties_equals_statsmodels_and_with_efron_lifelin
         age = rng.integers(20, 90, n).astype(float)
         dose = np.round(rng.normal(2, 1, n), 2)
         hazard = np.exp(-6 + 0.04 * age - 0.5 * dose)
-        time = np.minimum(np.floor(rng.exponential(1 / hazard) / 5) * 5, 500)
-        event = ((rng.random(n) < 0.8) & (time < 500)).astype(int)
+        time = np.minimum(np.floor(rng.exponential(1 / hazard) / 50) * 50, 300)
+        event = ((rng.random(n) < 0.8) & (time < 300)).astype(int)
         frame = pd.DataFrame({"time": time, "event": event, "age": age, "dose": dose})
         frame.loc[rng.random(n) < 0.03, "dose"] = None
         (tmp_path / f"R{i}").mkdir()
@@ -245,7 +245,7 @@ def test_a_cox_model_with_breslow_ties_equals_statsmodels_and_with_efron_lifelin
         dirs[f"R{i}"], frames = tmp_path / f"R{i}", frames + [frame]
     rows = pd.concat(frames).dropna()
     case = {"analysis": "cox", "data": "patients", "time": "time", "event": "event", "covariates": ["age", "dose"],
-            "max_time": 500, "unit": 5}
+            "max_time": 300, "unit": 50}
     breslow = mock.run(analysis, dirs, dict(case, ties="breslow"), timeout=60)["R0"].json()
     fit = sm.PHReg(rows["time"], rows[["age", "dose"]], status=rows["event"], ties="breslow").fit()
     pooled._close("Breslow: coef", [c["coef"] for c in breslow["coefficients"]], fit.params)
@@ -269,3 +269,16 @@ def test_a_cox_model_one_registry_cannot_fit_stops_everyone_with_its_reason(tmp_
     assert results["R1"].json()["error"]["code"] == "not_binary", results["R1"].output
     assert results["R0"].json()["error"]["code"] == "not_everyone", results["R0"].output
     assert results["R2"].json() == {"analysis": "cox", "contributed": True}
+
+
+def test_a_cox_model_whose_units_hold_single_patients_is_refused_by_the_aggregator(tmp_path):
+    """Units of one day over ten years: between two days with an event there are days with one
+    patient, whose own covariates the at-risk sums would tell the aggregator."""
+    paths = pooled.generate(tmp_path, [120, 150, 100])
+    dirs = {f"R{i}": p.parent for i, p in enumerate(paths)}
+    spec = dict(pooled.CASES["cox"], data="patients", unit=1, timeout=30)
+    results = mock.run(analysis, dirs, spec, timeout=60)
+    assert results["R0"].json()["error"]["code"] == "small_cell", results["R0"].output
+    assert "choose a larger unit" in results["R0"].json()["error"]["message"]
+    for org in ("R1", "R2"):
+        assert results[org].json() == {"analysis": "cox", "contributed": True}, results[org].output

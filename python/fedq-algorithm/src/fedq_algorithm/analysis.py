@@ -824,10 +824,11 @@ def cox(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
 
     def first_sums() -> list:
         deaths = np.bincount(at[events == 1], minlength=bins)
+        patients = np.bincount(at, minlength=bins)
         return ([float(len(x))] + x.sum(axis=0).tolist() + x[events == 1].sum(axis=0).tolist()
-                + [float(v) for v in deaths])
+                + [float(v) for v in deaths] + [float(v) for v in patients])
 
-    told, total = _round_of_sums(rounds, "cox-0", "cox-told-0", first_sums, 1 + 2 * p + bins, problem)
+    told, total = _round_of_sums(rounds, "cox-0", "cox-told-0", first_sums, 1 + 2 * p + 2 * bins, problem)
     if rounds.aggregating:
         n = total[0]
         means = np.array(total[1:1 + p]) / n
@@ -837,6 +838,18 @@ def cox(rounds: Rounds, frame, problem: AnalysisError | None, spec: dict) -> dic
         deaths = per_unit[used]
         event_x = event_x - deaths.sum() * means
         tied = used[deaths > 1] if ties == "efron" else used[:0]
+        # What the iterations' sums tell apart: the patients whose unit lies between two units
+        # with an event (the difference of their at-risk sums), and a tied unit's events. Each
+        # such group holds at least the aggregator's policy.min_cell_count patients, or none.
+        patients = np.rint(np.array(total[1 + 2 * p + bins:1 + 2 * p + 2 * bins])).astype(int)
+        between = [int(patients[start:end].sum()) for start, end in zip(used, list(used[1:]) + [bins])]
+        groups = between + [int(d) for d, unit in zip(deaths, used) if unit in set(tied.tolist())]
+        minimum = rounds.node.min_cell_count
+        if any(0 < g < minimum for g in groups):
+            rounds.tell("cox-told-0", {"stop": "small groups"})
+            raise AnalysisError("small_cell", f"fewer than {minimum} patients have their time between two units with "
+                                              "an event, or an event in a tied unit (the aggregator's "
+                                              "policy.min_cell_count): choose a larger unit")
         rounds.tell("cox-told-0", {"means": means.tolist(), "used": used.tolist(), "tied": tied.tolist()})
     elif told is None:
         return None
