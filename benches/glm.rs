@@ -19,7 +19,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fedq::client::{Inputs, TaskSpec};
 use fedq::protocol::JobStatus;
 use serde_json::{Value, json};
 use support::federation::Federation;
@@ -70,26 +69,10 @@ fn covariates() -> Vec<String> {
     (1..=FEATURES).map(|j| format!("x{j}")).collect()
 }
 
-fn spec(fed: &Federation, input: &Value, name: &str) -> TaskSpec {
-    TaskSpec {
-        collaboration: fed.collaboration,
-        image: IMAGE.into(),
-        organizations: fed.orgs.iter().map(|o| o.org()).collect(),
-        inputs: Inputs::Same(input.to_string().into_bytes()),
-        name: name.into(),
-        return_log: false,
-    }
-}
-
 /// Runs one analysis task; the aggregator's (the first organization's) output.
 async fn run(fed: &Federation, input: &Value) -> Value {
-    let task = spec(fed, input, "bench glm");
-    let created = fed.researcher.create_task(&fed.orgs[0], &task).await.unwrap();
-    let opened = fed
-        .researcher
-        .wait_and_open(&fed.orgs[0], fed.collaboration, created.task, Duration::from_secs(600))
-        .await
-        .unwrap();
+    let (_, opened) =
+        fed.run_task(IMAGE, input.to_string().as_bytes(), "bench glm", Duration::from_secs(600)).await;
     for result in &opened {
         assert_eq!(result.status, JobStatus::Completed, "{}", String::from_utf8_lossy(&result.output));
     }

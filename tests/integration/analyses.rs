@@ -12,7 +12,6 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fedq::client::{Inputs, TaskSpec};
 use fedq::protocol::JobStatus;
 use serde_json::Value;
 use support::federation::Federation;
@@ -52,24 +51,10 @@ async fn try_case(
     name: &str,
     case: &Value,
 ) -> (fedq::client::CreatedTask, Vec<fedq::client::OpenedResult>) {
-    let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
     let mut input = case.clone();
     input["data"] = "patients".into();
-    let spec = TaskSpec {
-        collaboration: fed.collaboration,
-        image: IMAGE.into(),
-        organizations: organizations.clone(),
-        inputs: Inputs::Same(input.to_string().into_bytes()),
-        name: format!("analysis {name}"),
-        return_log: false,
-    };
-    let created = fed.researcher.create_task(&fed.orgs[0], &spec).await.unwrap();
-    let opened = fed
-        .researcher
-        .wait_and_open(&fed.orgs[0], fed.collaboration, created.task, Duration::from_secs(300))
+    fed.run_task(IMAGE, input.to_string().as_bytes(), &format!("analysis {name}"), Duration::from_secs(300))
         .await
-        .unwrap();
-    (created, opened)
 }
 
 /// Runs `case` at every registry; every job completes, the first posts the statistics (which

@@ -191,20 +191,11 @@ async fn vertical_analyses_through_real_nodes_equal_the_joined_rows_and_carry_no
     let organizations: Vec<_> = fed.orgs.iter().map(|o| o.org()).collect();
     let mut results = serde_json::Map::new();
     for (name, case) in &cases {
-        let spec = TaskSpec {
-            collaboration: fed.collaboration,
-            image: "fedq/python-analysis:0.1.0".into(),
-            organizations: organizations.clone(),
-            inputs: Inputs::Same(case.to_string().into_bytes()),
-            name: format!("vertical {name}"),
-            return_log: false,
-        };
-        let created = fed.researcher.create_task(&fed.orgs[0], &spec).await.unwrap();
-        let opened = fed
-            .researcher
-            .wait_and_open(&fed.orgs[0], fed.collaboration, created.task, Duration::from_secs(300))
-            .await
-            .unwrap();
+        let input = case.to_string();
+        let image = "fedq/python-analysis:0.1.0";
+        let (_, opened) = fed
+            .run_task(image, input.as_bytes(), &format!("vertical {name}"), Duration::from_secs(300))
+            .await;
         let output = |i: usize| -> Value {
             let r = opened.iter().find(|r| r.organization == organizations[i]).unwrap();
             assert_eq!(r.status, JobStatus::Completed, "{name}: {}", String::from_utf8_lossy(&r.output));

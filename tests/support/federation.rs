@@ -110,6 +110,32 @@ impl Federation {
         all
     }
 
+    /// Runs a task of `image` at every organization, in order, with the same `input`, as the
+    /// first organization's researcher; the task and every result, opened, within `timeout`.
+    pub async fn run_task(
+        &self,
+        image: &str,
+        input: &[u8],
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> (fedq::client::CreatedTask, Vec<fedq::client::OpenedResult>) {
+        let spec = fedq::client::TaskSpec {
+            collaboration: self.collaboration,
+            image: image.into(),
+            organizations: self.orgs.iter().map(|o| o.org()).collect(),
+            inputs: fedq::client::Inputs::Same(input.to_vec()),
+            name: name.into(),
+            return_log: false,
+        };
+        let created = self.researcher.create_task(&self.orgs[0], &spec).await.unwrap();
+        let opened = self
+            .researcher
+            .wait_and_open(&self.orgs[0], self.collaboration, created.task, timeout)
+            .await
+            .unwrap();
+        (created, opened)
+    }
+
     /// Waits until every node's monitor has checked the log up to the newest signed head, and
     /// asserts that none raised an alarm: what an honest server's run must give.
     pub async fn assert_log_checked_without_alarms(&self) {

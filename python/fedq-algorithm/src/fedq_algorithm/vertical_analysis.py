@@ -320,7 +320,7 @@ def data_party(node: Node, spec: dict, me: str, other: str, dealer: str, channel
     except Exception as e:  # noqa: BLE001 - the others must not wait for this part
         problem = _local_failure(e)
     shape = {"ok": problem is None, "rows": len(m_rows) if m_rows else 0,
-             "columns": len(m_rows[0]) if m_rows else 0, "names": len(local.names) if problem is None else 0,
+             "columns": len(m_rows[0]) if m_rows else 0,
              "digest": digest}
     channel.send_json(other, "ids", {k: shape[k] for k in ("ok", "rows", "digest")})
     theirs = channel.receive_json(other, "ids")
@@ -330,7 +330,7 @@ def data_party(node: Node, spec: dict, me: str, other: str, dealer: str, channel
     elif problem is None and (theirs["rows"], theirs["digest"]) != (shape["rows"], digest):
         problem = AnalysisError("different_ids", "the two data parties do not hold the same patient ids: each "
                                                  "lists every patient of the study once")
-    channel.send_json(dealer, "shape", {"ok": problem is None, "columns": shape["columns"], "names": shape["names"],
+    channel.send_json(dealer, "shape", {"ok": problem is None, "columns": shape["columns"],
                                         "rows": shape["rows"]})
     if problem:
         raise problem
